@@ -1,0 +1,542 @@
+//! Cancellation tokens: a tree of "stop now" signals with optional deadlines.
+//!
+//! Implementation notes. Each token is a handle (`Arc<Handle>`) onto a node. A node
+//! keeps, under one lock, its cancel reason and a slab of registrations: child nodes
+//! and wake-up callbacks. Cancelling takes the slab out under the lock and then, with
+//! no lock held, cancels the children (iteratively, so deep trees cannot overflow the
+//! stack) and runs the callbacks. A child handle holds its parent's handle, so a
+//! parent's registration for a child lives exactly as long as some clone of the child,
+//! or one of its descendants, does: the last drop removes it, which keeps a long-lived
+//! parent's memory bounded however many children come and go. Deadlines are checked
+//! lazily against the clock when the token is observed; no thread ever fires them. The
+//! first observer of a passed deadline turns it into a real cancellation so that
+//! callbacks and `done()` receivers fire too.
+
+use std::any::Any;
+use std::fmt;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::sync::{thread, Arc, AtomicUsize, Mutex, Ordering};
+
+/// Why a [`CancelToken`] is cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// [`CancelToken::cancel`] was called on this token or an ancestor.
+    Cancelled,
+    /// The token's deadline (or an ancestor's) has passed.
+    DeadlineExceeded,
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CancelReason::Cancelled => "cancelled",
+            CancelReason::DeadlineExceeded => "deadline exceeded",
+        })
+    }
+}
+
+/// A clone-able "stop now" signal, arranged in a tree, with an optional deadline.
+///
+/// Cancelling a token cancels every descendant ([`child`](CancelToken::child)), never
+/// its parent. A token with a deadline counts as cancelled, with
+/// [`CancelReason::DeadlineExceeded`], from the moment the deadline passes; no
+/// background thread is involved. Every blocking corral call has a `_cancellable` form
+/// that returns promptly when its token is cancelled.
+///
+/// # Example
+///
+/// ```
+/// use corral::{CancelReason, CancelToken};
+/// use std::time::Duration;
+///
+/// let root = CancelToken::new();
+/// let request = root.child_with_timeout(Duration::from_secs(30));
+/// let step = request.child();
+///
+/// std::thread::scope(|s| {
+///     let worker = s.spawn(|| step.wait());
+///     root.cancel(); // reaches every descendant
+///     assert_eq!(worker.join().unwrap(), CancelReason::Cancelled);
+/// });
+/// assert!(request.is_cancelled());
+/// ```
+#[derive(Clone)]
+pub struct CancelToken {
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    node: Arc<Node>,
+    /// The parent's handle (kept alive by us) and our slot in its registry.
+    parent: Option<(Arc<Handle>, usize)>,
+}
+
+struct Node {
+    /// `NONE`, `CANCELLED` or `DEADLINE`; written under `state`'s lock, read without it.
+    reason: AtomicUsize,
+    deadline: Option<Instant>,
+    state: Mutex<State>,
+}
+
+const NONE: usize = 0;
+const CANCELLED: usize = 1;
+const DEADLINE: usize = 2;
+
+#[derive(Default)]
+struct State {
+    slots: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    /// Dropped on cancel, which disconnects every receiver handed out by `done()`.
+    done: Option<(Sender<()>, Receiver<()>)>,
+}
+
+enum Entry {
+    Child(Arc<Node>),
+    Callback(Box<dyn FnOnce() + Send>),
+}
+
+impl State {
+    fn insert(&mut self, entry: Entry) -> usize {
+        match self.free.pop() {
+            Some(key) => {
+                self.slots[key] = Some(entry);
+                key
+            }
+            None => {
+                self.slots.push(Some(entry));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        if let Some(slot) = self.slots.get_mut(key) {
+            if slot.take().is_some() {
+                self.free.push(key);
+            }
+        }
+    }
+}
+
+fn encode(reason: CancelReason) -> usize {
+    match reason {
+        CancelReason::Cancelled => CANCELLED,
+        CancelReason::DeadlineExceeded => DEADLINE,
+    }
+}
+
+fn decode(raw: usize) -> Option<CancelReason> {
+    match raw {
+        CANCELLED => Some(CancelReason::Cancelled),
+        DEADLINE => Some(CancelReason::DeadlineExceeded),
+        _ => None,
+    }
+}
+
+impl Node {
+    fn new(deadline: Option<Instant>) -> Arc<Node> {
+        Arc::new(Node {
+            reason: AtomicUsize::new(NONE),
+            deadline,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn flagged(&self) -> Option<CancelReason> {
+        decode(self.reason.load(Ordering::Acquire))
+    }
+
+    /// Cancels this node and its subtree; runs callbacks with no lock held.
+    fn cancel(self: &Arc<Self>, reason: CancelReason) {
+        let mut pending = vec![Arc::clone(self)];
+        let mut first_panic: Option<Box<dyn Any + Send>> = None;
+        while let Some(node) = pending.pop() {
+            let (slots, done) = {
+                let mut state = node.state.lock();
+                if node.flagged().is_some() {
+                    continue;
+                }
+                node.reason.store(encode(reason), Ordering::Release);
+                state.free.clear();
+                (std::mem::take(&mut state.slots), state.done.take())
+            };
+            drop(done);
+            for entry in slots.into_iter().flatten() {
+                match entry {
+                    Entry::Child(child) => pending.push(child),
+                    Entry::Callback(callback) => {
+                        if let Err(payload) = catch_unwind(AssertUnwindSafe(callback)) {
+                            first_panic.get_or_insert(payload);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(payload) = first_panic {
+            resume_unwind(payload);
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Some((parent, key)) = &self.parent {
+            parent.node.state.lock().remove(*key);
+        }
+    }
+}
+
+impl CancelToken {
+    /// A new root token: not cancelled, no deadline.
+    pub fn new() -> Self {
+        Self::root(None)
+    }
+
+    /// A new root token that cancels itself `timeout` from now.
+    pub fn with_timeout(timeout: Duration) -> Self {
+        Self::root(Some(deadline_after(timeout)))
+    }
+
+    /// A new root token that cancels itself at `deadline`.
+    pub fn with_deadline(deadline: Instant) -> Self {
+        Self::root(Some(deadline))
+    }
+
+    fn root(deadline: Option<Instant>) -> Self {
+        CancelToken {
+            handle: Arc::new(Handle {
+                node: Node::new(deadline),
+                parent: None,
+            }),
+        }
+    }
+
+    /// A child token: cancelled when this token is, but cancelling it leaves this one
+    /// alone. The child inherits this token's deadline.
+    ///
+    /// A child created from an already cancelled token starts cancelled. Dropping the
+    /// last clone of a child (and of its descendants) unregisters it from the parent.
+    pub fn child(&self) -> CancelToken {
+        self.child_inner(None)
+    }
+
+    /// A child token whose deadline is `timeout` from now (or the parent's, if earlier).
+    pub fn child_with_timeout(&self, timeout: Duration) -> CancelToken {
+        self.child_inner(Some(deadline_after(timeout)))
+    }
+
+    /// A child token whose deadline is `deadline` (or the parent's, if earlier).
+    pub fn child_with_deadline(&self, deadline: Instant) -> CancelToken {
+        self.child_inner(Some(deadline))
+    }
+
+    fn child_inner(&self, deadline: Option<Instant>) -> CancelToken {
+        let parent = &self.handle.node;
+        let deadline = match (parent.deadline, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let node = Node::new(deadline);
+        let key = {
+            let mut state = parent.state.lock();
+            match parent.flagged() {
+                Some(reason) => {
+                    node.reason.store(encode(reason), Ordering::Release);
+                    None
+                }
+                None => Some(state.insert(Entry::Child(Arc::clone(&node)))),
+            }
+        };
+        CancelToken {
+            handle: Arc::new(Handle {
+                node,
+                parent: key.map(|key| (Arc::clone(&self.handle), key)),
+            }),
+        }
+    }
+
+    /// Cancels this token and every descendant, waking everything waiting on them.
+    /// Idempotent: the first reason sticks.
+    pub fn cancel(&self) {
+        let reason = match self.deadline() {
+            Some(deadline) if Instant::now() >= deadline => CancelReason::DeadlineExceeded,
+            _ => CancelReason::Cancelled,
+        };
+        self.handle.node.cancel(reason);
+    }
+
+    /// Whether this token is cancelled, explicitly or by its deadline.
+    pub fn is_cancelled(&self) -> bool {
+        self.reason().is_some()
+    }
+
+    /// Why this token is cancelled, or `None` while it is not.
+    pub fn reason(&self) -> Option<CancelReason> {
+        let node = &self.handle.node;
+        if let Some(reason) = node.flagged() {
+            return Some(reason);
+        }
+        match node.deadline {
+            Some(deadline) if Instant::now() >= deadline => {
+                node.cancel(CancelReason::DeadlineExceeded);
+                node.flagged()
+            }
+            _ => None,
+        }
+    }
+
+    /// The instant at which this token cancels itself, if it has one (inherited
+    /// deadlines included).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.handle.node.deadline
+    }
+
+    /// Time left until the deadline (zero once passed), or `None` without a deadline.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Blocks until the token is cancelled and returns why.
+    ///
+    /// A token with a deadline returns at the deadline at the latest.
+    pub fn wait(&self) -> CancelReason {
+        loop {
+            if let Some(reason) = self.wait_inner(None) {
+                return reason;
+            }
+        }
+    }
+
+    /// Blocks until the token is cancelled or `timeout` passes.
+    /// Returns the reason, or `None` on timeout.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<CancelReason> {
+        self.wait_inner(Some(deadline_after(timeout)))
+    }
+
+    /// Blocks until the token is cancelled or `deadline` passes.
+    /// Returns the reason, or `None` if the deadline came first.
+    pub fn wait_deadline(&self, deadline: Instant) -> Option<CancelReason> {
+        self.wait_inner(Some(deadline))
+    }
+
+    fn wait_inner(&self, until: Option<Instant>) -> Option<CancelReason> {
+        if let Some(reason) = self.reason() {
+            return Some(reason);
+        }
+        let me = thread::current();
+        let _wake = self.on_cancel(move || me.unpark());
+        let limit = match (until, self.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        loop {
+            if let Some(reason) = self.reason() {
+                return Some(reason);
+            }
+            if until.is_some_and(|u| Instant::now() >= u) {
+                return None;
+            }
+            thread::park_until(limit);
+        }
+    }
+
+    /// Runs `callback` once when this token is cancelled (on the cancelling thread), or
+    /// right now if it already is. Dropping the returned guard unregisters the callback
+    /// if it has not run yet.
+    ///
+    /// Callbacks should be short and must not block: they typically wake a thread.
+    /// A deadline runs the callbacks only once somebody observes the token after the
+    /// deadline (for example a waiter whose timed park ran out).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::CancelToken;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let token = CancelToken::new();
+    /// let fired = Arc::new(AtomicBool::new(false));
+    /// let flag = fired.clone();
+    /// let _registration = token.on_cancel(move || flag.store(true, Ordering::SeqCst));
+    /// token.cancel();
+    /// assert!(fired.load(Ordering::SeqCst));
+    /// ```
+    pub fn on_cancel<F>(&self, callback: F) -> OnCancel
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let node = &self.handle.node;
+        if self.reason().is_none() {
+            let mut state = node.state.lock();
+            if node.flagged().is_none() {
+                let key = state.insert(Entry::Callback(Box::new(callback)));
+                return OnCancel {
+                    registration: Some((self.clone(), key)),
+                };
+            }
+        }
+        callback();
+        OnCancel { registration: None }
+    }
+
+    /// A receiver that becomes ready (disconnected) when this token is cancelled, for
+    /// use in [`crossbeam_channel::select!`] beside other channels.
+    ///
+    /// The receiver does not see a deadline pass by itself (no thread fires it); select
+    /// on [`expired`](CancelToken::expired) as well for tokens with deadlines.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::CancelToken;
+    /// use crossbeam_channel::{bounded, select};
+    ///
+    /// let token = CancelToken::new();
+    /// let (_tx, jobs) = bounded::<u32>(1);
+    /// token.cancel();
+    /// select! {
+    ///     recv(jobs) -> job => unreachable!("no job was sent: {job:?}"),
+    ///     recv(token.done()) -> _ => println!("cancelled"),
+    ///     recv(token.expired()) -> _ => println!("deadline passed"),
+    /// }
+    /// ```
+    pub fn done(&self) -> Receiver<()> {
+        let node = &self.handle.node;
+        let _ = self.reason(); // turn a passed deadline into a cancellation
+        let mut state = node.state.lock();
+        if node.flagged().is_some() {
+            let (tx, rx) = crossbeam_channel::bounded(0);
+            drop(tx);
+            return rx;
+        }
+        let (_, rx) = state
+            .done
+            .get_or_insert_with(|| crossbeam_channel::bounded(0));
+        rx.clone()
+    }
+
+    /// A receiver that delivers once at this token's deadline, or never without one.
+    /// Pair it with [`done`](CancelToken::done) in a `select!`.
+    pub fn expired(&self) -> Receiver<Instant> {
+        match self.deadline() {
+            Some(deadline) => crossbeam_channel::at(deadline),
+            None => crossbeam_channel::never(),
+        }
+    }
+
+    /// A guard that cancels this token when dropped (also while unwinding), unless
+    /// [`disarm`](CancelOnDrop::disarm)ed: ties the token to a stack frame, so an early
+    /// `return` or `?` still stops the work started under it.
+    pub fn cancel_on_drop(&self) -> CancelOnDrop {
+        CancelOnDrop {
+            token: Some(self.clone()),
+        }
+    }
+
+    /// Whether two handles refer to the same token.
+    pub fn same_as(&self, other: &CancelToken) -> bool {
+        Arc::ptr_eq(&self.handle.node, &other.handle.node)
+    }
+}
+
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+impl Default for CancelToken {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for CancelToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelToken")
+            .field("reason", &self.reason())
+            .field("deadline", &self.deadline())
+            .finish()
+    }
+}
+
+/// Registration of an [`on_cancel`](CancelToken::on_cancel) callback; dropping it
+/// unregisters the callback if it has not run.
+#[must_use = "dropping the registration unregisters the callback"]
+pub struct OnCancel {
+    registration: Option<(CancelToken, usize)>,
+}
+
+impl Drop for OnCancel {
+    fn drop(&mut self) {
+        if let Some((token, key)) = self.registration.take() {
+            // After a cancel the slab is emptied and never refilled, so a stale key
+            // can never remove somebody else's entry.
+            token.handle.node.state.lock().remove(key);
+        }
+    }
+}
+
+impl fmt::Debug for OnCancel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OnCancel")
+            .field("registered", &self.registration.is_some())
+            .finish()
+    }
+}
+
+/// Cancels its token on drop unless disarmed. See [`CancelToken::cancel_on_drop`].
+#[must_use = "the token is cancelled when this guard is dropped"]
+#[derive(Debug)]
+pub struct CancelOnDrop {
+    token: Option<CancelToken>,
+}
+
+impl CancelOnDrop {
+    /// Keeps the token alive and uncancelled; returns it.
+    pub fn disarm(mut self) -> CancelToken {
+        self.token.take().expect("guard holds its token until dropped")
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            token.cancel();
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registrations_are_reused_after_drop() {
+        let parent = CancelToken::new();
+        for _ in 0..1000 {
+            let child = parent.child();
+            let _cb = child.on_cancel(|| {});
+        }
+        let state = parent.handle.node.state.lock();
+        assert!(state.slots.len() <= 1, "slots: {}", state.slots.len());
+    }
+
+    #[test]
+    fn dropping_a_middle_token_keeps_grandchildren_reachable() {
+        let root = CancelToken::new();
+        let grandchild = {
+            let middle = root.child();
+            middle.child()
+        };
+        root.cancel();
+        assert_eq!(grandchild.reason(), Some(CancelReason::Cancelled));
+    }
+}

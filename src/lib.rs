@@ -1,0 +1,118 @@
+//! # corral: bounded concurrency on OS threads, with no leaks
+//!
+//! corral gives services and tools the concurrency primitives they reach for —
+//! a worker pool, a semaphore, a rate limiter, a circuit breaker, a backpressure
+//! pipeline — built so the classic leaks cannot happen: **every thread it starts is
+//! joined before its owner is gone, every queue and every wait is bounded, and
+//! nothing handed to it is lost without a record.** It runs on plain OS threads, with
+//! no async runtime.
+//!
+//! The pieces they stand on are public too: [`CancelToken`] trees with deadlines,
+//! [`scope`]s whose threads may borrow and whose panics become data, an injectable
+//! [`Clock`], and [`leak::LeakCheck`], a goleak-style guard that fails a test when
+//! threads outlive it.
+//!
+//! ## Quick start
+//!
+//! ```
+//! use corral::{leak::LeakCheck, CancelToken};
+//! use std::time::Duration;
+//!
+//! let _check = LeakCheck::new(); // fails on drop if a thread started below survives
+//! let deadline = CancelToken::with_timeout(Duration::from_secs(5));
+//! let data = vec![1u64, 2, 3, 4];
+//!
+//! let sum: u64 = corral::scope(|s| {
+//!     let halves: Vec<_> = data
+//!         .chunks(2)
+//!         .map(|chunk| {
+//!             let deadline = deadline.clone();
+//!             s.spawn(move || chunk.iter().take_while(|_| !deadline.is_cancelled()).sum::<u64>())
+//!         })
+//!         .collect();
+//!     halves.into_iter().map(|h| h.join().unwrap()).sum()
+//! });
+//! assert_eq!(sum, 10);
+//! ```
+//!
+//! ## The bounded-wait convention
+//!
+//! Every blocking operation `op` comes in five forms with the same names across the
+//! crate (the names follow std and crossbeam-channel): `op()`, `try_op()`,
+//! `op_timeout(Duration)`, `op_deadline(Instant)` and `op_cancellable(&CancelToken)`.
+//! A refused item always travels back inside the error.
+//!
+//! ## Cancellation
+//!
+//! A [`CancelToken`] is a clone-able stop signal. Children are cancelled with their
+//! parent, never the reverse; deadlines need no timer thread; waiting is a blocking
+//! [`wait`](CancelToken::wait), a bounded `wait_timeout`, or a receiver for
+//! `crossbeam_channel::select!`.
+//!
+//! ```
+//! use corral::CancelToken;
+//! use std::time::Duration;
+//!
+//! let server = CancelToken::new();
+//! let request = server.child_with_timeout(Duration::from_millis(50));
+//! assert_eq!(request.wait_timeout(Duration::from_millis(1)), None);
+//! server.cancel();
+//! assert!(request.is_cancelled());
+//! ```
+//!
+//! ## Scopes
+//!
+//! [`scope`] wraps [`std::thread::scope`]: threads borrow from the caller, are named
+//! `corral-...`, share a token that a panic cancels, and an uncollected panic is
+//! re-raised with its original payload once every thread has joined ([`try_scope`]
+//! returns it instead).
+//!
+//! ```
+//! let result = corral::try_scope(|s| {
+//!     s.spawn(|| panic!("disk on fire"));
+//!     let sibling = s.token().clone();
+//!     s.spawn(move || sibling.wait()); // stops when the panic cancels the scope
+//! });
+//! assert_eq!(result.unwrap_err().message(), Some("disk on fire"));
+//! ```
+//!
+//! ## Time
+//!
+//! Everything that decides by time takes a [`Clock`]: [`SystemClock`] by default,
+//! [`ManualClock`] in tests, so time-based logic is tested without sleeping.
+//!
+//! ## Leak checks
+//!
+//! [`leak::live_threads`] lists the corral threads alive now. [`leak::LeakCheck`]
+//! fails a test when threads started under it outlive it; its OS mode catches threads
+//! leaked by any library.
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations,
+    rust_2018_idioms
+)]
+#![doc(test(attr(deny(warnings))))]
+
+mod cancel;
+mod clock;
+mod config;
+pub mod leak;
+mod overflow;
+mod panic;
+#[allow(dead_code)] // shared by the worker pool and the pipeline (issues #4 and #7)
+mod queue;
+mod scope;
+#[allow(dead_code)] // owned (non-scoped) spawns serve the pool and supervisor
+mod spawn;
+mod sync;
+#[allow(dead_code)] // the bound every blocking primitive funnels into
+mod wait;
+
+pub use cancel::{CancelOnDrop, CancelReason, CancelToken, OnCancel};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::ConfigError;
+pub use overflow::Overflow;
+pub use panic::Panic;
+pub use scope::{scope, try_scope, Scope, ScopedHandle};

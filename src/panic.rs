@@ -1,0 +1,90 @@
+//! A caught panic, as data.
+//!
+//! Panics in user code are caught at corral's boundary and delivered to whoever waits,
+//! as a [`Panic`] that keeps the original payload (so it can be re-raised unchanged)
+//! and the name of the thread it happened on.
+
+use std::any::Any;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe, UnwindSafe};
+
+/// A panic caught from user code: its payload and the thread it happened on.
+///
+/// # Example
+///
+/// ```
+/// let result = corral::scope(|s| s.spawn(|| panic!("boom")).join());
+/// let panic = result.unwrap_err();
+/// assert_eq!(panic.message(), Some("boom"));
+/// ```
+pub struct Panic {
+    payload: Box<dyn Any + Send + 'static>,
+    thread: Option<String>,
+}
+
+impl Panic {
+    /// Wraps a payload caught on the current thread.
+    pub(crate) fn new(payload: Box<dyn Any + Send + 'static>) -> Self {
+        Panic {
+            payload,
+            thread: std::thread::current().name().map(str::to_owned),
+        }
+    }
+
+    /// Runs `f`, turning a panic into `Err(Panic)`.
+    pub(crate) fn catch<T>(f: impl FnOnce() -> T + UnwindSafe) -> Result<T, Panic> {
+        catch_unwind(f).map_err(Panic::new)
+    }
+
+    /// Runs `f` (not required to be unwind-safe: corral never observes its state after
+    /// a panic), turning a panic into `Err(Panic)`.
+    pub(crate) fn catch_any<T>(f: impl FnOnce() -> T) -> Result<T, Panic> {
+        Self::catch(AssertUnwindSafe(f))
+    }
+
+    /// The panic message, when the payload is a string (as `panic!` produces).
+    pub fn message(&self) -> Option<&str> {
+        if let Some(s) = self.payload.downcast_ref::<&'static str>() {
+            Some(s)
+        } else {
+            self.payload.downcast_ref::<String>().map(String::as_str)
+        }
+    }
+
+    /// Name of the thread that panicked, if it had one.
+    pub fn thread_name(&self) -> Option<&str> {
+        self.thread.as_deref()
+    }
+
+    /// The original payload, for `std::panic::resume_unwind` or downcasting.
+    pub fn into_payload(self) -> Box<dyn Any + Send + 'static> {
+        self.payload
+    }
+
+    /// Re-raises the panic on the current thread with its original payload.
+    pub fn resume(self) -> ! {
+        std::panic::resume_unwind(self.payload)
+    }
+}
+
+impl fmt::Debug for Panic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Panic")
+            .field("message", &self.message())
+            .field("thread", &self.thread)
+            .finish()
+    }
+}
+
+impl fmt::Display for Panic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.message(), &self.thread) {
+            (Some(m), Some(t)) => write!(f, "thread '{t}' panicked: {m}"),
+            (Some(m), None) => write!(f, "panicked: {m}"),
+            (None, Some(t)) => write!(f, "thread '{t}' panicked"),
+            (None, None) => f.write_str("panicked"),
+        }
+    }
+}
+
+impl std::error::Error for Panic {}

@@ -1,0 +1,253 @@
+//! Scoped threads that may borrow from the caller, share a cancel token, and turn
+//! panics into data.
+//!
+//! Built on [`std::thread::scope`]: every thread spawned in a [`Scope`] is joined
+//! before [`scope`] returns. On top of std, corral names the threads (`corral-...`),
+//! registers them for leak checks, gives the scope a [`CancelToken`] that a panicking
+//! thread cancels (so its siblings can stop early), and keeps each panic's original
+//! payload. A panic nobody collected with [`ScopedHandle::join`] is re-raised by
+//! [`scope`] after every thread has joined, with its original payload (std re-raises a
+//! generic one), or returned by [`try_scope`].
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::ScopedJoinHandle;
+
+use parking_lot::Mutex;
+
+use crate::cancel::CancelToken;
+use crate::panic::Panic;
+use crate::spawn::{spawn_scoped, ThreadSpec};
+
+/// Runs `f` with a [`Scope`] in which threads may borrow anything that outlives the
+/// call, then joins every thread spawned in it and returns `f`'s value.
+///
+/// # Panics
+///
+/// After all threads have joined, re-raises (with its original payload) the first
+/// panic that no [`ScopedHandle::join`] collected, or `f`'s own panic. Use
+/// [`try_scope`] to get it as a value instead. Also panics if the OS refuses to start
+/// a thread.
+///
+/// # Example
+///
+/// ```
+/// let words = vec!["alpha", "beta", "gamma"];
+/// let total: usize = corral::scope(|s| {
+///     let handles: Vec<_> = words.iter().map(|w| s.spawn(move || w.len())).collect();
+///     handles.into_iter().map(|h| h.join().unwrap()).sum()
+/// });
+/// assert_eq!(total, 14);
+/// ```
+pub fn scope<'env, F, T>(f: F) -> T
+where
+    F: for<'scope> FnOnce(&Scope<'scope, 'env>) -> T,
+{
+    match try_scope(f) {
+        Ok(value) => value,
+        Err(panic) => panic.resume(),
+    }
+}
+
+/// Like [`scope`], but returns the first uncollected panic as `Err` instead of
+/// re-raising it. Every thread has joined by the time it returns either way.
+///
+/// # Errors
+///
+/// The first [`Panic`] that no [`ScopedHandle::join`] collected, or `f`'s own.
+///
+/// # Example
+///
+/// ```
+/// let result = corral::try_scope(|s| {
+///     s.spawn(|| panic!("worker failed"));
+///     s.spawn(|| 42);
+/// });
+/// assert_eq!(result.unwrap_err().message(), Some("worker failed"));
+/// ```
+pub fn try_scope<'env, F, T>(f: F) -> Result<T, Panic>
+where
+    F: for<'scope> FnOnce(&Scope<'scope, 'env>) -> T,
+{
+    let shared = Arc::new(Shared {
+        token: CancelToken::new(),
+        panics: Mutex::new(Vec::new()),
+        spawned: AtomicUsize::new(0),
+    });
+    let outcome = std::thread::scope(|s| {
+        let scope = Scope {
+            inner: s,
+            shared: Arc::clone(&shared),
+        };
+        Panic::catch_any(|| f(&scope))
+    });
+    let value = outcome?;
+    let uncollected = shared
+        .panics
+        .lock()
+        .iter()
+        .find_map(|slot| slot.lock().take());
+    match uncollected {
+        Some(panic) => Err(panic),
+        None => Ok(value),
+    }
+}
+
+/// A scope to spawn borrowing threads in. See [`scope`].
+///
+/// Cloning is cheap; clone it to spawn from inside a spawned thread.
+pub struct Scope<'scope, 'env> {
+    inner: &'scope std::thread::Scope<'scope, 'env>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    token: CancelToken,
+    /// Slots of threads that panicked, in order; a slot is emptied by `join`.
+    panics: Mutex<Vec<Arc<PanicSlot>>>,
+    spawned: AtomicUsize,
+}
+
+type PanicSlot = Mutex<Option<Panic>>;
+
+impl<'scope, 'env> Scope<'scope, 'env> {
+    /// Spawns a thread named `corral-scope-N` running `f`.
+    ///
+    /// # Panics
+    ///
+    /// If the OS refuses to start a thread.
+    #[track_caller]
+    pub fn spawn<F, T>(&self, f: F) -> ScopedHandle<'scope, T>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        let n = self.shared.spawned.fetch_add(1, Ordering::Relaxed);
+        self.spawn_as(ThreadSpec::new("Scope", format!("scope-{n}")), f)
+    }
+
+    /// Spawns a thread named `corral-{name}` running `f`.
+    ///
+    /// # Panics
+    ///
+    /// If the OS refuses to start a thread.
+    #[track_caller]
+    pub fn spawn_named<F, T>(&self, name: &str, f: F) -> ScopedHandle<'scope, T>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        self.shared.spawned.fetch_add(1, Ordering::Relaxed);
+        self.spawn_as(ThreadSpec::new("Scope", name), f)
+    }
+
+    /// Spawns with a given spec (used by the primitives that live in a scope).
+    #[track_caller]
+    pub(crate) fn spawn_as<F, T>(&self, spec: ThreadSpec, f: F) -> ScopedHandle<'scope, T>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        match self.try_spawn_as(spec, f) {
+            Ok(handle) => handle,
+            Err(e) => panic!("corral: the OS refused to start a thread: {e}"),
+        }
+    }
+
+    /// Spawns with a given spec; `Err` if the OS refuses to start the thread.
+    #[track_caller]
+    pub(crate) fn try_spawn_as<F, T>(
+        &self,
+        spec: ThreadSpec,
+        f: F,
+    ) -> std::io::Result<ScopedHandle<'scope, T>>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        let slot: Arc<PanicSlot> = Arc::new(Mutex::new(None));
+        let thread_slot = Arc::clone(&slot);
+        let shared = Arc::clone(&self.shared);
+        let inner = spawn_scoped(self.inner, &spec, move || match Panic::catch_any(f) {
+            Ok(value) => Some(value),
+            Err(panic) => {
+                *thread_slot.lock() = Some(panic);
+                shared.panics.lock().push(thread_slot);
+                shared.token.cancel();
+                None
+            }
+        })?;
+        Ok(ScopedHandle { inner, slot })
+    }
+
+    /// The scope's token: cancelled when any thread in the scope panics, and by anyone
+    /// who calls [`CancelToken::cancel`] on it. Spawned threads check it to stop early.
+    pub fn token(&self) -> &CancelToken {
+        &self.shared.token
+    }
+}
+
+impl Clone for Scope<'_, '_> {
+    fn clone(&self) -> Self {
+        Scope {
+            inner: self.inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl fmt::Debug for Scope<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scope")
+            .field("spawned", &self.shared.spawned.load(Ordering::Relaxed))
+            .field("cancelled", &self.shared.token.is_cancelled())
+            .finish()
+    }
+}
+
+/// Handle to a thread spawned in a [`Scope`].
+///
+/// Dropping it does not detach anything: the scope still joins the thread.
+pub struct ScopedHandle<'scope, T> {
+    inner: ScopedJoinHandle<'scope, Option<T>>,
+    slot: Arc<PanicSlot>,
+}
+
+impl<T> ScopedHandle<'_, T> {
+    /// Waits for the thread and returns its value, or its panic. A panic collected
+    /// here is handled: the scope will not re-raise it.
+    ///
+    /// # Errors
+    ///
+    /// The [`Panic`] the thread raised.
+    pub fn join(self) -> Result<T, Panic> {
+        match self.inner.join() {
+            Ok(Some(value)) => Ok(value),
+            _ => Err(self
+                .slot
+                .lock()
+                .take()
+                .expect("a thread that returned no value stored its panic")),
+        }
+    }
+
+    /// Whether the thread has finished running.
+    pub fn is_finished(&self) -> bool {
+        self.inner.is_finished()
+    }
+
+    /// The underlying thread (for its name or id).
+    pub fn thread(&self) -> &std::thread::Thread {
+        self.inner.thread()
+    }
+}
+
+impl<T> fmt::Debug for ScopedHandle<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopedHandle")
+            .field("thread", &self.inner.thread().name())
+            .field("finished", &self.inner.is_finished())
+            .finish()
+    }
+}

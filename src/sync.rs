@@ -1,0 +1,133 @@
+//! The one synchronisation facade every concurrency core imports from.
+//!
+//! Normal builds re-export std atomics, `parking_lot` locks and std thread parking.
+//! Under `--cfg loom` the same names come from loom, so the cores (cancel token,
+//! semaphore, rate limiter, breaker state) can be model-checked without a refactor.
+//! The loom lock wrappers give loom's `Mutex`/`Condvar` the parking_lot shape
+//! (`lock()` without `unwrap`, `wait(&mut guard)`), so callers do not change.
+//!
+//! Code that blocks on a crossbeam channel or spawns OS threads does not run under
+//! loom; it imports std directly and is covered by stress tests instead.
+
+//! (The facade exports the full set; not every build uses every name.)
+#![allow(unused_imports)]
+
+#[cfg(not(loom))]
+pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+#[cfg(not(loom))]
+pub(crate) use std::sync::Arc;
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+#[cfg(loom)]
+pub(crate) use loom::sync::Arc;
+#[cfg(loom)]
+pub(crate) use loom_locks::{Condvar, Mutex, MutexGuard};
+
+/// Thread parking: the one way a corral waiter sleeps.
+pub(crate) mod thread {
+    #[cfg(not(loom))]
+    pub(crate) use std::thread::{current, yield_now, Thread};
+
+    #[cfg(loom)]
+    pub(crate) use loom::thread::{current, yield_now, Thread};
+
+    /// Parks the current thread until it is unparked or `deadline` passes.
+    /// May return spuriously: callers re-check their condition in a loop.
+    #[cfg(not(loom))]
+    pub(crate) fn park_until(deadline: Option<std::time::Instant>) {
+        match deadline {
+            None => std::thread::park(),
+            Some(d) => {
+                let now = std::time::Instant::now();
+                if d > now {
+                    std::thread::park_timeout(d - now);
+                }
+            }
+        }
+    }
+
+    /// Loom has no time: a timed park is modelled as a park that may also wake
+    /// at any point, which loom explores as a yield.
+    #[cfg(loom)]
+    pub(crate) fn park_until(deadline: Option<std::time::Instant>) {
+        match deadline {
+            None => loom::thread::park(),
+            Some(_) => loom::thread::yield_now(),
+        }
+    }
+}
+
+#[cfg(loom)]
+mod loom_locks {
+    use std::ops::{Deref, DerefMut};
+
+    /// `loom::sync::Mutex` with the parking_lot calling convention.
+    #[derive(Debug)]
+    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+
+    /// Guard of [`Mutex`]; the `Option` lets [`Condvar::wait`] take it by `&mut`.
+    #[derive(Debug)]
+    pub(crate) struct MutexGuard<'a, T> {
+        lock: &'a loom::sync::Mutex<T>,
+        guard: Option<loom::sync::MutexGuard<'a, T>>,
+    }
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Mutex(loom::sync::Mutex::new(value))
+        }
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            MutexGuard {
+                lock: &self.0,
+                guard: Some(self.0.lock().unwrap()),
+            }
+        }
+    }
+
+    impl<T> Deref for MutexGuard<'_, T> {
+        type Target = T;
+        fn deref(&self) -> &T {
+            self.guard.as_ref().unwrap()
+        }
+    }
+
+    impl<T> DerefMut for MutexGuard<'_, T> {
+        fn deref_mut(&mut self) -> &mut T {
+            self.guard.as_mut().unwrap()
+        }
+    }
+
+    /// `loom::sync::Condvar` with the parking_lot calling convention.
+    #[derive(Debug)]
+    pub(crate) struct Condvar(loom::sync::Condvar);
+
+    impl Condvar {
+        pub(crate) fn new() -> Self {
+            Condvar(loom::sync::Condvar::new())
+        }
+        pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
+            let inner = guard.guard.take().unwrap();
+            guard.guard = Some(self.0.wait(inner).unwrap());
+        }
+        /// Loom has no time: a timed wait is modelled as one that may time out at
+        /// any point, so it releases the lock, yields and takes the lock again.
+        pub(crate) fn wait_until<T>(
+            &self,
+            guard: &mut MutexGuard<'_, T>,
+            _deadline: std::time::Instant,
+        ) {
+            drop(guard.guard.take());
+            loom::thread::yield_now();
+            guard.guard = Some(guard.lock.lock().unwrap());
+        }
+        pub(crate) fn notify_one(&self) {
+            self.0.notify_one();
+        }
+        pub(crate) fn notify_all(&self) {
+            self.0.notify_all();
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The bound on a blocking call, shared by every primitive.
+//!
+//! Each blocking operation `op` comes as `op`, `try_op`, `op_timeout(Duration)`,
+//! `op_deadline(Instant)` and `op_cancellable(&CancelToken)`. All but `try_op` funnel
+//! into one private `op_until(Until)`, so the waiting logic (deadline arithmetic,
+//! cancel wake-ups, which error a stop maps to) is written once, here.
+
+use std::time::{Duration, Instant};
+
+use crate::cancel::{CancelReason, CancelToken, OnCancel};
+use crate::sync::thread;
+
+/// How long a blocking call may wait.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Until<'a> {
+    deadline: Option<Instant>,
+    token: Option<&'a CancelToken>,
+}
+
+/// Why a bounded wait stopped before its condition held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Interrupted {
+    /// The caller's deadline or timeout passed.
+    TimedOut,
+    /// The caller's token was cancelled (explicitly or by its own deadline).
+    Cancelled(CancelReason),
+}
+
+impl Until<'static> {
+    /// No bound: wait as long as it takes.
+    pub(crate) const FOREVER: Until<'static> = Until {
+        deadline: None,
+        token: None,
+    };
+
+    /// Wait at most `timeout` from now.
+    pub(crate) fn timeout(timeout: Duration) -> Self {
+        let now = Instant::now();
+        Until {
+            deadline: Some(now.checked_add(timeout).unwrap_or(now + Duration::from_secs(1 << 32))),
+            token: None,
+        }
+    }
+
+    /// Wait until `deadline`.
+    pub(crate) fn deadline(deadline: Instant) -> Self {
+        Until {
+            deadline: Some(deadline),
+            token: None,
+        }
+    }
+}
+
+impl<'a> Until<'a> {
+    /// Wait until `token` is cancelled (which includes its own deadline).
+    pub(crate) fn cancellable(token: &'a CancelToken) -> Self {
+        Until {
+            deadline: None,
+            token: Some(token),
+        }
+    }
+
+    /// The caller's own deadline, if any (not the token's).
+    pub(crate) fn caller_deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The token, if any.
+    pub(crate) fn token(&self) -> Option<&'a CancelToken> {
+        self.token
+    }
+
+    /// The earliest instant at which this wait must end: the caller's deadline or the
+    /// token's, whichever comes first.
+    pub(crate) fn limit(&self) -> Option<Instant> {
+        match (self.deadline, self.token.and_then(CancelToken::deadline)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// `Err` once the wait must stop: the token is cancelled or the deadline passed.
+    pub(crate) fn check(&self) -> Result<(), Interrupted> {
+        self.check_at(Instant::now())
+    }
+
+    /// As [`check`](Until::check), with the current time supplied by the caller.
+    pub(crate) fn check_at(&self, now: Instant) -> Result<(), Interrupted> {
+        if let Some(reason) = self.token.and_then(CancelToken::reason) {
+            return Err(Interrupted::Cancelled(reason));
+        }
+        match self.deadline {
+            Some(deadline) if now >= deadline => Err(Interrupted::TimedOut),
+            _ => Ok(()),
+        }
+    }
+
+    /// Arranges for the current thread to be unparked when the token is cancelled.
+    /// Keep the returned registration alive for as long as the thread may park.
+    pub(crate) fn unpark_on_cancel(&self) -> Option<OnCancel> {
+        self.token.map(|token| {
+            let me = thread::current();
+            token.on_cancel(move || me.unpark())
+        })
+    }
+
+    /// Parks the current thread once (until unparked, spuriously woken, or the limit)
+    /// and then reports whether the wait must stop. Callers loop, re-checking their own
+    /// condition, with an [`unpark_on_cancel`](Until::unpark_on_cancel) registration held.
+    pub(crate) fn park(&self) -> Result<(), Interrupted> {
+        self.check()?;
+        thread::park_until(self.limit());
+        self.check()
+    }
+}
