@@ -95,6 +95,7 @@
 )]
 #![doc(test(attr(deny(warnings))))]
 
+mod breaker;
 mod cancel;
 mod clock;
 mod config;
@@ -110,6 +111,9 @@ mod sync;
 #[allow(dead_code)] // the bound every blocking primitive funnels into
 mod wait;
 
+pub use breaker::{
+    BreakerBuilder, BreakerError, BreakerGuard, BreakerStats, CircuitBreaker, State, Window,
+};
 pub use cancel::{CancelOnDrop, CancelReason, CancelToken, OnCancel};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::ConfigError;

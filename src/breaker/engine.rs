@@ -1,0 +1,843 @@
+//! The breaker's state machine; [`CircuitBreaker`](super::CircuitBreaker) is a thin
+//! wrapper over it.
+//!
+//! Implementation notes.
+//!
+//! - **One word of state.** `Hot::word` packs the mode (low 3 bits) and an epoch that
+//!   every transition increments. Admission in the closed state is one acquire load
+//!   of it. A permit remembers the word it was admitted under; an outcome reported
+//!   after the word changed belongs to an older state and only reaches the stats.
+//! - **Closed successes write nothing shared.** They bump the caller's stripe
+//!   (`window.rs`), reset the consecutive-failure count only when it is non-zero, and
+//!   read `eval_after` to learn whether a success could trip the breaker at all (only
+//!   when it brings a window holding failures up to `minimum_calls`). Everything else,
+//!   failures, slow calls, half-open trials, transitions, takes the `core` mutex.
+//! - **Count window without a shared index.** The window is "the last N calls". The
+//!   index of a call is (successes summed over stripes) + (calls recorded under the
+//!   lock); failures and slow calls store their index in a ring, and an evaluation
+//!   drops the indices that fell out of the last N. A reset stores the current index
+//!   as the base instead of zeroing stripes.
+//! - **Time window in buckets.** The window is split into `BUCKETS` buckets of
+//!   `window / BUCKETS`; an outcome counts while its bucket is one of the last
+//!   `BUCKETS`, so outcomes a full window old never count. Successes live in striped
+//!   buckets, locked outcomes in `TimeWindow::buckets`. A reset records what the
+//!   stripes hold per bucket as an offset to subtract.
+//! - **Lazy time.** No thread runs timers: Open -> HalfOpen (after `open_for`) and
+//!   HalfOpen -> Open (after `half_open_timeout`) happen in whichever call, `state()`
+//!   or `stats()` first sees that the time has come.
+//! - **Callbacks outside the lock.** Transitions are collected in [`Events`] while the
+//!   lock is held and handed to `on_state_change` after it is released, so a callback
+//!   may call back into the breaker.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::window::{Stripes, BUCKETS};
+use super::State;
+use crate::clock::Clock;
+use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
+
+const CLOSED: u64 = 0;
+const OPEN: u64 = 1;
+const HALF_OPEN: u64 = 2;
+const FORCED_OPEN: u64 = 3;
+const DISABLED: u64 = 4;
+const MODE_BITS: u32 = 3;
+const MODE_MASK: u64 = (1 << MODE_BITS) - 1;
+
+fn mode_of(state: State) -> u64 {
+    match state {
+        State::Closed => CLOSED,
+        State::Open => OPEN,
+        State::HalfOpen => HALF_OPEN,
+        State::ForcedOpen => FORCED_OPEN,
+        State::Disabled => DISABLED,
+    }
+}
+
+fn state_of(word: u64) -> State {
+    match word & MODE_MASK {
+        CLOSED => State::Closed,
+        OPEN => State::Open,
+        HALF_OPEN => State::HalfOpen,
+        FORCED_OPEN => State::ForcedOpen,
+        _ => State::Disabled,
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+pub(super) type FailurePredicate = Box<dyn Fn(&dyn Any) -> bool + Send + Sync>;
+pub(super) type StateCallback = Box<dyn Fn(State, State) + Send + Sync>;
+
+/// Validated configuration (built by `BreakerBuilder`).
+pub(super) struct Config {
+    pub(super) consecutive: Option<u64>,
+    pub(super) failure_rate: Option<f64>,
+    pub(super) slow: Option<(u64, f64)>,
+    pub(super) window: WindowKind,
+    pub(super) minimum_calls: u64,
+    pub(super) open_for: Duration,
+    pub(super) backoff: Option<(f64, Duration)>,
+    pub(super) half_open_calls: u32,
+    pub(super) half_open_timeout: u64,
+    pub(super) is_failure: Option<FailurePredicate>,
+    pub(super) on_state_change: Option<StateCallback>,
+    pub(super) clock: Box<dyn Clock>,
+}
+
+/// The window a rate is computed over, in engine units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WindowKind {
+    /// No rate configured: nothing is recorded per call beyond stats.
+    None,
+    /// The last `n` calls.
+    Count(u64),
+    /// Buckets of `width` nanoseconds, the last `BUCKETS` of them.
+    Time { width: u64 },
+}
+
+/// How a permitted call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Success,
+    Failure,
+    /// Release the permit without counting anything.
+    Ignore,
+}
+
+/// Why a call was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    Open(Duration),
+    HalfOpenFull,
+    ForcedOpen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Closed,
+    Trial,
+    Disabled,
+}
+
+/// An admission: what state it was granted in and when it started.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Permit {
+    pub(super) kind: Kind,
+    word: u64,
+    start: u64,
+}
+
+/// Transitions made under the lock, reported once it is released.
+struct Events {
+    list: [(State, State); 4],
+    len: usize,
+}
+
+impl Events {
+    fn new() -> Self {
+        Events {
+            list: [(State::Closed, State::Closed); 4],
+            len: 0,
+        }
+    }
+    fn push(&mut self, from: State, to: State) {
+        if self.len < self.list.len() {
+            self.list[self.len] = (from, to);
+            self.len += 1;
+        }
+    }
+}
+
+/// The fields a closed-state call reads, on their own cache line.
+#[repr(align(128))]
+struct Hot {
+    word: AtomicU64,
+    open_until: AtomicU64,
+    /// A closed success at engine time `>= eval_after` must re-evaluate the window.
+    eval_after: AtomicU64,
+    consecutive: AtomicU64,
+}
+
+struct CountWindow {
+    size: u64,
+    base: u64,
+    locked_calls: u64,
+    failures: VecDeque<u64>,
+    slow: VecDeque<u64>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct LockedBucket {
+    id: u64,
+    calls: u64,
+    failures: u64,
+    slow: u64,
+}
+
+struct TimeWindow {
+    width: u64,
+    buckets: [LockedBucket; BUCKETS],
+    /// Stripe successes per bucket id at the last reset, subtracted from later sums.
+    offsets: [(u64, u64); BUCKETS],
+}
+
+/// Window totals at one moment.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Totals {
+    pub(super) calls: u64,
+    pub(super) failures: u64,
+    pub(super) slow: u64,
+}
+
+struct Core {
+    state: State,
+    epoch: u64,
+    open_for: Duration,
+    open_until: u64,
+    half_open_since: u64,
+    in_flight: u32,
+    trial_successes: u32,
+    count: Option<CountWindow>,
+    time: Option<TimeWindow>,
+    failures: u64,
+    locked_successes: u64,
+    slow: u64,
+    trips: u64,
+}
+
+/// Snapshot handed to `BreakerStats`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Snapshot {
+    pub(super) state: State,
+    pub(super) successes: u64,
+    pub(super) failures: u64,
+    pub(super) slow: u64,
+    pub(super) rejected: u64,
+    pub(super) trips: u64,
+    pub(super) consecutive: u64,
+    pub(super) in_flight: u32,
+    pub(super) window: Totals,
+    pub(super) open_for: Duration,
+}
+
+pub(super) struct Engine {
+    hot: Hot,
+    stripes: Stripes,
+    core: Mutex<Core>,
+    cfg: Config,
+    origin: Instant,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("state", &state_of(self.hot.word.load(Ordering::Relaxed)))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub(super) fn new(cfg: Config) -> Self {
+        let origin = cfg.clock.now();
+        let count = match cfg.window {
+            WindowKind::Count(size) => Some(CountWindow {
+                size,
+                base: 0,
+                locked_calls: 0,
+                failures: VecDeque::new(),
+                slow: VecDeque::new(),
+            }),
+            _ => None,
+        };
+        let time = match cfg.window {
+            WindowKind::Time { width } => Some(TimeWindow {
+                width,
+                buckets: [LockedBucket::default(); BUCKETS],
+                offsets: [(u64::MAX, 0); BUCKETS],
+            }),
+            _ => None,
+        };
+        Engine {
+            hot: Hot {
+                word: AtomicU64::new(CLOSED),
+                open_until: AtomicU64::new(0),
+                eval_after: AtomicU64::new(u64::MAX),
+                consecutive: AtomicU64::new(0),
+            },
+            stripes: Stripes::new(),
+            core: Mutex::new(Core {
+                state: State::Closed,
+                epoch: 0,
+                open_for: cfg.open_for,
+                open_until: 0,
+                half_open_since: 0,
+                in_flight: 0,
+                trial_successes: 0,
+                count,
+                time,
+                failures: 0,
+                locked_successes: 0,
+                slow: 0,
+                trips: 0,
+            }),
+            cfg,
+            origin,
+        }
+    }
+
+    /// Engine time: nanoseconds since the breaker was built, on its clock.
+    #[inline]
+    fn now(&self) -> u64 {
+        nanos(self.cfg.clock.now().saturating_duration_since(self.origin))
+    }
+
+    pub(super) fn is_failure<E: 'static>(&self, error: &E) -> bool {
+        match &self.cfg.is_failure {
+            None => true,
+            Some(predicate) => predicate(error),
+        }
+    }
+
+    // ---- admission ------------------------------------------------------------------
+
+    #[inline]
+    pub(super) fn acquire(&self) -> Result<Permit, Refusal> {
+        let word = self.hot.word.load(Ordering::Acquire);
+        match word & MODE_MASK {
+            CLOSED => Ok(Permit {
+                kind: Kind::Closed,
+                word,
+                start: self.start_time(),
+            }),
+            DISABLED => Ok(Permit {
+                kind: Kind::Disabled,
+                word,
+                start: self.start_time(),
+            }),
+            FORCED_OPEN => {
+                self.refused();
+                Err(Refusal::ForcedOpen)
+            }
+            OPEN => {
+                let now = self.now();
+                let until = self.hot.open_until.load(Ordering::Acquire);
+                if now < until {
+                    self.refused();
+                    Err(Refusal::Open(Duration::from_nanos(until - now)))
+                } else {
+                    self.acquire_locked(now)
+                }
+            }
+            _ => self.acquire_locked(self.now()),
+        }
+    }
+
+    #[inline]
+    fn start_time(&self) -> u64 {
+        if self.cfg.slow.is_some() {
+            self.now()
+        } else {
+            0
+        }
+    }
+
+    fn refused(&self) {
+        self.stripes.mine().rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[cold]
+    fn acquire_locked(&self, now: u64) -> Result<Permit, Refusal> {
+        let mut events = Events::new();
+        let result = {
+            let mut core = self.core.lock();
+            self.advance_time(&mut core, now, &mut events);
+            let word = self.word_of(&core);
+            match core.state {
+                State::Closed => Ok(Permit {
+                    kind: Kind::Closed,
+                    word,
+                    start: now,
+                }),
+                State::Disabled => Ok(Permit {
+                    kind: Kind::Disabled,
+                    word,
+                    start: now,
+                }),
+                State::HalfOpen => {
+                    if core.in_flight + core.trial_successes < self.cfg.half_open_calls {
+                        core.in_flight += 1;
+                        Ok(Permit {
+                            kind: Kind::Trial,
+                            word,
+                            start: now,
+                        })
+                    } else {
+                        Err(Refusal::HalfOpenFull)
+                    }
+                }
+                State::Open => Err(Refusal::Open(Duration::from_nanos(
+                    core.open_until.saturating_sub(now),
+                ))),
+                State::ForcedOpen => Err(Refusal::ForcedOpen),
+            }
+        };
+        if result.is_err() {
+            self.refused();
+        }
+        self.fire(&events);
+        result
+    }
+
+    // ---- outcomes -------------------------------------------------------------------
+
+    #[inline]
+    pub(super) fn record(&self, permit: &Permit, outcome: Outcome) {
+        match permit.kind {
+            Kind::Closed => self.record_closed(permit, outcome),
+            Kind::Trial => self.record_trial(permit, outcome),
+            Kind::Disabled => self.record_disabled(permit, outcome),
+        }
+    }
+
+    #[inline]
+    fn is_slow(&self, permit: &Permit, end: u64) -> bool {
+        match self.cfg.slow {
+            Some((limit, _)) => end.saturating_sub(permit.start) > limit,
+            None => false,
+        }
+    }
+
+    #[inline]
+    fn record_closed(&self, permit: &Permit, outcome: Outcome) {
+        if outcome == Outcome::Ignore {
+            return;
+        }
+        let timed = self.cfg.slow.is_some() || matches!(self.cfg.window, WindowKind::Time { .. });
+        let end = if timed { self.now() } else { 0 };
+        let slow = self.is_slow(permit, end);
+        if outcome == Outcome::Failure || slow {
+            let now = if timed { end } else { self.now() };
+            return self.record_closed_locked(permit, outcome == Outcome::Failure, slow, now);
+        }
+        // The fast path: a plain success.
+        let stripe = self.stripes.mine();
+        if self.hot.word.load(Ordering::Relaxed) != permit.word {
+            stripe.plain.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        stripe.successes.fetch_add(1, Ordering::Relaxed);
+        if let WindowKind::Time { width } = self.cfg.window {
+            stripe.add_to_bucket(end / width);
+        }
+        if self.cfg.consecutive.is_some() && self.hot.consecutive.load(Ordering::Relaxed) != 0 {
+            self.hot.consecutive.store(0, Ordering::Relaxed);
+        }
+        if self.cfg.window != WindowKind::None && self.hot.eval_after.load(Ordering::Relaxed) <= end
+        {
+            self.evaluate_after_success(permit, if timed { end } else { self.now() });
+        }
+    }
+
+    #[cold]
+    fn evaluate_after_success(&self, permit: &Permit, now: u64) {
+        let mut events = Events::new();
+        {
+            let mut core = self.core.lock();
+            if self.word_of(&core) == permit.word {
+                self.evaluate(&mut core, now, &mut events);
+            }
+        }
+        self.fire(&events);
+    }
+
+    #[cold]
+    fn record_closed_locked(&self, permit: &Permit, failure: bool, slow: bool, now: u64) {
+        let mut events = Events::new();
+        {
+            let mut core = self.core.lock();
+            if failure {
+                core.failures += 1;
+            } else {
+                core.locked_successes += 1;
+            }
+            if slow {
+                core.slow += 1;
+            }
+            if self.word_of(&core) == permit.word {
+                self.closed_outcome(&mut core, failure, slow, now, &mut events);
+            }
+        }
+        self.fire(&events);
+    }
+
+    /// A failure or slow call in the current closed state: update the policies.
+    fn closed_outcome(
+        &self,
+        core: &mut MutexGuard<'_, Core>,
+        failure: bool,
+        slow: bool,
+        now: u64,
+        events: &mut Events,
+    ) {
+        if let Some(limit) = self.cfg.consecutive {
+            if failure {
+                let run = self.hot.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+                if run >= limit {
+                    self.transition(core, State::Open, now, events);
+                    return;
+                }
+            } else if self.hot.consecutive.load(Ordering::Relaxed) != 0 {
+                self.hot.consecutive.store(0, Ordering::Relaxed);
+            }
+        }
+        if self.cfg.window == WindowKind::None {
+            return;
+        }
+        let successes = self.stripes.successes();
+        if let Some(window) = core.count.as_mut() {
+            window.locked_calls += 1;
+            let index = successes + window.locked_calls;
+            if failure {
+                window.failures.push_back(index);
+            }
+            if slow {
+                window.slow.push_back(index);
+            }
+        }
+        if let Some(window) = core.time.as_mut() {
+            let id = now / window.width;
+            let bucket = &mut window.buckets[(id % BUCKETS as u64) as usize];
+            if bucket.id != id {
+                *bucket = LockedBucket {
+                    id,
+                    ..LockedBucket::default()
+                };
+            }
+            bucket.calls += 1;
+            bucket.failures += u64::from(failure);
+            bucket.slow += u64::from(slow);
+        }
+        self.evaluate(core, now, events);
+    }
+
+    /// Recomputes the window; trips when a rate reaches its threshold, otherwise says
+    /// from when on a success must evaluate again.
+    fn evaluate(&self, core: &mut MutexGuard<'_, Core>, now: u64, events: &mut Events) {
+        let (totals, eval_after) = self.window_totals(core, now);
+        if totals.calls >= self.cfg.minimum_calls && totals.calls > 0 {
+            let calls = totals.calls as f64;
+            let failing = self
+                .cfg
+                .failure_rate
+                .is_some_and(|t| totals.failures as f64 / calls >= t);
+            let slow = self
+                .cfg
+                .slow
+                .is_some_and(|(_, t)| totals.slow as f64 / calls >= t);
+            if failing || slow {
+                self.transition(core, State::Open, now, events);
+                return;
+            }
+        }
+        self.hot.eval_after.store(eval_after, Ordering::Relaxed);
+    }
+
+    /// Window totals at `now`, and the engine time from which a plain success could
+    /// bring a window holding failures up to `minimum_calls`.
+    fn window_totals(&self, core: &mut MutexGuard<'_, Core>, now: u64) -> (Totals, u64) {
+        let minimum = self.cfg.minimum_calls;
+        if let Some(window) = core.count.as_mut() {
+            let index = self.stripes.successes() + window.locked_calls;
+            let calls = (index - window.base.min(index)).min(window.size);
+            let cutoff = index.saturating_sub(window.size);
+            while window.failures.front().is_some_and(|&i| i <= cutoff) {
+                window.failures.pop_front();
+            }
+            while window.slow.front().is_some_and(|&i| i <= cutoff) {
+                window.slow.pop_front();
+            }
+            let totals = Totals {
+                calls,
+                failures: window.failures.len() as u64,
+                slow: window.slow.len() as u64,
+            };
+            // Once the window holds `minimum_calls`, a success can only lower the
+            // rates (it replaces the oldest call or adds to the count).
+            let armed = calls < minimum && self.could_trip(totals);
+            return (totals, if armed { 0 } else { u64::MAX });
+        }
+        if let Some(window) = core.time.as_ref() {
+            let current = now / window.width;
+            let mut per_age = self.stripes.bucket_successes(current);
+            for &(id, successes) in &window.offsets {
+                let age = current.wrapping_sub(id);
+                if age < BUCKETS as u64 {
+                    per_age[age as usize] = per_age[age as usize].saturating_sub(successes);
+                }
+            }
+            let mut failures = [0u64; BUCKETS];
+            let mut slow = [0u64; BUCKETS];
+            for bucket in &window.buckets {
+                let age = current.wrapping_sub(bucket.id);
+                if bucket.calls > 0 && age < BUCKETS as u64 {
+                    per_age[age as usize] += bucket.calls;
+                    failures[age as usize] += bucket.failures;
+                    slow[age as usize] += bucket.slow;
+                }
+            }
+            let totals = Totals {
+                calls: per_age.iter().sum(),
+                failures: failures.iter().sum(),
+                slow: slow.iter().sum(),
+            };
+            // A success can trip the breaker only when the outcomes still in the
+            // window then, plus the fewest successes that reach the minimum, are over
+            // a threshold: expiring successes raise the rates, and a success may be
+            // the call that reaches `minimum_calls`. Find the first bucket (from now)
+            // where that is possible; successes before its start need no lock.
+            let mut eval_after = u64::MAX;
+            let mut remaining = totals;
+            for shift in 0..=BUCKETS {
+                if shift > 0 {
+                    let age = BUCKETS - shift;
+                    remaining.calls -= per_age[age];
+                    remaining.failures -= failures[age];
+                    remaining.slow -= slow[age];
+                }
+                if remaining.failures == 0 && remaining.slow == 0 {
+                    break;
+                }
+                if self.could_trip(remaining) {
+                    eval_after = if shift == 0 {
+                        0
+                    } else {
+                        (current + shift as u64).saturating_mul(window.width)
+                    };
+                    break;
+                }
+            }
+            return (totals, eval_after);
+        }
+        (Totals::default(), u64::MAX)
+    }
+
+    /// Whether the fewest further successes that reach `minimum_calls` (at least one)
+    /// would leave a window with these totals over a threshold.
+    fn could_trip(&self, totals: Totals) -> bool {
+        let calls = totals.calls + self.cfg.minimum_calls.saturating_sub(totals.calls).max(1);
+        let calls = calls as f64;
+        self.cfg
+            .failure_rate
+            .is_some_and(|t| totals.failures as f64 / calls >= t)
+            || self
+                .cfg
+                .slow
+                .is_some_and(|(_, t)| totals.slow as f64 / calls >= t)
+    }
+
+    #[cold]
+    fn record_trial(&self, permit: &Permit, outcome: Outcome) {
+        let now = self.now();
+        let slow = self.is_slow(permit, now);
+        let mut events = Events::new();
+        {
+            let mut core = self.core.lock();
+            self.count_stats(&mut core, outcome, slow);
+            self.advance_time(&mut core, now, &mut events);
+            if self.word_of(&core) == permit.word {
+                core.in_flight -= 1;
+                match outcome {
+                    Outcome::Ignore => {}
+                    Outcome::Success if !slow => {
+                        core.trial_successes += 1;
+                        if core.trial_successes >= self.cfg.half_open_calls {
+                            self.transition(&mut core, State::Closed, now, &mut events);
+                        }
+                    }
+                    _ => self.reopen(&mut core, now, &mut events),
+                }
+            }
+        }
+        self.fire(&events);
+    }
+
+    fn record_disabled(&self, permit: &Permit, outcome: Outcome) {
+        let end = if self.cfg.slow.is_some() {
+            self.now()
+        } else {
+            0
+        };
+        let slow = self.is_slow(permit, end);
+        if outcome == Outcome::Success && !slow {
+            self.stripes.mine().plain.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let mut core = self.core.lock();
+            self.count_stats(&mut core, outcome, slow);
+        }
+    }
+
+    fn count_stats(&self, core: &mut Core, outcome: Outcome, slow: bool) {
+        match outcome {
+            Outcome::Ignore => return,
+            Outcome::Success => core.locked_successes += 1,
+            Outcome::Failure => core.failures += 1,
+        }
+        if slow {
+            core.slow += 1;
+        }
+    }
+
+    // ---- transitions ----------------------------------------------------------------
+
+    fn word_of(&self, core: &Core) -> u64 {
+        core.epoch << MODE_BITS | mode_of(core.state)
+    }
+
+    /// Applies the transitions that time alone makes due.
+    fn advance_time(&self, core: &mut MutexGuard<'_, Core>, now: u64, events: &mut Events) {
+        if core.state == State::Open && now >= core.open_until {
+            self.transition(core, State::HalfOpen, now, events);
+        }
+        if core.state == State::HalfOpen
+            && now.saturating_sub(core.half_open_since) >= self.cfg.half_open_timeout
+        {
+            self.reopen(core, now, events);
+        }
+    }
+
+    /// A failed (or timed-out) half-open state opens again, for longer.
+    fn reopen(&self, core: &mut MutexGuard<'_, Core>, now: u64, events: &mut Events) {
+        if let Some((multiplier, max)) = self.cfg.backoff {
+            let longer = core.open_for.as_nanos() as f64 * multiplier;
+            let capped = longer.min(max.as_nanos() as f64);
+            core.open_for = Duration::from_nanos(capped as u64);
+        }
+        self.transition(core, State::Open, now, events);
+    }
+
+    fn transition(
+        &self,
+        core: &mut MutexGuard<'_, Core>,
+        to: State,
+        now: u64,
+        events: &mut Events,
+    ) {
+        let from = core.state;
+        core.state = to;
+        core.epoch += 1;
+        core.in_flight = 0;
+        core.trial_successes = 0;
+        match to {
+            State::Open => {
+                core.open_until = now.saturating_add(nanos(core.open_for));
+                core.trips += 1;
+                self.hot
+                    .open_until
+                    .store(core.open_until, Ordering::Release);
+            }
+            State::HalfOpen => core.half_open_since = now,
+            State::Closed => {
+                core.open_for = self.cfg.open_for;
+                self.clear_window(core, now);
+            }
+            State::ForcedOpen | State::Disabled => {}
+        }
+        self.hot.word.store(self.word_of(core), Ordering::Release);
+        if from != to {
+            events.push(from, to);
+        }
+    }
+
+    fn clear_window(&self, core: &mut MutexGuard<'_, Core>, now: u64) {
+        self.hot.consecutive.store(0, Ordering::Relaxed);
+        self.hot.eval_after.store(u64::MAX, Ordering::Relaxed);
+        if let Some(window) = core.count.as_mut() {
+            window.base = self.stripes.successes() + window.locked_calls;
+            window.failures.clear();
+            window.slow.clear();
+        }
+        if let Some(window) = core.time.as_mut() {
+            let current = now / window.width;
+            let per_age = self.stripes.bucket_successes(current);
+            for (age, successes) in per_age.into_iter().enumerate() {
+                window.offsets[age] = (current.wrapping_sub(age as u64), successes);
+            }
+            window.buckets = [LockedBucket::default(); BUCKETS];
+        }
+    }
+
+    fn fire(&self, events: &Events) {
+        if let Some(callback) = &self.cfg.on_state_change {
+            for &(from, to) in &events.list[..events.len] {
+                callback(from, to);
+            }
+        }
+    }
+
+    // ---- manual control and inspection ------------------------------------------------
+
+    /// Moves to `to` now (manual control). `Closed` also clears the window.
+    pub(super) fn force(&self, to: State) {
+        let mut events = Events::new();
+        {
+            let mut core = self.core.lock();
+            let now = self.now();
+            self.transition(&mut core, to, now, &mut events);
+        }
+        self.fire(&events);
+    }
+
+    pub(super) fn state(&self) -> State {
+        let word = self.hot.word.load(Ordering::Acquire);
+        match word & MODE_MASK {
+            OPEN | HALF_OPEN => {}
+            _ => return state_of(word),
+        }
+        let now = self.now();
+        if word & MODE_MASK == OPEN && now < self.hot.open_until.load(Ordering::Acquire) {
+            return State::Open;
+        }
+        let mut events = Events::new();
+        let state = {
+            let mut core = self.core.lock();
+            self.advance_time(&mut core, now, &mut events);
+            core.state
+        };
+        self.fire(&events);
+        state
+    }
+
+    pub(super) fn snapshot(&self) -> Snapshot {
+        let now = self.now();
+        let mut events = Events::new();
+        let snapshot = {
+            let mut core = self.core.lock();
+            self.advance_time(&mut core, now, &mut events);
+            let window = if core.state == State::Closed {
+                self.window_totals(&mut core, now).0
+            } else {
+                Totals::default()
+            };
+            Snapshot {
+                state: core.state,
+                successes: self.stripes.successes() + self.stripes.plain() + core.locked_successes,
+                failures: core.failures,
+                slow: core.slow,
+                rejected: self.stripes.rejected(),
+                trips: core.trips,
+                consecutive: self.hot.consecutive.load(Ordering::Relaxed),
+                in_flight: core.in_flight,
+                window,
+                open_for: core.open_for,
+            }
+        };
+        self.fire(&events);
+        snapshot
+    }
+}

@@ -1,0 +1,585 @@
+//! A circuit breaker: stop calling a failing dependency, probe it carefully, resume.
+//!
+//! Implementation notes. [`CircuitBreaker`] is a thin wrapper over the crate-private
+//! engine in `engine.rs` (state machine, windows, transitions); `window.rs` holds the
+//! per-thread stripes a closed-state success writes, and `builder.rs` the validated
+//! configuration. The closed state costs one atomic load to admit a call and, for a
+//! success, writes only the calling thread's stripe: see the notes in `engine.rs`.
+//! The breaker never blocks and never starts a thread: a refused call returns at once,
+//! and time-based transitions are computed lazily from the [`Clock`](crate::Clock).
+
+mod builder;
+mod engine;
+mod window;
+
+use std::convert::Infallible;
+use std::fmt;
+use std::time::Duration;
+
+pub use builder::BreakerBuilder;
+use engine::{Engine, Kind, Outcome, Permit, Refusal};
+
+/// The state of a [`CircuitBreaker`].
+///
+/// `Closed` admits every call and watches outcomes; `Open` refuses calls until its
+/// open period ends; `HalfOpen` admits a bounded number of trial calls whose outcomes
+/// decide between `Closed` and `Open`. `ForcedOpen` and `Disabled` are the manual
+/// modes set by [`CircuitBreaker::force_open`] and [`CircuitBreaker::disable`].
+///
+/// ```
+/// assert_eq!(corral::State::HalfOpen.to_string(), "half-open");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum State {
+    /// Calls go through; failures are counted.
+    Closed,
+    /// Calls are refused until the open period ends.
+    Open,
+    /// A few trial calls go through; the rest are refused.
+    HalfOpen,
+    /// Manually opened: every call is refused until [`CircuitBreaker::reset`].
+    ForcedOpen,
+    /// Manually disabled: every call goes through and is counted in the stats, and
+    /// the state never changes until [`CircuitBreaker::reset`].
+    Disabled,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half-open",
+            State::ForcedOpen => "forced open",
+            State::Disabled => "disabled",
+        })
+    }
+}
+
+/// The window failure and slow-call rates are computed over.
+///
+/// ```
+/// use corral::Window;
+/// use std::time::Duration;
+///
+/// let last_100_calls = Window::Count(100);
+/// let last_30_seconds = Window::Time(Duration::from_secs(30));
+/// # let _ = (last_100_calls, last_30_seconds);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// The last `n` calls.
+    Count(u32),
+    /// The calls of the last `d`, expiring in ten steps of `d / 10`.
+    Time(Duration),
+}
+
+/// Why a call did not return a value.
+///
+/// The default type parameter (`Infallible`) is what
+/// [`try_acquire`](CircuitBreaker::try_acquire) returns: a refusal, never an inner
+/// error. [`map_inner`](BreakerError::map_inner) converts between the two.
+///
+/// ```
+/// use corral::{BreakerError, CircuitBreaker};
+///
+/// let breaker = CircuitBreaker::new();
+/// breaker.trip();
+/// match breaker.call(|| Ok::<_, std::io::Error>(42)) {
+///     Err(BreakerError::Open { retry_after }) => assert!(retry_after.as_secs() <= 30),
+///     other => panic!("expected a refusal, got {other:?}"),
+/// }
+/// ```
+#[non_exhaustive]
+pub enum BreakerError<E = Infallible> {
+    /// The breaker is open; it will admit a trial call in `retry_after`.
+    Open {
+        /// Time left in the open period.
+        retry_after: Duration,
+    },
+    /// The breaker is half-open and all its trial slots are taken.
+    HalfOpenFull,
+    /// The breaker was opened by hand ([`CircuitBreaker::force_open`]).
+    ForcedOpen,
+    /// The call ran and returned this error.
+    Inner(E),
+}
+
+impl<E> BreakerError<E> {
+    /// `true` when the breaker refused the call (it never ran).
+    pub fn is_refused(&self) -> bool {
+        !matches!(self, BreakerError::Inner(_))
+    }
+
+    /// The call's own error, if it ran.
+    pub fn into_inner(self) -> Option<E> {
+        match self {
+            BreakerError::Inner(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// How long until the breaker admits a trial, when it refused because it is open.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            BreakerError::Open { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// Converts the inner error, keeping refusals as they are.
+    ///
+    /// ```
+    /// use corral::{BreakerError, CircuitBreaker};
+    ///
+    /// let breaker = CircuitBreaker::new();
+    /// breaker.force_open();
+    /// let refused: BreakerError = breaker.try_acquire().unwrap_err();
+    /// let as_io: BreakerError<std::io::Error> = refused.map_inner(|never| match never {});
+    /// assert!(as_io.is_refused());
+    /// ```
+    pub fn map_inner<F>(self, f: impl FnOnce(E) -> F) -> BreakerError<F> {
+        match self {
+            BreakerError::Open { retry_after } => BreakerError::Open { retry_after },
+            BreakerError::HalfOpenFull => BreakerError::HalfOpenFull,
+            BreakerError::ForcedOpen => BreakerError::ForcedOpen,
+            BreakerError::Inner(e) => BreakerError::Inner(f(e)),
+        }
+    }
+
+    fn refusal(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Open(retry_after) => BreakerError::Open { retry_after },
+            Refusal::HalfOpenFull => BreakerError::HalfOpenFull,
+            Refusal::ForcedOpen => BreakerError::ForcedOpen,
+        }
+    }
+}
+
+impl<E> fmt::Debug for BreakerError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BreakerError::Open { retry_after } => f
+                .debug_struct("Open")
+                .field("retry_after", retry_after)
+                .finish(),
+            BreakerError::HalfOpenFull => f.write_str("HalfOpenFull"),
+            BreakerError::ForcedOpen => f.write_str("ForcedOpen"),
+            BreakerError::Inner(_) => f.write_str("Inner(..)"),
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for BreakerError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BreakerError::Open { retry_after } => {
+                write!(f, "circuit breaker is open (retry after {retry_after:?})")
+            }
+            BreakerError::HalfOpenFull => {
+                f.write_str("circuit breaker is half-open and its trial calls are taken")
+            }
+            BreakerError::ForcedOpen => f.write_str("circuit breaker is forced open"),
+            BreakerError::Inner(e) => write!(f, "call failed: {e}"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for BreakerError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BreakerError::Inner(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl<E: PartialEq> PartialEq for BreakerError<E> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (BreakerError::Open { retry_after: a }, BreakerError::Open { retry_after: b }) => {
+                a == b
+            }
+            (BreakerError::HalfOpenFull, BreakerError::HalfOpenFull) => true,
+            (BreakerError::ForcedOpen, BreakerError::ForcedOpen) => true,
+            (BreakerError::Inner(a), BreakerError::Inner(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// A snapshot of a breaker's counters (see [`CircuitBreaker::stats`]).
+///
+/// Counters are totals since the breaker was built; the `window_*` fields describe
+/// the current closed-state window (zero in other states).
+///
+/// ```
+/// let breaker = corral::CircuitBreaker::new();
+/// let _ = breaker.call(|| Ok::<_, ()>(1));
+/// let _ = breaker.call(|| Err::<(), _>(()));
+/// let stats = breaker.stats();
+/// assert_eq!((stats.successes, stats.failures, stats.consecutive_failures), (1, 1, 1));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct BreakerStats {
+    /// The state now.
+    pub state: State,
+    /// Calls that succeeded (including errors `is_failure` did not count).
+    pub successes: u64,
+    /// Calls that failed (including guards dropped without an outcome).
+    pub failures: u64,
+    /// Calls slower than the `slow_call` duration, successful or not.
+    pub slow_calls: u64,
+    /// Calls refused without running.
+    pub rejected: u64,
+    /// Times the breaker opened (automatically or by `trip`).
+    pub trips: u64,
+    /// Current run of consecutive failures (when that policy is on).
+    pub consecutive_failures: u64,
+    /// Half-open trial calls running now.
+    pub half_open_in_flight: u32,
+    /// Calls in the current window.
+    pub window_calls: u64,
+    /// Failures in the current window.
+    pub window_failures: u64,
+    /// Slow calls in the current window.
+    pub window_slow_calls: u64,
+    /// The open period the next (or current) opening uses, backoff included.
+    pub open_for: Duration,
+}
+
+impl BreakerStats {
+    /// Failures over calls in the current window, if it holds any call.
+    pub fn failure_rate(&self) -> Option<f64> {
+        (self.window_calls > 0).then(|| self.window_failures as f64 / self.window_calls as f64)
+    }
+}
+
+/// A circuit breaker guarding calls to one dependency.
+///
+/// Share it by reference or in an `Arc`: every method takes `&self`. Nothing blocks:
+/// a refused call returns [`BreakerError`] at once, so pair it with a deadline on
+/// the call itself (a slow call without a timeout keeps its thread whatever the
+/// breaker does) and with a fallback.
+///
+/// # Example
+///
+/// ```
+/// use corral::{BreakerError, CircuitBreaker, ManualClock, State};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new();
+/// let breaker = CircuitBreaker::builder()
+///     .consecutive_failures(2)
+///     .open_for(Duration::from_secs(10))
+///     .clock(clock.clone())
+///     .build()?;
+///
+/// let fetch = |up: bool| breaker.call(|| if up { Ok("data") } else { Err("timeout") });
+/// assert_eq!(fetch(false), Err(BreakerError::Inner("timeout")));
+/// assert_eq!(fetch(false), Err(BreakerError::Inner("timeout")));
+/// assert_eq!(breaker.state(), State::Open);
+/// assert_eq!(fetch(true), Err(BreakerError::Open { retry_after: Duration::from_secs(10) }));
+///
+/// clock.advance(Duration::from_secs(10));
+/// assert_eq!(fetch(true), Ok("data")); // the half-open trial succeeds
+/// assert_eq!(breaker.state(), State::Closed);
+/// # Ok::<(), corral::ConfigError>(())
+/// ```
+pub struct CircuitBreaker {
+    engine: Engine,
+}
+
+impl fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("state", &self.engine.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CircuitBreaker {
+    /// A breaker with the [`BreakerBuilder`] defaults: opens after 5 consecutive
+    /// failures, for 30 s, then admits one trial call.
+    pub fn new() -> Self {
+        match BreakerBuilder::new().build() {
+            Ok(breaker) => breaker,
+            Err(_) => unreachable!("the default configuration is valid"),
+        }
+    }
+
+    /// A builder to configure a breaker.
+    pub fn builder() -> BreakerBuilder {
+        BreakerBuilder::new()
+    }
+
+    /// Runs `f` if the breaker admits a call and records its outcome: `Ok` is a
+    /// success, `Err` a failure unless the [`is_failure`](BreakerBuilder::is_failure)
+    /// predicate says otherwise, a panic a failure (the panic continues to unwind).
+    ///
+    /// # Errors
+    ///
+    /// [`BreakerError::Open`] (with the time left), [`BreakerError::HalfOpenFull`] or
+    /// [`BreakerError::ForcedOpen`] when the call was refused and `f` did not run;
+    /// [`BreakerError::Inner`] with `f`'s error.
+    ///
+    /// ```
+    /// let breaker = corral::CircuitBreaker::new();
+    /// assert_eq!(breaker.call(|| "42".parse::<u32>()), Ok(42));
+    /// assert!(breaker.call(|| "x".parse::<u32>()).unwrap_err().into_inner().is_some());
+    /// ```
+    #[inline]
+    pub fn call<T, E: 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, BreakerError<E>> {
+        let guard = self
+            .try_acquire()
+            .map_err(|r| r.map_inner(|n| match n {}))?;
+        match f() {
+            Ok(value) => {
+                guard.success();
+                Ok(value)
+            }
+            Err(error) => {
+                guard.record(!self.engine.is_failure(&error));
+                Err(BreakerError::Inner(error))
+            }
+        }
+    }
+
+    /// Like [`call`](Self::call), with this call's own failure predicate instead of
+    /// the configured one (and no `'static` bound on `E`).
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call).
+    ///
+    /// ```
+    /// let breaker = corral::CircuitBreaker::builder().consecutive_failures(1).build()?;
+    /// let status = 404;
+    /// let _ = breaker.call_with(|code: &u16| *code >= 500, || Err::<(), u16>(status));
+    /// assert_eq!(breaker.state(), corral::State::Closed);
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn call_with<T, E>(
+        &self,
+        is_failure: impl FnOnce(&E) -> bool,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, BreakerError<E>> {
+        let guard = self
+            .try_acquire()
+            .map_err(|r| r.map_inner(|n| match n {}))?;
+        match f() {
+            Ok(value) => {
+                guard.success();
+                Ok(value)
+            }
+            Err(error) => {
+                guard.record(!is_failure(&error));
+                Err(BreakerError::Inner(error))
+            }
+        }
+    }
+
+    /// Asks for one call, for code that is not a single closure: the guard records
+    /// the outcome with [`success`](BreakerGuard::success) or
+    /// [`failure`](BreakerGuard::failure); dropped without either it counts as a
+    /// failure.
+    ///
+    /// # Errors
+    ///
+    /// [`BreakerError::Open`], [`BreakerError::HalfOpenFull`] or
+    /// [`BreakerError::ForcedOpen`] when the call is refused.
+    ///
+    /// ```
+    /// let breaker = corral::CircuitBreaker::new();
+    /// let guard = breaker.try_acquire()?;
+    /// let reply = "pong"; // talk to the dependency here
+    /// if reply == "pong" { guard.success() } else { guard.failure() }
+    /// # Ok::<(), corral::BreakerError>(())
+    /// ```
+    #[inline]
+    pub fn try_acquire(&self) -> Result<BreakerGuard<'_>, BreakerError> {
+        match self.engine.acquire() {
+            Ok(permit) => Ok(BreakerGuard {
+                engine: &self.engine,
+                permit,
+                recorded: false,
+            }),
+            Err(refusal) => Err(BreakerError::refusal(refusal)),
+        }
+    }
+
+    /// The state now. An open breaker whose open period has ended reports (and
+    /// becomes) `HalfOpen`; a half-open one past its `half_open_timeout` opens again.
+    ///
+    /// ```
+    /// let breaker = corral::CircuitBreaker::new();
+    /// assert_eq!(breaker.state(), corral::State::Closed);
+    /// ```
+    pub fn state(&self) -> State {
+        self.engine.state()
+    }
+
+    /// A snapshot of the counters.
+    ///
+    /// ```
+    /// let breaker = corral::CircuitBreaker::new();
+    /// breaker.trip();
+    /// let _ = breaker.call(|| Ok::<_, ()>(()));
+    /// assert_eq!(breaker.stats().rejected, 1);
+    /// ```
+    pub fn stats(&self) -> BreakerStats {
+        let s = self.engine.snapshot();
+        BreakerStats {
+            state: s.state,
+            successes: s.successes,
+            failures: s.failures,
+            slow_calls: s.slow,
+            rejected: s.rejected,
+            trips: s.trips,
+            consecutive_failures: s.consecutive,
+            half_open_in_flight: s.in_flight,
+            window_calls: s.window.calls,
+            window_failures: s.window.failures,
+            window_slow_calls: s.window.slow,
+            open_for: s.open_for,
+        }
+    }
+
+    /// Opens the breaker now, for its current open period (restarting it if already
+    /// open); trials are admitted when it ends, as after an automatic trip.
+    ///
+    /// ```
+    /// let breaker = corral::CircuitBreaker::new();
+    /// breaker.trip();
+    /// assert_eq!(breaker.state(), corral::State::Open);
+    /// ```
+    pub fn trip(&self) {
+        self.engine.force(State::Open);
+    }
+
+    /// Closes the breaker and clears its window, its failure run and its backoff.
+    /// Also leaves the manual modes.
+    ///
+    /// ```
+    /// let breaker = corral::CircuitBreaker::new();
+    /// breaker.force_open();
+    /// breaker.reset();
+    /// assert_eq!(breaker.state(), corral::State::Closed);
+    /// ```
+    pub fn reset(&self) {
+        self.engine.force(State::Closed);
+    }
+
+    /// Refuses every call ([`BreakerError::ForcedOpen`]) until [`reset`](Self::reset)
+    /// or [`disable`](Self::disable).
+    ///
+    /// ```
+    /// let breaker = corral::CircuitBreaker::new();
+    /// breaker.force_open();
+    /// assert_eq!(breaker.call(|| Ok::<_, ()>(())), Err(corral::BreakerError::ForcedOpen));
+    /// ```
+    pub fn force_open(&self) {
+        self.engine.force(State::ForcedOpen);
+    }
+
+    /// Admits every call and keeps counting them in the stats, but never changes
+    /// state, until [`reset`](Self::reset) or [`force_open`](Self::force_open).
+    ///
+    /// ```
+    /// let breaker = corral::CircuitBreaker::builder().consecutive_failures(1).build()?;
+    /// breaker.disable();
+    /// let _ = breaker.call(|| Err::<(), _>("down"));
+    /// assert_eq!(breaker.state(), corral::State::Disabled);
+    /// assert_eq!(breaker.stats().failures, 1);
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn disable(&self) {
+        self.engine.force(State::Disabled);
+    }
+}
+
+/// One admitted call; records its outcome when consumed, a failure when dropped
+/// unrecorded (also while unwinding from a panic).
+///
+/// A guard taken in the half-open state is a trial: it holds one of the
+/// `half_open_calls` slots until it is consumed or dropped.
+///
+/// ```
+/// let breaker = corral::CircuitBreaker::builder().consecutive_failures(1).build()?;
+/// drop(breaker.try_acquire()?); // forgotten outcome: a failure
+/// assert_eq!(breaker.state(), corral::State::Open);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "a guard dropped without an outcome counts as a failure"]
+pub struct BreakerGuard<'a> {
+    engine: &'a Engine,
+    permit: Permit,
+    recorded: bool,
+}
+
+impl fmt::Debug for BreakerGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BreakerGuard")
+            .field("trial", &self.is_trial())
+            .finish()
+    }
+}
+
+impl BreakerGuard<'_> {
+    /// Records a success.
+    #[inline]
+    pub fn success(mut self) {
+        self.finish(Outcome::Success);
+    }
+
+    /// Records a failure.
+    pub fn failure(mut self) {
+        self.finish(Outcome::Failure);
+    }
+
+    /// Records a success when `ok`, a failure otherwise.
+    #[inline]
+    pub fn record(mut self, ok: bool) {
+        self.finish(if ok {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        });
+    }
+
+    /// Releases the call without recording an outcome (for a call that was abandoned
+    /// for reasons that say nothing about the dependency); a half-open slot is freed.
+    pub fn ignore(mut self) {
+        self.finish(Outcome::Ignore);
+    }
+
+    /// `true` when this call is a half-open trial.
+    pub fn is_trial(&self) -> bool {
+        self.permit.kind == Kind::Trial
+    }
+
+    #[inline]
+    fn finish(&mut self, outcome: Outcome) {
+        self.recorded = true;
+        self.engine.record(&self.permit, outcome);
+    }
+}
+
+impl Drop for BreakerGuard<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.finish(Outcome::Failure);
+        }
+    }
+}
