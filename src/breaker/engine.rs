@@ -131,6 +131,8 @@ pub(super) struct Permit {
     pub(super) kind: Kind,
     word: u64,
     start: u64,
+    /// For a trial: the slot generation it holds a slot of.
+    slots: u64,
 }
 
 /// Transitions made under the lock, reported once it is released.
@@ -201,7 +203,12 @@ struct Core {
     open_for: Duration,
     open_until: u64,
     half_open_since: u64,
+    /// Trials running now, whichever half-open state admitted them: a trial keeps its
+    /// slot until it reports, so at most `half_open_calls` run at once even across a
+    /// reopen. Only a half-open timeout (or leaving for closed or a manual mode)
+    /// abandons the slots, bumping `slots`.
     in_flight: u32,
+    slots: u64,
     trial_successes: u32,
     count: Option<CountWindow>,
     time: Option<TimeWindow>,
@@ -278,6 +285,7 @@ impl Engine {
                 open_until: 0,
                 half_open_since: 0,
                 in_flight: 0,
+                slots: 0,
                 trial_successes: 0,
                 count,
                 time,
@@ -314,11 +322,13 @@ impl Engine {
                 kind: Kind::Closed,
                 word,
                 start: self.start_time(),
+                slots: 0,
             }),
             DISABLED => Ok(Permit {
                 kind: Kind::Disabled,
                 word,
                 start: self.start_time(),
+                slots: 0,
             }),
             FORCED_OPEN => {
                 self.refused();
@@ -363,11 +373,13 @@ impl Engine {
                     kind: Kind::Closed,
                     word,
                     start: now,
+                    slots: 0,
                 }),
                 State::Disabled => Ok(Permit {
                     kind: Kind::Disabled,
                     word,
                     start: now,
+                    slots: 0,
                 }),
                 State::HalfOpen => {
                     if core.in_flight + core.trial_successes < self.cfg.half_open_calls {
@@ -376,6 +388,7 @@ impl Engine {
                             kind: Kind::Trial,
                             word,
                             start: now,
+                            slots: core.slots,
                         })
                     } else {
                         Err(Refusal::HalfOpenFull)
@@ -650,8 +663,10 @@ impl Engine {
             let mut core = self.core.lock();
             self.count_stats(&mut core, outcome, slow);
             self.advance_time(&mut core, now, &mut events);
-            if self.word_of(&core) == permit.word {
+            if core.slots == permit.slots {
                 core.in_flight -= 1;
+            }
+            if self.word_of(&core) == permit.word {
                 match outcome {
                     Outcome::Ignore => {}
                     Outcome::Success if !slow => {
@@ -707,8 +722,15 @@ impl Engine {
         if core.state == State::HalfOpen
             && now.saturating_sub(core.half_open_since) >= self.cfg.half_open_timeout
         {
+            self.abandon_trials(core);
             self.reopen(core, now, events);
         }
+    }
+
+    /// Trials still out no longer hold slots; their reports are ignored.
+    fn abandon_trials(&self, core: &mut Core) {
+        core.in_flight = 0;
+        core.slots += 1;
     }
 
     /// A failed (or timed-out) half-open state opens again, for longer.
@@ -731,8 +753,10 @@ impl Engine {
         let from = core.state;
         core.state = to;
         core.epoch += 1;
-        core.in_flight = 0;
         core.trial_successes = 0;
+        if !matches!(to, State::Open | State::HalfOpen) {
+            self.abandon_trials(core);
+        }
         match to {
             State::Open => {
                 core.open_until = now.saturating_add(nanos(core.open_for));
