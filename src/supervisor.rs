@@ -128,7 +128,7 @@ impl SupervisorReport {
 ///     .child("flaky", Restart::Transient, move |_token| {
 ///         // Fails twice, then succeeds and is not restarted again.
 ///         match seen.fetch_add(1, Ordering::SeqCst) {
-///             0 | 1 => Err("connection refused".into()),
+///             0 | 1 => Err("connection refused"),
 ///             _ => Ok(()),
 ///         }
 ///     })
