@@ -128,3 +128,10 @@ fn handles_report_finished_and_carry_the_thread() {
         assert!(handle.join().unwrap());
     });
 }
+
+#[test]
+fn scope_types_are_send_and_sync_where_promised() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<corral::Scope<'static, 'static>>();
+    assert_send_sync::<corral::Panic>();
+}
