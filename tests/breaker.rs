@@ -669,7 +669,10 @@ fn stress_counts_add_up_and_trials_stay_bounded() {
     );
     assert_eq!(stats.failures, failed.load(Ordering::SeqCst) as u64);
     assert!(max_trials.load(Ordering::SeqCst) <= K);
-    assert!(stats.trips > 2, "a third of calls failing must trip it, often");
+    assert!(
+        stats.trips > 2,
+        "a third of calls failing must trip it, often"
+    );
 }
 
 // ---- randomized model test ---------------------------------------------------------

@@ -37,10 +37,14 @@ fn race(threads: usize, k: u32, fail: bool) {
                 let (breaker, running) = (Arc::clone(&breaker), Arc::clone(&running));
                 thread::spawn(move || {
                     if let Ok(guard) = breaker.try_acquire() {
-                        assert!(guard.is_trial());
-                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                        assert!(now <= k as usize, "{now} trials running, limit {k}");
-                        running.fetch_sub(1, Ordering::SeqCst);
+                        if guard.is_trial() {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            assert!(now <= k as usize, "{now} trials running, limit {k}");
+                            running.fetch_sub(1, Ordering::SeqCst);
+                        } else {
+                            // Only after k successful trials closed the breaker.
+                            assert!(!fail);
+                        }
                         if fail {
                             guard.failure();
                         } else {
