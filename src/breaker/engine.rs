@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::window::{Stripes, BUCKETS};
+use super::window::{bump, Stripes, BUCKETS};
 use super::State;
 use crate::clock::Clock;
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
@@ -314,7 +314,23 @@ impl Engine {
 
     // ---- admission ------------------------------------------------------------------
 
+    /// Admission in the closed state: one load of the state word.
     #[inline]
+    pub(super) fn closed_permit(&self) -> Option<Permit> {
+        let word = self.hot.word.load(Ordering::Acquire);
+        if word & MODE_MASK == CLOSED {
+            Some(Permit {
+                kind: Kind::Closed,
+                word,
+                start: self.start_time(),
+                slots: 0,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// Admission in any state.
     pub(super) fn acquire(&self) -> Result<Permit, Refusal> {
         let word = self.hot.word.load(Ordering::Acquire);
         match word & MODE_MASK {
@@ -358,7 +374,8 @@ impl Engine {
     }
 
     fn refused(&self) {
-        self.stripes.mine().rejected.fetch_add(1, Ordering::Relaxed);
+        let (stripe, owned) = self.stripes.mine();
+        bump(&stripe.rejected, owned);
     }
 
     #[cold]
@@ -409,7 +426,7 @@ impl Engine {
 
     // ---- outcomes -------------------------------------------------------------------
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn record(&self, permit: &Permit, outcome: Outcome) {
         match permit.kind {
             Kind::Closed => self.record_closed(permit, outcome),
@@ -426,7 +443,7 @@ impl Engine {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn record_closed(&self, permit: &Permit, outcome: Outcome) {
         if outcome == Outcome::Ignore {
             return;
@@ -439,14 +456,14 @@ impl Engine {
             return self.record_closed_locked(permit, outcome == Outcome::Failure, slow, now);
         }
         // The fast path: a plain success.
-        let stripe = self.stripes.mine();
+        let (stripe, owned) = self.stripes.mine();
         if self.hot.word.load(Ordering::Relaxed) != permit.word {
-            stripe.plain.fetch_add(1, Ordering::Relaxed);
+            bump(&stripe.plain, owned);
             return;
         }
-        stripe.successes.fetch_add(1, Ordering::Relaxed);
+        bump(&stripe.successes, owned);
         if let WindowKind::Time { width } = self.cfg.window {
-            stripe.add_to_bucket(end / width);
+            stripe.add_to_bucket(end / width, owned);
         }
         if self.cfg.consecutive.is_some() && self.hot.consecutive.load(Ordering::Relaxed) != 0 {
             self.hot.consecutive.store(0, Ordering::Relaxed);
@@ -682,6 +699,7 @@ impl Engine {
         self.fire(&events);
     }
 
+    #[cold]
     fn record_disabled(&self, permit: &Permit, outcome: Outcome) {
         let end = if self.cfg.slow.is_some() {
             self.now()
@@ -690,7 +708,8 @@ impl Engine {
         };
         let slow = self.is_slow(permit, end);
         if outcome == Outcome::Success && !slow {
-            self.stripes.mine().plain.fetch_add(1, Ordering::Relaxed);
+            let (stripe, owned) = self.stripes.mine();
+            bump(&stripe.plain, owned);
         } else {
             let mut core = self.core.lock();
             self.count_stats(&mut core, outcome, slow);

@@ -14,6 +14,7 @@ mod window;
 
 use std::convert::Infallible;
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::time::Duration;
 
 pub use builder::BreakerBuilder;
@@ -341,16 +342,44 @@ impl CircuitBreaker {
         &self,
         f: impl FnOnce() -> Result<T, E>,
     ) -> Result<T, BreakerError<E>> {
-        let guard = self
-            .try_acquire()
-            .map_err(|r| r.map_inner(|n| match n {}))?;
+        // The closed state is its own branch, so its permit never merges with the
+        // slow path's (that merge costs a store-forwarding stall per call).
+        match self.engine.closed_permit() {
+            Some(permit) => self.run(permit, |e| self.engine.is_failure(e), f),
+            None => self.call_slow(|e| self.engine.is_failure(e), f),
+        }
+    }
+
+    #[inline(never)]
+    fn call_slow<T, E>(
+        &self,
+        is_failure: impl FnOnce(&E) -> bool,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, BreakerError<E>> {
+        match self.engine.acquire() {
+            Ok(permit) => self.run(permit, is_failure, f),
+            Err(refusal) => Err(BreakerError::refusal(refusal)),
+        }
+    }
+
+    #[inline(always)]
+    fn run<T, E>(
+        &self,
+        permit: Permit,
+        is_failure: impl FnOnce(&E) -> bool,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, BreakerError<E>> {
+        let guard = BreakerGuard {
+            engine: &self.engine,
+            permit,
+        };
         match f() {
             Ok(value) => {
                 guard.success();
                 Ok(value)
             }
             Err(error) => {
-                guard.record(!self.engine.is_failure(&error));
+                guard.record(!is_failure(&error));
                 Err(BreakerError::Inner(error))
             }
         }
@@ -375,18 +404,9 @@ impl CircuitBreaker {
         is_failure: impl FnOnce(&E) -> bool,
         f: impl FnOnce() -> Result<T, E>,
     ) -> Result<T, BreakerError<E>> {
-        let guard = self
-            .try_acquire()
-            .map_err(|r| r.map_inner(|n| match n {}))?;
-        match f() {
-            Ok(value) => {
-                guard.success();
-                Ok(value)
-            }
-            Err(error) => {
-                guard.record(!is_failure(&error));
-                Err(BreakerError::Inner(error))
-            }
+        match self.engine.closed_permit() {
+            Some(permit) => self.run(permit, is_failure, f),
+            None => self.call_slow(is_failure, f),
         }
     }
 
@@ -409,11 +429,16 @@ impl CircuitBreaker {
     /// ```
     #[inline]
     pub fn try_acquire(&self) -> Result<BreakerGuard<'_>, BreakerError> {
+        if let Some(permit) = self.engine.closed_permit() {
+            return Ok(BreakerGuard {
+                engine: &self.engine,
+                permit,
+            });
+        }
         match self.engine.acquire() {
             Ok(permit) => Ok(BreakerGuard {
                 engine: &self.engine,
                 permit,
-                recorded: false,
             }),
             Err(refusal) => Err(BreakerError::refusal(refusal)),
         }
@@ -525,7 +550,6 @@ impl CircuitBreaker {
 pub struct BreakerGuard<'a> {
     engine: &'a Engine,
     permit: Permit,
-    recorded: bool,
 }
 
 impl fmt::Debug for BreakerGuard<'_> {
@@ -538,19 +562,19 @@ impl fmt::Debug for BreakerGuard<'_> {
 
 impl BreakerGuard<'_> {
     /// Records a success.
-    #[inline]
-    pub fn success(mut self) {
+    #[inline(always)]
+    pub fn success(self) {
         self.finish(Outcome::Success);
     }
 
     /// Records a failure.
-    pub fn failure(mut self) {
+    pub fn failure(self) {
         self.finish(Outcome::Failure);
     }
 
     /// Records a success when `ok`, a failure otherwise.
-    #[inline]
-    pub fn record(mut self, ok: bool) {
+    #[inline(always)]
+    pub fn record(self, ok: bool) {
         self.finish(if ok {
             Outcome::Success
         } else {
@@ -560,7 +584,7 @@ impl BreakerGuard<'_> {
 
     /// Releases the call without recording an outcome (for a call that was abandoned
     /// for reasons that say nothing about the dependency); a half-open slot is freed.
-    pub fn ignore(mut self) {
+    pub fn ignore(self) {
         self.finish(Outcome::Ignore);
     }
 
@@ -569,17 +593,16 @@ impl BreakerGuard<'_> {
         self.permit.kind == Kind::Trial
     }
 
-    #[inline]
-    fn finish(&mut self, outcome: Outcome) {
-        self.recorded = true;
-        self.engine.record(&self.permit, outcome);
+    /// Records `outcome` instead of the drop's failure.
+    #[inline(always)]
+    fn finish(self, outcome: Outcome) {
+        let this = ManuallyDrop::new(self);
+        this.engine.record(&this.permit, outcome);
     }
 }
 
 impl Drop for BreakerGuard<'_> {
     fn drop(&mut self) {
-        if !self.recorded {
-            self.finish(Outcome::Failure);
-        }
+        self.engine.record(&self.permit, Outcome::Failure);
     }
 }

@@ -2,11 +2,20 @@
 //!
 //! Implementation notes. A success in the closed state must not write a cache line
 //! another thread writes, or two threads sharing one breaker pay a cache-line transfer
-//! per call. So every counter a success touches lives in a [`Stripe`]: one
-//! 128-byte-aligned block per thread slot, chosen once per thread (round robin over a
-//! power-of-two number of stripes sized from the CPU count). Threads that land on the
-//! same stripe still count exactly (the counters are atomic read-modify-writes); they
-//! only share a line.
+//! per call. So every counter a success touches lives in a [`Stripe`]: a
+//! 128-byte-aligned block per thread.
+//!
+//! - Each live thread holds a small process-wide slot number (`SLOT`), handed out
+//!   lowest-free-first and returned when the thread exits, so no two live threads
+//!   hold the same number. Slots below `EXCLUSIVE` own a stripe outright: its only
+//!   writer is that thread, so a count is a plain relaxed load and store, not a
+//!   locked read-modify-write (which costs several nanoseconds even uncontended).
+//!   A slot's previous owner has exited before the slot is reused, and the free
+//!   list's lock orders the two.
+//! - Threads with higher slot numbers (more than `EXCLUSIVE` threads alive in the
+//!   process), threads whose slot is already torn down, and every thread under loom
+//!   (where model threads share one OS thread's thread-locals) write one of `SHARED`
+//!   stripes with atomic read-modify-writes: still exact, just slower.
 //!
 //! - `successes` is cumulative since the breaker was built. The count window reads
 //!   the sum over all stripes as "calls so far" and never resets it; a reset records
@@ -22,6 +31,11 @@ use crate::sync::{AtomicU64, Ordering};
 /// Number of buckets a time window is split into: outcomes expire a tenth of the
 /// window at a time.
 pub(super) const BUCKETS: usize = 10;
+
+/// Stripes owned by one thread each (slots `0..EXCLUSIVE`).
+const EXCLUSIVE: usize = 32;
+/// Stripes shared, with atomic read-modify-writes, by every other thread.
+const SHARED: usize = 4;
 
 /// Counters written by the threads mapped to one stripe.
 #[repr(align(128))]
@@ -50,7 +64,7 @@ impl Stripe {
 
     /// Counts one success into time bucket `bucket`.
     #[inline]
-    pub(super) fn add_to_bucket(&self, bucket: u64) {
+    pub(super) fn add_to_bucket(&self, bucket: u64, owned: bool) {
         let id = bucket as u32;
         let slot = &self.buckets[(bucket % BUCKETS as u64) as usize];
         let mut current = slot.load(Ordering::Relaxed);
@@ -66,6 +80,10 @@ impl Stripe {
             } else {
                 u64::from(id) << 32 | 1
             };
+            if owned {
+                slot.store(next, Ordering::Relaxed);
+                return;
+            }
             match slot.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(seen) => current = seen,
@@ -74,40 +92,81 @@ impl Stripe {
     }
 }
 
+/// Adds one to a stripe counter: a plain load and store when this thread owns the
+/// stripe, an atomic increment otherwise.
+#[inline]
+pub(super) fn bump(counter: &AtomicU64, owned: bool) {
+    if owned {
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    } else {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The stripes of one breaker.
 #[derive(Debug)]
 pub(super) struct Stripes {
     stripes: Box<[Stripe]>,
-    mask: usize,
 }
 
-/// Hands out stripe slots round robin, one per thread, on first use.
-static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Slot numbers of live threads: the next never-used one, and those returned.
+/// A process-wide registry, not part of the loom-modelled core (under loom no thread
+/// uses its slot as an exclusive stripe), hence the std lock.
+static SLOTS: std::sync::Mutex<(usize, Vec<usize>)> = std::sync::Mutex::new((0, Vec::new()));
+
+/// The calling thread's slot number; returned to [`SLOTS`] when the thread exits.
+struct Slot(usize);
+
+impl Slot {
+    fn take() -> Slot {
+        let mut slots = SLOTS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match slots.1.pop() {
+            Some(free) => Slot(free),
+            None => {
+                slots.0 += 1;
+                Slot(slots.0 - 1)
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut slots = SLOTS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        slots.1.push(self.0);
+        // Lowest first, so a few long-lived threads keep owning stripes.
+        slots.1.sort_unstable_by(|a, b| b.cmp(a));
+    }
+}
 
 std::thread_local! {
-    // Only picks which stripe a thread writes; correctness never depends on it, so the
-    // std thread-local is fine under loom too.
-    static SLOT: usize = NEXT_SLOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    static SLOT: Slot = Slot::take();
 }
 
 impl Stripes {
     pub(super) fn new() -> Self {
-        let count = if cfg!(loom) {
-            2
-        } else {
-            (num_cpus::get() * 4).next_power_of_two().clamp(4, 64)
-        };
+        let count = if cfg!(loom) { 2 } else { EXCLUSIVE + SHARED };
         Stripes {
             stripes: (0..count).map(|_| Stripe::new()).collect(),
-            mask: count - 1,
         }
     }
 
-    /// The calling thread's stripe.
+    /// The calling thread's stripe, and whether the thread owns it.
     #[inline]
-    pub(super) fn mine(&self) -> &Stripe {
-        let slot = SLOT.try_with(|s| *s).unwrap_or(0);
-        &self.stripes[slot & self.mask]
+    pub(super) fn mine(&self) -> (&Stripe, bool) {
+        let slot = SLOT.try_with(|s| s.0).unwrap_or(usize::MAX);
+        if !cfg!(loom) && slot < EXCLUSIVE {
+            if let Some(stripe) = self.stripes.get(slot) {
+                return (stripe, true);
+            }
+        }
+        let shared = self.stripes.len().min(SHARED);
+        let base = self.stripes.len() - shared;
+        (&self.stripes[base + slot % shared], false)
     }
 
     /// Sum of the window successes over all stripes.
