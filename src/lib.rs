@@ -81,6 +81,35 @@
 //! Everything that decides by time takes a [`Clock`]: [`SystemClock`] by default,
 //! [`ManualClock`] in tests, so time-based logic is tested without sleeping.
 //!
+//! ## Circuit breaker
+//!
+//! A [`CircuitBreaker`] stops calling a dependency that keeps failing: it opens on
+//! consecutive failures or on a failure (or slow-call) rate over a count or time
+//! [`Window`], refuses calls at once while open ([`BreakerError::Open`] says for how
+//! long), then lets at most `half_open_calls` trials through to decide whether to
+//! close. A closed-state call costs one atomic load and a per-thread counter.
+//!
+//! ```
+//! use corral::{BreakerError, CircuitBreaker, State};
+//! use std::time::Duration;
+//!
+//! let breaker = CircuitBreaker::builder()
+//!     .consecutive_failures(2)
+//!     .open_for(Duration::from_secs(30))
+//!     .build()?;
+//! let lookup = |up: bool| breaker.call(|| if up { Ok(7) } else { Err("timeout") });
+//! assert_eq!(lookup(true), Ok(7));
+//! let _ = (lookup(false), lookup(false));
+//! assert_eq!(breaker.state(), State::Open);
+//! let cached = match lookup(true) {
+//!     Ok(fresh) => fresh,
+//!     Err(BreakerError::Open { .. }) => 6, // the fallback, at once
+//!     Err(other) => panic!("{other:?}"),
+//! };
+//! assert_eq!(cached, 6);
+//! # Ok::<(), corral::ConfigError>(())
+//! ```
+//!
 //! ## Supervisor
 //!
 //! A [`Supervisor`] keeps long-lived children running: each is restarted on error or

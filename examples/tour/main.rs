@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+mod breaker;
 mod foundation;
 mod supervisor;
 
@@ -24,6 +25,7 @@ fn main() {
     let started = Instant::now();
     println!("corral tour\n===========");
     foundation::run();
+    breaker::run();
     supervisor::run();
     let live = corral::leak::live_count();
     println!("\nfinished in {:.2?}", started.elapsed());

@@ -836,6 +836,11 @@ impl Engine {
         self.fire(&events);
     }
 
+    /// The stored state, without applying due time-based transitions.
+    pub(super) fn current_state(&self) -> State {
+        state_of(self.hot.word.load(Ordering::Acquire))
+    }
+
     pub(super) fn state(&self) -> State {
         let word = self.hot.word.load(Ordering::Acquire);
         match word & MODE_MASK {

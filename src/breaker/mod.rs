@@ -69,6 +69,7 @@ impl fmt::Display for State {
 /// # let _ = (last_100_calls, last_30_seconds);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Window {
     /// The last `n` calls.
     Count(u32),
@@ -296,7 +297,7 @@ pub struct CircuitBreaker {
 impl fmt::Debug for CircuitBreaker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
-            .field("state", &self.engine.state())
+            .field("state", &self.engine.current_state())
             .finish_non_exhaustive()
     }
 }
@@ -331,6 +332,10 @@ impl CircuitBreaker {
     /// [`BreakerError::Open`] (with the time left), [`BreakerError::HalfOpenFull`] or
     /// [`BreakerError::ForcedOpen`] when the call was refused and `f` did not run;
     /// [`BreakerError::Inner`] with `f`'s error.
+    ///
+    /// # Panics
+    ///
+    /// When `f` panics: the panic is counted as a failure and continues to unwind.
     ///
     /// ```
     /// let breaker = corral::CircuitBreaker::new();
@@ -584,6 +589,17 @@ impl BreakerGuard<'_> {
 
     /// Releases the call without recording an outcome (for a call that was abandoned
     /// for reasons that say nothing about the dependency); a half-open slot is freed.
+    ///
+    /// ```
+    /// let breaker = corral::CircuitBreaker::builder().consecutive_failures(1).build()?;
+    /// let guard = breaker.try_acquire()?;
+    /// let user_cancelled = true;
+    /// if user_cancelled {
+    ///     guard.ignore(); // says nothing about the dependency
+    /// }
+    /// assert_eq!(breaker.stats().failures, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn ignore(self) {
         self.finish(Outcome::Ignore);
     }

@@ -16,14 +16,13 @@
 //!   process), threads whose slot is already torn down, and every thread under loom
 //!   (where model threads share one OS thread's thread-locals) write one of `SHARED`
 //!   stripes with atomic read-modify-writes: still exact, just slower.
-//!
 //! - `successes` is cumulative since the breaker was built. The count window reads
 //!   the sum over all stripes as "calls so far" and never resets it; a reset records
 //!   the sum as a base instead.
 //! - `buckets` serve the time window: slot `k % BUCKETS` holds bucket id `k` (low 32
 //!   bits) in its high half and that bucket's success count in its low half, updated
-//!   with one compare-and-swap, so a slot is recycled exactly when its bucket leaves
-//!   the window. A count saturates only past 2^32 successes per thread slot per bucket.
+//!   with one compare-and-swap (one plain store by an owning thread), so a slot is
+//!   recycled exactly when its bucket leaves the window. A count saturates only past 2^32 successes per thread slot per bucket.
 //! - Failures and slow calls are rare and take the breaker's lock; they are not here.
 
 use crate::sync::{AtomicU64, Ordering};
