@@ -615,6 +615,11 @@ fn public_types_are_send_and_sync() {
 /// never has more than k trials running.
 #[test]
 fn stress_counts_add_up_and_trials_stay_bounded() {
+    stress(Window::Count(20));
+    stress(Window::Time(Duration::from_millis(20)));
+}
+
+fn stress(window: Window) {
     let _check = LeakCheck::new();
     const THREADS: u64 = 4;
     const CALLS: u64 = 5_000;
@@ -622,7 +627,7 @@ fn stress_counts_add_up_and_trials_stay_bounded() {
     let clock = ManualClock::new();
     let b = builder(&clock)
         .failure_rate(0.5)
-        .window(Window::Count(20))
+        .window(window)
         .minimum_calls(10)
         .half_open_calls(K as u32)
         .open_for(Duration::from_millis(1))
@@ -648,7 +653,7 @@ fn stress_counts_add_up_and_trials_stay_bounded() {
                         max_trials.fetch_max(now, Ordering::SeqCst);
                         std::thread::yield_now();
                     }
-                    let good = rng.below(3) != 0;
+                    let good = rng.below(2) != 0;
                     if trial {
                         trials.fetch_sub(1, Ordering::SeqCst);
                     }
@@ -668,11 +673,84 @@ fn stress_counts_add_up_and_trials_stay_bounded() {
         THREADS * CALLS
     );
     assert_eq!(stats.failures, failed.load(Ordering::SeqCst) as u64);
-    assert!(max_trials.load(Ordering::SeqCst) <= K);
+    assert!(max_trials.load(Ordering::SeqCst) <= K, "{window:?}");
     assert!(
         stats.trips > 2,
-        "a third of calls failing must trip it, often"
+        "half the calls failing must trip it, often"
     );
+}
+
+/// More threads alive at once than the breaker has per-thread stripes, then a second
+/// generation reusing the first one's slots: every success is still counted once.
+#[test]
+fn many_threads_and_reused_slots_count_exactly() {
+    let _check = LeakCheck::new();
+    const THREADS: u64 = 40;
+    const CALLS: u64 = 500;
+    let b = CircuitBreaker::builder()
+        .failure_rate(0.5)
+        .window(Window::Count(1_000_000))
+        .minimum_calls(1)
+        .build()
+        .unwrap();
+    for generation in 1..=2u64 {
+        let all_alive = Barrier::new(THREADS as usize);
+        std::thread::scope(|s| {
+            for _ in 0..THREADS {
+                s.spawn(|| {
+                    all_alive.wait();
+                    for _ in 0..CALLS {
+                        b.call(|| Ok::<_, ()>(())).unwrap();
+                    }
+                });
+            }
+        });
+        let stats = b.stats();
+        assert_eq!(stats.successes, generation * THREADS * CALLS);
+        assert_eq!(stats.window_calls, generation * THREADS * CALLS);
+    }
+}
+
+#[test]
+fn regression_open_period_starts_at_the_trip_not_at_creation() {
+    // The first cut measured a trip's open period from the breaker's creation when no
+    // policy needed the clock, so an old breaker went half-open at once.
+    let clock = ManualClock::new();
+    let b = builder(&clock).consecutive_failures(1).build().unwrap();
+    clock.advance(3600 * SEC);
+    fail(&b).unwrap_err();
+    assert_eq!(
+        ok(&b),
+        Err(BreakerError::Open {
+            retry_after: 10 * SEC
+        })
+    );
+}
+
+#[test]
+fn regression_trial_keeps_its_slot_across_a_reopen() {
+    // A failed half-open state used to forget trials still running, so the next
+    // half-open state admitted k more: over k probes at once.
+    let clock = ManualClock::new();
+    let b = builder(&clock)
+        .consecutive_failures(1)
+        .half_open_calls(2)
+        .build()
+        .unwrap();
+    b.trip();
+    clock.advance(10 * SEC);
+    let slow_trial = b.try_acquire().unwrap();
+    b.try_acquire().unwrap().failure();
+    assert_eq!(b.state(), State::Open);
+    clock.advance(10 * SEC);
+    let fresh = b.try_acquire().unwrap();
+    assert_eq!(b.try_acquire().unwrap_err(), BreakerError::HalfOpenFull);
+    slow_trial.success(); // late: decides nothing, but frees its slot
+    assert_eq!(b.state(), State::HalfOpen);
+    let another = b.try_acquire().unwrap();
+    fresh.success();
+    another.success();
+    assert_eq!(b.state(), State::Closed);
 }
 
 // ---- randomized model test ---------------------------------------------------------
