@@ -181,6 +181,9 @@ impl BreakerBuilder {
 
     /// A half-open state whose trials have not closed it within `d` (positive) opens
     /// again (with backoff), so trials that never report cannot wedge the breaker.
+    /// Trials still out then give up their slots (their late reports are ignored), so
+    /// keep `d` above the slowest call you expect, or more than `half_open_calls`
+    /// probes may run at once.
     pub fn half_open_timeout(mut self, d: Duration) -> Self {
         self.half_open_timeout = d;
         self

@@ -647,7 +647,9 @@ impl Engine {
                     eval_after = if shift == 0 {
                         0
                     } else {
-                        (current + shift as u64).saturating_mul(window.width)
+                        current
+                            .saturating_add(shift as u64)
+                            .saturating_mul(window.width)
                     };
                     break;
                 }
