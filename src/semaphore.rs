@@ -842,9 +842,9 @@ impl Semaphore {
     /// assert!(sem.try_acquire().is_ok());
     /// ```
     pub fn add_permits(&self, n: usize) -> Result<(), ConfigError> {
-        self.engine.add_permits(n).map_err(|_| {
-            ConfigError::new("permits", n, "would take the capacity past MAX_PERMITS")
-        })
+        self.engine
+            .add_permits(n)
+            .map_err(|_| ConfigError::new("permits", n, "would take the capacity past MAX_PERMITS"))
     }
 
     /// Sets the capacity to `capacity` and returns the previous one.

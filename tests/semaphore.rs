@@ -96,7 +96,10 @@ fn try_acquire_reports_each_refusal() {
     drop(held);
     sem.close();
     assert_eq!(sem.try_acquire().unwrap_err(), TryAcquireError::Closed);
-    assert_eq!(TryAcquireError::NoPermits.to_string(), "no permits available");
+    assert_eq!(
+        TryAcquireError::NoPermits.to_string(),
+        "no permits available"
+    );
 }
 
 #[test]
@@ -240,7 +243,10 @@ fn growing_wakes_the_waiters_it_can_serve() {
     let sem = Semaphore::new(2);
     let held = sem.acquire_many(2).unwrap();
     corral::scope(|s| {
-        let waiter = s.spawn(|| sem.acquire_many_timeout(2, PATIENCE).map(|p| p.num_permits()));
+        let waiter = s.spawn(|| {
+            sem.acquire_many_timeout(2, PATIENCE)
+                .map(|p| p.num_permits())
+        });
         wait_for("the waiter to queue", || sem.stats().waiting == 1);
         assert_eq!(sem.set_capacity(4).unwrap(), 2);
         assert_eq!(waiter.join().unwrap(), Ok(2));
@@ -329,13 +335,18 @@ fn large_request_is_not_starved_by_a_stream_of_small_ones() {
     let stop = AtomicBool::new(false);
     let rounds = AtomicUsize::new(0);
     corral::scope(|s| {
+        // Three streamers hand over hand: each takes its next permit before dropping
+        // the one it holds, so without a fairness bound 4 permits are never free at
+        // once. One whose next permit does not come within 2 ms lets go entirely.
         for _ in 0..3 {
             s.spawn(|| {
+                let mut mine = None;
                 while !stop.load(Ordering::Relaxed) {
-                    if let Ok(_p) = sem.acquire_timeout(PATIENCE) {
-                        rounds.fetch_add(1, Ordering::Relaxed);
-                    }
+                    let next = sem.acquire_timeout(Duration::from_millis(2)).ok();
+                    rounds.fetch_add(next.is_some() as usize, Ordering::Relaxed);
+                    mine = next;
                 }
+                drop(mine);
             });
         }
         wait_for("the small ones to get going", || {
@@ -521,10 +532,16 @@ fn stress_random_weighted_acquires_with_timeouts_and_cancels() {
         }
     });
     let ops = THREADS as usize * OPS;
-    assert_eq!(granted.load(Ordering::Relaxed) + refused.load(Ordering::Relaxed), ops);
+    assert_eq!(
+        granted.load(Ordering::Relaxed) + refused.load(Ordering::Relaxed),
+        ops
+    );
     assert!(peak.load(Ordering::Relaxed) <= CAPACITY);
     assert!(granted.load(Ordering::Relaxed) > 0 && refused.load(Ordering::Relaxed) > 0);
     assert_eq!(sem.available(), CAPACITY);
     let stats = sem.stats();
-    assert_eq!((stats.capacity, stats.in_use, stats.waiting), (CAPACITY, 0, 0));
+    assert_eq!(
+        (stats.capacity, stats.in_use, stats.waiting),
+        (CAPACITY, 0, 0)
+    );
 }

@@ -658,7 +658,11 @@ impl Engine {
         if !inner.queue.iter().any(|e| e.waiter.need > capacity) {
             return;
         }
-        if inner.queue.front().is_some_and(|e| e.waiter.need > capacity) {
+        if inner
+            .queue
+            .front()
+            .is_some_and(|e| e.waiter.need > capacity)
+        {
             inner.fair = false;
         }
         let mut refused = 0;
