@@ -516,8 +516,14 @@ fn stress_random_weighted_acquires_with_timeouts_and_cancels() {
                             assert!(now <= CAPACITY, "{now} permits in use");
                             peak.fetch_max(now, Ordering::Relaxed);
                             granted.fetch_add(1, Ordering::Relaxed);
-                            for _ in 0..rng.below(50) {
-                                std::hint::spin_loop();
+                            // Hold for a while: sometimes a spin, sometimes a yield so
+                            // that others queue up behind.
+                            if rng.below(4) == 0 {
+                                thread::yield_now();
+                            } else {
+                                for _ in 0..rng.below(50) {
+                                    std::hint::spin_loop();
+                                }
                             }
                             in_use.fetch_sub(n, Ordering::SeqCst);
                         }
