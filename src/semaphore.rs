@@ -375,6 +375,7 @@ impl Semaphore {
     /// assert_eq!(sem.available(), 0);
     /// drop(permit);
     /// ```
+    #[inline]
     pub fn acquire(&self) -> Result<Permit<'_>, AcquireError> {
         self.acquire_until(1, &Until::FOREVER)
     }
@@ -395,6 +396,7 @@ impl Semaphore {
     /// assert!(sem.try_acquire().is_err());
     /// drop(first);
     /// ```
+    #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, TryAcquireError> {
         self.try_acquire_many(1)
     }
@@ -496,6 +498,7 @@ impl Semaphore {
     /// assert!(sem.try_acquire_many(2).is_err());
     /// drop(two);
     /// ```
+    #[inline]
     pub fn try_acquire_many(&self, n: usize) -> Result<Permit<'_>, TryAcquireError> {
         self.engine.try_acquire(n)?;
         Ok(Permit {
@@ -576,6 +579,7 @@ impl Semaphore {
         self.acquire_until(n, &Until::cancellable(token))
     }
 
+    #[inline]
     fn acquire_until(&self, n: usize, until: &Until<'_>) -> Result<Permit<'_>, AcquireError> {
         self.engine.acquire(n, until)?;
         Ok(Permit {
@@ -602,6 +606,7 @@ impl Semaphore {
     /// drop(permits);
     /// assert_eq!(sem.available(), 2);
     /// ```
+    #[inline]
     pub fn acquire_owned(self: &Arc<Self>) -> Result<OwnedPermit, AcquireError> {
         self.acquire_owned_until(1, &Until::FOREVER)
     }
@@ -622,6 +627,7 @@ impl Semaphore {
     /// assert!(sem.try_acquire_owned().is_err());
     /// drop(permit);
     /// ```
+    #[inline]
     pub fn try_acquire_owned(self: &Arc<Self>) -> Result<OwnedPermit, TryAcquireError> {
         self.try_acquire_many_owned(1)
     }
@@ -728,6 +734,7 @@ impl Semaphore {
     /// assert!(sem.try_acquire_many_owned(1).is_err());
     /// drop(permit);
     /// ```
+    #[inline]
     pub fn try_acquire_many_owned(
         self: &Arc<Self>,
         n: usize,
@@ -811,6 +818,7 @@ impl Semaphore {
         self.acquire_owned_until(n, &Until::cancellable(token))
     }
 
+    #[inline]
     fn acquire_owned_until(
         self: &Arc<Self>,
         n: usize,
@@ -893,6 +901,7 @@ impl Semaphore {
     /// let _p = sem.acquire().unwrap();
     /// assert_eq!(sem.available(), 2);
     /// ```
+    #[inline]
     pub fn available(&self) -> usize {
         self.engine.available()
     }
@@ -1008,6 +1017,7 @@ impl Permit<'_> {
 }
 
 impl Drop for Permit<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.sem.engine.release(self.permits);
     }
@@ -1065,6 +1075,7 @@ impl OwnedPermit {
 }
 
 impl Drop for OwnedPermit {
+    #[inline]
     fn drop(&mut self) {
         self.sem.engine.release(self.permits);
     }

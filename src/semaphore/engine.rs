@@ -207,6 +207,7 @@ impl Engine {
     }
 
     /// Permits free right now.
+    #[inline]
     pub(crate) fn available(&self) -> usize {
         available_in(self.state.load(Ordering::Acquire))
     }
@@ -260,6 +261,7 @@ impl Engine {
 
     /// Takes `n` permits if they are free, ignoring the flags: for the queue head and
     /// for hand-offs, which have the right to them.
+    #[inline]
     fn grab(&self, n: usize) -> bool {
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
@@ -279,6 +281,7 @@ impl Engine {
     }
 
     /// Never blocks. `NoPermits` when they are not free now (or the queue has priority).
+    #[inline]
     pub(crate) fn try_acquire(&self, n: usize) -> Result<(), Refusal> {
         if n == 0 {
             return if self.is_closed() {
@@ -305,6 +308,7 @@ impl Engine {
     }
 
     /// Blocks (within `until`) until `n` permits are taken.
+    #[inline]
     pub(crate) fn acquire(&self, n: usize, until: &Until<'_>) -> Result<(), Refusal> {
         match self.try_acquire(n) {
             Ok(()) => return Ok(()),
@@ -550,6 +554,7 @@ impl Engine {
     }
 
     /// Returns `n` held permits.
+    #[inline]
     pub(crate) fn release(&self, n: usize) {
         if n == 0 {
             return;
