@@ -551,3 +551,42 @@ fn stress_random_weighted_acquires_with_timeouts_and_cancels() {
         (CAPACITY, 0, 0)
     );
 }
+
+/// Regression: a large waiter that became the head when a small one ahead of it was
+/// served was never woken to start its fairness clock, so newcomers barging hand over
+/// hand starved it until its timeout.
+#[test]
+fn regression_large_waiter_that_becomes_head_later_is_not_starved() {
+    let _check = LeakCheck::new();
+    let sem = Arc::new(Semaphore::new(4));
+    let mut held: Vec<OwnedPermit> = (0..4).map(|_| sem.acquire_owned().unwrap()).collect();
+    let stop = AtomicBool::new(false);
+    corral::scope(|s| {
+        let small = s.spawn(|| sem.acquire_timeout(PATIENCE).map(drop));
+        wait_for("the small waiter to queue", || sem.stats().waiting == 1);
+        let big = s.spawn(|| {
+            sem.acquire_many_timeout(4, PATIENCE)
+                .map(|p| p.num_permits())
+        });
+        wait_for("the large waiter to queue", || sem.stats().waiting == 2);
+        // Three streamers start out holding a permit each and go hand over hand.
+        for _ in 0..3 {
+            let first = held.pop().unwrap();
+            let (sem, stop) = (&sem, &stop);
+            s.spawn(move || {
+                let mut mine = Some(first);
+                while !stop.load(Ordering::Relaxed) {
+                    let next = sem.acquire_owned_timeout(Duration::from_millis(2)).ok();
+                    mine = next;
+                }
+                drop(mine);
+            });
+        }
+        held.clear(); // the 4th permit: the small waiter is served, the large one is head
+        assert_eq!(small.join().unwrap(), Ok(()));
+        let result = big.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(result, Ok(4));
+    });
+    assert_eq!(sem.available(), 4);
+}

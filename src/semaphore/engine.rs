@@ -27,9 +27,15 @@
 //!   head, in order, until that head is served. The next head starts its own clock.
 //! * **Waking.** A release that finds `QUEUED` takes the lock and wakes the head if
 //!   its request now fits (once: `notified` suppresses repeated unparks while it is
-//!   awake). A woken head spins briefly on the counter before parking again. A waiter
-//!   that leaves the queue (timeout, cancel) re-runs the same serving step, so when a
-//!   head gives up, the waiters behind it that now fit are woken at once.
+//!   awake). A waiter that has just become the head is woken once even if it does not
+//!   fit, so that it starts its fairness clock (and parks with that clock's deadline);
+//!   otherwise a large head behind a departed one could sleep while newcomers barge
+//!   forever. A woken head spins briefly on the counter before parking again. A
+//!   waiter that leaves the queue (timeout, cancel) re-runs the same serving step, so
+//!   when a head gives up, the waiters behind it that now fit are woken at once.
+//! * **Spinning** is a short burst of spin hints (about a microsecond), never
+//!   `yield_now`: on a loaded machine a yield can cost a time slice, which would add
+//!   milliseconds to a wait that the fairness bound promises to keep near 1 ms.
 //! * Everything imports from `crate::sync`, so `--cfg loom` model-checks this file.
 //!   Under loom there is no time: the fairness bound counts failed wake-ups instead.
 
@@ -66,7 +72,7 @@ pub(crate) const FAIR_AFTER: Duration = Duration::from_millis(1);
 
 /// Failed spin rounds before a newcomer parks, and before a woken head parks again.
 #[cfg(not(loom))]
-const SPINS: u32 = 10;
+const SPINS: u32 = 7;
 #[cfg(loom)]
 const SPINS: u32 = 1;
 /// Under loom, the head counts as starved after this many failed wake-ups.
@@ -115,6 +121,10 @@ struct Entry {
     waiter: Arc<Waiter>,
     /// Unparked and not yet parked again: releases need not unpark it.
     notified: bool,
+    /// Whether the waiter has run as the head yet (and so started its fairness
+    /// clock). A new head that has not is woken once, so its clock starts even when
+    /// its request does not fit yet.
+    seen_as_head: bool,
     /// When this entry was first seen at the head of the queue.
     head_since: Option<Instant>,
     /// Failed attempts as head (the loom stand-in for time).
@@ -173,12 +183,14 @@ fn available_in(state: usize) -> usize {
     state >> SHIFT
 }
 
-/// One round of back-off: a growing burst of spin hints, then yields.
+/// One round of back-off: a growing burst of spin hints (1, 2, 4, ... 64). No
+/// `yield_now`: on a loaded machine a yield can cost a whole time slice, which would
+/// add milliseconds of latency to a waiter that the fairness bound promises ~1 ms.
 fn backoff(round: u32) {
-    if cfg!(loom) || round >= 6 {
+    if cfg!(loom) {
         thread::yield_now();
     } else {
-        for _ in 0..(1u32 << round) {
+        for _ in 0..(1u32 << round.min(6)) {
             std::hint::spin_loop();
         }
     }
@@ -361,6 +373,7 @@ impl Engine {
             id,
             waiter: Arc::clone(&waiter),
             notified: false,
+            seen_as_head: false,
             head_since: None,
             fails: 0,
         });
@@ -377,6 +390,7 @@ impl Engine {
             if let Some(pos) = inner.queue.iter().position(|e| e.id == id) {
                 if pos == 0 && !inner.fair {
                     head = true;
+                    inner.queue[0].seen_as_head = true;
                     if self.grab(n) {
                         self.pop_head(&mut inner);
                         return Ok(());
@@ -517,7 +531,7 @@ impl Engine {
                 self.counters.handoffs.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            if !head.notified && self.available() >= need {
+            if !head.notified && (!head.seen_as_head || self.available() >= need) {
                 head.notified = true;
                 head.waiter.thread.unpark();
             }
