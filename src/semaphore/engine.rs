@@ -614,7 +614,7 @@ impl Engine {
         let from_capacity = n.min(inner.capacity);
         inner.capacity -= from_capacity;
         // If the capacity was already below the permits in use, the rest pays debt.
-        inner.debt -= n - from_capacity;
+        inner.debt = inner.debt.saturating_sub(n - from_capacity);
         self.refuse_oversized(&mut inner);
         self.serve(&mut inner);
     }
