@@ -142,3 +142,52 @@ fn shrink_racing_releases_keeps_the_count_exact() {
         assert_eq!(sem.available(), 3);
     });
 }
+
+#[test]
+fn starved_head_gets_a_hand_off() {
+    // Under loom the head counts as starved after two failed wake-ups, so repeated
+    // barging by the main thread drives the waiter into hand-off mode.
+    loom::model(|| {
+        let sem = Arc::new(Semaphore::new(1));
+        let held = sem.try_acquire_owned().unwrap();
+        let waiter = {
+            let sem = sem.clone();
+            thread::spawn(move || sem.acquire().map(|p| p.num_permits()))
+        };
+        drop(held);
+        for _ in 0..2 {
+            if let Ok(p) = sem.try_acquire() {
+                drop(p);
+            }
+        }
+        assert_eq!(waiter.join().unwrap(), Ok(1));
+        assert_eq!(sem.available(), 1);
+        assert_eq!(sem.stats().waiting, 0);
+    });
+}
+
+#[test]
+fn growing_serves_a_waiter_and_shrinking_refuses_one_that_no_longer_fits() {
+    loom::model(|| {
+        let sem = Arc::new(Semaphore::new(2));
+        let held = sem.try_acquire_many_owned(2).unwrap();
+        let waiter = {
+            let sem = sem.clone();
+            thread::spawn(move || sem.acquire_many(2).map(|p| p.num_permits()))
+        };
+        sem.set_capacity(1).unwrap();
+        sem.set_capacity(4).unwrap();
+        // Depending on when it queued, the waiter saw capacity 1 (refused) or was
+        // served after the grow.
+        match waiter.join().unwrap() {
+            Ok(2)
+            | Err(AcquireError::AboveCapacity {
+                requested: 2,
+                capacity: 1,
+            }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        drop(held);
+        assert_eq!((sem.capacity(), sem.available()), (4, 4));
+    });
+}
