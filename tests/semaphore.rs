@@ -590,3 +590,62 @@ fn regression_large_waiter_that_becomes_head_later_is_not_starved() {
     });
     assert_eq!(sem.available(), 4);
 }
+
+#[test]
+fn a_bounded_acquire_takes_free_permits_even_past_its_deadline() {
+    let sem = Semaphore::new(2);
+    let past = Instant::now();
+    let first = sem.acquire_deadline(past).unwrap();
+    let second = sem.acquire_many_timeout(1, Duration::ZERO).unwrap();
+    let cancelled = CancelToken::new();
+    cancelled.cancel();
+    // Nothing free now: the expired bound is reported instead of waiting.
+    assert_eq!(
+        sem.acquire_deadline(past).unwrap_err(),
+        AcquireError::Timeout
+    );
+    assert_eq!(
+        sem.acquire_cancellable(&cancelled).unwrap_err(),
+        AcquireError::Cancelled(CancelReason::Cancelled)
+    );
+    drop((first, second));
+}
+
+#[test]
+fn error_messages_are_lowercase_without_a_period() {
+    let messages = [
+        AcquireError::Closed.to_string(),
+        AcquireError::Timeout.to_string(),
+        AcquireError::Cancelled(CancelReason::DeadlineExceeded).to_string(),
+        AcquireError::AboveCapacity {
+            requested: 7,
+            capacity: 5,
+        }
+        .to_string(),
+        TryAcquireError::NoPermits.to_string(),
+        TryAcquireError::Closed.to_string(),
+    ];
+    for message in messages {
+        let first = message.chars().next().unwrap();
+        assert!(first.is_lowercase(), "{message}");
+        assert!(!message.ends_with('.'), "{message}");
+    }
+    let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(AcquireError::Timeout);
+    assert_eq!(boxed.to_string(), "timed out waiting for permits");
+}
+
+#[test]
+fn try_new_and_resizing_reject_capacities_above_the_maximum() {
+    let err = Semaphore::try_new(Semaphore::MAX_PERMITS + 1).unwrap_err();
+    assert_eq!(err.field(), "permits");
+    let sem = Semaphore::new(1);
+    let err = sem.set_capacity(usize::MAX).unwrap_err();
+    assert_eq!(
+        (err.field(), err.value()),
+        ("capacity", &*usize::MAX.to_string())
+    );
+    assert!(sem.add_permits(Semaphore::MAX_PERMITS).is_err());
+    assert_eq!(sem.capacity(), 1, "a refused change changes nothing");
+    sem.add_permits(Semaphore::MAX_PERMITS - 1).unwrap();
+    assert_eq!(sem.available(), Semaphore::MAX_PERMITS);
+}

@@ -92,7 +92,7 @@ pub fn run() {
         waited
     });
     println!(
-        "  batch job served after {waited:.1?} (fairness bound ~1 ms, then hand-off; {} hand-offs)",
+        "  batch job served after {waited:.1?} (barging allowed ~1 ms, then hand-off; hand-offs: {})",
         sem.stats().handoffs
     );
 

@@ -725,3 +725,81 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
         (a, b) => a.or(b),
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn flags(engine: &Engine) -> usize {
+        engine.state.load(Ordering::SeqCst) & FLAGS
+    }
+
+    #[test]
+    fn uncontended_use_touches_no_flag() {
+        let engine = Engine::new(3);
+        engine.try_acquire(2).unwrap();
+        engine.release(2);
+        assert_eq!(flags(&engine), 0);
+        assert_eq!(engine.available(), 3);
+    }
+
+    #[test]
+    fn a_shrink_below_the_permits_in_use_is_debt_paid_by_releases() {
+        let engine = Engine::new(4);
+        engine.try_acquire(3).unwrap();
+        assert_eq!(engine.set_capacity(2), 4);
+        // One free permit was taken at once; one more is owed.
+        assert_eq!(engine.inner.lock().debt, 1);
+        assert_eq!(flags(&engine), DEBT);
+        assert_eq!(engine.try_acquire(1), Err(Refusal::NoPermits));
+        engine.release(1);
+        assert_eq!((engine.available(), flags(&engine)), (0, 0));
+        engine.release(2);
+        assert_eq!(engine.available(), 2);
+    }
+
+    #[test]
+    fn forgetting_more_than_the_capacity_pays_debt() {
+        let engine = Engine::new(3);
+        engine.try_acquire(3).unwrap();
+        engine.set_capacity(0);
+        assert_eq!(engine.inner.lock().debt, 3);
+        engine.forget(2);
+        let inner = engine.inner.lock();
+        assert_eq!((inner.capacity, inner.debt), (0, 1));
+    }
+
+    #[test]
+    fn fair_mode_blocks_the_fast_path_and_hands_off_on_release() {
+        let engine = Engine::new(2);
+        engine.try_acquire(1).unwrap();
+        let me = Arc::new(Waiter {
+            need: 2,
+            thread: thread::current(),
+            outcome: AtomicUsize::new(PENDING),
+            capacity: AtomicUsize::new(0),
+        });
+        {
+            let mut inner = engine.inner.lock();
+            inner.queue.push_back(Entry {
+                id: 0,
+                waiter: Arc::clone(&me),
+                notified: true,
+                seen_as_head: true,
+                head_since: None,
+                fails: 0,
+            });
+            inner.fair = true;
+            engine.sync_flags(&inner);
+        }
+        assert_eq!(flags(&engine), QUEUED | FAIR);
+        // A permit is free, but a newcomer may not take it in hand-off mode.
+        assert_eq!(engine.available(), 1);
+        assert_eq!(engine.try_acquire(1), Err(Refusal::NoPermits));
+        engine.release(1);
+        // Both permits went straight to the queued waiter, not back to the counter.
+        assert_eq!(me.outcome.load(Ordering::SeqCst), GRANTED);
+        assert_eq!((engine.available(), flags(&engine)), (0, 0));
+        assert_eq!(engine.snapshot().handoffs, 1);
+    }
+}
