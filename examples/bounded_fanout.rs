@@ -41,7 +41,9 @@ fn main() {
         let mut handles = Vec::new();
         let mut skipped = Vec::new();
         for job in 0..JOBS {
-            // Wait at most 1 s for a free slot (and not past the global deadline).
+            // Wait at most 1 s for a free slot, and not past the global deadline. (Without
+            // a global stop signal, `limit.acquire_timeout(Duration::from_secs(1))` is
+            // the one-line form of the same bounded wait.)
             let token = stop.child_with_timeout(Duration::from_secs(1));
             let permit = match limit.acquire_cancellable(&token) {
                 Ok(permit) => permit,
