@@ -76,6 +76,31 @@
 //! assert_eq!(result.unwrap_err().message(), Some("disk on fire"));
 //! ```
 //!
+//! ## Semaphore
+//!
+//! [`Semaphore`] bounds how many things happen at once: weighted
+//! ([`acquire_many`](Semaphore::acquire_many)), FIFO-fair with a documented bound on
+//! barging, resizable at run time ([`set_capacity`](Semaphore::set_capacity)),
+//! closeable, with RAII permits and the five forms of every acquire. A request above
+//! the capacity is an immediate error, never a hang.
+//!
+//! ```
+//! use corral::{AcquireError, Semaphore};
+//! use std::time::Duration;
+//!
+//! let downloads = Semaphore::new(4);
+//! let batch = downloads.acquire_many(3).unwrap();
+//! let one = downloads.acquire_timeout(Duration::from_secs(1)).unwrap();
+//! assert!(downloads.try_acquire().is_err()); // all 4 are out
+//! assert_eq!(
+//!     downloads.acquire_many(5).unwrap_err(),
+//!     AcquireError::AboveCapacity { requested: 5, capacity: 4 }
+//! );
+//! drop((batch, one));
+//! downloads.set_capacity(8).unwrap(); // grow at run time
+//! assert_eq!(downloads.available(), 8);
+//! ```
+//!
 //! ## Time
 //!
 //! Everything that decides by time takes a [`Clock`]: [`SystemClock`] by default,
@@ -153,6 +178,7 @@ mod panic;
 #[allow(dead_code)] // shared by the worker pool and the pipeline (issues #4 and #7)
 mod queue;
 mod scope;
+mod semaphore;
 #[allow(dead_code)] // owned (non-scoped) spawns serve the pool and supervisor
 mod spawn;
 mod supervisor;
@@ -169,6 +195,9 @@ pub use config::ConfigError;
 pub use overflow::Overflow;
 pub use panic::Panic;
 pub use scope::{scope, try_scope, Scope, ScopedHandle};
+pub use semaphore::{
+    AcquireError, OwnedPermit, Permit, Semaphore, SemaphoreStats, TryAcquireError,
+};
 pub use supervisor::{
     Exit, Restart, StopReason, Strategy, Supervisor, SupervisorBuilder, SupervisorReport,
 };

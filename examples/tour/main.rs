@@ -8,6 +8,7 @@ use std::time::Instant;
 
 mod breaker;
 mod foundation;
+mod semaphore;
 mod supervisor;
 
 fn main() {
@@ -26,6 +27,7 @@ fn main() {
     println!("corral tour\n===========");
     foundation::run();
     breaker::run();
+    semaphore::run();
     supervisor::run();
     let live = corral::leak::live_count();
     println!("\nfinished in {:.2?}", started.elapsed());
