@@ -4,8 +4,9 @@ use std::any::Any;
 use std::fmt;
 use std::time::Duration;
 
-use super::engine::{Config, Engine, FailurePredicate, StateCallback, WindowKind};
-use super::window::BUCKETS;
+use super::engine::{Config, Engine, FailurePredicate, StateCallback};
+use super::stripes::BUCKETS;
+use super::window::WindowKind;
 use super::{CircuitBreaker, State, Window};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ConfigError;

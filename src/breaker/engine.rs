@@ -8,20 +8,13 @@
 //!   of it. A permit remembers the word it was admitted under; an outcome reported
 //!   after the word changed belongs to an older state and only reaches the stats.
 //! - **Closed successes write nothing shared.** They bump the caller's stripe
-//!   (`window.rs`), reset the consecutive-failure count only when it is non-zero, and
-//!   read `eval_after` to learn whether a success could trip the breaker at all (only
-//!   when it brings a window holding failures up to `minimum_calls`). Everything else,
+//!   (`stripes.rs`), reset the consecutive-failure count only when it is non-zero, and
+//!   read `eval_after` to learn whether a success could trip the breaker at all (when
+//!   it brings a window holding failures up to `minimum_calls`, or when expired
+//!   successes have left the failures over a threshold). Everything else,
 //!   failures, slow calls, half-open trials, transitions, takes the `core` mutex.
-//! - **Count window without a shared index.** The window is "the last N calls". The
-//!   index of a call is (successes summed over stripes) + (calls recorded under the
-//!   lock); failures and slow calls store their index in a ring, and an evaluation
-//!   drops the indices that fell out of the last N. A reset stores the current index
-//!   as the base instead of zeroing stripes.
-//! - **Time window in buckets.** The window is split into `BUCKETS` buckets of
-//!   `window / BUCKETS`; an outcome counts while its bucket is one of the last
-//!   `BUCKETS`, so outcomes a full window old never count. Successes live in striped
-//!   buckets, locked outcomes in `TimeWindow::buckets`. A reset records what the
-//!   stripes hold per bucket as an offset to subtract.
+//! - **Windows** (`window.rs`) keep failures and slow calls under the lock and add
+//!   the striped successes when they are looked at.
 //! - **Lazy time.** No thread runs timers: Open -> HalfOpen (after `open_for`) and
 //!   HalfOpen -> Open (after `half_open_timeout`) happen in whichever call, `state()`
 //!   or `stats()` first sees that the time has come.
@@ -30,11 +23,11 @@
 //!   may call back into the breaker.
 
 use std::any::Any;
-use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::window::{bump, Stripes, BUCKETS};
+use super::stripes::{bump, Stripes};
+use super::window::{Totals, WindowKind, WindowState};
 use super::State;
 use crate::clock::Clock;
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
@@ -88,17 +81,6 @@ pub(super) struct Config {
     pub(super) is_failure: Option<FailurePredicate>,
     pub(super) on_state_change: Option<StateCallback>,
     pub(super) clock: Box<dyn Clock>,
-}
-
-/// The window a rate is computed over, in engine units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum WindowKind {
-    /// No rate configured: nothing is recorded per call beyond stats.
-    None,
-    /// The last `n` calls.
-    Count(u64),
-    /// Buckets of `width` nanoseconds, the last `BUCKETS` of them.
-    Time { width: u64 },
 }
 
 /// How a permitted call ended.
@@ -166,37 +148,6 @@ struct Hot {
     consecutive: AtomicU64,
 }
 
-struct CountWindow {
-    size: u64,
-    base: u64,
-    locked_calls: u64,
-    failures: VecDeque<u64>,
-    slow: VecDeque<u64>,
-}
-
-#[derive(Clone, Copy, Default)]
-struct LockedBucket {
-    id: u64,
-    calls: u64,
-    failures: u64,
-    slow: u64,
-}
-
-struct TimeWindow {
-    width: u64,
-    buckets: [LockedBucket; BUCKETS],
-    /// Stripe successes per bucket id at the last reset, subtracted from later sums.
-    offsets: [(u64, u64); BUCKETS],
-}
-
-/// Window totals at one moment.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct Totals {
-    pub(super) calls: u64,
-    pub(super) failures: u64,
-    pub(super) slow: u64,
-}
-
 struct Core {
     state: State,
     epoch: u64,
@@ -210,8 +161,7 @@ struct Core {
     in_flight: u32,
     slots: u64,
     trial_successes: u32,
-    count: Option<CountWindow>,
-    time: Option<TimeWindow>,
+    window: WindowState,
     failures: u64,
     locked_successes: u64,
     slow: u64,
@@ -252,24 +202,6 @@ impl fmt::Debug for Engine {
 impl Engine {
     pub(super) fn new(cfg: Config) -> Self {
         let origin = cfg.clock.now();
-        let count = match cfg.window {
-            WindowKind::Count(size) => Some(CountWindow {
-                size,
-                base: 0,
-                locked_calls: 0,
-                failures: VecDeque::new(),
-                slow: VecDeque::new(),
-            }),
-            _ => None,
-        };
-        let time = match cfg.window {
-            WindowKind::Time { width } => Some(TimeWindow {
-                width,
-                buckets: [LockedBucket::default(); BUCKETS],
-                offsets: [(u64::MAX, 0); BUCKETS],
-            }),
-            _ => None,
-        };
         Engine {
             hot: Hot {
                 word: AtomicU64::new(CLOSED),
@@ -287,8 +219,7 @@ impl Engine {
                 in_flight: 0,
                 slots: 0,
                 trial_successes: 0,
-                count,
-                time,
+                window: WindowState::new(cfg.window),
                 failures: 0,
                 locked_successes: 0,
                 slow: 0,
@@ -529,30 +460,7 @@ impl Engine {
         if self.cfg.window == WindowKind::None {
             return;
         }
-        let successes = self.stripes.successes();
-        if let Some(window) = core.count.as_mut() {
-            window.locked_calls += 1;
-            let index = successes + window.locked_calls;
-            if failure {
-                window.failures.push_back(index);
-            }
-            if slow {
-                window.slow.push_back(index);
-            }
-        }
-        if let Some(window) = core.time.as_mut() {
-            let id = now / window.width;
-            let bucket = &mut window.buckets[(id % BUCKETS as u64) as usize];
-            if bucket.id != id {
-                *bucket = LockedBucket {
-                    id,
-                    ..LockedBucket::default()
-                };
-            }
-            bucket.calls += 1;
-            bucket.failures += u64::from(failure);
-            bucket.slow += u64::from(slow);
-        }
+        core.window.record(&self.stripes, now, failure, slow);
         self.evaluate(core, now, events);
     }
 
@@ -579,84 +487,11 @@ impl Engine {
     }
 
     /// Window totals at `now`, and the engine time from which a plain success could
-    /// bring a window holding failures up to `minimum_calls`.
+    /// trip the breaker.
     fn window_totals(&self, core: &mut MutexGuard<'_, Core>, now: u64) -> (Totals, u64) {
         let minimum = self.cfg.minimum_calls;
-        if let Some(window) = core.count.as_mut() {
-            let index = self.stripes.successes() + window.locked_calls;
-            let calls = (index - window.base.min(index)).min(window.size);
-            let cutoff = index.saturating_sub(window.size);
-            while window.failures.front().is_some_and(|&i| i <= cutoff) {
-                window.failures.pop_front();
-            }
-            while window.slow.front().is_some_and(|&i| i <= cutoff) {
-                window.slow.pop_front();
-            }
-            let totals = Totals {
-                calls,
-                failures: window.failures.len() as u64,
-                slow: window.slow.len() as u64,
-            };
-            // Once the window holds `minimum_calls`, a success can only lower the
-            // rates (it replaces the oldest call or adds to the count).
-            let armed = calls < minimum && self.could_trip(totals);
-            return (totals, if armed { 0 } else { u64::MAX });
-        }
-        if let Some(window) = core.time.as_ref() {
-            let current = now / window.width;
-            let mut per_age = self.stripes.bucket_successes(current);
-            for &(id, successes) in &window.offsets {
-                let age = current.wrapping_sub(id);
-                if age < BUCKETS as u64 {
-                    per_age[age as usize] = per_age[age as usize].saturating_sub(successes);
-                }
-            }
-            let mut failures = [0u64; BUCKETS];
-            let mut slow = [0u64; BUCKETS];
-            for bucket in &window.buckets {
-                let age = current.wrapping_sub(bucket.id);
-                if bucket.calls > 0 && age < BUCKETS as u64 {
-                    per_age[age as usize] += bucket.calls;
-                    failures[age as usize] += bucket.failures;
-                    slow[age as usize] += bucket.slow;
-                }
-            }
-            let totals = Totals {
-                calls: per_age.iter().sum(),
-                failures: failures.iter().sum(),
-                slow: slow.iter().sum(),
-            };
-            // A success can trip the breaker only when the outcomes still in the
-            // window then, plus the fewest successes that reach the minimum, are over
-            // a threshold: expiring successes raise the rates, and a success may be
-            // the call that reaches `minimum_calls`. Find the first bucket (from now)
-            // where that is possible; successes before its start need no lock.
-            let mut eval_after = u64::MAX;
-            let mut remaining = totals;
-            for shift in 0..=BUCKETS {
-                if shift > 0 {
-                    let age = BUCKETS - shift;
-                    remaining.calls -= per_age[age];
-                    remaining.failures -= failures[age];
-                    remaining.slow -= slow[age];
-                }
-                if remaining.failures == 0 && remaining.slow == 0 {
-                    break;
-                }
-                if self.could_trip(remaining) {
-                    eval_after = if shift == 0 {
-                        0
-                    } else {
-                        current
-                            .saturating_add(shift as u64)
-                            .saturating_mul(window.width)
-                    };
-                    break;
-                }
-            }
-            return (totals, eval_after);
-        }
-        (Totals::default(), u64::MAX)
+        core.window
+            .totals(&self.stripes, now, minimum, |t| self.could_trip(t))
     }
 
     /// Whether the fewest further successes that reach `minimum_calls` (at least one)
@@ -802,19 +637,7 @@ impl Engine {
     fn clear_window(&self, core: &mut MutexGuard<'_, Core>, now: u64) {
         self.hot.consecutive.store(0, Ordering::Relaxed);
         self.hot.eval_after.store(u64::MAX, Ordering::Relaxed);
-        if let Some(window) = core.count.as_mut() {
-            window.base = self.stripes.successes() + window.locked_calls;
-            window.failures.clear();
-            window.slow.clear();
-        }
-        if let Some(window) = core.time.as_mut() {
-            let current = now / window.width;
-            let per_age = self.stripes.bucket_successes(current);
-            for (age, successes) in per_age.into_iter().enumerate() {
-                window.offsets[age] = (current.wrapping_sub(age as u64), successes);
-            }
-            window.buckets = [LockedBucket::default(); BUCKETS];
-        }
+        core.window.clear(&self.stripes, now);
     }
 
     fn fire(&self, events: &Events) {

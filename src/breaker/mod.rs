@@ -1,15 +1,16 @@
 //! A circuit breaker: stop calling a failing dependency, probe it carefully, resume.
 //!
 //! Implementation notes. [`CircuitBreaker`] is a thin wrapper over the crate-private
-//! engine in `engine.rs` (state machine, windows, transitions); `window.rs` holds the
-//! per-thread stripes a closed-state success writes, and `builder.rs` the validated
-//! configuration. The closed state costs one atomic load to admit a call and, for a
+//! engine in `engine.rs` (state machine, transitions); `window.rs` keeps the count and
+//! time windows, `stripes.rs` the per-thread counters a closed-state success writes,
+//! and `builder.rs` the validated configuration. The closed state costs one atomic load to admit a call and, for a
 //! success, writes only the calling thread's stripe: see the notes in `engine.rs`.
 //! The breaker never blocks and never starts a thread: a refused call returns at once,
 //! and time-based transitions are computed lazily from the [`Clock`](crate::Clock).
 
 mod builder;
 mod engine;
+mod stripes;
 mod window;
 
 use std::convert::Infallible;

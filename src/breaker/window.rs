@@ -1,211 +1,236 @@
-//! Striped success counters: the part of the breaker a closed-state success writes.
+//! The failure/slow-call window: which recent outcomes count, and their totals.
 //!
-//! Implementation notes. A success in the closed state must not write a cache line
-//! another thread writes, or two threads sharing one breaker pay a cache-line transfer
-//! per call. So every counter a success touches lives in a [`Stripe`]: a
-//! 128-byte-aligned block per thread.
+//! Implementation notes. Successes are counted in the stripes (`stripes.rs`); this
+//! module keeps what is recorded under the breaker's lock (failures and slow calls)
+//! and combines both. All of it runs with the lock held.
 //!
-//! - Each live thread holds a small process-wide slot number (`SLOT`), handed out
-//!   lowest-free-first and returned when the thread exits, so no two live threads
-//!   hold the same number. Slots below `EXCLUSIVE` own a stripe outright: its only
-//!   writer is that thread, so a count is a plain relaxed load and store, not a
-//!   locked read-modify-write (which costs several nanoseconds even uncontended).
-//!   A slot's previous owner has exited before the slot is reused, and the free
-//!   list's lock orders the two.
-//! - Threads with higher slot numbers (more than `EXCLUSIVE` threads alive in the
-//!   process), threads whose slot is already torn down, and every thread under loom
-//!   (where model threads share one OS thread's thread-locals) write one of `SHARED`
-//!   stripes with atomic read-modify-writes: still exact, just slower.
-//! - `successes` is cumulative since the breaker was built. The count window reads
-//!   the sum over all stripes as "calls so far" and never resets it; a reset records
-//!   the sum as a base instead.
-//! - `buckets` serve the time window: slot `k % BUCKETS` holds bucket id `k` (low 32
-//!   bits) in its high half and that bucket's success count in its low half, updated
-//!   with one compare-and-swap (one plain store by an owning thread), so a slot is
-//!   recycled exactly when its bucket leaves the window. A count saturates only past 2^32 successes per thread slot per bucket.
-//! - Failures and slow calls are rare and take the breaker's lock; they are not here.
+//! - **Count window, without a shared index.** The window is "the last N calls". The
+//!   index of a call is (successes summed over stripes) + (calls recorded under the
+//!   lock); failures and slow calls store their index in a ring, and a look at the
+//!   window drops the indices that fell out of the last N. Clearing stores the current
+//!   index as the base instead of zeroing stripes.
+//! - **Time window in buckets.** The window is split into `BUCKETS` buckets of
+//!   `window / BUCKETS`; an outcome counts while its bucket is one of the last
+//!   `BUCKETS`, so outcomes a full window old never count. Successes live in striped
+//!   buckets, locked outcomes in `TimeWindow::buckets`. Clearing records what the
+//!   stripes hold per bucket as an offset to subtract.
+//! - **When must a success look?** [`WindowState::totals`] also returns the engine time
+//!   from which a plain success could trip the breaker (see there); before it,
+//!   successes take no lock at all.
 
-use crate::sync::{AtomicU64, Ordering};
+use std::collections::VecDeque;
 
-/// Number of buckets a time window is split into: outcomes expire a tenth of the
-/// window at a time.
-pub(super) const BUCKETS: usize = 10;
+use super::stripes::{Stripes, BUCKETS};
 
-/// Stripes owned by one thread each (slots `0..EXCLUSIVE`).
-const EXCLUSIVE: usize = 32;
-/// Stripes shared, with atomic read-modify-writes, by every other thread.
-const SHARED: usize = 4;
-
-/// Counters written by the threads mapped to one stripe.
-#[repr(align(128))]
-#[derive(Debug)]
-pub(super) struct Stripe {
-    /// Closed-state successes counted in the window (cumulative).
-    pub(super) successes: AtomicU64,
-    /// Successes counted in stats only (disabled mode, or reported after the state
-    /// they were admitted in had already changed).
-    pub(super) plain: AtomicU64,
-    /// Calls refused by this stripe's threads.
-    pub(super) rejected: AtomicU64,
-    /// Time-window buckets: `(bucket id as u32) << 32 | successes`.
-    buckets: [AtomicU64; BUCKETS],
+/// The window rates are computed over, in engine units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WindowKind {
+    /// No rate configured: nothing is recorded per call beyond stats.
+    None,
+    /// The last `n` calls.
+    Count(u64),
+    /// Buckets of `width` nanoseconds, the last `BUCKETS` of them.
+    Time { width: u64 },
 }
 
-impl Stripe {
-    fn new() -> Self {
-        Stripe {
-            successes: AtomicU64::new(0),
-            plain: AtomicU64::new(0),
-            rejected: AtomicU64::new(0),
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+/// Window totals at one moment.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Totals {
+    pub(super) calls: u64,
+    pub(super) failures: u64,
+    pub(super) slow: u64,
+}
+
+#[derive(Debug)]
+pub(super) struct CountWindow {
+    size: u64,
+    base: u64,
+    locked_calls: u64,
+    failures: VecDeque<u64>,
+    slow: VecDeque<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct LockedBucket {
+    id: u64,
+    calls: u64,
+    failures: u64,
+    slow: u64,
+}
+
+#[derive(Debug)]
+pub(super) struct TimeWindow {
+    width: u64,
+    buckets: [LockedBucket; BUCKETS],
+    /// Stripe successes per bucket id (by age) at the last clear, subtracted from
+    /// later sums.
+    offsets: [(u64, u64); BUCKETS],
+}
+
+/// The lock-held part of a window.
+#[derive(Debug)]
+pub(super) enum WindowState {
+    None,
+    Count(CountWindow),
+    Time(Box<TimeWindow>),
+}
+
+impl WindowState {
+    pub(super) fn new(kind: WindowKind) -> Self {
+        match kind {
+            WindowKind::None => WindowState::None,
+            WindowKind::Count(size) => WindowState::Count(CountWindow {
+                size,
+                base: 0,
+                locked_calls: 0,
+                failures: VecDeque::new(),
+                slow: VecDeque::new(),
+            }),
+            WindowKind::Time { width } => WindowState::Time(Box::new(TimeWindow {
+                width,
+                buckets: [LockedBucket::default(); BUCKETS],
+                offsets: [(u64::MAX, 0); BUCKETS],
+            })),
         }
     }
 
-    /// Counts one success into time bucket `bucket`.
-    #[inline]
-    pub(super) fn add_to_bucket(&self, bucket: u64, owned: bool) {
-        let id = bucket as u32;
-        let slot = &self.buckets[(bucket % BUCKETS as u64) as usize];
-        let mut current = slot.load(Ordering::Relaxed);
-        loop {
-            let slot_id = (current >> 32) as u32;
-            let next = if slot_id == id || (id.wrapping_sub(slot_id) as i32) < 0 {
-                // Same bucket, or a newer one already took the slot (a late report
-                // from a thread that read the clock just before the rotation).
-                if current & 0xFFFF_FFFF == 0xFFFF_FFFF {
-                    return;
+    /// Records a failure and/or slow call at engine time `now`.
+    pub(super) fn record(&mut self, stripes: &Stripes, now: u64, failure: bool, slow: bool) {
+        match self {
+            WindowState::None => {}
+            WindowState::Count(window) => {
+                window.locked_calls += 1;
+                let index = stripes.successes() + window.locked_calls;
+                if failure {
+                    window.failures.push_back(index);
                 }
-                current + 1
-            } else {
-                u64::from(id) << 32 | 1
-            };
-            if owned {
-                slot.store(next, Ordering::Relaxed);
-                return;
-            }
-            match slot.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return,
-                Err(seen) => current = seen,
-            }
-        }
-    }
-}
-
-/// Adds one to a stripe counter: a plain load and store when this thread owns the
-/// stripe, an atomic increment otherwise.
-#[inline]
-pub(super) fn bump(counter: &AtomicU64, owned: bool) {
-    if owned {
-        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    } else {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// The stripes of one breaker.
-#[derive(Debug)]
-pub(super) struct Stripes {
-    stripes: Box<[Stripe]>,
-}
-
-/// Slot numbers of live threads: the next never-used one, and those returned.
-/// A process-wide registry, not part of the loom-modelled core (under loom no thread
-/// uses its slot as an exclusive stripe), hence the std lock.
-static SLOTS: std::sync::Mutex<(usize, Vec<usize>)> = std::sync::Mutex::new((0, Vec::new()));
-
-/// The calling thread's slot number; returned to [`SLOTS`] when the thread exits.
-struct Slot(usize);
-
-impl Slot {
-    fn take() -> Slot {
-        let mut slots = SLOTS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match slots.1.pop() {
-            Some(free) => Slot(free),
-            None => {
-                slots.0 += 1;
-                Slot(slots.0 - 1)
-            }
-        }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut slots = SLOTS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        slots.1.push(self.0);
-        // Lowest first, so a few long-lived threads keep owning stripes.
-        slots.1.sort_unstable_by(|a, b| b.cmp(a));
-    }
-}
-
-std::thread_local! {
-    static SLOT: Slot = Slot::take();
-}
-
-impl Stripes {
-    pub(super) fn new() -> Self {
-        let count = if cfg!(loom) { 2 } else { EXCLUSIVE + SHARED };
-        Stripes {
-            stripes: (0..count).map(|_| Stripe::new()).collect(),
-        }
-    }
-
-    /// The calling thread's stripe, and whether the thread owns it.
-    #[inline]
-    pub(super) fn mine(&self) -> (&Stripe, bool) {
-        let slot = SLOT.try_with(|s| s.0).unwrap_or(usize::MAX);
-        if !cfg!(loom) && slot < EXCLUSIVE {
-            if let Some(stripe) = self.stripes.get(slot) {
-                return (stripe, true);
-            }
-        }
-        let shared = self.stripes.len().min(SHARED);
-        let base = self.stripes.len() - shared;
-        (&self.stripes[base + slot % shared], false)
-    }
-
-    /// Sum of the window successes over all stripes.
-    pub(super) fn successes(&self) -> u64 {
-        self.stripes
-            .iter()
-            .map(|s| s.successes.load(Ordering::Relaxed))
-            .sum()
-    }
-
-    /// Sum of the stats-only successes over all stripes.
-    pub(super) fn plain(&self) -> u64 {
-        self.stripes
-            .iter()
-            .map(|s| s.plain.load(Ordering::Relaxed))
-            .sum()
-    }
-
-    /// Sum of the refusals over all stripes.
-    pub(super) fn rejected(&self) -> u64 {
-        self.stripes
-            .iter()
-            .map(|s| s.rejected.load(Ordering::Relaxed))
-            .sum()
-    }
-
-    /// Successes per bucket of the time window ending at bucket `now`:
-    /// `out[d]` is the count of bucket `now - d`.
-    pub(super) fn bucket_successes(&self, now: u64) -> [u64; BUCKETS] {
-        let mut out = [0u64; BUCKETS];
-        let id = now as u32;
-        for stripe in self.stripes.iter() {
-            for slot in &stripe.buckets {
-                let v = slot.load(Ordering::Relaxed);
-                let age = id.wrapping_sub((v >> 32) as u32) as usize;
-                if age < BUCKETS {
-                    out[age] += v & 0xFFFF_FFFF;
+                if slow {
+                    window.slow.push_back(index);
                 }
             }
+            WindowState::Time(window) => {
+                let id = now / window.width;
+                let bucket = &mut window.buckets[(id % BUCKETS as u64) as usize];
+                if bucket.id != id {
+                    *bucket = LockedBucket {
+                        id,
+                        ..LockedBucket::default()
+                    };
+                }
+                bucket.calls += 1;
+                bucket.failures += u64::from(failure);
+                bucket.slow += u64::from(slow);
+            }
         }
-        out
+    }
+
+    /// Forgets every outcome recorded so far.
+    pub(super) fn clear(&mut self, stripes: &Stripes, now: u64) {
+        match self {
+            WindowState::None => {}
+            WindowState::Count(window) => {
+                window.base = stripes.successes() + window.locked_calls;
+                window.failures.clear();
+                window.slow.clear();
+            }
+            WindowState::Time(window) => {
+                let current = now / window.width;
+                let per_age = stripes.bucket_successes(current);
+                for (age, successes) in per_age.into_iter().enumerate() {
+                    window.offsets[age] = (current.wrapping_sub(age as u64), successes);
+                }
+                window.buckets = [LockedBucket::default(); BUCKETS];
+            }
+        }
+    }
+
+    /// Totals at `now`, and the engine time from which a plain success could trip the
+    /// breaker: `could_trip(t)` says whether a window with totals `t` plus the fewest
+    /// successes that reach `minimum_calls` (at least one) is over a threshold.
+    pub(super) fn totals(
+        &mut self,
+        stripes: &Stripes,
+        now: u64,
+        minimum: u64,
+        could_trip: impl Fn(Totals) -> bool,
+    ) -> (Totals, u64) {
+        match self {
+            WindowState::None => (Totals::default(), u64::MAX),
+            WindowState::Count(window) => {
+                let index = stripes.successes() + window.locked_calls;
+                let calls = (index - window.base.min(index)).min(window.size);
+                let cutoff = index.saturating_sub(window.size);
+                while window.failures.front().is_some_and(|&i| i <= cutoff) {
+                    window.failures.pop_front();
+                }
+                while window.slow.front().is_some_and(|&i| i <= cutoff) {
+                    window.slow.pop_front();
+                }
+                let totals = Totals {
+                    calls,
+                    failures: window.failures.len() as u64,
+                    slow: window.slow.len() as u64,
+                };
+                // Once the window holds `minimum_calls`, a success can only lower the
+                // rates (it replaces the oldest call or adds to the count).
+                let armed = calls < minimum && could_trip(totals);
+                (totals, if armed { 0 } else { u64::MAX })
+            }
+            WindowState::Time(window) => {
+                let current = now / window.width;
+                let mut per_age = stripes.bucket_successes(current);
+                for &(id, successes) in &window.offsets {
+                    let age = current.wrapping_sub(id);
+                    if age < BUCKETS as u64 {
+                        per_age[age as usize] = per_age[age as usize].saturating_sub(successes);
+                    }
+                }
+                let mut failures = [0u64; BUCKETS];
+                let mut slow = [0u64; BUCKETS];
+                for bucket in &window.buckets {
+                    let age = current.wrapping_sub(bucket.id);
+                    if bucket.calls > 0 && age < BUCKETS as u64 {
+                        per_age[age as usize] += bucket.calls;
+                        failures[age as usize] += bucket.failures;
+                        slow[age as usize] += bucket.slow;
+                    }
+                }
+                let totals = Totals {
+                    calls: per_age.iter().sum(),
+                    failures: failures.iter().sum(),
+                    slow: slow.iter().sum(),
+                };
+                // A success can trip the breaker only when the outcomes still in the
+                // window then, plus the fewest successes that reach the minimum, are
+                // over a threshold: expiring successes raise the rates, and a success
+                // may be the call that reaches `minimum_calls`. Find the first bucket
+                // (from now) where that is possible; successes before its start need
+                // no lock.
+                let mut eval_after = u64::MAX;
+                let mut remaining = totals;
+                for shift in 0..=BUCKETS {
+                    if shift > 0 {
+                        let age = BUCKETS - shift;
+                        remaining.calls -= per_age[age];
+                        remaining.failures -= failures[age];
+                        remaining.slow -= slow[age];
+                    }
+                    if remaining.failures == 0 && remaining.slow == 0 {
+                        break;
+                    }
+                    if could_trip(remaining) {
+                        eval_after = if shift == 0 {
+                            0
+                        } else {
+                            current
+                                .saturating_add(shift as u64)
+                                .saturating_mul(window.width)
+                        };
+                        break;
+                    }
+                }
+                (totals, eval_after)
+            }
+        }
     }
 }

@@ -1,0 +1,211 @@
+//! Striped success counters: the part of the breaker a closed-state success writes.
+//!
+//! Implementation notes. A success in the closed state must not write a cache line
+//! another thread writes, or two threads sharing one breaker pay a cache-line transfer
+//! per call. So every counter a success touches lives in a [`Stripe`]: a
+//! 128-byte-aligned block per thread.
+//!
+//! - Each live thread holds a small process-wide slot number (`SLOT`), handed out
+//!   lowest-free-first and returned when the thread exits, so no two live threads
+//!   hold the same number. Slots below `EXCLUSIVE` own a stripe outright: its only
+//!   writer is that thread, so a count is a plain relaxed load and store, not a
+//!   locked read-modify-write (which costs several nanoseconds even uncontended).
+//!   A slot's previous owner has exited before the slot is reused, and the free
+//!   list's lock orders the two.
+//! - Threads with higher slot numbers (more than `EXCLUSIVE` threads alive in the
+//!   process), threads whose slot is already torn down, and every thread under loom
+//!   (where model threads share one OS thread's thread-locals) write one of `SHARED`
+//!   stripes with atomic read-modify-writes: still exact, just slower.
+//! - `successes` is cumulative since the breaker was built. The count window reads
+//!   the sum over all stripes as "calls so far" and never resets it; a reset records
+//!   the sum as a base instead.
+//! - `buckets` serve the time window: slot `k % BUCKETS` holds bucket id `k` (low 32
+//!   bits) in its high half and that bucket's success count in its low half, updated
+//!   with one compare-and-swap (one plain store by an owning thread), so a slot is
+//!   recycled exactly when its bucket leaves the window. A count saturates only past 2^32 successes per thread slot per bucket.
+//! - Failures and slow calls are rare and take the breaker's lock; they are not here.
+
+use crate::sync::{AtomicU64, Ordering};
+
+/// Number of buckets a time window is split into: outcomes expire a tenth of the
+/// window at a time.
+pub(super) const BUCKETS: usize = 10;
+
+/// Stripes owned by one thread each (slots `0..EXCLUSIVE`).
+const EXCLUSIVE: usize = 32;
+/// Stripes shared, with atomic read-modify-writes, by every other thread.
+const SHARED: usize = 4;
+
+/// Counters written by the threads mapped to one stripe.
+#[repr(align(128))]
+#[derive(Debug)]
+pub(super) struct Stripe {
+    /// Closed-state successes counted in the window (cumulative).
+    pub(super) successes: AtomicU64,
+    /// Successes counted in stats only (disabled mode, or reported after the state
+    /// they were admitted in had already changed).
+    pub(super) plain: AtomicU64,
+    /// Calls refused by this stripe's threads.
+    pub(super) rejected: AtomicU64,
+    /// Time-window buckets: `(bucket id as u32) << 32 | successes`.
+    buckets: [AtomicU64; BUCKETS],
+}
+
+impl Stripe {
+    fn new() -> Self {
+        Stripe {
+            successes: AtomicU64::new(0),
+            plain: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Counts one success into time bucket `bucket`.
+    #[inline]
+    pub(super) fn add_to_bucket(&self, bucket: u64, owned: bool) {
+        let id = bucket as u32;
+        let slot = &self.buckets[(bucket % BUCKETS as u64) as usize];
+        let mut current = slot.load(Ordering::Relaxed);
+        loop {
+            let slot_id = (current >> 32) as u32;
+            let next = if slot_id == id || (id.wrapping_sub(slot_id) as i32) < 0 {
+                // Same bucket, or a newer one already took the slot (a late report
+                // from a thread that read the clock just before the rotation).
+                if current & 0xFFFF_FFFF == 0xFFFF_FFFF {
+                    return;
+                }
+                current + 1
+            } else {
+                u64::from(id) << 32 | 1
+            };
+            if owned {
+                slot.store(next, Ordering::Relaxed);
+                return;
+            }
+            match slot.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+}
+
+/// Adds one to a stripe counter: a plain load and store when this thread owns the
+/// stripe, an atomic increment otherwise.
+#[inline]
+pub(super) fn bump(counter: &AtomicU64, owned: bool) {
+    if owned {
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    } else {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The stripes of one breaker.
+#[derive(Debug)]
+pub(super) struct Stripes {
+    stripes: Box<[Stripe]>,
+}
+
+/// Slot numbers of live threads: the next never-used one, and those returned.
+/// A process-wide registry, not part of the loom-modelled core (under loom no thread
+/// uses its slot as an exclusive stripe), hence the std lock.
+static SLOTS: std::sync::Mutex<(usize, Vec<usize>)> = std::sync::Mutex::new((0, Vec::new()));
+
+/// The calling thread's slot number; returned to [`SLOTS`] when the thread exits.
+struct Slot(usize);
+
+impl Slot {
+    fn take() -> Slot {
+        let mut slots = SLOTS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match slots.1.pop() {
+            Some(free) => Slot(free),
+            None => {
+                slots.0 += 1;
+                Slot(slots.0 - 1)
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut slots = SLOTS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        slots.1.push(self.0);
+        // Lowest first, so a few long-lived threads keep owning stripes.
+        slots.1.sort_unstable_by(|a, b| b.cmp(a));
+    }
+}
+
+std::thread_local! {
+    static SLOT: Slot = Slot::take();
+}
+
+impl Stripes {
+    pub(super) fn new() -> Self {
+        let count = if cfg!(loom) { 2 } else { EXCLUSIVE + SHARED };
+        Stripes {
+            stripes: (0..count).map(|_| Stripe::new()).collect(),
+        }
+    }
+
+    /// The calling thread's stripe, and whether the thread owns it.
+    #[inline]
+    pub(super) fn mine(&self) -> (&Stripe, bool) {
+        let slot = SLOT.try_with(|s| s.0).unwrap_or(usize::MAX);
+        if !cfg!(loom) && slot < EXCLUSIVE {
+            if let Some(stripe) = self.stripes.get(slot) {
+                return (stripe, true);
+            }
+        }
+        let shared = self.stripes.len().min(SHARED);
+        let base = self.stripes.len() - shared;
+        (&self.stripes[base + slot % shared], false)
+    }
+
+    /// Sum of the window successes over all stripes.
+    pub(super) fn successes(&self) -> u64 {
+        self.stripes
+            .iter()
+            .map(|s| s.successes.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Sum of the stats-only successes over all stripes.
+    pub(super) fn plain(&self) -> u64 {
+        self.stripes
+            .iter()
+            .map(|s| s.plain.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Sum of the refusals over all stripes.
+    pub(super) fn rejected(&self) -> u64 {
+        self.stripes
+            .iter()
+            .map(|s| s.rejected.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Successes per bucket of the time window ending at bucket `now`:
+    /// `out[d]` is the count of bucket `now - d`.
+    pub(super) fn bucket_successes(&self, now: u64) -> [u64; BUCKETS] {
+        let mut out = [0u64; BUCKETS];
+        let id = now as u32;
+        for stripe in self.stripes.iter() {
+            for slot in &stripe.buckets {
+                let v = slot.load(Ordering::Relaxed);
+                let age = id.wrapping_sub((v >> 32) as u32) as usize;
+                if age < BUCKETS {
+                    out[age] += v & 0xFFFF_FFFF;
+                }
+            }
+        }
+        out
+    }
+}
