@@ -6,11 +6,7 @@
 //! and a success rate over a time window (no count window: its consecutive policy
 //! stands in); recloser has only a count ring buffer, measured in every group. Every
 //! call succeeds, so every breaker stays closed: this is the price paid on the happy
-//! path. Two-thread numbers are wall time per call while both threads call at once;
-//! the `2t_cpu` groups report each thread's own CPU time per call instead (Linux
-//! `/proc/thread-self/schedstat`, wall time elsewhere), which a machine busy with
-//! other work inflates far less, while cache-line transfers between the two threads
-//! still count in full.
+//! path. Two-thread numbers are wall time per call while both threads call at once.
 
 use std::hint::black_box;
 use std::sync::Barrier;
@@ -90,51 +86,31 @@ impl Policy {
 /// One contender's call, boxed so every contender pays the same indirection.
 type Caller<'a> = Box<dyn Fn(u64) + Sync + 'a>;
 
-/// Nanoseconds the calling thread has run on a CPU, where the OS says.
-fn thread_cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let nanos = stat.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(nanos))
-}
-
-/// For `iters` calls made on each of `threads` threads at once: the wall time, or
-/// (`cpu`) the mean CPU time the threads spent.
-fn concurrent(threads: usize, iters: u64, call: &(dyn Fn(u64) + Sync), cpu: bool) -> Duration {
+/// Wall time for `iters` calls made on each of `threads` threads at once.
+fn concurrent(threads: usize, iters: u64, call: &(dyn Fn(u64) + Sync)) -> Duration {
     let start = Barrier::new(threads + 1);
     let done = Barrier::new(threads + 1);
     std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    start.wait();
-                    let began = thread_cpu_time();
-                    for i in 0..iters {
-                        call(i);
-                    }
-                    let spent = thread_cpu_time().zip(began).map(|(end, begin)| end - begin);
-                    done.wait();
-                    spent
-                })
-            })
-            .collect();
+        for _ in 0..threads {
+            s.spawn(|| {
+                start.wait();
+                for i in 0..iters {
+                    call(i);
+                }
+                done.wait();
+            });
+        }
         start.wait();
         let began = Instant::now();
         done.wait();
-        let wall = began.elapsed();
-        let cpu_times: Option<Vec<Duration>> =
-            workers.into_iter().map(|w| w.join().unwrap()).collect();
-        match cpu_times {
-            Some(times) if cpu => times.iter().sum::<Duration>() / threads as u32,
-            _ => wall,
-        }
+        began.elapsed()
     })
 }
 
 fn closed_call(c: &mut Criterion) {
-    for (threads, cpu) in [(1usize, false), (2, false), (2, true)] {
+    for threads in [1usize, 2] {
         for policy in [Policy::Consecutive, Policy::CountWindow, Policy::TimeWindow] {
-            let suffix = if cpu { "_cpu" } else { "" };
-            let name = format!("breaker/closed_call/{}/{threads}t{suffix}", policy.name());
+            let name = format!("breaker/closed_call/{}/{threads}t", policy.name());
             let mut g = c.benchmark_group(name);
             let corral = policy.corral();
             let failsafe = policy.failsafe();
@@ -163,7 +139,7 @@ fn closed_call(c: &mut Criterion) {
             ];
             for (peer, call) in &contenders {
                 g.bench_function(*peer, |b| {
-                    b.iter_custom(|iters| concurrent(threads, iters, call.as_ref(), cpu))
+                    b.iter_custom(|iters| concurrent(threads, iters, call.as_ref()))
                 });
             }
             g.finish();
