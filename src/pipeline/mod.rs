@@ -44,13 +44,17 @@ use run::{BoxError, Ctx, Failure, OnDrop, Outbound, Settings};
 pub use gate::ReorderGate as LoomReorderGate;
 
 type Launch<'env, T> = Box<
-    dyn for<'s> FnOnce(&'s std::thread::Scope<'s, 'env>, &Arc<Ctx<'env>>, Outbound<'env, T>) + 'env,
+    dyn for<'s> FnOnce(&'s std::thread::Scope<'s, 'env>, &Arc<Ctx<'env>>, Outbound<'env, T>)
+        + Send
+        + 'env,
 >;
 
 /// Coerces a closure to a [`Launch`], giving it the higher-ranked signature.
 fn launch<'env, T, F>(f: F) -> Launch<'env, T>
 where
-    F: for<'s> FnOnce(&'s std::thread::Scope<'s, 'env>, &Arc<Ctx<'env>>, Outbound<'env, T>) + 'env,
+    F: for<'s> FnOnce(&'s std::thread::Scope<'s, 'env>, &Arc<Ctx<'env>>, Outbound<'env, T>)
+        + Send
+        + 'env,
 {
     Box::new(f)
 }
