@@ -152,8 +152,9 @@ impl Node {
     }
 
     /// Cancels this node and its subtree; runs callbacks with no lock held.
-    fn cancel(self: &Arc<Self>, reason: CancelReason) {
-        let mut pending = vec![Arc::clone(self)];
+    // An associated fn, not `self: &Arc<Self>`: loom's `Arc` is not a valid receiver.
+    fn cancel(this: &Arc<Self>, reason: CancelReason) {
+        let mut pending = vec![Arc::clone(this)];
         let mut first_panic: Option<Box<dyn Any + Send>> = None;
         while let Some(node) = pending.pop() {
             let (slots, done) = {
@@ -267,7 +268,7 @@ impl CancelToken {
             Some(deadline) if Instant::now() >= deadline => CancelReason::DeadlineExceeded,
             _ => CancelReason::Cancelled,
         };
-        self.handle.node.cancel(reason);
+        Node::cancel(&self.handle.node, reason);
     }
 
     /// Whether this token is cancelled, explicitly or by its deadline.
@@ -283,7 +284,7 @@ impl CancelToken {
         }
         match node.deadline {
             Some(deadline) if Instant::now() >= deadline => {
-                node.cancel(CancelReason::DeadlineExceeded);
+                Node::cancel(node, CancelReason::DeadlineExceeded);
                 node.flagged()
             }
             _ => None,

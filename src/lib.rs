@@ -116,5 +116,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::ConfigError;
 pub use overflow::Overflow;
 pub use panic::Panic;
+#[cfg(loom)]
+#[doc(hidden)]
+pub use pipeline::LoomGate as __LoomReorderGate;
 pub use pipeline::{Pipeline, PipelineError, PipelineReport, StageStats};
 pub use scope::{scope, try_scope, Scope, ScopedHandle};

@@ -4,9 +4,12 @@
 //! never holds more than `window` packets.
 //!
 //! Implementation notes: one producer (the source thread) waits, one consumer (the
-//! sink) releases. The waiter publishes itself with a `waiting` flag before its final
-//! re-check and the releaser stores `released` before reading the flag, both
-//! `SeqCst`, so one of them always sees the other (no lost wake-up). Cancellation
+//! sink) releases. The waiter sets a `waiting` flag, then re-reads `released`; the
+//! releaser writes `released`, then takes the flag. All four are read-modify-writes
+//! (`AcqRel`), which always see the latest value of their location, so one side
+//! always sees the other: no lost wake-up. (A plain `SeqCst` store/load pair would
+//! also do on hardware, but loom models `SeqCst` as `AcqRel` and reports the
+//! store-buffering outcome; RMWs are correct under both.) Cancellation
 //! wakes the waiter through [`Until::unpark_on_cancel`]. Everything comes from
 //! `crate::sync`, so the loom model in `tests/loom_pipeline.rs` checks this file.
 
@@ -36,7 +39,15 @@ impl ReorderGate {
     fn open_for(&self, seq: u64) -> bool {
         seq < self
             .released
-            .load(Ordering::SeqCst)
+            .load(Ordering::Acquire)
+            .saturating_add(self.window)
+    }
+
+    /// As `open_for`, as a read-modify-write: sees the latest release.
+    fn open_for_latest(&self, seq: u64) -> bool {
+        seq < self
+            .released
+            .fetch_add(0, Ordering::AcqRel)
             .saturating_add(self.window)
     }
 
@@ -48,23 +59,23 @@ impl ReorderGate {
         let _wake = until.unpark_on_cancel();
         *self.waiter.lock() = Some(thread::current());
         let result = loop {
-            self.waiting.store(true, Ordering::SeqCst);
-            if self.open_for(seq) {
+            self.waiting.swap(true, Ordering::AcqRel);
+            if self.open_for_latest(seq) {
                 break Ok(());
             }
             if let Err(stop) = until.park() {
                 break Err(stop);
             }
         };
-        self.waiting.store(false, Ordering::SeqCst);
+        self.waiting.store(false, Ordering::Release);
         result
     }
 
     /// Records that every packet below `next` has left the reorder buffer, waking the
     /// source if it waits.
     pub(crate) fn release(&self, next: u64) {
-        self.released.store(next, Ordering::SeqCst);
-        if self.waiting.swap(false, Ordering::SeqCst) {
+        self.released.swap(next, Ordering::AcqRel);
+        if self.waiting.swap(false, Ordering::AcqRel) {
             if let Some(waiter) = self.waiter.lock().as_ref() {
                 waiter.unpark();
             }
@@ -74,6 +85,46 @@ impl ReorderGate {
     /// The first sequence number not yet released.
     #[cfg_attr(not(loom), allow(dead_code))] // read by the loom model
     pub(crate) fn released(&self) -> u64 {
-        self.released.load(Ordering::SeqCst)
+        self.released.load(Ordering::Acquire)
+    }
+}
+
+/// The gate with its own token, public only in loom builds so that
+/// `tests/loom_pipeline.rs` can model-check it. Not part of the API.
+#[cfg(loom)]
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct LoomGate {
+    gate: ReorderGate,
+    token: crate::CancelToken,
+}
+
+#[cfg(loom)]
+#[allow(missing_docs)]
+impl LoomGate {
+    pub fn new(window: u64) -> Self {
+        LoomGate {
+            gate: ReorderGate::new(window),
+            token: crate::CancelToken::new(),
+        }
+    }
+
+    /// `true` once `seq` may go, `false` if cancelled first.
+    pub fn wait_for(&self, seq: u64) -> bool {
+        self.gate
+            .wait_for(seq, &Until::cancellable(&self.token))
+            .is_ok()
+    }
+
+    pub fn release(&self, next: u64) {
+        self.gate.release(next);
+    }
+
+    pub fn released(&self) -> u64 {
+        self.gate.released()
+    }
+
+    pub fn cancel(&self) {
+        self.token.cancel();
     }
 }

@@ -41,7 +41,7 @@ use run::{BoxError, Ctx, Failure, OnDrop, Outbound, Settings};
 
 #[cfg(loom)]
 #[doc(hidden)]
-pub use gate::ReorderGate as LoomReorderGate;
+pub use gate::LoomGate;
 
 type Launch<'env, T> = Box<
     dyn for<'s> FnOnce(&'s std::thread::Scope<'s, 'env>, &Arc<Ctx<'env>>, Outbound<'env, T>)
