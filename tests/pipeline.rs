@@ -618,9 +618,21 @@ fn report_names_the_bottleneck_and_prints_a_table() {
     assert_eq!(report.bottleneck().unwrap().name, "slow", "{report}");
     let slow = report.stage("slow").unwrap();
     assert!(slow.busy >= Duration::from_micros(200 * 300));
-    // Upstream of the bottleneck waits to send, downstream waits to receive.
-    assert!(report.stage("fast").unwrap().blocked_send > Duration::ZERO);
-    assert!(report.stage("fast2").unwrap().idle_recv > Duration::ZERO);
+    // A one-worker stage's busy, blocked and idle times are disjoint parts of its
+    // thread's life inside the run. (Which waits dominate elsewhere depends on the
+    // scheduler: on a loaded machine wake-ups alone can take milliseconds.)
+    for s in &report.stages {
+        let accounted = s.busy + s.blocked_send + s.idle_recv;
+        assert!(
+            accounted <= report.elapsed,
+            "{}: {accounted:?} > {:?}",
+            s.name,
+            report.elapsed
+        );
+        if s.name != "slow" {
+            assert!(s.utilization() < slow.utilization(), "{report}");
+        }
+    }
     let table = report.to_string();
     assert!(table.starts_with("stage"), "{table}");
     assert!(table.contains("bottleneck: slow"), "{table}");

@@ -6,12 +6,15 @@
 //!   queue's capacity is counted in items (`capacity / batch` packets), so batching
 //!   keeps the same memory bound.
 //! - Every send goes through `crate::queue`: `try_send` first (the fast path, no
-//!   clock read), then `send_until` under the run's token when the queue is full
-//!   (`Block`), or `try_send` / `send_evicting` for the drop policies.
-//! - Cancellation reaches a sender blocked on a full queue through the token, and a
-//!   receiver blocked on an empty queue through disconnection: when the run is
-//!   cancelled the source stops, and each stage's workers stop as soon as their
-//!   upstream has gone, so the cascade ends at the sink.
+//!   clock read), then a plain blocking `send_until(.., Until::FOREVER)` when the
+//!   queue is full (`Block`), or `try_send` / `send_evicting` for the drop policies.
+//!   An earlier version waited in `send_until` under the run's token, but its
+//!   `select` over three channels on every full queue tripled the hand-off cost.
+//! - Cancellation needs no wake-up channel: once the run's token is cancelled the
+//!   source stops pulling, and every worker (and the sink) keeps receiving but only
+//!   to count and drop what arrives, until its upstream has gone. Draining is what
+//!   unblocks the senders upstream, so the cascade reaches the sink within one pass
+//!   over the (bounded) queues. Only user code that is running delays it.
 //! - Counters are kept per worker in plain integers and merged once when the worker
 //!   exits; times are read only around waits that actually block, and busy time is
 //!   the worker's lifetime minus those waits.
@@ -312,7 +315,7 @@ impl<'env, T> Outbound<'env, T> {
                 Ok(()) => return Ok(()),
                 Err(Refused::Full(packet)) => {
                     let started = Instant::now();
-                    let sent = send_until(&self.tx, packet, &Until::cancellable(&ctx.token));
+                    let sent = send_until(&self.tx, packet, &Until::FOREVER);
                     own.blocked += started.elapsed();
                     match sent {
                         Ok(()) => return Ok(()),
@@ -399,24 +402,29 @@ pub(crate) fn run_worker<T, U>(
     let started = Instant::now();
     let mut own = Counts::default();
     let mut next = Counts::default();
+    // Once the run is cancelled (or this worker failed), keep receiving but only to
+    // count and drop: draining is what wakes the senders blocked upstream, and the
+    // loop ends when the upstream has gone.
+    let mut discarding = false;
     while let Some(packet) = recv(&rx, &mut own) {
-        if ctx.token.is_cancelled() {
+        if discarding || ctx.token.is_cancelled() {
+            discarding = true;
             own.not_processed += packet.len();
-            break;
+            continue;
         }
         let n = packet.len();
         match map_packet(packet, f) {
             Ok(mapped) => {
                 own.out += n;
                 if out.send(ctx, mapped, &mut own, &mut next).is_err() {
-                    break;
+                    discarding = true;
                 }
             }
             Err((failure, rest)) => {
                 own.failed += 1;
                 own.not_processed += rest;
                 ctx.fail(index, failure);
-                break;
+                discarding = true;
             }
         }
     }
@@ -597,11 +605,13 @@ pub(crate) fn run_sink<T>(
             Some(tombs) => recv_or_tombstone(&rx, tombs, &mut own),
         };
         let Some(arrival) = arrival else { break };
-        if ctx.token.is_cancelled() {
+        if failed || ctx.token.is_cancelled() {
+            // Drain until the upstream has gone (see `run_worker`).
+            failed = true;
             if let Arrival::Packet(packet) = arrival {
                 own.not_processed += packet.len();
             }
-            break;
+            continue;
         }
         let ok = match (&mut reorder, arrival) {
             (None, Arrival::Packet(packet)) => deliver(ctx, index, packet, sink, &mut own),
@@ -618,10 +628,7 @@ pub(crate) fn run_sink<T>(
                 ok
             }
         };
-        if !ok {
-            failed = true;
-            break;
-        }
+        failed = !ok;
     }
     if let Some(mut reorder) = reorder {
         // Upstream is gone: every tombstone is already queued. Whatever remains after
