@@ -110,7 +110,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         })?;
 
     let mut routes: Vec<_> = by_route.into_iter().collect();
-    routes.sort_by(|a, b| b.1.hits.cmp(&a.1.hits));
+    routes.sort_by_key(|(_, s)| std::cmp::Reverse(s.hits));
     println!("{LINES} log lines, parsed by 3 workers:\n");
     println!(
         "{:<16} {:>8} {:>7} {:>8} {:>7}",
