@@ -76,6 +76,33 @@
 //! assert_eq!(result.unwrap_err().message(), Some("disk on fire"));
 //! ```
 //!
+//! ## Pipelines
+//!
+//! A [`Pipeline`] runs source → typed stages → sink, each stage with its own worker
+//! threads and a bounded queue in front of it. A full queue blocks the sender
+//! (backpressure) or drops by policy ([`Overflow`]), counting and handing back every
+//! dropped item; the first `Err` or panic cancels the run; output can keep source
+//! order within a bounded reorder window; the [`PipelineReport`] shows per-stage
+//! counts and times and names the bottleneck. All threads are scoped, so stages may
+//! borrow.
+//!
+//! ```
+//! use corral::{Overflow, Pipeline};
+//!
+//! let dictionary = ["zero", "one", "two", "three"];
+//! let (words, report) = Pipeline::from_iter(0..8usize)
+//!     .stage("lookup", 2, |n| dictionary[n % 4]) // borrows `dictionary`
+//!     .try_stage("check", 2, |w: &str| if w.is_empty() { Err("empty") } else { Ok(w.len()) })
+//!     .capacity(4)
+//!     .overflow(Overflow::Block)
+//!     .ordered()
+//!     .collect()?;
+//! assert_eq!(words, [4, 3, 3, 5, 4, 3, 3, 5]);
+//! assert!(report.stages.iter().all(|s| s.balanced()));
+//! println!("{report}"); // a table, ending with the bottleneck stage
+//! # Ok::<(), corral::PipelineError>(())
+//! ```
+//!
 //! ## Time
 //!
 //! Everything that decides by time takes a [`Clock`]: [`SystemClock`] by default,
