@@ -243,6 +243,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                 let (tx, rx) = ctx.queue::<T>(index);
                 prev(scope, ctx, Outbound::new(ctx, tx, &rx, on_drop, index));
                 let f = Arc::new(f);
+                let mut started = 0;
                 for n in 0..workers {
                     let spec = ThreadSpec::new("Pipeline", format!("pipe-{stage_name}-{n}"));
                     let (rx, out, f) = (rx.clone(), out.clone(), Arc::clone(&f));
@@ -250,10 +251,19 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                     let spawned = spawn_scoped(scope, &spec, move || {
                         run::run_worker(&shared, index, rx, out, &*f)
                     });
-                    if let Err(e) = spawned {
-                        ctx.fail(index, Failure::Spawn(e));
-                        break;
+                    match spawned {
+                        Ok(_) => started += 1,
+                        Err(e) => {
+                            ctx.fail(index, Failure::Spawn(e));
+                            break;
+                        }
                     }
+                }
+                if started == 0 {
+                    // No worker to drain this queue: the run is already cancelled, so
+                    // the caller drains it (counting, not processing) until the
+                    // upstream has gone; otherwise a blocked sender would wait forever.
+                    run::run_worker(ctx, index, rx, out, &*f);
                 }
             }),
             stages: self.stages,
