@@ -113,6 +113,17 @@ pub(crate) const DEFAULT_CAPACITY: usize = 64;
 /// assert_eq!(report.stage("square").unwrap().items_out, 4);
 /// # Ok::<(), corral::PipelineError>(())
 /// ```
+///
+/// A pipeline borrows what its closures borrow, so it cannot outlive them:
+///
+/// ```compile_fail
+/// let pipeline;
+/// {
+///     let table = vec![10, 20, 30];
+///     pipeline = corral::Pipeline::from_iter(0..3usize).stage("lookup", 2, |i| table[i]);
+/// } // `table` dies here while the pipeline still borrows it
+/// pipeline.for_each(|_| {}).unwrap();
+/// ```
 pub struct Pipeline<'env, T> {
     launch: Launch<'env, T>,
     /// Stage names and worker counts, source first.

@@ -689,3 +689,78 @@ pub(crate) fn run_sink<T>(
     own.finish(started);
     ctx.merge(index, &own);
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn reorder() -> Reorder<u32> {
+        Reorder {
+            next: 0,
+            ahead: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn reorder_delivers_in_sequence_and_skips_tombstones() {
+        let mut r = reorder();
+        let mut out = Vec::new();
+        let mut take = |p: Packet<u32>| {
+            p.for_each(|x| out.push(x));
+            true
+        };
+        assert!(r.accept(2, Some(Packet::One(2, 20)), &mut take));
+        assert!(r.accept(1, None, &mut take)); // packet 1 was dropped
+        assert!(r.accept(3, Some(Packet::Many(3, vec![30, 31])), &mut take));
+        assert_eq!(r.ahead.len(), 3);
+        assert!(r.accept(0, Some(Packet::One(0, 0)), &mut take));
+        assert_eq!(r.next, 4);
+        assert!(r.ahead.is_empty());
+        assert_eq!(out, vec![0, 20, 30, 31]);
+    }
+
+    #[test]
+    fn reorder_stops_at_a_failed_delivery() {
+        let mut r = reorder();
+        assert!(r.accept(1, Some(Packet::One(1, 1)), |_| true));
+        assert!(!r.accept(0, Some(Packet::One(0, 0)), |_| false));
+        assert_eq!(r.next, 1);
+        assert_eq!(r.ahead.len(), 1, "undelivered packets stay to be counted");
+    }
+
+    #[test]
+    fn a_failing_item_in_a_batch_reports_the_rest_as_not_processed() {
+        let f = |x: u32| {
+            if x == 2 {
+                Err(BoxError::from("two"))
+            } else {
+                Ok(x)
+            }
+        };
+        match map_packet(Packet::Many(0, vec![0, 1, 2, 3, 4]), &f) {
+            Err((Failure::Error(e), rest)) => {
+                assert_eq!(e.to_string(), "two");
+                assert_eq!(rest, 4);
+            }
+            _ => panic!("expected the error"),
+        }
+        assert!(matches!(
+            map_packet(Packet::One(7, 1), &f),
+            Ok(Packet::One(7, 1))
+        ));
+    }
+
+    #[test]
+    fn queues_count_capacity_in_items() {
+        let settings = |capacity, batch| Settings {
+            capacity,
+            overflow: Overflow::Block,
+            batch,
+            window: None,
+        };
+        assert_eq!(settings(64, 1).packets(), 64);
+        assert_eq!(settings(64, 16).packets(), 4);
+        assert_eq!(settings(10, 4).packets(), 2); // never more than 10 items
+        assert_eq!(settings(4, 4).packets(), 1);
+    }
+}
