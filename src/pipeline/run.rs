@@ -417,15 +417,21 @@ fn map_packet<T, U>(
             .map(|out| Packet::One(seq, out))
             .map_err(|f| (f, 0)),
         Packet::Many(seq, items) => {
+            // One unwind boundary per batch keeps the loop tight; `out.len()` says
+            // how far it got if an item panics.
             let n = items.len() as u64;
             let mut out = Vec::with_capacity(items.len());
-            for item in items {
-                match apply(item) {
-                    Ok(value) => out.push(value),
-                    Err(failure) => return Err((failure, n - 1)),
+            let mapped = Panic::catch_any(|| {
+                for item in items {
+                    out.push(f(item)?);
                 }
+                Ok(())
+            });
+            match mapped {
+                Ok(Ok(())) => Ok(Packet::Many(seq, out)),
+                Ok(Err(error)) => Err((Failure::Error(error), n - 1)),
+                Err(panic) => Err((Failure::Panic(panic), n - 1)),
             }
-            Ok(Packet::Many(seq, out))
         }
     }
 }
