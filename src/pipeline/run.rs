@@ -754,6 +754,17 @@ mod tests {
             map_packet(Packet::One(7, 1), &f),
             Ok(Packet::One(7, 1))
         ));
+        let g = |x: u32| -> Result<u32, BoxError> {
+            assert!(x != 3, "three");
+            Ok(x)
+        };
+        match map_packet(Packet::Many(0, vec![0, 1, 2, 3, 4, 5]), &g) {
+            Err((Failure::Panic(p), rest)) => {
+                assert_eq!(p.message(), Some("three"));
+                assert_eq!(rest, 5);
+            }
+            _ => panic!("expected the panic"),
+        }
     }
 
     #[test]
