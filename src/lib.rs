@@ -76,6 +76,31 @@
 //! assert_eq!(result.unwrap_err().message(), Some("disk on fire"));
 //! ```
 //!
+//! ## Semaphore
+//!
+//! [`Semaphore`] bounds how many things happen at once: weighted
+//! ([`acquire_many`](Semaphore::acquire_many)), FIFO-fair with a documented bound on
+//! barging, resizable at run time ([`set_capacity`](Semaphore::set_capacity)),
+//! closeable, with RAII permits and the five forms of every acquire. A request above
+//! the capacity is an immediate error, never a hang.
+//!
+//! ```
+//! use corral::{AcquireError, Semaphore};
+//! use std::time::Duration;
+//!
+//! let downloads = Semaphore::new(4);
+//! let batch = downloads.acquire_many(3).unwrap();
+//! let one = downloads.acquire_timeout(Duration::from_secs(1)).unwrap();
+//! assert!(downloads.try_acquire().is_err()); // all 4 are out
+//! assert_eq!(
+//!     downloads.acquire_many(5).unwrap_err(),
+//!     AcquireError::AboveCapacity { requested: 5, capacity: 4 }
+//! );
+//! drop((batch, one));
+//! downloads.set_capacity(8).unwrap(); // grow at run time
+//! assert_eq!(downloads.available(), 8);
+//! ```
+//!
 //! ## Pipelines
 //!
 //! A [`Pipeline`] runs source → typed stages → sink, each stage with its own worker
@@ -108,6 +133,25 @@
 //! Everything that decides by time takes a [`Clock`]: [`SystemClock`] by default,
 //! [`ManualClock`] in tests, so time-based logic is tested without sleeping.
 //!
+//! ## Supervisor
+//!
+//! A [`Supervisor`] keeps long-lived children running: each is restarted on error or
+//! panic according to its [`Restart`] type and the [`Strategy`], within an intensity
+//! limit, with backoff; [`Supervisor::stop`] cancels and joins every child.
+//!
+//! ```
+//! use corral::{Restart, StopReason, Supervisor};
+//!
+//! let supervisor = Supervisor::builder()
+//!     .child("listener", Restart::Permanent, |token| {
+//!         token.wait(); // serve until told to stop
+//!         Ok::<(), String>(())
+//!     })
+//!     .start()
+//!     .unwrap();
+//! assert_eq!(supervisor.stop().reason, StopReason::Stopped);
+//! ```
+//!
 //! ## Leak checks
 //!
 //! [`leak::live_threads`] lists the corral threads alive now. [`leak::LeakCheck`]
@@ -132,8 +176,10 @@ mod pipeline;
 #[allow(dead_code)] // shared by the worker pool and the pipeline (issues #4 and #7)
 mod queue;
 mod scope;
+mod semaphore;
 #[allow(dead_code)] // owned (non-scoped) spawns serve the pool and supervisor
 mod spawn;
+mod supervisor;
 mod sync;
 #[allow(dead_code)] // the bound every blocking primitive funnels into
 mod wait;
@@ -148,3 +194,9 @@ pub use panic::Panic;
 pub use pipeline::LoomGate as __LoomReorderGate;
 pub use pipeline::{Pipeline, PipelineError, PipelineReport, StageStats};
 pub use scope::{scope, try_scope, Scope, ScopedHandle};
+pub use semaphore::{
+    AcquireError, OwnedPermit, Permit, Semaphore, SemaphoreStats, TryAcquireError,
+};
+pub use supervisor::{
+    Exit, Restart, StopReason, Strategy, Supervisor, SupervisorBuilder, SupervisorReport,
+};

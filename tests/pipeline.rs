@@ -748,7 +748,7 @@ fn public_types_are_thread_safe_where_promised() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<PipelineReport>();
     send_sync::<corral::StageStats>();
-    send::<PipelineError>();
+    send_sync::<PipelineError>();
     send::<Pipeline<'static, u64>>();
 }
 
