@@ -36,8 +36,9 @@ pub struct StageStats {
     pub items_out: u64,
     /// Items the overflow policy dropped from (or refused at) the stage's queue.
     pub dropped: u64,
-    /// Items whose stage function returned `Err` or panicked (at most 1 per run in
-    /// practice: the first failure stops the run).
+    /// Items whose stage function returned `Err` or panicked. Usually 0 or 1: the
+    /// first failure stops the run, though other workers of the stage may fail on
+    /// items they were already processing.
     pub failed: u64,
     /// Items that entered the stage but were not processed because the run stopped
     /// (still queued, in a worker's hands, or refused by a cancelled send).
