@@ -101,6 +101,7 @@ mod config;
 pub mod leak;
 mod overflow;
 mod panic;
+mod rate;
 #[allow(dead_code)] // shared by the worker pool and the pipeline (issues #4 and #7)
 mod queue;
 mod scope;
@@ -115,4 +116,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::ConfigError;
 pub use overflow::Overflow;
 pub use panic::Panic;
+pub use rate::{
+    CheckError, InsufficientCapacity, KeyedRateLimiter, KeyedRateLimiterBuilder, KeyedStats,
+    NotUntil, RateLimiter, RateLimiterBuilder, RateStats, Reservation, WaitError,
+};
 pub use scope::{scope, try_scope, Scope, ScopedHandle};
