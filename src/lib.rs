@@ -101,9 +101,9 @@ mod config;
 pub mod leak;
 mod overflow;
 mod panic;
-mod rate;
 #[allow(dead_code)] // shared by the worker pool and the pipeline (issues #4 and #7)
 mod queue;
+mod rate;
 mod scope;
 #[allow(dead_code)] // owned (non-scoped) spawns serve the pool and supervisor
 mod spawn;

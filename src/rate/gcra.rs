@@ -170,7 +170,12 @@ impl Gcra {
         // Exact undo: nobody has built on this grant.
         if self
             .tat
-            .compare_exchange(grant.after, grant.before, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                grant.after,
+                grant.before,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_ok()
         {
             return true;
@@ -246,7 +251,8 @@ impl Gcra {
             if burst > old {
                 base.saturating_add((burst - old).saturating_mul(interval))
             } else {
-                base.saturating_sub((old - burst).saturating_mul(interval)).max(now)
+                base.saturating_sub((old - burst).saturating_mul(interval))
+                    .max(now)
             }
         };
         if burst > old {

@@ -422,7 +422,10 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     }
 
     fn not_until(&self, at: u64, now: u64) -> NotUntil {
-        NotUntil::new(self.time.instant(at), Duration::from_nanos(at.saturating_sub(now)))
+        NotUntil::new(
+            self.time.instant(at),
+            Duration::from_nanos(at.saturating_sub(now)),
+        )
     }
 
     /// Forgets every key whose state is that of a fresh key (changes no decision);

@@ -65,9 +65,17 @@ impl Quota {
     fn with_period(period: Duration) -> Quota {
         let nanos = period.as_nanos();
         let interval = if nanos == 0 {
-            Err(ConfigError::new("with_period", period, "period must be positive"))
+            Err(ConfigError::new(
+                "with_period",
+                period,
+                "period must be positive",
+            ))
         } else if nanos > u128::from(MAX_SPAN_NANOS) {
-            Err(ConfigError::new("with_period", period, "period must not exceed 100 years"))
+            Err(ConfigError::new(
+                "with_period",
+                period,
+                "period must not exceed 100 years",
+            ))
         } else {
             Ok(nanos as u64)
         };
@@ -317,7 +325,10 @@ impl<C: Clock> RateLimiter<C> {
     }
 
     fn not_until(&self, at: u64, now: u64) -> NotUntil {
-        NotUntil::new(self.time.instant(at), Duration::from_nanos(at.saturating_sub(now)))
+        NotUntil::new(
+            self.time.instant(at),
+            Duration::from_nanos(at.saturating_sub(now)),
+        )
     }
 
     /// Admits one cell now, or says when it would pass. Lock-free: one atomic
@@ -374,10 +385,12 @@ impl<C: Clock> RateLimiter<C> {
             return Ok(());
         }
         let now = self.now();
-        self.gcra.check(u64::from(cells), now).map_err(|refusal| match refusal {
-            Refusal::TooMany { burst } => InsufficientCapacity::new(cells, burst).into(),
-            Refusal::NotUntil { at, now } => self.not_until(at, now).into(),
-        })
+        self.gcra
+            .check(u64::from(cells), now)
+            .map_err(|refusal| match refusal {
+                Refusal::TooMany { burst } => InsufficientCapacity::new(cells, burst).into(),
+                Refusal::NotUntil { at, now } => self.not_until(at, now).into(),
+            })
     }
 
     /// Waits (sleeping on the clock, never spinning) until one cell is admitted.
@@ -587,12 +600,21 @@ impl<C: Clock> RateLimiter<C> {
     }
 
     /// Sleeps until `grant` is ready; gives it back if `token` stops the sleep.
-    fn sleep_for(&self, grant: &Grant, now: u64, token: Option<&CancelToken>) -> Result<(), WaitError> {
+    fn sleep_for(
+        &self,
+        grant: &Grant,
+        now: u64,
+        token: Option<&CancelToken>,
+    ) -> Result<(), WaitError> {
         if grant.ready <= now {
             return Ok(());
         }
         self.slept.fetch_add(1, Ordering::Relaxed);
-        if self.time.clock().sleep_until(self.time.instant(grant.ready), token) {
+        if self
+            .time
+            .clock()
+            .sleep_until(self.time.instant(grant.ready), token)
+        {
             return Ok(());
         }
         if self.gcra.give_back(grant, self.now()) {
@@ -709,7 +731,11 @@ impl<C: Clock> RateLimiter<C> {
     pub fn set_rate(&self, cells: u32, period: Duration) -> Result<(), ConfigError> {
         let period_nanos = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX);
         if period_nanos == 0 {
-            return Err(ConfigError::new("set_rate", period, "period must be positive"));
+            return Err(ConfigError::new(
+                "set_rate",
+                period,
+                "period must be positive",
+            ));
         }
         let interval = Quota::per(cells, period_nanos, "set_rate").interval?;
         let burst = u32::try_from(self.gcra.burst()).unwrap_or(u32::MAX);
@@ -923,7 +949,9 @@ impl<C: Clock> Reservation<'_, C> {
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     pub fn wait(self) {
-        let _ = self.limiter.sleep_for(&self.grant, self.limiter.now(), None);
+        let _ = self
+            .limiter
+            .sleep_for(&self.grant, self.limiter.now(), None);
     }
 
     /// Sleeps until the cells may be used or `token` is cancelled; a cancelled wait
