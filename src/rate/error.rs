@@ -26,34 +26,40 @@ use crate::cancel::CancelReason;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NotUntil {
-    earliest: Instant,
-    wait: Duration,
+    // Kept raw so that a refusal costs no instant arithmetic until someone asks.
+    base: Instant,
+    at: u64,
+    now: u64,
 }
 
 impl NotUntil {
-    pub(crate) fn new(earliest: Instant, wait: Duration) -> Self {
-        NotUntil { earliest, wait }
+    /// Refused at offset `now` (nanoseconds from `base`); conforms at offset `at`.
+    pub(crate) fn new(base: Instant, at: u64, now: u64) -> Self {
+        NotUntil { base, at, now }
     }
 
     /// The earliest instant (on the limiter's clock) at which the request would pass.
     pub fn earliest(&self) -> Instant {
-        self.earliest
+        let offset = Duration::from_nanos(self.at);
+        self.base
+            .checked_add(offset)
+            .unwrap_or_else(|| self.base + Duration::from_secs(1 << 32))
     }
 
     /// How long the caller would have to wait, measured when the request was refused.
     pub fn wait_time(&self) -> Duration {
-        self.wait
+        Duration::from_nanos(self.at.saturating_sub(self.now))
     }
 
     /// How long from `now` until [`earliest`](NotUntil::earliest) (zero once it passed).
     pub fn wait_time_from(&self, now: Instant) -> Duration {
-        self.earliest.saturating_duration_since(now)
+        self.earliest().saturating_duration_since(now)
     }
 }
 
 impl fmt::Display for NotUntil {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "rate limit reached: next slot in {:?}", self.wait)
+        write!(f, "rate limit reached: next slot in {:?}", self.wait_time())
     }
 }
 

@@ -1,8 +1,9 @@
 //! One GCRA limit per key, in sharded maps with a bound on the keys remembered.
 //!
 //! Implementation notes. A key's whole state is its TAT (a `u64`, see `gcra.rs`), kept
-//! in one of N shards, each a `HashMap<K, u64>` behind its own lock (N a power of two,
-//! four per CPU by default), chosen by the key's hash: different keys rarely share a
+//! in one of N shards, each a hash table of `(key, TAT)` behind its own lock (N a power of two,
+//! four per CPU by default), chosen by the top bits of the key's hash (computed once per call and
+//! stored with the key, so the table never rehashes): different keys rarely share a
 //! lock, and a decision holds it for one map lookup and a few integer operations. The
 //! clock is read before the lock is taken.
 //!
@@ -17,7 +18,6 @@
 //! never refused for lack of room.
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
@@ -29,6 +29,8 @@ use super::{CheckError, InsufficientCapacity, NotUntil, Quota, NANOS_PER_SEC};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ConfigError;
 use crate::sync::Mutex;
+
+use hashbrown::HashTable;
 
 const DEFAULT_MAX_KEYS: usize = 100_000;
 
@@ -77,32 +79,45 @@ struct Shard<K> {
 }
 
 struct ShardMap<K> {
-    tats: HashMap<K, u64>,
+    entries: HashTable<Entry<K>>,
     cap: usize,
     evicted_idle: u64,
     evicted_active: u64,
 }
 
+/// One key's state, with its hash kept so the table never rehashes a key.
+struct Entry<K> {
+    hash: u64,
+    tat: u64,
+    key: K,
+}
+
 impl<K: Hash + Eq> ShardMap<K> {
+    /// Drops every key whose state is that of a fresh key at `now`; returns how many.
+    fn drop_idle(&mut self, now: u64) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|e| e.tat > now);
+        let idle = before - self.entries.len();
+        self.evicted_idle += idle as u64;
+        idle
+    }
+
     /// Makes room for one more key at `now`.
     fn make_room(&mut self, now: u64) {
-        let before = self.tats.len();
-        self.tats.retain(|_, tat| *tat > now);
-        let idle = before - self.tats.len();
-        self.evicted_idle += idle as u64;
+        self.drop_idle(now);
         let batch = (self.cap / 8).max(1);
-        if self.tats.len() + batch <= self.cap {
+        if self.entries.len() + batch <= self.cap {
             return;
         }
         // (Nearly) every key is active: forget those closest to fresh, a batch at a
         // time, so the scan above is paid once per `batch` new keys.
-        let want = self.tats.len() + batch - self.cap;
-        let mut tats: Vec<u64> = self.tats.values().copied().collect();
+        let want = self.entries.len() + batch - self.cap;
+        let mut tats: Vec<u64> = self.entries.iter().map(|e| e.tat).collect();
         let (_, threshold, _) = tats.select_nth_unstable(want - 1);
         let threshold = *threshold;
-        let before = self.tats.len();
-        self.tats.retain(|_, tat| *tat > threshold);
-        self.evicted_active += (before - self.tats.len()) as u64;
+        let before = self.entries.len();
+        self.entries.retain(|e| e.tat > threshold);
+        self.evicted_active += (before - self.entries.len()) as u64;
     }
 }
 
@@ -284,7 +299,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiterBuilder<K, C> {
         let shards_vec: Vec<Shard<K>> = (0..shards)
             .map(|i| Shard {
                 map: Mutex::new(ShardMap {
-                    tats: HashMap::new(),
+                    entries: HashTable::new(),
                     cap: per + usize::from(i < extra),
                     evicted_idle: 0,
                     evicted_active: 0,
@@ -338,14 +353,13 @@ pub struct KeyedStats {
 
 impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     #[inline]
-    fn shard(&self, key: &K) -> &Shard<K> {
-        let hash = self.hasher.hash_one(key);
-        let index = if self.shard_bits == 0 {
+    fn shard_index(&self, hash: u64) -> usize {
+        // The top bits pick the shard.
+        if self.shard_bits == 0 {
             0
         } else {
             (hash >> (64 - self.shard_bits)) as usize
-        };
-        &self.shards[index]
+        }
     }
 
     /// Admits one cell for `key` now, or says when it would pass.
@@ -368,7 +382,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
             Ok(()) => Ok(()),
             Err(CheckError::NotUntil(e)) => Err(e),
             // The burst is at least 1; this arm exists for exhaustiveness only.
-            Err(_) => Err(NotUntil::new(self.time.clock().now(), Duration::ZERO)),
+            Err(_) => Err(NotUntil::new(self.time.base(), 0, 0)),
         }
     }
 
@@ -400,32 +414,35 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         if n > self.burst {
             return Err(InsufficientCapacity::new(cells, self.burst).into());
         }
-        let shard = self.shard(key);
+        let hash = self.hasher.hash_one(key);
+        let shard = &self.shards[self.shard_index(hash)];
+        // The shard's table sees the hash rotated, so the bits that chose the shard
+        // (constant within it) land in the middle, not in the index or tag bits.
+        let hash = hash.rotate_left(32);
         let now = self.time.now();
         let mut map = shard.map.lock();
-        if let Some(tat) = map.tats.get_mut(key) {
-            let (new_tat, ready) = step(*tat, now, n, self.interval, self.burst);
+        if let Some(entry) = map.entries.find_mut(hash, |e| e.key == *key) {
+            let (new_tat, ready) = step(entry.tat, now, n, self.interval, self.burst);
             if ready > now {
                 drop(map);
                 return Err(self.not_until(ready, now).into());
             }
-            *tat = new_tat;
+            entry.tat = new_tat;
             return Ok(());
         }
         // A fresh key always conforms (n <= burst).
-        let (new_tat, _) = step(0, now, n, self.interval, self.burst);
-        if map.tats.len() >= map.cap {
+        let (tat, _) = step(0, now, n, self.interval, self.burst);
+        if map.entries.len() >= map.cap {
             map.make_room(now);
         }
-        map.tats.insert(key.clone(), new_tat);
+        let key = key.clone();
+        map.entries
+            .insert_unique(hash, Entry { hash, tat, key }, |e| e.hash);
         Ok(())
     }
 
     fn not_until(&self, at: u64, now: u64) -> NotUntil {
-        NotUntil::new(
-            self.time.instant(at),
-            Duration::from_nanos(at.saturating_sub(now)),
-        )
+        NotUntil::new(self.time.base(), at, now)
     }
 
     /// Forgets every key whose state is that of a fresh key (changes no decision);
@@ -449,12 +466,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         let now = self.time.now();
         let mut dropped = 0;
         for shard in self.shards.iter() {
-            let mut map = shard.map.lock();
-            let before = map.tats.len();
-            map.tats.retain(|_, tat| *tat > now);
-            let idle = before - map.tats.len();
-            map.evicted_idle += idle as u64;
-            dropped += idle;
+            dropped += shard.map.lock().drop_idle(now);
         }
         dropped
     }
@@ -471,7 +483,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.map.lock().tats.len()).sum()
+        self.shards.iter().map(|s| s.map.lock().entries.len()).sum()
     }
 
     /// Whether no key is remembered.
@@ -547,7 +559,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         };
         for shard in self.shards.iter() {
             let map = shard.map.lock();
-            stats.keys += map.tats.len();
+            stats.keys += map.entries.len();
             stats.evicted_idle += map.evicted_idle;
             stats.evicted_active += map.evicted_active;
         }

@@ -325,10 +325,7 @@ impl<C: Clock> RateLimiter<C> {
     }
 
     fn not_until(&self, at: u64, now: u64) -> NotUntil {
-        NotUntil::new(
-            self.time.instant(at),
-            Duration::from_nanos(at.saturating_sub(now)),
-        )
+        NotUntil::new(self.time.base(), at, now)
     }
 
     /// Admits one cell now, or says when it would pass. Lock-free: one atomic

@@ -88,6 +88,11 @@ impl<C: Clock> Timeline<C> {
             .unwrap_or_else(|| self.base + Duration::from_secs(1 << 32))
     }
 
+    /// The instant offsets count from.
+    pub(crate) fn base(&self) -> Instant {
+        self.base
+    }
+
     pub(crate) fn clock(&self) -> &C {
         &self.clock
     }
