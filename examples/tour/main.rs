@@ -7,11 +7,13 @@
 use std::time::Instant;
 
 mod foundation;
+mod rate;
 
 fn main() {
     let started = Instant::now();
     println!("corral tour\n===========");
     foundation::run();
+    rate::run();
     let live = corral::leak::live_count();
     println!("\nfinished in {:.2?}", started.elapsed());
     println!("live corral threads: {live}");
