@@ -569,3 +569,55 @@ fn errors_display_lowercase_without_a_period() {
         assert_eq!(text, text.to_lowercase(), "{text}");
     }
 }
+
+#[test]
+fn a_free_cell_passes_even_a_deadline_already_gone() {
+    let (clock, limiter) = manual(1, 1);
+    let past = clock.now();
+    clock.advance(SECOND);
+    assert_eq!(limiter.wait_deadline(past), Ok(()), "no sleep was needed");
+    assert!(matches!(
+        limiter.wait_deadline(past),
+        Err(WaitError::Timeout(_))
+    ));
+    clock.advance(SECOND);
+    assert_eq!(limiter.wait_timeout(Duration::ZERO), Ok(()));
+}
+
+#[test]
+fn a_reconfiguration_voids_give_backs_of_earlier_claims() {
+    let (clock, limiter) = manual(1, 2);
+    let r = limiter.reserve_n(2).unwrap();
+    limiter.set_burst(3).unwrap();
+    assert!(
+        !r.cancel(),
+        "cells claimed under the old burst are not returned"
+    );
+    assert_eq!(limiter.available(), 0, "a larger burst fills up over time");
+    clock.advance(SECOND);
+    assert_eq!(limiter.available(), 1);
+}
+
+#[test]
+fn the_system_clock_limiter_sleeps_and_maps_onto_std_instants() {
+    let limiter = RateLimiter::per_second(200).burst(1).build().unwrap();
+    let before = Instant::now();
+    limiter.check().unwrap();
+    let refused = limiter.check().unwrap_err();
+    let now = Instant::now();
+    // The slot is about 5 ms away on the std timeline too (the TSC/std mapping is
+    // live, so it does not drift with the age of the process).
+    let slack = Duration::from_micros(100);
+    assert!(
+        refused.wait_time_from(now) <= Duration::from_millis(5) + slack,
+        "{:?}",
+        refused.wait_time_from(now)
+    );
+    assert!(refused.earliest() + slack >= before + Duration::from_millis(5));
+    limiter.wait();
+    limiter.wait();
+    // The second wait's slot is two intervals after the first check: the waits slept
+    // (never spun) until then, on the real clock.
+    let elapsed = before.elapsed();
+    assert!(elapsed >= Duration::from_millis(10) - slack, "{elapsed:?}");
+}

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use super::time::Anchor;
 use crate::cancel::CancelReason;
 
 /// A request was refused now; it would conform at [`earliest`](NotUntil::earliest).
@@ -27,23 +28,20 @@ use crate::cancel::CancelReason;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NotUntil {
     // Kept raw so that a refusal costs no instant arithmetic until someone asks.
-    base: Instant,
+    anchor: Anchor,
     at: u64,
     now: u64,
 }
 
 impl NotUntil {
-    /// Refused at offset `now` (nanoseconds from `base`); conforms at offset `at`.
-    pub(crate) fn new(base: Instant, at: u64, now: u64) -> Self {
-        NotUntil { base, at, now }
+    /// Refused at offset `now` on `anchor`'s timeline; conforms at offset `at`.
+    pub(crate) fn new(anchor: Anchor, at: u64, now: u64) -> Self {
+        NotUntil { anchor, at, now }
     }
 
     /// The earliest instant (on the limiter's clock) at which the request would pass.
     pub fn earliest(&self) -> Instant {
-        let offset = Duration::from_nanos(self.at);
-        self.base
-            .checked_add(offset)
-            .unwrap_or_else(|| self.base + Duration::from_secs(1 << 32))
+        self.anchor.instant(self.at)
     }
 
     /// How long the caller would have to wait, measured when the request was refused.

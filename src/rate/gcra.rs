@@ -164,7 +164,7 @@ impl Gcra {
 
     /// Gives back what it can of `grant` at `now`; returns whether anything came back.
     pub(crate) fn give_back(&self, grant: &Grant, now: u64) -> bool {
-        if grant.span == 0 {
+        if grant.span == 0 || self.epoch.load(Ordering::Acquire) != grant.epoch {
             return false;
         }
         // Exact undo: nobody has built on this grant.
@@ -180,7 +180,7 @@ impl Gcra {
         {
             return true;
         }
-        if grant.ready < now || self.epoch.load(Ordering::Acquire) != grant.epoch {
+        if grant.ready < now {
             return false;
         }
         let mut tat = self.tat.load(Ordering::Acquire);

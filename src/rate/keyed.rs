@@ -382,7 +382,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
             Ok(()) => Ok(()),
             Err(CheckError::NotUntil(e)) => Err(e),
             // The burst is at least 1; this arm exists for exhaustiveness only.
-            Err(_) => Err(NotUntil::new(self.time.base(), 0, 0)),
+            Err(_) => Err(NotUntil::new(self.time.anchor(), 0, 0)),
         }
     }
 
@@ -442,7 +442,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     }
 
     fn not_until(&self, at: u64, now: u64) -> NotUntil {
-        NotUntil::new(self.time.base(), at, now)
+        NotUntil::new(self.time.anchor(), at, now)
     }
 
     /// Forgets every key whose state is that of a fresh key (changes no decision);

@@ -325,7 +325,7 @@ impl<C: Clock> RateLimiter<C> {
     }
 
     fn not_until(&self, at: u64, now: u64) -> NotUntil {
-        NotUntil::new(self.time.base(), at, now)
+        NotUntil::new(self.time.anchor(), at, now)
     }
 
     /// Admits one cell now, or says when it would pass. Lock-free: one atomic
@@ -567,15 +567,21 @@ impl<C: Clock> RateLimiter<C> {
             return Err(WaitError::Cancelled(reason));
         }
         let now = self.now();
-        let caller = until.caller_deadline().map(|d| self.time.nanos_of(d));
+        let caller = until
+            .caller_deadline()
+            .map(|d| self.time.anchor().offset(d));
         let token = until
             .token()
             .and_then(CancelToken::deadline)
-            .map(|d| self.time.nanos_of(d));
+            .map(|d| self.time.anchor().offset(d));
+        // A cell free now always passes: the call fails only if it would have to sleep
+        // past its bound (this also absorbs the skew between a deadline read from the
+        // clock and the timeline's own reading of now).
         let latest = match (caller, token) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        };
+        }
+        .map(|latest| latest.max(now));
         let grant = match self.gcra.reserve(u64::from(cells), now, latest) {
             Ok(grant) => grant,
             Err(Refusal::TooMany { burst }) => {
@@ -610,7 +616,7 @@ impl<C: Clock> RateLimiter<C> {
         if self
             .time
             .clock()
-            .sleep_until(self.time.instant(grant.ready), token)
+            .sleep_until(self.time.anchor().instant(grant.ready), token)
         {
             return Ok(());
         }
@@ -893,7 +899,7 @@ impl<C: Clock> Reservation<'_, C> {
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     pub fn ready_at(&self) -> Instant {
-        self.limiter.time.instant(self.grant.ready)
+        self.limiter.time.anchor().instant(self.grant.ready)
     }
 
     /// How long from now until the cells may be used (zero when they may be used now).
