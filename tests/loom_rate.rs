@@ -82,3 +82,33 @@ fn cancelling_while_others_reserve_never_overbooks() {
         assert!(kept_now + drain(&limiter) <= 2);
     });
 }
+
+#[test]
+fn a_waiter_cancelled_while_asleep_gives_its_slot_back() {
+    use corral::{CancelToken, WaitError};
+    use std::time::Duration;
+
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let limiter = Arc::new(
+            RateLimiter::per_second(1)
+                .burst(1)
+                .clock(clock.clone())
+                .build()
+                .unwrap(),
+        );
+        limiter.check().unwrap(); // the next slot is 1 s away
+        let token = CancelToken::new();
+        let waiter = {
+            let (limiter, token) = (Arc::clone(&limiter), token.clone());
+            thread::spawn(move || limiter.wait_cancellable(&token))
+        };
+        token.cancel();
+        let result = waiter.join().unwrap();
+        assert!(matches!(result, Err(WaitError::Cancelled(_))));
+        // Whether the waiter was cancelled before claiming, or claimed and then gave
+        // the slot back, the slot at 1 s is free again, exactly once.
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(drain(&limiter), 1);
+    });
+}
