@@ -621,3 +621,58 @@ fn the_system_clock_limiter_sleeps_and_maps_onto_std_instants() {
     let elapsed = before.elapsed();
     assert!(elapsed >= Duration::from_millis(10) - slack, "{elapsed:?}");
 }
+
+#[test]
+fn keyed_waits_sleep_per_key_fail_fast_and_give_back_on_cancel() {
+    let _check = LeakCheck::new();
+    let clock = ManualClock::new();
+    let limiter = KeyedRateLimiter::per_second(1)
+        .burst(1)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    limiter.check_key(&"a").unwrap();
+    // Past the deadline: refused at once, nothing claimed.
+    assert!(matches!(
+        limiter.wait_key_timeout(&"a", Duration::from_millis(500)),
+        Err(WaitError::Timeout(_))
+    ));
+    // Another key is not held up by "a".
+    assert_eq!(limiter.wait_key_timeout(&"b", Duration::ZERO), Ok(()));
+    assert_eq!(
+        limiter.wait_key_n(&"b", 2).unwrap_err().requested(),
+        2,
+        "more than the burst is refused at once"
+    );
+
+    let token = CancelToken::new();
+    let (tx, rx) = mpsc::channel();
+    thread::scope(|s| {
+        let cancelled = s.spawn(|| limiter.wait_key_cancellable(&"a", &token));
+        // The claim is visible as a refusal two intervals out for a later caller.
+        eventually("the waiter to claim its slot", || {
+            limiter
+                .check_key(&"a")
+                .is_err_and(|e| e.wait_time() == 2 * SECOND)
+        });
+        token.cancel();
+        assert_eq!(
+            cancelled.join().unwrap(),
+            Err(WaitError::Cancelled(CancelReason::Cancelled))
+        );
+        // The slot at 1 s is free again: a sleeper for it wakes when time gets there.
+        s.spawn(|| {
+            limiter.wait_key(&"a");
+            tx.send(limiter.clock().now()).unwrap();
+        });
+        eventually("the second waiter to claim", || {
+            limiter
+                .check_key(&"a")
+                .is_err_and(|e| e.wait_time() == 2 * SECOND)
+        });
+        assert!(rx.try_recv().is_err());
+        clock.advance(SECOND);
+        let woke = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(woke, clock.now());
+    });
+}

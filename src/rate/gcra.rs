@@ -76,6 +76,24 @@ pub(crate) fn step(tat: u64, now: u64, n: u64, interval: u64, burst: u64) -> (u6
     (new_tat, ready)
 }
 
+/// The TAT after giving `grant` back from `tat` at `now`, or `None` if nothing can
+/// come back. Exact undo when nobody built on the grant; otherwise its cells minus
+/// those claimed after it, while its slot still lies ahead (x/time/rate's `CancelAt`).
+pub(crate) fn returned(tat: u64, grant: &Grant, now: u64) -> Option<u64> {
+    if grant.span == 0 {
+        return None;
+    }
+    if tat == grant.after {
+        return Some(grant.before);
+    }
+    if grant.ready < now {
+        return None;
+    }
+    let later = tat.saturating_sub(grant.after);
+    let restore = grant.span.saturating_sub(later);
+    (restore > 0).then(|| tat.saturating_sub(restore))
+}
+
 /// The state and parameters of one direct limiter.
 #[derive(Debug)]
 pub(crate) struct Gcra {
@@ -164,34 +182,14 @@ impl Gcra {
 
     /// Gives back what it can of `grant` at `now`; returns whether anything came back.
     pub(crate) fn give_back(&self, grant: &Grant, now: u64) -> bool {
-        if grant.span == 0 || self.epoch.load(Ordering::Acquire) != grant.epoch {
-            return false;
-        }
-        // Exact undo: nobody has built on this grant.
-        if self
-            .tat
-            .compare_exchange(
-                grant.after,
-                grant.before,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok()
-        {
-            return true;
-        }
-        if grant.ready < now {
+        if self.epoch.load(Ordering::Acquire) != grant.epoch {
             return false;
         }
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
-            // Cells reserved after this grant stay reserved (x/time/rate's CancelAt).
-            let later = tat.saturating_sub(grant.after);
-            let restore = grant.span.saturating_sub(later);
-            if restore == 0 || self.epoch.load(Ordering::Acquire) != grant.epoch {
+            let Some(new_tat) = returned(tat, grant, now) else {
                 return false;
-            }
-            let new_tat = tat.saturating_sub(restore);
+            };
             match self
                 .tat
                 .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Acquire)

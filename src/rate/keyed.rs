@@ -16,19 +16,25 @@
 //! admitted early, which is counted in [`KeyedStats::evicted_active`] and avoided by a
 //! `max_keys` above the number of keys active within one burst window. A new key is
 //! never refused for lack of room.
+//!
+//! Waits claim the key's slot under the shard lock (or fail at once past their
+//! deadline), sleep on the clock with no lock held, and, if cancelled, give the slot
+//! back under the lock with the same rule as the direct limiter (`gcra::returned`).
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::gcra::step;
+use super::gcra::{returned, step, Grant, Refusal};
 use super::time::Timeline;
-use super::{CheckError, InsufficientCapacity, NotUntil, Quota, NANOS_PER_SEC};
+use super::{Bound, CheckError, InsufficientCapacity, NotUntil, Quota, WaitError, NANOS_PER_SEC};
+use crate::cancel::{CancelReason, CancelToken};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ConfigError;
 use crate::sync::Mutex;
+use crate::wait::Until;
 
 use hashbrown::HashTable;
 
@@ -41,6 +47,11 @@ const DEFAULT_MAX_KEYS: usize = 100_000;
 /// [`per_minute`](KeyedRateLimiter::per_minute) or
 /// [`with_period`](KeyedRateLimiter::with_period), then
 /// [`max_keys`](KeyedRateLimiterBuilder::max_keys) (100,000 by default).
+///
+/// [`check_key`](KeyedRateLimiter::check_key) decides at once; [`wait_key`](KeyedRateLimiter::wait_key)
+/// and its bounded forms sleep on the clock until the key's slot, fail at once when the
+/// slot lies past the deadline, and give the slot back when cancelled while asleep,
+/// exactly as [`RateLimiter`](crate::RateLimiter)'s waits do.
 ///
 /// Keys whose state is indistinguishable from a fresh key's are forgotten first when
 /// the bound is reached, so a key is never refused for lack of room and memory never
@@ -410,27 +421,38 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     }
 
     fn decide(&self, key: &K, cells: u32) -> Result<(), CheckError> {
+        let now = self.time.now();
+        match self.claim(key, cells, now, Some(now)) {
+            Ok(_) => Ok(()),
+            Err(Refusal::TooMany { burst }) => Err(InsufficientCapacity::new(cells, burst).into()),
+            Err(Refusal::NotUntil { at, now }) => Err(self.not_until(at, now).into()),
+        }
+    }
+
+    /// Claims `cells` for `key` at `now` unless their slot lies past `latest`.
+    fn claim(&self, key: &K, cells: u32, now: u64, latest: Option<u64>) -> Result<Grant, Refusal> {
         let n = u64::from(cells);
         if n > self.burst {
-            return Err(InsufficientCapacity::new(cells, self.burst).into());
+            return Err(Refusal::TooMany { burst: self.burst });
         }
-        let hash = self.hasher.hash_one(key);
-        let shard = &self.shards[self.shard_index(hash)];
-        // The shard's table sees the hash rotated, so the bits that chose the shard
-        // (constant within it) land in the middle, not in the index or tag bits.
-        let hash = hash.rotate_left(32);
-        let now = self.time.now();
+        let (hash, shard) = self.locate(key);
         let mut map = shard.map.lock();
+        let span = n.saturating_mul(self.interval);
         if let Some(entry) = map.entries.find_mut(hash, |e| e.key == *key) {
             let (new_tat, ready) = step(entry.tat, now, n, self.interval, self.burst);
-            if ready > now {
-                drop(map);
-                return Err(self.not_until(ready, now).into());
+            if latest.is_some_and(|latest| ready > latest) {
+                return Err(Refusal::NotUntil { at: ready, now });
             }
-            entry.tat = new_tat;
-            return Ok(());
+            let before = std::mem::replace(&mut entry.tat, new_tat);
+            return Ok(Grant {
+                before,
+                after: new_tat,
+                ready: ready.max(now),
+                span,
+                epoch: 0,
+            });
         }
-        // A fresh key always conforms (n <= burst).
+        // A fresh key always conforms at once (n <= burst).
         let (tat, _) = step(0, now, n, self.interval, self.burst);
         if map.entries.len() >= map.cap {
             map.make_room(now);
@@ -438,7 +460,171 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         let key = key.clone();
         map.entries
             .insert_unique(hash, Entry { hash, tat, key }, |e| e.hash);
-        Ok(())
+        Ok(Grant {
+            before: 0,
+            after: tat,
+            ready: now,
+            span,
+            epoch: 0,
+        })
+    }
+
+    /// The table hash of `key` and its shard.
+    #[inline]
+    fn locate(&self, key: &K) -> (u64, &Shard<K>) {
+        let hash = self.hasher.hash_one(key);
+        let shard = &self.shards[self.shard_index(hash)];
+        // The shard's table sees the hash rotated, so the bits that chose the shard
+        // (constant within it) land in the middle, not in the index or tag bits.
+        (hash.rotate_left(32), shard)
+    }
+
+    /// Waits (sleeping on the limiter's clock, never spinning) until one cell is
+    /// admitted for `key`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let limiter = corral::KeyedRateLimiter::per_second(1000).burst(1).build()?;
+    /// limiter.wait_key(&"alice");
+    /// limiter.wait_key(&"alice"); // about a millisecond later
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn wait_key(&self, key: &K) {
+        // One cell always fits the burst and nothing bounds the wait.
+        let _ = self.wait_key_until(key, 1, Until::FOREVER);
+    }
+
+    /// Waits until `cells` are admitted at once for `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`InsufficientCapacity`] at once if `cells` exceeds the burst.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let limiter = corral::KeyedRateLimiter::per_second(1000).burst(4).build()?;
+    /// limiter.wait_key_n(&7u32, 4)?;
+    /// assert!(limiter.wait_key_n(&7u32, 5).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_key_n(&self, key: &K, cells: u32) -> Result<(), InsufficientCapacity> {
+        match self.wait_key_until(key, cells, Until::FOREVER) {
+            Err(WaitError::InsufficientCapacity(e)) => Err(e),
+            // Unbounded and without a token, nothing else can stop the wait.
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits at most `timeout` (on the limiter's clock) for one cell for `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError::Timeout`] at once, without sleeping or using capacity, when the
+    /// key's next slot lies further away than `timeout`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{KeyedRateLimiter, ManualClock, WaitError};
+    /// use std::time::Duration;
+    ///
+    /// let limiter = KeyedRateLimiter::per_second(1).clock(ManualClock::new()).build()?;
+    /// assert!(limiter.wait_key_timeout(&"a", Duration::from_millis(10)).is_ok());
+    /// let err = limiter.wait_key_timeout(&"a", Duration::from_millis(10)).unwrap_err();
+    /// assert!(matches!(err, WaitError::Timeout(_)));
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn wait_key_timeout(&self, key: &K, timeout: Duration) -> Result<(), WaitError> {
+        let now = self.time.clock().now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(1 << 32));
+        self.wait_key_until(key, 1, Until::deadline(deadline))
+    }
+
+    /// Waits until `deadline` (on the limiter's clock) at most for one cell for `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError::Timeout`] at once when the key's next slot lies past `deadline`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{Clock, KeyedRateLimiter, ManualClock};
+    /// let clock = ManualClock::new();
+    /// let limiter = KeyedRateLimiter::per_second(1).clock(clock.clone()).build()?;
+    /// assert!(limiter.wait_key_deadline(&1u8, clock.now()).is_ok());
+    /// assert!(limiter.wait_key_deadline(&1u8, clock.now()).is_err());
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn wait_key_deadline(&self, key: &K, deadline: Instant) -> Result<(), WaitError> {
+        self.wait_key_until(key, 1, Until::deadline(deadline))
+    }
+
+    /// Waits for one cell for `key` until it is admitted or `token` is cancelled; a
+    /// wait cancelled while asleep gives its slot back.
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError::Cancelled`] when the token is (or becomes) cancelled, at once with
+    /// [`CancelReason::DeadlineExceeded`](crate::CancelReason::DeadlineExceeded) if its
+    /// deadline comes before the slot.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let limiter = corral::KeyedRateLimiter::per_second(10).build()?;
+    /// let token = corral::CancelToken::new();
+    /// assert!(limiter.wait_key_cancellable(&"a", &token).is_ok());
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn wait_key_cancellable(&self, key: &K, token: &CancelToken) -> Result<(), WaitError> {
+        self.wait_key_until(key, 1, Until::cancellable(token))
+    }
+
+    /// The one waiting path behind every `wait_key*` form.
+    fn wait_key_until(&self, key: &K, cells: u32, until: Until<'_>) -> Result<(), WaitError> {
+        if cells == 0 {
+            return Ok(());
+        }
+        if let Some(reason) = until.token().and_then(CancelToken::reason) {
+            return Err(WaitError::Cancelled(reason));
+        }
+        let now = self.time.now();
+        let bound = Bound::new(self.time.anchor(), &until, now);
+        let grant = match self.claim(key, cells, now, bound.latest) {
+            Ok(grant) => grant,
+            Err(Refusal::TooMany { burst }) => {
+                return Err(InsufficientCapacity::new(cells, burst).into())
+            }
+            Err(Refusal::NotUntil { at, now }) => {
+                return Err(bound.refusal(self.not_until(at, now)))
+            }
+        };
+        if grant.ready <= now {
+            return Ok(());
+        }
+        let wake_at = self.time.anchor().instant(grant.ready);
+        if self.time.clock().sleep_until(wake_at, until.token()) {
+            return Ok(());
+        }
+        // Cancelled while asleep: give the slot back if the key is still remembered.
+        let (hash, shard) = self.locate(key);
+        let now = self.time.now();
+        let mut map = shard.map.lock();
+        if let Some(entry) = map.entries.find_mut(hash, |e| e.key == *key) {
+            if let Some(tat) = returned(entry.tat, &grant, now) {
+                entry.tat = tat;
+            }
+        }
+        let reason = until
+            .token()
+            .and_then(CancelToken::reason)
+            .unwrap_or(CancelReason::Cancelled);
+        Err(WaitError::Cancelled(reason))
     }
 
     fn not_until(&self, at: u64, now: u64) -> NotUntil {

@@ -16,6 +16,7 @@
 mod error;
 mod gcra;
 mod keyed;
+mod reservation;
 mod time;
 
 use std::fmt;
@@ -29,6 +30,7 @@ use crate::wait::Until;
 
 pub use error::{CheckError, InsufficientCapacity, NotUntil, WaitError};
 pub use keyed::{KeyedRateLimiter, KeyedRateLimiterBuilder, KeyedStats};
+pub use reservation::Reservation;
 
 use gcra::{Gcra, Grant, Refusal, MAX_SPAN_NANOS};
 use time::Timeline;
@@ -106,6 +108,49 @@ fn check_burst(burst: u32, interval: u64) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// The latest slot a bounded wait accepts, as an offset on the limiter's timeline.
+struct Bound {
+    latest: Option<u64>,
+    /// Whether the token's deadline, not the caller's, is the tighter bound.
+    token_binds: bool,
+}
+
+impl Bound {
+    fn new(anchor: time::Anchor, until: &Until<'_>, now: u64) -> Bound {
+        let caller = until.caller_deadline().map(|d| anchor.offset(d));
+        let token = until
+            .token()
+            .and_then(CancelToken::deadline)
+            .map(|d| anchor.offset(d));
+        let token_binds = match (caller, token) {
+            (Some(c), Some(t)) => t < c,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        // A cell free now always passes: the call fails only if it would have to sleep
+        // past its bound (this also absorbs the skew between a deadline read from the
+        // clock and the timeline's own reading of now).
+        let latest = match (caller, token) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(|latest| latest.max(now));
+        Bound {
+            latest,
+            token_binds,
+        }
+    }
+
+    /// The error for a slot past the bound: a timeout, or the token's deadline.
+    fn refusal(&self, slot: NotUntil) -> WaitError {
+        if self.token_binds {
+            WaitError::Cancelled(CancelReason::DeadlineExceeded)
+        } else {
+            WaitError::Timeout(slot)
+        }
+    }
 }
 
 /// A lock-free GCRA rate limiter: `rate` cells per period, with bursts of up to `burst`.
@@ -320,6 +365,7 @@ pub struct RateStats {
 }
 
 impl<C: Clock> RateLimiter<C> {
+    #[inline]
     fn now(&self) -> u64 {
         self.time.now()
     }
@@ -567,36 +613,15 @@ impl<C: Clock> RateLimiter<C> {
             return Err(WaitError::Cancelled(reason));
         }
         let now = self.now();
-        let caller = until
-            .caller_deadline()
-            .map(|d| self.time.anchor().offset(d));
-        let token = until
-            .token()
-            .and_then(CancelToken::deadline)
-            .map(|d| self.time.anchor().offset(d));
-        // A cell free now always passes: the call fails only if it would have to sleep
-        // past its bound (this also absorbs the skew between a deadline read from the
-        // clock and the timeline's own reading of now).
-        let latest = match (caller, token) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-        .map(|latest| latest.max(now));
-        let grant = match self.gcra.reserve(u64::from(cells), now, latest) {
+        let bound = Bound::new(self.time.anchor(), &until, now);
+        let grant = match self.gcra.reserve(u64::from(cells), now, bound.latest) {
             Ok(grant) => grant,
             Err(Refusal::TooMany { burst }) => {
                 return Err(InsufficientCapacity::new(cells, burst).into())
             }
             Err(Refusal::NotUntil { at, now }) => {
                 self.refused_at_once.fetch_add(1, Ordering::Relaxed);
-                // Whichever bound is the tighter one decides the error.
-                return Err(match (caller, token) {
-                    (Some(c), Some(t)) if t < c => {
-                        WaitError::Cancelled(CancelReason::DeadlineExceeded)
-                    }
-                    (None, Some(_)) => WaitError::Cancelled(CancelReason::DeadlineExceeded),
-                    _ => WaitError::Timeout(self.not_until(at, now)),
-                });
+                return Err(bound.refusal(self.not_until(at, now)));
             }
         };
         self.sleep_for(&grant, now, until.token())
@@ -852,163 +877,6 @@ impl<C: Clock> fmt::Debug for RateLimiter<C> {
             .field("burst", &self.burst())
             .field("available", &self.available())
             .field("clock", self.time.clock())
-            .finish()
-    }
-}
-
-/// Cells claimed by [`RateLimiter::reserve_n`], usable from [`ready_at`](Reservation::ready_at).
-///
-/// The claim stands until [`cancel`](Reservation::cancel) gives it back; dropping a
-/// reservation keeps it (the cells count as used), as in x/time/rate. Cancelling
-/// returns every cell when no later caller has claimed cells after this one, and
-/// otherwise the cells minus those claimed since, while the slot still lies ahead.
-///
-/// # Example
-///
-/// ```
-/// use corral::{ManualClock, RateLimiter};
-/// use std::time::Duration;
-///
-/// let clock = ManualClock::new();
-/// let limiter = RateLimiter::per_second(1).clock(clock.clone()).build()?;
-/// limiter.check().unwrap();
-/// let r = limiter.reserve();
-/// assert_eq!(r.delay(), Duration::from_secs(1));
-/// assert!(r.cancel()); // nobody claimed after it: the cell is back
-/// clock.advance(Duration::from_secs(1));
-/// assert!(limiter.check().is_ok());
-/// # Ok::<(), corral::ConfigError>(())
-/// ```
-#[must_use = "a reservation holds cells; wait for it, or cancel it to give them back"]
-pub struct Reservation<'a, C: Clock = SystemClock> {
-    limiter: &'a RateLimiter<C>,
-    grant: Grant,
-    cells: u32,
-}
-
-impl<C: Clock> Reservation<'_, C> {
-    /// The instant (on the limiter's clock) from which the cells may be used.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use corral::{Clock, ManualClock, RateLimiter};
-    /// let clock = ManualClock::new();
-    /// let limiter = RateLimiter::per_second(1).clock(clock.clone()).build()?;
-    /// assert_eq!(limiter.reserve().ready_at(), clock.now());
-    /// # Ok::<(), corral::ConfigError>(())
-    /// ```
-    pub fn ready_at(&self) -> Instant {
-        self.limiter.time.anchor().instant(self.grant.ready)
-    }
-
-    /// How long from now until the cells may be used (zero when they may be used now).
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// let limiter = corral::RateLimiter::per_second(1).build()?;
-    /// assert_eq!(limiter.reserve().delay(), std::time::Duration::ZERO);
-    /// # Ok::<(), corral::ConfigError>(())
-    /// ```
-    pub fn delay(&self) -> Duration {
-        Duration::from_nanos(self.grant.ready.saturating_sub(self.limiter.now()))
-    }
-
-    /// Whether the cells may be used now.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// let limiter = corral::RateLimiter::per_second(1).build()?;
-    /// assert!(limiter.reserve().is_ready());
-    /// # Ok::<(), corral::ConfigError>(())
-    /// ```
-    pub fn is_ready(&self) -> bool {
-        self.grant.ready <= self.limiter.now()
-    }
-
-    /// The number of cells claimed.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// let limiter = corral::RateLimiter::per_second(5).build()?;
-    /// assert_eq!(limiter.reserve_n(3).unwrap().cells(), 3);
-    /// # Ok::<(), corral::ConfigError>(())
-    /// ```
-    pub fn cells(&self) -> u32 {
-        self.cells
-    }
-
-    /// Sleeps on the limiter's clock until the cells may be used.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// let limiter = corral::RateLimiter::per_second(1000).burst(1).build()?;
-    /// limiter.reserve().wait();
-    /// limiter.reserve().wait(); // about a millisecond later
-    /// # Ok::<(), corral::ConfigError>(())
-    /// ```
-    pub fn wait(self) {
-        let _ = self
-            .limiter
-            .sleep_for(&self.grant, self.limiter.now(), None);
-    }
-
-    /// Sleeps until the cells may be used or `token` is cancelled; a cancelled wait
-    /// gives the cells back as [`cancel`](Reservation::cancel) does.
-    ///
-    /// # Errors
-    ///
-    /// [`WaitError::Cancelled`] when the token is (or becomes) cancelled.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// let limiter = corral::RateLimiter::per_second(1).build()?;
-    /// let token = corral::CancelToken::new();
-    /// assert!(limiter.reserve().wait_cancellable(&token).is_ok());
-    /// # Ok::<(), corral::ConfigError>(())
-    /// ```
-    pub fn wait_cancellable(self, token: &CancelToken) -> Result<(), WaitError> {
-        if let Some(reason) = token.reason() {
-            self.cancel();
-            return Err(WaitError::Cancelled(reason));
-        }
-        self.limiter
-            .sleep_for(&self.grant, self.limiter.now(), Some(token))
-    }
-
-    /// Gives the cells back (those no later caller has built on, while the slot still
-    /// lies ahead, or all of them when nobody claimed cells after this reservation).
-    /// Returns whether any capacity came back.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// let limiter = corral::RateLimiter::per_second(1).build()?;
-    /// let r = limiter.reserve();
-    /// assert_eq!(limiter.available(), 0);
-    /// assert!(r.cancel());
-    /// assert_eq!(limiter.available(), 1);
-    /// # Ok::<(), corral::ConfigError>(())
-    /// ```
-    pub fn cancel(self) -> bool {
-        let returned = self.limiter.gcra.give_back(&self.grant, self.limiter.now());
-        if returned {
-            self.limiter.gave_back.fetch_add(1, Ordering::Relaxed);
-        }
-        returned
-    }
-}
-
-impl<C: Clock> fmt::Debug for Reservation<'_, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reservation")
-            .field("cells", &self.cells)
-            .field("ready_at", &self.ready_at())
             .finish()
     }
 }
