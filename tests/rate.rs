@@ -92,6 +92,10 @@ fn builder_errors_name_the_field() {
     assert_eq!(keyed.unwrap_err().field(), "max_keys");
     let keyed = KeyedRateLimiter::<u32>::per_second(1).burst(0).build();
     assert_eq!(keyed.unwrap_err().field(), "burst");
+    let keyed = KeyedRateLimiter::<u32>::per_second(1).shards(0).build();
+    assert_eq!(keyed.unwrap_err().field(), "shards");
+    let keyed = KeyedRateLimiter::<u32>::with_period(Duration::ZERO).build();
+    assert_eq!(keyed.unwrap_err().field(), "with_period");
     let limiter = RateLimiter::per_second(1).build().unwrap();
     assert_eq!(limiter.set_rate(0, SECOND).unwrap_err().field(), "set_rate");
     assert_eq!(

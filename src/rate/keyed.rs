@@ -387,6 +387,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// assert!(limiter.check_key(&"alice").is_err());
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
+    #[doc(alias = "try_wait_key")]
     #[inline]
     pub fn check_key(&self, key: &K) -> Result<(), NotUntil> {
         match self.decide(key, 1) {

@@ -375,8 +375,8 @@ impl<C: Clock> RateLimiter<C> {
     }
 
     /// Admits one cell now, or says when it would pass. Lock-free: one atomic
-    /// compare-and-swap on the limiter's state. (This is the `try_wait` of the
-    /// bounded-wait convention.)
+    /// compare-and-swap on the limiter's state. (Also available as
+    /// [`try_wait`](RateLimiter::try_wait), its name in the bounded-wait convention.)
     ///
     /// # Errors
     ///
@@ -391,7 +391,6 @@ impl<C: Clock> RateLimiter<C> {
     /// assert!(later.wait_time() <= std::time::Duration::from_secs(1));
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
-    #[doc(alias = "try_wait")]
     #[inline]
     pub fn check(&self) -> Result<(), NotUntil> {
         let now = self.now();
@@ -421,7 +420,6 @@ impl<C: Clock> RateLimiter<C> {
     /// assert!(matches!(limiter.check_n(11), Err(CheckError::InsufficientCapacity(_))));
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
-    #[doc(alias = "try_wait_n")]
     #[inline]
     pub fn check_n(&self, cells: u32) -> Result<(), CheckError> {
         if cells == 0 {
@@ -434,6 +432,45 @@ impl<C: Clock> RateLimiter<C> {
                 Refusal::TooMany { burst } => InsufficientCapacity::new(cells, burst).into(),
                 Refusal::NotUntil { at, now } => self.not_until(at, now).into(),
             })
+    }
+
+    /// The `try_` form of [`wait`](RateLimiter::wait) in the crate's bounded-wait
+    /// naming: exactly [`check`](RateLimiter::check).
+    ///
+    /// # Errors
+    ///
+    /// [`NotUntil`] with the earliest instant at which a cell would be admitted.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let limiter = corral::RateLimiter::per_second(1).build()?;
+    /// assert!(limiter.try_wait().is_ok());
+    /// assert!(limiter.try_wait().is_err());
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    #[inline]
+    pub fn try_wait(&self) -> Result<(), NotUntil> {
+        self.check()
+    }
+
+    /// The `try_` form of [`wait_n`](RateLimiter::wait_n): exactly
+    /// [`check_n`](RateLimiter::check_n).
+    ///
+    /// # Errors
+    ///
+    /// As [`check_n`](RateLimiter::check_n).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let limiter = corral::RateLimiter::per_second(2).build()?;
+    /// assert!(limiter.try_wait_n(2).is_ok());
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    #[inline]
+    pub fn try_wait_n(&self, cells: u32) -> Result<(), CheckError> {
+        self.check_n(cells)
     }
 
     /// Waits (sleeping on the clock, never spinning) until one cell is admitted.
