@@ -14,7 +14,8 @@
 //! (smallest TAT) dropped too, up to an eighth, so the scan is paid once per many
 //! inserts. A forgotten active key is treated as fresh when it comes back: it may be
 //! admitted early, which is counted in [`KeyedStats::evicted_active`] and avoided by a
-//! `max_keys` above the number of keys active within one burst window. A new key is
+//! `max_keys` comfortably above the number of keys active within one burst window
+//! (the bound is split evenly across shards, so one shard can fill before the rest). A new key is
 //! never refused for lack of room.
 //!
 //! Waits claim the key's slot under the shard lock (or fail at once past their
