@@ -401,19 +401,21 @@ fn stress_on_the_real_clock_never_admits_more_than_the_limit() {
     let limiter = RateLimiter::per_second(RATE).burst(BURST).build().unwrap();
     let admitted = AtomicUsize::new(0);
     let refused = AtomicUsize::new(0);
+    // The token of the current cancellable waiter, for the canceller thread to fire.
+    let current = std::sync::Mutex::new(None::<CancelToken>);
     let run_until = started + Duration::from_millis(300);
     thread::scope(|s| {
         for t in 0..8 {
-            let (limiter, admitted, refused) = (&limiter, &admitted, &refused);
+            let (limiter, admitted, refused, current) = (&limiter, &admitted, &refused, &current);
             s.spawn(move || {
                 while Instant::now() < run_until {
-                    let passed = match t % 4 {
+                    let passed = match t {
                         0 => limiter.check_n(3).is_ok().then_some(3),
-                        1 => limiter
+                        1 | 2 => limiter
                             .wait_n_timeout(2, Duration::from_millis(1))
                             .is_ok()
                             .then_some(2),
-                        2 => {
+                        3 => {
                             let r = limiter.reserve();
                             if r.delay() > Duration::from_micros(200) {
                                 r.cancel();
@@ -423,7 +425,21 @@ fn stress_on_the_real_clock_never_admits_more_than_the_limit() {
                                 Some(1)
                             }
                         }
-                        _ => limiter.check().is_ok().then_some(1),
+                        4 | 5 => limiter.check().is_ok().then_some(1),
+                        6 => {
+                            // Waits that another thread cancels, often while asleep:
+                            // their slots go back and must not be counted twice.
+                            let token = CancelToken::new();
+                            *current.lock().unwrap() = Some(token.clone());
+                            limiter.wait_cancellable(&token).is_ok().then_some(1)
+                        }
+                        _ => {
+                            if let Some(token) = current.lock().unwrap().take() {
+                                token.cancel();
+                            }
+                            thread::yield_now();
+                            continue;
+                        }
                     };
                     match passed {
                         Some(n) => admitted.fetch_add(n, Ordering::Relaxed),
@@ -442,6 +458,54 @@ fn stress_on_the_real_clock_never_admits_more_than_the_limit() {
     );
     assert!(admitted > 0.0);
     assert!(refused.into_inner() > 0, "the limit was reached");
+    assert!(
+        limiter.stats().gave_back > 0,
+        "cancellations gave slots back"
+    );
+}
+
+#[test]
+fn keyed_stress_on_the_real_clock_keeps_every_key_within_its_limit() {
+    let _check = LeakCheck::new();
+    const RATE: u32 = 5_000;
+    const BURST: u32 = 20;
+    const KEYS: usize = 4;
+    let started = Instant::now();
+    let limiter = KeyedRateLimiter::per_second(RATE)
+        .burst(BURST)
+        .build()
+        .unwrap();
+    let admitted: Vec<AtomicUsize> = (0..KEYS).map(|_| AtomicUsize::new(0)).collect();
+    let run_until = started + Duration::from_millis(200);
+    thread::scope(|s| {
+        for t in 0..8usize {
+            let (limiter, admitted) = (&limiter, &admitted);
+            s.spawn(move || {
+                let mut i = t;
+                while Instant::now() < run_until {
+                    let key = i % KEYS;
+                    i += 1;
+                    let passed = if t % 2 == 0 {
+                        limiter.check_key(&key).is_ok()
+                    } else {
+                        limiter
+                            .wait_key_timeout(&key, Duration::from_micros(500))
+                            .is_ok()
+                    };
+                    if passed {
+                        admitted[key].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let bound = f64::from(BURST) + f64::from(RATE) * elapsed + 1.0;
+    for (key, count) in admitted.iter().enumerate() {
+        let count = count.load(Ordering::Relaxed) as f64;
+        assert!(count <= bound, "key {key}: {count} > {bound}");
+        assert!(count > 0.0);
+    }
 }
 
 #[test]
