@@ -152,6 +152,32 @@
 //! assert_eq!(supervisor.stop().reason, StopReason::Stopped);
 //! ```
 //!
+//! ## Rate limiting
+//!
+//! [`RateLimiter`] is a lock-free GCRA limiter: [`check`](RateLimiter::check) decides
+//! with one atomic compare-and-swap and says when a refused call would pass;
+//! [`wait`](RateLimiter::wait) and its bounded forms sleep on the limiter's clock (a
+//! slot past the deadline fails at once, a cancelled wait gives its slot back);
+//! [`reserve_n`](RateLimiter::reserve_n) claims cells that can be given back, for
+//! all-or-nothing admission across limiters. [`KeyedRateLimiter`] keeps one limit per
+//! key within a bound on remembered keys.
+//!
+//! ```
+//! use corral::{KeyedRateLimiter, ManualClock, RateLimiter};
+//! use std::time::Duration;
+//!
+//! let clock = ManualClock::new();
+//! let upstream = RateLimiter::per_second(1).burst(5).clock(clock.clone()).build()?;
+//! assert_eq!((0..15).filter(|_| upstream.check().is_ok()).count(), 5);
+//! assert!(upstream.wait_timeout(Duration::from_millis(100)).is_err()); // at once
+//! clock.advance(Duration::from_secs(1));
+//! assert!(upstream.check().is_ok());
+//!
+//! let per_user = KeyedRateLimiter::per_minute(60).max_keys(10_000).build()?;
+//! assert!(per_user.check_key(&"alice").is_ok());
+//! # Ok::<(), corral::ConfigError>(())
+//! ```
+//!
 //! ## Leak checks
 //!
 //! [`leak::live_threads`] lists the corral threads alive now. [`leak::LeakCheck`]
@@ -175,6 +201,7 @@ mod panic;
 mod pipeline;
 #[allow(dead_code)] // shared by the worker pool and the pipeline (issues #4 and #7)
 mod queue;
+mod rate;
 mod scope;
 mod semaphore;
 #[allow(dead_code)] // owned (non-scoped) spawns serve the pool and supervisor
@@ -193,6 +220,10 @@ pub use panic::Panic;
 #[doc(hidden)]
 pub use pipeline::LoomGate as __LoomReorderGate;
 pub use pipeline::{Pipeline, PipelineError, PipelineReport, StageStats};
+pub use rate::{
+    CheckError, InsufficientCapacity, KeyedRateLimiter, KeyedRateLimiterBuilder, KeyedStats,
+    NotUntil, RateLimiter, RateLimiterBuilder, RateStats, Reservation, WaitError,
+};
 pub use scope::{scope, try_scope, Scope, ScopedHandle};
 pub use semaphore::{
     AcquireError, OwnedPermit, Permit, Semaphore, SemaphoreStats, TryAcquireError,

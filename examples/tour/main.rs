@@ -8,6 +8,7 @@ use std::time::Instant;
 
 mod foundation;
 mod pipeline;
+mod rate;
 mod semaphore;
 mod supervisor;
 
@@ -29,6 +30,7 @@ fn main() {
     pipeline::run();
     semaphore::run();
     supervisor::run();
+    rate::run();
     let live = corral::leak::live_count();
     println!("\nfinished in {:.2?}", started.elapsed());
     println!("live corral threads: {live}");
