@@ -101,7 +101,7 @@ mod config;
 pub mod leak;
 mod overflow;
 mod panic;
-#[allow(dead_code)] // shared by the worker pool and the pipeline (issues #4 and #7)
+mod pool;
 mod queue;
 mod scope;
 #[allow(dead_code)] // owned (non-scoped) spawns serve the pool and supervisor
@@ -115,4 +115,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::ConfigError;
 pub use overflow::Overflow;
 pub use panic::Panic;
+pub use pool::{
+    DroppedTask, PoolBuilder, PoolMap, PoolStats, ScopedPool, ShutdownReport, SubmitError, TaskError,
+    TaskHandle, WorkerPool,
+};
 pub use scope::{scope, try_scope, Scope, ScopedHandle};
