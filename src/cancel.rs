@@ -502,7 +502,9 @@ pub struct CancelOnDrop {
 impl CancelOnDrop {
     /// Keeps the token alive and uncancelled; returns it.
     pub fn disarm(mut self) -> CancelToken {
-        self.token.take().expect("guard holds its token until dropped")
+        self.token
+            .take()
+            .expect("guard holds its token until dropped")
     }
 }
 

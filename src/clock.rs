@@ -48,15 +48,13 @@ impl Clock for SystemClock {
     fn sleep_until(&self, deadline: Instant, cancel: Option<&CancelToken>) -> bool {
         match cancel {
             Some(token) => token.wait_deadline(deadline).is_none(),
-            None => {
-                loop {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return true;
-                    }
-                    std::thread::sleep(deadline - now);
+            None => loop {
+                let now = Instant::now();
+                if now >= deadline {
+                    return true;
                 }
-            }
+                std::thread::sleep(deadline - now);
+            },
         }
     }
 }

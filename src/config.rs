@@ -63,7 +63,11 @@ impl fmt::Debug for ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid {} = {}: {}", self.field, self.value, self.reason)
+        write!(
+            f,
+            "invalid {} = {}: {}",
+            self.field, self.value, self.reason
+        )
     }
 }
 

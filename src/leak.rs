@@ -75,7 +75,9 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 static EXITED: Condvar = Condvar::new();
 
 fn registry() -> MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 thread_local! {

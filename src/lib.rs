@@ -98,6 +98,7 @@
 mod cancel;
 mod clock;
 mod config;
+mod group;
 pub mod leak;
 mod overflow;
 mod panic;
@@ -113,10 +114,11 @@ mod wait;
 pub use cancel::{CancelOnDrop, CancelReason, CancelToken, OnCancel};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::ConfigError;
+pub use group::{GroupError, TaskGroup, TaskId};
 pub use overflow::Overflow;
 pub use panic::Panic;
 pub use pool::{
-    DroppedTask, PoolBuilder, PoolMap, PoolStats, ScopedPool, ShutdownReport, SubmitError, TaskError,
-    TaskHandle, WorkerPool,
+    DroppedTask, PoolBuilder, PoolMap, PoolStats, ScopedPool, ShutdownReport, SubmitError,
+    TaskError, TaskHandle, WorkerPool,
 };
 pub use scope::{scope, try_scope, Scope, ScopedHandle};

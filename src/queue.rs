@@ -56,7 +56,9 @@ pub(crate) fn send_until<T>(tx: &Sender<T>, item: T, until: &Until<'_>) -> Resul
         },
     };
     match op.index() {
-        i if i == send => op.send(tx, item).map_err(|e| Refused::Closed(e.into_inner())),
+        i if i == send => op
+            .send(tx, item)
+            .map_err(|e| Refused::Closed(e.into_inner())),
         i if i == cancelled => {
             let _ = op.recv(&done);
             let reason = token.reason().unwrap_or(CancelReason::Cancelled);

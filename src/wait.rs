@@ -37,7 +37,10 @@ impl Until<'static> {
     pub(crate) fn timeout(timeout: Duration) -> Self {
         let now = Instant::now();
         Until {
-            deadline: Some(now.checked_add(timeout).unwrap_or(now + Duration::from_secs(1 << 32))),
+            deadline: Some(
+                now.checked_add(timeout)
+                    .unwrap_or(now + Duration::from_secs(1 << 32)),
+            ),
             token: None,
         }
     }

@@ -333,7 +333,14 @@ impl<'a> Core<'a> {
         }
     }
 
-    /// Drops whatever is still queued after the workers are gone.
+    /// Cancels the pool token and drops everything queued now, on this thread (the
+    /// workers drop whatever still slips in), so queued handles resolve promptly.
+    pub(crate) fn cancel(&self) {
+        self.state.token.cancel();
+        self.drain();
+    }
+
+    /// Drops whatever is queued (used after cancelling, and after the workers are gone).
     pub(crate) fn drain(&self) {
         for job in self.rx.try_iter() {
             self.state.abandon(job);

@@ -30,8 +30,8 @@ use crate::spawn::{spawn, ThreadSpec};
 use crate::sync::{Arc, Mutex};
 use crate::wait::Until;
 
-pub use self::handle::{TaskError, TaskHandle};
 pub(crate) use self::handle::packet;
+pub use self::handle::{TaskError, TaskHandle};
 pub use self::map::PoolMap;
 pub use self::task::DroppedTask;
 
@@ -325,10 +325,18 @@ impl PoolBuilder {
 
     fn validate(&self) -> Result<(), ConfigError> {
         if self.workers == 0 {
-            return Err(ConfigError::new("workers", self.workers, "must be at least 1"));
+            return Err(ConfigError::new(
+                "workers",
+                self.workers,
+                "must be at least 1",
+            ));
         }
         if self.workers > MAX_WORKERS {
-            return Err(ConfigError::new("workers", self.workers, "must be at most 4096"));
+            return Err(ConfigError::new(
+                "workers",
+                self.workers,
+                "must be at most 4096",
+            ));
         }
         if self.queue_capacity == 0 {
             return Err(ConfigError::new(
@@ -354,7 +362,11 @@ impl PoolBuilder {
             }
         }
         if self.name.contains('\0') {
-            return Err(ConfigError::new("thread_name", &self.name, "must not contain NUL"));
+            return Err(ConfigError::new(
+                "thread_name",
+                &self.name,
+                "must not contain NUL",
+            ));
         }
         Ok(())
     }
@@ -868,7 +880,7 @@ impl WorkerPool {
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     pub fn shutdown_now(mut self) -> ShutdownReport {
-        self.core.token().cancel();
+        self.core.cancel();
         self.stop()
     }
 
@@ -902,7 +914,7 @@ impl WorkerPool {
         let deadline = deadline_after(timeout);
         self.core.disconnect();
         if !self.core.wait_exit(deadline) {
-            self.core.token().cancel();
+            self.core.cancel();
             if !self.core.settle() {
                 return Err(self);
             }
@@ -915,7 +927,7 @@ impl Drop for WorkerPool {
     fn drop(&mut self) {
         if self.core.is_running() {
             if std::thread::panicking() {
-                self.core.token().cancel();
+                self.core.cancel();
             }
             let _ = self.stop();
         }
@@ -1133,7 +1145,7 @@ impl<'scope> ScopedPool<'scope> {
 
     /// As [`WorkerPool::shutdown_now`].
     pub fn shutdown_now(mut self) -> ShutdownReport {
-        self.core.token().cancel();
+        self.core.cancel();
         self.stop()
     }
 }
@@ -1142,7 +1154,7 @@ impl Drop for ScopedPool<'_> {
     fn drop(&mut self) {
         if self.core.is_running() {
             if std::thread::panicking() {
-                self.core.token().cancel();
+                self.core.cancel();
             }
             let _ = self.stop();
         }

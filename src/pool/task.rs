@@ -179,14 +179,17 @@ where
 ///     .build()?;
 /// let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
 /// let blocker = pool.submit(move || gate_rx.recv().ok()).unwrap();
-/// // Fill the queue, then overflow it: the newest tasks go to `on_drop`.
-/// let handles: Vec<_> = (0..5).map(|i| pool.submit(move || i).unwrap()).collect();
+/// while pool.stats().busy == 0 {
+///     std::thread::yield_now(); // until the worker holds the blocker
+/// }
+/// let queued = pool.submit(|| 1).unwrap(); // takes the one queue slot
+/// let newest = pool.submit(|| 2).unwrap(); // queue full: shed to `on_drop`
+/// assert!(newest.join().unwrap_err().is_cancelled());
 /// gate_tx.send(()).unwrap();
-/// blocker.join().unwrap();
-/// let cancelled = handles.into_iter().filter(|h| false).count();
-/// # let _ = cancelled;
-/// let report = pool.shutdown();
-/// assert_eq!(report.dropped as usize, shed.load(Ordering::SeqCst));
+/// assert_eq!(queued.join().unwrap(), 1);
+/// # blocker.join().unwrap();
+/// assert_eq!(shed.load(Ordering::SeqCst), 1);
+/// assert_eq!(pool.shutdown().dropped, 1);
 /// # Ok::<(), corral::ConfigError>(())
 /// ```
 pub struct DroppedTask<'a> {
