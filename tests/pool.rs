@@ -487,7 +487,7 @@ fn scoped_pool_hands_borrowing_closures_back() {
             .build_scoped(s)
             .unwrap();
         let (open, blocker) = gate();
-        pool.submit(blocker).unwrap();
+        let _blocker = pool.submit(blocker).unwrap();
         wait_for("the blocker", || pool.stats().busy == 1);
         let queued = pool.submit(|| label.len()).unwrap();
         let refused = pool.try_submit(|| label.as_str()).unwrap_err();

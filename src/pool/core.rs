@@ -21,7 +21,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::cancel::CancelToken;
 use crate::overflow::Overflow;
 use crate::panic::Panic;
-use crate::pool::task::{DroppedTask, Job, Outcome};
+use crate::pool::task::{DroppedTask, Job, Outcome, Tally};
 use crate::pool::{PoolStats, ShutdownReport};
 use crate::queue::{send_evicting, send_until, try_send, Refused};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
@@ -52,6 +52,7 @@ struct Front {
     rejected: AtomicU64,
     dropped: AtomicU64,
     caller_ran: AtomicU64,
+    caller_completed: AtomicU64,
     caller_panicked: AtomicU64,
 }
 
@@ -109,22 +110,20 @@ pub(crate) fn work(rx: Receiver<Job<'_>>, guard: AliveGuard, index: usize) {
     let state = &*guard.0;
     let slot = &state.slots[index];
     let token = &state.token;
+    let tally = Tally {
+        completed: Some(&slot.completed),
+        panicked: Some(&slot.panicked),
+    };
     for job in rx.iter() {
         if token.is_cancelled() {
             state.abandon(job);
             continue;
         }
         slot.busy.store(true, Ordering::Relaxed);
-        let outcome = job.run(token);
+        let outcome = job.run(token, tally);
         slot.busy.store(false, Ordering::Relaxed);
-        match outcome {
-            Outcome::Done => bump(&slot.completed),
-            Outcome::Panicked(payload) => {
-                bump(&slot.panicked);
-                if let Some(panic) = payload {
-                    state.keep_panic(panic);
-                }
-            }
+        if let Outcome::Panicked(Some(panic)) = outcome {
+            state.keep_panic(panic);
         }
     }
     drop(guard);
@@ -237,14 +236,12 @@ impl<'a> Core<'a> {
                 Overflow::CallerRuns => {
                     bump(&front.submitted);
                     bump(&front.caller_ran);
-                    match job.run(&self.state.token) {
-                        Outcome::Done => {}
-                        Outcome::Panicked(payload) => {
-                            bump(&front.caller_panicked);
-                            if let Some(panic) = payload {
-                                self.state.keep_panic(panic);
-                            }
-                        }
+                    let tally = Tally {
+                        completed: Some(&front.caller_completed),
+                        panicked: Some(&front.caller_panicked),
+                    };
+                    if let Outcome::Panicked(Some(panic)) = job.run(&self.state.token, tally) {
+                        self.state.keep_panic(panic);
                     }
                     return Ok(());
                 }
@@ -356,15 +353,14 @@ impl<'a> Core<'a> {
         }
         let f = &s.front;
         let caller_ran = f.caller_ran.load(Ordering::Relaxed);
-        let caller_panicked = f.caller_panicked.load(Ordering::Relaxed);
         PoolStats {
             workers: s.slots.len(),
             busy: s.busy(),
             queued: self.rx.len(),
             capacity: s.capacity,
             submitted: f.submitted.load(Ordering::Relaxed),
-            completed: completed + caller_ran - caller_panicked,
-            panicked: panicked + caller_panicked,
+            completed: completed + f.caller_completed.load(Ordering::Relaxed),
+            panicked: panicked + f.caller_panicked.load(Ordering::Relaxed),
             rejected: f.rejected.load(Ordering::Relaxed),
             dropped: f.dropped.load(Ordering::Relaxed),
             caller_ran,

@@ -1168,3 +1168,25 @@ impl fmt::Debug for ScopedPool<'_> {
             .finish()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::leak::LeakCheck;
+
+    #[test]
+    fn a_failed_spawn_stops_and_joins_the_workers_already_started() {
+        let _check = LeakCheck::new();
+        for fail_at in [0, 1, 3] {
+            let mut builder = WorkerPool::builder().workers(4);
+            builder.fail_spawn_at = Some(fail_at);
+            let err = builder.clone().build().unwrap_err();
+            assert_eq!((err.field(), err.value()), ("workers", "4"));
+            crate::scope(|s| {
+                let err = builder.clone().build_scoped(s).unwrap_err();
+                assert_eq!(err.field(), "workers");
+            });
+        }
+        // LeakCheck (on drop) proves every started worker was joined.
+    }
+}

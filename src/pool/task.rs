@@ -15,7 +15,7 @@ use std::fmt;
 use crate::cancel::CancelToken;
 use crate::panic::Panic;
 use crate::pool::handle::{Completer, TaskError};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 
 /// How a job ended, for the worker's counters.
 pub(crate) enum Outcome {
@@ -24,8 +24,30 @@ pub(crate) enum Outcome {
     Panicked(Option<Panic>),
 }
 
+/// Where a run is counted. Counted before the handle resolves, so a caller who has
+/// joined a handle sees the task in `stats()`.
+#[derive(Clone, Copy)]
+pub(crate) struct Tally<'t> {
+    pub(crate) completed: Option<&'t AtomicU64>,
+    pub(crate) panicked: Option<&'t AtomicU64>,
+}
+
+impl Tally<'_> {
+    /// Counts nothing (a task run by an `on_drop` callback is already counted).
+    pub(crate) const NONE: Tally<'static> = Tally {
+        completed: None,
+        panicked: None,
+    };
+}
+
+fn bump(counter: Option<&AtomicU64>) {
+    if let Some(counter) = counter {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 pub(crate) trait Task: Send {
-    fn run(self: Box<Self>, token: &CancelToken) -> Outcome;
+    fn run(self: Box<Self>, token: &CancelToken, tally: Tally<'_>) -> Outcome;
 
     /// `Some` for cells of `'static` tasks, so a refused task can be downcast back.
     fn into_any(self: Box<Self>) -> Option<Box<dyn Any + Send>> {
@@ -71,7 +93,11 @@ impl<F: FnOnce(&CancelToken) -> T + Send, T> Call for Tokened<F> {
     }
 }
 
-fn finish<T>(result: Result<T, Panic>, done: Option<Completer<T>>) -> Outcome {
+fn finish<T>(result: Result<T, Panic>, done: Option<Completer<T>>, tally: Tally<'_>) -> Outcome {
+    match &result {
+        Ok(_) => bump(tally.completed),
+        Err(_) => bump(tally.panicked),
+    }
     match (result, done) {
         (Ok(value), Some(done)) => {
             done.complete(Ok(value));
@@ -96,9 +122,9 @@ impl<C: Call> Task for Cell<C>
 where
     C::Out: Send,
 {
-    fn run(self: Box<Self>, token: &CancelToken) -> Outcome {
+    fn run(self: Box<Self>, token: &CancelToken, tally: Tally<'_>) -> Outcome {
         let Cell { call, done } = *self;
-        finish(Panic::catch_any(|| call.call(token)), done)
+        finish(Panic::catch_any(|| call.call(token)), done, tally)
     }
 }
 
@@ -109,8 +135,8 @@ impl<C: Call + 'static> Task for Owned<C>
 where
     C::Out: Send + 'static,
 {
-    fn run(self: Box<Self>, token: &CancelToken) -> Outcome {
-        Box::new(self.0).run(token)
+    fn run(self: Box<Self>, token: &CancelToken, tally: Tally<'_>) -> Outcome {
+        Box::new(self.0).run(token, tally)
     }
 
     fn into_any(self: Box<Self>) -> Option<Box<dyn Any + Send>> {
@@ -141,11 +167,11 @@ impl<C: Call> Task for Shared<C>
 where
     C::Out: Send,
 {
-    fn run(self: Box<Self>, token: &CancelToken) -> Outcome {
+    fn run(self: Box<Self>, token: &CancelToken, tally: Tally<'_>) -> Outcome {
         let Shared { call, done } = *self;
         let taken = call.lock().take();
         match taken {
-            Some(call) => finish(Panic::catch_any(|| call.call(token)), done),
+            Some(call) => finish(Panic::catch_any(|| call.call(token)), done, tally),
             None => Outcome::Done,
         }
     }
@@ -205,7 +231,7 @@ impl<'a> DroppedTask<'a> {
     /// A panic of a fire-and-forget task is caught and discarded.
     pub fn run(self) {
         let token = CancelToken::new();
-        drop(self.job.run(&token));
+        drop(self.job.run(&token, Tally::NONE));
     }
 }
 
