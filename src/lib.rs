@@ -81,6 +81,25 @@
 //! Everything that decides by time takes a [`Clock`]: [`SystemClock`] by default,
 //! [`ManualClock`] in tests, so time-based logic is tested without sleeping.
 //!
+//! ## Supervisor
+//!
+//! A [`Supervisor`] keeps long-lived children running: each is restarted on error or
+//! panic according to its [`Restart`] type and the [`Strategy`], within an intensity
+//! limit, with backoff; [`Supervisor::stop`] cancels and joins every child.
+//!
+//! ```
+//! use corral::{Restart, StopReason, Supervisor};
+//!
+//! let supervisor = Supervisor::builder()
+//!     .child("listener", Restart::Permanent, |token| {
+//!         token.wait(); // serve until told to stop
+//!         Ok::<(), String>(())
+//!     })
+//!     .start()
+//!     .unwrap();
+//! assert_eq!(supervisor.stop().reason, StopReason::Stopped);
+//! ```
+//!
 //! ## Leak checks
 //!
 //! [`leak::live_threads`] lists the corral threads alive now. [`leak::LeakCheck`]
@@ -107,6 +126,7 @@ mod queue;
 mod scope;
 #[allow(dead_code)] // owned (non-scoped) spawns serve the pool and supervisor
 mod spawn;
+mod supervisor;
 mod sync;
 #[allow(dead_code)] // the bound every blocking primitive funnels into
 mod wait;
@@ -122,3 +142,6 @@ pub use pool::{
     TaskError, TaskHandle, WorkerPool,
 };
 pub use scope::{scope, try_scope, Scope, ScopedHandle};
+pub use supervisor::{
+    Exit, Restart, StopReason, Strategy, Supervisor, SupervisorBuilder, SupervisorReport,
+};

@@ -8,6 +8,8 @@ use std::any::Any;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe, UnwindSafe};
 
+use parking_lot::Mutex;
+
 /// A panic caught from user code: its payload and the thread it happened on.
 ///
 /// # Example
@@ -18,15 +20,25 @@ use std::panic::{catch_unwind, AssertUnwindSafe, UnwindSafe};
 /// assert_eq!(panic.message(), Some("boom"));
 /// ```
 pub struct Panic {
-    payload: Box<dyn Any + Send + 'static>,
+    /// Behind a lock only so that `Panic` is `Sync` (and so are the errors carrying it,
+    /// which then convert into `Box<dyn Error + Send + Sync>` and friends). It is never
+    /// locked after construction except to take the payload out.
+    payload: Mutex<Box<dyn Any + Send + 'static>>,
+    message: Option<String>,
     thread: Option<String>,
 }
 
 impl Panic {
     /// Wraps a payload caught on the current thread.
     pub(crate) fn new(payload: Box<dyn Any + Send + 'static>) -> Self {
+        let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
+            Some((*s).to_owned())
+        } else {
+            payload.downcast_ref::<String>().cloned()
+        };
         Panic {
-            payload,
+            payload: Mutex::new(payload),
+            message,
             thread: std::thread::current().name().map(str::to_owned),
         }
     }
@@ -44,11 +56,7 @@ impl Panic {
 
     /// The panic message, when the payload is a string (as `panic!` produces).
     pub fn message(&self) -> Option<&str> {
-        if let Some(s) = self.payload.downcast_ref::<&'static str>() {
-            Some(s)
-        } else {
-            self.payload.downcast_ref::<String>().map(String::as_str)
-        }
+        self.message.as_deref()
     }
 
     /// Name of the thread that panicked, if it had one.
@@ -58,12 +66,12 @@ impl Panic {
 
     /// The original payload, for `std::panic::resume_unwind` or downcasting.
     pub fn into_payload(self) -> Box<dyn Any + Send + 'static> {
-        self.payload
+        self.payload.into_inner()
     }
 
     /// Re-raises the panic on the current thread with its original payload.
     pub fn resume(self) -> ! {
-        std::panic::resume_unwind(self.payload)
+        std::panic::resume_unwind(self.into_payload())
     }
 }
 

@@ -97,6 +97,16 @@ where
 /// A scope to spawn borrowing threads in. See [`scope`].
 ///
 /// Cloning is cheap; clone it to spawn from inside a spawned thread.
+///
+/// Threads may borrow what outlives the scope, never a local of the scope's own
+/// closure (it could be gone before the thread ends), so this does not compile:
+///
+/// ```compile_fail
+/// corral::scope(|s| {
+///     let short_lived = vec![1, 2, 3];
+///     s.spawn(|| short_lived.len());
+/// });
+/// ```
 pub struct Scope<'scope, 'env> {
     inner: &'scope std::thread::Scope<'scope, 'env>,
     shared: Arc<Shared>,

@@ -61,6 +61,7 @@ pub(crate) mod thread {
 }
 
 #[cfg(loom)]
+#[allow(dead_code)] // the facade offers the full parking_lot shape
 mod loom_locks {
     use std::ops::{Deref, DerefMut};
 

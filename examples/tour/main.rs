@@ -7,11 +7,24 @@
 use std::time::Instant;
 
 mod foundation;
+mod supervisor;
 
 fn main() {
+    // Panics in corral threads are caught and reported by the primitives themselves;
+    // keep the default hook's output for everything else.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_corral = std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with("corral-"));
+        if !in_corral {
+            default_hook(info);
+        }
+    }));
     let started = Instant::now();
     println!("corral tour\n===========");
     foundation::run();
+    supervisor::run();
     let live = corral::leak::live_count();
     println!("\nfinished in {:.2?}", started.elapsed());
     println!("live corral threads: {live}");

@@ -1,0 +1,269 @@
+//! CancelToken behaviour through the public API.
+
+use std::time::{Duration, Instant};
+
+use corral::leak::LeakCheck;
+use corral::{CancelReason, CancelToken};
+use crossbeam_channel::{bounded, select};
+
+/// Generous bound for "should happen promptly" under heavy machine load.
+const PROMPT: Duration = Duration::from_secs(10);
+
+#[test]
+fn parent_cancel_reaches_every_descendant_across_three_levels() {
+    let root = CancelToken::new();
+    let level1: Vec<_> = (0..10).map(|_| root.child()).collect();
+    let level2: Vec<_> = level1
+        .iter()
+        .flat_map(|t| (0..10).map(move |_| t.child()))
+        .collect();
+    let level3: Vec<_> = level2
+        .iter()
+        .flat_map(|t| (0..10).map(move |_| t.child()))
+        .collect();
+    assert_eq!(level1.len() + level2.len() + level3.len(), 1110);
+    assert!(level3.iter().all(|t| !t.is_cancelled()));
+    root.cancel();
+    for t in level1.iter().chain(&level2).chain(&level3) {
+        assert_eq!(t.reason(), Some(CancelReason::Cancelled));
+    }
+}
+
+#[test]
+fn child_cancel_never_reaches_parent_or_siblings() {
+    let root = CancelToken::new();
+    let a = root.child();
+    let b = root.child();
+    let a1 = a.child();
+    a.cancel();
+    assert!(a1.is_cancelled());
+    assert!(!root.is_cancelled());
+    assert!(!b.is_cancelled());
+}
+
+#[test]
+fn child_of_cancelled_token_starts_cancelled() {
+    let root = CancelToken::new();
+    root.cancel();
+    assert!(root.child().is_cancelled());
+    assert_eq!(root.registered(), 0);
+}
+
+#[test]
+fn cancel_is_idempotent_and_the_first_reason_sticks() {
+    let token = CancelToken::new();
+    token.cancel();
+    token.cancel();
+    assert_eq!(token.reason(), Some(CancelReason::Cancelled));
+}
+
+#[test]
+fn passed_deadline_reports_deadline_exceeded_without_any_thread() {
+    let _check = LeakCheck::new();
+    let token = CancelToken::with_deadline(Instant::now());
+    assert_eq!(token.reason(), Some(CancelReason::DeadlineExceeded));
+    assert_eq!(token.remaining(), Some(Duration::ZERO));
+    assert_eq!(
+        corral::leak::live_threads().len(),
+        corral::leak::live_count()
+    );
+}
+
+#[test]
+fn future_deadline_is_not_cancelled_until_it_passes() {
+    let token = CancelToken::with_timeout(Duration::from_millis(20));
+    let start = Instant::now();
+    // The deadline alone ends the wait: nobody calls cancel().
+    assert_eq!(token.wait(), CancelReason::DeadlineExceeded);
+    assert!(start.elapsed() >= Duration::from_millis(20));
+    assert!(token.is_cancelled());
+}
+
+#[test]
+fn children_inherit_the_earlier_deadline() {
+    let soon = Instant::now() + Duration::from_secs(60);
+    let parent = CancelToken::with_deadline(soon);
+    let child = parent.child_with_timeout(Duration::from_secs(3600));
+    assert_eq!(child.deadline(), Some(soon));
+    let sooner = soon - Duration::from_secs(30);
+    assert_eq!(parent.child_with_deadline(sooner).deadline(), Some(sooner));
+    assert_eq!(CancelToken::new().child().deadline(), None);
+}
+
+#[test]
+fn parent_deadline_cancels_children_with_deadline_exceeded() {
+    let parent = CancelToken::with_deadline(Instant::now());
+    let child = parent.child();
+    assert_eq!(child.reason(), Some(CancelReason::DeadlineExceeded));
+}
+
+#[test]
+fn wait_returns_promptly_when_another_thread_cancels() {
+    let _check = LeakCheck::new();
+    let token = CancelToken::new();
+    let (ready_tx, ready_rx) = bounded(0);
+    corral::scope(|s| {
+        let waiter = s.spawn(|| {
+            ready_tx.send(()).unwrap();
+            token.wait_timeout(PROMPT)
+        });
+        ready_rx.recv().unwrap();
+        token.cancel();
+        assert_eq!(waiter.join().unwrap(), Some(CancelReason::Cancelled));
+    });
+}
+
+#[test]
+fn wait_timeout_returns_none_when_nothing_happens() {
+    let token = CancelToken::new();
+    assert_eq!(token.wait_timeout(Duration::from_millis(5)), None);
+    assert_eq!(
+        token.wait_deadline(Instant::now() + Duration::from_millis(5)),
+        None
+    );
+    assert!(!token.is_cancelled());
+}
+
+#[test]
+fn a_grandchild_waiter_wakes_when_the_root_is_cancelled() {
+    let _check = LeakCheck::new();
+    let root = CancelToken::new();
+    let grandchild = root.child().child();
+    corral::scope(|s| {
+        let waiter = s.spawn(|| grandchild.wait_timeout(PROMPT));
+        root.cancel();
+        assert_eq!(waiter.join().unwrap(), Some(CancelReason::Cancelled));
+    });
+}
+
+#[test]
+fn done_receiver_fires_inside_select_next_to_other_channels() {
+    let _check = LeakCheck::new();
+    let token = CancelToken::new();
+    let (_jobs_tx, jobs) = bounded::<u32>(4);
+    corral::scope(|s| {
+        let waiter = s.spawn(|| {
+            select! {
+                recv(jobs) -> job => panic!("no job was sent, got {job:?}"),
+                recv(token.done()) -> _ => token.reason(),
+                default(PROMPT) => None,
+            }
+        });
+        token.cancel();
+        assert_eq!(waiter.join().unwrap(), Some(CancelReason::Cancelled));
+    });
+    // After the cancel, a fresh receiver is ready at once.
+    assert!(token.done().recv().is_err());
+}
+
+#[test]
+fn expired_receiver_delivers_at_the_deadline() {
+    let token = CancelToken::with_timeout(Duration::from_millis(10));
+    select! {
+        recv(token.done()) -> _ => panic!("nobody cancelled"),
+        recv(token.expired()) -> at => assert!(at.is_ok()),
+        default(PROMPT) => panic!("deadline never delivered"),
+    }
+    assert_eq!(token.reason(), Some(CancelReason::DeadlineExceeded));
+    assert!(CancelToken::new()
+        .expired()
+        .recv_timeout(Duration::from_millis(1))
+        .is_err());
+}
+
+#[test]
+fn a_million_dropped_children_leave_no_registration_behind() {
+    let parent = CancelToken::new();
+    let kept: Vec<_> = (0..10).map(|_| parent.child()).collect();
+    for _ in 0..1_000_000 {
+        let child = parent.child();
+        drop(child.child());
+    }
+    assert_eq!(parent.registered(), 10);
+    drop(kept);
+    assert_eq!(parent.registered(), 0);
+}
+
+#[test]
+fn dropping_an_intermediate_token_keeps_descendants_connected() {
+    let root = CancelToken::new();
+    let grandchild = root.child().child();
+    assert_eq!(
+        root.registered(),
+        1,
+        "the middle stays registered for its child"
+    );
+    root.cancel();
+    assert!(grandchild.is_cancelled());
+}
+
+#[test]
+fn on_cancel_runs_once_and_unregisters_on_drop() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let token = CancelToken::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let kept = token.on_cancel(move || {
+        r.fetch_add(1, Ordering::SeqCst);
+    });
+    let r = runs.clone();
+    drop(token.on_cancel(move || {
+        r.fetch_add(100, Ordering::SeqCst);
+    }));
+    assert_eq!(token.registered(), 1);
+    token.cancel();
+    token.cancel();
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    drop(kept);
+    // Registering on a cancelled token runs the callback at once.
+    let r = runs.clone();
+    let _late = token.on_cancel(move || {
+        r.fetch_add(10, Ordering::SeqCst);
+    });
+    assert_eq!(runs.load(Ordering::SeqCst), 11);
+}
+
+#[test]
+fn cancel_on_drop_cancels_on_early_return_unless_disarmed() {
+    fn work(token: &CancelToken, fail: bool) -> Result<(), &'static str> {
+        let _guard = token.cancel_on_drop();
+        if fail {
+            return Err("early");
+        }
+        _guard.disarm();
+        Ok(())
+    }
+    let a = CancelToken::new();
+    assert!(work(&a, true).is_err());
+    assert!(a.is_cancelled());
+    let b = CancelToken::new();
+    assert!(work(&b, false).is_ok());
+    assert!(!b.is_cancelled());
+}
+
+#[test]
+fn concurrent_cancel_and_child_creation_never_leaves_a_child_uncancelled() {
+    let _check = LeakCheck::new();
+    for _ in 0..200 {
+        let root = CancelToken::new();
+        let children = corral::scope(|s| {
+            let makers: Vec<_> = (0..2)
+                .map(|_| s.spawn(|| (0..50).map(|_| root.child()).collect::<Vec<_>>()))
+                .collect();
+            root.cancel();
+            makers
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        assert!(children.iter().all(CancelToken::is_cancelled));
+    }
+}
+
+#[test]
+fn tokens_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<CancelToken>();
+    assert_send_sync::<corral::OnCancel>();
+}

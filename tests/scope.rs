@@ -1,0 +1,137 @@
+//! corral::scope behaviour through the public API.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use corral::leak::LeakCheck;
+use corral::CancelReason;
+
+const PROMPT: Duration = Duration::from_secs(10);
+
+#[test]
+fn threads_borrow_locals_and_the_value_of_f_is_returned() {
+    let _check = LeakCheck::new();
+    let mut totals = [0u64; 4];
+    let data: Vec<u64> = (1..=100).collect();
+    let returned = corral::scope(|s| {
+        for (i, slot) in totals.iter_mut().enumerate() {
+            let data = &data;
+            s.spawn(move || *slot = data.iter().skip(i).step_by(4).sum());
+        }
+        "done"
+    });
+    assert_eq!(returned, "done");
+    assert_eq!(totals.iter().sum::<u64>(), 5050);
+}
+
+#[test]
+fn threads_are_named_with_the_corral_prefix() {
+    let _check = LeakCheck::new();
+    let (anon, named) = corral::scope(|s| {
+        let a = s.spawn(|| std::thread::current().name().map(str::to_owned));
+        let b = s.spawn_named("indexer", || {
+            std::thread::current().name().map(str::to_owned)
+        });
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(anon.unwrap().starts_with("corral-scope-"));
+    assert_eq!(named.as_deref(), Some("corral-indexer"));
+}
+
+#[test]
+fn a_panic_cancels_the_scope_token_and_is_reraised_with_its_payload() {
+    let _check = LeakCheck::new();
+    let sibling_saw = AtomicUsize::new(0);
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        corral::scope(|s| {
+            let token = s.token().clone();
+            let saw = &sibling_saw;
+            s.spawn(move || {
+                if token.wait_timeout(PROMPT) == Some(CancelReason::Cancelled) {
+                    saw.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            s.spawn(|| panic!("payload kept"));
+        })
+    }));
+    let payload = caught.expect_err("scope re-raises the uncollected panic");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"payload kept"));
+    // The sibling ran to its end before the re-raise: every thread was joined.
+    assert_eq!(sibling_saw.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn try_scope_returns_the_first_uncollected_panic() {
+    let _check = LeakCheck::new();
+    let result = corral::try_scope(|s| {
+        s.spawn(|| panic!("{}", String::from("formatted")));
+        7
+    });
+    let panic = result.unwrap_err();
+    assert_eq!(panic.message(), Some("formatted"));
+    assert!(panic.thread_name().unwrap().starts_with("corral-scope-"));
+    assert!(panic.to_string().contains("formatted"));
+}
+
+#[test]
+fn a_panic_collected_by_join_is_not_reraised() {
+    let _check = LeakCheck::new();
+    let value = corral::scope(|s| {
+        let handle = s.spawn(|| -> u32 { panic!("handled") });
+        let panic = handle.join().unwrap_err();
+        assert_eq!(panic.message(), Some("handled"));
+        1
+    });
+    assert_eq!(value, 1);
+}
+
+#[test]
+fn the_closures_own_panic_is_reraised_after_threads_join() {
+    let _check = LeakCheck::new();
+    let finished = AtomicUsize::new(0);
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        corral::scope(|s| {
+            s.spawn(|| finished.fetch_add(1, Ordering::SeqCst));
+            panic!("outer");
+        })
+    }));
+    assert_eq!(caught.unwrap_err().downcast_ref::<&str>(), Some(&"outer"));
+    assert_eq!(finished.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn nested_spawns_through_a_cloned_scope() {
+    let _check = LeakCheck::new();
+    let count = AtomicUsize::new(0);
+    corral::scope(|s| {
+        let inner = s.clone();
+        let count = &count;
+        s.spawn(move || {
+            for _ in 0..3 {
+                inner.spawn(move || count.fetch_add(1, Ordering::SeqCst));
+            }
+        });
+    });
+    assert_eq!(count.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn handles_report_finished_and_carry_the_thread() {
+    let _check = LeakCheck::new();
+    let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+    corral::scope(|s| {
+        let handle = s.spawn(move || rx.recv().is_ok());
+        assert!(!handle.is_finished());
+        assert!(handle.thread().name().unwrap().starts_with("corral-"));
+        tx.send(()).unwrap();
+        assert!(handle.join().unwrap());
+    });
+}
+
+#[test]
+fn scope_types_are_send_and_sync_where_promised() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<corral::Scope<'static, 'static>>();
+    assert_send_sync::<corral::Panic>();
+}

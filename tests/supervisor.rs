@@ -1,0 +1,212 @@
+//! Supervisor behaviour through the public API.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corral::leak::LeakCheck;
+use corral::{Exit, Restart, StopReason, Strategy, Supervisor};
+use crossbeam_channel::unbounded;
+
+const PROMPT: Duration = Duration::from_secs(10);
+
+fn no_backoff() -> corral::SupervisorBuilder {
+    Supervisor::builder()
+        .backoff(Duration::ZERO, Duration::ZERO)
+        .intensity(100, Duration::from_secs(60))
+}
+
+#[test]
+fn a_transient_child_is_restarted_after_errors_until_it_succeeds() {
+    let _check = LeakCheck::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let report = no_backoff()
+        .child("flaky", Restart::Transient, move |_| {
+            if r.fetch_add(1, Ordering::SeqCst) < 2 {
+                Err("not yet")
+            } else {
+                Ok(())
+            }
+        })
+        .start()
+        .unwrap()
+        .join();
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    assert_eq!(report.reason, StopReason::AllExited);
+    assert_eq!(report.restarts, vec![("flaky".to_string(), 2)]);
+    let kinds: Vec<_> = report
+        .exits
+        .iter()
+        .map(|(_, e)| match e {
+            Exit::Failed(m) => format!("failed: {m}"),
+            Exit::Finished => "finished".into(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, ["failed: not yet", "failed: not yet", "finished"]);
+}
+
+#[test]
+fn restart_intensity_stops_everything_and_reports_the_panics() {
+    let _check = LeakCheck::new();
+    let report = Supervisor::builder()
+        .backoff(Duration::ZERO, Duration::ZERO)
+        .intensity(3, Duration::from_secs(3600))
+        .child("crasher", Restart::Permanent, |_| -> Result<(), String> {
+            panic!("bad state")
+        })
+        .child(
+            "steady",
+            Restart::Permanent,
+            |token| -> Result<(), String> {
+                token.wait();
+                Ok(())
+            },
+        )
+        .start()
+        .unwrap()
+        .join();
+    assert_eq!(report.reason, StopReason::IntensityExceeded);
+    assert_eq!(report.restarts[0], ("crasher".to_string(), 3));
+    let panics = report
+        .exits
+        .iter()
+        .filter(|(name, e)| {
+            name == "crasher" && matches!(e, Exit::Panicked(p) if p.message() == Some("bad state"))
+        })
+        .count();
+    assert_eq!(
+        panics, 4,
+        "three restarts plus the one that broke the limit"
+    );
+    // The steady child was cancelled and joined, and its exit recorded.
+    assert!(report.exits.iter().any(|(name, _)| name == "steady"));
+}
+
+#[test]
+fn a_temporary_child_is_never_restarted() {
+    let _check = LeakCheck::new();
+    let report = no_backoff()
+        .child("once", Restart::Temporary, |_| Err("gone"))
+        .start()
+        .unwrap()
+        .join();
+    assert_eq!(report.reason, StopReason::AllExited);
+    assert_eq!(report.total_restarts(), 0);
+}
+
+#[test]
+fn stop_cancels_and_joins_every_child() {
+    // A tiny grace: stop() must have joined everything by the time it returns.
+    let check = LeakCheck::builder().grace(Duration::from_millis(1)).build();
+    let (started_tx, started_rx) = unbounded();
+    let mut builder = no_backoff();
+    for i in 0..3 {
+        let started = started_tx.clone();
+        builder = builder.child(&format!("svc{i}"), Restart::Permanent, move |token| {
+            started.send(()).unwrap();
+            token.wait();
+            Ok::<(), String>(())
+        });
+    }
+    let supervisor = builder.start().unwrap();
+    for _ in 0..3 {
+        started_rx.recv_timeout(PROMPT).unwrap();
+    }
+    assert!(!supervisor.is_finished());
+    let report = supervisor.stop();
+    assert_eq!(report.reason, StopReason::Stopped);
+    assert_eq!(report.total_restarts(), 0);
+    if let Err(leaked) = check.verify() {
+        panic!("{leaked}");
+    }
+}
+
+#[test]
+fn one_for_all_restarts_the_siblings_too() {
+    let _check = LeakCheck::new();
+    let (starts_tx, starts_rx) = unbounded::<&'static str>();
+    let fails = Arc::new(AtomicUsize::new(0));
+    let (a_tx, b_tx) = (starts_tx.clone(), starts_tx);
+    let f = fails.clone();
+    let supervisor = no_backoff()
+        .strategy(Strategy::OneForAll)
+        .child("a", Restart::Permanent, move |token| {
+            a_tx.send("a").unwrap();
+            if f.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err("first run fails");
+            }
+            token.wait();
+            Ok(())
+        })
+        .child("b", Restart::Permanent, move |token| {
+            b_tx.send("b").unwrap();
+            token.wait();
+            Ok::<(), &str>(())
+        })
+        .start()
+        .unwrap();
+    let mut b_starts = 0;
+    let deadline = Instant::now() + PROMPT;
+    while b_starts < 2 {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if starts_rx.recv_timeout(remaining).expect("b restarted") == "b" {
+            b_starts += 1;
+        }
+    }
+    let report = supervisor.stop();
+    assert_eq!(report.restarts, vec![("a".into(), 1), ("b".into(), 1)]);
+}
+
+#[test]
+fn stop_interrupts_a_long_backoff() {
+    let _check = LeakCheck::new();
+    let (failed_tx, failed_rx) = unbounded();
+    let supervisor = Supervisor::builder()
+        .backoff(Duration::from_secs(3600), Duration::from_secs(3600))
+        .child("slow-retry", Restart::Permanent, move |_| {
+            failed_tx.send(()).unwrap();
+            Err("down")
+        })
+        .start()
+        .unwrap();
+    failed_rx.recv_timeout(PROMPT).unwrap();
+    let started = Instant::now();
+    let report = supervisor.stop();
+    assert!(started.elapsed() < PROMPT);
+    assert_eq!(report.reason, StopReason::Stopped);
+}
+
+#[test]
+fn dropping_a_supervisor_joins_its_threads() {
+    let check = LeakCheck::builder().grace(Duration::from_millis(1)).build();
+    let supervisor = no_backoff()
+        .child("svc", Restart::Permanent, |token| {
+            token.wait();
+            Ok::<(), String>(())
+        })
+        .start()
+        .unwrap();
+    drop(supervisor);
+    assert!(check.verify().is_ok());
+}
+
+#[test]
+fn bad_configuration_names_the_field() {
+    let err = Supervisor::builder().start().unwrap_err();
+    assert_eq!(err.field(), "children");
+    let err = Supervisor::builder()
+        .intensity(1, Duration::ZERO)
+        .child("x", Restart::Temporary, |_| Ok::<(), String>(()))
+        .start()
+        .unwrap_err();
+    assert_eq!(err.field(), "period");
+    let err = Supervisor::builder()
+        .backoff(Duration::from_secs(2), Duration::from_secs(1))
+        .child("x", Restart::Temporary, |_| Ok::<(), String>(()))
+        .start()
+        .unwrap_err();
+    assert_eq!(err.field(), "backoff max");
+    assert!(err.to_string().contains("1s"), "{err}");
+}
