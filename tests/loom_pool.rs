@@ -12,27 +12,23 @@
 // models exercise the real code without making it public.
 #[path = "../src/cancel.rs"]
 mod cancel;
+#[path = "../src/pool/handle.rs"]
+mod handle;
 #[path = "../src/panic.rs"]
 mod panic;
+#[path = "../src/group/slots.rs"]
+mod slots;
 #[path = "../src/sync.rs"]
 mod sync;
 #[path = "../src/wait.rs"]
 mod wait;
-mod pool {
-    #[path = "../../src/pool/handle.rs"]
-    pub mod handle;
-}
-mod group {
-    #[path = "../../src/group/slots.rs"]
-    pub mod slots;
-}
 
 use std::time::Duration;
 
-use group::slots::Slots;
+use handle::packet;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
-use pool::handle::packet;
+use slots::Slots;
 use wait::Until;
 
 #[test]

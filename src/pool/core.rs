@@ -24,8 +24,11 @@ use crate::panic::Panic;
 use crate::pool::task::{DroppedTask, Job, Outcome, Tally};
 use crate::pool::{PoolStats, ShutdownReport};
 use crate::queue::{send_evicting, send_until, try_send, Refused};
-use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
 use crate::wait::Until;
+use parking_lot::{Condvar, Mutex};
 
 pub(crate) type OnDropFn = dyn Fn(DroppedTask<'_>) + Send + Sync;
 

@@ -17,7 +17,7 @@ use crate::panic::Panic;
 use crate::pool::core::Core;
 use crate::pool::handle::{packet, TaskError, TaskHandle};
 use crate::pool::task::{Cell, Job, Plain};
-use crate::sync::Arc;
+use std::sync::Arc;
 
 /// Most items one chunk carries: big enough to amortise the per-job cost on tiny
 /// items, small enough to keep both workers busy on uneven ones.

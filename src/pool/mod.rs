@@ -27,8 +27,10 @@ use crate::overflow::Overflow;
 use crate::panic::Panic;
 use crate::scope::{Scope, ScopedHandle};
 use crate::spawn::{spawn, ThreadSpec};
-use crate::sync::{Arc, Mutex};
+use std::sync::Arc;
+
 use crate::wait::Until;
+use parking_lot::Mutex;
 
 pub(crate) use self::handle::packet;
 pub use self::handle::{TaskError, TaskHandle};

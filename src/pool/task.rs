@@ -15,7 +15,10 @@ use std::fmt;
 use crate::cancel::CancelToken;
 use crate::panic::Panic;
 use crate::pool::handle::{Completer, TaskError};
-use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 /// How a job ended, for the worker's counters.
 pub(crate) enum Outcome {
