@@ -116,6 +116,7 @@ pub(crate) fn work(rx: Receiver<Job<'_>>, guard: AliveGuard, index: usize) {
     let tally = Tally {
         completed: Some(&slot.completed),
         panicked: Some(&slot.panicked),
+        exclusive: true,
     };
     for job in rx.iter() {
         if token.is_cancelled() {
@@ -242,6 +243,7 @@ impl<'a> Core<'a> {
                     let tally = Tally {
                         completed: Some(&front.caller_completed),
                         panicked: Some(&front.caller_panicked),
+                        exclusive: false,
                     };
                     if let Outcome::Panicked(Some(panic)) = job.run(&self.state.token, tally) {
                         self.state.keep_panic(panic);

@@ -80,6 +80,13 @@ impl std::error::Error for TaskError {
     }
 }
 
+/// Checks before parking in a join: half spin, half `yield_now`. None under loom,
+/// where spinning only multiplies the interleavings to explore.
+#[cfg(not(loom))]
+const SPIN_STEPS: u32 = 12;
+#[cfg(loom)]
+const SPIN_STEPS: u32 = 0;
+
 pub(crate) struct Packet<T> {
     done: AtomicBool,
     slot: Mutex<Slot<T>>,
@@ -246,8 +253,19 @@ impl<T> TaskHandle<T> {
     }
 
     pub(crate) fn join_until(self, until: &Until<'_>) -> Result<Result<T, TaskError>, Self> {
-        if let Some(result) = self.take() {
-            return Ok(result);
+        // A short spin first: tasks are often about to finish, and a park/unpark
+        // round trip costs microseconds.
+        for step in 0..SPIN_STEPS {
+            if let Some(result) = self.take() {
+                return Ok(result);
+            }
+            if step < SPIN_STEPS / 2 {
+                for _ in 0..1 << step {
+                    std::hint::spin_loop();
+                }
+            } else {
+                thread::yield_now();
+            }
         }
         let _wake = until.unpark_on_cancel();
         loop {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 /// Most items one chunk carries: big enough to amortise the per-job cost on tiny
 /// items, small enough to keep both workers busy on uneven ones.
-const MAX_CHUNK: usize = 256;
+const MAX_CHUNK: usize = 1024;
 
 enum Pending<R> {
     Queued(TaskHandle<Vec<Result<R, TaskError>>>, usize),
@@ -57,7 +57,7 @@ where
     pub(crate) fn new(core: &'p Core<'a>, input: I, f: F) -> Self {
         let workers = core.workers();
         let window = core.capacity() + workers;
-        let chunk = (window / (4 * workers)).clamp(1, MAX_CHUNK);
+        let chunk = (window / (2 * workers)).clamp(1, MAX_CHUNK);
         PoolMap {
             core,
             input: input.fuse(),

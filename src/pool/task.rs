@@ -33,6 +33,9 @@ pub(crate) enum Outcome {
 pub(crate) struct Tally<'t> {
     pub(crate) completed: Option<&'t AtomicU64>,
     pub(crate) panicked: Option<&'t AtomicU64>,
+    /// Only this thread writes the counters (a worker's own slot): a plain
+    /// load-and-store suffices, no locked read-modify-write on the hot path.
+    pub(crate) exclusive: bool,
 }
 
 impl Tally<'_> {
@@ -40,12 +43,17 @@ impl Tally<'_> {
     pub(crate) const NONE: Tally<'static> = Tally {
         completed: None,
         panicked: None,
+        exclusive: false,
     };
-}
 
-fn bump(counter: Option<&AtomicU64>) {
-    if let Some(counter) = counter {
-        counter.fetch_add(1, Ordering::Relaxed);
+    fn bump(&self, counter: Option<&AtomicU64>) {
+        if let Some(counter) = counter {
+            if self.exclusive {
+                counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            } else {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -98,8 +106,8 @@ impl<F: FnOnce(&CancelToken) -> T + Send, T> Call for Tokened<F> {
 
 fn finish<T>(result: Result<T, Panic>, done: Option<Completer<T>>, tally: Tally<'_>) -> Outcome {
     match &result {
-        Ok(_) => bump(tally.completed),
-        Err(_) => bump(tally.panicked),
+        Ok(_) => tally.bump(tally.completed),
+        Err(_) => tally.bump(tally.panicked),
     }
     match (result, done) {
         (Ok(value), Some(done)) => {
@@ -139,7 +147,8 @@ where
     C::Out: Send + 'static,
 {
     fn run(self: Box<Self>, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-        Box::new(self.0).run(token, tally)
+        let Owned(Cell { call, done }) = *self;
+        finish(Panic::catch_any(|| call.call(token)), done, tally)
     }
 
     fn into_any(self: Box<Self>) -> Option<Box<dyn Any + Send>> {
