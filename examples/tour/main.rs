@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 mod foundation;
+mod pool;
 mod supervisor;
 
 fn main() {
@@ -24,6 +25,7 @@ fn main() {
     let started = Instant::now();
     println!("corral tour\n===========");
     foundation::run();
+    pool::run();
     supervisor::run();
     let live = corral::leak::live_count();
     println!("\nfinished in {:.2?}", started.elapsed());
