@@ -45,8 +45,7 @@ fn public_types_are_send_and_sync() {
     both::<ScopedPool<'static>>();
     both::<TaskHandle<String>>();
     both::<SubmitError<fn()>>();
-    fn send<T: Send>() {}
-    send::<TaskError>(); // a panic payload is `Send`, not `Sync`
+    both::<TaskError>();
     both::<corral::PoolStats>();
 }
 
@@ -480,6 +479,7 @@ fn scoped_pool_tasks_borrow_and_workers_join_with_the_scope() {
 fn scoped_pool_hands_borrowing_closures_back() {
     let _check = LeakCheck::new();
     let label = String::from("borrowed");
+    let seen = AtomicUsize::new(0);
     corral::scope(|s| {
         let pool = WorkerPool::builder()
             .workers(1)
@@ -487,11 +487,16 @@ fn scoped_pool_hands_borrowing_closures_back() {
             .build_scoped(s)
             .unwrap();
         let (open, blocker) = gate();
-        let _blocker = pool.submit(blocker).unwrap();
+        pool.execute(blocker).unwrap();
         wait_for("the blocker", || pool.stats().busy == 1);
         let queued = pool.submit(|| label.len()).unwrap();
         let refused = pool.try_submit(|| label.as_str()).unwrap_err();
         assert_eq!(refused.into_inner()(), "borrowed");
+        let refused = pool
+            .try_execute(|| seen.store(label.len(), Ordering::SeqCst))
+            .unwrap_err();
+        refused.into_inner()();
+        assert_eq!(seen.load(Ordering::SeqCst), 8);
         open.send(()).unwrap();
         assert_eq!(queued.join().unwrap(), 8);
     });

@@ -1105,6 +1105,48 @@ impl<'scope> ScopedPool<'scope> {
         self.submit_call(Tokened(f), Some(&Until::FOREVER))
     }
 
+    /// As [`WorkerPool::execute`]; `f` may borrow from outside the scope.
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPool::submit`].
+    pub fn execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'scope,
+    {
+        self.execute_call(f, Some(&Until::FOREVER))
+    }
+
+    /// As [`WorkerPool::try_execute`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPool::try_submit`].
+    pub fn try_execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'scope,
+    {
+        self.execute_call(f, None)
+    }
+
+    fn execute_call<F>(&self, f: F, until: Option<&Until<'_>>) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'scope,
+    {
+        let slot = Arc::new(Mutex::new(Some(Plain(f))));
+        let job: Job<'scope> = Box::new(Shared {
+            call: Arc::clone(&slot),
+            done: None,
+        });
+        self.core.push(job, until).map_err(|(job, why)| {
+            drop(job);
+            match slot.lock().take() {
+                Some(call) => SubmitError::from_refusal(call.into_closure(), why),
+                None => unreachable!("corral: a refused job never ran"),
+            }
+        })
+    }
+
     /// As [`WorkerPool::map`]; `f` and the items may borrow from outside the scope.
     pub fn map<'p, I, F, R>(&'p self, items: I, f: F) -> PoolMap<'p, 'scope, I::IntoIter, F, R>
     where
