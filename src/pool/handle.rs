@@ -83,7 +83,9 @@ impl std::error::Error for TaskError {
 /// Checks before parking in a join: half spin, half `yield_now`. None under loom,
 /// where spinning only multiplies the interleavings to explore.
 #[cfg(not(loom))]
-const SPIN_STEPS: u32 = 12;
+const SPIN_STEPS: u32 = 40;
+/// The first steps spin (1, 2, 4, ... hints); the rest yield the CPU.
+const SPIN_ONLY: u32 = 6;
 #[cfg(loom)]
 const SPIN_STEPS: u32 = 0;
 
@@ -259,7 +261,7 @@ impl<T> TaskHandle<T> {
             if let Some(result) = self.take() {
                 return Ok(result);
             }
-            if step < SPIN_STEPS / 2 {
+            if step < SPIN_ONLY {
                 for _ in 0..1 << step {
                     std::hint::spin_loop();
                 }
