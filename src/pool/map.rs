@@ -6,8 +6,9 @@
 //! where `window = queue_capacity + workers`: the iterator never pulls more than
 //! `window` input items ahead of what it has yielded, so an endless input runs in
 //! bounded memory. Results come back in input order because chunks are joined in
-//! submission order. Each item runs under its own `catch_unwind`, so one panicking
+//! submission order. A panic is caught per item, so one panicking
 //! item yields `Err(TaskError::Panicked)` in its place and its neighbours still run.
+//! One `catch_unwind` guards a whole chunk until something panics.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -24,8 +25,48 @@ use std::sync::Arc;
 const MAX_CHUNK: usize = 1024;
 
 enum Pending<R> {
-    Queued(TaskHandle<Vec<Result<R, TaskError>>>, usize),
+    Queued(TaskHandle<Chunk<R>>, usize),
     Refused(usize),
+}
+
+/// A chunk's results: plain values unless an item panicked (the common case stays
+/// compact: no `Result` per item to move around).
+enum Chunk<R> {
+    Clean(std::vec::IntoIter<R>),
+    Mixed(std::vec::IntoIter<Result<R, TaskError>>),
+}
+
+impl<R> Chunk<R> {
+    fn next(&mut self) -> Option<Result<R, TaskError>> {
+        match self {
+            Chunk::Clean(values) => values.next().map(Ok),
+            Chunk::Mixed(results) => results.next(),
+        }
+    }
+}
+
+/// Runs `f` over a batch. One `catch_unwind` covers the whole batch while nothing
+/// panics (a per-item guard costs more than a tiny item); after a panic the rest of
+/// the batch runs item by item, so the panicking item's neighbours still run.
+fn run_chunk<T, R>(batch: Vec<T>, f: &impl Fn(T) -> R) -> Chunk<R> {
+    let mut out = Vec::with_capacity(batch.len());
+    let mut items = batch.into_iter();
+    match Panic::catch_any(|| {
+        for item in &mut items {
+            out.push(f(item));
+        }
+    }) {
+        Ok(()) => Chunk::Clean(out.into_iter()),
+        Err(panic) => {
+            // `out` holds the results before the panicking item, which was consumed.
+            let mut mixed: Vec<Result<R, TaskError>> = out.into_iter().map(Ok).collect();
+            mixed.push(Err(TaskError::Panicked(panic)));
+            mixed.extend(
+                items.map(|item| Panic::catch_any(|| f(item)).map_err(TaskError::Panicked)),
+            );
+            Chunk::Mixed(mixed.into_iter())
+        }
+    }
 }
 
 /// Iterator returned by [`WorkerPool::map`](crate::WorkerPool::map) and
@@ -41,7 +82,7 @@ pub struct PoolMap<'p, 'a, I: Iterator, F, R> {
     input: Fuse<I>,
     f: Arc<F>,
     pending: VecDeque<Pending<R>>,
-    current: std::vec::IntoIter<Result<R, TaskError>>,
+    current: Chunk<R>,
     cancelled_left: usize,
     chunk: usize,
     max_chunks: usize,
@@ -57,13 +98,13 @@ where
     pub(crate) fn new(core: &'p Core<'a>, input: I, f: F) -> Self {
         let workers = core.workers();
         let window = core.capacity() + workers;
-        let chunk = (window / (2 * workers)).clamp(1, MAX_CHUNK);
+        let chunk = (window / (workers + 1)).clamp(1, MAX_CHUNK);
         PoolMap {
             core,
             input: input.fuse(),
             f: Arc::new(f),
             pending: VecDeque::new(),
-            current: Vec::new().into_iter(),
+            current: Chunk::Clean(Vec::new().into_iter()),
             cancelled_left: 0,
             chunk,
             max_chunks: (window / chunk).max(1),
@@ -79,12 +120,7 @@ where
             }
             let f = Arc::clone(&self.f);
             let (done, handle) = packet();
-            let work = move || {
-                batch
-                    .into_iter()
-                    .map(|item| Panic::catch_any(|| f(item)).map_err(TaskError::Panicked))
-                    .collect::<Vec<_>>()
-            };
+            let work = move || run_chunk(batch, &*f);
             let job: Job<'a> = Box::new(Cell {
                 call: Plain(work),
                 done: Some(done),
@@ -123,7 +159,7 @@ where
             match self.pending.pop_front()? {
                 Pending::Refused(n) => self.cancelled_left = n,
                 Pending::Queued(handle, n) => match handle.join() {
-                    Ok(results) => self.current = results.into_iter(),
+                    Ok(chunk) => self.current = chunk,
                     Err(TaskError::Panicked(panic)) => {
                         self.cancelled_left = n - 1;
                         return Some(Err(TaskError::Panicked(panic)));

@@ -981,6 +981,16 @@ where
 /// assert_eq!(totals, vec![99; 8]);
 /// assert!(rows.iter().all(|row| row[0] == 0));
 /// ```
+///
+/// A task cannot borrow something that dies before the scope ends:
+///
+/// ```compile_fail
+/// corral::scope(|s| {
+///     let pool = corral::WorkerPool::builder().workers(1).build_scoped(s).unwrap();
+///     let local = String::from("dropped before the workers are joined");
+///     pool.submit(|| local.len()).unwrap(); // error: `local` does not live long enough
+/// });
+/// ```
 pub struct ScopedPool<'scope> {
     core: Core<'scope>,
     handles: Vec<ScopedHandle<'scope, ()>>,
