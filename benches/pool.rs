@@ -59,6 +59,26 @@ fn tiny_tasks(c: &mut Criterion) {
     let mut g = c.benchmark_group("pool/10k_tiny_tasks");
     g.throughput(Throughput::Elements(TASKS));
 
+    // Each contender runs right after the one it is compared with, so load changes
+    // on the shared machine skew the ratios less.
+    let floor = Floor::new();
+    g.bench_function("floor_crossbeam_bounded_waitgroup", |b| {
+        let tx = floor.tx.as_ref().unwrap();
+        b.iter(|| {
+            let wg = WaitGroup::new();
+            for i in 0..TASKS {
+                let wg = wg.clone();
+                tx.send(Box::new(move || {
+                    black_box(i);
+                    drop(wg);
+                }))
+                .unwrap();
+            }
+            wg.wait();
+        })
+    });
+    drop(floor);
+
     let pool = WorkerPool::builder()
         .workers(WORKERS)
         .queue_capacity(QUEUE)
@@ -78,18 +98,6 @@ fn tiny_tasks(c: &mut Criterion) {
             wg.wait();
         })
     });
-    let mut handles = Vec::with_capacity(TASKS as usize);
-    g.bench_function("corral_submit_handle", |b| {
-        b.iter(|| {
-            for i in 0..TASKS {
-                handles.push(pool.submit(move || black_box(i)).unwrap());
-            }
-            for h in handles.drain(..) {
-                black_box(h.join().unwrap());
-            }
-        })
-    });
-    drop(pool);
 
     let rayon = rayon::ThreadPoolBuilder::new()
         .num_threads(WORKERS)
@@ -108,6 +116,19 @@ fn tiny_tasks(c: &mut Criterion) {
     });
     drop(rayon);
 
+    let mut handles = Vec::with_capacity(TASKS as usize);
+    g.bench_function("corral_submit_handle", |b| {
+        b.iter(|| {
+            for i in 0..TASKS {
+                handles.push(pool.submit(move || black_box(i)).unwrap());
+            }
+            for h in handles.drain(..) {
+                black_box(h.join().unwrap());
+            }
+        })
+    });
+    drop(pool);
+
     let tp = threadpool::ThreadPool::new(WORKERS);
     g.bench_function("threadpool_execute_join", |b| {
         b.iter(|| {
@@ -120,24 +141,6 @@ fn tiny_tasks(c: &mut Criterion) {
         })
     });
     drop(tp);
-
-    let floor = Floor::new();
-    g.bench_function("floor_crossbeam_bounded_waitgroup", |b| {
-        let tx = floor.tx.as_ref().unwrap();
-        b.iter(|| {
-            let wg = WaitGroup::new();
-            for i in 0..TASKS {
-                let wg = wg.clone();
-                tx.send(Box::new(move || {
-                    black_box(i);
-                    drop(wg);
-                }))
-                .unwrap();
-            }
-            wg.wait();
-        })
-    });
-    drop(floor);
     g.finish();
 }
 

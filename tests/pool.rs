@@ -707,3 +707,15 @@ fn stress_every_task_is_accounted_for_exactly_once() {
     );
     assert!(report.panicked > 0, "1% of the tasks panic");
 }
+
+#[test]
+fn cancelling_the_pool_token_closes_the_pool() {
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder().workers(1).build().unwrap();
+    assert!(!pool.is_closed());
+    pool.token().cancel();
+    assert!(pool.is_closed());
+    assert!(pool.submit(|| 1).unwrap_err().is_closed());
+    assert!(pool.try_execute(|| ()).unwrap_err().is_closed());
+    assert_eq!(pool.shutdown().rejected, 2);
+}

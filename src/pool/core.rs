@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::cancel::CancelToken;
+use crate::cancel::{CancelToken, OnCancel};
 use crate::overflow::Overflow;
 use crate::panic::Panic;
 use crate::pool::task::{DroppedTask, Job, Outcome, Tally};
@@ -61,7 +61,9 @@ struct Front {
 
 pub(crate) struct State {
     pub(crate) token: CancelToken,
-    closed: AtomicBool,
+    /// Set by `close`, by every shutdown, and (through an `on_cancel` callback) when
+    /// the pool token is cancelled: one load decides whether a submit is accepted.
+    closed: Arc<AtomicBool>,
     capacity: usize,
     slots: Box<[WorkerSlot]>,
     front: Front,
@@ -139,6 +141,7 @@ pub(crate) struct Core<'a> {
     pub(crate) state: Arc<State>,
     overflow: Overflow,
     on_drop: Option<Arc<OnDropFn>>,
+    _closed_on_cancel: OnCancel,
 }
 
 impl<'a> Core<'a> {
@@ -149,9 +152,13 @@ impl<'a> Core<'a> {
         on_drop: Option<Arc<OnDropFn>>,
     ) -> Self {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let token = CancelToken::new();
+        let closed = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&closed);
+        let closed_on_cancel = token.on_cancel(move || flag.store(true, Ordering::Release));
         let state = Arc::new(State {
-            token: CancelToken::new(),
-            closed: AtomicBool::new(false),
+            token,
+            closed,
             capacity,
             slots: (0..workers).map(|_| WorkerSlot::default()).collect(),
             front: Front::default(),
@@ -166,6 +173,7 @@ impl<'a> Core<'a> {
             state,
             overflow,
             on_drop,
+            _closed_on_cancel: closed_on_cancel,
         }
     }
 
@@ -188,7 +196,7 @@ impl<'a> Core<'a> {
     }
 
     fn accepting(&self) -> Option<&Sender<Job<'a>>> {
-        if self.state.closed.load(Ordering::Acquire) || self.state.token.is_cancelled() {
+        if self.state.closed.load(Ordering::Acquire) {
             return None;
         }
         self.tx.as_ref()
