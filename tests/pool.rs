@@ -134,14 +134,12 @@ fn bounded_submits_wait_then_hand_the_task_back() {
     assert!(pool.submit_deadline(|| (), past).unwrap_err().is_timeout());
     assert!(pool.execute_deadline(|| (), past).unwrap_err().is_timeout());
 
-    // A cancel from another thread wakes a submitter blocked on a full queue.
+    // A cancel from another thread stops a submitter waiting on a full queue (or
+    // one about to wait: either way the task comes back).
     let token = CancelToken::new();
     thread::scope(|s| {
         let canceller = token.clone();
-        s.spawn(move || {
-            wait_for("nothing", || true);
-            canceller.cancel();
-        });
+        s.spawn(move || canceller.cancel());
         match pool.submit_cancellable(|| 7, &token) {
             Err(SubmitError::Cancelled(task, CancelReason::Cancelled)) => assert_eq!(task(), 7),
             other => panic!("expected Cancelled, got {other:?}"),
@@ -169,7 +167,9 @@ fn submit_blocks_for_room_instead_of_failing() {
         });
         // The submitter fills the queue and must then wait (backpressure).
         wait_for("the queue to fill", || pool.stats().queued == 2);
-        assert!(!submitter.is_finished() || pool.stats().submitted == 7);
+        // Worker blocked, queue full: the submitter cannot have got further.
+        assert_eq!(pool.stats().submitted, 3);
+        assert!(!submitter.is_finished());
         open.send(()).unwrap();
         for handle in submitter.join().unwrap() {
             handle.join().unwrap();
@@ -497,6 +497,14 @@ fn scoped_pool_hands_borrowing_closures_back() {
             .unwrap_err();
         refused.into_inner()();
         assert_eq!(seen.load(Ordering::SeqCst), 8);
+        let late = pool
+            .execute_timeout(|| seen.store(0, Ordering::SeqCst), Duration::from_millis(5))
+            .unwrap_err();
+        assert!(late.is_timeout());
+        assert!(pool
+            .execute_deadline(|| (), Instant::now())
+            .unwrap_err()
+            .is_timeout());
         open.send(()).unwrap();
         assert_eq!(queued.join().unwrap(), 8);
     });

@@ -1139,6 +1139,42 @@ impl<'scope> ScopedPool<'scope> {
         self.execute_call(f, None)
     }
 
+    /// As [`WorkerPool::execute_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPool::submit_timeout`].
+    pub fn execute_timeout<F>(&self, f: F, timeout: Duration) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'scope,
+    {
+        self.execute_call(f, Some(&Until::timeout(timeout)))
+    }
+
+    /// As [`WorkerPool::execute_deadline`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPool::submit_deadline`].
+    pub fn execute_deadline<F>(&self, f: F, deadline: Instant) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'scope,
+    {
+        self.execute_call(f, Some(&Until::deadline(deadline)))
+    }
+
+    /// As [`WorkerPool::execute_cancellable`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPool::submit_cancellable`].
+    pub fn execute_cancellable<F>(&self, f: F, token: &CancelToken) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'scope,
+    {
+        self.execute_call(f, Some(&Until::cancellable(token)))
+    }
+
     fn execute_call<F>(&self, f: F, until: Option<&Until<'_>>) -> Result<(), SubmitError<F>>
     where
         F: FnOnce() + Send + 'scope,
