@@ -15,6 +15,7 @@ fn checksum(block: u64) -> u64 {
         acc = acc.rotate_left(5) ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
     if block == 313 {
+        // The default panic hook prints this on stderr; the pool catches it.
         panic!("corrupt block {block}");
     }
     acc
