@@ -204,6 +204,10 @@ impl<'a> Core<'a> {
 
     /// Queues `job` under the overflow policy. `until` is `None` for `try_` forms; a
     /// `Block` pool then refuses instead of waiting.
+    ///
+    /// The accepted path is small and inlined; a full or closed queue goes to the
+    /// cold [`overflowed`](Core::overflowed).
+    #[inline]
     pub(crate) fn push(
         &self,
         job: Job<'a>,
@@ -214,16 +218,34 @@ impl<'a> Core<'a> {
             return Err((job, Refusal::Closed));
         };
         let sent = match (self.overflow, until) {
+            (Overflow::Block, Some(until))
+                if until.token().is_none() && until.caller_deadline().is_none() =>
+            {
+                tx.send(job).map_err(|e| Refused::Closed(e.into_inner()))
+            }
             (Overflow::Block, Some(until)) => send_until(tx, job, until),
             _ => try_send(tx, job),
         };
-        let front = &self.state.front;
-        let refused = match sent {
+        match sent {
             Ok(()) => {
-                bump(&front.submitted);
-                return Ok(());
+                bump(&self.state.front.submitted);
+                Ok(())
             }
-            Err(Refused::Full(job)) => match self.overflow {
+            Err(refused) => self.overflowed(tx, refused),
+        }
+    }
+
+    /// The queue refused `job`: apply the overflow policy or hand it back.
+    #[cold]
+    #[inline(never)]
+    fn overflowed(
+        &self,
+        tx: &Sender<Job<'a>>,
+        refused: Refused<Job<'a>>,
+    ) -> Result<(), (Job<'a>, Refusal)> {
+        let front = &self.state.front;
+        let refused = match refused {
+            Refused::Full(job) => match self.overflow {
                 Overflow::DropNewest => {
                     bump(&front.submitted);
                     bump(&front.dropped);
@@ -260,9 +282,9 @@ impl<'a> Core<'a> {
                 }
                 _ => (job, Refusal::Full),
             },
-            Err(Refused::Closed(job)) => (job, Refusal::Closed),
-            Err(Refused::TimedOut(job)) => (job, Refusal::Timeout),
-            Err(Refused::Cancelled(job, reason)) => (job, Refusal::Cancelled(reason)),
+            Refused::Closed(job) => (job, Refusal::Closed),
+            Refused::TimedOut(job) => (job, Refusal::Timeout),
+            Refused::Cancelled(job, reason) => (job, Refusal::Cancelled(reason)),
         };
         bump(&front.rejected);
         Err(refused)
