@@ -32,7 +32,9 @@ pub(crate) mod thread {
     pub(crate) use std::thread::{current, yield_now, Thread};
 
     #[cfg(loom)]
-    pub(crate) use loom::thread::{current, yield_now, Thread};
+    pub(crate) use loom::thread::yield_now;
+    #[cfg(loom)]
+    pub(crate) use parker::{current, Thread};
 
     /// Parks the current thread until it is unparked or `deadline` passes.
     /// May return spuriously: callers re-check their condition in a loop.
@@ -54,8 +56,57 @@ pub(crate) mod thread {
     #[cfg(loom)]
     pub(crate) fn park_until(deadline: Option<std::time::Instant>) {
         match deadline {
-            None => loom::thread::park(),
+            None => parker::park(),
             Some(_) => loom::thread::yield_now(),
+        }
+    }
+
+    /// Loom's own `unpark` makes a thread that is blocked acquiring a loom mutex
+    /// runnable, which trips loom's "expected to be able to acquire lock" assertion
+    /// when a waker unparks a waiter that is about to take the waker's lock. Under
+    /// loom, park/unpark are therefore modelled with a per-thread token behind a loom
+    /// `Mutex` + `Condvar`, which has std's semantics (an unpark before the park is
+    /// kept; spurious wake-ups are allowed).
+    #[cfg(loom)]
+    mod parker {
+        use super::super::{Arc, Condvar, Mutex};
+
+        #[derive(Debug)]
+        struct Parker {
+            token: Mutex<bool>,
+            cv: Condvar,
+        }
+
+        /// A handle to a thread, for unparking it.
+        #[derive(Debug, Clone)]
+        pub(crate) struct Thread(Arc<Parker>);
+
+        loom::thread_local! {
+            static PARKER: Arc<Parker> = Arc::new(Parker {
+                token: Mutex::new(false),
+                cv: Condvar::new(),
+            });
+        }
+
+        pub(crate) fn current() -> Thread {
+            PARKER.with(|p| Thread(p.clone()))
+        }
+
+        pub(crate) fn park() {
+            PARKER.with(|p| {
+                let mut token = p.token.lock();
+                while !*token {
+                    p.cv.wait(&mut token);
+                }
+                *token = false;
+            })
+        }
+
+        impl Thread {
+            pub(crate) fn unpark(&self) {
+                *self.0.token.lock() = true;
+                self.0.cv.notify_one();
+            }
         }
     }
 }

@@ -7,7 +7,10 @@
 use std::time::Instant;
 
 mod foundation;
+mod pipeline;
 mod pool;
+mod rate;
+mod semaphore;
 mod supervisor;
 
 fn main() {
@@ -26,7 +29,10 @@ fn main() {
     println!("corral tour\n===========");
     foundation::run();
     pool::run();
+    pipeline::run();
+    semaphore::run();
     supervisor::run();
+    rate::run();
     let live = corral::leak::live_count();
     println!("\nfinished in {:.2?}", started.elapsed());
     println!("live corral threads: {live}");
