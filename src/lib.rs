@@ -76,6 +76,55 @@
 //! assert_eq!(result.unwrap_err().message(), Some("disk on fire"));
 //! ```
 //!
+//! ## Worker pool
+//!
+//! A [`WorkerPool`] is a fixed set of workers fed by a bounded queue: `submit` waits
+//! while it is full (backpressure), `try_submit` and the bounded forms hand the closure
+//! back in a [`SubmitError`], and an [`Overflow`] policy can shed or run work instead,
+//! handing every displaced task to an `on_drop` callback and counting it. A panicking
+//! task costs only its own [`TaskHandle`] result. `shutdown` joins every worker and
+//! reports what ran; `map` gives ordered results with bounded in-flight work.
+//! [`PoolBuilder::build_scoped`] puts the workers in a [`scope`], so tasks may borrow.
+//!
+//! ```
+//! use corral::{SubmitError, WorkerPool};
+//!
+//! let pool = WorkerPool::builder().workers(2).queue_capacity(64).build()?;
+//! let answer = pool.submit(|| 6 * 7).unwrap();
+//! assert_eq!(answer.join().unwrap(), 42);
+//! let lengths: Vec<usize> = pool
+//!     .map(["a", "bb", "ccc"], str::len)
+//!     .collect::<Result<_, _>>()
+//!     .unwrap();
+//! assert_eq!(lengths, [1, 2, 3]);
+//! pool.close();
+//! assert!(matches!(pool.submit(|| 0), Err(SubmitError::Closed(_))));
+//! let report = pool.shutdown();
+//! assert_eq!(report.completed, 2); // the task and `map`'s one chunk
+//! # Ok::<(), corral::ConfigError>(())
+//! ```
+//!
+//! ## Task groups
+//!
+//! A [`TaskGroup`] is Go's errgroup on scoped threads: fallible tasks that receive the
+//! group token, an optional concurrency [`limit`](TaskGroup::limit), the first error
+//! cancelling the rest, and every outcome keyed by [`TaskId`]. Panics are kept and
+//! re-raised (or returned) once every task has joined.
+//!
+//! ```
+//! use corral::TaskGroup;
+//!
+//! let shards = [3u32, 1, 4, 1, 5];
+//! let total = corral::scope(|s| {
+//!     let group = TaskGroup::<u32, String>::new(s).limit(2).unwrap();
+//!     for shard in &shards {
+//!         group.spawn(move |_token| Ok(shard * 10));
+//!     }
+//!     group.wait().map(|values| values.iter().sum::<u32>())
+//! });
+//! assert_eq!(total, Ok(140));
+//! ```
+//!
 //! ## Semaphore
 //!
 //! [`Semaphore`] bounds how many things happen at once: weighted
@@ -195,11 +244,12 @@
 mod cancel;
 mod clock;
 mod config;
+mod group;
 pub mod leak;
 mod overflow;
 mod panic;
 mod pipeline;
-#[allow(dead_code)] // shared by the worker pool and the pipeline (issues #4 and #7)
+mod pool;
 mod queue;
 mod rate;
 mod scope;
@@ -214,12 +264,17 @@ mod wait;
 pub use cancel::{CancelOnDrop, CancelReason, CancelToken, OnCancel};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::ConfigError;
+pub use group::{GroupError, TaskGroup, TaskId};
 pub use overflow::Overflow;
 pub use panic::Panic;
 #[cfg(loom)]
 #[doc(hidden)]
 pub use pipeline::LoomGate as __LoomReorderGate;
 pub use pipeline::{Pipeline, PipelineError, PipelineReport, StageStats};
+pub use pool::{
+    DroppedTask, PoolBuilder, PoolMap, PoolStats, ScopedPool, ShutdownReport, SubmitError,
+    TaskError, TaskHandle, WorkerPool,
+};
 pub use rate::{
     CheckError, InsufficientCapacity, KeyedRateLimiter, KeyedRateLimiterBuilder, KeyedStats,
     NotUntil, RateLimiter, RateLimiterBuilder, RateStats, Reservation, WaitError,

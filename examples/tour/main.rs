@@ -8,6 +8,7 @@ use std::time::Instant;
 
 mod foundation;
 mod pipeline;
+mod pool;
 mod rate;
 mod semaphore;
 mod supervisor;
@@ -27,6 +28,7 @@ fn main() {
     let started = Instant::now();
     println!("corral tour\n===========");
     foundation::run();
+    pool::run();
     pipeline::run();
     semaphore::run();
     supervisor::run();
