@@ -8,9 +8,9 @@
 //! parent's registration for a child lives exactly as long as some clone of the child,
 //! or one of its descendants, does: the last drop removes it, which keeps a long-lived
 //! parent's memory bounded however many children come and go. Deadlines are checked
-//! lazily against the clock when the token is observed; no thread ever fires them. The
-//! first observer of a passed deadline turns it into a real cancellation so that
-//! callbacks and `done()` receivers fire too.
+//! lazily against the clock when the token is observed; no thread ever fires them, and
+//! observing a token never runs callbacks (so it is safe under any lock). Waiters bound
+//! their sleeps by the deadline; `select!` users pair `done()` with `expired()`.
 
 use std::any::Any;
 use std::fmt;
@@ -276,16 +276,18 @@ impl CancelToken {
     }
 
     /// Why this token is cancelled, or `None` while it is not.
+    ///
+    /// Observing a token never runs callbacks: a passed deadline is reported here (as
+    /// [`CancelReason::DeadlineExceeded`]) without cancelling anything, so this is safe
+    /// to call while holding locks that [`on_cancel`](CancelToken::on_cancel)
+    /// callbacks take.
     pub fn reason(&self) -> Option<CancelReason> {
         let node = &self.handle.node;
         if let Some(reason) = node.flagged() {
             return Some(reason);
         }
         match node.deadline {
-            Some(deadline) if Instant::now() >= deadline => {
-                Node::cancel(node, CancelReason::DeadlineExceeded);
-                node.flagged()
-            }
+            Some(deadline) if Instant::now() >= deadline => Some(CancelReason::DeadlineExceeded),
             _ => None,
         }
     }
@@ -351,8 +353,10 @@ impl CancelToken {
     /// if it has not run yet.
     ///
     /// Callbacks should be short and must not block: they typically wake a thread.
-    /// A deadline runs the callbacks only once somebody observes the token after the
-    /// deadline (for example a waiter whose timed park ran out).
+    /// A deadline passing does not run them (no thread watches the clock, and
+    /// observers never run callbacks); a waiter bounds its wait by
+    /// [`deadline`](CancelToken::deadline) instead, as every corral wait does. A
+    /// callback registered after the deadline has passed runs at once.
     ///
     /// # Example
     ///
@@ -409,9 +413,8 @@ impl CancelToken {
     /// ```
     pub fn done(&self) -> Receiver<()> {
         let node = &self.handle.node;
-        let _ = self.reason(); // turn a passed deadline into a cancellation
         let mut state = node.state.lock();
-        if node.flagged().is_some() {
+        if self.reason().is_some() {
             let (tx, rx) = crossbeam_channel::bounded(0);
             drop(tx);
             return rx;

@@ -63,7 +63,7 @@ impl Clock for SystemClock {
 ///
 /// Clones share the same time. Threads sleeping on it (for example in a rate limiter's
 /// `wait`) wake when [`advance`](ManualClock::advance) moves time past their deadline,
-/// or when their cancel token fires.
+/// or when their cancel token is cancelled or reaches its own (real-time) deadline.
 ///
 /// # Example
 ///
@@ -153,7 +153,13 @@ impl Clock for ManualClock {
             if cancel.is_some_and(CancelToken::is_cancelled) {
                 return false;
             }
-            self.inner.moved.wait(&mut guard);
+            // A token's own deadline is in real time: wake for it too.
+            match cancel.and_then(CancelToken::deadline) {
+                Some(real_deadline) => {
+                    self.inner.moved.wait_until(&mut guard, real_deadline);
+                }
+                None => self.inner.moved.wait(&mut guard),
+            }
         }
     }
 }

@@ -76,6 +76,55 @@
 //! assert_eq!(result.unwrap_err().message(), Some("disk on fire"));
 //! ```
 //!
+//! ## Worker pool
+//!
+//! A [`WorkerPool`] is a fixed set of workers fed by a bounded queue: `submit` waits
+//! while it is full (backpressure), `try_submit` and the bounded forms hand the closure
+//! back in a [`SubmitError`], and an [`Overflow`] policy can shed or run work instead,
+//! handing every displaced task to an `on_drop` callback and counting it. A panicking
+//! task costs only its own [`TaskHandle`] result. `shutdown` joins every worker and
+//! reports what ran; `map` gives ordered results with bounded in-flight work.
+//! [`PoolBuilder::build_scoped`] puts the workers in a [`scope`], so tasks may borrow.
+//!
+//! ```
+//! use corral::{SubmitError, WorkerPool};
+//!
+//! let pool = WorkerPool::builder().workers(2).queue_capacity(64).build()?;
+//! let answer = pool.submit(|| 6 * 7).unwrap();
+//! assert_eq!(answer.join().unwrap(), 42);
+//! let lengths: Vec<usize> = pool
+//!     .map(["a", "bb", "ccc"], str::len)
+//!     .collect::<Result<_, _>>()
+//!     .unwrap();
+//! assert_eq!(lengths, [1, 2, 3]);
+//! pool.close();
+//! assert!(matches!(pool.submit(|| 0), Err(SubmitError::Closed(_))));
+//! let report = pool.shutdown();
+//! assert_eq!(report.completed, 2); // the task and `map`'s one chunk
+//! # Ok::<(), corral::ConfigError>(())
+//! ```
+//!
+//! ## Task groups
+//!
+//! A [`TaskGroup`] is Go's errgroup on scoped threads: fallible tasks that receive the
+//! group token, an optional concurrency [`limit`](TaskGroup::limit), the first error
+//! cancelling the rest, and every outcome keyed by [`TaskId`]. Panics are kept and
+//! re-raised (or returned) once every task has joined.
+//!
+//! ```
+//! use corral::TaskGroup;
+//!
+//! let shards = [3u32, 1, 4, 1, 5];
+//! let total = corral::scope(|s| {
+//!     let group = TaskGroup::<u32, String>::new(s).limit(2).unwrap();
+//!     for shard in &shards {
+//!         group.spawn(move |_token| Ok(shard * 10));
+//!     }
+//!     group.wait().map(|values| values.iter().sum::<u32>())
+//! });
+//! assert_eq!(total, Ok(140));
+//! ```
+//!
 //! ## Semaphore
 //!
 //! [`Semaphore`] bounds how many things happen at once: weighted
@@ -99,6 +148,33 @@
 //! drop((batch, one));
 //! downloads.set_capacity(8).unwrap(); // grow at run time
 //! assert_eq!(downloads.available(), 8);
+//! ```
+//!
+//! ## Pipelines
+//!
+//! A [`Pipeline`] runs source → typed stages → sink, each stage with its own worker
+//! threads and a bounded queue in front of it. A full queue blocks the sender
+//! (backpressure) or drops by policy ([`Overflow`]), counting and handing back every
+//! dropped item; the first `Err` or panic cancels the run; output can keep source
+//! order within a bounded reorder window; the [`PipelineReport`] shows per-stage
+//! counts and times and names the bottleneck. All threads are scoped, so stages may
+//! borrow.
+//!
+//! ```
+//! use corral::{Overflow, Pipeline};
+//!
+//! let dictionary = ["zero", "one", "two", "three"];
+//! let (words, report) = Pipeline::from_iter(0..8usize)
+//!     .stage("lookup", 2, |n| dictionary[n % 4]) // borrows `dictionary`
+//!     .try_stage("check", 2, |w: &str| if w.is_empty() { Err("empty") } else { Ok(w.len()) })
+//!     .capacity(4)
+//!     .overflow(Overflow::Block)
+//!     .ordered()
+//!     .collect()?;
+//! assert_eq!(words, [4, 3, 3, 5, 4, 3, 3, 5]);
+//! assert!(report.stages.iter().all(|s| s.balanced()));
+//! println!("{report}"); // a table, ending with the bottleneck stage
+//! # Ok::<(), corral::PipelineError>(())
 //! ```
 //!
 //! ## Time
@@ -154,6 +230,32 @@
 //! assert_eq!(supervisor.stop().reason, StopReason::Stopped);
 //! ```
 //!
+//! ## Rate limiting
+//!
+//! [`RateLimiter`] is a lock-free GCRA limiter: [`check`](RateLimiter::check) decides
+//! with one atomic compare-and-swap and says when a refused call would pass;
+//! [`wait`](RateLimiter::wait) and its bounded forms sleep on the limiter's clock (a
+//! slot past the deadline fails at once, a cancelled wait gives its slot back);
+//! [`reserve_n`](RateLimiter::reserve_n) claims cells that can be given back, for
+//! all-or-nothing admission across limiters. [`KeyedRateLimiter`] keeps one limit per
+//! key within a bound on remembered keys.
+//!
+//! ```
+//! use corral::{KeyedRateLimiter, ManualClock, RateLimiter};
+//! use std::time::Duration;
+//!
+//! let clock = ManualClock::new();
+//! let upstream = RateLimiter::per_second(1).burst(5).clock(clock.clone()).build()?;
+//! assert_eq!((0..15).filter(|_| upstream.check().is_ok()).count(), 5);
+//! assert!(upstream.wait_timeout(Duration::from_millis(100)).is_err()); // at once
+//! clock.advance(Duration::from_secs(1));
+//! assert!(upstream.check().is_ok());
+//!
+//! let per_user = KeyedRateLimiter::per_minute(60).max_keys(10_000).build()?;
+//! assert!(per_user.check_key(&"alice").is_ok());
+//! # Ok::<(), corral::ConfigError>(())
+//! ```
+//!
 //! ## Leak checks
 //!
 //! [`leak::live_threads`] lists the corral threads alive now. [`leak::LeakCheck`]
@@ -172,11 +274,14 @@ mod breaker;
 mod cancel;
 mod clock;
 mod config;
+mod group;
 pub mod leak;
 mod overflow;
 mod panic;
-#[allow(dead_code)] // shared by the worker pool and the pipeline (issues #4 and #7)
+mod pipeline;
+mod pool;
 mod queue;
+mod rate;
 mod scope;
 mod semaphore;
 #[allow(dead_code)] // owned (non-scoped) spawns serve the pool and supervisor
@@ -192,8 +297,21 @@ pub use breaker::{
 pub use cancel::{CancelOnDrop, CancelReason, CancelToken, OnCancel};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::ConfigError;
+pub use group::{GroupError, TaskGroup, TaskId};
 pub use overflow::Overflow;
 pub use panic::Panic;
+#[cfg(loom)]
+#[doc(hidden)]
+pub use pipeline::LoomGate as __LoomReorderGate;
+pub use pipeline::{Pipeline, PipelineError, PipelineReport, StageStats};
+pub use pool::{
+    DroppedTask, PoolBuilder, PoolMap, PoolStats, ScopedPool, ShutdownReport, SubmitError,
+    TaskError, TaskHandle, WorkerPool,
+};
+pub use rate::{
+    CheckError, InsufficientCapacity, KeyedRateLimiter, KeyedRateLimiterBuilder, KeyedStats,
+    NotUntil, RateLimiter, RateLimiterBuilder, RateStats, Reservation, WaitError,
+};
 pub use scope::{scope, try_scope, Scope, ScopedHandle};
 pub use semaphore::{
     AcquireError, OwnedPermit, Permit, Semaphore, SemaphoreStats, TryAcquireError,

@@ -56,3 +56,12 @@ fn system_clock_sleeps_until_the_deadline_or_the_cancel() {
     token.cancel();
     assert!(!clock.sleep_until(Instant::now() + Duration::from_secs(60), Some(&token)));
 }
+
+#[test]
+fn a_manual_sleeper_wakes_at_its_tokens_real_deadline() {
+    let clock = ManualClock::new();
+    let token = CancelToken::with_timeout(Duration::from_millis(20));
+    // Nobody advances the clock or cancels: the token's own deadline ends the sleep.
+    assert!(!clock.sleep_until(clock.now() + Duration::from_secs(60), Some(&token)));
+    assert!(token.is_cancelled());
+}

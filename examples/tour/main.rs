@@ -8,6 +8,9 @@ use std::time::Instant;
 
 mod breaker;
 mod foundation;
+mod pipeline;
+mod pool;
+mod rate;
 mod semaphore;
 mod supervisor;
 
@@ -27,8 +30,11 @@ fn main() {
     println!("corral tour\n===========");
     foundation::run();
     breaker::run();
+    pool::run();
+    pipeline::run();
     semaphore::run();
     supervisor::run();
+    rate::run();
     let live = corral::leak::live_count();
     println!("\nfinished in {:.2?}", started.elapsed());
     println!("live corral threads: {live}");

@@ -1,0 +1,195 @@
+//! Worker pool: 10,000 tiny tasks on 2 workers, submitted from one thread and waited
+//! for, beside rayon (`scope` + `spawn`), the threadpool crate (`execute` + `join`)
+//! and a hand-rolled pool of 2 threads on `crossbeam_channel::bounded(1024)` with a
+//! WaitGroup (the floor). Then `map` over tiny items beside rayon's `par_iter`.
+//! Criterion reports time per batch; divide by the element count for ns per task.
+
+use std::hint::black_box;
+use std::thread;
+use std::time::Duration;
+
+use corral::WorkerPool;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use crossbeam_utils::sync::WaitGroup;
+use rayon::prelude::*;
+
+const TASKS: u64 = 10_000;
+const ITEMS: u64 = 100_000;
+const WORKERS: usize = 2;
+const QUEUE: usize = 1024;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The floor: two threads draining a bounded crossbeam channel of boxed closures.
+struct Floor {
+    tx: Option<crossbeam_channel::Sender<Job>>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Floor {
+    fn new() -> Self {
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(QUEUE);
+        let threads = (0..WORKERS)
+            .map(|_| {
+                let rx = rx.clone();
+                thread::spawn(move || {
+                    for job in rx {
+                        job();
+                    }
+                })
+            })
+            .collect();
+        Floor {
+            tx: Some(tx),
+            threads,
+        }
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        self.tx = None;
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn tiny_tasks(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pool/10k_tiny_tasks");
+    g.throughput(Throughput::Elements(TASKS));
+
+    // Each contender runs right after the one it is compared with, so load changes
+    // on the shared machine skew the ratios less.
+    let floor = Floor::new();
+    g.bench_function("floor_crossbeam_bounded_waitgroup", |b| {
+        let tx = floor.tx.as_ref().unwrap();
+        b.iter(|| {
+            let wg = WaitGroup::new();
+            for i in 0..TASKS {
+                let wg = wg.clone();
+                tx.send(Box::new(move || {
+                    black_box(i);
+                    drop(wg);
+                }))
+                .unwrap();
+            }
+            wg.wait();
+        })
+    });
+    drop(floor);
+
+    let pool = WorkerPool::builder()
+        .workers(WORKERS)
+        .queue_capacity(QUEUE)
+        .build()
+        .unwrap();
+    g.bench_function("corral_execute", |b| {
+        b.iter(|| {
+            let wg = WaitGroup::new();
+            for i in 0..TASKS {
+                let wg = wg.clone();
+                pool.execute(move || {
+                    black_box(i);
+                    drop(wg);
+                })
+                .unwrap();
+            }
+            wg.wait();
+        })
+    });
+
+    let rayon = rayon::ThreadPoolBuilder::new()
+        .num_threads(WORKERS)
+        .build()
+        .unwrap();
+    g.bench_function("rayon_scope_spawn", |b| {
+        b.iter(|| {
+            rayon.scope(|s| {
+                for i in 0..TASKS {
+                    s.spawn(move |_| {
+                        black_box(i);
+                    });
+                }
+            })
+        })
+    });
+    drop(rayon);
+
+    let mut handles = Vec::with_capacity(TASKS as usize);
+    g.bench_function("corral_submit_handle", |b| {
+        b.iter(|| {
+            for i in 0..TASKS {
+                handles.push(pool.submit(move || black_box(i)).unwrap());
+            }
+            for h in handles.drain(..) {
+                black_box(h.join().unwrap());
+            }
+        })
+    });
+    drop(pool);
+
+    let tp = threadpool::ThreadPool::new(WORKERS);
+    g.bench_function("threadpool_execute_join", |b| {
+        b.iter(|| {
+            for i in 0..TASKS {
+                tp.execute(move || {
+                    black_box(i);
+                });
+            }
+            tp.join();
+        })
+    });
+    drop(tp);
+    g.finish();
+}
+
+fn map_tiny_items(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pool/map_100k_tiny_items");
+    g.throughput(Throughput::Elements(ITEMS));
+    let work = |x: u64| x.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(7);
+
+    let pool = WorkerPool::builder()
+        .workers(WORKERS)
+        .queue_capacity(QUEUE)
+        .build()
+        .unwrap();
+    g.bench_function("corral_map_ordered", |b| {
+        b.iter(|| {
+            for r in pool.map(0..ITEMS, work) {
+                black_box(r.unwrap());
+            }
+        })
+    });
+    drop(pool);
+
+    let rayon = rayon::ThreadPoolBuilder::new()
+        .num_threads(WORKERS)
+        .build()
+        .unwrap();
+    g.bench_function("rayon_par_iter_for_each", |b| {
+        b.iter(|| {
+            rayon.install(|| {
+                (0..ITEMS).into_par_iter().for_each(|x| {
+                    black_box(work(x));
+                })
+            })
+        })
+    });
+    g.bench_function("rayon_par_iter_map_collect_ordered", |b| {
+        b.iter(|| {
+            let v: Vec<u64> = rayon.install(|| (0..ITEMS).into_par_iter().map(work).collect());
+            black_box(v);
+        })
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! { name = benches; config = config(); targets = tiny_tasks, map_tiny_items }
+criterion_main!(benches);

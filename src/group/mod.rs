@@ -1,0 +1,507 @@
+//! `TaskGroup`: Go's errgroup on scoped OS threads, with a concurrency limit, the
+//! first error cancelling the rest, every result keyed by task id, and panics kept.
+//!
+//! Implementation notes. Each task is one thread of the enclosing
+//! [`corral::scope`](crate::scope), started with `Scope::try_spawn_as` (named
+//! `corral-group-N`, registered for leak checks). The task's closure runs under
+//! `catch_unwind` inside the thread, so the scope never sees the panic: the group
+//! owns it, and re-raises it from [`wait`](TaskGroup::wait) (or returns it from
+//! [`wait_all`](TaskGroup::wait_all)) after every task has joined. A failure records
+//! the task's id (first one wins) and cancels the group token, a child of the scope's
+//! token. The limit is a small slot counter (`slots.rs`) taken before the thread
+//! starts and released when the task's closure returns.
+
+mod slots;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use self::slots::Slots;
+use crate::cancel::CancelToken;
+use crate::config::ConfigError;
+use crate::panic::Panic;
+use crate::pool::SubmitError;
+use crate::scope::{Scope, ScopedHandle};
+use crate::spawn::ThreadSpec;
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
+use crate::wait::{Interrupted, Until};
+
+/// Identifies a task of a [`TaskGroup`]: ids count up from 0 in spawn order.
+///
+/// # Example
+///
+/// ```
+/// let ids = corral::scope(|s| {
+///     let group = corral::TaskGroup::<(), ()>::new(s);
+///     let a = group.spawn(|_| Ok(()));
+///     let b = group.spawn(|_| Ok(()));
+///     group.wait().unwrap();
+///     (a.index(), b.index())
+/// });
+/// assert_eq!(ids, (0, 1));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId(u64);
+
+impl TaskId {
+    /// The task's position in spawn order, from 0.
+    pub fn index(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task {}", self.0)
+    }
+}
+
+/// How a group task failed.
+///
+/// # Example
+///
+/// ```
+/// use corral::{GroupError, TaskGroup};
+///
+/// let results = corral::scope(|s| {
+///     let group = TaskGroup::<u32, String>::new(s);
+///     group.spawn(|_| Err("bad row".to_string()));
+///     group.wait_all()
+/// });
+/// assert!(matches!(&results[0].1, Err(GroupError::Failed(e)) if e == "bad row"));
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum GroupError<E> {
+    /// The task returned `Err`.
+    Failed(E),
+    /// The task panicked; the payload is kept.
+    Panicked(Panic),
+}
+
+impl<E> GroupError<E> {
+    /// The task's own error, if it returned one.
+    pub fn into_failed(self) -> Option<E> {
+        match self {
+            GroupError::Failed(e) => Some(e),
+            GroupError::Panicked(_) => None,
+        }
+    }
+
+    /// Whether the task panicked.
+    pub fn is_panicked(&self) -> bool {
+        matches!(self, GroupError::Panicked(_))
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for GroupError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GroupError::Failed(e) => write!(f, "task failed: {e}"),
+            GroupError::Panicked(panic) => write!(f, "task panicked: {panic}"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for GroupError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            GroupError::Failed(e) => Some(e),
+            GroupError::Panicked(panic) => Some(panic),
+        }
+    }
+}
+
+/// The first failures, by id (set once each).
+#[derive(Default)]
+struct Failures {
+    first_error: Option<TaskId>,
+    first_panic: Option<TaskId>,
+}
+
+type Outcome<T, E> = Result<T, GroupError<E>>;
+
+/// A task's thread, or the panic recorded when the OS refused to start it.
+enum Entry<'scope, T, E> {
+    Running(ScopedHandle<'scope, Outcome<T, E>>),
+    NotStarted(Panic),
+}
+
+impl<T, E> Entry<'_, T, E> {
+    fn join(self) -> Outcome<T, E> {
+        match self {
+            Entry::Running(handle) => match handle.join() {
+                Ok(outcome) => outcome,
+                Err(panic) => Err(GroupError::Panicked(panic)),
+            },
+            Entry::NotStarted(panic) => Err(GroupError::Panicked(panic)),
+        }
+    }
+}
+
+type Joined<T, E> = (Vec<(TaskId, Outcome<T, E>)>, Failures);
+
+/// A set of fallible tasks on the threads of a [`corral::scope`](crate::scope), in the
+/// manner of Go's errgroup.
+///
+/// * [`spawn`](TaskGroup::spawn) starts `f(&token) -> Result<T, E>` on its own scoped
+///   thread (so it may borrow); with a [`limit`](TaskGroup::limit) it first waits for a
+///   free slot, and `try_spawn` / `spawn_timeout` / `spawn_deadline` /
+///   `spawn_cancellable` bound that wait and hand the closure back on refusal.
+/// * The first task to return `Err` or panic cancels the group [`token`](TaskGroup::token),
+///   which every task receives; the others can stop early.
+/// * [`wait`](TaskGroup::wait) joins every task and returns the first error (by time),
+///   or every value in spawn order. [`wait_all`](TaskGroup::wait_all) returns every
+///   outcome keyed by [`TaskId`], so the caller knows which task failed.
+/// * A panic is captured with its payload: `wait` re-raises it after every task has
+///   joined, `wait_all` returns it as [`GroupError::Panicked`]. Never lost.
+/// * Dropping the group without waiting cancels its token, joins every task and
+///   re-raises a panic if there was one (errors are then dropped).
+///
+/// # Example
+///
+/// ```
+/// use corral::{leak::LeakCheck, TaskGroup};
+///
+/// let _check = LeakCheck::new();
+/// let pages = ["a", "bb", "", "dddd"];
+/// let outcome = corral::scope(|s| {
+///     let group = TaskGroup::new(s).limit(2).unwrap(); // at most 2 at once
+///     for page in &pages {
+///         group.spawn(move |token| {
+///             if token.is_cancelled() {
+///                 return Err("stopped".to_string());
+///             }
+///             if page.is_empty() { Err("empty page".to_string()) } else { Ok(page.len()) }
+///         });
+///     }
+///     group.wait()
+/// });
+/// assert!(outcome.is_err());
+/// ```
+pub struct TaskGroup<'scope, 'env, T, E> {
+    scope: Scope<'scope, 'env>,
+    token: CancelToken,
+    slots: Option<Arc<Slots>>,
+    next_id: AtomicU64,
+    tasks: Mutex<Vec<(TaskId, Entry<'scope, T, E>)>>,
+    failures: Arc<Mutex<Failures>>,
+}
+
+/// Releases a slot when the task's closure is done (or its thread never started).
+struct SlotGuard(Option<Arc<Slots>>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(slots) = &self.0 {
+            slots.release();
+        }
+    }
+}
+
+impl<'scope, 'env, T, E> TaskGroup<'scope, 'env, T, E>
+where
+    T: Send + 'scope,
+    E: Send + 'scope,
+{
+    /// An empty group without a limit. Its token is a child of the scope's token.
+    pub fn new(scope: &Scope<'scope, 'env>) -> Self {
+        TaskGroup {
+            scope: scope.clone(),
+            token: scope.token().child(),
+            slots: None,
+            next_id: AtomicU64::new(0),
+            tasks: Mutex::new(Vec::new()),
+            failures: Arc::new(Mutex::new(Failures::default())),
+        }
+    }
+
+    /// Lets at most `n` tasks run at once: `spawn` waits for a free slot and
+    /// `try_spawn` refuses. Set it before spawning.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `limit` when `n` is 0.
+    pub fn limit(mut self, n: usize) -> Result<Self, ConfigError> {
+        if n == 0 {
+            return Err(ConfigError::new("limit", n, "must be at least 1"));
+        }
+        self.slots = Some(Arc::new(Slots::new(n)));
+        Ok(self)
+    }
+
+    /// The group token: cancelled by the first failure, by the scope's token, or by
+    /// anyone holding a clone. Every task receives it.
+    pub fn token(&self) -> &CancelToken {
+        &self.token
+    }
+
+    fn spawn_until<F>(&self, f: F, until: Option<&Until<'_>>) -> Result<TaskId, SubmitError<F>>
+    where
+        F: FnOnce(&CancelToken) -> Result<T, E> + Send + 'scope,
+    {
+        if let Some(slots) = &self.slots {
+            let got = match until {
+                None => slots.try_acquire().then_some(()).ok_or(None),
+                Some(until) => slots.acquire(until).map_err(Some),
+            };
+            match got {
+                Ok(()) => {}
+                Err(None) => return Err(SubmitError::Full(f)),
+                Err(Some(Interrupted::TimedOut)) => return Err(SubmitError::Timeout(f)),
+                Err(Some(Interrupted::Cancelled(reason))) => {
+                    return Err(SubmitError::Cancelled(f, reason))
+                }
+            }
+        }
+        Ok(self.start(f))
+    }
+
+    fn start<F>(&self, f: F) -> TaskId
+    where
+        F: FnOnce(&CancelToken) -> Result<T, E> + Send + 'scope,
+    {
+        let id = TaskId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let slot = SlotGuard(self.slots.clone());
+        let token = self.token.clone();
+        let failures = Arc::clone(&self.failures);
+        let spec = ThreadSpec::new("TaskGroup", format!("group-{}", id.0));
+        let started = self.scope.try_spawn_as(spec, move || {
+            let outcome = Panic::catch_any(|| f(&token));
+            drop(slot);
+            match outcome {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(e)) => {
+                    fail(&failures, &token, id, false);
+                    Err(GroupError::Failed(e))
+                }
+                Err(panic) => {
+                    fail(&failures, &token, id, true);
+                    Err(GroupError::Panicked(panic))
+                }
+            }
+        });
+        match started {
+            Ok(handle) => self.tasks.lock().push((id, Entry::Running(handle))),
+            Err(e) => {
+                // The closure (and its slot) were dropped unstarted: record the
+                // failure as this task's panic, so `wait` surfaces it.
+                let panic = Panic::new(Box::new(format!(
+                    "corral: the OS refused to start a task thread: {e}"
+                )));
+                fail(&self.failures, &self.token, id, true);
+                self.tasks.lock().push((id, Entry::NotStarted(panic)));
+            }
+        }
+        id
+    }
+
+    /// Starts `f` on a new scoped thread, first waiting for a free slot if the group
+    /// has a [`limit`](TaskGroup::limit). Returns the task's id.
+    ///
+    /// If the OS refuses to start the thread, that is recorded as the task's panic
+    /// (and cancels the group), surfacing from `wait` like any task panic.
+    pub fn spawn<F>(&self, f: F) -> TaskId
+    where
+        F: FnOnce(&CancelToken) -> Result<T, E> + Send + 'scope,
+    {
+        let mut f = f;
+        loop {
+            match self.spawn_until(f, Some(&Until::FOREVER)) {
+                Ok(id) => return id,
+                Err(refused) => f = refused.into_inner(),
+            }
+        }
+    }
+
+    /// Starts `f` only if a slot is free now.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Full`] with the closure when the group is at its limit.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// corral::scope(|s| {
+    ///     let group = corral::TaskGroup::<(), ()>::new(s).limit(1).unwrap();
+    ///     let (tx, rx) = std::sync::mpsc::channel::<()>();
+    ///     group.spawn(move |_| { rx.recv().ok(); Ok(()) });
+    ///     let refused = group.try_spawn(|_| Ok(())).unwrap_err();
+    ///     assert!(refused.is_full());
+    ///     tx.send(()).unwrap();
+    ///     group.wait().unwrap();
+    /// });
+    /// ```
+    pub fn try_spawn<F>(&self, f: F) -> Result<TaskId, SubmitError<F>>
+    where
+        F: FnOnce(&CancelToken) -> Result<T, E> + Send + 'scope,
+    {
+        self.spawn_until(f, None)
+    }
+
+    /// As [`spawn`](TaskGroup::spawn), waiting at most `timeout` for a slot.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Timeout`] with the closure.
+    pub fn spawn_timeout<F>(&self, f: F, timeout: Duration) -> Result<TaskId, SubmitError<F>>
+    where
+        F: FnOnce(&CancelToken) -> Result<T, E> + Send + 'scope,
+    {
+        self.spawn_until(f, Some(&Until::timeout(timeout)))
+    }
+
+    /// As [`spawn`](TaskGroup::spawn), waiting until `deadline` at most for a slot.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Timeout`] with the closure.
+    pub fn spawn_deadline<F>(&self, f: F, deadline: Instant) -> Result<TaskId, SubmitError<F>>
+    where
+        F: FnOnce(&CancelToken) -> Result<T, E> + Send + 'scope,
+    {
+        self.spawn_until(f, Some(&Until::deadline(deadline)))
+    }
+
+    /// As [`spawn`](TaskGroup::spawn), waiting for a slot until `token` is cancelled.
+    /// Pass the group's own [`token`](TaskGroup::token) to stop spawning once a task
+    /// has failed.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Cancelled`] with the closure and the token's reason.
+    pub fn spawn_cancellable<F>(&self, f: F, token: &CancelToken) -> Result<TaskId, SubmitError<F>>
+    where
+        F: FnOnce(&CancelToken) -> Result<T, E> + Send + 'scope,
+    {
+        self.spawn_until(f, Some(&Until::cancellable(token)))
+    }
+
+    /// Joins every task; outcomes in spawn order, and the first failure by time.
+    fn join_all(&self) -> Joined<T, E> {
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        let outcomes = tasks
+            .into_iter()
+            .map(|(id, entry)| (id, entry.join()))
+            .collect();
+        let failures = std::mem::take(&mut *self.failures.lock());
+        (outcomes, failures)
+    }
+
+    /// Joins every task. Returns every value in spawn order, or the first error (the
+    /// first to happen, not the first spawned).
+    ///
+    /// # Errors
+    ///
+    /// The first task error.
+    ///
+    /// # Panics
+    ///
+    /// Re-raises, with its original payload, the first task panic, once every task has
+    /// joined. Use [`wait_all`](TaskGroup::wait_all) to get panics as values.
+    pub fn wait(self) -> Result<Vec<T>, E> {
+        let (outcomes, failures) = self.join_all();
+        let mut first_error = None;
+        let mut values = Vec::with_capacity(outcomes.len());
+        let mut first_panic = None;
+        for (id, outcome) in outcomes {
+            match outcome {
+                Ok(value) => values.push(value),
+                Err(GroupError::Failed(e)) => {
+                    if first_error.is_none() || failures.first_error == Some(id) {
+                        first_error = Some(e);
+                    }
+                }
+                Err(GroupError::Panicked(panic)) => {
+                    if first_panic.is_none() || failures.first_panic == Some(id) {
+                        first_panic = Some(panic);
+                    }
+                }
+            }
+        }
+        if let Some(panic) = first_panic {
+            panic.resume();
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(values),
+        }
+    }
+
+    /// Joins every task and returns every outcome keyed by task id, in spawn order.
+    /// Panics come back as [`GroupError::Panicked`]; nothing is re-raised.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::TaskGroup;
+    ///
+    /// let results = corral::scope(|s| {
+    ///     let group = TaskGroup::<u8, &str>::new(s);
+    ///     group.spawn(|_| Ok(1));
+    ///     group.spawn(|_| -> Result<u8, &str> { panic!("corrupt input") });
+    ///     group.wait_all()
+    /// });
+    /// assert_eq!(results.len(), 2);
+    /// assert!(results[0].1.is_ok());
+    /// assert!(results[1].1.as_ref().unwrap_err().is_panicked());
+    /// ```
+    pub fn wait_all(self) -> Vec<(TaskId, Result<T, GroupError<E>>)> {
+        self.join_all().0
+    }
+
+    /// Tasks spawned so far.
+    pub fn len(&self) -> usize {
+        self.next_id.load(Ordering::Relaxed) as usize
+    }
+
+    /// Whether no task was spawned yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn fail(failures: &Mutex<Failures>, token: &CancelToken, id: TaskId, panicked: bool) {
+    {
+        let mut failures = failures.lock();
+        let first = if panicked {
+            &mut failures.first_panic
+        } else {
+            &mut failures.first_error
+        };
+        first.get_or_insert(id);
+    }
+    token.cancel();
+}
+
+impl<T, E> Drop for TaskGroup<'_, '_, T, E> {
+    fn drop(&mut self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        if tasks.is_empty() {
+            return;
+        }
+        self.token.cancel();
+        let mut first_panic = None;
+        for (_, entry) in tasks {
+            if let Err(GroupError::Panicked(panic)) = entry.join() {
+                first_panic.get_or_insert(panic);
+            }
+        }
+        if let Some(panic) = first_panic {
+            if !std::thread::panicking() {
+                panic.resume();
+            }
+        }
+    }
+}
+
+impl<T, E> fmt::Debug for TaskGroup<'_, '_, T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskGroup")
+            .field("spawned", &self.next_id.load(Ordering::Relaxed))
+            .field("cancelled", &self.token.is_cancelled())
+            .field("limited", &self.slots.is_some())
+            .finish()
+    }
+}

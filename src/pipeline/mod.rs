@@ -1,0 +1,924 @@
+//! A backpressure pipeline: source → typed stages with their own workers and bounded
+//! queues → sink, with overflow policies, first-error cancellation, ordered output
+//! and a report that names the bottleneck.
+//!
+//! Implementation notes:
+//! - The builder is typed: each [`Pipeline::stage`] turns a `Pipeline<T>` into a
+//!   `Pipeline<U>` by wrapping the previous "launch" closure in a new one. Nothing
+//!   runs until a terminal call ([`for_each`](Pipeline::for_each),
+//!   [`collect`](Pipeline::collect), [`run`](Pipeline::run) and its bounded forms).
+//! - A run lives inside one `std::thread::scope`: the source and every stage worker
+//!   are scoped threads started through `crate::spawn::spawn_scoped` (owner
+//!   `"Pipeline"`, named `corral-pipe-<stage>-<n>`), so closures and the source may
+//!   borrow, and every thread has joined when the terminal call returns. The sink
+//!   runs on the caller's thread.
+//! - The engine (queues, sends, worker loops) is in `run.rs`, the reorder window in
+//!   `gate.rs`, the report in `report.rs`.
+//! - Bounded memory: each queue holds at most `capacity` items, each worker (and the
+//!   source and the sink) at most one batch, and in ordered mode the sink's reorder
+//!   buffer at most the reorder window. With a batch of 1 and no reordering, the
+//!   items alive inside a run never exceed
+//!   `capacity × (stages + 1) + stage workers + 2`.
+
+// `PipelineError` carries the run's report and a `Panic` inline, so it is large; a run
+// returns it once, and boxing the fields would only make matching on it clumsier.
+#![allow(clippy::result_large_err)]
+
+mod gate;
+mod report;
+mod run;
+
+use std::error::Error;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cancel::{CancelReason, CancelToken};
+use crate::config::ConfigError;
+use crate::panic::Panic;
+use crate::spawn::{spawn_scoped, ThreadSpec};
+use crate::Overflow;
+
+pub use report::{PipelineReport, StageStats};
+
+use run::{BoxError, Ctx, Failure, OnDrop, Outbound, Settings};
+
+#[cfg(loom)]
+#[doc(hidden)]
+pub use gate::LoomGate;
+
+type Launch<'env, T> = Box<
+    dyn for<'s> FnOnce(&'s std::thread::Scope<'s, 'env>, &Arc<Ctx<'env>>, Outbound<'env, T>)
+        + Send
+        + 'env,
+>;
+
+/// Coerces a closure to a [`Launch`], giving it the higher-ranked signature.
+fn launch<'env, T, F>(f: F) -> Launch<'env, T>
+where
+    F: for<'s> FnOnce(&'s std::thread::Scope<'s, 'env>, &Arc<Ctx<'env>>, Outbound<'env, T>)
+        + Send
+        + 'env,
+{
+    Box::new(f)
+}
+
+/// Default queue capacity, in items.
+pub(crate) const DEFAULT_CAPACITY: usize = 64;
+
+/// A backpressure pipeline under construction: a source, then stages, then a sink.
+///
+/// Each stage has its own worker threads and a bounded queue in front of it. When a
+/// queue is full the [`Overflow`] policy decides: [`Overflow::Block`] (the default)
+/// makes the sender wait, which slows everything upstream down to the pace of the
+/// slowest stage (backpressure); [`Overflow::DropNewest`] / [`Overflow::DropOldest`]
+/// drop an item instead, count it and hand it to the [`on_drop`](Pipeline::on_drop)
+/// callback. ([`Overflow::Reject`] and [`Overflow::CallerRuns`] belong to the worker
+/// pool: a run configured with them fails with a [`ConfigError`].)
+///
+/// Nothing runs until a terminal call: [`for_each`](Pipeline::for_each),
+/// [`try_for_each`](Pipeline::try_for_each), [`collect`](Pipeline::collect), or
+/// [`run`](Pipeline::run) with its bounded forms
+/// [`run_timeout`](Pipeline::run_timeout), [`run_deadline`](Pipeline::run_deadline)
+/// and [`run_cancellable`](Pipeline::run_cancellable). All threads are scoped: stage
+/// closures and the source may borrow from the caller, and every thread has joined
+/// when the call returns. The sink runs on the calling thread.
+///
+/// The first `Err` from a [`try_stage`](Pipeline::try_stage) (or a panic anywhere)
+/// cancels the run: the source stops being pulled, queued items are counted as not
+/// processed, and the error comes back with the [`PipelineReport`]. User code that is
+/// running (an iterator's `next`, a stage function, the sink) is never interrupted:
+/// the run ends when those calls return.
+///
+/// Output is unordered by default; [`ordered`](Pipeline::ordered) restores input
+/// order with a bounded reorder window.
+///
+/// # Example
+///
+/// ```
+/// use corral::{Overflow, Pipeline};
+///
+/// let lines = vec!["3", "1", "x", "4"];
+/// let result = Pipeline::from_iter(&lines)
+///     .stage("trim", 2, |s: &&str| s.trim())
+///     .try_stage("parse", 2, |s: &str| s.parse::<u32>())
+///     .capacity(16)
+///     .overflow(Overflow::Block)
+///     .ordered()
+///     .collect();
+/// let err = result.unwrap_err(); // "x" does not parse: the run stops
+/// assert_eq!(err.stage(), Some("parse"));
+///
+/// let (squares, report) = Pipeline::from_iter(1..=4u64)
+///     .stage("square", 2, |x| x * x)
+///     .ordered()
+///     .collect()?;
+/// assert_eq!(squares, vec![1, 4, 9, 16]);
+/// assert_eq!(report.stage("square").unwrap().items_out, 4);
+/// # Ok::<(), corral::PipelineError>(())
+/// ```
+///
+/// A pipeline borrows what its closures borrow, so it cannot outlive them:
+///
+/// ```compile_fail
+/// let pipeline;
+/// {
+///     let table = vec![10, 20, 30];
+///     pipeline = corral::Pipeline::from_iter(0..3usize).stage("lookup", 2, |i| table[i]);
+/// } // `table` dies here while the pipeline still borrows it
+/// pipeline.for_each(|_| {}).unwrap();
+/// ```
+pub struct Pipeline<'env, T> {
+    launch: Launch<'env, T>,
+    /// Stage names and worker counts, source first.
+    stages: Vec<(String, usize)>,
+    on_drop: Option<OnDrop<'env, T>>,
+    capacity: usize,
+    overflow: Overflow,
+    batch: usize,
+    ordered: Option<Option<usize>>,
+    invalid: Option<ConfigError>,
+}
+
+impl<'env, T: Send + 'env> Pipeline<'env, T> {
+    /// A pipeline whose items come from `source`, pulled on its own thread
+    /// (`corral-pipe-source`) only as fast as the first queue accepts them.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let (out, _) = corral::Pipeline::from_iter(vec![1, 2, 3]).collect()?;
+    /// assert_eq!(out.len(), 3);
+    /// # Ok::<(), corral::PipelineError>(())
+    /// ```
+    #[allow(clippy::should_implement_trait)] // a constructor, not `FromIterator`: nothing is collected
+    pub fn from_iter<I>(source: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'env,
+    {
+        let iter = source.into_iter();
+        Pipeline {
+            launch: launch(move |scope, ctx, out| {
+                let spec = ThreadSpec::new("Pipeline", "pipe-source");
+                let shared = Arc::clone(ctx);
+                if let Err(e) =
+                    spawn_scoped(scope, &spec, move || run::run_source(&shared, iter, out))
+                {
+                    ctx.fail(0, Failure::Spawn(e));
+                }
+            }),
+            stages: vec![("source".to_owned(), 1)],
+            on_drop: None,
+            capacity: DEFAULT_CAPACITY,
+            overflow: Overflow::Block,
+            batch: 1,
+            ordered: None,
+            invalid: None,
+        }
+    }
+
+    /// Adds a stage named `name` with `workers` threads applying `f` to every item.
+    ///
+    /// Thread names are `corral-pipe-<name>-<n>`. A panic in `f` stops the run with
+    /// [`PipelineError::Panicked`].
+    ///
+    /// # Errors
+    ///
+    /// None here: the terminal call returns [`PipelineError::Config`] if `workers` is
+    /// 0 or the name is empty, contains a NUL, is `"source"`/`"sink"`, or repeats.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let prefix = String::from("item-"); // borrowed by the stage's workers
+    /// let (out, _) = corral::Pipeline::from_iter(0..3)
+    ///     .stage("label", 2, |n| format!("{prefix}{n}"))
+    ///     .ordered()
+    ///     .collect()?;
+    /// assert_eq!(out, ["item-0", "item-1", "item-2"]);
+    /// # Ok::<(), corral::PipelineError>(())
+    /// ```
+    pub fn stage<U, F>(self, name: impl Into<String>, workers: usize, f: F) -> Pipeline<'env, U>
+    where
+        U: Send + 'env,
+        F: Fn(T) -> U + Send + Sync + 'env,
+    {
+        self.add_stage(name.into(), workers, move |item| Ok(f(item)))
+    }
+
+    /// Adds a fallible stage: the first `Err` cancels the whole run and comes back as
+    /// [`PipelineError::Failed`] naming this stage.
+    ///
+    /// # Errors
+    ///
+    /// As [`stage`](Pipeline::stage) for the configuration.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let err = corral::Pipeline::from_iter(["1", "2", "oops"])
+    ///     .try_stage("parse", 1, |s| s.parse::<i32>())
+    ///     .for_each(|_| {})
+    ///     .unwrap_err();
+    /// assert_eq!(err.stage(), Some("parse"));
+    /// assert_eq!(err.to_string(), "stage parse failed: invalid digit found in string");
+    /// ```
+    pub fn try_stage<U, E, F>(
+        self,
+        name: impl Into<String>,
+        workers: usize,
+        f: F,
+    ) -> Pipeline<'env, U>
+    where
+        U: Send + 'env,
+        E: Into<Box<dyn Error + Send + Sync>>,
+        F: Fn(T) -> Result<U, E> + Send + Sync + 'env,
+    {
+        self.add_stage(name.into(), workers, move |item| {
+            f(item).map_err(Into::into)
+        })
+    }
+
+    fn add_stage<U, F>(mut self, name: String, workers: usize, f: F) -> Pipeline<'env, U>
+    where
+        U: Send + 'env,
+        F: Fn(T) -> Result<U, BoxError> + Send + Sync + 'env,
+    {
+        if self.invalid.is_none() {
+            self.invalid = check_stage(&self.stages, &name, workers).err();
+        }
+        let index = self.stages.len();
+        let prev = self.launch;
+        let on_drop = self.on_drop;
+        let stage_name = name.clone();
+        self.stages.push((name, workers));
+        Pipeline {
+            launch: launch(move |scope, ctx, out| {
+                let (tx, rx) = ctx.queue::<T>(index);
+                prev(scope, ctx, Outbound::new(ctx, tx, &rx, on_drop, index));
+                let f = Arc::new(f);
+                let mut started = 0;
+                for n in 0..workers {
+                    let spec = ThreadSpec::new("Pipeline", format!("pipe-{stage_name}-{n}"));
+                    let (rx, out, f) = (rx.clone(), out.clone(), Arc::clone(&f));
+                    let shared = Arc::clone(ctx);
+                    let spawned = spawn_scoped(scope, &spec, move || {
+                        run::run_worker(&shared, index, rx, out, &*f)
+                    });
+                    match spawned {
+                        Ok(_) => started += 1,
+                        Err(e) => {
+                            ctx.fail(index, Failure::Spawn(e));
+                            break;
+                        }
+                    }
+                }
+                if started == 0 {
+                    // No worker to drain this queue: the run is already cancelled, so
+                    // the caller drains it (counting, not processing) until the
+                    // upstream has gone; otherwise a blocked sender would wait forever.
+                    run::run_worker(ctx, index, rx, out, &*f);
+                }
+            }),
+            stages: self.stages,
+            on_drop: None,
+            capacity: self.capacity,
+            overflow: self.overflow,
+            batch: self.batch,
+            ordered: self.ordered,
+            invalid: self.invalid,
+        }
+    }
+
+    /// Capacity of every queue, in items (default 64). With batching, a queue holds
+    /// `capacity / batch` batches.
+    ///
+    /// # Errors
+    ///
+    /// The terminal call returns [`PipelineError::Config`] for 0.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let (out, _) = corral::Pipeline::from_iter(0..100).capacity(4).collect()?;
+    /// assert_eq!(out.len(), 100);
+    /// # Ok::<(), corral::PipelineError>(())
+    /// ```
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// What a full queue does with a new item (default [`Overflow::Block`]).
+    /// [`Overflow::DropNewest`] drops the item being sent, [`Overflow::DropOldest`]
+    /// evicts the oldest queued one; either way the item is counted as `dropped` for
+    /// the receiving stage and handed to [`on_drop`](Pipeline::on_drop) callbacks.
+    /// With batching, whole batches are dropped.
+    ///
+    /// # Errors
+    ///
+    /// The terminal call returns [`PipelineError::Config`] for [`Overflow::Reject`]
+    /// and [`Overflow::CallerRuns`], which only the worker pool supports.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{Overflow, Pipeline};
+    ///
+    /// let report = Pipeline::from_iter(0..1000)
+    ///     .capacity(2)
+    ///     .overflow(Overflow::DropNewest)
+    ///     .for_each(|_| {})?;
+    /// let sink = report.stage("sink").unwrap();
+    /// assert_eq!(sink.items_out + sink.dropped, 1000);
+    /// # Ok::<(), corral::PipelineError>(())
+    /// ```
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// Hands every item dropped from the queue after the current last stage (the
+    /// queue that carries `T`) to `f`. Call it right after the stage whose output it
+    /// concerns; the callback runs on the sending thread and must not block.
+    ///
+    /// A panic in `f` stops the run with [`PipelineError::Panicked`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{Overflow, Pipeline};
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// let lost = AtomicU64::new(0);
+    /// let report = Pipeline::from_iter(0..1000u64)
+    ///     .stage("id", 1, |x| x)
+    ///     .on_drop(|_x: u64| {
+    ///         lost.fetch_add(1, Ordering::Relaxed);
+    ///     })
+    ///     .capacity(1)
+    ///     .overflow(Overflow::DropOldest)
+    ///     .for_each(|_| {})?;
+    /// assert_eq!(report.stage("sink").unwrap().dropped, lost.load(Ordering::Relaxed));
+    /// # Ok::<(), corral::PipelineError>(())
+    /// ```
+    pub fn on_drop(mut self, f: impl Fn(T) + Send + Sync + 'env) -> Self {
+        self.on_drop = Some(Arc::new(f));
+        self
+    }
+
+    /// Moves items between threads in batches of up to `batch` (default 1) to cut the
+    /// per-item hand-off cost. Capacities stay counted in items; a batch is only sent
+    /// when full or when the source ends, so batching adds latency with a slow source.
+    ///
+    /// # Errors
+    ///
+    /// The terminal call returns [`PipelineError::Config`] for 0 or a batch larger
+    /// than the capacity.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let (out, _) = corral::Pipeline::from_iter(0..1000u32)
+    ///     .stage("inc", 1, |x| x + 1)
+    ///     .batch(32)
+    ///     .ordered()
+    ///     .collect()?;
+    /// assert_eq!(out, (1..=1000).collect::<Vec<_>>());
+    /// # Ok::<(), corral::PipelineError>(())
+    /// ```
+    pub fn batch(mut self, batch: usize) -> Self {
+        self.batch = batch;
+        self
+    }
+
+    /// Delivers items to the sink in source order. The reorder window defaults to
+    /// what the queues and workers can hold, so it never slows the run further.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let (out, _) = corral::Pipeline::from_iter(0..50)
+    ///     .stage("work", 4, |x| x * 10)
+    ///     .ordered()
+    ///     .collect()?;
+    /// assert!(out.windows(2).all(|w| w[0] < w[1]));
+    /// # Ok::<(), corral::PipelineError>(())
+    /// ```
+    pub fn ordered(mut self) -> Self {
+        self.ordered = Some(None);
+        self
+    }
+
+    /// Delivers items in source order, with the source never more than `window`
+    /// items ahead of the sink: the sink's reorder buffer holds at most `window`
+    /// items (rounded up to whole batches).
+    ///
+    /// # Errors
+    ///
+    /// The terminal call returns [`PipelineError::Config`] for 0.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let (out, _) = corral::Pipeline::from_iter(0..20)
+    ///     .stage("work", 3, |x| x + 1)
+    ///     .ordered_window(4)
+    ///     .collect()?;
+    /// assert_eq!(out, (1..=20).collect::<Vec<_>>());
+    /// # Ok::<(), corral::PipelineError>(())
+    /// ```
+    pub fn ordered_window(mut self, window: usize) -> Self {
+        self.ordered = Some(Some(window));
+        self
+    }
+
+    /// Runs the pipeline, handing every output item to `sink` on the calling thread.
+    /// The same as [`run`](Pipeline::run).
+    ///
+    /// # Errors
+    ///
+    /// See [`run`](Pipeline::run).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let mut total = 0;
+    /// corral::Pipeline::from_iter(1..=10).stage("triple", 2, |x| x * 3).for_each(|x| total += x)?;
+    /// assert_eq!(total, 165);
+    /// # Ok::<(), corral::PipelineError>(())
+    /// ```
+    pub fn for_each(self, sink: impl FnMut(T)) -> Result<PipelineReport, PipelineError> {
+        self.run(sink)
+    }
+
+    /// Runs the pipeline with a fallible sink: the sink's first `Err` stops the run
+    /// like a failing stage, as [`PipelineError::Failed`] with stage `"sink"`.
+    ///
+    /// # Errors
+    ///
+    /// See [`run`](Pipeline::run); also the sink's own error.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let err = corral::Pipeline::from_iter(0..10)
+    ///     .try_for_each(|x| if x < 5 { Ok(()) } else { Err("full") })
+    ///     .unwrap_err();
+    /// assert_eq!(err.stage(), Some("sink"));
+    /// ```
+    pub fn try_for_each<E>(
+        self,
+        mut sink: impl FnMut(T) -> Result<(), E>,
+    ) -> Result<PipelineReport, PipelineError>
+    where
+        E: Into<Box<dyn Error + Send + Sync>>,
+    {
+        self.execute(CancelToken::new(), &mut |item| {
+            sink(item).map_err(Into::into)
+        })
+    }
+
+    /// Runs the pipeline and collects the output (in source order if
+    /// [`ordered`](Pipeline::ordered)).
+    ///
+    /// # Errors
+    ///
+    /// See [`run`](Pipeline::run); the partial output is dropped on error.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let (out, report) = corral::Pipeline::from_iter(0..5).stage("neg", 1, |x: i32| -x).collect()?;
+    /// assert_eq!(out, [0, -1, -2, -3, -4]); // one worker per stage keeps the order
+    /// assert_eq!(report.delivered(), 5);
+    /// # Ok::<(), corral::PipelineError>(())
+    /// ```
+    pub fn collect(self) -> Result<(Vec<T>, PipelineReport), PipelineError> {
+        self.collect_with(CancelToken::new())
+    }
+
+    /// [`collect`](Pipeline::collect) under a bound: the run stops when `token` is
+    /// cancelled.
+    ///
+    /// # Errors
+    ///
+    /// See [`run_cancellable`](Pipeline::run_cancellable).
+    pub fn collect_cancellable(
+        self,
+        token: &CancelToken,
+    ) -> Result<(Vec<T>, PipelineReport), PipelineError> {
+        self.collect_with(token.child())
+    }
+
+    /// [`collect`](Pipeline::collect) under a bound: the run stops at `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// See [`run_deadline`](Pipeline::run_deadline).
+    pub fn collect_deadline(
+        self,
+        deadline: Instant,
+    ) -> Result<(Vec<T>, PipelineReport), PipelineError> {
+        self.collect_with(CancelToken::with_deadline(deadline))
+    }
+
+    /// [`collect`](Pipeline::collect) under a bound: the run stops after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// See [`run_timeout`](Pipeline::run_timeout).
+    pub fn collect_timeout(
+        self,
+        timeout: Duration,
+    ) -> Result<(Vec<T>, PipelineReport), PipelineError> {
+        self.collect_with(CancelToken::with_timeout(timeout))
+    }
+
+    fn collect_with(self, token: CancelToken) -> Result<(Vec<T>, PipelineReport), PipelineError> {
+        let mut out = Vec::new();
+        let report = self.execute(token, &mut |item| {
+            out.push(item);
+            Ok(())
+        })?;
+        Ok((out, report))
+    }
+
+    /// Runs the pipeline to the end of the source, handing every output item to
+    /// `sink` on the calling thread, and returns the report. Every thread has joined
+    /// when it returns, whatever the outcome.
+    ///
+    /// There is no `try_run`: a run is not a single step that could succeed at once.
+    ///
+    /// # Errors
+    ///
+    /// - [`PipelineError::Config`]: a builder value was rejected; nothing ran.
+    /// - [`PipelineError::Failed`]: a `try_stage` (or `try_for_each` sink) returned
+    ///   `Err`; the run was cancelled.
+    /// - [`PipelineError::Panicked`]: user code (the source iterator, a stage, the
+    ///   sink, an `on_drop` callback) panicked; the run was cancelled.
+    /// - [`PipelineError::Spawn`]: the OS refused to start a thread.
+    /// - [`PipelineError::Cancelled`]: only from the bounded forms.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let mut seen = Vec::new();
+    /// let report = corral::Pipeline::from_iter(["a", "b"]).run(|s| seen.push(s))?;
+    /// assert_eq!(report.delivered(), 2);
+    /// # Ok::<(), corral::PipelineError>(())
+    /// ```
+    pub fn run(self, mut sink: impl FnMut(T)) -> Result<PipelineReport, PipelineError> {
+        self.execute(CancelToken::new(), &mut |item| {
+            sink(item);
+            Ok(())
+        })
+    }
+
+    /// [`run`](Pipeline::run), stopped when `token` is cancelled (or its deadline
+    /// passes): the source stops being pulled, blocked sends wake up, and queued
+    /// items are counted as not processed.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Pipeline::run), and [`PipelineError::Cancelled`] if the token
+    /// stopped the run before everything was processed.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{CancelToken, Pipeline, PipelineError};
+    ///
+    /// let token = CancelToken::new();
+    /// let result = Pipeline::from_iter(0..) // endless
+    ///     .stage("id", 2, |x: u64| x)
+    ///     .run_cancellable(|x| if x == 100 { token.cancel() }, &token);
+    /// assert!(matches!(result, Err(PipelineError::Cancelled { .. })));
+    /// ```
+    pub fn run_cancellable(
+        self,
+        mut sink: impl FnMut(T),
+        token: &CancelToken,
+    ) -> Result<PipelineReport, PipelineError> {
+        self.execute(token.child(), &mut |item| {
+            sink(item);
+            Ok(())
+        })
+    }
+
+    /// [`run`](Pipeline::run), stopped at `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// As [`run_cancellable`](Pipeline::run_cancellable), with reason
+    /// [`CancelReason::DeadlineExceeded`].
+    pub fn run_deadline(
+        self,
+        mut sink: impl FnMut(T),
+        deadline: Instant,
+    ) -> Result<PipelineReport, PipelineError> {
+        self.execute(CancelToken::with_deadline(deadline), &mut |item| {
+            sink(item);
+            Ok(())
+        })
+    }
+
+    /// [`run`](Pipeline::run), stopped after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`run_deadline`](Pipeline::run_deadline).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let err = corral::Pipeline::from_iter(std::iter::repeat(1u8)) // endless
+    ///     .run_timeout(|_| {}, Duration::from_millis(20))
+    ///     .unwrap_err();
+    /// assert!(err.report().unwrap().delivered() > 0);
+    /// ```
+    pub fn run_timeout(
+        self,
+        mut sink: impl FnMut(T),
+        timeout: Duration,
+    ) -> Result<PipelineReport, PipelineError> {
+        self.execute(CancelToken::with_timeout(timeout), &mut |item| {
+            sink(item);
+            Ok(())
+        })
+    }
+
+    fn settings(&self) -> Result<Settings, ConfigError> {
+        if let Some(invalid) = &self.invalid {
+            return Err(invalid.clone());
+        }
+        if self.capacity == 0 {
+            return Err(ConfigError::new(
+                "capacity",
+                self.capacity,
+                "must be at least 1",
+            ));
+        }
+        if self.batch == 0 {
+            return Err(ConfigError::new("batch", self.batch, "must be at least 1"));
+        }
+        if self.batch > self.capacity {
+            return Err(ConfigError::new(
+                "batch",
+                self.batch,
+                "must not exceed the capacity, which is counted in items",
+            ));
+        }
+        if matches!(self.overflow, Overflow::Reject | Overflow::CallerRuns) {
+            return Err(ConfigError::new(
+                "overflow",
+                self.overflow,
+                "a pipeline stage supports block, drop-newest and drop-oldest only",
+            ));
+        }
+        let window = match self.ordered {
+            None => None,
+            Some(Some(0)) => {
+                return Err(ConfigError::new("ordered_window", 0, "must be at least 1"))
+            }
+            Some(Some(items)) => Some(items),
+            Some(None) => {
+                let workers: usize = self.stages.iter().map(|(_, w)| w).sum();
+                let queues = self.stages.len();
+                Some(
+                    self.capacity
+                        .saturating_mul(queues)
+                        .saturating_add(workers.saturating_add(1).saturating_mul(self.batch)),
+                )
+            }
+        };
+        Ok(Settings {
+            capacity: self.capacity,
+            overflow: self.overflow,
+            batch: self.batch,
+            window: window.map(|items| items.div_ceil(self.batch) as u64),
+        })
+    }
+
+    fn execute(
+        self,
+        token: CancelToken,
+        sink: &mut dyn FnMut(T) -> Result<(), BoxError>,
+    ) -> Result<PipelineReport, PipelineError> {
+        let settings = self.settings().map_err(PipelineError::Config)?;
+        let started = Instant::now();
+        let mut names: Vec<String> = Vec::with_capacity(self.stages.len() + 1);
+        let mut workers = Vec::with_capacity(self.stages.len() + 1);
+        for (name, n) in &self.stages {
+            names.push(name.clone());
+            workers.push(*n);
+        }
+        names.push("sink".to_owned());
+        workers.push(1);
+        let sink_index = self.stages.len();
+        let ctx = Arc::new(Ctx::new(token, settings, names, workers));
+        let (launch, on_drop) = (self.launch, self.on_drop);
+        std::thread::scope(|scope| {
+            let (tx, rx) = ctx.queue::<T>(sink_index);
+            launch(
+                scope,
+                &ctx,
+                Outbound::new(&ctx, tx, &rx, on_drop, sink_index),
+            );
+            run::run_sink(&ctx, sink_index, rx, sink);
+        });
+        let reason = ctx.token.reason();
+        let (stages, failure, source_done) = run::finish(ctx);
+        let report = PipelineReport {
+            stages,
+            elapsed: started.elapsed(),
+        };
+        let stage = |index: usize| {
+            report
+                .stages
+                .get(index)
+                .map_or_else(String::new, |s| s.name.clone())
+        };
+        match failure {
+            Some((index, Failure::Error(error))) => Err(PipelineError::Failed {
+                stage: stage(index),
+                error,
+                report,
+            }),
+            Some((index, Failure::Panic(panic))) => Err(PipelineError::Panicked {
+                stage: stage(index),
+                panic,
+                report,
+            }),
+            Some((index, Failure::Spawn(error))) => Err(PipelineError::Spawn {
+                stage: stage(index),
+                error,
+                report,
+            }),
+            None if source_done && report.not_processed() == 0 => Ok(report),
+            None => Err(PipelineError::Cancelled {
+                reason: reason.unwrap_or(CancelReason::Cancelled),
+                report,
+            }),
+        }
+    }
+}
+
+fn check_stage(stages: &[(String, usize)], name: &str, workers: usize) -> Result<(), ConfigError> {
+    if workers == 0 {
+        return Err(ConfigError::new("workers", workers, "must be at least 1"));
+    }
+    if name.is_empty() || name.contains('\0') {
+        return Err(ConfigError::new(
+            "name",
+            name,
+            "must be non-empty and contain no NUL",
+        ));
+    }
+    if name == "source" || name == "sink" || stages.iter().any(|(n, _)| n == name) {
+        return Err(ConfigError::new(
+            "name",
+            name,
+            "must be unique and not \"source\" or \"sink\"",
+        ));
+    }
+    Ok(())
+}
+
+impl<T> fmt::Debug for Pipeline<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("stages", &self.stages)
+            .field("capacity", &self.capacity)
+            .field("overflow", &self.overflow)
+            .field("batch", &self.batch)
+            .field("ordered", &self.ordered.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a pipeline run did not complete. Every variant but `Config` carries the
+/// [`PipelineReport`] of the run, which had stopped and joined all its threads.
+///
+/// # Example
+///
+/// ```
+/// use corral::{Pipeline, PipelineError};
+///
+/// let err = Pipeline::from_iter(0..10)
+///     .stage("boom", 1, |x: i32| if x == 3 { panic!("three") } else { x })
+///     .for_each(|_| {})
+///     .unwrap_err();
+/// match &err {
+///     PipelineError::Panicked { stage, panic, .. } => {
+///         assert_eq!(stage, "boom");
+///         assert_eq!(panic.message(), Some("three"));
+///     }
+///     other => panic!("unexpected {other}"),
+/// }
+/// let report = err.report().unwrap();
+/// assert!(report.stages.iter().all(|s| s.balanced()));
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// A builder value was rejected; nothing ran.
+    Config(ConfigError),
+    /// A fallible stage (or sink) returned `Err`; the run was cancelled.
+    Failed {
+        /// The stage that failed.
+        stage: String,
+        /// Its error (downcast it to the stage's error type).
+        error: Box<dyn Error + Send + Sync>,
+        /// What the run did until it stopped.
+        report: PipelineReport,
+    },
+    /// User code panicked in a stage (or the source, the sink, an `on_drop`
+    /// callback); the run was cancelled.
+    Panicked {
+        /// The stage that panicked.
+        stage: String,
+        /// The panic, with its original payload.
+        panic: Panic,
+        /// What the run did until it stopped.
+        report: PipelineReport,
+    },
+    /// The run's token was cancelled or its deadline passed before it finished.
+    Cancelled {
+        /// Why the token stopped.
+        reason: CancelReason,
+        /// What the run did until it stopped.
+        report: PipelineReport,
+    },
+    /// The OS refused to start a thread for a stage; the run was cancelled.
+    Spawn {
+        /// The stage whose thread did not start.
+        stage: String,
+        /// The OS error.
+        error: std::io::Error,
+        /// What the run did until it stopped.
+        report: PipelineReport,
+    },
+}
+
+impl PipelineError {
+    /// The stage that failed, panicked or could not start, if one did.
+    pub fn stage(&self) -> Option<&str> {
+        match self {
+            PipelineError::Failed { stage, .. }
+            | PipelineError::Panicked { stage, .. }
+            | PipelineError::Spawn { stage, .. } => Some(stage),
+            _ => None,
+        }
+    }
+
+    /// The report of the run (`None` for a configuration error: nothing ran).
+    pub fn report(&self) -> Option<&PipelineReport> {
+        match self {
+            PipelineError::Config(_) => None,
+            PipelineError::Failed { report, .. }
+            | PipelineError::Panicked { report, .. }
+            | PipelineError::Cancelled { report, .. }
+            | PipelineError::Spawn { report, .. } => Some(report),
+        }
+    }
+
+    /// Whether the run was stopped by its token or deadline.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, PipelineError::Cancelled { .. })
+    }
+}
+
+impl fmt::Display for PipelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PipelineError::Config(e) => write!(f, "pipeline not started: {e}"),
+            PipelineError::Failed { stage, error, .. } => {
+                write!(f, "stage {stage} failed: {error}")
+            }
+            PipelineError::Panicked { stage, panic, .. } => match panic.message() {
+                Some(m) => write!(f, "stage {stage} panicked: {m}"),
+                None => write!(f, "stage {stage} panicked"),
+            },
+            PipelineError::Cancelled { reason, .. } => write!(f, "pipeline stopped: {reason}"),
+            PipelineError::Spawn { stage, error, .. } => {
+                write!(f, "could not start a thread for stage {stage}: {error}")
+            }
+        }
+    }
+}
+
+impl Error for PipelineError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            PipelineError::Config(e) => Some(e),
+            PipelineError::Failed { error, .. } => Some(&**error),
+            PipelineError::Panicked { panic, .. } => Some(panic),
+            PipelineError::Spawn { error, .. } => Some(error),
+            PipelineError::Cancelled { .. } => None,
+        }
+    }
+}

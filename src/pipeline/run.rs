@@ -1,0 +1,783 @@
+//! The run engine: packets, queues with overflow policies, and the loops of the
+//! source thread, the stage workers and the sink.
+//!
+//! Implementation notes:
+//! - Items travel in [`Packet`]s: one item with its sequence number, or a batch. A
+//!   queue's capacity is counted in items (`capacity / batch` packets), so batching
+//!   keeps the same memory bound.
+//! - Every send goes through `crate::queue`: `try_send` first (the fast path, no
+//!   clock read), then a plain blocking `send_until(.., Until::FOREVER)` when the
+//!   queue is full (`Block`), or `try_send` / `send_evicting` for the drop policies.
+//!   An earlier version waited in `send_until` under the run's token, but its
+//!   `select` over three channels on every full queue tripled the hand-off cost.
+//! - Before parking on an empty (receive) or full (`Block` send) queue, a thread
+//!   yields and re-checks up to `SPINS` times: with more threads than cores a park
+//!   plus wake-up per hand-off dominated the cost, and yielding hands the core to the
+//!   other side directly. An idle stage still parks after a few tens of microseconds.
+//! - Cancellation needs no wake-up channel: once the run's token is cancelled the
+//!   source stops pulling, and every worker (and the sink) keeps receiving but only
+//!   to count and drop what arrives, until its upstream has gone. Draining is what
+//!   unblocks the senders upstream, so the cascade reaches the sink within one pass
+//!   over the (bounded) queues. Only user code that is running delays it.
+//! - Counters are kept per worker in plain integers and merged once when the worker
+//!   exits; times are read only around waits that actually block, and busy time is
+//!   the worker's lifetime minus those waits.
+//! - Accounting: a stage's `items_in` are the items offered to its queue (counted by
+//!   the sender), and each ends in exactly one of `items_out`, `dropped`, `failed` or
+//!   `not_processed`. Items still queued when the run stops are counted after every
+//!   thread has joined, by draining the queues.
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use parking_lot::Mutex;
+
+use super::gate::ReorderGate;
+use super::report::StageStats;
+use crate::cancel::CancelToken;
+use crate::panic::Panic;
+use crate::queue::{send_evicting, send_until, try_send, Refused};
+use crate::wait::Until;
+use crate::Overflow;
+
+pub(crate) type BoxError = Box<dyn Error + Send + Sync + 'static>;
+
+/// One item with its sequence number, or a batch of consecutive items.
+pub(crate) enum Packet<T> {
+    One(u64, T),
+    Many(u64, Vec<T>),
+}
+
+impl<T> Packet<T> {
+    fn len(&self) -> u64 {
+        match self {
+            Packet::One(..) => 1,
+            Packet::Many(_, items) => items.len() as u64,
+        }
+    }
+
+    fn seq(&self) -> u64 {
+        match self {
+            Packet::One(seq, _) | Packet::Many(seq, _) => *seq,
+        }
+    }
+
+    fn for_each(self, mut f: impl FnMut(T)) {
+        match self {
+            Packet::One(_, item) => f(item),
+            Packet::Many(_, items) => items.into_iter().for_each(f),
+        }
+    }
+}
+
+fn refused<T>(r: Refused<T>) -> T {
+    match r {
+        Refused::Full(t) | Refused::Closed(t) | Refused::TimedOut(t) | Refused::Cancelled(t, _) => {
+            t
+        }
+    }
+}
+
+/// Why an item did not make it through a stage function.
+pub(crate) enum Failure {
+    Error(BoxError),
+    Panic(Panic),
+    Spawn(std::io::Error),
+}
+
+/// Per-stage counters, kept locally by each thread and merged on exit.
+#[derive(Default, Clone, Copy, Debug)]
+pub(crate) struct Counts {
+    pub(crate) items_in: u64,
+    pub(crate) out: u64,
+    pub(crate) dropped: u64,
+    pub(crate) failed: u64,
+    pub(crate) not_processed: u64,
+    pub(crate) busy: Duration,
+    pub(crate) blocked: Duration,
+    pub(crate) idle: Duration,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.items_in += o.items_in;
+        self.out += o.out;
+        self.dropped += o.dropped;
+        self.failed += o.failed;
+        self.not_processed += o.not_processed;
+        self.busy += o.busy;
+        self.blocked += o.blocked;
+        self.idle += o.idle;
+    }
+
+    /// Closes a thread's books: busy is its lifetime minus the time spent waiting.
+    fn finish(&mut self, started: Instant) {
+        self.busy += started.elapsed().saturating_sub(self.blocked + self.idle);
+    }
+}
+
+/// Run-wide settings, fixed before any thread starts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Settings {
+    pub(crate) capacity: usize,
+    pub(crate) overflow: Overflow,
+    pub(crate) batch: usize,
+    /// Reorder window in packets, in ordered mode.
+    pub(crate) window: Option<u64>,
+}
+
+impl Settings {
+    fn packets(&self) -> usize {
+        (self.capacity / self.batch).max(1)
+    }
+}
+
+type Drainer<'env> = Box<dyn FnOnce() -> u64 + Send + 'env>;
+
+/// Shared by every thread of one run.
+pub(crate) struct Ctx<'env> {
+    pub(crate) token: CancelToken,
+    pub(crate) settings: Settings,
+    names: Vec<String>,
+    workers: Vec<usize>,
+    stats: Vec<Mutex<Counts>>,
+    failure: Mutex<Option<(usize, Failure)>>,
+    drainers: Mutex<Vec<(usize, Drainer<'env>)>>,
+    gate: Option<ReorderGate>,
+    /// Sequence numbers of dropped packets, for the sink's reorder buffer (ordered
+    /// mode with a drop policy). Never more than `window` are outstanding.
+    tombstones: Option<(Sender<u64>, Receiver<u64>)>,
+    source_done: std::sync::atomic::AtomicBool,
+}
+
+impl<'env> Ctx<'env> {
+    pub(crate) fn new(
+        token: CancelToken,
+        settings: Settings,
+        names: Vec<String>,
+        workers: Vec<usize>,
+    ) -> Self {
+        let stats = names
+            .iter()
+            .map(|_| Mutex::new(Counts::default()))
+            .collect();
+        let gate = settings.window.map(ReorderGate::new);
+        let tombstones = match (settings.window, settings.overflow) {
+            (Some(w), Overflow::DropNewest | Overflow::DropOldest) => {
+                Some(crossbeam_channel::bounded(w.min(1 << 20) as usize))
+            }
+            _ => None,
+        };
+        Ctx {
+            token,
+            settings,
+            names,
+            workers,
+            stats,
+            failure: Mutex::new(None),
+            drainers: Mutex::new(Vec::new()),
+            gate,
+            tombstones,
+            source_done: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The queue in front of stage `index`, registered for the final drain.
+    pub(crate) fn queue<T: Send + 'env>(
+        &self,
+        index: usize,
+    ) -> (Sender<Packet<T>>, Receiver<Packet<T>>) {
+        let (tx, rx) = crossbeam_channel::bounded(self.settings.packets());
+        let leftover = rx.clone();
+        self.drainers.lock().push((
+            index,
+            Box::new(move || leftover.try_iter().map(|p: Packet<T>| p.len()).sum()),
+        ));
+        (tx, rx)
+    }
+
+    /// Records the first failure and cancels the run.
+    pub(crate) fn fail(&self, index: usize, failure: Failure) {
+        {
+            let mut slot = self.failure.lock();
+            if slot.is_none() {
+                *slot = Some((index, failure));
+            }
+        }
+        self.token.cancel();
+    }
+
+    fn merge(&self, index: usize, counts: &Counts) {
+        if let Some(cell) = self.stats.get(index) {
+            cell.lock().add(counts);
+        }
+    }
+
+    /// After every thread has joined: counts what was left in the queues and returns
+    /// the per-stage statistics and the first failure.
+    fn finish(self) -> (Vec<StageStats>, Option<(usize, Failure)>, bool) {
+        for (index, drain) in self.drainers.into_inner() {
+            let left = drain();
+            if let Some(cell) = self.stats.get(index) {
+                cell.lock().not_processed += left;
+            }
+        }
+        let stats = self
+            .names
+            .into_iter()
+            .zip(self.workers)
+            .zip(self.stats)
+            .map(|((name, workers), counts)| StageStats::new(name, workers, counts.into_inner()))
+            .collect();
+        let source_done = self.source_done.load(std::sync::atomic::Ordering::Acquire);
+        (stats, self.failure.into_inner(), source_done)
+    }
+}
+
+/// After every thread has joined (so this holds the last reference): the per-stage
+/// statistics, the first failure, and whether the source was exhausted.
+pub(crate) fn finish(
+    ctx: std::sync::Arc<Ctx<'_>>,
+) -> (Vec<StageStats>, Option<(usize, Failure)>, bool) {
+    match std::sync::Arc::try_unwrap(ctx) {
+        Ok(ctx) => ctx.finish(),
+        // Unreachable: every clone lived in a scoped thread, and they have all joined.
+        Err(_) => (Vec::new(), None, false),
+    }
+}
+
+/// The sending side of a queue, with its overflow policy.
+pub(crate) struct Outbound<'env, T> {
+    tx: Sender<Packet<T>>,
+    evict: Option<Receiver<Packet<T>>>,
+    on_drop: Option<OnDrop<'env, T>>,
+    /// Index of the stage that owns the queue.
+    stage: usize,
+}
+
+pub(crate) type OnDrop<'env, T> = std::sync::Arc<dyn Fn(T) + Send + Sync + 'env>;
+
+impl<T> Clone for Outbound<'_, T> {
+    fn clone(&self) -> Self {
+        Outbound {
+            tx: self.tx.clone(),
+            evict: self.evict.clone(),
+            on_drop: self.on_drop.clone(),
+            stage: self.stage,
+        }
+    }
+}
+
+/// The run stops: the sender was cancelled or the queue closed.
+pub(crate) struct Stopped;
+
+impl<'env, T> Outbound<'env, T> {
+    pub(crate) fn new(
+        ctx: &Ctx<'env>,
+        tx: Sender<Packet<T>>,
+        rx: &Receiver<Packet<T>>,
+        on_drop: Option<OnDrop<'env, T>>,
+        stage: usize,
+    ) -> Self {
+        let evict = (ctx.settings.overflow == Overflow::DropOldest).then(|| rx.clone());
+        Outbound {
+            tx,
+            evict,
+            on_drop,
+            stage,
+        }
+    }
+
+    /// Offers `packet` to the queue under the run's overflow policy. Blocked time goes
+    /// to `own`; the receiving stage's counters go to `next`.
+    fn send(
+        &self,
+        ctx: &Ctx<'_>,
+        packet: Packet<T>,
+        own: &mut Counts,
+        next: &mut Counts,
+    ) -> Result<(), Stopped> {
+        next.items_in += packet.len();
+        let refusal = match (ctx.settings.overflow, &self.evict) {
+            (Overflow::DropNewest, _) => match try_send(&self.tx, packet) {
+                Ok(()) => return Ok(()),
+                Err(Refused::Full(packet)) => {
+                    self.dropped(ctx, packet, next);
+                    return Ok(());
+                }
+                Err(other) => other,
+            },
+            (Overflow::DropOldest, Some(rx)) => {
+                match send_evicting(&self.tx, rx, packet, |old| self.dropped(ctx, old, next)) {
+                    Ok(()) => return Ok(()),
+                    Err(other) => other,
+                }
+            }
+            _ => match try_send(&self.tx, packet) {
+                Ok(()) => return Ok(()),
+                Err(Refused::Full(mut packet)) => {
+                    let started = Instant::now();
+                    for _ in 0..SPINS {
+                        std::thread::yield_now();
+                        match try_send(&self.tx, packet) {
+                            Ok(()) => {
+                                own.blocked += started.elapsed();
+                                return Ok(());
+                            }
+                            Err(Refused::Full(back)) => packet = back,
+                            Err(other) => {
+                                next.not_processed += refused(other).len();
+                                return Err(Stopped);
+                            }
+                        }
+                    }
+                    let sent = send_until(&self.tx, packet, &Until::FOREVER);
+                    own.blocked += started.elapsed();
+                    match sent {
+                        Ok(()) => return Ok(()),
+                        Err(other) => other,
+                    }
+                }
+                Err(other) => other,
+            },
+        };
+        next.not_processed += refused(refusal).len();
+        Err(Stopped)
+    }
+
+    /// A packet lost to the overflow policy: counted, reported to the reorder buffer,
+    /// and each item handed to `on_drop`.
+    fn dropped(&self, ctx: &Ctx<'_>, packet: Packet<T>, next: &mut Counts) {
+        next.dropped += packet.len();
+        if let Some((tombs, _)) = &ctx.tombstones {
+            // Cannot stay full (at most `window` packets are outstanding); cancellable anyway.
+            let _ = send_until(tombs, packet.seq(), &Until::cancellable(&ctx.token));
+        }
+        match &self.on_drop {
+            Some(on_drop) => packet.for_each(|item| {
+                if let Err(panic) = Panic::catch_any(|| on_drop(item)) {
+                    ctx.fail(self.stage, Failure::Panic(panic));
+                }
+            }),
+            None => drop(packet),
+        }
+    }
+}
+
+/// Takes the next packet: `None` when the upstream is gone.
+fn recv<T>(rx: &Receiver<Packet<T>>, own: &mut Counts) -> Option<Packet<T>> {
+    match rx.try_recv() {
+        Ok(packet) => Some(packet),
+        Err(TryRecvError::Disconnected) => None,
+        Err(TryRecvError::Empty) => {
+            let started = Instant::now();
+            let mut packet = None;
+            for _ in 0..SPINS {
+                std::thread::yield_now();
+                match rx.try_recv() {
+                    Ok(p) => {
+                        packet = Some(p);
+                        break;
+                    }
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) => {}
+                }
+            }
+            let packet = match packet {
+                Some(p) => Some(p),
+                None => rx.recv().ok(),
+            };
+            own.idle += started.elapsed();
+            packet
+        }
+    }
+}
+
+/// How many times a worker yields its CPU (re-checking the queue) before it parks on
+/// an empty or full queue. On a busy machine a park and wake-up costs microseconds
+/// and is paid per hand-off; yielding lets the other side run and usually avoids it.
+/// Bounded, so an idle stage parks after a few tens of microseconds.
+const SPINS: usize = 128;
+
+/// Applies `f` to every item of a packet. On failure, also returns how many other
+/// items of the packet were not processed.
+fn map_packet<T, U>(
+    packet: Packet<T>,
+    f: &impl Fn(T) -> Result<U, BoxError>,
+) -> Result<Packet<U>, (Failure, u64)> {
+    let apply = |item| match Panic::catch_any(|| f(item)) {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(error)) => Err(Failure::Error(error)),
+        Err(panic) => Err(Failure::Panic(panic)),
+    };
+    match packet {
+        Packet::One(seq, item) => apply(item)
+            .map(|out| Packet::One(seq, out))
+            .map_err(|f| (f, 0)),
+        Packet::Many(seq, items) => {
+            // One unwind boundary per batch keeps the loop tight; `out.len()` says
+            // how far it got if an item panics.
+            let n = items.len() as u64;
+            let mut out = Vec::with_capacity(items.len());
+            let mapped = Panic::catch_any(|| {
+                for item in items {
+                    out.push(f(item)?);
+                }
+                Ok(())
+            });
+            match mapped {
+                Ok(Ok(())) => Ok(Packet::Many(seq, out)),
+                Ok(Err(error)) => Err((Failure::Error(error), n - 1)),
+                Err(panic) => Err((Failure::Panic(panic), n - 1)),
+            }
+        }
+    }
+}
+
+/// The loop of one worker of stage `index`.
+pub(crate) fn run_worker<T, U>(
+    ctx: &Ctx<'_>,
+    index: usize,
+    rx: Receiver<Packet<T>>,
+    out: Outbound<'_, U>,
+    f: &impl Fn(T) -> Result<U, BoxError>,
+) {
+    let started = Instant::now();
+    let mut own = Counts::default();
+    let mut next = Counts::default();
+    // Once the run is cancelled (or this worker failed), keep receiving but only to
+    // count and drop: draining is what wakes the senders blocked upstream, and the
+    // loop ends when the upstream has gone.
+    let mut discarding = false;
+    while let Some(packet) = recv(&rx, &mut own) {
+        if discarding || ctx.token.is_cancelled() {
+            discarding = true;
+            own.not_processed += packet.len();
+            continue;
+        }
+        let n = packet.len();
+        match map_packet(packet, f) {
+            Ok(mapped) => {
+                own.out += n;
+                if out.send(ctx, mapped, &mut own, &mut next).is_err() {
+                    discarding = true;
+                }
+            }
+            Err((failure, rest)) => {
+                own.failed += 1;
+                own.not_processed += rest;
+                ctx.fail(index, failure);
+                discarding = true;
+            }
+        }
+    }
+    own.finish(started);
+    ctx.merge(index, &own);
+    ctx.merge(out.stage, &next);
+}
+
+/// The loop of the source thread (stage 0): pulls, numbers and sends.
+pub(crate) fn run_source<I: Iterator>(ctx: &Ctx<'_>, mut iter: I, out: Outbound<'_, I::Item>) {
+    let started = Instant::now();
+    let mut own = Counts::default();
+    let mut next = Counts::default();
+    let batch = ctx.settings.batch;
+    let mut seq = 0u64;
+    loop {
+        if ctx.token.is_cancelled() {
+            break;
+        }
+        if let Some(gate) = &ctx.gate {
+            let waited = Instant::now();
+            let open = gate.wait_for(seq, &Until::cancellable(&ctx.token));
+            own.blocked += waited.elapsed();
+            if open.is_err() {
+                break;
+            }
+        }
+        let pulled = Panic::catch_any(|| {
+            if batch == 1 {
+                iter.next().map(|item| Packet::One(seq, item))
+            } else {
+                let items: Vec<_> = iter.by_ref().take(batch).collect();
+                (!items.is_empty()).then(|| Packet::Many(seq, items))
+            }
+        });
+        match pulled {
+            Ok(Some(packet)) => {
+                own.items_in += packet.len();
+                own.out += packet.len();
+                seq += 1;
+                if out.send(ctx, packet, &mut own, &mut next).is_err() {
+                    break;
+                }
+            }
+            Ok(None) => {
+                ctx.source_done
+                    .store(true, std::sync::atomic::Ordering::Release);
+                break;
+            }
+            Err(panic) => {
+                own.items_in += 1;
+                own.failed += 1;
+                ctx.fail(0, Failure::Panic(panic));
+                break;
+            }
+        }
+    }
+    own.finish(started);
+    ctx.merge(0, &own);
+    ctx.merge(out.stage, &next);
+}
+
+/// The sink's reorder buffer (ordered mode).
+struct Reorder<T> {
+    next: u64,
+    /// Packets (or tombstones, `None`) that arrived ahead of `next`.
+    ahead: BTreeMap<u64, Option<Packet<T>>>,
+}
+
+impl<T> Reorder<T> {
+    /// Takes packet (or tombstone) `seq`; delivers everything now in order. `false`
+    /// once a delivery fails.
+    fn accept(
+        &mut self,
+        seq: u64,
+        packet: Option<Packet<T>>,
+        mut deliver: impl FnMut(Packet<T>) -> bool,
+    ) -> bool {
+        if seq != self.next {
+            self.ahead.insert(seq, packet);
+            return true;
+        }
+        let mut current = packet;
+        loop {
+            self.next += 1;
+            if let Some(packet) = current.take() {
+                if !deliver(packet) {
+                    return false;
+                }
+            }
+            match self.ahead.first_key_value() {
+                Some((&seq, _)) if seq == self.next => {
+                    current = self.ahead.pop_first().and_then(|(_, p)| p);
+                }
+                _ => return true,
+            }
+        }
+    }
+}
+
+enum Arrival<T> {
+    Packet(Packet<T>),
+    Tombstone(u64),
+}
+
+fn recv_or_tombstone<T>(
+    rx: &Receiver<Packet<T>>,
+    tombs: &Receiver<u64>,
+    own: &mut Counts,
+) -> Option<Arrival<T>> {
+    if let Ok(seq) = tombs.try_recv() {
+        return Some(Arrival::Tombstone(seq));
+    }
+    match rx.try_recv() {
+        Ok(packet) => return Some(Arrival::Packet(packet)),
+        Err(TryRecvError::Disconnected) => return None,
+        Err(TryRecvError::Empty) => {}
+    }
+    let started = Instant::now();
+    let arrival = crossbeam_channel::select! {
+        recv(rx) -> packet => packet.ok().map(Arrival::Packet),
+        recv(tombs) -> seq => seq.ok().map(Arrival::Tombstone),
+    };
+    own.idle += started.elapsed();
+    arrival
+}
+
+/// Hands a packet's items to the sink; `false` (and the run failed) if one fails.
+fn deliver<T>(
+    ctx: &Ctx<'_>,
+    index: usize,
+    packet: Packet<T>,
+    sink: &mut dyn FnMut(T) -> Result<(), BoxError>,
+    own: &mut Counts,
+) -> bool {
+    let n = packet.len();
+    let mut done = 0;
+    let mut failure = None;
+    packet.for_each(|item| {
+        if failure.is_none() {
+            match Panic::catch_any(|| sink(item)) {
+                Ok(Ok(())) => done += 1,
+                Ok(Err(error)) => failure = Some(Failure::Error(error)),
+                Err(panic) => failure = Some(Failure::Panic(panic)),
+            }
+        }
+    });
+    own.out += done;
+    match failure {
+        None => true,
+        Some(failure) => {
+            own.failed += 1;
+            own.not_processed += n - done - 1;
+            ctx.fail(index, failure);
+            false
+        }
+    }
+}
+
+/// The sink loop, on the caller's thread (stage `index`, the last).
+pub(crate) fn run_sink<T>(
+    ctx: &Ctx<'_>,
+    index: usize,
+    rx: Receiver<Packet<T>>,
+    sink: &mut dyn FnMut(T) -> Result<(), BoxError>,
+) {
+    let started = Instant::now();
+    let mut own = Counts::default();
+    let mut reorder = ctx.gate.as_ref().map(|_| Reorder {
+        next: 0,
+        ahead: BTreeMap::new(),
+    });
+    let tombs = ctx.tombstones.as_ref().map(|(_, rx)| rx);
+    let mut failed = false;
+    loop {
+        let arrival = match tombs {
+            None => recv(&rx, &mut own).map(Arrival::Packet),
+            Some(tombs) => recv_or_tombstone(&rx, tombs, &mut own),
+        };
+        let Some(arrival) = arrival else { break };
+        if failed || ctx.token.is_cancelled() {
+            // Drain until the upstream has gone (see `run_worker`).
+            failed = true;
+            if let Arrival::Packet(packet) = arrival {
+                own.not_processed += packet.len();
+            }
+            continue;
+        }
+        let ok = match (&mut reorder, arrival) {
+            (None, Arrival::Packet(packet)) => deliver(ctx, index, packet, sink, &mut own),
+            (None, Arrival::Tombstone(_)) => true,
+            (Some(reorder), arrival) => {
+                let (seq, packet) = match arrival {
+                    Arrival::Packet(packet) => (packet.seq(), Some(packet)),
+                    Arrival::Tombstone(seq) => (seq, None),
+                };
+                let ok = reorder.accept(seq, packet, |p| deliver(ctx, index, p, sink, &mut own));
+                if let Some(gate) = &ctx.gate {
+                    gate.release(reorder.next);
+                }
+                ok
+            }
+        };
+        failed = !ok;
+    }
+    if let Some(mut reorder) = reorder {
+        // Upstream is gone: every tombstone is already queued. Whatever remains after
+        // them is delivered in order if the run is still healthy, else counted.
+        if let Some(tombs) = tombs {
+            for seq in tombs.try_iter() {
+                reorder.ahead.insert(seq, None);
+            }
+        }
+        while let Some((_, packet)) = reorder.ahead.pop_first() {
+            let Some(packet) = packet else { continue };
+            if failed || ctx.token.is_cancelled() {
+                own.not_processed += packet.len();
+            } else if !deliver(ctx, index, packet, sink, &mut own) {
+                failed = true;
+            }
+        }
+    }
+    own.finish(started);
+    ctx.merge(index, &own);
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn reorder() -> Reorder<u32> {
+        Reorder {
+            next: 0,
+            ahead: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn reorder_delivers_in_sequence_and_skips_tombstones() {
+        let mut r = reorder();
+        let mut out = Vec::new();
+        let mut take = |p: Packet<u32>| {
+            p.for_each(|x| out.push(x));
+            true
+        };
+        assert!(r.accept(2, Some(Packet::One(2, 20)), &mut take));
+        assert!(r.accept(1, None, &mut take)); // packet 1 was dropped
+        assert!(r.accept(3, Some(Packet::Many(3, vec![30, 31])), &mut take));
+        assert_eq!(r.ahead.len(), 3);
+        assert!(r.accept(0, Some(Packet::One(0, 0)), &mut take));
+        assert_eq!(r.next, 4);
+        assert!(r.ahead.is_empty());
+        assert_eq!(out, vec![0, 20, 30, 31]);
+    }
+
+    #[test]
+    fn reorder_stops_at_a_failed_delivery() {
+        let mut r = reorder();
+        assert!(r.accept(1, Some(Packet::One(1, 1)), |_| true));
+        assert!(!r.accept(0, Some(Packet::One(0, 0)), |_| false));
+        assert_eq!(r.next, 1);
+        assert_eq!(r.ahead.len(), 1, "undelivered packets stay to be counted");
+    }
+
+    #[test]
+    fn a_failing_item_in_a_batch_reports_the_rest_as_not_processed() {
+        let f = |x: u32| {
+            if x == 2 {
+                Err(BoxError::from("two"))
+            } else {
+                Ok(x)
+            }
+        };
+        match map_packet(Packet::Many(0, vec![0, 1, 2, 3, 4]), &f) {
+            Err((Failure::Error(e), rest)) => {
+                assert_eq!(e.to_string(), "two");
+                assert_eq!(rest, 4);
+            }
+            _ => panic!("expected the error"),
+        }
+        assert!(matches!(
+            map_packet(Packet::One(7, 1), &f),
+            Ok(Packet::One(7, 1))
+        ));
+        let g = |x: u32| -> Result<u32, BoxError> {
+            assert!(x != 3, "three");
+            Ok(x)
+        };
+        match map_packet(Packet::Many(0, vec![0, 1, 2, 3, 4, 5]), &g) {
+            Err((Failure::Panic(p), rest)) => {
+                assert_eq!(p.message(), Some("three"));
+                assert_eq!(rest, 5);
+            }
+            _ => panic!("expected the panic"),
+        }
+    }
+
+    #[test]
+    fn queues_count_capacity_in_items() {
+        let settings = |capacity, batch| Settings {
+            capacity,
+            overflow: Overflow::Block,
+            batch,
+            window: None,
+        };
+        assert_eq!(settings(64, 1).packets(), 64);
+        assert_eq!(settings(64, 16).packets(), 4);
+        assert_eq!(settings(10, 4).packets(), 2); // never more than 10 items
+        assert_eq!(settings(4, 4).packets(), 1);
+    }
+}

@@ -1,0 +1,418 @@
+//! The pool engine shared by [`WorkerPool`](crate::WorkerPool) (owned threads) and
+//! [`ScopedPool`](crate::ScopedPool) (threads of a `corral::scope`).
+//!
+//! Implementation notes. The queue is one `crossbeam_channel::bounded(capacity)` of
+//! type-erased jobs; workers block in `recv` and exit when the last sender is gone and
+//! the queue is empty, so graceful shutdown is "drop the sender, join". The engine owns
+//! the only sender, behind `&mut` on the shutdown paths, so no lock guards it.
+//! Overflow policies use `crate::queue` (`try_send`, `send_until`, `send_evicting`).
+//! Counters are split so the hot path touches no shared cache line: submit-side
+//! counters are written by submitters, each worker writes its own padded slot, and
+//! `stats()` sums them (relaxed: a snapshot, not a barrier). A cancelled pool token
+//! makes workers drop (not run) every job they receive, which resolves its handle to
+//! `Cancelled` and counts it; they still drain, so a blocked submitter always
+//! progresses. `alive` (under a mutex with a condvar) lets `shutdown_timeout` wait for
+//! workers with a deadline, which `JoinHandle` cannot.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::cancel::{CancelToken, OnCancel};
+use crate::overflow::Overflow;
+use crate::panic::Panic;
+use crate::pool::task::{DroppedTask, Job, Outcome, Tally};
+use crate::pool::{PoolStats, ShutdownReport};
+use crate::queue::{send_evicting, send_until, try_send, Refused};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::wait::Until;
+use parking_lot::{Condvar, Mutex};
+
+pub(crate) type OnDropFn = dyn Fn(DroppedTask<'_>) + Send + Sync;
+
+/// Why a job was not accepted; the job travels back with it.
+pub(crate) enum Refusal {
+    Full,
+    Closed,
+    Timeout,
+    Cancelled(crate::cancel::CancelReason),
+}
+
+#[derive(Default)]
+#[repr(align(128))]
+struct WorkerSlot {
+    busy: AtomicBool,
+    completed: AtomicU64,
+    panicked: AtomicU64,
+}
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Front {
+    submitted: AtomicU64,
+    rejected: AtomicU64,
+    dropped: AtomicU64,
+    caller_ran: AtomicU64,
+    caller_completed: AtomicU64,
+    caller_panicked: AtomicU64,
+}
+
+pub(crate) struct State {
+    pub(crate) token: CancelToken,
+    /// Set by `close`, by every shutdown, and (through an `on_cancel` callback) when
+    /// the pool token is cancelled: one load decides whether a submit is accepted.
+    closed: Arc<AtomicBool>,
+    capacity: usize,
+    slots: Box<[WorkerSlot]>,
+    front: Front,
+    cancelled: AtomicU64,
+    alive: Mutex<usize>,
+    exited: Condvar,
+    first_panic: Mutex<Option<Panic>>,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl State {
+    fn keep_panic(&self, panic: Panic) {
+        let mut first = self.first_panic.lock();
+        if first.is_none() {
+            *first = Some(panic);
+        }
+    }
+
+    /// Drops a job that will never run (its handle resolves to `Cancelled`).
+    fn abandon(&self, job: Job<'_>) {
+        // A capture's destructor may panic; that must not cost a worker.
+        let _ = Panic::catch_any(move || drop(job));
+        bump(&self.cancelled);
+    }
+
+    fn busy(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.busy.load(Ordering::Relaxed))
+            .count()
+    }
+}
+
+/// Decrements `alive` when a worker ends (or when its closure is dropped unstarted).
+pub(crate) struct AliveGuard(Arc<State>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        *self.0.alive.lock() -= 1;
+        self.0.exited.notify_all();
+    }
+}
+
+/// The worker loop: run jobs until the queue is closed and empty.
+pub(crate) fn work(rx: Receiver<Job<'_>>, guard: AliveGuard, index: usize) {
+    let state = &*guard.0;
+    let slot = &state.slots[index];
+    let token = &state.token;
+    let tally = Tally {
+        completed: Some(&slot.completed),
+        panicked: Some(&slot.panicked),
+        exclusive: true,
+    };
+    for job in rx.iter() {
+        if token.is_cancelled() {
+            state.abandon(job);
+            continue;
+        }
+        slot.busy.store(true, Ordering::Relaxed);
+        let outcome = job.run(token, tally);
+        slot.busy.store(false, Ordering::Relaxed);
+        if let Outcome::Panicked(Some(panic)) = outcome {
+            state.keep_panic(panic);
+        }
+    }
+    drop(guard);
+}
+
+pub(crate) struct Core<'a> {
+    tx: Option<Sender<Job<'a>>>,
+    rx: Receiver<Job<'a>>,
+    pub(crate) state: Arc<State>,
+    overflow: Overflow,
+    on_drop: Option<Arc<OnDropFn>>,
+    _closed_on_cancel: OnCancel,
+}
+
+impl<'a> Core<'a> {
+    pub(crate) fn new(
+        workers: usize,
+        capacity: usize,
+        overflow: Overflow,
+        on_drop: Option<Arc<OnDropFn>>,
+    ) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let token = CancelToken::new();
+        let closed = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&closed);
+        let closed_on_cancel = token.on_cancel(move || flag.store(true, Ordering::Release));
+        let state = Arc::new(State {
+            token,
+            closed,
+            capacity,
+            slots: (0..workers).map(|_| WorkerSlot::default()).collect(),
+            front: Front::default(),
+            cancelled: AtomicU64::new(0),
+            alive: Mutex::new(0),
+            exited: Condvar::new(),
+            first_panic: Mutex::new(None),
+        });
+        Core {
+            tx: Some(tx),
+            rx,
+            state,
+            overflow,
+            on_drop,
+            _closed_on_cancel: closed_on_cancel,
+        }
+    }
+
+    /// What a new worker needs; counts it alive until the guard drops.
+    pub(crate) fn worker_parts(&self) -> (Receiver<Job<'a>>, AliveGuard) {
+        *self.state.alive.lock() += 1;
+        (self.rx.clone(), AliveGuard(Arc::clone(&self.state)))
+    }
+
+    pub(crate) fn token(&self) -> &CancelToken {
+        &self.state.token
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.state.capacity
+    }
+
+    pub(crate) fn workers(&self) -> usize {
+        self.state.slots.len()
+    }
+
+    fn accepting(&self) -> Option<&Sender<Job<'a>>> {
+        if self.state.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.tx.as_ref()
+    }
+
+    /// Queues `job` under the overflow policy. `until` is `None` for `try_` forms; a
+    /// `Block` pool then refuses instead of waiting.
+    ///
+    /// The accepted path is small and inlined; a full or closed queue goes to the
+    /// cold [`overflowed`](Core::overflowed).
+    #[inline]
+    pub(crate) fn push(
+        &self,
+        job: Job<'a>,
+        until: Option<&Until<'_>>,
+    ) -> Result<(), (Job<'a>, Refusal)> {
+        let Some(tx) = self.accepting() else {
+            bump(&self.state.front.rejected);
+            return Err((job, Refusal::Closed));
+        };
+        let sent = match (self.overflow, until) {
+            (Overflow::Block, Some(until))
+                if until.token().is_none() && until.caller_deadline().is_none() =>
+            {
+                tx.send(job).map_err(|e| Refused::Closed(e.into_inner()))
+            }
+            (Overflow::Block, Some(until)) => send_until(tx, job, until),
+            _ => try_send(tx, job),
+        };
+        match sent {
+            Ok(()) => {
+                bump(&self.state.front.submitted);
+                Ok(())
+            }
+            Err(refused) => self.overflowed(tx, refused),
+        }
+    }
+
+    /// The queue refused `job`: apply the overflow policy or hand it back.
+    #[cold]
+    #[inline(never)]
+    fn overflowed(
+        &self,
+        tx: &Sender<Job<'a>>,
+        refused: Refused<Job<'a>>,
+    ) -> Result<(), (Job<'a>, Refusal)> {
+        let front = &self.state.front;
+        let refused = match refused {
+            Refused::Full(job) => match self.overflow {
+                Overflow::DropNewest => {
+                    bump(&front.submitted);
+                    bump(&front.dropped);
+                    self.discard(job);
+                    return Ok(());
+                }
+                Overflow::DropOldest => {
+                    match send_evicting(tx, &self.rx, job, |old| {
+                        bump(&front.dropped);
+                        self.discard(old);
+                    }) {
+                        Ok(()) => {
+                            bump(&front.submitted);
+                            return Ok(());
+                        }
+                        Err(Refused::Closed(job)) => (job, Refusal::Closed),
+                        Err(Refused::Full(job)) => (job, Refusal::Full),
+                        Err(Refused::TimedOut(job)) => (job, Refusal::Timeout),
+                        Err(Refused::Cancelled(job, r)) => (job, Refusal::Cancelled(r)),
+                    }
+                }
+                Overflow::CallerRuns => {
+                    bump(&front.submitted);
+                    bump(&front.caller_ran);
+                    let tally = Tally {
+                        completed: Some(&front.caller_completed),
+                        panicked: Some(&front.caller_panicked),
+                        exclusive: false,
+                    };
+                    if let Outcome::Panicked(Some(panic)) = job.run(&self.state.token, tally) {
+                        self.state.keep_panic(panic);
+                    }
+                    return Ok(());
+                }
+                _ => (job, Refusal::Full),
+            },
+            Refused::Closed(job) => (job, Refusal::Closed),
+            Refused::TimedOut(job) => (job, Refusal::Timeout),
+            Refused::Cancelled(job, reason) => (job, Refusal::Cancelled(reason)),
+        };
+        bump(&front.rejected);
+        Err(refused)
+    }
+
+    /// Queues `job`, waiting for room whatever the overflow policy (used by `map`).
+    pub(crate) fn push_wait(&self, job: Job<'a>) -> Result<(), Job<'a>> {
+        let Some(tx) = self.accepting() else {
+            return Err(job);
+        };
+        match send_until(tx, job, &Until::FOREVER) {
+            Ok(()) => {
+                bump(&self.state.front.submitted);
+                Ok(())
+            }
+            Err(refused) => Err(match refused {
+                Refused::Full(job)
+                | Refused::Closed(job)
+                | Refused::TimedOut(job)
+                | Refused::Cancelled(job, _) => job,
+            }),
+        }
+    }
+
+    fn discard(&self, job: Job<'a>) {
+        match &self.on_drop {
+            Some(on_drop) => on_drop(DroppedTask::new(job)),
+            None => drop(job),
+        }
+    }
+
+    /// Stops accepting new tasks; queued ones still run.
+    pub(crate) fn close(&self) {
+        self.state.closed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_none() || self.state.closed.load(Ordering::Acquire)
+    }
+
+    /// Drops the only sender: workers finish the queue, then exit.
+    pub(crate) fn disconnect(&mut self) {
+        self.close();
+        self.tx = None;
+    }
+
+    /// Whether a shutdown still has work to do.
+    pub(crate) fn is_running(&self) -> bool {
+        self.tx.is_some() || *self.state.alive.lock() > 0
+    }
+
+    /// Waits until every worker has exited, or `deadline`. `true` if they all have.
+    pub(crate) fn wait_exit(&self, deadline: Instant) -> bool {
+        let mut alive = self.state.alive.lock();
+        while *alive > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            self.state.exited.wait_until(&mut alive, deadline);
+        }
+        true
+    }
+
+    /// After the token is cancelled: waits until every worker has exited (`true`) or
+    /// every worker still alive is inside a task (`false`: those may never return).
+    pub(crate) fn settle(&self) -> bool {
+        let mut alive = self.state.alive.lock();
+        loop {
+            if *alive == 0 {
+                return true;
+            }
+            if self.state.busy() >= *alive {
+                return false;
+            }
+            // Idle workers are draining and exit soon; re-check the busy flags often.
+            let tick = Instant::now() + Duration::from_millis(1);
+            self.state.exited.wait_until(&mut alive, tick);
+        }
+    }
+
+    /// Cancels the pool token and drops everything queued now, on this thread (the
+    /// workers drop whatever still slips in), so queued handles resolve promptly.
+    pub(crate) fn cancel(&self) {
+        self.state.token.cancel();
+        self.drain();
+    }
+
+    /// Drops whatever is queued (used after cancelling, and after the workers are gone).
+    pub(crate) fn drain(&self) {
+        for job in self.rx.try_iter() {
+            self.state.abandon(job);
+        }
+    }
+
+    pub(crate) fn stats(&self) -> PoolStats {
+        let s = &self.state;
+        let (mut completed, mut panicked) = (0, 0);
+        for slot in s.slots.iter() {
+            completed += slot.completed.load(Ordering::Relaxed);
+            panicked += slot.panicked.load(Ordering::Relaxed);
+        }
+        let f = &s.front;
+        let caller_ran = f.caller_ran.load(Ordering::Relaxed);
+        PoolStats {
+            workers: s.slots.len(),
+            busy: s.busy(),
+            queued: self.rx.len(),
+            capacity: s.capacity,
+            submitted: f.submitted.load(Ordering::Relaxed),
+            completed: completed + f.caller_completed.load(Ordering::Relaxed),
+            panicked: panicked + f.caller_panicked.load(Ordering::Relaxed),
+            rejected: f.rejected.load(Ordering::Relaxed),
+            dropped: f.dropped.load(Ordering::Relaxed),
+            caller_ran,
+            cancelled: s.cancelled.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn report(&self) -> ShutdownReport {
+        let stats = self.stats();
+        ShutdownReport {
+            completed: stats.completed,
+            panicked: stats.panicked,
+            never_ran: stats.cancelled,
+            dropped: stats.dropped,
+            rejected: stats.rejected,
+            caller_ran: stats.caller_ran,
+            first_panic: self.state.first_panic.lock().take(),
+        }
+    }
+}

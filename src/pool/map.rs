@@ -1,0 +1,181 @@
+//! `map`: ordered results over a bounded window of in-flight work.
+//!
+//! Implementation notes. Items are cut into chunks, one pool job per chunk, so the
+//! per-task cost (an allocation, a channel send and receive, a result slot) is paid
+//! once per chunk, not once per item. At most `window / chunk` chunks are in flight,
+//! where `window = queue_capacity + workers`: the iterator never pulls more than
+//! `window` input items ahead of what it has yielded, so an endless input runs in
+//! bounded memory. Results come back in input order because chunks are joined in
+//! submission order. A panic is caught per item, so one panicking
+//! item yields `Err(TaskError::Panicked)` in its place and its neighbours still run.
+//! One `catch_unwind` guards a whole chunk until something panics.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::iter::Fuse;
+
+use crate::panic::Panic;
+use crate::pool::core::Core;
+use crate::pool::handle::{packet, TaskError, TaskHandle};
+use crate::pool::task::{Cell, Job, Plain};
+use std::sync::Arc;
+
+/// Most items one chunk carries: big enough to amortise the per-job cost on tiny
+/// items, small enough to keep both workers busy on uneven ones.
+const MAX_CHUNK: usize = 1024;
+
+enum Pending<R> {
+    Queued(TaskHandle<Chunk<R>>, usize),
+    Refused(usize),
+}
+
+/// A chunk's results: plain values unless an item panicked (the common case stays
+/// compact: no `Result` per item to move around).
+enum Chunk<R> {
+    Clean(std::vec::IntoIter<R>),
+    Mixed(std::vec::IntoIter<Result<R, TaskError>>),
+}
+
+impl<R> Chunk<R> {
+    fn next(&mut self) -> Option<Result<R, TaskError>> {
+        match self {
+            Chunk::Clean(values) => values.next().map(Ok),
+            Chunk::Mixed(results) => results.next(),
+        }
+    }
+}
+
+/// Runs `f` over a batch. One `catch_unwind` covers the whole batch while nothing
+/// panics (a per-item guard costs more than a tiny item); after a panic the rest of
+/// the batch runs item by item, so the panicking item's neighbours still run.
+fn run_chunk<T, R>(batch: Vec<T>, f: &impl Fn(T) -> R) -> Chunk<R> {
+    let mut out = Vec::with_capacity(batch.len());
+    let mut items = batch.into_iter();
+    match Panic::catch_any(|| {
+        for item in &mut items {
+            out.push(f(item));
+        }
+    }) {
+        Ok(()) => Chunk::Clean(out.into_iter()),
+        Err(panic) => {
+            // `out` holds the results before the panicking item, which was consumed.
+            let mut mixed: Vec<Result<R, TaskError>> = out.into_iter().map(Ok).collect();
+            mixed.push(Err(TaskError::Panicked(panic)));
+            mixed.extend(
+                items.map(|item| Panic::catch_any(|| f(item)).map_err(TaskError::Panicked)),
+            );
+            Chunk::Mixed(mixed.into_iter())
+        }
+    }
+}
+
+/// Iterator returned by [`WorkerPool::map`](crate::WorkerPool::map) and
+/// [`ScopedPool::map`](crate::ScopedPool::map): the results of `f` over the input, in
+/// input order.
+///
+/// Input is pulled lazily, at most `queue_capacity + workers` items ahead of what has
+/// been yielded. Dropping the iterator early stops submitting; chunks already queued
+/// still run (their results are dropped).
+#[must_use = "the map does nothing until it is iterated"]
+pub struct PoolMap<'p, 'a, I: Iterator, F, R> {
+    core: &'p Core<'a>,
+    input: Fuse<I>,
+    f: Arc<F>,
+    pending: VecDeque<Pending<R>>,
+    current: Chunk<R>,
+    cancelled_left: usize,
+    chunk: usize,
+    max_chunks: usize,
+}
+
+impl<'p, 'a, I, F, R> PoolMap<'p, 'a, I, F, R>
+where
+    I: Iterator,
+    I::Item: Send + 'a,
+    F: Fn(I::Item) -> R + Send + Sync + 'a,
+    R: Send + 'a,
+{
+    pub(crate) fn new(core: &'p Core<'a>, input: I, f: F) -> Self {
+        let workers = core.workers();
+        let window = core.capacity() + workers;
+        let chunk = (window / (workers + 1)).clamp(1, MAX_CHUNK);
+        PoolMap {
+            core,
+            input: input.fuse(),
+            f: Arc::new(f),
+            pending: VecDeque::new(),
+            current: Chunk::Clean(Vec::new().into_iter()),
+            cancelled_left: 0,
+            chunk,
+            max_chunks: (window / chunk).max(1),
+        }
+    }
+
+    fn fill(&mut self) {
+        while self.pending.len() < self.max_chunks {
+            let batch: Vec<I::Item> = self.input.by_ref().take(self.chunk).collect();
+            let n = batch.len();
+            if n == 0 {
+                return;
+            }
+            let f = Arc::clone(&self.f);
+            let (done, handle) = packet();
+            let work = move || run_chunk(batch, &*f);
+            let job: Job<'a> = Box::new(Cell {
+                call: Plain(work),
+                done: Some(done),
+            });
+            match self.core.push_wait(job) {
+                Ok(()) => self.pending.push_back(Pending::Queued(handle, n)),
+                Err(job) => {
+                    drop(job);
+                    drop(handle);
+                    self.pending.push_back(Pending::Refused(n));
+                }
+            }
+        }
+    }
+}
+
+impl<'a, I, F, R> Iterator for PoolMap<'_, 'a, I, F, R>
+where
+    I: Iterator,
+    I::Item: Send + 'a,
+    F: Fn(I::Item) -> R + Send + Sync + 'a,
+    R: Send + 'a,
+{
+    type Item = Result<R, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(result) = self.current.next() {
+                return Some(result);
+            }
+            if self.cancelled_left > 0 {
+                self.cancelled_left -= 1;
+                return Some(Err(TaskError::Cancelled));
+            }
+            self.fill();
+            match self.pending.pop_front()? {
+                Pending::Refused(n) => self.cancelled_left = n,
+                Pending::Queued(handle, n) => match handle.join() {
+                    Ok(chunk) => self.current = chunk,
+                    Err(TaskError::Panicked(panic)) => {
+                        self.cancelled_left = n - 1;
+                        return Some(Err(TaskError::Panicked(panic)));
+                    }
+                    Err(_) => self.cancelled_left = n,
+                },
+            }
+        }
+    }
+}
+
+impl<I: Iterator, F, R> fmt::Debug for PoolMap<'_, '_, I, F, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolMap")
+            .field("chunk", &self.chunk)
+            .field("chunks_in_flight", &self.pending.len())
+            .finish()
+    }
+}

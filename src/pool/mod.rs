@@ -1,0 +1,1282 @@
+//! A fixed pool of worker threads with a bounded queue: backpressure, overflow
+//! policies that hand every losing task back, panics as data, and a shutdown that
+//! joins every thread and reports what ran.
+//!
+//! Implementation notes. [`WorkerPool`] (owned threads) and [`ScopedPool`] (threads
+//! of a [`corral::scope`](crate::scope), whose tasks may borrow) are thin wrappers over
+//! one engine in `core.rs`; tasks are type-erased jobs (`task.rs`) whose results go
+//! through a one-shot slot (`handle.rs`); `map` lives in `map.rs`. The wrappers differ
+//! only in how they start and join threads and in how a refused closure is recovered
+//! from its erased job (see `task.rs`).
+
+mod core;
+mod handle;
+mod map;
+mod task;
+
+use std::fmt;
+use std::io;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use self::core::{work, Core, OnDropFn, Refusal};
+use self::task::{Call, Cell, Job, Owned, Plain, Shared, Tokened};
+use crate::cancel::{CancelReason, CancelToken};
+use crate::config::ConfigError;
+use crate::overflow::Overflow;
+use crate::panic::Panic;
+use crate::scope::{Scope, ScopedHandle};
+use crate::spawn::{spawn, ThreadSpec};
+use std::sync::Arc;
+
+use crate::wait::Until;
+use parking_lot::Mutex;
+
+pub(crate) use self::handle::packet;
+pub use self::handle::{TaskError, TaskHandle};
+pub use self::map::PoolMap;
+pub use self::task::DroppedTask;
+
+/// Why a task was not accepted. The task travels back inside, untouched.
+///
+/// # Example
+///
+/// ```
+/// use corral::{SubmitError, WorkerPool};
+///
+/// let pool = WorkerPool::builder().workers(1).queue_capacity(1).build()?;
+/// let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+/// let busy = pool.submit(move || gate_rx.recv().ok()).unwrap();
+/// # while pool.stats().busy == 0 { std::thread::yield_now(); }
+/// let queued = pool.submit(|| 1).unwrap(); // fills the one queue slot
+/// match pool.try_submit(|| 2) {
+///     Err(SubmitError::Full(task)) => assert_eq!(task(), 2), // handed back, runnable
+///     other => panic!("expected Full, got {other:?}"),
+/// }
+/// gate_tx.send(()).unwrap();
+/// # busy.join().unwrap(); queued.join().unwrap();
+/// # Ok::<(), corral::ConfigError>(())
+/// ```
+#[non_exhaustive]
+pub enum SubmitError<F> {
+    /// No room (the queue is full, or a group is at its limit) and the call does not
+    /// wait.
+    Full(F),
+    /// The pool is closed or shut down (or its token is cancelled).
+    Closed(F),
+    /// The timeout or deadline passed while waiting for room.
+    Timeout(F),
+    /// The caller's token was cancelled while waiting for room.
+    Cancelled(F, CancelReason),
+}
+
+impl<F> SubmitError<F> {
+    /// The task that was not accepted.
+    pub fn into_inner(self) -> F {
+        match self {
+            SubmitError::Full(f)
+            | SubmitError::Closed(f)
+            | SubmitError::Timeout(f)
+            | SubmitError::Cancelled(f, _) => f,
+        }
+    }
+
+    /// Whether there was no room.
+    pub fn is_full(&self) -> bool {
+        matches!(self, SubmitError::Full(_))
+    }
+
+    /// Whether the pool was closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, SubmitError::Closed(_))
+    }
+
+    /// Whether the wait timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, SubmitError::Timeout(_))
+    }
+
+    /// Whether the caller's token stopped the wait.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, SubmitError::Cancelled(..))
+    }
+
+    pub(crate) fn from_refusal(task: F, why: Refusal) -> Self {
+        match why {
+            Refusal::Full => SubmitError::Full(task),
+            Refusal::Closed => SubmitError::Closed(task),
+            Refusal::Timeout => SubmitError::Timeout(task),
+            Refusal::Cancelled(reason) => SubmitError::Cancelled(task, reason),
+        }
+    }
+}
+
+impl<F> fmt::Debug for SubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitError::Full(_) => f.write_str("Full(..)"),
+            SubmitError::Closed(_) => f.write_str("Closed(..)"),
+            SubmitError::Timeout(_) => f.write_str("Timeout(..)"),
+            SubmitError::Cancelled(_, reason) => write!(f, "Cancelled(.., {reason:?})"),
+        }
+    }
+}
+
+impl<F> fmt::Display for SubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitError::Full(_) => f.write_str("no room for the task"),
+            SubmitError::Closed(_) => f.write_str("not accepting tasks: closed"),
+            SubmitError::Timeout(_) => f.write_str("timed out waiting for room for the task"),
+            SubmitError::Cancelled(_, reason) => {
+                write!(f, "stopped waiting for room for the task: {reason}")
+            }
+        }
+    }
+}
+
+impl<F> std::error::Error for SubmitError<F> {}
+
+impl<F: PartialEq> PartialEq for SubmitError<F> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (SubmitError::Full(a), SubmitError::Full(b))
+            | (SubmitError::Closed(a), SubmitError::Closed(b))
+            | (SubmitError::Timeout(a), SubmitError::Timeout(b)) => a == b,
+            (SubmitError::Cancelled(a, x), SubmitError::Cancelled(b, y)) => a == b && x == y,
+            _ => false,
+        }
+    }
+}
+
+/// A snapshot of a pool's counters and gauges (relaxed reads: cheap to poll, not a
+/// consistent cut while tasks are moving).
+///
+/// Every accepted task ends exactly one way, so once the pool is shut down
+/// `submitted == completed + panicked + cancelled + dropped`. Refused tasks went back
+/// to their submitter and are counted in `rejected` only. `map` counts one task per
+/// chunk.
+///
+/// # Example
+///
+/// ```
+/// let pool = corral::WorkerPool::builder().workers(2).build()?;
+/// pool.submit(|| ()).unwrap().join().unwrap();
+/// let stats = pool.stats();
+/// assert_eq!((stats.workers, stats.submitted, stats.completed), (2, 1, 1));
+/// # Ok::<(), corral::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Worker threads.
+    pub workers: usize,
+    /// Workers running a task right now.
+    pub busy: usize,
+    /// Tasks waiting in the queue.
+    pub queued: usize,
+    /// The queue's capacity.
+    pub capacity: usize,
+    /// Tasks accepted (including those run by the caller or dropped by the policy).
+    pub submitted: u64,
+    /// Tasks that ran to completion.
+    pub completed: u64,
+    /// Tasks that panicked (the worker survived).
+    pub panicked: u64,
+    /// Submissions refused and handed back (`Full`, `Closed`, `Timeout`, `Cancelled`).
+    pub rejected: u64,
+    /// Tasks displaced by `DropOldest` / `DropNewest` (to `on_drop`, or discarded).
+    pub dropped: u64,
+    /// Tasks the submitting thread ran itself under `CallerRuns` (also counted in
+    /// `completed` or `panicked`).
+    pub caller_ran: u64,
+    /// Accepted tasks that never ran (shutdown_now, cancelled pool token).
+    pub cancelled: u64,
+}
+
+/// What a shutdown found: how the pool's tasks ended.
+///
+/// # Example
+///
+/// ```
+/// let pool = corral::WorkerPool::builder().workers(2).build()?;
+/// for i in 0..10 {
+///     pool.execute(move || assert!(i < 10)).unwrap();
+/// }
+/// let report = pool.shutdown(); // runs everything queued, joins every worker
+/// assert_eq!(report.completed, 10);
+/// assert_eq!(report.never_ran, 0);
+/// # Ok::<(), corral::ConfigError>(())
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Tasks that ran to completion.
+    pub completed: u64,
+    /// Tasks that panicked.
+    pub panicked: u64,
+    /// Accepted tasks that never ran; their handles resolved to
+    /// [`TaskError::Cancelled`].
+    pub never_ran: u64,
+    /// Tasks displaced by the overflow policy.
+    pub dropped: u64,
+    /// Submissions refused and handed back.
+    pub rejected: u64,
+    /// Tasks run by their submitter under `CallerRuns`.
+    pub caller_ran: u64,
+    /// The first panic of a fire-and-forget task ([`execute`](WorkerPool::execute)),
+    /// which had no handle to go to. Panics of tasks with handles went to the handles.
+    pub first_panic: Option<Panic>,
+}
+
+/// Configures a [`WorkerPool`] or a [`ScopedPool`].
+///
+/// Defaults: `workers = num_cpus::get()`, `queue_capacity = 1024`,
+/// [`Overflow::Block`], threads named `corral-pool-N`, the platform's stack size,
+/// no `on_drop` callback.
+///
+/// # Example
+///
+/// ```
+/// use corral::{Overflow, WorkerPool};
+///
+/// let pool = WorkerPool::builder()
+///     .workers(4)
+///     .queue_capacity(64)
+///     .overflow(Overflow::CallerRuns)
+///     .thread_name("resize")
+///     .stack_size(256 * 1024)
+///     .build()?;
+/// assert_eq!(pool.stats().workers, 4);
+///
+/// let err = WorkerPool::builder().workers(0).build().unwrap_err();
+/// assert_eq!((err.field(), err.value()), ("workers", "0"));
+/// # Ok::<(), corral::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct PoolBuilder {
+    workers: usize,
+    queue_capacity: usize,
+    overflow: Overflow,
+    name: String,
+    stack_size: Option<usize>,
+    on_drop: Option<Arc<OnDropFn>>,
+    #[cfg(test)]
+    fail_spawn_at: Option<usize>,
+}
+
+const MAX_WORKERS: usize = 4096;
+const MAX_CAPACITY: usize = 1 << 24;
+const MIN_STACK: usize = 16 * 1024;
+const MAX_STACK: usize = 1 << 30;
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        PoolBuilder {
+            workers: num_cpus::get().max(1),
+            queue_capacity: 1024,
+            overflow: Overflow::Block,
+            name: "pool".to_owned(),
+            stack_size: None,
+            on_drop: None,
+            #[cfg(test)]
+            fail_spawn_at: None,
+        }
+    }
+}
+
+impl PoolBuilder {
+    /// Number of worker threads, 1 to 4096.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Capacity of the task queue, 1 to 2^24.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
+        self
+    }
+
+    /// What `submit` does when the queue is full (default [`Overflow::Block`]).
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// Threads are named `corral-{name}-{index}`.
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Stack size of each worker, 16 KiB to 1 GiB.
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Receives every task that [`Overflow::DropOldest`] or [`Overflow::DropNewest`]
+    /// displaces. It runs on the submitting thread; it may run the task, keep a count,
+    /// or drop it (its handle then resolves to [`TaskError::Cancelled`]). Without it
+    /// displaced tasks are dropped that way and only counted.
+    pub fn on_drop(mut self, f: impl Fn(DroppedTask<'_>) + Send + Sync + 'static) -> Self {
+        self.on_drop = Some(Arc::new(f));
+        self
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.workers == 0 {
+            return Err(ConfigError::new(
+                "workers",
+                self.workers,
+                "must be at least 1",
+            ));
+        }
+        if self.workers > MAX_WORKERS {
+            return Err(ConfigError::new(
+                "workers",
+                self.workers,
+                "must be at most 4096",
+            ));
+        }
+        if self.queue_capacity == 0 {
+            return Err(ConfigError::new(
+                "queue_capacity",
+                self.queue_capacity,
+                "must be at least 1",
+            ));
+        }
+        if self.queue_capacity > MAX_CAPACITY {
+            return Err(ConfigError::new(
+                "queue_capacity",
+                self.queue_capacity,
+                "must be at most 16777216",
+            ));
+        }
+        if let Some(size) = self.stack_size {
+            if !(MIN_STACK..=MAX_STACK).contains(&size) {
+                return Err(ConfigError::new(
+                    "stack_size",
+                    size,
+                    "must be between 16 KiB and 1 GiB",
+                ));
+            }
+        }
+        if self.name.contains('\0') {
+            return Err(ConfigError::new(
+                "thread_name",
+                &self.name,
+                "must not contain NUL",
+            ));
+        }
+        Ok(())
+    }
+
+    fn spec(&self, index: usize, owner: &'static str) -> ThreadSpec {
+        let mut spec = ThreadSpec::new(owner, format!("{}-{index}", self.name));
+        spec.stack_size = self.stack_size;
+        spec
+    }
+
+    fn core<'a>(&self) -> Core<'a> {
+        Core::new(
+            self.workers,
+            self.queue_capacity,
+            self.overflow,
+            self.on_drop.clone(),
+        )
+    }
+
+    fn injected_failure(&self, _index: usize) -> Option<io::Error> {
+        #[cfg(test)]
+        if self.fail_spawn_at == Some(_index) {
+            return Some(io::Error::other("injected spawn failure"));
+        }
+        None
+    }
+
+    fn spawn_failed(&self) -> ConfigError {
+        ConfigError::new(
+            "workers",
+            self.workers,
+            "the os refused to start that many threads",
+        )
+    }
+
+    /// Starts the workers.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field for zero or absurd values (`workers` outside
+    /// 1..=4096, `queue_capacity` outside 1..=2^24, `stack_size` outside 16 KiB..=1 GiB,
+    /// a `thread_name` with a NUL), or naming `workers` if the OS refuses to start a
+    /// thread; the workers already started are then stopped and joined first.
+    pub fn build(self) -> Result<WorkerPool, ConfigError> {
+        self.validate()?;
+        let mut core = self.core();
+        let mut handles = Vec::with_capacity(self.workers);
+        for index in 0..self.workers {
+            let (rx, guard) = core.worker_parts();
+            let started = match self.injected_failure(index) {
+                Some(e) => Err(e),
+                None => spawn(&self.spec(index, "WorkerPool"), move || {
+                    work(rx, guard, index)
+                }),
+            };
+            match started {
+                Ok(handle) => handles.push(handle),
+                Err(_) => {
+                    core.disconnect();
+                    for handle in handles {
+                        let _ = handle.join();
+                    }
+                    return Err(self.spawn_failed());
+                }
+            }
+        }
+        Ok(WorkerPool { core, handles })
+    }
+
+    /// Starts the workers as threads of `scope`: tasks may borrow anything that
+    /// outlives the scope, and the workers are joined when the pool is dropped (at the
+    /// latest when the scope ends).
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](PoolBuilder::build).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let words = vec!["alpha".to_string(), "beta".to_string()];
+    /// let total = corral::scope(|s| {
+    ///     let pool = corral::WorkerPool::builder().workers(2).build_scoped(s).unwrap();
+    ///     let handles: Vec<_> = words
+    ///         .iter()
+    ///         .map(|w| pool.submit(move || w.len()).unwrap()) // borrows `words`
+    ///         .collect();
+    ///     handles.into_iter().map(|h| h.join().unwrap()).sum::<usize>()
+    /// });
+    /// assert_eq!(total, 9);
+    /// ```
+    pub fn build_scoped<'scope>(
+        self,
+        scope: &Scope<'scope, '_>,
+    ) -> Result<ScopedPool<'scope>, ConfigError> {
+        self.validate()?;
+        let mut core = self.core();
+        let mut handles = Vec::with_capacity(self.workers);
+        for index in 0..self.workers {
+            let (rx, guard) = core.worker_parts();
+            let started = match self.injected_failure(index) {
+                Some(e) => Err(e),
+                None => scope.try_spawn_as(self.spec(index, "ScopedPool"), move || {
+                    work(rx, guard, index)
+                }),
+            };
+            match started {
+                Ok(handle) => handles.push(handle),
+                Err(_) => {
+                    core.disconnect();
+                    for handle in handles {
+                        let _ = handle.join();
+                    }
+                    return Err(self.spawn_failed());
+                }
+            }
+        }
+        Ok(ScopedPool { core, handles })
+    }
+}
+
+impl fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("workers", &self.workers)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("overflow", &self.overflow)
+            .field("thread_name", &self.name)
+            .field("stack_size", &self.stack_size)
+            .field("on_drop", &self.on_drop.is_some())
+            .finish()
+    }
+}
+
+fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or(now + Duration::from_secs(1 << 32))
+}
+
+/// A fixed set of worker threads fed by a bounded queue.
+///
+/// * **Backpressure.** [`submit`](WorkerPool::submit) waits while the queue is full;
+///   `try_submit`, `submit_timeout`, `submit_deadline` and `submit_cancellable` bound
+///   the wait, and every refusal hands the closure back in [`SubmitError`]. The
+///   [`Overflow`] policy chosen on the builder decides what a full queue does instead:
+///   refuse (`Reject`), evict the oldest task (`DropOldest`), shed the new one
+///   (`DropNewest`), or run it on the submitting thread (`CallerRuns`); displaced
+///   tasks go to the `on_drop` callback and are counted.
+/// * **Panics are data.** A panicking task never costs a worker: its payload goes to
+///   its [`TaskHandle`] (or to [`ShutdownReport::first_panic`] for
+///   [`execute`](WorkerPool::execute)d tasks) and [`stats`](WorkerPool::stats) counts it.
+/// * **Shutdown.** [`shutdown`](WorkerPool::shutdown) stops accepting, runs what is
+///   queued and joins every worker; [`shutdown_now`](WorkerPool::shutdown_now) cancels
+///   the pool token and runs nothing more; [`shutdown_timeout`](WorkerPool::shutdown_timeout)
+///   hands the pool back rather than detach a thread that is still running.
+///   Dropping the pool is `shutdown()` (or `shutdown_now()` while the thread is
+///   already panicking, so a failing test does not wait on queued work).
+///
+/// For tasks that borrow from the stack, build a [`ScopedPool`] inside a
+/// [`corral::scope`](crate::scope) with [`PoolBuilder::build_scoped`].
+///
+/// # Example
+///
+/// ```
+/// use corral::{leak::LeakCheck, WorkerPool};
+///
+/// let _check = LeakCheck::new();
+/// let pool = WorkerPool::builder().workers(2).queue_capacity(8).build()?;
+/// let handles: Vec<_> = (0..20u64)
+///     .map(|n| pool.submit(move || n * n).unwrap()) // waits when 8 are queued
+///     .collect();
+/// let sum: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+/// assert_eq!(sum, 2470);
+/// let report = pool.shutdown();
+/// assert_eq!(report.completed, 20);
+/// # Ok::<(), corral::ConfigError>(())
+/// ```
+pub struct WorkerPool {
+    core: Core<'static>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl WorkerPool {
+    /// A builder with the defaults (one worker per CPU, a queue of 1024).
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    fn submit_call<C>(
+        &self,
+        call: C,
+        until: Option<&Until<'_>>,
+    ) -> Result<TaskHandle<C::Out>, SubmitError<C::Closure>>
+    where
+        C: Call + 'static,
+        C::Out: Send + 'static,
+    {
+        let (done, handle) = packet();
+        let job: Job<'static> = Box::new(Owned(Cell {
+            call,
+            done: Some(done),
+        }));
+        match self.core.push(job, until) {
+            Ok(()) => Ok(handle),
+            Err((job, why)) => Err(SubmitError::from_refusal(reclaim::<C>(job), why)),
+        }
+    }
+
+    fn execute_call<F>(&self, f: F, until: Option<&Until<'_>>) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let job: Job<'static> = Box::new(Owned(Cell {
+            call: Plain(f),
+            done: None,
+        }));
+        self.core
+            .push(job, until)
+            .map_err(|(job, why)| SubmitError::from_refusal(reclaim::<Plain<F>>(job), why))
+    }
+
+    /// Queues `f` and returns a handle to its result, waiting while the queue is full
+    /// (under [`Overflow::Block`]; other policies never wait).
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Closed`] once the pool is closed or shut down;
+    /// [`SubmitError::Full`] when a `Reject` pool's queue is full. The closure is
+    /// handed back.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let pool = corral::WorkerPool::builder().workers(1).build()?;
+    /// assert_eq!(pool.submit(|| "done").unwrap().join().unwrap(), "done");
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn submit<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit_call(Plain(f), Some(&Until::FOREVER))
+    }
+
+    /// Queues `f` only if that needs no waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Full`] when the queue is full (under `Block` or `Reject`),
+    /// [`SubmitError::Closed`] after close or shutdown; the closure is handed back.
+    pub fn try_submit<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit_call(Plain(f), None)
+    }
+
+    /// As [`submit`](WorkerPool::submit), waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Timeout`] when no room appeared in time, plus those of `submit`.
+    pub fn submit_timeout<F, T>(
+        &self,
+        f: F,
+        timeout: Duration,
+    ) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit_call(Plain(f), Some(&Until::timeout(timeout)))
+    }
+
+    /// As [`submit`](WorkerPool::submit), waiting until `deadline` at most for room.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Timeout`] when the deadline passed, plus those of `submit`.
+    pub fn submit_deadline<F, T>(
+        &self,
+        f: F,
+        deadline: Instant,
+    ) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit_call(Plain(f), Some(&Until::deadline(deadline)))
+    }
+
+    /// As [`submit`](WorkerPool::submit), waiting for room until `token` is cancelled.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Cancelled`] with the token's reason, plus those of `submit`.
+    pub fn submit_cancellable<F, T>(
+        &self,
+        f: F,
+        token: &CancelToken,
+    ) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit_call(Plain(f), Some(&Until::cancellable(token)))
+    }
+
+    /// As [`submit`](WorkerPool::submit), for a task that receives the pool's token
+    /// (cancelled by [`shutdown_now`](WorkerPool::shutdown_now) and by a
+    /// [`shutdown_timeout`](WorkerPool::shutdown_timeout) that ran out), so a long task
+    /// can stop early.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](WorkerPool::submit).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let pool = corral::WorkerPool::builder().workers(1).build()?;
+    /// let spinner = pool.submit_with_token(|token| {
+    ///     let mut rounds = 0u64;
+    ///     while !token.is_cancelled() {
+    ///         rounds += 1;
+    ///         std::thread::yield_now();
+    ///     }
+    ///     rounds
+    /// }).unwrap();
+    /// # while pool.stats().busy == 0 { std::thread::yield_now(); }
+    /// let report = pool.shutdown_now(); // cancels the token: the spinner stops
+    /// assert!(spinner.join().is_ok());
+    /// assert_eq!(report.completed, 1);
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn submit_with_token<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce(&CancelToken) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit_call(Tokened(f), Some(&Until::FOREVER))
+    }
+
+    /// Queues a fire-and-forget task: no handle, the cheapest form. A panic is counted
+    /// and the first one is kept in [`ShutdownReport::first_panic`].
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](WorkerPool::submit).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let pool = corral::WorkerPool::builder().workers(2).build()?;
+    /// let hits = Arc::new(AtomicUsize::new(0));
+    /// for _ in 0..100 {
+    ///     let hits = hits.clone();
+    ///     pool.execute(move || { hits.fetch_add(1, Ordering::Relaxed); }).unwrap();
+    /// }
+    /// pool.shutdown();
+    /// assert_eq!(hits.load(Ordering::Relaxed), 100);
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.execute_call(f, Some(&Until::FOREVER))
+    }
+
+    /// As [`execute`](WorkerPool::execute), without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_submit`](WorkerPool::try_submit).
+    pub fn try_execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.execute_call(f, None)
+    }
+
+    /// As [`execute`](WorkerPool::execute), waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit_timeout`](WorkerPool::submit_timeout).
+    pub fn execute_timeout<F>(&self, f: F, timeout: Duration) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.execute_call(f, Some(&Until::timeout(timeout)))
+    }
+
+    /// As [`execute`](WorkerPool::execute), waiting until `deadline` at most.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit_deadline`](WorkerPool::submit_deadline).
+    pub fn execute_deadline<F>(&self, f: F, deadline: Instant) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.execute_call(f, Some(&Until::deadline(deadline)))
+    }
+
+    /// As [`execute`](WorkerPool::execute), waiting until `token` is cancelled at most.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit_cancellable`](WorkerPool::submit_cancellable).
+    pub fn execute_cancellable<F>(&self, f: F, token: &CancelToken) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.execute_call(f, Some(&Until::cancellable(token)))
+    }
+
+    /// Applies `f` to every item on the pool and yields the results in input order,
+    /// with at most `queue_capacity + workers` items in flight, so an endless input
+    /// runs in bounded memory. Items are batched into chunks behind the scenes, so tiny
+    /// items cost little. A panicking item yields `Err(TaskError::Panicked)` in its
+    /// place; items of a closed pool yield `Err(TaskError::Cancelled)`. `map` always
+    /// waits for room, whatever the overflow policy.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let pool = corral::WorkerPool::builder().workers(2).queue_capacity(16).build()?;
+    /// let squares: Vec<u64> = pool
+    ///     .map(1..=1000u64, |n| n * n)
+    ///     .collect::<Result<_, _>>()
+    ///     .unwrap();
+    /// assert_eq!(squares[999], 1_000_000);
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn map<I, F, R>(&self, items: I, f: F) -> PoolMap<'_, 'static, I::IntoIter, F, R>
+    where
+        I: IntoIterator,
+        I::Item: Send + 'static,
+        F: Fn(I::Item) -> R + Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        PoolMap::new(&self.core, items.into_iter(), f)
+    }
+
+    /// The pool's token, handed to [`submit_with_token`](WorkerPool::submit_with_token)
+    /// tasks. Cancelling it makes the pool refuse new tasks and drop queued ones (their
+    /// handles resolve to [`TaskError::Cancelled`]), as `shutdown_now` does.
+    pub fn token(&self) -> &CancelToken {
+        self.core.token()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> PoolStats {
+        self.core.stats()
+    }
+
+    /// Stops accepting tasks (later submits get [`SubmitError::Closed`]); queued tasks
+    /// still run. A submitter already waiting for room may still get its task in.
+    pub fn close(&self) {
+        self.core.close();
+    }
+
+    /// Whether the pool refuses new tasks.
+    pub fn is_closed(&self) -> bool {
+        self.core.is_closed() || self.core.token().is_cancelled()
+    }
+
+    fn stop(&mut self) -> ShutdownReport {
+        self.core.disconnect();
+        for handle in self.handles.drain(..) {
+            // Workers catch every task panic, so a join error cannot carry one.
+            let _ = handle.join();
+        }
+        self.core.drain();
+        self.core.report()
+    }
+
+    /// Stops accepting tasks, runs everything already queued, joins every worker and
+    /// reports how the pool's tasks ended.
+    pub fn shutdown(mut self) -> ShutdownReport {
+        self.stop()
+    }
+
+    /// Cancels the pool token, runs nothing more from the queue (those handles resolve
+    /// to [`TaskError::Cancelled`], counted in [`ShutdownReport::never_ran`]), waits for
+    /// the tasks already running and joins every worker.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let pool = corral::WorkerPool::builder().workers(1).build()?;
+    /// let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+    /// let running = pool.submit(move || gate_rx.recv().ok()).unwrap();
+    /// let queued: Vec<_> = (0..5).map(|i| pool.submit(move || i).unwrap()).collect();
+    /// # while pool.stats().busy == 0 { std::thread::yield_now(); }
+    /// let stopper = std::thread::spawn(move || pool.shutdown_now());
+    /// # while !queued.iter().all(|h| h.is_finished()) { std::thread::yield_now(); }
+    /// gate_tx.send(()).unwrap(); // let the running task finish
+    /// let report = stopper.join().unwrap();
+    /// assert_eq!(report.never_ran, 5);
+    /// assert!(queued.into_iter().all(|h| h.join().unwrap_err().is_cancelled()));
+    /// assert!(running.join().is_ok());
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn shutdown_now(mut self) -> ShutdownReport {
+        self.core.cancel();
+        self.stop()
+    }
+
+    /// Shuts down gracefully if that finishes within `timeout`. Otherwise it cancels
+    /// the pool token (queued tasks will not run) and, if a task is still running once
+    /// the idle workers have exited, hands the pool back instead of detaching the
+    /// thread: call `shutdown` on it to wait, or drop it.
+    ///
+    /// # Errors
+    ///
+    /// The pool itself (closed, token cancelled) when a task was still running.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = corral::WorkerPool::builder().workers(1).build()?;
+    /// let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+    /// pool.execute(move || { gate_rx.recv().ok(); }).unwrap();
+    /// # while pool.stats().busy == 0 { std::thread::yield_now(); }
+    /// let pool = match pool.shutdown_timeout(Duration::from_millis(10)) {
+    ///     Ok(_) => unreachable!("the task is blocked"),
+    ///     Err(pool) => pool, // no thread was detached
+    /// };
+    /// gate_tx.send(()).unwrap();
+    /// assert_eq!(pool.shutdown().completed, 1);
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Result<ShutdownReport, WorkerPool> {
+        let deadline = deadline_after(timeout);
+        self.core.disconnect();
+        if !self.core.wait_exit(deadline) {
+            self.core.cancel();
+            if !self.core.settle() {
+                return Err(self);
+            }
+        }
+        Ok(self.stop())
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        if self.core.is_running() {
+            if std::thread::panicking() {
+                self.core.cancel();
+            }
+            let _ = self.stop();
+        }
+    }
+}
+
+impl fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("stats", &self.stats())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// The closure inside a job this pool just built from a `C`.
+fn reclaim<C>(job: Job<'static>) -> C::Closure
+where
+    C: Call + 'static,
+    C::Out: Send + 'static,
+{
+    match Owned::<C>::reclaim(job) {
+        Some(closure) => closure,
+        // A refused job is always the one just built, of this very type.
+        None => unreachable!("corral: a refused job is the one just submitted"),
+    }
+}
+
+/// A worker pool whose threads belong to a [`corral::scope`](crate::scope), so its
+/// tasks may borrow anything that outlives the scope. Built with
+/// [`PoolBuilder::build_scoped`].
+///
+/// It behaves like [`WorkerPool`] (same queue, overflow policies, panics as data and
+/// stats); dropping it runs what is queued and joins its workers, and the scope joins
+/// them at the latest.
+///
+/// # Example
+///
+/// ```
+/// let mut rows = vec![vec![1u32; 100]; 8];
+/// let totals: Vec<u32> = corral::scope(|s| {
+///     let pool = corral::WorkerPool::builder().workers(2).build_scoped(s).unwrap();
+///     let handles: Vec<_> = rows
+///         .iter_mut()
+///         .map(|row| pool.submit(move || { row[0] = 0; row.iter().sum::<u32>() }).unwrap())
+///         .collect();
+///     handles.into_iter().map(|h| h.join().unwrap()).collect()
+/// });
+/// assert_eq!(totals, vec![99; 8]);
+/// assert!(rows.iter().all(|row| row[0] == 0));
+/// ```
+///
+/// A task cannot borrow something that dies before the scope ends:
+///
+/// ```compile_fail
+/// corral::scope(|s| {
+///     let pool = corral::WorkerPool::builder().workers(1).build_scoped(s).unwrap();
+///     let local = String::from("dropped before the workers are joined");
+///     pool.submit(|| local.len()).unwrap(); // error: `local` does not live long enough
+/// });
+/// ```
+pub struct ScopedPool<'scope> {
+    core: Core<'scope>,
+    handles: Vec<ScopedHandle<'scope, ()>>,
+}
+
+impl<'scope> ScopedPool<'scope> {
+    fn submit_call<C>(
+        &self,
+        call: C,
+        until: Option<&Until<'_>>,
+    ) -> Result<TaskHandle<C::Out>, SubmitError<C::Closure>>
+    where
+        C: Call + 'scope,
+        C::Out: Send + 'scope,
+    {
+        let (done, handle) = packet();
+        let slot = Arc::new(Mutex::new(Some(call)));
+        let job: Job<'scope> = Box::new(Shared {
+            call: Arc::clone(&slot),
+            done: Some(done),
+        });
+        match self.core.push(job, until) {
+            Ok(()) => Ok(handle),
+            Err((job, why)) => {
+                drop(job);
+                let taken = slot.lock().take();
+                match taken {
+                    Some(call) => Err(SubmitError::from_refusal(call.into_closure(), why)),
+                    None => unreachable!("corral: a refused job never ran"),
+                }
+            }
+        }
+    }
+
+    /// As [`WorkerPool::submit`]; `f` may borrow from outside the scope.
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPool::submit`].
+    pub fn submit<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        self.submit_call(Plain(f), Some(&Until::FOREVER))
+    }
+
+    /// As [`WorkerPool::try_submit`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPool::try_submit`].
+    pub fn try_submit<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        self.submit_call(Plain(f), None)
+    }
+
+    /// As [`WorkerPool::submit_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPool::submit_timeout`].
+    pub fn submit_timeout<F, T>(
+        &self,
+        f: F,
+        timeout: Duration,
+    ) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        self.submit_call(Plain(f), Some(&Until::timeout(timeout)))
+    }
+
+    /// As [`WorkerPool::submit_deadline`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPool::submit_deadline`].
+    pub fn submit_deadline<F, T>(
+        &self,
+        f: F,
+        deadline: Instant,
+    ) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        self.submit_call(Plain(f), Some(&Until::deadline(deadline)))
+    }
+
+    /// As [`WorkerPool::submit_cancellable`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPool::submit_cancellable`].
+    pub fn submit_cancellable<F, T>(
+        &self,
+        f: F,
+        token: &CancelToken,
+    ) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        self.submit_call(Plain(f), Some(&Until::cancellable(token)))
+    }
+
+    /// As [`WorkerPool::submit_with_token`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPool::submit`].
+    pub fn submit_with_token<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce(&CancelToken) -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        self.submit_call(Tokened(f), Some(&Until::FOREVER))
+    }
+
+    /// As [`WorkerPool::execute`]; `f` may borrow from outside the scope.
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPool::submit`].
+    pub fn execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'scope,
+    {
+        self.execute_call(f, Some(&Until::FOREVER))
+    }
+
+    /// As [`WorkerPool::try_execute`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPool::try_submit`].
+    pub fn try_execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'scope,
+    {
+        self.execute_call(f, None)
+    }
+
+    /// As [`WorkerPool::execute_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPool::submit_timeout`].
+    pub fn execute_timeout<F>(&self, f: F, timeout: Duration) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'scope,
+    {
+        self.execute_call(f, Some(&Until::timeout(timeout)))
+    }
+
+    /// As [`WorkerPool::execute_deadline`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPool::submit_deadline`].
+    pub fn execute_deadline<F>(&self, f: F, deadline: Instant) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'scope,
+    {
+        self.execute_call(f, Some(&Until::deadline(deadline)))
+    }
+
+    /// As [`WorkerPool::execute_cancellable`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPool::submit_cancellable`].
+    pub fn execute_cancellable<F>(&self, f: F, token: &CancelToken) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'scope,
+    {
+        self.execute_call(f, Some(&Until::cancellable(token)))
+    }
+
+    fn execute_call<F>(&self, f: F, until: Option<&Until<'_>>) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'scope,
+    {
+        let slot = Arc::new(Mutex::new(Some(Plain(f))));
+        let job: Job<'scope> = Box::new(Shared {
+            call: Arc::clone(&slot),
+            done: None,
+        });
+        self.core.push(job, until).map_err(|(job, why)| {
+            drop(job);
+            match slot.lock().take() {
+                Some(call) => SubmitError::from_refusal(call.into_closure(), why),
+                None => unreachable!("corral: a refused job never ran"),
+            }
+        })
+    }
+
+    /// As [`WorkerPool::map`]; `f` and the items may borrow from outside the scope.
+    pub fn map<'p, I, F, R>(&'p self, items: I, f: F) -> PoolMap<'p, 'scope, I::IntoIter, F, R>
+    where
+        I: IntoIterator,
+        I::Item: Send + 'scope,
+        F: Fn(I::Item) -> R + Send + Sync + 'scope,
+        R: Send + 'scope,
+    {
+        PoolMap::new(&self.core, items.into_iter(), f)
+    }
+
+    /// As [`WorkerPool::token`].
+    pub fn token(&self) -> &CancelToken {
+        self.core.token()
+    }
+
+    /// As [`WorkerPool::stats`].
+    pub fn stats(&self) -> PoolStats {
+        self.core.stats()
+    }
+
+    /// As [`WorkerPool::close`].
+    pub fn close(&self) {
+        self.core.close();
+    }
+
+    fn stop(&mut self) -> ShutdownReport {
+        self.core.disconnect();
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+        self.core.drain();
+        self.core.report()
+    }
+
+    /// As [`WorkerPool::shutdown`].
+    pub fn shutdown(mut self) -> ShutdownReport {
+        self.stop()
+    }
+
+    /// As [`WorkerPool::shutdown_now`].
+    pub fn shutdown_now(mut self) -> ShutdownReport {
+        self.core.cancel();
+        self.stop()
+    }
+}
+
+impl Drop for ScopedPool<'_> {
+    fn drop(&mut self) {
+        if self.core.is_running() {
+            if std::thread::panicking() {
+                self.core.cancel();
+            }
+            let _ = self.stop();
+        }
+    }
+}
+
+impl fmt::Debug for ScopedPool<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopedPool")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::leak::LeakCheck;
+
+    #[test]
+    fn a_failed_spawn_stops_and_joins_the_workers_already_started() {
+        let _check = LeakCheck::new();
+        for fail_at in [0, 1, 3] {
+            let mut builder = WorkerPool::builder().workers(4);
+            builder.fail_spawn_at = Some(fail_at);
+            let err = builder.clone().build().unwrap_err();
+            assert_eq!((err.field(), err.value()), ("workers", "4"));
+            crate::scope(|s| {
+                let err = builder.clone().build_scoped(s).unwrap_err();
+                assert_eq!(err.field(), "workers");
+            });
+        }
+        // LeakCheck (on drop) proves every started worker was joined.
+    }
+}

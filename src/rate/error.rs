@@ -1,0 +1,223 @@
+//! What the rate limiters return when a request does not pass.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::time::Anchor;
+use crate::cancel::CancelReason;
+
+/// A request was refused now; it would conform at [`earliest`](NotUntil::earliest).
+///
+/// Returned by [`RateLimiter::check`](crate::RateLimiter::check) and inside
+/// [`CheckError`] and [`WaitError::Timeout`].
+///
+/// # Example
+///
+/// ```
+/// use corral::{Clock, ManualClock, RateLimiter};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new();
+/// let limiter = RateLimiter::per_second(2).burst(1).clock(clock.clone()).build()?;
+/// limiter.check().unwrap();
+/// let refused = limiter.check().unwrap_err();
+/// assert_eq!(refused.wait_time(), Duration::from_millis(500));
+/// assert_eq!(refused.earliest(), clock.now() + Duration::from_millis(500));
+/// # Ok::<(), corral::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotUntil {
+    // Kept raw so that a refusal costs no instant arithmetic until someone asks.
+    anchor: Anchor,
+    at: u64,
+    now: u64,
+}
+
+impl NotUntil {
+    /// Refused at offset `now` on `anchor`'s timeline; conforms at offset `at`.
+    pub(crate) fn new(anchor: Anchor, at: u64, now: u64) -> Self {
+        NotUntil { anchor, at, now }
+    }
+
+    /// The earliest instant (on the limiter's clock) at which the request would pass.
+    pub fn earliest(&self) -> Instant {
+        self.anchor.instant(self.at)
+    }
+
+    /// How long the caller would have to wait, measured when the request was refused.
+    pub fn wait_time(&self) -> Duration {
+        Duration::from_nanos(self.at.saturating_sub(self.now))
+    }
+
+    /// How long from `now` until [`earliest`](NotUntil::earliest) (zero once it passed).
+    pub fn wait_time_from(&self, now: Instant) -> Duration {
+        self.earliest().saturating_duration_since(now)
+    }
+}
+
+impl fmt::Display for NotUntil {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rate limit reached: next slot in {:?}", self.wait_time())
+    }
+}
+
+impl std::error::Error for NotUntil {}
+
+/// More cells were requested at once than the burst allows: the request can never pass.
+///
+/// # Example
+///
+/// ```
+/// use corral::RateLimiter;
+///
+/// let limiter = RateLimiter::per_second(10).burst(4).build()?;
+/// let err = limiter.reserve_n(5).unwrap_err();
+/// assert_eq!((err.requested(), err.burst()), (5, 4));
+/// # Ok::<(), corral::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InsufficientCapacity {
+    requested: u32,
+    burst: u32,
+}
+
+impl InsufficientCapacity {
+    pub(crate) fn new(requested: u32, burst: u64) -> Self {
+        InsufficientCapacity {
+            requested,
+            burst: u32::try_from(burst).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The number of cells requested.
+    pub fn requested(&self) -> u32 {
+        self.requested
+    }
+
+    /// The limiter's burst when the request was made.
+    pub fn burst(&self) -> u32 {
+        self.burst
+    }
+}
+
+impl fmt::Display for InsufficientCapacity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "requested {} cells but the burst is {}, so the request can never pass",
+            self.requested, self.burst
+        )
+    }
+}
+
+impl std::error::Error for InsufficientCapacity {}
+
+/// Why [`check_n`](crate::RateLimiter::check_n) refused a request.
+///
+/// # Example
+///
+/// ```
+/// use corral::{CheckError, RateLimiter};
+///
+/// let limiter = RateLimiter::per_second(10).burst(4).build()?;
+/// assert!(limiter.check_n(4).is_ok());
+/// assert!(matches!(limiter.check_n(4), Err(CheckError::NotUntil(_))));
+/// assert!(matches!(limiter.check_n(5), Err(CheckError::InsufficientCapacity(_))));
+/// # Ok::<(), corral::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// Not now; the request would pass at the instant given.
+    NotUntil(NotUntil),
+    /// More cells than the burst: the request can never pass.
+    InsufficientCapacity(InsufficientCapacity),
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckError::NotUntil(e) => e.fmt(f),
+            CheckError::InsufficientCapacity(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for CheckError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CheckError::NotUntil(e) => Some(e),
+            CheckError::InsufficientCapacity(e) => Some(e),
+        }
+    }
+}
+
+impl From<NotUntil> for CheckError {
+    fn from(e: NotUntil) -> Self {
+        CheckError::NotUntil(e)
+    }
+}
+
+impl From<InsufficientCapacity> for CheckError {
+    fn from(e: InsufficientCapacity) -> Self {
+        CheckError::InsufficientCapacity(e)
+    }
+}
+
+/// Why a blocking [`wait`](crate::RateLimiter::wait_timeout) did not get its cells.
+///
+/// A failed wait has used no capacity: it either failed before claiming a slot, or
+/// gave its slot back (as far as no later caller had built on it).
+///
+/// # Example
+///
+/// ```
+/// use corral::{ManualClock, RateLimiter, WaitError};
+/// use std::time::Duration;
+///
+/// let limiter = RateLimiter::per_second(1).burst(1).clock(ManualClock::new()).build()?;
+/// limiter.wait_timeout(Duration::ZERO)?; // the burst is free
+/// // The next slot is a second away: a 10 ms budget fails at once, without sleeping.
+/// match limiter.wait_timeout(Duration::from_millis(10)) {
+///     Err(WaitError::Timeout(at)) => assert_eq!(at.wait_time(), Duration::from_secs(1)),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// The slot lies past the caller's deadline; it would pass at the instant given.
+    /// Returned at once, without sleeping.
+    Timeout(NotUntil),
+    /// The caller's token was cancelled (before or while sleeping).
+    Cancelled(CancelReason),
+    /// More cells than the burst: the request can never pass.
+    InsufficientCapacity(InsufficientCapacity),
+}
+
+impl fmt::Display for WaitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitError::Timeout(e) => write!(f, "timed out: {e}"),
+            WaitError::Cancelled(reason) => write!(f, "wait {reason}"),
+            WaitError::InsufficientCapacity(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for WaitError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WaitError::Timeout(e) => Some(e),
+            WaitError::InsufficientCapacity(e) => Some(e),
+            WaitError::Cancelled(_) => None,
+        }
+    }
+}
+
+impl From<InsufficientCapacity> for WaitError {
+    fn from(e: InsufficientCapacity) -> Self {
+        WaitError::InsufficientCapacity(e)
+    }
+}

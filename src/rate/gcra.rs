@@ -1,0 +1,349 @@
+//! The GCRA engine behind [`RateLimiter`](super::RateLimiter): one atomic word of state.
+//!
+//! Implementation notes. The generic cell rate algorithm keeps a single number, the
+//! theoretical arrival time (TAT): the instant at which the limiter would be back to
+//! "one cell used" if nothing else arrived. With emission interval `T` (the time one
+//! cell is worth) and burst `b`, a request for `n` cells at time `now` moves the TAT to
+//! `max(TAT, now) + n·T` and conforms when that new TAT is at most `now + b·T`; the
+//! earliest instant at which it would conform is `new TAT - b·T`. A TAT at or before
+//! `now` is indistinguishable from a fresh limiter (the whole burst is available).
+//!
+//! The TAT is stored as nanoseconds since the timeline's base in one `AtomicU64`; a
+//! decision is a load, a little arithmetic and one compare-and-swap, retried only when
+//! another caller moved the TAT in between. So `check` is lock-free and every admitted
+//! cell is counted exactly once: the CAS totally orders the updates, and each update
+//! conforms against the TAT it replaces.
+//!
+//! `T` and `b` live in two more atomics so that `set_rate`/`set_burst` can change them
+//! while callers run. Writers are serialised by a lock and convert the TAT so that the
+//! available capacity is kept (x/time/rate's `SetLimit`/`SetBurst` semantics). Readers
+//! load the TAT first and the parameters second, and writers order their two stores so
+//! that any mix a reader can observe is the old pair, the new pair, or a pair stricter
+//! than both: a call racing with a reconfiguration may be refused a little early,
+//! never admitted beyond either configuration.
+//!
+//! Giving capacity back (a cancelled wait or reservation): if the TAT still equals the
+//! value this grant set, nobody has built on it and the TAT is put back exactly (one
+//! CAS). Otherwise, as in x/time/rate, the grant's cells minus the span reserved after
+//! it are returned, but only while the grant's slot still lies ahead (once its instant
+//! has passed, later callers may have been judged against a window that included it).
+//! A reconfiguration in between (tracked by an epoch counter) returns nothing.
+
+use crate::sync::{AtomicU64, Mutex, Ordering};
+
+/// The largest `burst × interval` accepted: about 146 years, far from overflow.
+pub(crate) const MAX_SPAN_NANOS: u64 = 1 << 62;
+
+/// Why a request was not admitted now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `n` exceeds the burst: it can never pass.
+    TooMany { burst: u64 },
+    /// It would conform at this offset.
+    NotUntil { at: u64, now: u64 },
+}
+
+/// A successful claim on capacity, as needed to give it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Grant {
+    pub(crate) before: u64,
+    pub(crate) after: u64,
+    /// The offset at which the cells may be used (may be in the past).
+    pub(crate) ready: u64,
+    /// `n × T` at grant time.
+    pub(crate) span: u64,
+    pub(crate) epoch: u64,
+}
+
+impl Grant {
+    /// A claim on nothing, usable at `now`.
+    pub(crate) fn empty(now: u64) -> Grant {
+        Grant {
+            before: now,
+            after: now,
+            ready: now,
+            span: 0,
+            epoch: 0,
+        }
+    }
+}
+
+/// One pure GCRA step: the new TAT and the instant the request conforms.
+#[inline]
+pub(crate) fn step(tat: u64, now: u64, n: u64, interval: u64, burst: u64) -> (u64, u64) {
+    let new_tat = tat.max(now).saturating_add(n.saturating_mul(interval));
+    let ready = new_tat.saturating_sub(burst.saturating_mul(interval));
+    (new_tat, ready)
+}
+
+/// The TAT after giving `grant` back from `tat` at `now`, or `None` if nothing can
+/// come back. Exact undo when nobody built on the grant; otherwise its cells minus
+/// those claimed after it, while its slot still lies ahead (x/time/rate's `CancelAt`).
+pub(crate) fn returned(tat: u64, grant: &Grant, now: u64) -> Option<u64> {
+    if grant.span == 0 {
+        return None;
+    }
+    if tat == grant.after {
+        return Some(grant.before);
+    }
+    if grant.ready < now {
+        return None;
+    }
+    let later = tat.saturating_sub(grant.after);
+    let restore = grant.span.saturating_sub(later);
+    (restore > 0).then(|| tat.saturating_sub(restore))
+}
+
+/// The state and parameters of one direct limiter.
+#[derive(Debug)]
+pub(crate) struct Gcra {
+    tat: AtomicU64,
+    interval: AtomicU64,
+    burst: AtomicU64,
+    epoch: AtomicU64,
+    reconfigure: Mutex<()>,
+}
+
+impl Gcra {
+    pub(crate) fn new(interval: u64, burst: u64) -> Self {
+        Gcra {
+            tat: AtomicU64::new(0),
+            interval: AtomicU64::new(interval),
+            burst: AtomicU64::new(burst),
+            epoch: AtomicU64::new(0),
+            reconfigure: Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn interval(&self) -> u64 {
+        self.interval.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn burst(&self) -> u64 {
+        self.burst.load(Ordering::Acquire)
+    }
+
+    /// Admits `n` cells at `now` if they conform (the lock-free fast path).
+    #[inline]
+    pub(crate) fn check(&self, n: u64, now: u64) -> Result<(), Refusal> {
+        let mut tat = self.tat.load(Ordering::Acquire);
+        loop {
+            let interval = self.interval.load(Ordering::Acquire);
+            let burst = self.burst.load(Ordering::Acquire);
+            if n > burst {
+                return Err(Refusal::TooMany { burst });
+            }
+            let (new_tat, ready) = step(tat, now, n, interval, burst);
+            if ready > now {
+                return Err(Refusal::NotUntil { at: ready, now });
+            }
+            match self
+                .tat
+                .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Ok(()),
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+
+    /// Claims `n` cells at `now` whatever their instant, unless that instant lies past
+    /// `latest` (then nothing is claimed and the instant is returned).
+    pub(crate) fn reserve(&self, n: u64, now: u64, latest: Option<u64>) -> Result<Grant, Refusal> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let mut tat = self.tat.load(Ordering::Acquire);
+        loop {
+            let interval = self.interval.load(Ordering::Acquire);
+            let burst = self.burst.load(Ordering::Acquire);
+            if n > burst {
+                return Err(Refusal::TooMany { burst });
+            }
+            let (new_tat, ready) = step(tat, now, n, interval, burst);
+            if latest.is_some_and(|latest| ready > latest) {
+                return Err(Refusal::NotUntil { at: ready, now });
+            }
+            match self
+                .tat
+                .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    return Ok(Grant {
+                        before: tat,
+                        after: new_tat,
+                        ready: ready.max(now),
+                        span: n.saturating_mul(interval),
+                        epoch,
+                    })
+                }
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+
+    /// Gives back what it can of `grant` at `now`; returns whether anything came back.
+    pub(crate) fn give_back(&self, grant: &Grant, now: u64) -> bool {
+        if self.epoch.load(Ordering::Acquire) != grant.epoch {
+            return false;
+        }
+        let mut tat = self.tat.load(Ordering::Acquire);
+        loop {
+            let Some(new_tat) = returned(tat, grant, now) else {
+                return false;
+            };
+            match self
+                .tat
+                .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+
+    /// Cells that would be admitted right now.
+    pub(crate) fn available(&self, now: u64) -> u64 {
+        let tat = self.tat.load(Ordering::Acquire);
+        let interval = self.interval.load(Ordering::Acquire);
+        let burst = self.burst.load(Ordering::Acquire);
+        let debt = tat.saturating_sub(now);
+        // The cells still owed, rounded up: a partly refilled cell is not available.
+        let owed = debt.div_ceil(interval.max(1));
+        burst.saturating_sub(owed)
+    }
+
+    /// Changes the emission interval at `now`, keeping the capacity in use (in cells).
+    pub(crate) fn set_interval(&self, interval: u64, now: u64) {
+        let _writer = self.reconfigure.lock();
+        let old = self.interval.load(Ordering::Acquire);
+        if old == interval {
+            return;
+        }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let convert = |tat: u64| {
+            let debt = u128::from(tat.saturating_sub(now));
+            let scaled = debt * u128::from(interval) / u128::from(old.max(1));
+            now.saturating_add(u64::try_from(scaled).unwrap_or(u64::MAX))
+        };
+        if interval < old {
+            // Faster: publish the new interval first, so a reader never pairs the old
+            // (longer) interval, and its larger tolerance, with the shrunk TAT.
+            self.interval.store(interval, Ordering::Release);
+            self.update(convert);
+        } else {
+            self.update(convert);
+            self.interval.store(interval, Ordering::Release);
+        }
+    }
+
+    /// Changes the burst at `now`, keeping the capacity available now (in cells).
+    pub(crate) fn set_burst(&self, burst: u64, now: u64) {
+        let _writer = self.reconfigure.lock();
+        let old = self.burst.load(Ordering::Acquire);
+        if old == burst {
+            return;
+        }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let interval = self.interval.load(Ordering::Acquire);
+        let convert = |tat: u64| {
+            let base = tat.max(now);
+            if burst > old {
+                base.saturating_add((burst - old).saturating_mul(interval))
+            } else {
+                base.saturating_sub((old - burst).saturating_mul(interval))
+                    .max(now)
+            }
+        };
+        if burst > old {
+            // Larger: move the TAT first, so a reader never pairs the old TAT with the
+            // new, larger tolerance.
+            self.update(convert);
+            self.burst.store(burst, Ordering::Release);
+        } else {
+            self.burst.store(burst, Ordering::Release);
+            self.update(convert);
+        }
+    }
+
+    fn update(&self, f: impl Fn(u64) -> u64) {
+        let mut tat = self.tat.load(Ordering::Acquire);
+        loop {
+            match self
+                .tat
+                .compare_exchange_weak(tat, f(tat), Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return,
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    const T: u64 = 1_000; // one cell per microsecond, in nanoseconds
+
+    #[test]
+    fn burst_then_one_per_interval() {
+        let g = Gcra::new(T, 3);
+        for _ in 0..3 {
+            assert_eq!(g.check(1, 0), Ok(()));
+        }
+        assert_eq!(g.check(1, 0), Err(Refusal::NotUntil { at: T, now: 0 }));
+        assert_eq!(g.check(1, T), Ok(()));
+        assert_eq!(g.check(1, T), Err(Refusal::NotUntil { at: 2 * T, now: T }));
+        assert_eq!(g.check(4, 10 * T), Err(Refusal::TooMany { burst: 3 }));
+        assert_eq!(g.check(3, 10 * T), Ok(()));
+    }
+
+    #[test]
+    fn exact_undo_when_nobody_built_on_the_grant() {
+        let g = Gcra::new(T, 2);
+        let grant = g.reserve(2, 0, None).unwrap();
+        assert_eq!(g.available(0), 0);
+        assert!(g.give_back(&grant, 0));
+        assert_eq!(g.available(0), 2);
+    }
+
+    #[test]
+    fn later_reservations_keep_their_cells() {
+        let g = Gcra::new(T, 2);
+        g.check(2, 0).unwrap();
+        let a = g.reserve(2, 0, None).unwrap(); // ready at 2T
+        let b = g.reserve(1, 0, None).unwrap(); // ready at 3T
+        assert_eq!((a.ready, b.ready), (2 * T, 3 * T));
+        assert!(g.give_back(&a, 0)); // returns 2 - 1 cells
+        assert_eq!(g.reserve(1, 0, None).unwrap().ready, 3 * T);
+    }
+
+    #[test]
+    fn passed_grants_are_not_returned_once_built_on() {
+        let g = Gcra::new(T, 1);
+        let a = g.reserve(1, 0, None).unwrap();
+        g.reserve(1, 0, None).unwrap();
+        assert!(!g.give_back(&a, 5 * T));
+    }
+
+    #[test]
+    fn set_burst_keeps_available_capacity() {
+        let g = Gcra::new(T, 5);
+        g.check(2, 0).unwrap();
+        assert_eq!(g.available(0), 3);
+        g.set_burst(10, 0);
+        assert_eq!(g.available(0), 3);
+        assert_eq!(g.available(7 * T), 10);
+        g.set_burst(2, 7 * T);
+        assert_eq!(g.available(7 * T), 2);
+    }
+
+    #[test]
+    fn set_interval_keeps_cells_in_use() {
+        let g = Gcra::new(T, 4);
+        g.check(2, 0).unwrap();
+        g.set_interval(2 * T, 0);
+        assert_eq!(g.available(0), 2);
+        assert_eq!(g.available(2 * T), 3);
+        assert_eq!(g.available(4 * T), 4);
+    }
+}

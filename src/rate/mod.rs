@@ -1,0 +1,919 @@
+//! Rate limiting by GCRA: [`RateLimiter`] for one shared limit, [`KeyedRateLimiter`]
+//! for one limit per key.
+//!
+//! Implementation notes. [`RateLimiter`] is a thin wrapper over the GCRA engine in
+//! `gcra.rs` (one `AtomicU64` of state, lock-free decisions) and a timeline in
+//! `time.rs` (nanoseconds since a base instant, read from the limiter's [`Clock`], with a
+//! TSC fast path for [`SystemClock`]). Blocking waits never spin: a waiter claims its
+//! slot with one CAS (failing at once, claiming nothing, when the slot lies past its
+//! deadline) and then sleeps on the clock until the slot's instant, so a
+//! [`ManualClock`](crate::ManualClock) test wakes it by advancing time. A waiter cancelled
+//! while sleeping gives its slot back through the engine's `give_back`, which undoes
+//! the claim exactly when nobody built on it. [`Reservation`] exposes the claim itself
+//! (the x/time/rate model). The keyed limiter (`keyed.rs`) keeps one TAT per key in
+//! sharded maps and evicts keys that are indistinguishable from fresh ones first.
+
+mod error;
+mod gcra;
+mod keyed;
+mod reservation;
+mod time;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::cancel::{CancelReason, CancelToken};
+use crate::clock::{Clock, SystemClock};
+use crate::config::ConfigError;
+use crate::sync::{AtomicU64, Ordering};
+use crate::wait::Until;
+
+pub use error::{CheckError, InsufficientCapacity, NotUntil, WaitError};
+pub use keyed::{KeyedRateLimiter, KeyedRateLimiterBuilder, KeyedStats};
+pub use reservation::Reservation;
+
+use gcra::{Gcra, Grant, Refusal, MAX_SPAN_NANOS};
+use time::Timeline;
+
+const NANOS_PER_SEC: u64 = 1_000_000_000;
+
+/// A rate as the builders take it: the emission interval in nanoseconds, or why not.
+#[derive(Clone, Debug)]
+struct Quota {
+    interval: Result<u64, ConfigError>,
+    default_burst: u32,
+}
+
+impl Quota {
+    fn per(cells: u32, period_nanos: u64, field: &'static str) -> Quota {
+        let interval = if cells == 0 {
+            Err(ConfigError::new(field, cells, "rate must be at least 1"))
+        } else {
+            match period_nanos / u64::from(cells) {
+                0 => Err(ConfigError::new(
+                    field,
+                    cells,
+                    "more than one cell per nanosecond is not supported",
+                )),
+                interval => Ok(interval),
+            }
+        };
+        Quota {
+            interval,
+            default_burst: cells.max(1),
+        }
+    }
+
+    fn with_period(period: Duration) -> Quota {
+        let nanos = period.as_nanos();
+        let interval = if nanos == 0 {
+            Err(ConfigError::new(
+                "with_period",
+                period,
+                "period must be positive",
+            ))
+        } else if nanos > u128::from(MAX_SPAN_NANOS) {
+            Err(ConfigError::new(
+                "with_period",
+                period,
+                "period must not exceed 100 years",
+            ))
+        } else {
+            Ok(nanos as u64)
+        };
+        Quota {
+            interval,
+            default_burst: 1,
+        }
+    }
+
+    /// The validated `(interval, burst)` pair.
+    fn resolve(&self, burst: Option<u32>) -> Result<(u64, u64), ConfigError> {
+        let interval = self.interval.clone()?;
+        let burst = burst.unwrap_or(self.default_burst);
+        check_burst(burst, interval)?;
+        Ok((interval, u64::from(burst)))
+    }
+}
+
+fn check_burst(burst: u32, interval: u64) -> Result<(), ConfigError> {
+    if burst == 0 {
+        return Err(ConfigError::new("burst", burst, "burst must be at least 1"));
+    }
+    if u64::from(burst).saturating_mul(interval) > MAX_SPAN_NANOS {
+        return Err(ConfigError::new(
+            "burst",
+            burst,
+            "burst times period must not exceed 100 years",
+        ));
+    }
+    Ok(())
+}
+
+/// The latest slot a bounded wait accepts, as an offset on the limiter's timeline.
+struct Bound {
+    latest: Option<u64>,
+    /// Whether the token's deadline, not the caller's, is the tighter bound.
+    token_binds: bool,
+}
+
+impl Bound {
+    fn new(anchor: time::Anchor, until: &Until<'_>, now: u64) -> Bound {
+        let caller = until.caller_deadline().map(|d| anchor.offset(d));
+        let token = until
+            .token()
+            .and_then(CancelToken::deadline)
+            .map(|d| anchor.offset(d));
+        let token_binds = match (caller, token) {
+            (Some(c), Some(t)) => t < c,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        // A cell free now always passes: the call fails only if it would have to sleep
+        // past its bound (this also absorbs the skew between a deadline read from the
+        // clock and the timeline's own reading of now).
+        let latest = match (caller, token) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(|latest| latest.max(now));
+        Bound {
+            latest,
+            token_binds,
+        }
+    }
+
+    /// The error for a slot past the bound: a timeout, or the token's deadline.
+    fn refusal(&self, slot: NotUntil) -> WaitError {
+        if self.token_binds {
+            WaitError::Cancelled(CancelReason::DeadlineExceeded)
+        } else {
+            WaitError::Timeout(slot)
+        }
+    }
+}
+
+/// A lock-free GCRA rate limiter: `rate` cells per period, with bursts of up to `burst`.
+///
+/// Built by [`per_second`](RateLimiter::per_second), [`per_minute`](RateLimiter::per_minute)
+/// or [`with_period`](RateLimiter::with_period) (one cell per period). The burst defaults
+/// to the number of cells per period (1 for `with_period`), and a fresh limiter starts
+/// with the whole burst available.
+///
+/// - [`check`](RateLimiter::check) / [`check_n`](RateLimiter::check_n) decide at once,
+///   lock-free, and say when a refused request would pass ([`NotUntil`]).
+/// - [`wait`](RateLimiter::wait) and its bounded forms sleep on the limiter's [`Clock`]
+///   until the caller's slot. A slot past the deadline fails at once without using
+///   capacity; a wait cancelled while sleeping gives its slot back.
+/// - [`reserve_n`](RateLimiter::reserve_n) claims cells and says when they may be used;
+///   [`Reservation::cancel`] gives them back (all-or-nothing across several limiters).
+/// - [`set_rate`](RateLimiter::set_rate) / [`set_burst`](RateLimiter::set_burst) change
+///   the limit at run time, keeping the capacity already used.
+///
+/// Waiters are served in the order they claim slots (each claim is one CAS), which is
+/// first come, first served up to the instant of the claim.
+///
+/// # Example
+///
+/// ```
+/// use corral::{ManualClock, RateLimiter};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new();
+/// let limiter = RateLimiter::per_second(1).burst(5).clock(clock.clone()).build()?;
+/// let admitted = (0..15).filter(|_| limiter.check().is_ok()).count();
+/// assert_eq!(admitted, 5); // the burst
+/// clock.advance(Duration::from_secs(1));
+/// assert!(limiter.check().is_ok()); // one more per second
+/// assert!(limiter.check().is_err());
+/// # Ok::<(), corral::ConfigError>(())
+/// ```
+pub struct RateLimiter<C: Clock = SystemClock> {
+    gcra: Gcra,
+    time: Timeline<C>,
+    slept: AtomicU64,
+    gave_back: AtomicU64,
+    refused_at_once: AtomicU64,
+}
+
+/// Configures a [`RateLimiter`]; made by [`RateLimiter::per_second`] and friends.
+///
+/// # Example
+///
+/// ```
+/// use corral::RateLimiter;
+/// use std::time::Duration;
+///
+/// let limiter = RateLimiter::with_period(Duration::from_millis(100)).burst(3).build()?;
+/// assert_eq!(limiter.burst(), 3);
+/// assert_eq!(limiter.interval(), Duration::from_millis(100));
+/// # Ok::<(), corral::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct RateLimiterBuilder<C = SystemClock> {
+    quota: Quota,
+    burst: Option<u32>,
+    clock: C,
+}
+
+impl RateLimiter {
+    /// A limiter admitting `cells` per second, with a burst of `cells` unless
+    /// [`burst`](RateLimiterBuilder::burst) says otherwise.
+    ///
+    /// `0` (or more than 10⁹) is reported by [`build`](RateLimiterBuilder::build) as a
+    /// [`ConfigError`] naming `per_second`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let limiter = corral::RateLimiter::per_second(100).build()?;
+    /// assert!(limiter.check_n(100).is_ok());
+    /// assert!(corral::RateLimiter::per_second(0).build().is_err());
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn per_second(cells: u32) -> RateLimiterBuilder {
+        RateLimiterBuilder::new(Quota::per(cells, NANOS_PER_SEC, "per_second"))
+    }
+
+    /// A limiter admitting `cells` per minute, with a burst of `cells` by default.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let limiter = corral::RateLimiter::per_minute(60).burst(1).build()?;
+    /// assert_eq!(limiter.interval(), std::time::Duration::from_secs(1));
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn per_minute(cells: u32) -> RateLimiterBuilder {
+        RateLimiterBuilder::new(Quota::per(cells, 60 * NANOS_PER_SEC, "per_minute"))
+    }
+
+    /// A limiter admitting one cell per `period`, with a burst of 1 by default.
+    ///
+    /// A zero period is reported by `build` as a [`ConfigError`] naming `with_period`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let err = corral::RateLimiter::with_period(Duration::ZERO).build().unwrap_err();
+    /// assert_eq!(err.field(), "with_period");
+    /// ```
+    pub fn with_period(period: Duration) -> RateLimiterBuilder {
+        RateLimiterBuilder::new(Quota::with_period(period))
+    }
+}
+
+impl RateLimiterBuilder {
+    fn new(quota: Quota) -> Self {
+        RateLimiterBuilder {
+            quota,
+            burst: None,
+            clock: SystemClock,
+        }
+    }
+}
+
+impl<C: Clock> RateLimiterBuilder<C> {
+    /// The most cells admitted at one instant (and the most one request may ask for).
+    /// `0` is reported by `build` as a [`ConfigError`] naming `burst`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let limiter = corral::RateLimiter::per_second(10).burst(2).build()?;
+    /// assert_eq!(limiter.available(), 2);
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn burst(mut self, burst: u32) -> Self {
+        self.burst = Some(burst);
+        self
+    }
+
+    /// The clock the limiter reads and sleeps on ([`SystemClock`] by default).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{ManualClock, RateLimiter};
+    /// let limiter = RateLimiter::per_second(1).clock(ManualClock::new()).build()?;
+    /// # let _ = limiter;
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn clock<C2: Clock>(self, clock: C2) -> RateLimiterBuilder<C2> {
+        RateLimiterBuilder {
+            quota: self.quota,
+            burst: self.burst,
+            clock,
+        }
+    }
+
+    /// Builds the limiter, with its whole burst available.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field: `per_second`/`per_minute` for a zero rate
+    /// (or more than one cell per nanosecond), `with_period` for a zero period, `burst`
+    /// for a zero burst or a burst worth more than 100 years.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let err = corral::RateLimiter::per_second(5).burst(0).build().unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid burst = 0: burst must be at least 1");
+    /// ```
+    pub fn build(self) -> Result<RateLimiter<C>, ConfigError> {
+        let (interval, burst) = self.quota.resolve(self.burst)?;
+        Ok(RateLimiter {
+            gcra: Gcra::new(interval, burst),
+            time: Timeline::new(self.clock),
+            slept: AtomicU64::new(0),
+            gave_back: AtomicU64::new(0),
+            refused_at_once: AtomicU64::new(0),
+        })
+    }
+}
+
+/// A snapshot of a [`RateLimiter`]: its configuration, the capacity available now and
+/// counters of the blocking paths (the lock-free `check` path keeps no counters, so it
+/// stays one CAS).
+///
+/// # Example
+///
+/// ```
+/// let limiter = corral::RateLimiter::per_second(10).build()?;
+/// limiter.check_n(3).unwrap();
+/// assert_eq!(limiter.stats().available, 7);
+/// # Ok::<(), corral::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateStats {
+    /// The time one cell is worth (the period divided by the rate).
+    pub interval: Duration,
+    /// The burst.
+    pub burst: u32,
+    /// Cells that would be admitted right now.
+    pub available: u32,
+    /// Waits (and reservation waits) that had to sleep for their slot.
+    pub slept: u64,
+    /// Cancelled waits and reservations that gave capacity back.
+    pub gave_back: u64,
+    /// Bounded waits refused at once because their slot lay past the deadline.
+    pub refused_at_once: u64,
+}
+
+impl<C: Clock> RateLimiter<C> {
+    #[inline]
+    fn now(&self) -> u64 {
+        self.time.now()
+    }
+
+    fn not_until(&self, at: u64, now: u64) -> NotUntil {
+        NotUntil::new(self.time.anchor(), at, now)
+    }
+
+    /// Admits one cell now, or says when it would pass. Lock-free: one atomic
+    /// compare-and-swap on the limiter's state. (Also available as
+    /// [`try_wait`](RateLimiter::try_wait), its name in the bounded-wait convention.)
+    ///
+    /// # Errors
+    ///
+    /// [`NotUntil`] with the earliest instant at which a cell would be admitted.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let limiter = corral::RateLimiter::per_second(1).build()?;
+    /// assert!(limiter.check().is_ok());
+    /// let later = limiter.check().unwrap_err();
+    /// assert!(later.wait_time() <= std::time::Duration::from_secs(1));
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    #[inline]
+    pub fn check(&self) -> Result<(), NotUntil> {
+        let now = self.now();
+        match self.gcra.check(1, now) {
+            Ok(()) => Ok(()),
+            Err(Refusal::NotUntil { at, now }) => Err(self.not_until(at, now)),
+            // The burst is at least 1, so one cell always fits eventually.
+            Err(Refusal::TooMany { .. }) => Err(self.not_until(now, now)),
+        }
+    }
+
+    /// Admits `cells` at once (all or none), or says why not. `check_n(0)` always passes.
+    ///
+    /// # Errors
+    ///
+    /// - [`CheckError::NotUntil`]: not now; the instant at which they would pass.
+    /// - [`CheckError::InsufficientCapacity`]: `cells` exceeds the burst, so the
+    ///   request can never pass (returned at once, whatever the state).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{CheckError, RateLimiter};
+    /// let limiter = RateLimiter::per_second(10).build()?;
+    /// assert!(limiter.check_n(6).is_ok());
+    /// assert!(matches!(limiter.check_n(6), Err(CheckError::NotUntil(_))));
+    /// assert!(matches!(limiter.check_n(11), Err(CheckError::InsufficientCapacity(_))));
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    #[inline]
+    pub fn check_n(&self, cells: u32) -> Result<(), CheckError> {
+        if cells == 0 {
+            return Ok(());
+        }
+        let now = self.now();
+        self.gcra
+            .check(u64::from(cells), now)
+            .map_err(|refusal| match refusal {
+                Refusal::TooMany { burst } => InsufficientCapacity::new(cells, burst).into(),
+                Refusal::NotUntil { at, now } => self.not_until(at, now).into(),
+            })
+    }
+
+    /// The `try_` form of [`wait`](RateLimiter::wait) in the crate's bounded-wait
+    /// naming: exactly [`check`](RateLimiter::check).
+    ///
+    /// # Errors
+    ///
+    /// [`NotUntil`] with the earliest instant at which a cell would be admitted.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let limiter = corral::RateLimiter::per_second(1).build()?;
+    /// assert!(limiter.try_wait().is_ok());
+    /// assert!(limiter.try_wait().is_err());
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    #[inline]
+    pub fn try_wait(&self) -> Result<(), NotUntil> {
+        self.check()
+    }
+
+    /// The `try_` form of [`wait_n`](RateLimiter::wait_n): exactly
+    /// [`check_n`](RateLimiter::check_n).
+    ///
+    /// # Errors
+    ///
+    /// As [`check_n`](RateLimiter::check_n).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let limiter = corral::RateLimiter::per_second(2).build()?;
+    /// assert!(limiter.try_wait_n(2).is_ok());
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    #[inline]
+    pub fn try_wait_n(&self, cells: u32) -> Result<(), CheckError> {
+        self.check_n(cells)
+    }
+
+    /// Waits (sleeping on the clock, never spinning) until one cell is admitted.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let limiter = corral::RateLimiter::per_second(1000).burst(1).build()?;
+    /// limiter.wait();
+    /// limiter.wait(); // about a millisecond later
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn wait(&self) {
+        // One cell always fits the burst and nothing bounds the wait.
+        let _ = self.wait_until(1, Until::FOREVER);
+    }
+
+    /// Waits until `cells` are admitted at once. `wait_n(0)` returns at once.
+    ///
+    /// # Errors
+    ///
+    /// [`InsufficientCapacity`] at once if `cells` exceeds the burst.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let limiter = corral::RateLimiter::per_second(1000).burst(10).build()?;
+    /// limiter.wait_n(10)?;
+    /// assert!(limiter.wait_n(11).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_n(&self, cells: u32) -> Result<(), InsufficientCapacity> {
+        match self.wait_until(cells, Until::FOREVER) {
+            Ok(()) => Ok(()),
+            Err(WaitError::InsufficientCapacity(e)) => Err(e),
+            // Unbounded and without a token, nothing else can stop the wait.
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Waits at most `timeout` (on the limiter's clock) for one cell.
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError::Timeout`] at once, without sleeping or using capacity, when the
+    /// next slot lies further away than `timeout`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{ManualClock, RateLimiter, WaitError};
+    /// use std::time::Duration;
+    ///
+    /// let limiter = RateLimiter::per_second(1).clock(ManualClock::new()).build()?;
+    /// assert!(limiter.wait_timeout(Duration::from_millis(10)).is_ok());
+    /// let err = limiter.wait_timeout(Duration::from_millis(10)).unwrap_err();
+    /// assert!(matches!(err, WaitError::Timeout(_)));
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<(), WaitError> {
+        self.wait_n_timeout(1, timeout)
+    }
+
+    /// Waits until `deadline` (an instant on the limiter's clock) at most for one cell.
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError::Timeout`] at once when the next slot lies past `deadline`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{Clock, ManualClock, RateLimiter};
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let limiter = RateLimiter::per_second(1).clock(clock.clone()).build()?;
+    /// assert!(limiter.wait_deadline(clock.now()).is_ok());
+    /// assert!(limiter.wait_deadline(clock.now() + Duration::from_millis(999)).is_err());
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn wait_deadline(&self, deadline: Instant) -> Result<(), WaitError> {
+        self.wait_n_deadline(1, deadline)
+    }
+
+    /// Waits for one cell until it is admitted or `token` is cancelled. A token
+    /// cancelled while the caller sleeps gives the caller's slot back.
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError::Cancelled`] when the token is (or becomes) cancelled; if the token
+    /// has a deadline before the slot, [`WaitError::Cancelled`] with
+    /// [`CancelReason::DeadlineExceeded`] at once.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{CancelToken, RateLimiter, WaitError};
+    ///
+    /// let limiter = RateLimiter::per_second(10).build()?;
+    /// let token = CancelToken::new();
+    /// assert!(limiter.wait_cancellable(&token).is_ok());
+    /// token.cancel();
+    /// assert!(matches!(limiter.wait_cancellable(&token), Err(WaitError::Cancelled(_))));
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn wait_cancellable(&self, token: &CancelToken) -> Result<(), WaitError> {
+        self.wait_n_cancellable(1, token)
+    }
+
+    /// [`wait_timeout`](RateLimiter::wait_timeout) for `cells` at once.
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError::Timeout`] (slot past the deadline) or
+    /// [`WaitError::InsufficientCapacity`] (more than the burst), both at once.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let limiter = corral::RateLimiter::per_second(4).build()?;
+    /// assert!(limiter.wait_n_timeout(4, Duration::from_secs(1)).is_ok());
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn wait_n_timeout(&self, cells: u32, timeout: Duration) -> Result<(), WaitError> {
+        let now = self.time.clock().now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(1 << 32));
+        self.wait_until(cells, Until::deadline(deadline))
+    }
+
+    /// [`wait_deadline`](RateLimiter::wait_deadline) for `cells` at once.
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError::Timeout`] or [`WaitError::InsufficientCapacity`], both at once.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let limiter = corral::RateLimiter::per_second(4).build()?;
+    /// let soon = Instant::now() + Duration::from_secs(1);
+    /// assert!(limiter.wait_n_deadline(2, soon).is_ok());
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn wait_n_deadline(&self, cells: u32, deadline: Instant) -> Result<(), WaitError> {
+        self.wait_until(cells, Until::deadline(deadline))
+    }
+
+    /// [`wait_cancellable`](RateLimiter::wait_cancellable) for `cells` at once.
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError::Cancelled`] or [`WaitError::InsufficientCapacity`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let limiter = corral::RateLimiter::per_second(4).build()?;
+    /// let token = corral::CancelToken::new();
+    /// assert!(limiter.wait_n_cancellable(4, &token).is_ok());
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn wait_n_cancellable(&self, cells: u32, token: &CancelToken) -> Result<(), WaitError> {
+        self.wait_until(cells, Until::cancellable(token))
+    }
+
+    /// The one waiting path behind every `wait*` form.
+    fn wait_until(&self, cells: u32, until: Until<'_>) -> Result<(), WaitError> {
+        if cells == 0 {
+            return Ok(());
+        }
+        if let Some(reason) = until.token().and_then(CancelToken::reason) {
+            return Err(WaitError::Cancelled(reason));
+        }
+        let now = self.now();
+        let bound = Bound::new(self.time.anchor(), &until, now);
+        let grant = match self.gcra.reserve(u64::from(cells), now, bound.latest) {
+            Ok(grant) => grant,
+            Err(Refusal::TooMany { burst }) => {
+                return Err(InsufficientCapacity::new(cells, burst).into())
+            }
+            Err(Refusal::NotUntil { at, now }) => {
+                self.refused_at_once.fetch_add(1, Ordering::Relaxed);
+                return Err(bound.refusal(self.not_until(at, now)));
+            }
+        };
+        self.sleep_for(&grant, now, until.token())
+    }
+
+    /// Sleeps until `grant` is ready; gives it back if `token` stops the sleep.
+    fn sleep_for(
+        &self,
+        grant: &Grant,
+        now: u64,
+        token: Option<&CancelToken>,
+    ) -> Result<(), WaitError> {
+        if grant.ready <= now {
+            return Ok(());
+        }
+        self.slept.fetch_add(1, Ordering::Relaxed);
+        if self
+            .time
+            .clock()
+            .sleep_until(self.time.anchor().instant(grant.ready), token)
+        {
+            return Ok(());
+        }
+        if self.gcra.give_back(grant, self.now()) {
+            self.gave_back.fetch_add(1, Ordering::Relaxed);
+        }
+        let reason = token
+            .and_then(CancelToken::reason)
+            .unwrap_or(CancelReason::Cancelled);
+        Err(WaitError::Cancelled(reason))
+    }
+
+    /// Claims one cell now, whenever it may be used: the returned [`Reservation`] says
+    /// how long to wait and can be cancelled to give the cell back.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{ManualClock, RateLimiter};
+    /// use std::time::Duration;
+    ///
+    /// let limiter = RateLimiter::per_second(2).burst(1).clock(ManualClock::new()).build()?;
+    /// let first = limiter.reserve();
+    /// let second = limiter.reserve();
+    /// assert_eq!(first.delay(), Duration::ZERO);
+    /// assert_eq!(second.delay(), Duration::from_millis(500));
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn reserve(&self) -> Reservation<'_, C> {
+        let now = self.now();
+        // The burst is at least 1 and nothing bounds the claim, so it cannot fail; the
+        // fallback (an empty claim, ready now) keeps this free of panics regardless.
+        let grant = self.gcra.reserve(1, now, None).unwrap_or(Grant::empty(now));
+        Reservation {
+            limiter: self,
+            grant,
+            cells: 1,
+        }
+    }
+
+    /// Claims `cells` now (the x/time/rate `ReserveN` model). The [`Reservation`] says
+    /// when they may be used; [`cancel`](Reservation::cancel) gives them back, so a
+    /// caller can take cells from several limiters all-or-nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`InsufficientCapacity`] if `cells` exceeds the burst (nothing is claimed).
+    ///
+    /// # Example
+    ///
+    /// Take one cell from each of two limiters, or none:
+    ///
+    /// ```
+    /// use corral::{ManualClock, RateLimiter};
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let per_user = RateLimiter::per_second(1).clock(clock.clone()).build()?;
+    /// let global = RateLimiter::per_second(1).clock(clock.clone()).build()?;
+    /// global.check().unwrap(); // the global limit is used up for a second
+    ///
+    /// let user = per_user.reserve_n(1).unwrap();
+    /// let all = global.reserve_n(1).unwrap();
+    /// if all.delay() > Duration::from_millis(100) {
+    ///     all.cancel();
+    ///     user.cancel(); // the user's cell comes back too
+    /// }
+    /// assert!(per_user.check().is_ok());
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn reserve_n(&self, cells: u32) -> Result<Reservation<'_, C>, InsufficientCapacity> {
+        let now = self.now();
+        match self.gcra.reserve(u64::from(cells), now, None) {
+            Ok(grant) => Ok(Reservation {
+                limiter: self,
+                grant,
+                cells,
+            }),
+            Err(Refusal::TooMany { burst }) => Err(InsufficientCapacity::new(cells, burst)),
+            Err(Refusal::NotUntil { .. }) => {
+                // Unreachable without a bound; report it as the burst it could not fit.
+                Err(InsufficientCapacity::new(cells, self.gcra.burst()))
+            }
+        }
+    }
+
+    /// Changes the rate to `cells` per `period` at run time. Capacity already used stays
+    /// used (counted in cells): a limiter that was empty stays empty and refills at the
+    /// new rate, a full one stays full.
+    ///
+    /// A call racing with `set_rate` is judged by the old rate, the new one, or the
+    /// stricter of the two, never more leniently than both.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `set_rate` for zero cells, a zero period, or more than
+    /// one cell per nanosecond; naming `burst` when the burst would be worth more than
+    /// 100 years. The limiter is unchanged on error.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{ManualClock, RateLimiter};
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let limiter = RateLimiter::per_second(1).burst(2).clock(clock.clone()).build()?;
+    /// limiter.check_n(2).unwrap();
+    /// limiter.set_rate(10, Duration::from_secs(1))?;
+    /// assert!(limiter.check().is_err()); // still empty
+    /// clock.advance(Duration::from_millis(100));
+    /// assert!(limiter.check().is_ok()); // refilling ten times as fast
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn set_rate(&self, cells: u32, period: Duration) -> Result<(), ConfigError> {
+        let period_nanos = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX);
+        if period_nanos == 0 {
+            return Err(ConfigError::new(
+                "set_rate",
+                period,
+                "period must be positive",
+            ));
+        }
+        let interval = Quota::per(cells, period_nanos, "set_rate").interval?;
+        let burst = u32::try_from(self.gcra.burst()).unwrap_or(u32::MAX);
+        check_burst(burst, interval)?;
+        self.gcra.set_interval(interval, self.now());
+        Ok(())
+    }
+
+    /// Changes the burst at run time, keeping the cells available now (capped at the
+    /// new burst): a larger burst fills up at the configured rate.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `burst` for 0 or a burst worth more than 100 years.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let limiter = corral::RateLimiter::per_second(10).burst(10).build()?;
+    /// limiter.set_burst(3)?;
+    /// assert_eq!(limiter.available(), 3);
+    /// assert!(limiter.set_burst(0).is_err());
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn set_burst(&self, burst: u32) -> Result<(), ConfigError> {
+        check_burst(burst, self.gcra.interval())?;
+        self.gcra.set_burst(u64::from(burst), self.now());
+        Ok(())
+    }
+
+    /// The burst: the most cells admitted at one instant.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// assert_eq!(corral::RateLimiter::per_minute(30).build()?.burst(), 30);
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn burst(&self) -> u32 {
+        u32::try_from(self.gcra.burst()).unwrap_or(u32::MAX)
+    }
+
+    /// The time one cell is worth (the period divided by the rate).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let limiter = corral::RateLimiter::per_second(4).build()?;
+    /// assert_eq!(limiter.interval(), Duration::from_millis(250));
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn interval(&self) -> Duration {
+        Duration::from_nanos(self.gcra.interval())
+    }
+
+    /// The cells that would be admitted right now.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let limiter = corral::RateLimiter::per_second(4).build()?;
+    /// limiter.check().unwrap();
+    /// assert_eq!(limiter.available(), 3);
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn available(&self) -> u32 {
+        u32::try_from(self.gcra.available(self.now())).unwrap_or(u32::MAX)
+    }
+
+    /// The limiter's clock.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{Clock, ManualClock, RateLimiter};
+    /// let limiter = RateLimiter::per_second(1).clock(ManualClock::new()).build()?;
+    /// let _now = limiter.clock().now();
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn clock(&self) -> &C {
+        self.time.clock()
+    }
+
+    /// A snapshot of the configuration, the capacity available now and the counters.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let limiter = corral::RateLimiter::per_second(2).build()?;
+    /// let stats = limiter.stats();
+    /// assert_eq!((stats.burst, stats.available), (2, 2));
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn stats(&self) -> RateStats {
+        RateStats {
+            interval: self.interval(),
+            burst: self.burst(),
+            available: self.available(),
+            slept: self.slept.load(Ordering::Relaxed),
+            gave_back: self.gave_back.load(Ordering::Relaxed),
+            refused_at_once: self.refused_at_once.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl<C: Clock> fmt::Debug for RateLimiter<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("interval", &self.interval())
+            .field("burst", &self.burst())
+            .field("available", &self.available())
+            .field("clock", self.time.clock())
+            .finish()
+    }
+}

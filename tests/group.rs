@@ -1,0 +1,275 @@
+//! TaskGroup (errgroup) through the public API.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use corral::leak::LeakCheck;
+use corral::{CancelReason, CancelToken, GroupError, SubmitError, TaskGroup};
+
+const LONG: Duration = Duration::from_secs(30);
+
+#[test]
+fn limit_bounds_concurrency_exactly() {
+    let _check = LeakCheck::new();
+    const LIMIT: usize = 3;
+    let running = AtomicUsize::new(0);
+    let high_water = AtomicUsize::new(0);
+    let first_wave = Barrier::new(LIMIT);
+    let values = corral::scope(|s| {
+        let group = TaskGroup::<usize, ()>::new(s).limit(LIMIT).unwrap();
+        for i in 0..40 {
+            let (running, high_water, first_wave) = (&running, &high_water, &first_wave);
+            group.spawn(move |_| {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                high_water.fetch_max(now, Ordering::SeqCst);
+                if i < LIMIT {
+                    // The first LIMIT tasks meet here: the limit is reachable.
+                    first_wave.wait();
+                }
+                for _ in 0..50 {
+                    thread::yield_now();
+                }
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(i)
+            });
+        }
+        group.wait().unwrap()
+    });
+    assert_eq!(values, (0..40).collect::<Vec<_>>());
+    assert_eq!(high_water.load(Ordering::SeqCst), LIMIT);
+}
+
+#[test]
+fn limit_zero_is_a_config_error() {
+    corral::scope(|s| {
+        let err = TaskGroup::<(), ()>::new(s).limit(0).unwrap_err();
+        assert_eq!((err.field(), err.value()), ("limit", "0"));
+    });
+}
+
+#[test]
+fn try_spawn_and_bounded_spawns_hand_the_closure_back() {
+    let _check = LeakCheck::new();
+    corral::scope(|s| {
+        let group = TaskGroup::<u32, ()>::new(s).limit(1).unwrap();
+        let (open, gate) = mpsc::channel::<()>();
+        group.spawn(move |_| {
+            gate.recv().ok();
+            Ok(0)
+        });
+        match group.try_spawn(|_| Ok(1)) {
+            Err(SubmitError::Full(f)) => assert_eq!(f(&CancelToken::new()), Ok(1)),
+            other => panic!("expected Full, got {other:?}"),
+        }
+        let err = group
+            .spawn_timeout(|_| Ok(2), Duration::from_millis(10))
+            .unwrap_err();
+        assert!(err.is_timeout());
+        assert!(group
+            .spawn_deadline(|_| Ok(3), Instant::now())
+            .unwrap_err()
+            .is_timeout());
+        let token = CancelToken::new();
+        token.cancel();
+        assert!(matches!(
+            group.spawn_cancellable(|_| Ok(4), &token),
+            Err(SubmitError::Cancelled(_, CancelReason::Cancelled))
+        ));
+        open.send(()).unwrap();
+        // A slot frees when the first task ends: a bounded spawn now succeeds.
+        let id = group.spawn_timeout(|_| Ok(5), LONG).unwrap();
+        assert_eq!(id.index(), 1);
+        assert_eq!(group.wait().unwrap(), vec![0, 5]);
+    });
+}
+
+#[test]
+fn first_error_cancels_the_group_and_is_returned() {
+    let _check = LeakCheck::new();
+    let sibling_saw_cancel = AtomicBool::new(false);
+    let result = corral::scope(|s| {
+        let group = TaskGroup::<(), String>::new(s);
+        group.spawn(|token| {
+            // Waits for the failure below to cancel the group.
+            let reason = token.wait_timeout(LONG);
+            sibling_saw_cancel.store(reason.is_some(), Ordering::SeqCst);
+            Ok(())
+        });
+        group.spawn(|_| Err("replica 2 is down".to_string()));
+        group.wait()
+    });
+    assert_eq!(result, Err("replica 2 is down".to_string()));
+    assert!(sibling_saw_cancel.load(Ordering::SeqCst));
+}
+
+#[test]
+fn wait_returns_the_first_error_in_time_not_in_spawn_order() {
+    let _check = LeakCheck::new();
+    let result = corral::scope(|s| {
+        let group = TaskGroup::<(), &str>::new(s);
+        group.spawn(|token| {
+            token.wait_timeout(LONG);
+            Err("second, after the cancel")
+        });
+        group.spawn(|_| Err("first"));
+        group.wait()
+    });
+    assert_eq!(result, Err("first"));
+}
+
+#[test]
+fn wait_all_keys_every_outcome_by_task_id() {
+    let _check = LeakCheck::new();
+    let results = corral::scope(|s| {
+        let group = TaskGroup::<u32, String>::new(s);
+        let ids: Vec<_> = (0..6u32)
+            .map(|i| {
+                group.spawn(move |_| {
+                    if i == 4 {
+                        Err(format!("task {i} failed"))
+                    } else {
+                        Ok(i * 10)
+                    }
+                })
+            })
+            .collect();
+        assert_eq!(group.len(), 6);
+        let results = group.wait_all();
+        assert_eq!(results.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids);
+        results
+    });
+    for (id, outcome) in results {
+        match (id.index(), outcome) {
+            (4, Err(GroupError::Failed(e))) => assert_eq!(e, "task 4 failed"),
+            (i, Ok(v)) => assert_eq!(v as u64, i * 10),
+            (i, other) => panic!("task {i}: unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_panic_is_reraised_by_wait_after_every_task_joined() {
+    let _check = LeakCheck::new();
+    let sibling_done = AtomicBool::new(false);
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        corral::scope(|s| {
+            let group = TaskGroup::<(), ()>::new(s);
+            group.spawn(|token| {
+                token.wait_timeout(LONG);
+                sibling_done.store(true, Ordering::SeqCst);
+                Ok(())
+            });
+            group.spawn(|_| panic!("index out of range"));
+            group.wait()
+        })
+    }));
+    let payload = caught.unwrap_err();
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"index out of range"));
+    assert!(sibling_done.load(Ordering::SeqCst));
+}
+
+#[test]
+fn wait_all_returns_panics_as_values() {
+    let _check = LeakCheck::new();
+    let results = corral::scope(|s| {
+        let group = TaskGroup::<(), ()>::new(s);
+        group.spawn(|_| Ok(()));
+        group.spawn(|_| panic!("kept"));
+        group.wait_all()
+    });
+    match &results[1].1 {
+        Err(GroupError::Panicked(p)) => {
+            assert_eq!(p.message(), Some("kept"));
+            assert!(p.thread_name().unwrap().starts_with("corral-group-"));
+        }
+        other => panic!("expected a panic, got {other:?}"),
+    }
+}
+
+#[test]
+fn dropping_the_group_cancels_and_joins() {
+    let _check = LeakCheck::new();
+    let stopped = AtomicBool::new(false);
+    corral::scope(|s| {
+        let group = TaskGroup::<(), ()>::new(s);
+        group.spawn(|token| {
+            let reason = token.wait_timeout(LONG);
+            stopped.store(reason == Some(CancelReason::Cancelled), Ordering::SeqCst);
+            Ok(())
+        });
+        drop(group);
+        // Joined by the drop, before the scope ends.
+        assert!(stopped.load(Ordering::SeqCst));
+    });
+}
+
+#[test]
+fn a_dropped_group_still_reraises_a_panic() {
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        corral::scope(|s| {
+            let group = TaskGroup::<(), ()>::new(s);
+            group.spawn(|_| panic!("not lost"));
+        })
+    }));
+    assert_eq!(
+        caught.unwrap_err().downcast_ref::<&str>(),
+        Some(&"not lost")
+    );
+}
+
+#[test]
+fn group_token_follows_the_scope_token() {
+    corral::scope(|s| {
+        let group = TaskGroup::<(), ()>::new(s);
+        s.token().cancel();
+        assert!(group.token().is_cancelled());
+        let id = group.spawn(|token| {
+            assert!(token.is_cancelled());
+            Ok(())
+        });
+        assert_eq!(id.to_string(), "task 0");
+        group.wait().unwrap();
+    });
+}
+
+#[test]
+fn stress_limit_and_counts() {
+    let _check = LeakCheck::new();
+    const LIMIT: usize = 4;
+    let running = AtomicUsize::new(0);
+    let over = AtomicBool::new(false);
+    let results = corral::scope(|s| {
+        let group = TaskGroup::<usize, usize>::new(s).limit(LIMIT).unwrap();
+        for i in 0..300 {
+            let (running, over) = (&running, &over);
+            let task = move |_: &CancelToken| {
+                if running.fetch_add(1, Ordering::SeqCst) >= LIMIT {
+                    over.store(true, Ordering::SeqCst);
+                }
+                thread::yield_now();
+                running.fetch_sub(1, Ordering::SeqCst);
+                if i % 7 == 0 {
+                    Err(i)
+                } else {
+                    Ok(i)
+                }
+            };
+            if i % 2 == 0 {
+                group.spawn(task);
+            } else if let Err(refused) = group.try_spawn(task) {
+                group.spawn(refused.into_inner());
+            }
+        }
+        group.wait_all()
+    });
+    assert!(
+        !over.load(Ordering::SeqCst),
+        "more than {LIMIT} tasks ran at once"
+    );
+    assert_eq!(results.len(), 300);
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    assert_eq!(failed, (0..300).filter(|i| i % 7 == 0).count());
+}

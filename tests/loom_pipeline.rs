@@ -1,0 +1,65 @@
+#![cfg(loom)]
+//! Loom models of the pipeline's reorder window (the source waits while it is more
+//! than `window` packets ahead of the sink; the sink releases). The channels and OS
+//! threads of a full run cannot run under loom: the stress test in tests/pipeline.rs
+//! covers those.
+
+use std::sync::Arc;
+
+use corral::__LoomReorderGate as Gate;
+use loom::thread;
+
+#[test]
+fn a_release_racing_the_wait_is_never_lost() {
+    loom::model(|| {
+        let gate = Arc::new(Gate::new(1));
+        let sink = {
+            let gate = Arc::clone(&gate);
+            thread::spawn(move || gate.release(1))
+        };
+        // Packet 1 may go only once packet 0 has left the reorder buffer.
+        assert!(gate.wait_for(1));
+        assert_eq!(gate.released(), 1);
+        sink.join().unwrap();
+    });
+}
+
+#[test]
+fn the_source_waits_through_several_releases() {
+    loom::model(|| {
+        let gate = Arc::new(Gate::new(1));
+        let sink = {
+            let gate = Arc::clone(&gate);
+            thread::spawn(move || {
+                gate.release(1);
+                gate.release(2);
+            })
+        };
+        assert!(gate.wait_for(2));
+        assert!(gate.released() >= 2);
+        sink.join().unwrap();
+    });
+}
+
+#[test]
+fn cancel_wakes_a_waiting_source() {
+    loom::model(|| {
+        let gate = Arc::new(Gate::new(2));
+        let canceller = {
+            let gate = Arc::clone(&gate);
+            thread::spawn(move || gate.cancel())
+        };
+        // Nothing is released: only the cancel can end this wait.
+        assert!(!gate.wait_for(5));
+        canceller.join().unwrap();
+    });
+}
+
+#[test]
+fn within_the_window_there_is_no_wait() {
+    loom::model(|| {
+        let gate = Gate::new(3);
+        assert!(gate.wait_for(0));
+        assert!(gate.wait_for(2));
+    });
+}

@@ -1,0 +1,840 @@
+//! Behaviour of `Pipeline` through the public API: typed stages, backpressure and the
+//! memory bound, overflow accounting, first-error cancellation, ordering, the report.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use corral::leak::LeakCheck;
+use corral::{CancelReason, CancelToken, Overflow, Pipeline, PipelineError, PipelineReport};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Polls `cond` until it holds; fails the test after a generous deadline.
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
+/// Spins (without sleeping) for `d`: a stand-in for CPU work.
+fn spin_for(d: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+fn assert_books_balance(report: &PipelineReport) {
+    for s in &report.stages {
+        assert!(s.balanced(), "stage {} does not balance: {s:?}", s.name);
+    }
+    for pair in report.stages.windows(2) {
+        assert_eq!(
+            pair[0].items_out, pair[1].items_in,
+            "{} put out {} but {} took in {}",
+            pair[0].name, pair[0].items_out, pair[1].name, pair[1].items_in
+        );
+    }
+}
+
+#[test]
+fn typed_stages_borrow_and_deliver_everything() {
+    let _check = LeakCheck::new();
+    let words = ["alpha", "beta", "gamma", "delta"];
+    let lengths: HashMap<&str, usize> = words.iter().map(|w| (*w, w.len())).collect();
+    let (mut out, report) = Pipeline::from_iter(0..4000usize)
+        .stage("pick", 3, |i| words[i % words.len()])
+        .stage("measure", 2, |w: &str| lengths[w])
+        .stage("double", 1, |n: usize| n * 2)
+        .capacity(8)
+        .collect()
+        .unwrap();
+    assert_eq!(out.len(), 4000);
+    out.sort_unstable();
+    let expected: usize = (0..4000).map(|i| words[i % 4].len() * 2).sum();
+    assert_eq!(out.iter().sum::<usize>(), expected);
+    let names: Vec<&str> = report.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["source", "pick", "measure", "double", "sink"]);
+    assert_eq!(report.stage("pick").unwrap().workers, 3);
+    assert_eq!(report.delivered(), 4000);
+    assert_eq!(report.not_processed(), 0);
+    assert_books_balance(&report);
+}
+
+#[test]
+fn threads_are_named_owned_and_joined() {
+    let _check = LeakCheck::new();
+    let seen = Mutex::new(Vec::new());
+    let ours = |t: &corral::leak::LiveThread| t.name.starts_with("corral-pipe-named-check-");
+    let report = Pipeline::from_iter(0..64u32)
+        .stage("named-check", 2, |x| {
+            let name = std::thread::current().name().unwrap().to_owned();
+            let live = corral::leak::live_threads();
+            let me = live
+                .iter()
+                .find(|t| t.name == name)
+                .expect("registered for leak checks");
+            assert_eq!(me.owner, "Pipeline");
+            seen.lock().unwrap().push(name);
+            x
+        })
+        .for_each(|_| {})
+        .unwrap();
+    assert_eq!(report.delivered(), 64);
+    let seen = seen.into_inner().unwrap();
+    assert!(
+        seen.iter()
+            .all(|n| n == "corral-pipe-named-check-0" || n == "corral-pipe-named-check-1"),
+        "{seen:?}"
+    );
+    let still: Vec<_> = corral::leak::live_threads()
+        .into_iter()
+        .filter(|t| ours(t))
+        .collect();
+    assert!(still.is_empty(), "threads outlived the run: {still:?}");
+}
+
+/// A value that counts how many of its kind are alive, and the most ever alive.
+struct Tracked<'a> {
+    live: &'a AtomicUsize,
+}
+
+impl<'a> Tracked<'a> {
+    fn new(live: &'a AtomicUsize, max: &AtomicUsize) -> Self {
+        let now = live.fetch_add(1, Ordering::SeqCst) + 1;
+        max.fetch_max(now, Ordering::SeqCst);
+        Tracked { live }
+    }
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn slow_sink_and_endless_source_stay_within_capacities_plus_workers() {
+    let _check = LeakCheck::new();
+    let live = AtomicUsize::new(0);
+    let max = AtomicUsize::new(0);
+    let token = CancelToken::new();
+    let (capacity, workers) = (4usize, [2usize, 3]);
+    // Each queue (3) holds `capacity`; each stage worker, the source and the sink hold one.
+    let bound = capacity * 3 + workers.iter().sum::<usize>() + 2;
+    let mut delivered = 0u64;
+    let result = Pipeline::from_iter(std::iter::repeat_with(|| Tracked::new(&live, &max)))
+        .stage("a", workers[0], |t| t)
+        .stage("b", workers[1], |t| t)
+        .capacity(capacity)
+        .run_cancellable(
+            |_item| {
+                if delivered == 0 {
+                    // The sink is stuck until everything upstream is full and blocked.
+                    eventually("the pipeline to fill up", || {
+                        live.load(Ordering::SeqCst) >= bound
+                    });
+                }
+                delivered += 1;
+                if delivered == 500 {
+                    token.cancel();
+                }
+            },
+            &token,
+        );
+    let err = result.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PipelineError::Cancelled {
+                reason: CancelReason::Cancelled,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        max.load(Ordering::SeqCst),
+        bound,
+        "items in flight exceeded the bound"
+    );
+    assert_eq!(live.load(Ordering::SeqCst), 0, "items outlived the run");
+    let report = err.report().unwrap();
+    assert_eq!(report.delivered(), 500);
+    assert!(report.not_processed() > 0);
+    assert_books_balance(report);
+}
+
+#[test]
+fn batching_keeps_the_bound_counted_in_items() {
+    let _check = LeakCheck::new();
+    let live = AtomicUsize::new(0);
+    let max = AtomicUsize::new(0);
+    let token = CancelToken::new();
+    let (capacity, batch, workers) = (16usize, 4usize, 2usize);
+    // Two queues of `capacity` items; each worker, the source and the sink hold a batch.
+    let bound = capacity * 2 + (workers + 2) * batch;
+    let mut delivered = 0u64;
+    let err = Pipeline::from_iter(std::iter::repeat_with(|| Tracked::new(&live, &max)))
+        .stage("a", workers, |t| t)
+        .capacity(capacity)
+        .batch(batch)
+        .run_cancellable(
+            |_| {
+                if delivered == 0 {
+                    eventually("the pipeline to fill up", || {
+                        live.load(Ordering::SeqCst) >= bound - batch
+                    });
+                }
+                delivered += 1;
+                if delivered == 1000 {
+                    token.cancel();
+                }
+            },
+            &token,
+        )
+        .unwrap_err();
+    assert!(err.is_cancelled());
+    assert!(
+        max.load(Ordering::SeqCst) <= bound,
+        "{} > {bound}",
+        max.load(Ordering::SeqCst)
+    );
+    assert_eq!(live.load(Ordering::SeqCst), 0);
+    assert_books_balance(err.report().unwrap());
+}
+
+fn overflow_accounting(policy: Overflow) {
+    let _check = LeakCheck::new();
+    let dropped_at: Vec<Mutex<Vec<u64>>> = (0..3).map(|_| Mutex::new(Vec::new())).collect();
+    let drops = AtomicU64::new(0);
+    let note = |queue: usize| {
+        let (dropped_at, drops) = (&dropped_at, &drops);
+        move |x: u64| {
+            dropped_at[queue].lock().unwrap().push(x);
+            drops.fetch_add(1, Ordering::SeqCst);
+        }
+    };
+    let mut delivered = Vec::new();
+    let n = 20_000u64;
+    let report = Pipeline::from_iter(0..n)
+        .on_drop(note(0))
+        .stage("a", 2, |x: u64| x)
+        .on_drop(note(1))
+        .stage("b", 2, |x: u64| x)
+        .on_drop(note(2))
+        .capacity(2)
+        .overflow(policy)
+        .for_each(|x| {
+            if delivered.is_empty() {
+                eventually("drops", || drops.load(Ordering::SeqCst) >= 10);
+            }
+            delivered.push(x);
+        })
+        .unwrap();
+    assert_books_balance(&report);
+    let stage_drops: Vec<u64> = ["a", "b", "sink"]
+        .iter()
+        .map(|s| report.stage(s).unwrap().dropped)
+        .collect();
+    for (queue, want) in stage_drops.iter().enumerate() {
+        assert_eq!(
+            dropped_at[queue].lock().unwrap().len() as u64,
+            *want,
+            "queue {queue}"
+        );
+    }
+    assert!(report.dropped() >= 10);
+    assert_eq!(report.dropped() + report.delivered(), n);
+    // Every item is either delivered or handed to on_drop, exactly once.
+    let mut all = delivered;
+    for d in &dropped_at {
+        all.extend(d.lock().unwrap().iter().copied());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..n).collect::<Vec<_>>());
+}
+
+#[test]
+fn drop_newest_counts_and_hands_back_every_dropped_item() {
+    overflow_accounting(Overflow::DropNewest);
+}
+
+#[test]
+fn drop_oldest_counts_and_hands_back_every_evicted_item() {
+    overflow_accounting(Overflow::DropOldest);
+}
+
+#[test]
+fn first_error_cancels_an_endless_run_promptly() {
+    let _check = LeakCheck::new();
+    let pulled = AtomicU64::new(0);
+    let source = std::iter::repeat_with(|| pulled.fetch_add(1, Ordering::SeqCst));
+    let err = Pipeline::from_iter(source)
+        .stage("parse", 3, |x: u64| x)
+        .try_stage("enrich", 2, |x: u64| {
+            if x == 100 {
+                Err(format!("bad item {x}"))
+            } else {
+                Ok(x)
+            }
+        })
+        .stage("after", 2, |x: u64| x)
+        .capacity(8)
+        .for_each(|_| {})
+        .unwrap_err();
+    assert_eq!(err.stage(), Some("enrich"));
+    assert_eq!(err.to_string(), "stage enrich failed: bad item 100");
+    match &err {
+        PipelineError::Failed { error, .. } => assert_eq!(error.to_string(), "bad item 100"),
+        other => panic!("unexpected {other:?}"),
+    }
+    let report = err.report().unwrap();
+    assert_books_balance(report);
+    assert_eq!(report.stage("enrich").unwrap().failed, 1);
+    // The source stopped: it pulled what fit in the pipeline, not an endless stream.
+    let source = report.stage("source").unwrap();
+    assert_eq!(source.items_in, pulled.load(Ordering::SeqCst));
+    assert!(source.items_in < 1_000_000);
+}
+
+#[test]
+fn typed_errors_can_be_downcast() {
+    #[derive(Debug, PartialEq)]
+    struct BadRecord(u32);
+    impl std::fmt::Display for BadRecord {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "bad record {}", self.0)
+        }
+    }
+    impl std::error::Error for BadRecord {}
+    let _check = LeakCheck::new();
+    let err = Pipeline::from_iter(0..10u32)
+        .try_stage(
+            "check",
+            1,
+            |x| if x == 7 { Err(BadRecord(x)) } else { Ok(x) },
+        )
+        .collect()
+        .unwrap_err();
+    let PipelineError::Failed { error, .. } = err else {
+        panic!("expected Failed")
+    };
+    assert_eq!(error.downcast_ref::<BadRecord>(), Some(&BadRecord(7)));
+}
+
+#[test]
+fn panics_anywhere_become_panicked_with_the_payload() {
+    let _check = LeakCheck::new();
+    let err = Pipeline::from_iter(0..1000u32)
+        .stage("ok", 2, |x| x)
+        .stage(
+            "boom",
+            2,
+            |x: u32| if x == 500 { panic!("boom at {x}") } else { x },
+        )
+        .for_each(|_| {})
+        .unwrap_err();
+    let PipelineError::Panicked {
+        stage,
+        panic,
+        report,
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(stage, "boom");
+    assert_eq!(panic.message(), Some("boom at 500"));
+    assert!(panic
+        .thread_name()
+        .unwrap()
+        .starts_with("corral-pipe-boom-"));
+    assert_books_balance(report);
+
+    let sink_err = Pipeline::from_iter(0..10)
+        .for_each(|x| assert!(x < 3, "sink saw {x}"))
+        .unwrap_err();
+    assert_eq!(sink_err.stage(), Some("sink"));
+    assert_books_balance(sink_err.report().unwrap());
+
+    let mut n = 0;
+    let source = std::iter::from_fn(|| {
+        n += 1;
+        assert!(n < 5, "source ran dry");
+        Some(n)
+    });
+    let source_err = Pipeline::from_iter(source)
+        .stage("id", 1, |x| x)
+        .for_each(|_| {})
+        .unwrap_err();
+    assert_eq!(source_err.stage(), Some("source"));
+    assert_books_balance(source_err.report().unwrap());
+}
+
+#[test]
+fn a_failing_sink_stops_the_run() {
+    let _check = LeakCheck::new();
+    let mut seen = 0;
+    let err = Pipeline::from_iter(0..)
+        .stage("id", 2, |x: u64| x)
+        .try_for_each(|_| {
+            seen += 1;
+            if seen == 50 {
+                Err("disk full")
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+    assert_eq!(err.to_string(), "stage sink failed: disk full");
+    let report = err.report().unwrap();
+    assert_eq!(report.delivered(), 49);
+    assert_books_balance(report);
+}
+
+#[test]
+fn cancel_from_another_thread_wakes_a_blocked_run() {
+    let _check = LeakCheck::new();
+    let token = CancelToken::new();
+    let release = AtomicBool::new(false);
+    let entered = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let canceller = s.spawn(|| {
+            eventually("the sink to start", || entered.load(Ordering::SeqCst));
+            token.cancel();
+            release.store(true, Ordering::SeqCst);
+        });
+        let err = Pipeline::from_iter(0..)
+            .stage("id", 2, |x: u64| x)
+            .capacity(4)
+            .run_cancellable(
+                |_| {
+                    entered.store(true, Ordering::SeqCst);
+                    eventually("the cancel", || release.load(Ordering::SeqCst));
+                },
+                &token,
+            )
+            .unwrap_err();
+        canceller.join().unwrap();
+        assert!(matches!(
+            err,
+            PipelineError::Cancelled {
+                reason: CancelReason::Cancelled,
+                ..
+            }
+        ));
+        let report = err.report().unwrap();
+        assert_eq!(report.delivered(), 1);
+        assert!(
+            report.not_processed() > 0,
+            "queued items count as not processed"
+        );
+        assert_books_balance(report);
+    });
+}
+
+#[test]
+fn deadline_and_timeout_forms_stop_an_endless_run() {
+    let _check = LeakCheck::new();
+    let err = Pipeline::from_iter(0..)
+        .stage("id", 2, |x: u64| x)
+        .run_timeout(|_| {}, Duration::from_millis(30))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PipelineError::Cancelled {
+                reason: CancelReason::DeadlineExceeded,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_books_balance(err.report().unwrap());
+
+    let err = Pipeline::from_iter(0..)
+        .stage("id", 1, |x: u64| x)
+        .collect_deadline(Instant::now() + Duration::from_millis(30))
+        .unwrap_err();
+    assert_eq!(err.to_string(), "pipeline stopped: deadline exceeded");
+
+    // A deadline that is not reached does not disturb a finite run.
+    let (out, _) = Pipeline::from_iter(0..100)
+        .collect_timeout(PATIENCE)
+        .unwrap();
+    assert_eq!(out.len(), 100);
+    let token = CancelToken::new();
+    let (out, _) = Pipeline::from_iter(0..100)
+        .collect_cancellable(&token)
+        .unwrap();
+    assert_eq!(out.len(), 100);
+}
+
+#[test]
+fn a_cancelled_token_stops_the_run_before_it_starts_pulling_much() {
+    let _check = LeakCheck::new();
+    let token = CancelToken::new();
+    token.cancel();
+    let err = Pipeline::from_iter(0..)
+        .stage("id", 1, |x: u64| x)
+        .run_cancellable(|_| {}, &token)
+        .unwrap_err();
+    assert!(err.is_cancelled());
+    assert_eq!(err.report().unwrap().delivered(), 0);
+}
+
+#[test]
+fn ordered_mode_restores_source_order_across_workers() {
+    let _check = LeakCheck::new();
+    let (out, report) = Pipeline::from_iter(0..3000u64)
+        .stage("jitter", 4, |x| {
+            // Uneven work so that workers overtake each other.
+            spin_for(Duration::from_micros(x % 7 * 3));
+            x
+        })
+        .stage("square", 3, |x| x * x)
+        .capacity(8)
+        .ordered()
+        .collect()
+        .unwrap();
+    assert_eq!(out, (0..3000u64).map(|x| x * x).collect::<Vec<_>>());
+    assert_books_balance(&report);
+}
+
+#[test]
+fn ordered_window_bounds_how_far_the_source_runs_ahead() {
+    let _check = LeakCheck::new();
+    let window = 4u64;
+    let pulled = AtomicU64::new(0);
+    let delivered = AtomicU64::new(0);
+    let processed = AtomicU64::new(0);
+    let worst = AtomicU64::new(0);
+    let source = (0..200u64).inspect(|_| {
+        let ahead = pulled.fetch_add(1, Ordering::SeqCst) + 1 - delivered.load(Ordering::SeqCst);
+        worst.fetch_max(ahead, Ordering::SeqCst);
+    });
+    let mut out = Vec::new();
+    Pipeline::from_iter(source)
+        .stage("slow-first", 4, |x| {
+            if x == 0 {
+                // Item 0 waits for later ones, so they arrive at the sink out of order.
+                eventually("items 1..4 to pass", || {
+                    processed.load(Ordering::SeqCst) >= 3
+                });
+            }
+            processed.fetch_add(1, Ordering::SeqCst);
+            x
+        })
+        .capacity(64)
+        .ordered_window(window as usize)
+        .for_each(|x| {
+            out.push(x);
+            delivered.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    assert_eq!(out, (0..200).collect::<Vec<_>>());
+    assert_eq!(
+        worst.load(Ordering::SeqCst),
+        window,
+        "the source ran more than the window ahead"
+    );
+}
+
+#[test]
+fn ordered_mode_with_drops_never_waits_for_a_dropped_item() {
+    for policy in [Overflow::DropNewest, Overflow::DropOldest] {
+        let _check = LeakCheck::new();
+        let mut out = Vec::new();
+        let report = Pipeline::from_iter(0..5000u64)
+            .stage("a", 3, |x| x)
+            .stage("b", 2, |x| x)
+            .capacity(2)
+            .overflow(policy)
+            .ordered()
+            .for_each(|x| out.push(x))
+            .unwrap();
+        assert!(
+            out.windows(2).all(|w| w[0] < w[1]),
+            "{policy:?}: out of order"
+        );
+        assert_eq!(report.delivered() + report.dropped(), 5000);
+        assert_eq!(out.len() as u64, report.delivered());
+        assert_books_balance(&report);
+    }
+}
+
+#[test]
+fn batching_gives_the_same_results() {
+    let _check = LeakCheck::new();
+    for batch in [1, 3, 16, 64] {
+        let (out, report) = Pipeline::from_iter(0..1001u32)
+            .stage("inc", 2, |x| x + 1)
+            .stage("dbl", 3, |x| x * 2)
+            .capacity(64)
+            .batch(batch)
+            .ordered()
+            .collect()
+            .unwrap();
+        assert_eq!(
+            out,
+            (1..=1001).map(|x| x * 2).collect::<Vec<_>>(),
+            "batch {batch}"
+        );
+        assert_books_balance(&report);
+    }
+}
+
+#[test]
+fn failure_inside_a_batch_balances_the_books() {
+    let _check = LeakCheck::new();
+    let err = Pipeline::from_iter(0..10_000u32)
+        .try_stage("check", 2, |x| if x == 777 { Err("bad") } else { Ok(x) })
+        .batch(10)
+        .capacity(40)
+        .for_each(|_| {})
+        .unwrap_err();
+    let report = err.report().unwrap();
+    assert_eq!(report.stage("check").unwrap().failed, 1);
+    assert_books_balance(report);
+}
+
+#[test]
+fn report_names_the_bottleneck_and_prints_a_table() {
+    let _check = LeakCheck::new();
+    let report = Pipeline::from_iter(0..300u32)
+        .stage("fast", 1, |x| x)
+        .stage("slow", 1, |x| {
+            spin_for(Duration::from_micros(200));
+            x
+        })
+        .stage("fast2", 1, |x| x)
+        .capacity(4)
+        .for_each(|_| {})
+        .unwrap();
+    assert_eq!(report.bottleneck().unwrap().name, "slow", "{report}");
+    let slow = report.stage("slow").unwrap();
+    assert!(slow.busy >= Duration::from_micros(200 * 300));
+    // A one-worker stage's busy, blocked and idle times are disjoint parts of its
+    // thread's life inside the run. (Which waits dominate elsewhere depends on the
+    // scheduler: on a loaded machine wake-ups alone can take milliseconds.)
+    for s in &report.stages {
+        let accounted = s.busy + s.blocked_send + s.idle_recv;
+        assert!(
+            accounted <= report.elapsed,
+            "{}: {accounted:?} > {:?}",
+            s.name,
+            report.elapsed
+        );
+        if s.name != "slow" {
+            assert!(s.utilization() < slow.utilization(), "{report}");
+        }
+    }
+    let table = report.to_string();
+    assert!(table.starts_with("stage"), "{table}");
+    assert!(table.contains("bottleneck: slow"), "{table}");
+    assert_eq!(table.lines().count(), 1 + 5 + 1, "{table}");
+}
+
+#[test]
+fn bad_configuration_is_rejected_with_field_and_value() {
+    let _check = LeakCheck::new();
+    let cases: Vec<(Result<PipelineReport, PipelineError>, &str, &str)> = vec![
+        (
+            Pipeline::from_iter(0..1)
+                .stage("w", 0, |x: i32| x)
+                .for_each(|_| {}),
+            "workers",
+            "0",
+        ),
+        (
+            Pipeline::from_iter(0..1).capacity(0).for_each(|_| {}),
+            "capacity",
+            "0",
+        ),
+        (
+            Pipeline::from_iter(0..1).batch(0).for_each(|_| {}),
+            "batch",
+            "0",
+        ),
+        (
+            Pipeline::from_iter(0..1)
+                .capacity(4)
+                .batch(5)
+                .for_each(|_| {}),
+            "batch",
+            "5",
+        ),
+        (
+            Pipeline::from_iter(0..1)
+                .overflow(Overflow::Reject)
+                .for_each(|_| {}),
+            "overflow",
+            "Reject",
+        ),
+        (
+            Pipeline::from_iter(0..1)
+                .overflow(Overflow::CallerRuns)
+                .for_each(|_| {}),
+            "overflow",
+            "CallerRuns",
+        ),
+        (
+            Pipeline::from_iter(0..1).ordered_window(0).for_each(|_| {}),
+            "ordered_window",
+            "0",
+        ),
+        (
+            Pipeline::from_iter(0..1)
+                .stage("sink", 1, |x: i32| x)
+                .for_each(|_| {}),
+            "name",
+            "\"sink\"",
+        ),
+        (
+            Pipeline::from_iter(0..1)
+                .stage("", 1, |x: i32| x)
+                .for_each(|_| {}),
+            "name",
+            "\"\"",
+        ),
+        (
+            Pipeline::from_iter(0..1)
+                .stage("a", 1, |x: i32| x)
+                .stage("a", 1, |x| x)
+                .for_each(|_| {}),
+            "name",
+            "\"a\"",
+        ),
+    ];
+    for (result, field, value) in cases {
+        match result {
+            Err(PipelineError::Config(e)) => {
+                assert_eq!((e.field(), e.value()), (field, value));
+                assert!(e.to_string().starts_with(&format!("invalid {field}")));
+            }
+            other => panic!("expected a config error for {field}, got {other:?}"),
+        }
+    }
+    let err = Pipeline::from_iter(0..1)
+        .capacity(0)
+        .for_each(|_| {})
+        .unwrap_err();
+    assert!(err.report().is_none());
+    assert_eq!(
+        err.to_string(),
+        "pipeline not started: invalid capacity = 0: must be at least 1"
+    );
+}
+
+#[test]
+fn an_empty_source_finishes_cleanly() {
+    let _check = LeakCheck::new();
+    let (out, report) = Pipeline::from_iter(Vec::<u8>::new())
+        .stage("id", 2, |x| x)
+        .ordered()
+        .collect()
+        .unwrap();
+    assert!(out.is_empty());
+    assert_eq!(report.stages.iter().map(|s| s.items_in).sum::<u64>(), 0);
+}
+
+#[test]
+fn public_types_are_thread_safe_where_promised() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<PipelineReport>();
+    send_sync::<corral::StageStats>();
+    send_sync::<PipelineError>();
+    send::<Pipeline<'static, u64>>();
+}
+
+#[test]
+fn stress_invariants_over_many_configurations() {
+    let _check = LeakCheck::new();
+    let policies = [Overflow::Block, Overflow::DropNewest, Overflow::DropOldest];
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for round in 0..24 {
+        let policy = policies[round % 3];
+        let ordered = round % 2 == 0;
+        let capacity = 1 + next(8) as usize;
+        let batch = 1 + next(capacity as u64) as usize;
+        let workers = [1 + next(4) as usize, 1 + next(4) as usize];
+        let fail_at = (round % 4 == 3).then(|| next(3000));
+        let n = 3000u64;
+        let dropped = Mutex::new(Vec::new());
+        let mut out = Vec::new();
+        let mut pipeline = Pipeline::from_iter(0..n)
+            .on_drop(|x| dropped.lock().unwrap().push(x))
+            .stage("a", workers[0], |x: u64| x)
+            .on_drop(|x| dropped.lock().unwrap().push(x))
+            .try_stage("b", workers[1], |x: u64| {
+                if Some(x) == fail_at {
+                    Err("injected")
+                } else {
+                    Ok(x)
+                }
+            })
+            .on_drop(|x| dropped.lock().unwrap().push(x))
+            .capacity(capacity)
+            .batch(batch)
+            .overflow(policy);
+        if ordered {
+            pipeline = pipeline.ordered();
+        }
+        let what = format!("round {round}: {policy:?} ordered={ordered} cap={capacity} batch={batch} workers={workers:?} fail_at={fail_at:?}");
+        let result = pipeline.for_each(|x| out.push(x));
+        let report = match (&result, fail_at) {
+            (Ok(report), None) => report,
+            (Err(e @ PipelineError::Failed { .. }), Some(_)) => e.report().unwrap(),
+            (Ok(report), Some(_)) if policy != Overflow::Block => report, // the bad item was dropped
+            (other, _) => panic!("{what}: {other:?}"),
+        };
+        assert_books_balance(report);
+        if ordered {
+            assert!(out.windows(2).all(|w| w[0] < w[1]), "{what}: out of order");
+        }
+        let mut seen = out.clone();
+        seen.extend(dropped.lock().unwrap().iter().copied());
+        seen.sort_unstable();
+        let unique = seen.windows(2).all(|w| w[0] != w[1]);
+        assert!(unique, "{what}: an item was delivered or dropped twice");
+        assert_eq!(report.delivered(), out.len() as u64, "{what}");
+        assert_eq!(
+            report.dropped(),
+            dropped.lock().unwrap().len() as u64,
+            "{what}"
+        );
+        if result.is_ok() {
+            assert_eq!(seen, (0..n).collect::<Vec<_>>(), "{what}: items lost");
+        }
+        if policy == Overflow::Block {
+            assert_eq!(report.dropped(), 0, "{what}");
+        }
+    }
+}
+
+#[test]
+fn stage_closures_can_share_state_through_arc_too() {
+    let _check = LeakCheck::new();
+    let hits = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&hits);
+    let report = Pipeline::from_iter(0..100)
+        .stage("count", 4, move |x: i32| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            x
+        })
+        .for_each(drop)
+        .unwrap();
+    assert_eq!(hits.load(Ordering::Relaxed), 100);
+    assert_eq!(report.stage("count").unwrap().items_out, 100);
+}

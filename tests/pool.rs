@@ -1,0 +1,729 @@
+//! WorkerPool and ScopedPool through the public API.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use corral::leak::LeakCheck;
+use corral::{
+    CancelReason, CancelToken, Overflow, ScopedPool, SubmitError, TaskError, TaskHandle, WorkerPool,
+};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + LONG;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::yield_now();
+    }
+}
+
+/// A task that blocks its worker until the returned sender is used or dropped.
+fn gate() -> (mpsc::Sender<()>, impl FnOnce() + Send + 'static) {
+    let (tx, rx) = mpsc::channel::<()>();
+    (tx, move || {
+        let _ = rx.recv();
+    })
+}
+
+/// A pool of one worker, blocked, with `capacity` free queue slots.
+fn blocked_pool(builder: corral::PoolBuilder) -> (WorkerPool, mpsc::Sender<()>) {
+    let pool = builder.workers(1).build().unwrap();
+    let (open, blocker) = gate();
+    pool.execute(blocker).unwrap();
+    wait_for("the worker to take the blocker", || pool.stats().busy == 1);
+    (pool, open)
+}
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn both<T: Send + Sync>() {}
+    both::<WorkerPool>();
+    both::<ScopedPool<'static>>();
+    both::<TaskHandle<String>>();
+    both::<SubmitError<fn()>>();
+    both::<TaskError>();
+    both::<corral::PoolStats>();
+}
+
+#[test]
+fn builder_rejects_zero_and_absurd_values() {
+    let cases = [
+        (WorkerPool::builder().workers(0), "workers", "0"),
+        (WorkerPool::builder().workers(100_000), "workers", "100000"),
+        (
+            WorkerPool::builder().queue_capacity(0),
+            "queue_capacity",
+            "0",
+        ),
+        (
+            WorkerPool::builder().queue_capacity(1 << 30),
+            "queue_capacity",
+            "1073741824",
+        ),
+        (WorkerPool::builder().stack_size(10), "stack_size", "10"),
+        (
+            WorkerPool::builder().thread_name("a\0b"),
+            "thread_name",
+            "\"a\\0b\"",
+        ),
+    ];
+    for (builder, field, value) in cases {
+        let err = builder.build().unwrap_err();
+        assert_eq!((err.field(), err.value()), (field, value), "{err}");
+    }
+}
+
+#[test]
+fn submit_returns_values_and_names_threads() {
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder()
+        .workers(2)
+        .thread_name("resize")
+        .build()
+        .unwrap();
+    let handles: Vec<_> = (0..50u64)
+        .map(|n| pool.submit(move || (n * 2, thread::current().name().map(str::to_owned))))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (n, handle) in handles.into_iter().enumerate() {
+        let (value, name) = handle.join().unwrap();
+        assert_eq!(value, 2 * n as u64);
+        let name = name.unwrap();
+        assert!(name.starts_with("corral-resize-"), "{name}");
+    }
+    let report = pool.shutdown();
+    assert_eq!(
+        (report.completed, report.panicked, report.never_ran),
+        (50, 0, 0)
+    );
+}
+
+#[test]
+fn try_submit_hands_the_closure_back_when_full() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(1));
+    let queued = pool.try_submit(|| 1).unwrap();
+    match pool.try_submit(|| 2) {
+        Err(SubmitError::Full(task)) => assert_eq!(task(), 2),
+        other => panic!("expected Full, got {other:?}"),
+    }
+    assert!(pool.try_execute(|| ()).unwrap_err().is_full());
+    assert_eq!(pool.stats().rejected, 2);
+    assert_eq!(pool.stats().queued, 1);
+    open.send(()).unwrap();
+    assert_eq!(queued.join().unwrap(), 1);
+}
+
+#[test]
+fn bounded_submits_wait_then_hand_the_task_back() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(1));
+    pool.execute(|| ()).unwrap();
+
+    let err = pool
+        .submit_timeout(|| "late", Duration::from_millis(20))
+        .unwrap_err();
+    assert!(err.is_timeout());
+    assert_eq!(err.into_inner()(), "late");
+
+    let past = Instant::now();
+    assert!(pool.submit_deadline(|| (), past).unwrap_err().is_timeout());
+    assert!(pool.execute_deadline(|| (), past).unwrap_err().is_timeout());
+
+    // A cancel from another thread stops a submitter waiting on a full queue (or
+    // one about to wait: either way the task comes back).
+    let token = CancelToken::new();
+    thread::scope(|s| {
+        let canceller = token.clone();
+        s.spawn(move || canceller.cancel());
+        match pool.submit_cancellable(|| 7, &token) {
+            Err(SubmitError::Cancelled(task, CancelReason::Cancelled)) => assert_eq!(task(), 7),
+            other => panic!("expected Cancelled, got {other:?}"),
+        }
+    });
+    assert_eq!(pool.stats().rejected, 4);
+    open.send(()).unwrap();
+    let report = pool.shutdown();
+    assert_eq!(report.completed, 2);
+}
+
+#[test]
+fn submit_blocks_for_room_instead_of_failing() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(2));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    thread::scope(|s| {
+        let submitter = s.spawn(|| {
+            (0..6)
+                .map(|i| {
+                    let order = order.clone();
+                    pool.submit(move || order.lock().unwrap().push(i)).unwrap()
+                })
+                .collect::<Vec<_>>()
+        });
+        // The submitter fills the queue and must then wait (backpressure).
+        wait_for("the queue to fill", || pool.stats().queued == 2);
+        // Worker blocked, queue full: the submitter cannot have got further.
+        assert_eq!(pool.stats().submitted, 3);
+        assert!(!submitter.is_finished());
+        open.send(()).unwrap();
+        for handle in submitter.join().unwrap() {
+            handle.join().unwrap();
+        }
+    });
+    assert_eq!(*order.lock().unwrap(), (0..6).collect::<Vec<_>>());
+}
+
+#[test]
+fn closed_pool_refuses_with_the_task() {
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder().workers(1).build().unwrap();
+    let before = pool.submit(|| 1).unwrap();
+    pool.close();
+    assert!(pool.is_closed());
+    match pool.submit(|| 2) {
+        Err(SubmitError::Closed(task)) => assert_eq!(task(), 2),
+        other => panic!("expected Closed, got {other:?}"),
+    }
+    assert_eq!(before.join().unwrap(), 1);
+    assert_eq!(pool.shutdown().rejected, 1);
+}
+
+#[test]
+fn a_panicking_task_never_costs_a_worker() {
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder().workers(1).build().unwrap();
+    let bad = pool.submit(|| -> u32 { panic!("bad row 17") }).unwrap();
+    let good = pool.submit(|| 5).unwrap();
+    match bad.join() {
+        Err(TaskError::Panicked(panic)) => {
+            assert_eq!(panic.message(), Some("bad row 17"));
+            assert!(panic.thread_name().unwrap().starts_with("corral-pool-"));
+        }
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    assert_eq!(good.join().unwrap(), 5);
+    pool.execute(|| panic!("fire and forget")).unwrap();
+    let stats_wait = || pool.stats().panicked == 2;
+    wait_for("the second panic", stats_wait);
+    let report = pool.shutdown();
+    assert_eq!((report.completed, report.panicked), (1, 2));
+    assert_eq!(
+        report
+            .first_panic
+            .and_then(|p| p.message().map(str::to_owned)),
+        Some("fire and forget".to_owned())
+    );
+}
+
+#[test]
+fn shutdown_runs_everything_queued() {
+    let _check = LeakCheck::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(100));
+    for _ in 0..100 {
+        let ran = ran.clone();
+        pool.execute(move || {
+            ran.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    }
+    open.send(()).unwrap();
+    let report = pool.shutdown();
+    assert_eq!(ran.load(Ordering::SeqCst), 100);
+    assert_eq!((report.completed, report.never_ran), (101, 0));
+}
+
+#[test]
+fn drop_is_shutdown() {
+    let _check = LeakCheck::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    {
+        let pool = WorkerPool::builder().workers(2).build().unwrap();
+        for _ in 0..20 {
+            let ran = ran.clone();
+            pool.execute(move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        }
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), 20);
+}
+
+#[test]
+fn shutdown_now_runs_nothing_more_and_reports_it() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(10));
+    let ran = Arc::new(AtomicBool::new(false));
+    let queued: Vec<_> = (0..10)
+        .map(|_| {
+            let ran = ran.clone();
+            pool.submit(move || ran.store(true, Ordering::SeqCst))
+                .unwrap()
+        })
+        .collect();
+    thread::scope(|s| {
+        let stopper = s.spawn(move || pool.shutdown_now());
+        // The cancelled pool drops queued tasks while the blocker still runs.
+        wait_for("queued tasks to be cancelled", || {
+            queued.iter().all(TaskHandle::is_finished)
+        });
+        open.send(()).unwrap();
+        let report = stopper.join().unwrap();
+        assert_eq!((report.completed, report.never_ran), (1, 10));
+    });
+    assert!(!ran.load(Ordering::SeqCst));
+    for handle in queued {
+        assert!(handle.join().unwrap_err().is_cancelled());
+    }
+}
+
+#[test]
+fn submit_with_token_sees_shutdown_now() {
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder().workers(1).build().unwrap();
+    let long = pool
+        .submit_with_token(|token| token.wait_timeout(LONG))
+        .unwrap();
+    wait_for("the task to start", || pool.stats().busy == 1);
+    let report = pool.shutdown_now();
+    assert_eq!(long.join().unwrap(), Some(CancelReason::Cancelled));
+    assert_eq!(report.completed, 1);
+}
+
+#[test]
+fn shutdown_timeout_hands_the_pool_back_rather_than_detach() {
+    let _check = LeakCheck::new();
+    let idle = WorkerPool::builder().workers(2).build().unwrap();
+    assert!(idle.shutdown_timeout(LONG).is_ok());
+
+    let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(4));
+    let queued = pool.submit(|| 1).unwrap();
+    let pool = match pool.shutdown_timeout(Duration::from_millis(20)) {
+        Ok(report) => panic!("a blocked task cannot finish: {report:?}"),
+        Err(pool) => pool,
+    };
+    // The deadline cancelled the token: the queued task will not run.
+    assert!(pool.token().is_cancelled());
+    assert!(pool.submit(|| 2).unwrap_err().is_closed());
+    open.send(()).unwrap();
+    let report = pool.shutdown();
+    assert_eq!((report.completed, report.never_ran), (1, 1));
+    assert!(queued.join().unwrap_err().is_cancelled());
+}
+
+#[test]
+fn handles_wait_with_bounds_and_come_back() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(WorkerPool::builder());
+    let handle = pool.submit(|| 3).unwrap();
+    let handle = handle.try_join().unwrap_err();
+    let handle = handle.join_timeout(Duration::from_millis(5)).unwrap_err();
+    let handle = handle.join_deadline(Instant::now()).unwrap_err();
+    let token = CancelToken::new();
+    token.cancel();
+    let handle = handle.join_cancellable(&token).unwrap_err();
+    assert!(!handle.is_finished());
+    open.send(()).unwrap();
+    assert_eq!(handle.join_timeout(LONG).unwrap().unwrap(), 3);
+}
+
+#[test]
+fn dropping_a_handle_drops_only_the_result() {
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder().workers(1).build().unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    drop(
+        pool.submit(move || flag.store(true, Ordering::SeqCst))
+            .unwrap(),
+    );
+    assert_eq!(pool.shutdown().completed, 1);
+    assert!(ran.load(Ordering::SeqCst));
+}
+
+#[test]
+fn reject_policy_refuses_even_blocking_submits() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(
+        WorkerPool::builder()
+            .queue_capacity(1)
+            .overflow(Overflow::Reject),
+    );
+    pool.execute(|| ()).unwrap();
+    assert_eq!(pool.submit(|| 9).unwrap_err().into_inner()(), 9);
+    open.send(()).unwrap();
+}
+
+#[test]
+fn drop_oldest_evicts_to_on_drop_and_counts() {
+    let _check = LeakCheck::new();
+    let evicted = Arc::new(AtomicUsize::new(0));
+    let seen = evicted.clone();
+    let (pool, open) = blocked_pool(
+        WorkerPool::builder()
+            .queue_capacity(2)
+            .overflow(Overflow::DropOldest)
+            .on_drop(move |task| {
+                seen.fetch_add(1, Ordering::SeqCst);
+                drop(task);
+            }),
+    );
+    let handles: Vec<_> = (0..5).map(|i| pool.submit(move || i).unwrap()).collect();
+    assert_eq!(evicted.load(Ordering::SeqCst), 3);
+    open.send(()).unwrap();
+    let results: Vec<_> = handles.into_iter().map(TaskHandle::join).collect();
+    for (i, result) in results.iter().enumerate() {
+        match (i, result) {
+            (0..=2, Err(e)) => assert!(e.is_cancelled()),
+            (3 | 4, Ok(v)) => assert_eq!(*v, i),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let stats = pool.stats();
+    assert_eq!((stats.submitted, stats.dropped), (6, 3));
+    let report = pool.shutdown();
+    assert_eq!(report.completed + report.dropped, 6);
+}
+
+#[test]
+fn drop_newest_without_callback_resolves_the_handle() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(
+        WorkerPool::builder()
+            .queue_capacity(1)
+            .overflow(Overflow::DropNewest),
+    );
+    let kept = pool.submit(|| "kept").unwrap();
+    let shed = pool.submit(|| "shed").unwrap();
+    assert!(shed.join().unwrap_err().is_cancelled());
+    open.send(()).unwrap();
+    assert_eq!(kept.join().unwrap(), "kept");
+    assert_eq!(pool.shutdown().dropped, 1);
+}
+
+#[test]
+fn on_drop_may_run_the_displaced_task() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(
+        WorkerPool::builder()
+            .queue_capacity(1)
+            .overflow(Overflow::DropNewest)
+            .on_drop(|task| task.run()),
+    );
+    pool.execute(|| ()).unwrap();
+    let shed = pool.submit(|| thread::current().id()).unwrap();
+    assert_eq!(shed.join().unwrap(), thread::current().id());
+    open.send(()).unwrap();
+}
+
+#[test]
+fn caller_runs_when_full() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(
+        WorkerPool::builder()
+            .queue_capacity(1)
+            .overflow(Overflow::CallerRuns),
+    );
+    let queued = pool.submit(|| thread::current().id()).unwrap();
+    let inline = pool.submit(|| thread::current().id()).unwrap();
+    assert!(inline.is_finished());
+    assert_eq!(inline.join().unwrap(), thread::current().id());
+    let panicked = pool.submit(|| -> u8 { panic!("inline") }).unwrap();
+    assert!(panicked.join().unwrap_err().is_panicked());
+    open.send(()).unwrap();
+    assert_ne!(queued.join().unwrap(), thread::current().id());
+    let report = pool.shutdown();
+    assert_eq!(
+        (report.caller_ran, report.completed, report.panicked),
+        (2, 3, 1)
+    );
+}
+
+#[test]
+fn scoped_pool_tasks_borrow_and_workers_join_with_the_scope() {
+    let _check = LeakCheck::new();
+    let mut cells = vec![0u64; 64];
+    let total = corral::scope(|s| {
+        let pool = WorkerPool::builder()
+            .workers(3)
+            .queue_capacity(4)
+            .build_scoped(s)
+            .unwrap();
+        let handles: Vec<_> = cells
+            .iter_mut()
+            .enumerate()
+            .map(|(i, cell)| {
+                pool.submit(move || {
+                    *cell = i as u64;
+                    *cell
+                })
+                .unwrap()
+            })
+            .collect();
+        let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        let report = pool.shutdown();
+        assert_eq!(report.completed, 64);
+        total
+    });
+    assert_eq!(total, (0..64).sum());
+    assert_eq!(cells[63], 63);
+}
+
+#[test]
+fn scoped_pool_hands_borrowing_closures_back() {
+    let _check = LeakCheck::new();
+    let label = String::from("borrowed");
+    let seen = AtomicUsize::new(0);
+    corral::scope(|s| {
+        let pool = WorkerPool::builder()
+            .workers(1)
+            .queue_capacity(1)
+            .build_scoped(s)
+            .unwrap();
+        let (open, blocker) = gate();
+        pool.execute(blocker).unwrap();
+        wait_for("the blocker", || pool.stats().busy == 1);
+        let queued = pool.submit(|| label.len()).unwrap();
+        let refused = pool.try_submit(|| label.as_str()).unwrap_err();
+        assert_eq!(refused.into_inner()(), "borrowed");
+        let refused = pool
+            .try_execute(|| seen.store(label.len(), Ordering::SeqCst))
+            .unwrap_err();
+        refused.into_inner()();
+        assert_eq!(seen.load(Ordering::SeqCst), 8);
+        let late = pool
+            .execute_timeout(|| seen.store(0, Ordering::SeqCst), Duration::from_millis(5))
+            .unwrap_err();
+        assert!(late.is_timeout());
+        assert!(pool
+            .execute_deadline(|| (), Instant::now())
+            .unwrap_err()
+            .is_timeout());
+        open.send(()).unwrap();
+        assert_eq!(queued.join().unwrap(), 8);
+    });
+}
+
+#[test]
+fn map_yields_in_order_and_isolates_panics() {
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder()
+        .workers(2)
+        .queue_capacity(8)
+        .build()
+        .unwrap();
+    let results: Vec<_> = pool
+        .map(0..1000u32, |n| {
+            if n == 500 {
+                panic!("item 500");
+            }
+            n + 1
+        })
+        .collect();
+    assert_eq!(results.len(), 1000);
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(v) => assert_eq!(v as usize, i + 1),
+            Err(TaskError::Panicked(p)) => {
+                assert_eq!(i, 500);
+                assert_eq!(p.message(), Some("item 500"));
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+}
+
+#[test]
+fn map_keeps_at_most_capacity_plus_workers_in_flight() {
+    let _check = LeakCheck::new();
+    for (workers, capacity) in [(1, 1), (2, 8), (3, 100), (2, 1024)] {
+        let pool = WorkerPool::builder()
+            .workers(workers)
+            .queue_capacity(capacity)
+            .build()
+            .unwrap();
+        let pulled = Arc::new(AtomicU64::new(0));
+        let counter = pulled.clone();
+        // An endless input: only the bound keeps this from running out of memory.
+        let input = (0u64..).inspect(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        let window = (capacity + workers) as u64;
+        let mut max_ahead = 0;
+        for (yielded, result) in pool.map(input, |n| n * 3).take(5000).enumerate() {
+            assert_eq!(result.unwrap(), yielded as u64 * 3);
+            let ahead = pulled.load(Ordering::SeqCst) - yielded as u64;
+            max_ahead = max_ahead.max(ahead);
+            assert!(ahead <= window, "{ahead} in flight > {window}");
+        }
+        assert!(max_ahead >= 1);
+    }
+}
+
+#[test]
+fn map_on_a_scoped_pool_borrows() {
+    let _check = LeakCheck::new();
+    let words: Vec<String> = (0..300).map(|i| format!("w{i}")).collect();
+    let suffix = String::from("!");
+    let joined: Vec<String> = corral::scope(|s| {
+        let pool = WorkerPool::builder().workers(2).build_scoped(s).unwrap();
+        pool.map(&words, |w| format!("{w}{suffix}"))
+            .collect::<Result<_, _>>()
+            .unwrap()
+    });
+    assert_eq!(joined[299], "w299!");
+}
+
+#[test]
+fn map_on_a_closed_pool_yields_cancelled() {
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder().workers(1).build().unwrap();
+    pool.close();
+    let results: Vec<_> = pool.map(0..3, |n| n).collect();
+    assert_eq!(results.len(), 3);
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Err(TaskError::Cancelled))));
+}
+
+/// 4 submitters x 50,000 tasks, 1% panicking, a mix of blocking submits, handles,
+/// fire-and-forget and `try_submit` (refused when the small queue is full), then
+/// `shutdown_now` while tasks are still queued. Every task ran exactly once, came back
+/// to its submitter, or is reported as never run; the counts add up exactly.
+#[test]
+fn stress_every_task_is_accounted_for_exactly_once() {
+    const SUBMITTERS: usize = 4;
+    const PER: usize = 50_000;
+    const TOTAL: usize = SUBMITTERS * PER;
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder()
+        .workers(3)
+        .queue_capacity(64)
+        .build()
+        .unwrap();
+    let runs: Arc<Vec<AtomicU64>> = Arc::new((0..TOTAL).map(|_| AtomicU64::new(0)).collect());
+    let returned = AtomicUsize::new(0);
+    let panics_planned = |id: usize| id % 100 == 37;
+    let stop_at = TOTAL * 9 / 10;
+    let accepted = AtomicUsize::new(0);
+
+    let handles = thread::scope(|s| {
+        let submitters: Vec<_> = (0..SUBMITTERS)
+            .map(|k| {
+                let (pool, runs, returned, accepted) = (&pool, &runs, &returned, &accepted);
+                s.spawn(move || {
+                    let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ k as u64;
+                    let mut handles = Vec::new();
+                    for i in 0..PER {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        let id = k * PER + i;
+                        let counts = Arc::clone(runs);
+                        let task = move || {
+                            counts[id].fetch_add(1, Ordering::SeqCst);
+                            if panics_planned(id) {
+                                panic!("planned panic {id}");
+                            }
+                        };
+                        let outcome = match rng % 4 {
+                            0 => pool.try_submit(task).map(Some),
+                            1 => pool.submit(task).map(Some),
+                            2 => pool.try_execute(task).map(|()| None),
+                            _ => pool.execute(task).map(|()| None),
+                        };
+                        match outcome {
+                            Ok(handle) => {
+                                accepted.fetch_add(1, Ordering::SeqCst);
+                                handles.extend(handle.map(|h| (id, h)));
+                            }
+                            Err(refused) => {
+                                // Came back to its submitter, unrun.
+                                assert!(refused.is_full() || refused.is_closed());
+                                assert_eq!(runs[id].load(Ordering::SeqCst), 0);
+                                returned.fetch_add(1, Ordering::SeqCst);
+                                drop(refused.into_inner());
+                            }
+                        }
+                    }
+                    handles
+                })
+            })
+            .collect();
+        wait_for("most tasks to be submitted", || {
+            accepted.load(Ordering::SeqCst) + returned.load(Ordering::SeqCst) >= stop_at
+        });
+        pool.close(); // the rest come back as `Closed`
+        submitters
+            .into_iter()
+            .flat_map(|s| s.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    // Whatever is still queued now never runs.
+    let report = pool.shutdown_now();
+
+    let (mut ok, mut panicked, mut cancelled) = (0u64, 0u64, 0u64);
+    for (id, handle) in handles {
+        match handle.join() {
+            Ok(()) => ok += 1,
+            Err(TaskError::Panicked(p)) => {
+                assert!(panics_planned(id));
+                assert_eq!(p.message(), Some(&*format!("planned panic {id}")));
+                panicked += 1;
+            }
+            Err(_) => {
+                assert_eq!(runs[id].load(Ordering::SeqCst), 0);
+                cancelled += 1;
+            }
+        }
+    }
+    assert!(ok <= report.completed && panicked <= report.panicked);
+    assert!(cancelled <= report.never_ran);
+    let ran_once = runs
+        .iter()
+        .filter(|r| r.load(Ordering::SeqCst) == 1)
+        .count();
+    assert!(
+        runs.iter().all(|r| r.load(Ordering::SeqCst) <= 1),
+        "a task ran twice"
+    );
+    let panicked_ran = runs
+        .iter()
+        .enumerate()
+        .filter(|(id, r)| panics_planned(*id) && r.load(Ordering::SeqCst) == 1)
+        .count();
+    let returned = returned.load(Ordering::SeqCst);
+    let accepted = accepted.load(Ordering::SeqCst);
+    assert_eq!(accepted + returned, TOTAL);
+    assert_eq!(ran_once as u64, report.completed + report.panicked);
+    assert_eq!(panicked_ran as u64, report.panicked);
+    assert_eq!(
+        accepted as u64,
+        report.completed + report.panicked + report.never_ran
+    );
+    assert_eq!(ran_once + returned + report.never_ran as usize, TOTAL);
+    assert_eq!(report.rejected as usize, returned);
+    assert!(
+        returned > 0,
+        "the small queue should have refused some try_submits"
+    );
+    assert!(report.panicked > 0, "1% of the tasks panic");
+}
+
+#[test]
+fn cancelling_the_pool_token_closes_the_pool() {
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder().workers(1).build().unwrap();
+    assert!(!pool.is_closed());
+    pool.token().cancel();
+    assert!(pool.is_closed());
+    assert!(pool.submit(|| 1).unwrap_err().is_closed());
+    assert!(pool.try_execute(|| ()).unwrap_err().is_closed());
+    assert_eq!(pool.shutdown().rejected, 2);
+}
