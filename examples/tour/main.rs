@@ -29,12 +29,12 @@ fn main() {
     let started = Instant::now();
     println!("corral tour\n===========");
     foundation::run();
-    breaker::run();
-    pool::run();
-    pipeline::run();
     semaphore::run();
-    supervisor::run();
+    pool::run();
     rate::run();
+    breaker::run();
+    pipeline::run();
+    supervisor::run();
     let live = corral::leak::live_count();
     println!("\nfinished in {:.2?}", started.elapsed());
     println!("live corral threads: {live}");
