@@ -76,6 +76,36 @@
 //! assert_eq!(result.unwrap_err().message(), Some("disk on fire"));
 //! ```
 //!
+//! ## Time
+//!
+//! Everything that decides by time takes a [`Clock`]: [`SystemClock`] by default,
+//! [`ManualClock`] in tests, so time-based logic is tested without sleeping.
+//!
+//! ## Semaphore
+//!
+//! [`Semaphore`] bounds how many things happen at once: weighted
+//! ([`acquire_many`](Semaphore::acquire_many)), FIFO-fair with a documented bound on
+//! barging, resizable at run time ([`set_capacity`](Semaphore::set_capacity)),
+//! closeable, with RAII permits and the five forms of every acquire. A request above
+//! the capacity is an immediate error, never a hang.
+//!
+//! ```
+//! use corral::{AcquireError, Semaphore};
+//! use std::time::Duration;
+//!
+//! let downloads = Semaphore::new(4);
+//! let batch = downloads.acquire_many(3).unwrap();
+//! let one = downloads.acquire_timeout(Duration::from_secs(1)).unwrap();
+//! assert!(downloads.try_acquire().is_err()); // all 4 are out
+//! assert_eq!(
+//!     downloads.acquire_many(5).unwrap_err(),
+//!     AcquireError::AboveCapacity { requested: 5, capacity: 4 }
+//! );
+//! drop((batch, one));
+//! downloads.set_capacity(8).unwrap(); // grow at run time
+//! assert_eq!(downloads.available(), 8);
+//! ```
+//!
 //! ## Worker pool
 //!
 //! A [`WorkerPool`] is a fixed set of workers fed by a bounded queue: `submit` waits
@@ -125,62 +155,31 @@
 //! assert_eq!(total, Ok(140));
 //! ```
 //!
-//! ## Semaphore
+//! ## Rate limiting
 //!
-//! [`Semaphore`] bounds how many things happen at once: weighted
-//! ([`acquire_many`](Semaphore::acquire_many)), FIFO-fair with a documented bound on
-//! barging, resizable at run time ([`set_capacity`](Semaphore::set_capacity)),
-//! closeable, with RAII permits and the five forms of every acquire. A request above
-//! the capacity is an immediate error, never a hang.
+//! [`RateLimiter`] is a lock-free GCRA limiter: [`check`](RateLimiter::check) decides
+//! with one atomic compare-and-swap and says when a refused call would pass;
+//! [`wait`](RateLimiter::wait) and its bounded forms sleep on the limiter's clock (a
+//! slot past the deadline fails at once, a cancelled wait gives its slot back);
+//! [`reserve_n`](RateLimiter::reserve_n) claims cells that can be given back, for
+//! all-or-nothing admission across limiters. [`KeyedRateLimiter`] keeps one limit per
+//! key within a bound on remembered keys.
 //!
 //! ```
-//! use corral::{AcquireError, Semaphore};
+//! use corral::{KeyedRateLimiter, ManualClock, RateLimiter};
 //! use std::time::Duration;
 //!
-//! let downloads = Semaphore::new(4);
-//! let batch = downloads.acquire_many(3).unwrap();
-//! let one = downloads.acquire_timeout(Duration::from_secs(1)).unwrap();
-//! assert!(downloads.try_acquire().is_err()); // all 4 are out
-//! assert_eq!(
-//!     downloads.acquire_many(5).unwrap_err(),
-//!     AcquireError::AboveCapacity { requested: 5, capacity: 4 }
-//! );
-//! drop((batch, one));
-//! downloads.set_capacity(8).unwrap(); // grow at run time
-//! assert_eq!(downloads.available(), 8);
+//! let clock = ManualClock::new();
+//! let upstream = RateLimiter::per_second(1).burst(5).clock(clock.clone()).build()?;
+//! assert_eq!((0..15).filter(|_| upstream.check().is_ok()).count(), 5);
+//! assert!(upstream.wait_timeout(Duration::from_millis(100)).is_err()); // at once
+//! clock.advance(Duration::from_secs(1));
+//! assert!(upstream.check().is_ok());
+//!
+//! let per_user = KeyedRateLimiter::per_minute(60).max_keys(10_000).build()?;
+//! assert!(per_user.check_key(&"alice").is_ok());
+//! # Ok::<(), corral::ConfigError>(())
 //! ```
-//!
-//! ## Pipelines
-//!
-//! A [`Pipeline`] runs source → typed stages → sink, each stage with its own worker
-//! threads and a bounded queue in front of it. A full queue blocks the sender
-//! (backpressure) or drops by policy ([`Overflow`]), counting and handing back every
-//! dropped item; the first `Err` or panic cancels the run; output can keep source
-//! order within a bounded reorder window; the [`PipelineReport`] shows per-stage
-//! counts and times and names the bottleneck. All threads are scoped, so stages may
-//! borrow.
-//!
-//! ```
-//! use corral::{Overflow, Pipeline};
-//!
-//! let dictionary = ["zero", "one", "two", "three"];
-//! let (words, report) = Pipeline::from_iter(0..8usize)
-//!     .stage("lookup", 2, |n| dictionary[n % 4]) // borrows `dictionary`
-//!     .try_stage("check", 2, |w: &str| if w.is_empty() { Err("empty") } else { Ok(w.len()) })
-//!     .capacity(4)
-//!     .overflow(Overflow::Block)
-//!     .ordered()
-//!     .collect()?;
-//! assert_eq!(words, [4, 3, 3, 5, 4, 3, 3, 5]);
-//! assert!(report.stages.iter().all(|s| s.balanced()));
-//! println!("{report}"); // a table, ending with the bottleneck stage
-//! # Ok::<(), corral::PipelineError>(())
-//! ```
-//!
-//! ## Time
-//!
-//! Everything that decides by time takes a [`Clock`]: [`SystemClock`] by default,
-//! [`ManualClock`] in tests, so time-based logic is tested without sleeping.
 //!
 //! ## Circuit breaker
 //!
@@ -211,6 +210,33 @@
 //! # Ok::<(), corral::ConfigError>(())
 //! ```
 //!
+//! ## Pipelines
+//!
+//! A [`Pipeline`] runs source → typed stages → sink, each stage with its own worker
+//! threads and a bounded queue in front of it. A full queue blocks the sender
+//! (backpressure) or drops by policy ([`Overflow`]), counting and handing back every
+//! dropped item; the first `Err` or panic cancels the run; output can keep source
+//! order within a bounded reorder window; the [`PipelineReport`] shows per-stage
+//! counts and times and names the bottleneck. All threads are scoped, so stages may
+//! borrow.
+//!
+//! ```
+//! use corral::{Overflow, Pipeline};
+//!
+//! let dictionary = ["zero", "one", "two", "three"];
+//! let (words, report) = Pipeline::from_iter(0..8usize)
+//!     .stage("lookup", 2, |n| dictionary[n % 4]) // borrows `dictionary`
+//!     .try_stage("check", 2, |w: &str| if w.is_empty() { Err("empty") } else { Ok(w.len()) })
+//!     .capacity(4)
+//!     .overflow(Overflow::Block)
+//!     .ordered()
+//!     .collect()?;
+//! assert_eq!(words, [4, 3, 3, 5, 4, 3, 3, 5]);
+//! assert!(report.stages.iter().all(|s| s.balanced()));
+//! println!("{report}"); // a table, ending with the bottleneck stage
+//! # Ok::<(), corral::PipelineError>(())
+//! ```
+//!
 //! ## Supervisor
 //!
 //! A [`Supervisor`] keeps long-lived children running: each is restarted on error or
@@ -228,32 +254,6 @@
 //!     .start()
 //!     .unwrap();
 //! assert_eq!(supervisor.stop().reason, StopReason::Stopped);
-//! ```
-//!
-//! ## Rate limiting
-//!
-//! [`RateLimiter`] is a lock-free GCRA limiter: [`check`](RateLimiter::check) decides
-//! with one atomic compare-and-swap and says when a refused call would pass;
-//! [`wait`](RateLimiter::wait) and its bounded forms sleep on the limiter's clock (a
-//! slot past the deadline fails at once, a cancelled wait gives its slot back);
-//! [`reserve_n`](RateLimiter::reserve_n) claims cells that can be given back, for
-//! all-or-nothing admission across limiters. [`KeyedRateLimiter`] keeps one limit per
-//! key within a bound on remembered keys.
-//!
-//! ```
-//! use corral::{KeyedRateLimiter, ManualClock, RateLimiter};
-//! use std::time::Duration;
-//!
-//! let clock = ManualClock::new();
-//! let upstream = RateLimiter::per_second(1).burst(5).clock(clock.clone()).build()?;
-//! assert_eq!((0..15).filter(|_| upstream.check().is_ok()).count(), 5);
-//! assert!(upstream.wait_timeout(Duration::from_millis(100)).is_err()); // at once
-//! clock.advance(Duration::from_secs(1));
-//! assert!(upstream.check().is_ok());
-//!
-//! let per_user = KeyedRateLimiter::per_minute(60).max_keys(10_000).build()?;
-//! assert!(per_user.check_key(&"alice").is_ok());
-//! # Ok::<(), corral::ConfigError>(())
 //! ```
 //!
 //! ## Leak checks
