@@ -270,6 +270,11 @@
 )]
 #![doc(test(attr(deny(warnings))))]
 
+/// The README's examples, compiled and run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod breaker;
 mod cancel;
 mod clock;
