@@ -1,12 +1,13 @@
 //! The result slot of one pool task, and the handle that waits on it.
 //!
 //! Implementation notes. A [`Packet`] is a mutex-protected result (a panic boxed, so
-//! the slot stays a few words) plus the waiting thread, shared by the [`TaskHandle`] and the [`Completer`] that travels
-//! with the queued task. The completer resolves the packet exactly once: with the
-//! task's value or panic when it runs, or with [`TaskError::Cancelled`] when it is
-//! dropped unrun (shutdown_now, an evicted or discarded task). So a handle can never
-//! wait for a task that no longer exists. Only `crate::sync` is used: the packet is
-//! model-checked under loom (tests/loom_pool.rs).
+//! the slot stays a few words) plus the waiting thread, shared by the [`TaskHandle`]
+//! and the [`Completer`] that travels with the queued task. The completer resolves
+//! the packet exactly once: with the task's value or panic when it runs, or with
+//! [`TaskError::Cancelled`] when it is dropped unrun (shutdown_now, an evicted or
+//! discarded task). So a handle can never wait for a task that no longer exists.
+//! Only `crate::sync` is used: the packet is model-checked under loom
+//! (tests/loom_pool.rs).
 
 use std::fmt;
 use std::time::{Duration, Instant};
