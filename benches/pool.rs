@@ -1,7 +1,9 @@
 //! Worker pool: 10,000 tiny tasks on 2 workers, submitted from one thread and waited
 //! for, beside rayon (`scope` + `spawn`), the threadpool crate (`execute` + `join`)
 //! and a hand-rolled pool of 2 threads on `crossbeam_channel::bounded(1024)` with a
-//! WaitGroup (the floor). Then `map` over tiny items beside rayon's `par_iter`.
+//! WaitGroup (the floor). Then `map` over tiny items beside rayon's `par_iter` on a
+//! Range (the reference), `par_bridge` over an iterator and `par_iter` over a
+//! Vec collected in order.
 //! Criterion reports time per batch; divide by the element count for ns per task.
 
 use std::hint::black_box;
@@ -179,6 +181,28 @@ fn map_tiny_items(c: &mut Criterion) {
     g.bench_function("rayon_par_iter_map_collect_ordered", |b| {
         b.iter(|| {
             let v: Vec<u64> = rayon.install(|| (0..ITEMS).into_par_iter().map(work).collect());
+            black_box(v);
+        })
+    });
+    // Fairer peers for `map`, which takes any iterator (pulled on the calling thread,
+    // lazily) and yields ordered results within a bounded window. A `Range` lets rayon
+    // split by index with no per-item hand-off at all; these two do not:
+    // `par_bridge` pulls from a plain iterator as `map` does (but is unordered and
+    // yields nothing back), and `par_iter` over a Vec collected in order needs the
+    // whole input materialised up front (the Vec is built inside the timing).
+    g.bench_function("rayon_par_bridge_for_each", |b| {
+        b.iter(|| {
+            rayon.install(|| {
+                (0..ITEMS).par_bridge().for_each(|x| {
+                    black_box(work(x));
+                })
+            })
+        })
+    });
+    g.bench_function("rayon_vec_par_iter_map_collect_ordered", |b| {
+        b.iter(|| {
+            let input: Vec<u64> = (0..ITEMS).collect();
+            let v: Vec<u64> = rayon.install(|| input.par_iter().map(|&x| work(x)).collect());
             black_box(v);
         })
     });

@@ -195,6 +195,7 @@ impl<'a> Core<'a> {
         self.state.slots.len()
     }
 
+    #[inline(always)]
     fn accepting(&self) -> Option<&Sender<Job<'a>>> {
         if self.state.closed.load(Ordering::Acquire) {
             return None;
@@ -205,9 +206,10 @@ impl<'a> Core<'a> {
     /// Queues `job` under the overflow policy. `until` is `None` for `try_` forms; a
     /// `Block` pool then refuses instead of waiting.
     ///
-    /// The accepted path is small and inlined; a full or closed queue goes to the
-    /// cold [`overflowed`](Core::overflowed).
-    #[inline]
+    /// The accepted path is small and always inlined (as plain `#[inline]` the
+    /// compiler kept `push` and `accepting` as calls on the submit path); a full or
+    /// closed queue goes to the cold [`overflowed`](Core::overflowed).
+    #[inline(always)]
     pub(crate) fn push(
         &self,
         job: Job<'a>,

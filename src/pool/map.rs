@@ -37,6 +37,7 @@ enum Chunk<R> {
 }
 
 impl<R> Chunk<R> {
+    #[inline]
     fn next(&mut self) -> Option<Result<R, TaskError>> {
         match self {
             Chunk::Clean(values) => values.next().map(Ok),
@@ -146,7 +147,28 @@ where
 {
     type Item = Result<R, TaskError>;
 
+    /// The per-item path (the next result of the current chunk) is small and
+    /// inlined into the caller's loop; moving to the next chunk is out of line.
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
+        match self.current.next() {
+            Some(result) => Some(result),
+            None => self.next_chunk(),
+        }
+    }
+}
+
+impl<'a, I, F, R> PoolMap<'_, 'a, I, F, R>
+where
+    I: Iterator,
+    I::Item: Send + 'a,
+    F: Fn(I::Item) -> R + Send + Sync + 'a,
+    R: Send + 'a,
+{
+    /// The current chunk is exhausted: refill the window, then wait for the oldest
+    /// chunk (or yield the `Cancelled` items of a refused one).
+    #[inline(never)]
+    fn next_chunk(&mut self) -> Option<Result<R, TaskError>> {
         loop {
             if let Some(result) = self.current.next() {
                 return Some(result);
