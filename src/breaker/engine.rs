@@ -403,7 +403,7 @@ impl Engine {
         }
         bump(&stripe.successes, owned);
         if let WindowKind::Time { width } = self.cfg.window {
-            stripe.add_to_bucket(end / width, owned);
+            stripe.add_at(end, width, owned);
         }
         if self.cfg.consecutive.is_some() && self.hot.consecutive.load(Ordering::Relaxed) != 0 {
             self.hot.consecutive.store(0, Ordering::Relaxed);
