@@ -175,3 +175,44 @@ impl<C: Clock + ?Sized> std::fmt::Debug for Timeline<C> {
             .finish()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn manual_clock_offsets_are_exact_and_fixed_anchored() {
+        let clock = ManualClock::new();
+        let start = clock.now();
+        let timeline: Box<Timeline<dyn Clock>> = Box::new(Timeline::new(clock.clone()));
+        assert_eq!(timeline.anchor(), Anchor::Fixed(start));
+        assert_eq!(timeline.now(), 0);
+        clock.advance(Duration::from_nanos(1_234_567));
+        assert_eq!(timeline.now(), 1_234_567);
+        assert_eq!(timeline.anchor().instant(1_234_567), clock.now());
+        assert_eq!(timeline.anchor().offset(clock.now()), 1_234_567);
+    }
+
+    #[test]
+    fn system_clock_uses_the_tsc_even_behind_a_trait_object() {
+        let timeline: Box<Timeline<dyn Clock>> = Box::new(Timeline::new(SystemClock));
+        assert!(matches!(timeline.anchor(), Anchor::Tsc(_)));
+        // Live conversions round-trip up to the time between their clock reads
+        // (generous bound: the build machine is heavily loaded).
+        let later = Instant::now() + Duration::from_secs(3600);
+        let back = timeline.anchor().instant(timeline.anchor().offset(later));
+        let error = back.max(later) - back.min(later);
+        assert!(
+            error < Duration::from_millis(500),
+            "round trip off by {error:?}"
+        );
+        let a = timeline.now();
+        let b = timeline.now();
+        assert!(
+            b + 1_000_000 >= a,
+            "the TSC timeline went back by {} ns",
+            a - b
+        );
+    }
+}
