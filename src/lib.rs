@@ -293,6 +293,9 @@ mod semaphore;
 mod spawn;
 mod supervisor;
 mod sync;
+/// Nanoseconds since a base on a [`Clock`], with a TSC fast path for [`SystemClock`]
+/// (shared by the rate limiter and the circuit breaker).
+mod timeline;
 #[allow(dead_code)] // the bound every blocking primitive funnels into
 mod wait;
 

@@ -10,6 +10,7 @@ use super::window::WindowKind;
 use super::{CircuitBreaker, State, Window};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ConfigError;
+use crate::timeline::Timeline;
 
 /// Configures a [`CircuitBreaker`]; [`build`](BreakerBuilder::build) validates.
 ///
@@ -53,7 +54,9 @@ pub struct BreakerBuilder {
     half_open_timeout: Duration,
     is_failure: Option<FailurePredicate>,
     on_state_change: Option<StateCallback>,
-    clock: Box<dyn Clock>,
+    /// `None`: [`SystemClock`]. The timeline is built where the clock's type is known,
+    /// so a `SystemClock` passed to [`clock`](Self::clock) also gets the TSC path.
+    timeline: Option<Box<Timeline<dyn Clock>>>,
 }
 
 impl fmt::Debug for BreakerBuilder {
@@ -70,7 +73,7 @@ impl fmt::Debug for BreakerBuilder {
             .field("half_open_timeout", &self.half_open_timeout)
             .field("is_failure", &self.is_failure.is_some())
             .field("on_state_change", &self.on_state_change.is_some())
-            .field("clock", &self.clock)
+            .field("clock", &self.timeline.as_ref().map(|t| t.clock()))
             .finish()
     }
 }
@@ -89,7 +92,7 @@ impl Default for BreakerBuilder {
             half_open_timeout: Duration::from_secs(60),
             is_failure: None,
             on_state_change: None,
-            clock: Box::new(SystemClock),
+            timeline: None,
         }
     }
 }
@@ -237,7 +240,7 @@ impl BreakerBuilder {
     /// The clock every time-based decision reads ([`ManualClock`](crate::ManualClock)
     /// in tests).
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Box::new(clock);
+        self.timeline = Some(Box::new(Timeline::new(clock)));
         self
     }
 
@@ -379,7 +382,9 @@ impl BreakerBuilder {
             half_open_timeout: u64::try_from(self.half_open_timeout.as_nanos()).unwrap_or(u64::MAX),
             is_failure: self.is_failure,
             on_state_change: self.on_state_change,
-            clock: self.clock,
+            timeline: self
+                .timeline
+                .unwrap_or_else(|| Box::new(Timeline::new(SystemClock))),
         };
         Ok(CircuitBreaker {
             engine: Engine::new(config),

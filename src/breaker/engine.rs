@@ -15,6 +15,12 @@
 //!   failures, slow calls, half-open trials, transitions, takes the `core` mutex.
 //! - **Windows** (`window.rs`) keep failures and slow calls under the lock and add
 //!   the striped successes when they are looked at.
+//! - **Engine time** is a `u64` of nanoseconds since the breaker was built, read from
+//!   the crate's timeline (`src/timeline.rs`): the TSC when the clock is
+//!   [`SystemClock`](crate::SystemClock), so a time-window success pays a few
+//!   nanoseconds, not an `Instant::now()`; exactly `clock.now()` minus the build
+//!   instant for any other clock. The breaker reports only durations (`retry_after`,
+//!   `open_for`), differences of engine times, so no conversion to `Instant` is needed.
 //! - **Lazy time.** No thread runs timers: Open -> HalfOpen (after `open_for`) and
 //!   HalfOpen -> Open (after `half_open_timeout`) happen in whichever call, `state()`
 //!   or `stats()` first sees that the time has come.
@@ -24,13 +30,14 @@
 
 use std::any::Any;
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::stripes::{bump, Stripes};
 use super::window::{Totals, WindowKind, WindowState};
 use super::State;
 use crate::clock::Clock;
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
+use crate::timeline::Timeline;
 
 const CLOSED: u64 = 0;
 const OPEN: u64 = 1;
@@ -80,7 +87,7 @@ pub(super) struct Config {
     pub(super) half_open_timeout: u64,
     pub(super) is_failure: Option<FailurePredicate>,
     pub(super) on_state_change: Option<StateCallback>,
-    pub(super) clock: Box<dyn Clock>,
+    pub(super) timeline: Box<Timeline<dyn Clock>>,
 }
 
 /// How a permitted call ended.
@@ -188,7 +195,8 @@ pub(super) struct Engine {
     stripes: Stripes,
     core: Mutex<Core>,
     cfg: Config,
-    origin: Instant,
+    /// The timeline's offset when the breaker was built: engine time zero.
+    origin: u64,
 }
 
 impl fmt::Debug for Engine {
@@ -201,7 +209,7 @@ impl fmt::Debug for Engine {
 
 impl Engine {
     pub(super) fn new(cfg: Config) -> Self {
-        let origin = cfg.clock.now();
+        let origin = cfg.timeline.now();
         Engine {
             hot: Hot {
                 word: AtomicU64::new(CLOSED),
@@ -230,10 +238,11 @@ impl Engine {
         }
     }
 
-    /// Engine time: nanoseconds since the breaker was built, on its clock.
+    /// Engine time: nanoseconds since the breaker was built, on its timeline (the TSC
+    /// for `SystemClock`, exactly `clock.now() - build time` for any other clock).
     #[inline]
     fn now(&self) -> u64 {
-        nanos(self.cfg.clock.now().saturating_duration_since(self.origin))
+        self.cfg.timeline.now().saturating_sub(self.origin)
     }
 
     pub(super) fn is_failure<E: 'static>(&self, error: &E) -> bool {
@@ -394,7 +403,7 @@ impl Engine {
         }
         bump(&stripe.successes, owned);
         if let WindowKind::Time { width } = self.cfg.window {
-            stripe.add_to_bucket(end / width, owned);
+            stripe.add_at(end, width, owned);
         }
         if self.cfg.consecutive.is_some() && self.hot.consecutive.load(Ordering::Relaxed) != 0 {
             self.hot.consecutive.store(0, Ordering::Relaxed);

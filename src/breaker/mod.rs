@@ -623,3 +623,37 @@ impl Drop for BreakerGuard<'_> {
         self.engine.record(&self.permit, Outcome::Failure);
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// With `SystemClock` (the TSC timeline) the open period still counts from the
+    /// trip and `retry_after` is the time left of it.
+    #[test]
+    fn system_clock_retry_after_is_the_time_left() {
+        let open_for = Duration::from_secs(60);
+        let breaker = CircuitBreaker::builder()
+            .consecutive_failures(1)
+            .open_for(open_for)
+            .build()
+            .unwrap();
+        assert!(breaker.call(|| Err::<(), _>("boom")).is_err());
+        assert_eq!(breaker.state(), State::Open);
+        match breaker.call(|| Ok::<_, ()>(())) {
+            Err(BreakerError::Open { retry_after }) => {
+                // (A TSC read on another core may lag by a few cycles: allow 1 ms.)
+                assert!(
+                    retry_after <= open_for + Duration::from_millis(1),
+                    "{retry_after:?}"
+                );
+                // Generous: the machine may be heavily loaded between the two calls.
+                assert!(
+                    retry_after > open_for - Duration::from_secs(10),
+                    "{retry_after:?}"
+                );
+            }
+            other => panic!("expected Open, got {other:?}"),
+        }
+    }
+}

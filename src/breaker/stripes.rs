@@ -23,6 +23,8 @@
 //!   bits) in its high half and that bucket's success count in its low half, updated
 //!   with one compare-and-swap (one plain store by an owning thread), so a slot is
 //!   recycled exactly when its bucket leaves the window. A count saturates only past 2^32 successes per thread slot per bucket.
+//! - An owning thread also keeps the id and end of the bucket it last counted into
+//!   (`hint_*`), so a success inside that bucket skips the division by the width.
 //! - Failures and slow calls are rare and take the breaker's lock; they are not here.
 
 use crate::sync::{AtomicU64, Ordering};
@@ -49,6 +51,10 @@ pub(super) struct Stripe {
     pub(super) rejected: AtomicU64,
     /// Time-window buckets: `(bucket id as u32) << 32 | successes`.
     buckets: [AtomicU64; BUCKETS],
+    /// The owning thread's last bucket: its id and the engine time it ends, so that
+    /// a success within it needs no division (written by the owner only).
+    hint_id: AtomicU64,
+    hint_end: AtomicU64,
 }
 
 impl Stripe {
@@ -58,12 +64,33 @@ impl Stripe {
             plain: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            hint_id: AtomicU64::new(0),
+            hint_end: AtomicU64::new(0),
         }
+    }
+
+    /// Counts one success at engine time `now` into its bucket of `width` nanoseconds.
+    #[inline]
+    pub(super) fn add_at(&self, now: u64, width: u64, owned: bool) {
+        if !owned {
+            return self.add_to_bucket(now / width, false);
+        }
+        let end = self.hint_end.load(Ordering::Relaxed);
+        let bucket = if now < end && now >= end - width {
+            self.hint_id.load(Ordering::Relaxed)
+        } else {
+            let id = now / width;
+            self.hint_id.store(id, Ordering::Relaxed);
+            let end = (id + 1).saturating_mul(width);
+            self.hint_end.store(end, Ordering::Relaxed);
+            id
+        };
+        self.add_to_bucket(bucket, true);
     }
 
     /// Counts one success into time bucket `bucket`.
     #[inline]
-    pub(super) fn add_to_bucket(&self, bucket: u64, owned: bool) {
+    fn add_to_bucket(&self, bucket: u64, owned: bool) {
         let id = bucket as u32;
         let slot = &self.buckets[(bucket % BUCKETS as u64) as usize];
         let mut current = slot.load(Ordering::Relaxed);

@@ -1,0 +1,218 @@
+//! The crate's timeline: "now" as nanoseconds since a base, read from a [`Clock`].
+//!
+//! Implementation notes. Cores that keep time in atomics (the rate limiter's GCRA
+//! state, the circuit breaker's open deadline and time-window buckets) want "now" as a
+//! `u64` of nanoseconds since a fixed base. For any clock that is `clock.now() - base`,
+//! which keeps [`ManualClock`](crate::ManualClock) semantics exact. Reading
+//! [`Instant::now`] costs 20-60 ns on the VMs this crate is benchmarked on, which is
+//! most of the cost of a `check()` or of a breaker's closed-state call, so when the
+//! clock is exactly [`SystemClock`] (decided by type when the [`Timeline`] is built)
+//! the timeline reads the CPU's time-stamp counter through `quanta` instead (a fraction
+//! of the cost): nanoseconds since one process-wide TSC reading. The [`Clock`] trait is
+//! unchanged; `quanta` falls back to the OS clock where the TSC is unusable.
+//!
+//! The TSC and the OS clock tick at rates that differ by quanta's calibration error
+//! (parts per million, more when calibrated under load), so a fixed mapping between
+//! the two would drift apart by milliseconds per hour. Every conversion between an
+//! offset and a std [`Instant`] (a sleeper's deadline, a rate limiter's
+//! `NotUntil::earliest`, a caller's deadline) is therefore made *live* by [`Anchor`]:
+//! it reads both clocks now and converts the difference, so the error is parts per
+//! million of the interval converted, never of the process's age. Decisions (is a
+//! cell free, is the breaker still open, which window bucket is current) compare
+//! offsets alone, and durations reported from them (a `retry_after`) are differences
+//! of offsets.
+//!
+//! A [`Timeline`] may hold an unsized clock: `Box<Timeline<C>>` coerces to
+//! `Box<Timeline<dyn Clock>>`, which keeps the fast path of a `SystemClock` chosen by
+//! type even where the clock is stored as a trait object (the breaker's builder).
+
+use std::any::TypeId;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::clock::{Clock, SystemClock};
+
+/// The process-wide TSC clock and the raw reading offsets count from.
+pub(crate) struct Tsc {
+    clock: quanta::Clock,
+    raw0: u64,
+}
+
+impl Tsc {
+    #[inline]
+    fn now(&self) -> u64 {
+        self.clock.delta_as_nanos(self.raw0, self.clock.raw())
+    }
+}
+
+static TSC: OnceLock<Tsc> = OnceLock::new();
+
+fn tsc() -> &'static Tsc {
+    TSC.get_or_init(|| {
+        let clock = quanta::Clock::new(); // calibrates once per process (~0.6 ms here)
+        let raw0 = clock.raw();
+        Tsc { clock, raw0 }
+    })
+}
+
+/// How offsets map onto std instants.
+#[derive(Clone, Copy)]
+pub(crate) enum Anchor {
+    /// Offset `n` is `base + n` exactly (the clock itself yields the offsets).
+    Fixed(Instant),
+    /// Offsets are TSC nanoseconds; converted live against `Instant::now()`.
+    Tsc(&'static Tsc),
+}
+
+impl Anchor {
+    /// The instant at offset `at`.
+    pub(crate) fn instant(&self, at: u64) -> Instant {
+        match *self {
+            Anchor::Fixed(base) => add(base, Duration::from_nanos(at)),
+            Anchor::Tsc(tsc) => {
+                let (std_now, now) = (Instant::now(), tsc.now());
+                if at >= now {
+                    add(std_now, Duration::from_nanos(at - now))
+                } else {
+                    let back = Duration::from_nanos(now - at);
+                    std_now.checked_sub(back).unwrap_or(std_now)
+                }
+            }
+        }
+    }
+
+    /// The offset of `t` (0 for instants before the base).
+    pub(crate) fn offset(&self, t: Instant) -> u64 {
+        match *self {
+            Anchor::Fixed(base) => nanos(t.saturating_duration_since(base)),
+            Anchor::Tsc(tsc) => {
+                let (std_now, now) = (Instant::now(), tsc.now());
+                match t.checked_duration_since(std_now) {
+                    Some(ahead) => now.saturating_add(nanos(ahead)),
+                    None => now.saturating_sub(nanos(std_now - t)),
+                }
+            }
+        }
+    }
+}
+
+impl PartialEq for Anchor {
+    fn eq(&self, other: &Anchor) -> bool {
+        match (self, other) {
+            (Anchor::Fixed(a), Anchor::Fixed(b)) => a == b,
+            (Anchor::Tsc(a), Anchor::Tsc(b)) => std::ptr::eq(*a, *b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Anchor {}
+
+impl std::fmt::Debug for Anchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Anchor::Fixed(base) => f.debug_tuple("Fixed").field(base).finish(),
+            Anchor::Tsc(_) => f.write_str("Tsc"),
+        }
+    }
+}
+
+fn add(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .unwrap_or_else(|| t + Duration::from_secs(1 << 32))
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A clock plus the anchor that state offsets count from. The clock comes last so
+/// that it may be unsized (`Timeline<dyn Clock>`).
+pub(crate) struct Timeline<C: ?Sized> {
+    anchor: Anchor,
+    clock: C,
+}
+
+impl<C: Clock> Timeline<C> {
+    /// A timeline on `clock`: the TSC when `C` is [`SystemClock`], otherwise offsets
+    /// from `clock.now()` at this call.
+    pub(crate) fn new(clock: C) -> Self {
+        let anchor = if TypeId::of::<C>() == TypeId::of::<SystemClock>() {
+            Anchor::Tsc(tsc())
+        } else {
+            Anchor::Fixed(clock.now())
+        };
+        Timeline { anchor, clock }
+    }
+}
+
+impl<C: Clock + ?Sized> Timeline<C> {
+    /// Nanoseconds since the base, now.
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        match self.anchor {
+            Anchor::Tsc(tsc) => tsc.now(),
+            Anchor::Fixed(base) => nanos(self.clock.now().saturating_duration_since(base)),
+        }
+    }
+
+    /// How this timeline's offsets map onto std instants.
+    pub(crate) fn anchor(&self) -> Anchor {
+        self.anchor
+    }
+
+    /// The clock the timeline reads (and blocking waits sleep on).
+    pub(crate) fn clock(&self) -> &C {
+        &self.clock
+    }
+}
+
+impl<C: Clock + ?Sized> std::fmt::Debug for Timeline<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timeline")
+            .field("clock", &&self.clock)
+            .field("anchor", &self.anchor)
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn manual_clock_offsets_are_exact_and_fixed_anchored() {
+        let clock = ManualClock::new();
+        let start = clock.now();
+        let timeline: Box<Timeline<dyn Clock>> = Box::new(Timeline::new(clock.clone()));
+        assert_eq!(timeline.anchor(), Anchor::Fixed(start));
+        assert_eq!(timeline.now(), 0);
+        clock.advance(Duration::from_nanos(1_234_567));
+        assert_eq!(timeline.now(), 1_234_567);
+        assert_eq!(timeline.anchor().instant(1_234_567), clock.now());
+        assert_eq!(timeline.anchor().offset(clock.now()), 1_234_567);
+    }
+
+    #[test]
+    fn system_clock_uses_the_tsc_even_behind_a_trait_object() {
+        let timeline: Box<Timeline<dyn Clock>> = Box::new(Timeline::new(SystemClock));
+        assert!(matches!(timeline.anchor(), Anchor::Tsc(_)));
+        // Live conversions round-trip up to the time between their clock reads
+        // (generous bound: the build machine is heavily loaded).
+        let later = Instant::now() + Duration::from_secs(3600);
+        let back = timeline.anchor().instant(timeline.anchor().offset(later));
+        let error = back.max(later) - back.min(later);
+        assert!(
+            error < Duration::from_millis(500),
+            "round trip off by {error:?}"
+        );
+        let a = timeline.now();
+        let b = timeline.now();
+        assert!(
+            b + 1_000_000 >= a,
+            "the TSC timeline went back by {} ns",
+            a - b
+        );
+    }
+}
