@@ -33,6 +33,10 @@ use crate::sync::{AtomicU64, Ordering};
 /// window at a time.
 pub(super) const BUCKETS: usize = 10;
 
+/// How many buckets behind the newest one a success may still be reported (a thread
+/// descheduled between reading the clock and counting): 2^16 windows.
+const LATE_LIMIT: u32 = (BUCKETS as u32) << 16;
+
 /// Stripes owned by one thread each (slots `0..EXCLUSIVE`).
 const EXCLUSIVE: usize = 32;
 /// Stripes shared, with atomic read-modify-writes, by every other thread.
@@ -96,7 +100,14 @@ impl Stripe {
         let mut current = slot.load(Ordering::Relaxed);
         loop {
             let slot_id = (current >> 32) as u32;
-            let next = if slot_id == id || (id.wrapping_sub(slot_id) as i32) < 0 {
+            // A slot somewhat ahead of `id` holds a newer bucket (we are a late
+            // report). Ids are u32 and wrap, so "ahead" is bounded by how late a
+            // report can plausibly be (LATE_LIMIT buckets); any other slot is stale,
+            // however long it sat idle, and is reset. (Comparing the wrapped
+            // difference as i32 instead took slots idle for 2^31..2^32 buckets for
+            // newer ones, and the new successes were never counted.)
+            let newer = slot_id.wrapping_sub(id) <= LATE_LIMIT;
+            let next = if newer {
                 // Same bucket, or a newer one already took the slot (a late report
                 // from a thread that read the clock just before the rotation).
                 if current & 0xFFFF_FFFF == 0xFFFF_FFFF {
@@ -234,5 +245,29 @@ impl Stripes {
             }
         }
         out
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_idle_for_half_the_id_space_is_reset_not_taken_for_a_newer_one() {
+        // Regression: with u32 bucket ids, a slot idle for 2^31 buckets or more was
+        // taken for a newer bucket, and the new successes were never counted.
+        let stripes = Stripes::new();
+        let stripe = &stripes.stripes[0];
+        stripe.add_to_bucket(5, true);
+        let later = 5 + (1u64 << 31) + 7;
+        stripe.add_to_bucket(later, true);
+        stripe.add_to_bucket(later, false);
+        assert_eq!(stripes.bucket_successes(later)[0], 2);
+        // A late report (a window behind the slot's bucket) still lands in the newer
+        // slot's count rather than resetting it.
+        let next_round = later + BUCKETS as u64;
+        stripe.add_to_bucket(next_round, true);
+        stripe.add_to_bucket(later, true);
+        assert_eq!(stripes.bucket_successes(next_round)[0], 2);
     }
 }
