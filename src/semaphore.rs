@@ -819,7 +819,7 @@ impl Semaphore {
     }
 
     #[inline]
-    fn acquire_owned_until(
+    pub(crate) fn acquire_owned_until(
         self: &Arc<Self>,
         n: usize,
         until: &Until<'_>,

@@ -8,23 +8,21 @@
 //! owns it, and re-raises it from [`wait`](TaskGroup::wait) (or returns it from
 //! [`wait_all`](TaskGroup::wait_all)) after every task has joined. A failure records
 //! the task's id (first one wins) and cancels the group token, a child of the scope's
-//! token. The limit is a small slot counter (`slots.rs`) taken before the thread
-//! starts and released when the task's closure returns.
-
-mod slots;
+//! token. The limit is the crate's [`Semaphore`]: an owned permit is taken before the
+//! thread starts and dropped when the task's closure returns.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use self::slots::Slots;
 use crate::cancel::CancelToken;
 use crate::config::ConfigError;
 use crate::panic::Panic;
 use crate::pool::SubmitError;
 use crate::scope::{Scope, ScopedHandle};
+use crate::semaphore::{AcquireError, OwnedPermit, Semaphore};
 use crate::spawn::ThreadSpec;
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
-use crate::wait::{Interrupted, Until};
+use crate::wait::Until;
 
 /// Identifies a task of a [`TaskGroup`]: ids count up from 0 in spawn order.
 ///
@@ -182,21 +180,11 @@ type Joined<T, E> = (Vec<(TaskId, Outcome<T, E>)>, Failures);
 pub struct TaskGroup<'scope, 'env, T, E> {
     scope: Scope<'scope, 'env>,
     token: CancelToken,
-    slots: Option<Arc<Slots>>,
+    /// `limit(n)`: one permit per running task.
+    limit: Option<std::sync::Arc<Semaphore>>,
     next_id: AtomicU64,
     tasks: Mutex<Vec<(TaskId, Entry<'scope, T, E>)>>,
     failures: Arc<Mutex<Failures>>,
-}
-
-/// Releases a slot when the task's closure is done (or its thread never started).
-struct SlotGuard(Option<Arc<Slots>>);
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        if let Some(slots) = &self.0 {
-            slots.release();
-        }
-    }
 }
 
 impl<'scope, 'env, T, E> TaskGroup<'scope, 'env, T, E>
@@ -209,7 +197,7 @@ where
         TaskGroup {
             scope: scope.clone(),
             token: scope.token().child(),
-            slots: None,
+            limit: None,
             next_id: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
             failures: Arc::new(Mutex::new(Failures::default())),
@@ -226,7 +214,9 @@ where
         if n == 0 {
             return Err(ConfigError::new("limit", n, "must be at least 1"));
         }
-        self.slots = Some(Arc::new(Slots::new(n)));
+        self.limit = Some(std::sync::Arc::new(Semaphore::try_new(n).map_err(
+            |_| ConfigError::new("limit", n, "must not exceed Semaphore::MAX_PERMITS"),
+        )?));
         Ok(self)
     }
 
@@ -240,29 +230,33 @@ where
     where
         F: FnOnce(&CancelToken) -> Result<T, E> + Send + 'scope,
     {
-        if let Some(slots) = &self.slots {
-            let got = match until {
-                None => slots.try_acquire().then_some(()).ok_or(None),
-                Some(until) => slots.acquire(until).map_err(Some),
-            };
-            match got {
-                Ok(()) => {}
-                Err(None) => return Err(SubmitError::Full(f)),
-                Err(Some(Interrupted::TimedOut)) => return Err(SubmitError::Timeout(f)),
-                Err(Some(Interrupted::Cancelled(reason))) => {
+        let permit = match (&self.limit, until) {
+            (None, _) => None,
+            (Some(limit), None) => match limit.try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => return Err(SubmitError::Full(f)),
+            },
+            (Some(limit), Some(until)) => match limit.acquire_owned_until(1, until) {
+                Ok(permit) => Some(permit),
+                Err(AcquireError::Timeout) => return Err(SubmitError::Timeout(f)),
+                Err(AcquireError::Cancelled(reason)) => {
                     return Err(SubmitError::Cancelled(f, reason))
                 }
-            }
-        }
-        Ok(self.start(f))
+                // The group never closes its semaphore and asks for 1 of n >= 1.
+                Err(_) => return Err(SubmitError::Full(f)),
+            },
+        };
+        Ok(self.start(f, permit))
     }
 
-    fn start<F>(&self, f: F) -> TaskId
+    /// Starts a task; `permit` (its limit slot, if any) is released when the task's
+    /// closure is done, or at once if its thread never starts.
+    fn start<F>(&self, f: F, permit: Option<OwnedPermit>) -> TaskId
     where
         F: FnOnce(&CancelToken) -> Result<T, E> + Send + 'scope,
     {
         let id = TaskId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let slot = SlotGuard(self.slots.clone());
+        let slot = permit;
         let token = self.token.clone();
         let failures = Arc::clone(&self.failures);
         let spec = ThreadSpec::new("TaskGroup", format!("group-{}", id.0));
@@ -501,7 +495,7 @@ impl<T, E> fmt::Debug for TaskGroup<'_, '_, T, E> {
         f.debug_struct("TaskGroup")
             .field("spawned", &self.next_id.load(Ordering::Relaxed))
             .field("cancelled", &self.token.is_cancelled())
-            .field("limited", &self.slots.is_some())
+            .field("limited", &self.limit.is_some())
             .finish()
     }
 }
