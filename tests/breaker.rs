@@ -1,6 +1,8 @@
 //! CircuitBreaker behaviour through the public API. Time is a `ManualClock`; threads
 //! meet on barriers and channels, never on sleeps.
 
+mod common;
+use common::XorShift;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -754,25 +756,6 @@ fn regression_trial_keeps_its_slot_across_a_reopen() {
 }
 
 // ---- randomized model test ---------------------------------------------------------
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> Self {
-        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 enum ModelWindow {

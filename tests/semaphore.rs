@@ -2,6 +2,8 @@
 //! resizing in both directions under load, FIFO fairness and the starvation bound,
 //! the cancelled-head wake-up, and a randomized stress test.
 
+mod common;
+use common::XorShift;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,26 +24,6 @@ fn wait_for(what: &str, cond: impl Fn() -> bool) {
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         thread::yield_now();
-    }
-}
-
-/// A tiny xorshift PRNG, so the tests need no `rand` dependency.
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> Self {
-        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 
