@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 
 use crate::cancel::CancelToken;
+use crate::clock::{Clock, SystemClock};
 use crate::config::ConfigError;
 use crate::panic::Panic;
 use crate::spawn::{spawn, ThreadSpec};
@@ -64,6 +65,7 @@ pub struct SupervisorBuilder {
     period: Duration,
     backoff: Duration,
     max_backoff: Duration,
+    clock: Arc<dyn Clock>,
     children: Vec<ChildSpec>,
 }
 
@@ -153,6 +155,7 @@ impl Supervisor {
             period: Duration::from_secs(5),
             backoff: Duration::from_millis(10),
             max_backoff: Duration::from_secs(1),
+            clock: Arc::new(SystemClock),
             children: Vec::new(),
         }
     }
@@ -231,6 +234,14 @@ impl SupervisorBuilder {
         self
     }
 
+    /// The clock that restart intensity and backoff are measured on (default
+    /// [`SystemClock`]); a [`ManualClock`](crate::ManualClock) makes them testable
+    /// without sleeping.
+    pub fn clock<C: Clock>(mut self, clock: C) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
     /// Adds a child. It runs `run(&token)` on its own thread named `corral-sup-<name>`
     /// and should return when the token is cancelled.
     pub fn child<F, E>(mut self, name: &str, restart: Restart, run: F) -> Self
@@ -283,6 +294,7 @@ impl SupervisorBuilder {
             period: self.period,
             backoff: self.backoff,
             max_backoff: self.max_backoff,
+            clock: self.clock,
             children: self
                 .children
                 .into_iter()
@@ -363,6 +375,7 @@ struct Monitor {
     period: Duration,
     backoff: Duration,
     max_backoff: Duration,
+    clock: Arc<dyn Clock>,
     children: Vec<Child>,
     exits_tx: Sender<ExitMsg>,
     exits_rx: Receiver<ExitMsg>,
@@ -469,7 +482,8 @@ impl Monitor {
                 }
             };
             let delay = self.delay_for(index);
-            if self.token.wait_timeout(delay).is_some() {
+            let resume_at = self.clock.now() + delay;
+            if !self.clock.sleep_until(resume_at, Some(&self.token)) {
                 return StopReason::Stopped;
             }
             for i in group {
@@ -485,7 +499,7 @@ impl Monitor {
 
     /// Records one restart; `false` once more than `max_restarts` fall in `period`.
     fn admit_restart(&mut self) -> bool {
-        let now = Instant::now();
+        let now = self.clock.now();
         while self
             .recent
             .front()

@@ -210,3 +210,33 @@ fn bad_configuration_names_the_field() {
     assert_eq!(err.field(), "backoff max");
     assert!(err.to_string().contains("1s"), "{err}");
 }
+
+#[test]
+fn restart_intensity_is_measured_on_the_injected_clock() {
+    let _check = LeakCheck::new();
+    let clock = corral::ManualClock::new();
+    let (fail_tx, fail_rx) = crossbeam_channel::bounded::<()>(0);
+    let (ran_tx, ran_rx) = unbounded::<()>();
+    // At most 1 restart within 10 s (of the manual clock); each run fails on command.
+    let supervisor = Supervisor::builder()
+        .clock(clock.clone())
+        .backoff(Duration::ZERO, Duration::ZERO)
+        .intensity(1, Duration::from_secs(10))
+        .child("worker", Restart::Permanent, move |_| {
+            ran_tx.send(()).unwrap();
+            let _ = fail_rx.recv();
+            Err("boom")
+        })
+        .start()
+        .unwrap();
+    ran_rx.recv_timeout(PROMPT).unwrap();
+    fail_tx.send(()).unwrap(); // restart 1 at t = 0: allowed
+    ran_rx.recv_timeout(PROMPT).unwrap();
+    clock.advance(Duration::from_secs(11));
+    fail_tx.send(()).unwrap(); // restart 2 at t = 11 s: the first has left the period
+    ran_rx.recv_timeout(PROMPT).unwrap();
+    fail_tx.send(()).unwrap(); // restart 3 at t = 11 s: two within 10 s, too many
+    let report = supervisor.join();
+    assert_eq!(report.reason, StopReason::IntensityExceeded);
+    assert_eq!(report.restarts, vec![("worker".to_string(), 2)]);
+}
