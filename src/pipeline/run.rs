@@ -64,6 +64,14 @@ impl<T> Packet<T> {
         }
     }
 
+    /// Applies `f` to the items in order, stopping at the first error.
+    fn try_for_each<E>(self, mut f: impl FnMut(T) -> Result<(), E>) -> Result<(), E> {
+        match self {
+            Packet::One(_, item) => f(item),
+            Packet::Many(_, items) => items.into_iter().try_for_each(f),
+        }
+    }
+
     fn for_each(self, mut f: impl FnMut(T)) {
         match self {
             Packet::One(_, item) => f(item),
@@ -607,17 +615,20 @@ fn deliver<T>(
 ) -> bool {
     let n = packet.len();
     let mut done = 0;
-    let mut failure = None;
-    packet.for_each(|item| {
-        if failure.is_none() {
-            match Panic::catch_any(|| sink(item)) {
-                Ok(Ok(())) => done += 1,
-                Ok(Err(error)) => failure = Some(Failure::Error(error)),
-                Err(panic) => failure = Some(Failure::Panic(panic)),
-            }
-        }
+    // One unwind boundary per packet, as in `map_packet`: `done` says how far it got.
+    let delivered = Panic::catch_any(|| {
+        packet.try_for_each(|item| {
+            sink(item)?;
+            done += 1;
+            Ok(())
+        })
     });
     own.out += done;
+    let failure = match delivered {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some(Failure::Error(error)),
+        Err(panic) => Some(Failure::Panic(panic)),
+    };
     match failure {
         None => true,
         Some(failure) => {
@@ -765,6 +776,54 @@ mod tests {
             }
             _ => panic!("expected the panic"),
         }
+    }
+
+    #[test]
+    fn a_failing_sink_inside_a_batch_counts_the_rest_as_not_processed() {
+        let settings = Settings {
+            capacity: 8,
+            overflow: Overflow::Block,
+            batch: 8,
+            window: None,
+        };
+        let ctx = Ctx::new(CancelToken::new(), settings, vec!["sink".into()], vec![1]);
+        let mut own = Counts::default();
+        let mut seen = Vec::new();
+        let mut sink = |x: u32| -> Result<(), BoxError> {
+            assert!(x != 5, "five");
+            if x == 2 {
+                return Err("two".into());
+            }
+            seen.push(x);
+            Ok(())
+        };
+        assert!(deliver(
+            &ctx,
+            0,
+            Packet::Many(0, vec![0, 1]),
+            &mut sink,
+            &mut own
+        ));
+        assert_eq!((own.out, own.failed, own.not_processed), (2, 0, 0));
+        assert!(!deliver(
+            &ctx,
+            0,
+            Packet::Many(1, vec![1, 2, 3, 4]),
+            &mut sink,
+            &mut own
+        ));
+        assert_eq!((own.out, own.failed, own.not_processed), (3, 1, 2));
+        assert!(ctx.token.is_cancelled(), "a failure cancels the run");
+        let mut own = Counts::default();
+        assert!(!deliver(
+            &ctx,
+            0,
+            Packet::Many(2, vec![4, 5, 6]),
+            &mut sink,
+            &mut own
+        ));
+        assert_eq!((own.out, own.failed, own.not_processed), (1, 1, 1));
+        assert_eq!(seen, vec![0, 1, 1, 4]);
     }
 
     #[test]
