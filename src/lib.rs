@@ -289,14 +289,12 @@ mod queue;
 mod rate;
 mod scope;
 mod semaphore;
-#[allow(dead_code)] // owned (non-scoped) spawns serve the pool and supervisor
 mod spawn;
 mod supervisor;
 mod sync;
 /// Nanoseconds since a base on a [`Clock`], with a TSC fast path for [`SystemClock`]
 /// (shared by the rate limiter and the circuit breaker).
 mod timeline;
-#[allow(dead_code)] // the bound every blocking primitive funnels into
 mod wait;
 
 pub use breaker::{
