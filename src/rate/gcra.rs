@@ -124,6 +124,9 @@ impl Gcra {
     }
 
     /// Admits `n` cells at `now` if they conform (the lock-free fast path).
+    ///
+    /// Deliberately its own loop rather than `reserve(n, now, Some(now))`: folding the
+    /// two into one helper measured ~0.2 ns slower here, and this is the hot path.
     #[inline]
     pub(crate) fn check(&self, n: u64, now: u64) -> Result<(), Refusal> {
         let mut tat = self.tat.load(Ordering::Acquire);

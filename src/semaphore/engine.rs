@@ -250,34 +250,26 @@ impl Engine {
         }
     }
 
-    /// The fast path: takes `n` permits if they are free and neither `FAIR` nor
-    /// `CLOSED` is set. One load and one CAS when uncontended.
+    /// A newcomer's fast path: takes `n` free permits unless hand-off mode or a close
+    /// sends it to the slow path.
     #[inline]
     fn try_fast(&self, n: usize) -> bool {
-        let mut state = self.state.load(Ordering::Relaxed);
-        loop {
-            if state & (FAIR | CLOSED) != 0 || available_in(state) < n {
-                return false;
-            }
-            match self.state.compare_exchange_weak(
-                state,
-                state - (n << SHIFT),
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(actual) => state = actual,
-            }
-        }
+        self.take_unless(n, FAIR | CLOSED)
     }
 
     /// Takes `n` permits if they are free, ignoring the flags: for the queue head and
     /// for hand-offs, which have the right to them.
     #[inline]
     fn grab(&self, n: usize) -> bool {
+        self.take_unless(n, 0)
+    }
+
+    /// Takes `n` free permits by compare-and-swap, unless a flag in `blocked_by` is set.
+    #[inline]
+    fn take_unless(&self, n: usize, blocked_by: usize) -> bool {
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
-            if available_in(state) < n {
+            if state & blocked_by != 0 || available_in(state) < n {
                 return false;
             }
             match self.state.compare_exchange_weak(
