@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 
 use crate::cancel::CancelToken;
 use crate::clock::{Clock, SystemClock};
@@ -143,6 +143,9 @@ impl SupervisorReport {
 pub struct Supervisor {
     token: CancelToken,
     monitor: Option<JoinHandle<Option<SupervisorReport>>>,
+    /// Disconnected when the monitor thread is about to return (every child joined):
+    /// what the bounded `stop`/`join` forms wait on, since `JoinHandle` has no timeout.
+    finished: Receiver<()>,
 }
 
 impl Supervisor {
@@ -181,6 +184,67 @@ impl Supervisor {
     /// exited for good), then reports. Use [`stop`](Supervisor::stop) to end it.
     pub fn join(mut self) -> SupervisorReport {
         self.join_monitor()
+    }
+
+    /// As [`stop`](Supervisor::stop), waiting at most `timeout` for the children to
+    /// return. If one still runs (it ignores its token), the supervisor is handed back,
+    /// already cancelled, rather than leaving a thread behind: call `stop` again, or
+    /// another bounded form, to keep waiting.
+    ///
+    /// # Errors
+    ///
+    /// The supervisor itself, when the children were not all joined in time.
+    pub fn stop_timeout(self, timeout: Duration) -> Result<SupervisorReport, Supervisor> {
+        self.token.cancel();
+        self.join_deadline(Instant::now() + timeout)
+    }
+
+    /// As [`stop_timeout`](Supervisor::stop_timeout), with a deadline.
+    ///
+    /// # Errors
+    ///
+    /// The supervisor itself, when the children were not all joined by `deadline`.
+    pub fn stop_deadline(self, deadline: Instant) -> Result<SupervisorReport, Supervisor> {
+        self.token.cancel();
+        self.join_deadline(deadline)
+    }
+
+    /// As [`join`](Supervisor::join), waiting at most `timeout`; on timeout the
+    /// supervisor is handed back, still running.
+    ///
+    /// # Errors
+    ///
+    /// The supervisor itself, when it had not stopped in time.
+    pub fn join_timeout(self, timeout: Duration) -> Result<SupervisorReport, Supervisor> {
+        self.join_deadline(Instant::now() + timeout)
+    }
+
+    /// As [`join`](Supervisor::join), waiting until `deadline` at most; then the
+    /// supervisor is handed back, still running.
+    ///
+    /// # Errors
+    ///
+    /// The supervisor itself, when it had not stopped by `deadline`.
+    pub fn join_deadline(mut self, deadline: Instant) -> Result<SupervisorReport, Supervisor> {
+        match self.finished.recv_deadline(deadline) {
+            Err(RecvTimeoutError::Timeout) => Err(self),
+            // Disconnected: the monitor has joined every child and is returning.
+            _ => Ok(self.join_monitor()),
+        }
+    }
+
+    /// As [`join`](Supervisor::join), returning when `token` is cancelled (the
+    /// supervisor is then handed back, still running).
+    ///
+    /// # Errors
+    ///
+    /// The supervisor itself, when `token` was cancelled first.
+    pub fn join_cancellable(mut self, token: &CancelToken) -> Result<SupervisorReport, Supervisor> {
+        select! {
+            recv(self.finished) -> _ => Ok(self.join_monitor()),
+            recv(token.done()) -> _ => Err(self),
+            recv(token.expired()) -> _ => Err(self),
+        }
     }
 
     fn join_monitor(&mut self) -> SupervisorReport {
@@ -316,7 +380,12 @@ impl SupervisorBuilder {
         // fails below, every thread already started is joined here.
         let (hand_over, receive) = crossbeam_channel::bounded::<Monitor>(1);
         let spec = ThreadSpec::new("Supervisor", "sup-monitor");
-        let handle = spawn(&spec, move || receive.recv().ok().map(Monitor::run)).map_err(|e| {
+        let (finishing, finished) = crossbeam_channel::bounded::<()>(0);
+        let handle = spawn(&spec, move || {
+            let _finishing = finishing;
+            receive.recv().ok().map(Monitor::run)
+        })
+        .map_err(|e| {
             ConfigError::new("thread", e.to_string(), "the OS refused to start a thread")
         })?;
         for index in 0..monitor.children.len() {
@@ -337,6 +406,7 @@ impl SupervisorBuilder {
         Ok(Supervisor {
             token,
             monitor: Some(handle),
+            finished,
         })
     }
 }

@@ -240,3 +240,50 @@ fn restart_intensity_is_measured_on_the_injected_clock() {
     assert_eq!(report.reason, StopReason::IntensityExceeded);
     assert_eq!(report.restarts, vec![("worker".to_string(), 2)]);
 }
+
+#[test]
+fn stop_timeout_hands_the_supervisor_back_while_a_child_ignores_its_token() {
+    let _check = LeakCheck::new();
+    let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
+    let (started_tx, started_rx) = unbounded::<()>();
+    let supervisor = no_backoff()
+        .child("stubborn", Restart::Permanent, move |_| {
+            started_tx.send(()).unwrap();
+            let _ = release_rx.recv(); // ignores its token
+            Ok::<(), String>(())
+        })
+        .start()
+        .unwrap();
+    started_rx.recv_timeout(PROMPT).unwrap();
+    let supervisor = supervisor
+        .stop_timeout(Duration::from_millis(20))
+        .expect_err("the child is still running");
+    assert!(supervisor.token().is_cancelled());
+    release_tx.send(()).unwrap();
+    let report = supervisor
+        .stop_deadline(Instant::now() + PROMPT)
+        .expect("the child returned");
+    assert_eq!(report.reason, StopReason::Stopped);
+}
+
+#[test]
+fn bounded_joins_return_the_running_supervisor() {
+    let _check = LeakCheck::new();
+    let supervisor = no_backoff()
+        .child("svc", Restart::Permanent, |token| {
+            token.wait();
+            Ok::<(), String>(())
+        })
+        .start()
+        .unwrap();
+    let supervisor = supervisor
+        .join_timeout(Duration::from_millis(5))
+        .expect_err("still running");
+    let stop_waiting = corral::CancelToken::new();
+    stop_waiting.cancel();
+    let supervisor = supervisor
+        .join_cancellable(&stop_waiting)
+        .expect_err("the caller's token was cancelled");
+    assert!(!supervisor.token().is_cancelled());
+    assert_eq!(supervisor.stop().reason, StopReason::Stopped);
+}
