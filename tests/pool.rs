@@ -511,6 +511,39 @@ fn scoped_pool_hands_borrowing_closures_back() {
 }
 
 #[test]
+fn scoped_pool_shutdown_timeout_hands_the_pool_back_rather_than_detach() {
+    let _check = LeakCheck::new();
+    let label = String::from("borrowed");
+    corral::scope(|s| {
+        let idle = WorkerPool::builder().workers(2).build_scoped(s).unwrap();
+        assert_eq!(idle.submit(|| label.len()).unwrap().join().unwrap(), 8);
+        assert_eq!(idle.shutdown_timeout(LONG).unwrap().completed, 1);
+
+        let pool = WorkerPool::builder()
+            .workers(1)
+            .queue_capacity(4)
+            .build_scoped(s)
+            .unwrap();
+        let (open, blocker) = gate();
+        pool.execute(blocker).unwrap();
+        wait_for("the blocker", || pool.stats().busy == 1);
+        let queued = pool
+            .submit_with_token(|token| (label.len(), token.is_cancelled()))
+            .unwrap();
+        let pool = match pool.shutdown_timeout(Duration::from_millis(20)) {
+            Ok(report) => panic!("a blocked task cannot finish: {report:?}"),
+            Err(pool) => pool,
+        };
+        assert!(pool.is_closed() && pool.token().is_cancelled());
+        assert!(pool.submit(|| label.len()).unwrap_err().is_closed());
+        open.send(()).unwrap();
+        let report = pool.shutdown();
+        assert_eq!((report.completed, report.never_ran), (1, 1));
+        assert!(queued.join().unwrap_err().is_cancelled());
+    });
+}
+
+#[test]
 fn map_yields_in_order_and_isolates_panics() {
     let _check = LeakCheck::new();
     let pool = WorkerPool::builder()

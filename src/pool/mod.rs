@@ -415,26 +415,11 @@ impl PoolBuilder {
     pub fn build(self) -> Result<WorkerPool, ConfigError> {
         self.validate()?;
         let mut core = self.core();
-        let mut handles = Vec::with_capacity(self.workers);
-        for index in 0..self.workers {
-            let (rx, guard) = core.worker_parts();
-            let started = match self.injected_failure(index) {
-                Some(e) => Err(e),
-                None => spawn(&self.spec(index, "WorkerPool"), move || {
-                    work(rx, guard, index)
-                }),
-            };
-            match started {
-                Ok(handle) => handles.push(handle),
-                Err(_) => {
-                    core.disconnect();
-                    for handle in handles {
-                        let _ = handle.join();
-                    }
-                    return Err(self.spawn_failed());
-                }
-            }
-        }
+        let handles = self.start_workers(
+            &mut core,
+            |index, work| spawn(&self.spec(index, "WorkerPool"), work),
+            |handle| drop(handle.join()),
+        )?;
         Ok(WorkerPool { core, handles })
     }
 
@@ -466,27 +451,40 @@ impl PoolBuilder {
     ) -> Result<ScopedPool<'scope>, ConfigError> {
         self.validate()?;
         let mut core = self.core();
+        let handles = self.start_workers(
+            &mut core,
+            |index, work| scope.try_spawn_as(self.spec(index, "ScopedPool"), work),
+            |handle| drop(handle.join()),
+        )?;
+        Ok(ScopedPool { core, handles })
+    }
+
+    /// Starts one thread per worker with `start`. If the OS refuses one, the queue is
+    /// disconnected so the workers already started exit, and they are joined (with
+    /// `join`) before the error is returned: a failed build leaves no thread behind.
+    fn start_workers<'a, H>(
+        &self,
+        core: &mut Core<'a>,
+        mut start: impl FnMut(usize, Box<dyn FnOnce() + Send + 'a>) -> io::Result<H>,
+        join: impl Fn(H),
+    ) -> Result<Vec<H>, ConfigError> {
         let mut handles = Vec::with_capacity(self.workers);
         for index in 0..self.workers {
             let (rx, guard) = core.worker_parts();
             let started = match self.injected_failure(index) {
                 Some(e) => Err(e),
-                None => scope.try_spawn_as(self.spec(index, "ScopedPool"), move || {
-                    work(rx, guard, index)
-                }),
+                None => start(index, Box::new(move || work(rx, guard, index))),
             };
             match started {
                 Ok(handle) => handles.push(handle),
                 Err(_) => {
                     core.disconnect();
-                    for handle in handles {
-                        let _ = handle.join();
-                    }
+                    handles.into_iter().for_each(join);
                     return Err(self.spawn_failed());
                 }
             }
         }
-        Ok(ScopedPool { core, handles })
+        Ok(handles)
     }
 }
 
@@ -507,6 +505,364 @@ fn deadline_after(d: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(d)
         .unwrap_or(now + Duration::from_secs(1 << 32))
+}
+
+/// The task-facing methods, the same for both pools. `$lt` is the lifetime a task must
+/// outlive (`'static` for [`WorkerPool`], `'scope` for [`ScopedPool`]); each pool
+/// supplies its own `submit_call` and `execute_call` (how a job is built and how a
+/// refused closure is recovered) and its `handles` (how a worker is joined). Both
+/// pools get the same `Drop`.
+macro_rules! pool_methods {
+    ([$($g:lifetime)?] $pool:ty, $lt:lifetime) => {
+        impl$(<$g>)? $pool {
+            /// Queues `f` and returns a handle to its result, waiting while the queue is full
+            /// (under [`Overflow::Block`]; other policies never wait). In a [`ScopedPool`], `f`
+            /// may borrow anything that outlives the scope.
+            ///
+            /// # Errors
+            ///
+            /// [`SubmitError::Closed`] once the pool is closed or shut down;
+            /// [`SubmitError::Full`] when a `Reject` pool's queue is full. The closure is
+            /// handed back.
+            ///
+            /// # Example
+            ///
+            /// ```
+            /// let pool = corral::WorkerPool::builder().workers(1).build()?;
+            /// assert_eq!(pool.submit(|| "done").unwrap().join().unwrap(), "done");
+            /// # Ok::<(), corral::ConfigError>(())
+            /// ```
+            pub fn submit<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
+            where
+                F: FnOnce() -> T + Send + $lt,
+                T: Send + $lt,
+            {
+                self.submit_call(Plain(f), Some(&Until::FOREVER))
+            }
+
+            /// Queues `f` only if that needs no waiting.
+            ///
+            /// # Errors
+            ///
+            /// [`SubmitError::Full`] when the queue is full (under `Block` or `Reject`),
+            /// [`SubmitError::Closed`] after close or shutdown; the closure is handed back.
+            pub fn try_submit<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
+            where
+                F: FnOnce() -> T + Send + $lt,
+                T: Send + $lt,
+            {
+                self.submit_call(Plain(f), None)
+            }
+
+            /// As [`submit`](Self::submit), waiting at most `timeout` for room.
+            ///
+            /// # Errors
+            ///
+            /// [`SubmitError::Timeout`] when no room appeared in time, plus those of `submit`.
+            pub fn submit_timeout<F, T>(
+                &self,
+                f: F,
+                timeout: Duration,
+            ) -> Result<TaskHandle<T>, SubmitError<F>>
+            where
+                F: FnOnce() -> T + Send + $lt,
+                T: Send + $lt,
+            {
+                self.submit_call(Plain(f), Some(&Until::timeout(timeout)))
+            }
+
+            /// As [`submit`](Self::submit), waiting until `deadline` at most for room.
+            ///
+            /// # Errors
+            ///
+            /// [`SubmitError::Timeout`] when the deadline passed, plus those of `submit`.
+            pub fn submit_deadline<F, T>(
+                &self,
+                f: F,
+                deadline: Instant,
+            ) -> Result<TaskHandle<T>, SubmitError<F>>
+            where
+                F: FnOnce() -> T + Send + $lt,
+                T: Send + $lt,
+            {
+                self.submit_call(Plain(f), Some(&Until::deadline(deadline)))
+            }
+
+            /// As [`submit`](Self::submit), waiting for room until `token` is cancelled.
+            ///
+            /// # Errors
+            ///
+            /// [`SubmitError::Cancelled`] with the token's reason, plus those of `submit`.
+            pub fn submit_cancellable<F, T>(
+                &self,
+                f: F,
+                token: &CancelToken,
+            ) -> Result<TaskHandle<T>, SubmitError<F>>
+            where
+                F: FnOnce() -> T + Send + $lt,
+                T: Send + $lt,
+            {
+                self.submit_call(Plain(f), Some(&Until::cancellable(token)))
+            }
+
+            /// As [`submit`](Self::submit), for a task that receives the pool's token
+            /// (cancelled by [`shutdown_now`](Self::shutdown_now) and by a
+            /// [`shutdown_timeout`](Self::shutdown_timeout) that ran out), so a long task
+            /// can stop early.
+            ///
+            /// # Errors
+            ///
+            /// As [`submit`](Self::submit).
+            ///
+            /// # Example
+            ///
+            /// ```
+            /// let pool = corral::WorkerPool::builder().workers(1).build()?;
+            /// let spinner = pool.submit_with_token(|token| {
+            ///     let mut rounds = 0u64;
+            ///     while !token.is_cancelled() {
+            ///         rounds += 1;
+            ///         std::thread::yield_now();
+            ///     }
+            ///     rounds
+            /// }).unwrap();
+            /// # while pool.stats().busy == 0 { std::thread::yield_now(); }
+            /// let report = pool.shutdown_now(); // cancels the token: the spinner stops
+            /// assert!(spinner.join().is_ok());
+            /// assert_eq!(report.completed, 1);
+            /// # Ok::<(), corral::ConfigError>(())
+            /// ```
+            pub fn submit_with_token<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
+            where
+                F: FnOnce(&CancelToken) -> T + Send + $lt,
+                T: Send + $lt,
+            {
+                self.submit_call(Tokened(f), Some(&Until::FOREVER))
+            }
+
+            /// Queues a fire-and-forget task: no handle, the cheapest form. A panic is counted
+            /// and the first one is kept in [`ShutdownReport::first_panic`].
+            ///
+            /// # Errors
+            ///
+            /// As [`submit`](Self::submit).
+            ///
+            /// # Example
+            ///
+            /// ```
+            /// use std::sync::atomic::{AtomicUsize, Ordering};
+            /// use std::sync::Arc;
+            ///
+            /// let pool = corral::WorkerPool::builder().workers(2).build()?;
+            /// let hits = Arc::new(AtomicUsize::new(0));
+            /// for _ in 0..100 {
+            ///     let hits = hits.clone();
+            ///     pool.execute(move || { hits.fetch_add(1, Ordering::Relaxed); }).unwrap();
+            /// }
+            /// pool.shutdown();
+            /// assert_eq!(hits.load(Ordering::Relaxed), 100);
+            /// # Ok::<(), corral::ConfigError>(())
+            /// ```
+            pub fn execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
+            where
+                F: FnOnce() + Send + $lt,
+            {
+                self.execute_call(f, Some(&Until::FOREVER))
+            }
+
+            /// As [`execute`](Self::execute), without waiting.
+            ///
+            /// # Errors
+            ///
+            /// As [`try_submit`](Self::try_submit).
+            pub fn try_execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
+            where
+                F: FnOnce() + Send + $lt,
+            {
+                self.execute_call(f, None)
+            }
+
+            /// As [`execute`](Self::execute), waiting at most `timeout` for room.
+            ///
+            /// # Errors
+            ///
+            /// As [`submit_timeout`](Self::submit_timeout).
+            pub fn execute_timeout<F>(&self, f: F, timeout: Duration) -> Result<(), SubmitError<F>>
+            where
+                F: FnOnce() + Send + $lt,
+            {
+                self.execute_call(f, Some(&Until::timeout(timeout)))
+            }
+
+            /// As [`execute`](Self::execute), waiting until `deadline` at most.
+            ///
+            /// # Errors
+            ///
+            /// As [`submit_deadline`](Self::submit_deadline).
+            pub fn execute_deadline<F>(&self, f: F, deadline: Instant) -> Result<(), SubmitError<F>>
+            where
+                F: FnOnce() + Send + $lt,
+            {
+                self.execute_call(f, Some(&Until::deadline(deadline)))
+            }
+
+            /// As [`execute`](Self::execute), waiting until `token` is cancelled at most.
+            ///
+            /// # Errors
+            ///
+            /// As [`submit_cancellable`](Self::submit_cancellable).
+            pub fn execute_cancellable<F>(&self, f: F, token: &CancelToken) -> Result<(), SubmitError<F>>
+            where
+                F: FnOnce() + Send + $lt,
+            {
+                self.execute_call(f, Some(&Until::cancellable(token)))
+            }
+
+            /// Applies `f` to every item on the pool and yields the results in input order,
+            /// with at most `queue_capacity + workers` items in flight, so an endless input
+            /// runs in bounded memory. Items are batched into chunks behind the scenes, so tiny
+            /// items cost little. A panicking item yields `Err(TaskError::Panicked)` in its
+            /// place; items of a closed pool yield `Err(TaskError::Cancelled)`. `map` always
+            /// waits for room, whatever the overflow policy.
+            ///
+            /// # Example
+            ///
+            /// ```
+            /// let pool = corral::WorkerPool::builder().workers(2).queue_capacity(16).build()?;
+            /// let squares: Vec<u64> = pool
+            ///     .map(1..=1000u64, |n| n * n)
+            ///     .collect::<Result<_, _>>()
+            ///     .unwrap();
+            /// assert_eq!(squares[999], 1_000_000);
+            /// # Ok::<(), corral::ConfigError>(())
+            /// ```
+            pub fn map<I, F, R>(&self, items: I, f: F) -> PoolMap<'_, $lt, I::IntoIter, F, R>
+            where
+                I: IntoIterator,
+                I::Item: Send + $lt,
+                F: Fn(I::Item) -> R + Send + Sync + $lt,
+                R: Send + $lt,
+            {
+                PoolMap::new(&self.core, items.into_iter(), f)
+            }
+
+            /// The pool's token, handed to [`submit_with_token`](Self::submit_with_token)
+            /// tasks. Cancelling it makes the pool refuse new tasks and drop queued ones (their
+            /// handles resolve to [`TaskError::Cancelled`]), as `shutdown_now` does.
+            pub fn token(&self) -> &CancelToken {
+                self.core.token()
+            }
+
+            /// A snapshot of the counters.
+            pub fn stats(&self) -> PoolStats {
+                self.core.stats()
+            }
+
+            /// Stops accepting tasks (later submits get [`SubmitError::Closed`]); queued tasks
+            /// still run. A submitter already waiting for room may still get its task in.
+            pub fn close(&self) {
+                self.core.close();
+            }
+
+            /// Whether the pool refuses new tasks.
+            pub fn is_closed(&self) -> bool {
+                self.core.is_closed() || self.core.token().is_cancelled()
+            }
+
+            fn stop(&mut self) -> ShutdownReport {
+                self.core.disconnect();
+                for handle in self.handles.drain(..) {
+                    // Workers catch every task panic, so a join error cannot carry one.
+                    let _ = handle.join();
+                }
+                self.core.drain();
+                self.core.report()
+            }
+
+            /// Stops accepting tasks, runs everything already queued, joins every worker and
+            /// reports how the pool's tasks ended.
+            pub fn shutdown(mut self) -> ShutdownReport {
+                self.stop()
+            }
+
+            /// Cancels the pool token, runs nothing more from the queue (those handles resolve
+            /// to [`TaskError::Cancelled`], counted in [`ShutdownReport::never_ran`]), waits for
+            /// the tasks already running and joins every worker.
+            ///
+            /// # Example
+            ///
+            /// ```
+            /// let pool = corral::WorkerPool::builder().workers(1).build()?;
+            /// let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+            /// let running = pool.submit(move || gate_rx.recv().ok()).unwrap();
+            /// let queued: Vec<_> = (0..5).map(|i| pool.submit(move || i).unwrap()).collect();
+            /// # while pool.stats().busy == 0 { std::thread::yield_now(); }
+            /// let stopper = std::thread::spawn(move || pool.shutdown_now());
+            /// # while !queued.iter().all(|h| h.is_finished()) { std::thread::yield_now(); }
+            /// gate_tx.send(()).unwrap(); // let the running task finish
+            /// let report = stopper.join().unwrap();
+            /// assert_eq!(report.never_ran, 5);
+            /// assert!(queued.into_iter().all(|h| h.join().unwrap_err().is_cancelled()));
+            /// assert!(running.join().is_ok());
+            /// # Ok::<(), corral::ConfigError>(())
+            /// ```
+            pub fn shutdown_now(mut self) -> ShutdownReport {
+                self.core.cancel();
+                self.stop()
+            }
+
+            /// Shuts down gracefully if that finishes within `timeout`. Otherwise it cancels
+            /// the pool token (queued tasks will not run) and, if a task is still running once
+            /// the idle workers have exited, hands the pool back instead of detaching the
+            /// thread: call `shutdown` on it to wait, or drop it.
+            ///
+            /// # Errors
+            ///
+            /// The pool itself (closed, token cancelled) when a task was still running.
+            ///
+            /// # Example
+            ///
+            /// ```
+            /// use std::time::Duration;
+            ///
+            /// let pool = corral::WorkerPool::builder().workers(1).build()?;
+            /// let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+            /// pool.execute(move || { gate_rx.recv().ok(); }).unwrap();
+            /// # while pool.stats().busy == 0 { std::thread::yield_now(); }
+            /// let pool = match pool.shutdown_timeout(Duration::from_millis(10)) {
+            ///     Ok(_) => unreachable!("the task is blocked"),
+            ///     Err(pool) => pool, // no thread was detached
+            /// };
+            /// gate_tx.send(()).unwrap();
+            /// assert_eq!(pool.shutdown().completed, 1);
+            /// # Ok::<(), corral::ConfigError>(())
+            /// ```
+            pub fn shutdown_timeout(mut self, timeout: Duration) -> Result<ShutdownReport, Self> {
+                let deadline = deadline_after(timeout);
+                self.core.disconnect();
+                if !self.core.wait_exit(deadline) {
+                    self.core.cancel();
+                    if !self.core.settle() {
+                        return Err(self);
+                    }
+                }
+                Ok(self.stop())
+            }
+        }
+
+        /// Dropping the pool is `shutdown()`, or `shutdown_now()` while the thread is
+        /// already panicking, so a failing test does not wait on queued work.
+        impl$(<$g>)? Drop for $pool {
+            fn drop(&mut self) {
+                if self.core.is_running() {
+                    if std::thread::panicking() {
+                        self.core.cancel();
+                    }
+                    let _ = self.stop();
+                }
+            }
+        }
+    };
 }
 
 /// A fixed set of worker threads fed by a bounded queue.
@@ -590,351 +946,9 @@ impl WorkerPool {
             .push(job, until)
             .map_err(|(job, why)| SubmitError::from_refusal(reclaim::<Plain<F>>(job), why))
     }
-
-    /// Queues `f` and returns a handle to its result, waiting while the queue is full
-    /// (under [`Overflow::Block`]; other policies never wait).
-    ///
-    /// # Errors
-    ///
-    /// [`SubmitError::Closed`] once the pool is closed or shut down;
-    /// [`SubmitError::Full`] when a `Reject` pool's queue is full. The closure is
-    /// handed back.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// let pool = corral::WorkerPool::builder().workers(1).build()?;
-    /// assert_eq!(pool.submit(|| "done").unwrap().join().unwrap(), "done");
-    /// # Ok::<(), corral::ConfigError>(())
-    /// ```
-    pub fn submit<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        self.submit_call(Plain(f), Some(&Until::FOREVER))
-    }
-
-    /// Queues `f` only if that needs no waiting.
-    ///
-    /// # Errors
-    ///
-    /// [`SubmitError::Full`] when the queue is full (under `Block` or `Reject`),
-    /// [`SubmitError::Closed`] after close or shutdown; the closure is handed back.
-    pub fn try_submit<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        self.submit_call(Plain(f), None)
-    }
-
-    /// As [`submit`](WorkerPool::submit), waiting at most `timeout` for room.
-    ///
-    /// # Errors
-    ///
-    /// [`SubmitError::Timeout`] when no room appeared in time, plus those of `submit`.
-    pub fn submit_timeout<F, T>(
-        &self,
-        f: F,
-        timeout: Duration,
-    ) -> Result<TaskHandle<T>, SubmitError<F>>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        self.submit_call(Plain(f), Some(&Until::timeout(timeout)))
-    }
-
-    /// As [`submit`](WorkerPool::submit), waiting until `deadline` at most for room.
-    ///
-    /// # Errors
-    ///
-    /// [`SubmitError::Timeout`] when the deadline passed, plus those of `submit`.
-    pub fn submit_deadline<F, T>(
-        &self,
-        f: F,
-        deadline: Instant,
-    ) -> Result<TaskHandle<T>, SubmitError<F>>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        self.submit_call(Plain(f), Some(&Until::deadline(deadline)))
-    }
-
-    /// As [`submit`](WorkerPool::submit), waiting for room until `token` is cancelled.
-    ///
-    /// # Errors
-    ///
-    /// [`SubmitError::Cancelled`] with the token's reason, plus those of `submit`.
-    pub fn submit_cancellable<F, T>(
-        &self,
-        f: F,
-        token: &CancelToken,
-    ) -> Result<TaskHandle<T>, SubmitError<F>>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        self.submit_call(Plain(f), Some(&Until::cancellable(token)))
-    }
-
-    /// As [`submit`](WorkerPool::submit), for a task that receives the pool's token
-    /// (cancelled by [`shutdown_now`](WorkerPool::shutdown_now) and by a
-    /// [`shutdown_timeout`](WorkerPool::shutdown_timeout) that ran out), so a long task
-    /// can stop early.
-    ///
-    /// # Errors
-    ///
-    /// As [`submit`](WorkerPool::submit).
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// let pool = corral::WorkerPool::builder().workers(1).build()?;
-    /// let spinner = pool.submit_with_token(|token| {
-    ///     let mut rounds = 0u64;
-    ///     while !token.is_cancelled() {
-    ///         rounds += 1;
-    ///         std::thread::yield_now();
-    ///     }
-    ///     rounds
-    /// }).unwrap();
-    /// # while pool.stats().busy == 0 { std::thread::yield_now(); }
-    /// let report = pool.shutdown_now(); // cancels the token: the spinner stops
-    /// assert!(spinner.join().is_ok());
-    /// assert_eq!(report.completed, 1);
-    /// # Ok::<(), corral::ConfigError>(())
-    /// ```
-    pub fn submit_with_token<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
-    where
-        F: FnOnce(&CancelToken) -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        self.submit_call(Tokened(f), Some(&Until::FOREVER))
-    }
-
-    /// Queues a fire-and-forget task: no handle, the cheapest form. A panic is counted
-    /// and the first one is kept in [`ShutdownReport::first_panic`].
-    ///
-    /// # Errors
-    ///
-    /// As [`submit`](WorkerPool::submit).
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use std::sync::atomic::{AtomicUsize, Ordering};
-    /// use std::sync::Arc;
-    ///
-    /// let pool = corral::WorkerPool::builder().workers(2).build()?;
-    /// let hits = Arc::new(AtomicUsize::new(0));
-    /// for _ in 0..100 {
-    ///     let hits = hits.clone();
-    ///     pool.execute(move || { hits.fetch_add(1, Ordering::Relaxed); }).unwrap();
-    /// }
-    /// pool.shutdown();
-    /// assert_eq!(hits.load(Ordering::Relaxed), 100);
-    /// # Ok::<(), corral::ConfigError>(())
-    /// ```
-    pub fn execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        self.execute_call(f, Some(&Until::FOREVER))
-    }
-
-    /// As [`execute`](WorkerPool::execute), without waiting.
-    ///
-    /// # Errors
-    ///
-    /// As [`try_submit`](WorkerPool::try_submit).
-    pub fn try_execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        self.execute_call(f, None)
-    }
-
-    /// As [`execute`](WorkerPool::execute), waiting at most `timeout` for room.
-    ///
-    /// # Errors
-    ///
-    /// As [`submit_timeout`](WorkerPool::submit_timeout).
-    pub fn execute_timeout<F>(&self, f: F, timeout: Duration) -> Result<(), SubmitError<F>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        self.execute_call(f, Some(&Until::timeout(timeout)))
-    }
-
-    /// As [`execute`](WorkerPool::execute), waiting until `deadline` at most.
-    ///
-    /// # Errors
-    ///
-    /// As [`submit_deadline`](WorkerPool::submit_deadline).
-    pub fn execute_deadline<F>(&self, f: F, deadline: Instant) -> Result<(), SubmitError<F>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        self.execute_call(f, Some(&Until::deadline(deadline)))
-    }
-
-    /// As [`execute`](WorkerPool::execute), waiting until `token` is cancelled at most.
-    ///
-    /// # Errors
-    ///
-    /// As [`submit_cancellable`](WorkerPool::submit_cancellable).
-    pub fn execute_cancellable<F>(&self, f: F, token: &CancelToken) -> Result<(), SubmitError<F>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        self.execute_call(f, Some(&Until::cancellable(token)))
-    }
-
-    /// Applies `f` to every item on the pool and yields the results in input order,
-    /// with at most `queue_capacity + workers` items in flight, so an endless input
-    /// runs in bounded memory. Items are batched into chunks behind the scenes, so tiny
-    /// items cost little. A panicking item yields `Err(TaskError::Panicked)` in its
-    /// place; items of a closed pool yield `Err(TaskError::Cancelled)`. `map` always
-    /// waits for room, whatever the overflow policy.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// let pool = corral::WorkerPool::builder().workers(2).queue_capacity(16).build()?;
-    /// let squares: Vec<u64> = pool
-    ///     .map(1..=1000u64, |n| n * n)
-    ///     .collect::<Result<_, _>>()
-    ///     .unwrap();
-    /// assert_eq!(squares[999], 1_000_000);
-    /// # Ok::<(), corral::ConfigError>(())
-    /// ```
-    pub fn map<I, F, R>(&self, items: I, f: F) -> PoolMap<'_, 'static, I::IntoIter, F, R>
-    where
-        I: IntoIterator,
-        I::Item: Send + 'static,
-        F: Fn(I::Item) -> R + Send + Sync + 'static,
-        R: Send + 'static,
-    {
-        PoolMap::new(&self.core, items.into_iter(), f)
-    }
-
-    /// The pool's token, handed to [`submit_with_token`](WorkerPool::submit_with_token)
-    /// tasks. Cancelling it makes the pool refuse new tasks and drop queued ones (their
-    /// handles resolve to [`TaskError::Cancelled`]), as `shutdown_now` does.
-    pub fn token(&self) -> &CancelToken {
-        self.core.token()
-    }
-
-    /// A snapshot of the counters.
-    pub fn stats(&self) -> PoolStats {
-        self.core.stats()
-    }
-
-    /// Stops accepting tasks (later submits get [`SubmitError::Closed`]); queued tasks
-    /// still run. A submitter already waiting for room may still get its task in.
-    pub fn close(&self) {
-        self.core.close();
-    }
-
-    /// Whether the pool refuses new tasks.
-    pub fn is_closed(&self) -> bool {
-        self.core.is_closed() || self.core.token().is_cancelled()
-    }
-
-    fn stop(&mut self) -> ShutdownReport {
-        self.core.disconnect();
-        for handle in self.handles.drain(..) {
-            // Workers catch every task panic, so a join error cannot carry one.
-            let _ = handle.join();
-        }
-        self.core.drain();
-        self.core.report()
-    }
-
-    /// Stops accepting tasks, runs everything already queued, joins every worker and
-    /// reports how the pool's tasks ended.
-    pub fn shutdown(mut self) -> ShutdownReport {
-        self.stop()
-    }
-
-    /// Cancels the pool token, runs nothing more from the queue (those handles resolve
-    /// to [`TaskError::Cancelled`], counted in [`ShutdownReport::never_ran`]), waits for
-    /// the tasks already running and joins every worker.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// let pool = corral::WorkerPool::builder().workers(1).build()?;
-    /// let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-    /// let running = pool.submit(move || gate_rx.recv().ok()).unwrap();
-    /// let queued: Vec<_> = (0..5).map(|i| pool.submit(move || i).unwrap()).collect();
-    /// # while pool.stats().busy == 0 { std::thread::yield_now(); }
-    /// let stopper = std::thread::spawn(move || pool.shutdown_now());
-    /// # while !queued.iter().all(|h| h.is_finished()) { std::thread::yield_now(); }
-    /// gate_tx.send(()).unwrap(); // let the running task finish
-    /// let report = stopper.join().unwrap();
-    /// assert_eq!(report.never_ran, 5);
-    /// assert!(queued.into_iter().all(|h| h.join().unwrap_err().is_cancelled()));
-    /// assert!(running.join().is_ok());
-    /// # Ok::<(), corral::ConfigError>(())
-    /// ```
-    pub fn shutdown_now(mut self) -> ShutdownReport {
-        self.core.cancel();
-        self.stop()
-    }
-
-    /// Shuts down gracefully if that finishes within `timeout`. Otherwise it cancels
-    /// the pool token (queued tasks will not run) and, if a task is still running once
-    /// the idle workers have exited, hands the pool back instead of detaching the
-    /// thread: call `shutdown` on it to wait, or drop it.
-    ///
-    /// # Errors
-    ///
-    /// The pool itself (closed, token cancelled) when a task was still running.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use std::time::Duration;
-    ///
-    /// let pool = corral::WorkerPool::builder().workers(1).build()?;
-    /// let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-    /// pool.execute(move || { gate_rx.recv().ok(); }).unwrap();
-    /// # while pool.stats().busy == 0 { std::thread::yield_now(); }
-    /// let pool = match pool.shutdown_timeout(Duration::from_millis(10)) {
-    ///     Ok(_) => unreachable!("the task is blocked"),
-    ///     Err(pool) => pool, // no thread was detached
-    /// };
-    /// gate_tx.send(()).unwrap();
-    /// assert_eq!(pool.shutdown().completed, 1);
-    /// # Ok::<(), corral::ConfigError>(())
-    /// ```
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Result<ShutdownReport, WorkerPool> {
-        let deadline = deadline_after(timeout);
-        self.core.disconnect();
-        if !self.core.wait_exit(deadline) {
-            self.core.cancel();
-            if !self.core.settle() {
-                return Err(self);
-            }
-        }
-        Ok(self.stop())
-    }
 }
 
-impl Drop for WorkerPool {
-    fn drop(&mut self) {
-        if self.core.is_running() {
-            if std::thread::panicking() {
-                self.core.cancel();
-            }
-            let _ = self.stop();
-        }
-    }
-}
+pool_methods!([] WorkerPool, 'static);
 
 impl fmt::Debug for WorkerPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1025,156 +1039,6 @@ impl<'scope> ScopedPool<'scope> {
         }
     }
 
-    /// As [`WorkerPool::submit`]; `f` may borrow from outside the scope.
-    ///
-    /// # Errors
-    ///
-    /// As [`WorkerPool::submit`].
-    pub fn submit<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
-    where
-        F: FnOnce() -> T + Send + 'scope,
-        T: Send + 'scope,
-    {
-        self.submit_call(Plain(f), Some(&Until::FOREVER))
-    }
-
-    /// As [`WorkerPool::try_submit`].
-    ///
-    /// # Errors
-    ///
-    /// As [`WorkerPool::try_submit`].
-    pub fn try_submit<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
-    where
-        F: FnOnce() -> T + Send + 'scope,
-        T: Send + 'scope,
-    {
-        self.submit_call(Plain(f), None)
-    }
-
-    /// As [`WorkerPool::submit_timeout`].
-    ///
-    /// # Errors
-    ///
-    /// As [`WorkerPool::submit_timeout`].
-    pub fn submit_timeout<F, T>(
-        &self,
-        f: F,
-        timeout: Duration,
-    ) -> Result<TaskHandle<T>, SubmitError<F>>
-    where
-        F: FnOnce() -> T + Send + 'scope,
-        T: Send + 'scope,
-    {
-        self.submit_call(Plain(f), Some(&Until::timeout(timeout)))
-    }
-
-    /// As [`WorkerPool::submit_deadline`].
-    ///
-    /// # Errors
-    ///
-    /// As [`WorkerPool::submit_deadline`].
-    pub fn submit_deadline<F, T>(
-        &self,
-        f: F,
-        deadline: Instant,
-    ) -> Result<TaskHandle<T>, SubmitError<F>>
-    where
-        F: FnOnce() -> T + Send + 'scope,
-        T: Send + 'scope,
-    {
-        self.submit_call(Plain(f), Some(&Until::deadline(deadline)))
-    }
-
-    /// As [`WorkerPool::submit_cancellable`].
-    ///
-    /// # Errors
-    ///
-    /// As [`WorkerPool::submit_cancellable`].
-    pub fn submit_cancellable<F, T>(
-        &self,
-        f: F,
-        token: &CancelToken,
-    ) -> Result<TaskHandle<T>, SubmitError<F>>
-    where
-        F: FnOnce() -> T + Send + 'scope,
-        T: Send + 'scope,
-    {
-        self.submit_call(Plain(f), Some(&Until::cancellable(token)))
-    }
-
-    /// As [`WorkerPool::submit_with_token`].
-    ///
-    /// # Errors
-    ///
-    /// As [`WorkerPool::submit`].
-    pub fn submit_with_token<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
-    where
-        F: FnOnce(&CancelToken) -> T + Send + 'scope,
-        T: Send + 'scope,
-    {
-        self.submit_call(Tokened(f), Some(&Until::FOREVER))
-    }
-
-    /// As [`WorkerPool::execute`]; `f` may borrow from outside the scope.
-    ///
-    /// # Errors
-    ///
-    /// As [`WorkerPool::submit`].
-    pub fn execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
-    where
-        F: FnOnce() + Send + 'scope,
-    {
-        self.execute_call(f, Some(&Until::FOREVER))
-    }
-
-    /// As [`WorkerPool::try_execute`].
-    ///
-    /// # Errors
-    ///
-    /// As [`WorkerPool::try_submit`].
-    pub fn try_execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
-    where
-        F: FnOnce() + Send + 'scope,
-    {
-        self.execute_call(f, None)
-    }
-
-    /// As [`WorkerPool::execute_timeout`].
-    ///
-    /// # Errors
-    ///
-    /// As [`WorkerPool::submit_timeout`].
-    pub fn execute_timeout<F>(&self, f: F, timeout: Duration) -> Result<(), SubmitError<F>>
-    where
-        F: FnOnce() + Send + 'scope,
-    {
-        self.execute_call(f, Some(&Until::timeout(timeout)))
-    }
-
-    /// As [`WorkerPool::execute_deadline`].
-    ///
-    /// # Errors
-    ///
-    /// As [`WorkerPool::submit_deadline`].
-    pub fn execute_deadline<F>(&self, f: F, deadline: Instant) -> Result<(), SubmitError<F>>
-    where
-        F: FnOnce() + Send + 'scope,
-    {
-        self.execute_call(f, Some(&Until::deadline(deadline)))
-    }
-
-    /// As [`WorkerPool::execute_cancellable`].
-    ///
-    /// # Errors
-    ///
-    /// As [`WorkerPool::submit_cancellable`].
-    pub fn execute_cancellable<F>(&self, f: F, token: &CancelToken) -> Result<(), SubmitError<F>>
-    where
-        F: FnOnce() + Send + 'scope,
-    {
-        self.execute_call(f, Some(&Until::cancellable(token)))
-    }
-
     fn execute_call<F>(&self, f: F, until: Option<&Until<'_>>) -> Result<(), SubmitError<F>>
     where
         F: FnOnce() + Send + 'scope,
@@ -1192,64 +1056,9 @@ impl<'scope> ScopedPool<'scope> {
             }
         })
     }
-
-    /// As [`WorkerPool::map`]; `f` and the items may borrow from outside the scope.
-    pub fn map<'p, I, F, R>(&'p self, items: I, f: F) -> PoolMap<'p, 'scope, I::IntoIter, F, R>
-    where
-        I: IntoIterator,
-        I::Item: Send + 'scope,
-        F: Fn(I::Item) -> R + Send + Sync + 'scope,
-        R: Send + 'scope,
-    {
-        PoolMap::new(&self.core, items.into_iter(), f)
-    }
-
-    /// As [`WorkerPool::token`].
-    pub fn token(&self) -> &CancelToken {
-        self.core.token()
-    }
-
-    /// As [`WorkerPool::stats`].
-    pub fn stats(&self) -> PoolStats {
-        self.core.stats()
-    }
-
-    /// As [`WorkerPool::close`].
-    pub fn close(&self) {
-        self.core.close();
-    }
-
-    fn stop(&mut self) -> ShutdownReport {
-        self.core.disconnect();
-        for handle in self.handles.drain(..) {
-            let _ = handle.join();
-        }
-        self.core.drain();
-        self.core.report()
-    }
-
-    /// As [`WorkerPool::shutdown`].
-    pub fn shutdown(mut self) -> ShutdownReport {
-        self.stop()
-    }
-
-    /// As [`WorkerPool::shutdown_now`].
-    pub fn shutdown_now(mut self) -> ShutdownReport {
-        self.core.cancel();
-        self.stop()
-    }
 }
 
-impl Drop for ScopedPool<'_> {
-    fn drop(&mut self) {
-        if self.core.is_running() {
-            if std::thread::panicking() {
-                self.core.cancel();
-            }
-            let _ = self.stop();
-        }
-    }
-}
+pool_methods!(['scope] ScopedPool<'scope>, 'scope);
 
 impl fmt::Debug for ScopedPool<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
