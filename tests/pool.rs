@@ -544,6 +544,39 @@ fn scoped_pool_shutdown_timeout_hands_the_pool_back_rather_than_detach() {
 }
 
 #[test]
+fn map_runs_unstarted_chunks_on_the_caller_when_workers_are_busy() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(8));
+    let me = thread::current().id();
+    // The only worker is blocked, so no chunk can start there: the caller runs each
+    // one itself when it needs its results, instead of waiting for the worker. (A
+    // watchdog frees the worker after LONG, so a regression fails instead of hanging.)
+    let (finished, watch) = mpsc::channel::<()>();
+    let results: Vec<(u64, thread::ThreadId)> = thread::scope(|s| {
+        let open = open.clone();
+        s.spawn(move || {
+            if watch.recv_timeout(LONG).is_err() {
+                let _ = open.send(());
+            }
+        });
+        let results = pool
+            .map(0..16u64, |n| (n * 3, thread::current().id()))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        finished.send(()).unwrap();
+        results
+    });
+    assert_eq!(
+        results.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (0..16).map(|n| n * 3).collect::<Vec<_>>()
+    );
+    assert!(results.iter().all(|r| r.1 == me));
+    open.send(()).unwrap();
+    let report = pool.shutdown();
+    assert_eq!((report.panicked, report.never_ran), (0, 0));
+}
+
+#[test]
 fn map_yields_in_order_and_isolates_panics() {
     let _check = LeakCheck::new();
     let pool = WorkerPool::builder()
