@@ -1,9 +1,10 @@
 //! Worker pool: 10,000 tiny tasks on 2 workers, submitted from one thread and waited
 //! for, beside rayon (`scope` + `spawn`), the threadpool crate (`execute` + `join`)
 //! and a hand-rolled pool of 2 threads on `crossbeam_channel::bounded(1024)` with a
-//! WaitGroup (the floor). Then `map` over tiny items beside rayon's `par_iter` on a
-//! Range (the issue's reference), `par_bridge` over an iterator and `par_iter` over a
-//! Vec collected in order.
+//! WaitGroup (the floor). Then `map` over tiny items (half a nanosecond of work) and
+//! small ones (about 30 ns) beside rayon's `par_iter` on a Range (the issue's
+//! reference), `par_bridge` over an iterator and `par_iter` over a Vec collected in
+//! order.
 //! Criterion reports time per batch; divide by the element count for ns per task.
 
 use std::hint::black_box;
@@ -146,10 +147,32 @@ fn tiny_tasks(c: &mut Criterion) {
     g.finish();
 }
 
+/// About half a nanosecond of work: the per-item cost of `map` itself dominates.
+fn tiny_work(x: u64) -> u64 {
+    x.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(7)
+}
+
+/// About 30 ns of work on this VM, so that rayon's Range `for_each` on 2 threads costs
+/// about the 15 ns per item the issue measured for its reference.
+fn small_work(x: u64) -> u64 {
+    let mut h = x;
+    for _ in 0..40 {
+        h = (h ^ (h >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    }
+    h
+}
+
 fn map_tiny_items(c: &mut Criterion) {
-    let mut g = c.benchmark_group("pool/map_100k_tiny_items");
+    map_group(c, "pool/map_100k_tiny_items", tiny_work);
+}
+
+fn map_small_items(c: &mut Criterion) {
+    map_group(c, "pool/map_100k_small_items", small_work);
+}
+
+fn map_group(c: &mut Criterion, name: &str, work: fn(u64) -> u64) {
+    let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Elements(ITEMS));
-    let work = |x: u64| x.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(7);
 
     let pool = WorkerPool::builder()
         .workers(WORKERS)
@@ -215,5 +238,5 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(2))
 }
 
-criterion_group! { name = benches; config = config(); targets = tiny_tasks, map_tiny_items }
+criterion_group! { name = benches; config = config(); targets = tiny_tasks, map_tiny_items, map_small_items }
 criterion_main!(benches);
