@@ -1,5 +1,5 @@
 //! Loom models of the pool's and the group's own synchronisation: the task result
-//! slot (complete / drop-unrun / bounded join racing). The group's limit is the
+//! slot (resolved / abandoned / bounded join racing). The group's limit is the
 //! crate's `Semaphore`, modelled in tests/loom_semaphore.rs.
 //! The queue itself is crossbeam-channel, which does not run under loom; the stress
 //! tests in tests/pool.rs cover it.
@@ -24,23 +24,23 @@ mod wait;
 
 use std::time::Duration;
 
-use handle::packet;
+use handle::{packet, TaskError};
 
 #[test]
 fn join_sees_the_result_completed_on_another_thread() {
     loom::model(|| {
-        let (done, handle) = packet::<u32>();
-        let worker = loom::thread::spawn(move || done.complete(Ok(7)));
+        let (slot, handle) = packet::<u32>();
+        let worker = loom::thread::spawn(move || slot.set(Ok(7)));
         assert_eq!(handle.join().unwrap(), 7);
         worker.join().unwrap();
     });
 }
 
 #[test]
-fn a_completer_dropped_unrun_resolves_the_handle() {
+fn an_abandoned_task_resolves_the_handle() {
     loom::model(|| {
-        let (done, handle) = packet::<u32>();
-        let worker = loom::thread::spawn(move || drop(done));
+        let (slot, handle) = packet::<u32>();
+        let worker = loom::thread::spawn(move || slot.set(Err(TaskError::Cancelled)));
         assert!(handle.join().unwrap_err().is_cancelled());
         worker.join().unwrap();
     });
@@ -49,8 +49,8 @@ fn a_completer_dropped_unrun_resolves_the_handle() {
 #[test]
 fn a_bounded_join_that_gives_up_keeps_the_result() {
     loom::model(|| {
-        let (done, handle) = packet::<u32>();
-        let worker = loom::thread::spawn(move || done.complete(Ok(3)));
+        let (slot, handle) = packet::<u32>();
+        let worker = loom::thread::spawn(move || slot.set(Ok(3)));
         let value = match handle.join_timeout(Duration::from_millis(1)) {
             Ok(result) => result.unwrap(),
             Err(handle) => handle.join().unwrap(),

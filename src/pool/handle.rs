@@ -1,13 +1,13 @@
 //! The result slot of one pool task, and the handle that waits on it.
 //!
 //! Implementation notes. A [`Packet`] is a mutex-protected result (a panic boxed, so
-//! the slot stays a few words) plus the waiting thread, shared by the [`TaskHandle`]
-//! and the [`Completer`] that travels with the queued task. The completer resolves
-//! the packet exactly once: with the task's value or panic when it runs, or with
-//! [`TaskError::Cancelled`] when it is dropped unrun (shutdown_now, an evicted or
-//! discarded task). So a handle can never wait for a task that no longer exists.
-//! Only `crate::sync` is used: the packet is model-checked under loom
-//! (tests/loom_pool.rs).
+//! the slot stays a few words) plus the waiting thread. It is resolved exactly once,
+//! by the task's cell (`task.rs`): with the value or panic when the task runs, or with
+//! [`TaskError::Cancelled`] when the job is dropped unrun (shutdown_now, an evicted or
+//! discarded task), so a handle can never wait for a task that no longer exists. An
+//! owned pool's packet lives inside the task's cell ([`AsPacket`]); others stand
+//! alone ([`packet`]). Only `crate::sync` is used: the packet is model-checked under
+//! loom (tests/loom_pool.rs).
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -129,7 +129,8 @@ impl<T> Stored<T> {
 }
 
 impl<T> Packet<T> {
-    fn set(&self, result: Result<T, TaskError>) {
+    /// Resolves the slot; called once per task (its cell hands out the closure once).
+    pub(crate) fn set(&self, result: Result<T, TaskError>) {
         let result = Stored::new(result);
         let waiter = {
             let mut slot = self.slot.lock();
@@ -143,43 +144,59 @@ impl<T> Packet<T> {
     }
 }
 
-/// The sending half of a task's result: resolves the packet exactly once, with
-/// `Cancelled` if it is dropped without a result.
-pub(crate) struct Completer<T> {
-    packet: Option<Arc<Packet<T>>>,
+/// Where a handle finds its task's result slot: inside the task's own cell (owned
+/// pools: one allocation for job and handle), or in a slot of its own.
+pub(crate) trait AsPacket<T>: Send + Sync {
+    fn packet(&self) -> &Packet<T>;
 }
 
-impl<T> Completer<T> {
-    pub(crate) fn complete(mut self, result: Result<T, TaskError>) {
-        if let Some(packet) = self.packet.take() {
-            packet.set(result);
+enum PacketRef<T> {
+    /// A slot of its own (scoped pools, `map` chunks, tests).
+    Alone(Arc<Packet<T>>),
+    /// The slot inside an owned task's cell (a std `Arc`, also under loom: the cell is
+    /// a trait object, and only the packet's own synchronisation is modelled).
+    InCell(std::sync::Arc<dyn AsPacket<T>>),
+}
+
+impl<T> Packet<T> {
+    /// An empty slot.
+    pub(crate) fn new() -> Self {
+        Packet {
+            done: AtomicBool::new(false),
+            slot: Mutex::new(Slot {
+                result: None,
+                waiter: None,
+            }),
         }
     }
 }
 
-impl<T> Drop for Completer<T> {
-    fn drop(&mut self) {
-        if let Some(packet) = self.packet.take() {
-            packet.set(Err(TaskError::Cancelled));
-        }
-    }
-}
-
-/// A new result slot: the completer goes with the task, the handle to the submitter.
-pub(crate) fn packet<T>() -> (Completer<T>, TaskHandle<T>) {
-    let packet = Arc::new(Packet {
-        done: AtomicBool::new(false),
-        slot: Mutex::new(Slot {
-            result: None,
-            waiter: None,
-        }),
-    });
+/// A new result slot of its own: the first half resolves it (once), the handle waits.
+pub(crate) fn packet<T>() -> (Arc<Packet<T>>, TaskHandle<T>) {
+    let packet = Arc::new(Packet::new());
     (
-        Completer {
-            packet: Some(Arc::clone(&packet)),
+        Arc::clone(&packet),
+        TaskHandle {
+            packet: PacketRef::Alone(packet),
         },
-        TaskHandle { packet },
     )
+}
+
+impl<T> TaskHandle<T> {
+    /// The handle of a slot inside a task's cell.
+    pub(crate) fn in_cell(cell: std::sync::Arc<dyn AsPacket<T>>) -> Self {
+        TaskHandle {
+            packet: PacketRef::InCell(cell),
+        }
+    }
+
+    #[inline]
+    fn slot(&self) -> &Packet<T> {
+        match &self.packet {
+            PacketRef::Alone(packet) => packet,
+            PacketRef::InCell(cell) => cell.packet(),
+        }
+    }
 }
 
 /// The pending result of a task submitted to a [`WorkerPool`](crate::WorkerPool).
@@ -210,7 +227,7 @@ pub(crate) fn packet<T>() -> (Completer<T>, TaskHandle<T>) {
 /// ```
 #[must_use = "dropping a TaskHandle discards the task's result (and its panic)"]
 pub struct TaskHandle<T> {
-    packet: Arc<Packet<T>>,
+    packet: PacketRef<T>,
 }
 
 impl<T> TaskHandle<T> {
@@ -274,14 +291,14 @@ impl<T> TaskHandle<T> {
 
     /// Whether the result is ready (the task ran, panicked or was cancelled).
     pub fn is_finished(&self) -> bool {
-        self.packet.done.load(Ordering::Acquire)
+        self.slot().done.load(Ordering::Acquire)
     }
 
     fn take(&self) -> Option<Result<T, TaskError>> {
         if !self.is_finished() {
             return None;
         }
-        self.packet
+        self.slot()
             .slot
             .lock()
             .result
@@ -307,14 +324,14 @@ impl<T> TaskHandle<T> {
         let _wake = until.unpark_on_cancel();
         loop {
             {
-                let mut slot = self.packet.slot.lock();
+                let mut slot = self.slot().slot.lock();
                 if let Some(result) = slot.result.take() {
                     return Ok(result.into_result());
                 }
                 slot.waiter = Some(thread::current());
             }
             if until.park().is_err() {
-                let mut slot = self.packet.slot.lock();
+                let mut slot = self.slot().slot.lock();
                 slot.waiter = None;
                 return match slot.result.take() {
                     Some(result) => Ok(result.into_result()),

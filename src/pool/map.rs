@@ -141,10 +141,7 @@ where
                 let batch = input.lock().take();
                 batch.map(|batch| run_chunk(batch, &*f))
             };
-            let job: Job<'a> = Box::new(Cell {
-                call: Plain(work),
-                done: Some(done),
-            });
+            let job = Job::new(Arc::new(Cell::new(Plain(work), done)));
             match self.core.push_wait(job) {
                 Ok(()) => self.pending.push_back(Pending::Queued(handle, claim, n)),
                 Err(job) => {

@@ -20,7 +20,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use self::core::{work, Core, OnDropFn, Refusal};
-use self::task::{Call, Cell, Job, Owned, Plain, Shared, Tokened};
+use self::handle::{AsPacket, Packet};
+use self::task::{Call, Cell, Deliver, Job, Nowhere, Owned, Plain, Task, Tokened};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::config::ConfigError;
 use crate::overflow::Overflow;
@@ -30,7 +31,6 @@ use crate::spawn::{spawn, ThreadSpec};
 use std::sync::Arc;
 
 use crate::wait::Until;
-use parking_lot::Mutex;
 
 pub(crate) use self::handle::packet;
 pub use self::handle::{TaskError, TaskHandle};
@@ -926,14 +926,15 @@ impl WorkerPool {
         C: Call + 'static,
         C::Out: Send + 'static,
     {
-        let (done, handle) = packet();
-        let job: Job<'static> = Box::new(Owned(Cell {
-            call,
-            done: Some(done),
-        }));
-        match self.core.push(job, until) {
+        // One allocation: the handle reads its result from the queued task's cell.
+        let cell = Arc::new(Owned(Cell::new(call, Packet::new())));
+        let handle = TaskHandle::in_cell(Arc::clone(&cell) as Arc<dyn AsPacket<C::Out>>);
+        match self.core.push(Job::new(cell), until) {
             Ok(()) => Ok(handle),
-            Err((job, why)) => Err(SubmitError::from_refusal(reclaim::<C>(job), why)),
+            Err((job, why)) => Err(SubmitError::from_refusal(
+                reclaim::<C, Packet<C::Out>>(job),
+                why,
+            )),
         }
     }
 
@@ -941,13 +942,10 @@ impl WorkerPool {
     where
         F: FnOnce() + Send + 'static,
     {
-        let job: Job<'static> = Box::new(Owned(Cell {
-            call: Plain(f),
-            done: None,
-        }));
+        let job = Job::new(Arc::new(Owned(Cell::new(Plain(f), Nowhere))));
         self.core
             .push(job, until)
-            .map_err(|(job, why)| SubmitError::from_refusal(reclaim::<Plain<F>>(job), why))
+            .map_err(|(job, why)| SubmitError::from_refusal(reclaim::<Plain<F>, Nowhere>(job), why))
     }
 }
 
@@ -962,13 +960,13 @@ impl fmt::Debug for WorkerPool {
     }
 }
 
-/// The closure inside a job this pool just built from a `C`.
-fn reclaim<C>(job: Job<'static>) -> C::Closure
+/// The closure inside a job this pool just built from a `C` and a `D`.
+fn reclaim<C, D>(job: Job<'static>) -> C::Closure
 where
     C: Call + 'static,
-    C::Out: Send + 'static,
+    D: Deliver<C::Out> + 'static,
 {
-    match Owned::<C>::reclaim(job) {
+    match Owned::<C, D>::reclaim(job) {
         Some(closure) => closure,
         // A refused job is always the one just built, of this very type.
         None => unreachable!("corral: a refused job is the one just submitted"),
@@ -1023,37 +1021,34 @@ impl<'scope> ScopedPool<'scope> {
         C: Call + 'scope,
         C::Out: Send + 'scope,
     {
-        let (done, handle) = packet();
-        let slot = Arc::new(Mutex::new(Some(call)));
-        let job: Job<'scope> = Box::new(Shared {
-            call: Arc::clone(&slot),
-            done: Some(done),
-        });
-        match self.core.push(job, until) {
-            Ok(()) => Ok(handle),
-            Err((job, why)) => {
-                drop(job);
-                let taken = slot.lock().take();
-                match taken {
-                    Some(call) => Err(SubmitError::from_refusal(call.into_closure(), why)),
-                    None => unreachable!("corral: a refused job never ran"),
-                }
-            }
-        }
+        let (slot, handle) = packet();
+        let cell = Arc::new(Cell::new(call, slot));
+        self.push_cell(Arc::clone(&cell) as Arc<dyn Task + 'scope>, &cell, until)?;
+        Ok(handle)
     }
 
     fn execute_call<F>(&self, f: F, until: Option<&Until<'_>>) -> Result<(), SubmitError<F>>
     where
         F: FnOnce() + Send + 'scope,
     {
-        let slot = Arc::new(Mutex::new(Some(Plain(f))));
-        let job: Job<'scope> = Box::new(Shared {
-            call: Arc::clone(&slot),
-            done: None,
-        });
-        self.core.push(job, until).map_err(|(job, why)| {
-            drop(job);
-            match slot.lock().take() {
+        let cell = Arc::new(Cell::new(Plain(f), Nowhere));
+        self.push_cell(Arc::clone(&cell) as Arc<dyn Task + 'scope>, &cell, until)
+    }
+
+    /// Queues a cell; on a refusal, takes the closure back through the submitter's
+    /// own reference to it (borrowing tasks cannot be downcast like owned ones).
+    fn push_cell<C, D>(
+        &self,
+        task: Arc<dyn Task + 'scope>,
+        cell: &Cell<C, D>,
+        until: Option<&Until<'_>>,
+    ) -> Result<(), SubmitError<C::Closure>>
+    where
+        C: Call,
+    {
+        self.core.push(Job::new(task), until).map_err(|(job, why)| {
+            drop(job.into_task()); // not abandoned: the closure goes back
+            match cell.take() {
                 Some(call) => SubmitError::from_refusal(call.into_closure(), why),
                 None => unreachable!("corral: a refused job never ran"),
             }

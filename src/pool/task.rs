@@ -1,20 +1,25 @@
 //! Type-erased queued tasks.
 //!
-//! Implementation notes. The queue carries `Job<'a> = Box<dyn Task + 'a>`: one
-//! allocation per task, the same as a hand-rolled `Box<dyn FnOnce()>` pool. A refused
-//! task must go back to its submitter as the original closure, so the erasure has to be
-//! reversible. Owned pools (`'static` tasks) box an [`Owned`] cell, which can turn
-//! itself into `Box<dyn Any>` and be downcast back: the hot path pays nothing for that.
-//! Scoped pools cannot use `Any` (their tasks borrow), so they box a [`Shared`] cell
-//! whose closure sits in an `Arc<Mutex<Option<_>>>` that the submitter also holds until
-//! the send succeeds.
+//! Implementation notes. The queue carries [`Job`]s: an `Arc<dyn Task>` to a [`Cell`]
+//! that holds the closure (taken exactly once, under a mutex nobody contends) and where
+//! its result goes. A task with a handle on an owned pool keeps its result slot inside
+//! the same cell, and the [`TaskHandle`](crate::TaskHandle) holds the cell too: one
+//! allocation per task instead of a boxed job plus a separate slot. The submitter
+//! usually drops the last reference when it joins, so the memory goes back to the
+//! submitting thread's allocator cache, which is where the next submit asks for it.
+//!
+//! A job dropped without running abandons its cell (the closure is dropped and the
+//! handle resolves to `Cancelled`), so no handle waits for a task that is gone. A
+//! refused task goes back to its submitter as the original closure: owned pools
+//! (`'static` tasks) downcast the cell through `Any`; scoped pools, whose tasks borrow,
+//! keep their own reference to the cell until the send succeeds.
 
 use std::any::Any;
 use std::fmt;
 
 use crate::cancel::CancelToken;
 use crate::panic::Panic;
-use crate::pool::handle::{Completer, TaskError};
+use crate::pool::handle::{AsPacket, Packet, TaskError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -57,16 +62,49 @@ impl Tally<'_> {
     }
 }
 
-pub(crate) trait Task: Send {
-    fn run(self: Box<Self>, token: &CancelToken, tally: Tally<'_>) -> Outcome;
+pub(crate) trait Task: Send + Sync {
+    /// Runs the task, once: the closure is taken out of its cell.
+    fn run(&self, token: &CancelToken, tally: Tally<'_>) -> Outcome;
+
+    /// The task will never run: drops the closure and resolves its handle (if any)
+    /// to `Cancelled`. Does nothing once the closure has been taken.
+    fn abandon(&self);
 
     /// `Some` for cells of `'static` tasks, so a refused task can be downcast back.
-    fn into_any(self: Box<Self>) -> Option<Box<dyn Any + Send>> {
+    fn into_any(self: Arc<Self>) -> Option<Arc<dyn Any + Send + Sync>> {
         None
     }
 }
 
-pub(crate) type Job<'a> = Box<dyn Task + 'a>;
+/// A queued task. Dropping a job that has not run abandons it (its handle resolves to
+/// `Cancelled`), wherever that happens: a cancelled pool, an eviction, a shutdown.
+pub(crate) struct Job<'a>(Option<Arc<dyn Task + 'a>>);
+
+impl<'a> Job<'a> {
+    pub(crate) fn new(task: Arc<dyn Task + 'a>) -> Self {
+        Job(Some(task))
+    }
+
+    pub(crate) fn run(mut self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
+        match self.0.take() {
+            Some(task) => task.run(token, tally),
+            None => Outcome::Done,
+        }
+    }
+
+    /// The cell, without abandoning it (to take a refused closure back).
+    pub(crate) fn into_task(mut self) -> Option<Arc<dyn Task + 'a>> {
+        self.0.take()
+    }
+}
+
+impl Drop for Job<'_> {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abandon();
+        }
+    }
+}
 
 /// A user closure, with or without the pool token.
 pub(crate) trait Call: Send {
@@ -104,88 +142,134 @@ impl<F: FnOnce(&CancelToken) -> T + Send, T> Call for Tokened<F> {
     }
 }
 
-fn finish<T>(result: Result<T, Panic>, done: Option<Completer<T>>, tally: Tally<'_>) -> Outcome {
-    match &result {
-        Ok(_) => tally.bump(tally.completed),
-        Err(_) => tally.bump(tally.panicked),
-    }
-    match (result, done) {
-        (Ok(value), Some(done)) => {
-            done.complete(Ok(value));
-            Outcome::Done
-        }
-        (Ok(_), None) => Outcome::Done,
-        (Err(panic), Some(done)) => {
-            done.complete(Err(TaskError::Panicked(panic)));
-            Outcome::Panicked(None)
-        }
-        (Err(panic), None) => Outcome::Panicked(Some(panic)),
+/// Where a task's result goes.
+pub(crate) trait Deliver<T>: Send + Sync {
+    /// Hands the result on; a panic nobody receives comes back.
+    fn deliver(&self, result: Result<T, TaskError>) -> Option<Panic>;
+}
+
+/// Fire-and-forget: the value is dropped, a panic goes back to the worker.
+pub(crate) struct Nowhere;
+
+impl<T> Deliver<T> for Nowhere {
+    fn deliver(&self, result: Result<T, TaskError>) -> Option<Panic> {
+        result.err().and_then(TaskError::into_panic)
     }
 }
 
-/// A task and where its result goes (nowhere for fire-and-forget tasks).
-pub(crate) struct Cell<C: Call> {
-    pub(crate) call: C,
-    pub(crate) done: Option<Completer<C::Out>>,
+impl<T: Send> Deliver<T> for Packet<T> {
+    fn deliver(&self, result: Result<T, TaskError>) -> Option<Panic> {
+        self.set(result);
+        None
+    }
 }
 
-impl<C: Call> Task for Cell<C>
+impl<T: Send> Deliver<T> for crate::sync::Arc<Packet<T>> {
+    fn deliver(&self, result: Result<T, TaskError>) -> Option<Panic> {
+        self.set(result);
+        None
+    }
+}
+
+/// A queued task: its closure, taken once (by the worker that runs it, by an
+/// abandonment, or by the submitter taking a refused task back), and where its
+/// result goes. Owned pools put the result slot inline, so a task with a handle is one
+/// allocation shared by the job and the [`TaskHandle`](crate::TaskHandle).
+pub(crate) struct Cell<C, D> {
+    call: Mutex<Option<C>>,
+    pub(crate) done: D,
+}
+
+impl<C, D> Cell<C, D> {
+    pub(crate) fn new(call: C, done: D) -> Self {
+        Cell {
+            call: Mutex::new(Some(call)),
+            done,
+        }
+    }
+
+    /// The closure, unless it was already taken.
+    pub(crate) fn take(&self) -> Option<C> {
+        self.call.lock().take()
+    }
+}
+
+impl<C, D> Task for Cell<C, D>
 where
-    C::Out: Send,
+    C: Call,
+    D: Deliver<C::Out>,
 {
-    fn run(self: Box<Self>, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-        let Cell { call, done } = *self;
-        finish(Panic::catch_any(|| call.call(token)), done, tally)
+    fn run(&self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
+        let Some(call) = self.take() else {
+            return Outcome::Done;
+        };
+        let result = Panic::catch_any(|| call.call(token));
+        match &result {
+            Ok(_) => tally.bump(tally.completed),
+            Err(_) => tally.bump(tally.panicked),
+        }
+        match result {
+            Ok(value) => {
+                self.done.deliver(Ok(value));
+                Outcome::Done
+            }
+            Err(panic) => Outcome::Panicked(self.done.deliver(Err(TaskError::Panicked(panic)))),
+        }
+    }
+
+    fn abandon(&self) {
+        if let Some(call) = self.take() {
+            drop(call);
+            self.done.deliver(Err(TaskError::Cancelled));
+        }
     }
 }
 
 /// A `'static` cell that can be downcast back after a refusal.
-pub(crate) struct Owned<C: Call>(pub(crate) Cell<C>);
+pub(crate) struct Owned<C, D>(pub(crate) Cell<C, D>);
 
-impl<C: Call + 'static> Task for Owned<C>
+impl<C, D> Task for Owned<C, D>
 where
-    C::Out: Send + 'static,
+    C: Call + 'static,
+    D: Deliver<C::Out> + 'static,
 {
-    fn run(self: Box<Self>, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-        let Owned(Cell { call, done }) = *self;
-        finish(Panic::catch_any(|| call.call(token)), done, tally)
+    fn run(&self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
+        self.0.run(token, tally)
     }
 
-    fn into_any(self: Box<Self>) -> Option<Box<dyn Any + Send>> {
+    fn abandon(&self) {
+        self.0.abandon();
+    }
+
+    fn into_any(self: Arc<Self>) -> Option<Arc<dyn Any + Send + Sync>> {
         Some(self)
     }
 }
 
-impl<C: Call + 'static> Owned<C>
+impl<C, D> Owned<C, D>
 where
-    C::Out: Send + 'static,
+    C: Call + 'static,
+    D: Deliver<C::Out> + 'static,
 {
-    /// The closure of a job built by `Owned::job` for this `C`.
+    /// The closure of a job built from an `Owned<C, D>`.
     pub(crate) fn reclaim(job: Job<'static>) -> Option<C::Closure> {
-        let owned = job.into_any()?.downcast::<Owned<C>>().ok()?;
-        let Owned(Cell { call, done }) = *owned;
-        drop(done);
-        Some(call.into_closure())
+        let owned = job
+            .into_task()?
+            .into_any()?
+            .downcast::<Owned<C, D>>()
+            .ok()?;
+        owned.0.take().map(Call::into_closure)
     }
 }
 
-/// A borrowing cell whose closure the submitter can take back (scoped pools).
-pub(crate) struct Shared<C: Call> {
-    pub(crate) call: Arc<Mutex<Option<C>>>,
-    pub(crate) done: Option<Completer<C::Out>>,
-}
-
-impl<C: Call> Task for Shared<C>
+/// An owned task's result slot as its handle sees it: inside the shared cell.
+impl<C, T> AsPacket<T> for Owned<C, Packet<T>>
 where
-    C::Out: Send,
+    C: Send,
+    T: Send,
 {
-    fn run(self: Box<Self>, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-        let Shared { call, done } = *self;
-        let taken = call.lock().take();
-        match taken {
-            Some(call) => finish(Panic::catch_any(|| call.call(token)), done, tally),
-            None => Outcome::Done,
-        }
+    fn packet(&self) -> &Packet<T> {
+        &self.0.done
     }
 }
 
