@@ -318,6 +318,40 @@ fn shutdown_timeout_hands_the_pool_back_rather_than_detach() {
 }
 
 #[test]
+fn submit_with_token_has_every_bounded_form_and_hands_the_task_back() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(1));
+    let queued = pool
+        .try_submit_with_token(|token| token.is_cancelled())
+        .unwrap();
+    // The queue is full from here on: each bounded form gives the task back.
+    let full = pool.try_submit_with_token(|_| 1).unwrap_err();
+    assert!(full.is_full());
+    assert_eq!(full.into_inner()(&CancelToken::new()), 1);
+    let late = pool
+        .submit_with_token_timeout(|_| 2, Duration::from_millis(5))
+        .unwrap_err();
+    assert!(late.is_timeout());
+    assert!(pool
+        .submit_with_token_deadline(|_| 3, Instant::now())
+        .unwrap_err()
+        .is_timeout());
+    let stop = CancelToken::new();
+    stop.cancel();
+    assert!(pool
+        .submit_with_token_cancellable(|_| 4, &stop)
+        .unwrap_err()
+        .is_cancelled());
+    open.send(()).unwrap();
+    assert!(
+        !queued.join().unwrap(),
+        "the pool token is live while the pool runs"
+    );
+    let report = pool.shutdown();
+    assert_eq!((report.completed, report.rejected), (2, 4));
+}
+
+#[test]
 fn handles_wait_with_bounds_and_come_back() {
     let _check = LeakCheck::new();
     let (pool, open) = blocked_pool(WorkerPool::builder());

@@ -640,6 +640,77 @@ macro_rules! pool_methods {
                 self.submit_call(Tokened(f), Some(&Until::FOREVER))
             }
 
+            /// As [`submit_with_token`](Self::submit_with_token), only if that needs
+            /// no waiting.
+            ///
+            /// # Errors
+            ///
+            /// As [`try_submit`](Self::try_submit).
+            pub fn try_submit_with_token<F, T>(
+                &self,
+                f: F,
+            ) -> Result<TaskHandle<T>, SubmitError<F>>
+            where
+                F: FnOnce(&CancelToken) -> T + Send + $lt,
+                T: Send + $lt,
+            {
+                self.submit_call(Tokened(f), None)
+            }
+
+            /// As [`submit_with_token`](Self::submit_with_token), waiting at most
+            /// `timeout` for room.
+            ///
+            /// # Errors
+            ///
+            /// As [`submit_timeout`](Self::submit_timeout).
+            pub fn submit_with_token_timeout<F, T>(
+                &self,
+                f: F,
+                timeout: Duration,
+            ) -> Result<TaskHandle<T>, SubmitError<F>>
+            where
+                F: FnOnce(&CancelToken) -> T + Send + $lt,
+                T: Send + $lt,
+            {
+                self.submit_call(Tokened(f), Some(&Until::timeout(timeout)))
+            }
+
+            /// As [`submit_with_token`](Self::submit_with_token), waiting until
+            /// `deadline` at most for room.
+            ///
+            /// # Errors
+            ///
+            /// As [`submit_deadline`](Self::submit_deadline).
+            pub fn submit_with_token_deadline<F, T>(
+                &self,
+                f: F,
+                deadline: Instant,
+            ) -> Result<TaskHandle<T>, SubmitError<F>>
+            where
+                F: FnOnce(&CancelToken) -> T + Send + $lt,
+                T: Send + $lt,
+            {
+                self.submit_call(Tokened(f), Some(&Until::deadline(deadline)))
+            }
+
+            /// As [`submit_with_token`](Self::submit_with_token), waiting for room until
+            /// `token` is cancelled (the task still receives the pool's token).
+            ///
+            /// # Errors
+            ///
+            /// As [`submit_cancellable`](Self::submit_cancellable).
+            pub fn submit_with_token_cancellable<F, T>(
+                &self,
+                f: F,
+                token: &CancelToken,
+            ) -> Result<TaskHandle<T>, SubmitError<F>>
+            where
+                F: FnOnce(&CancelToken) -> T + Send + $lt,
+                T: Send + $lt,
+            {
+                self.submit_call(Tokened(f), Some(&Until::cancellable(token)))
+            }
+
             /// Queues a fire-and-forget task: no handle, the cheapest form. A panic is counted
             /// and the first one is kept in [`ShutdownReport::first_panic`].
             ///
