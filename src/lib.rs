@@ -287,6 +287,7 @@ mod pipeline;
 mod pool;
 mod queue;
 mod rate;
+mod resilience;
 mod scope;
 mod semaphore;
 mod spawn;
@@ -318,6 +319,7 @@ pub use rate::{
     CheckError, InsufficientCapacity, KeyedRateLimiter, KeyedRateLimiterBuilder, KeyedStats,
     NotUntil, RateLimiter, RateLimiterBuilder, RateStats, Reservation, WaitError,
 };
+pub use resilience::{Resilience, ResilienceBuilder, ResilienceError, ResilienceStats};
 pub use scope::{scope, try_scope, Scope, ScopedHandle};
 pub use semaphore::{
     AcquireError, OwnedPermit, Permit, Semaphore, SemaphoreStats, TryAcquireError,

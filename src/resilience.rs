@@ -1,0 +1,530 @@
+//! One call through a bulkhead, a rate limiter, a circuit breaker and a deadline, with
+//! retries, all under one cancellation token.
+//!
+//! Implementation notes. [`Resilience`] owns no threads and no state of its own beyond
+//! counters: it orders the crate's primitives around the caller's closure, on the
+//! caller's thread. Per attempt: a bulkhead permit ([`Semaphore`]), then a rate-limiter
+//! slot ([`RateLimiter`]), then a breaker guard ([`CircuitBreaker`]), then the call;
+//! the permit is held only for the attempt, never across a backoff. Every wait (for
+//! the permit, the slot, the backoff) is bounded by one [`CancelToken`] that carries
+//! the call's deadline and the caller's cancellation, and the closure receives that
+//! same token, so a cooperative call stops at the deadline too. A call that ignores
+//! its token cannot be pre-empted (threads are not killed); it is reported as it
+//! ends. Once an attempt has failed, a later refusal (the breaker opened, the deadline
+//! came) ends the call with that failure, so the caller always gets the error of the
+//! last attempt that ran rather than a refusal that hides it.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::breaker::{BreakerGuard, CircuitBreaker};
+use crate::cancel::{CancelReason, CancelToken};
+use crate::clock::{Clock, SystemClock};
+use crate::config::ConfigError;
+use crate::rate::{RateLimiter, WaitError};
+use crate::semaphore::{AcquireError, Permit, Semaphore};
+
+/// Why a call through a [`Resilience`] stack produced no value.
+///
+/// # Example
+///
+/// ```
+/// use corral::{Resilience, ResilienceError};
+///
+/// let stack = Resilience::builder().retries(2).build()?;
+/// let outcome: Result<u32, _> = stack.call(|_token| Err::<u32, _>("upstream down"));
+/// match outcome {
+///     Err(ResilienceError::Failed { error, attempts }) => {
+///         assert_eq!((error, attempts), ("upstream down", 3));
+///     }
+///     other => unreachable!("{other:?}"),
+/// }
+/// # Ok::<(), corral::ConfigError>(())
+/// ```
+#[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResilienceError<E> {
+    /// The call ran and failed: the error of the last attempt, and how many ran.
+    Failed {
+        /// The last attempt's error.
+        error: E,
+        /// Attempts that ran (1 plus the retries that happened).
+        attempts: u32,
+    },
+    /// The circuit breaker refused the first attempt.
+    BreakerOpen {
+        /// When the breaker expects to admit a trial call, if it is open.
+        retry_after: Option<Duration>,
+    },
+    /// The bulkhead admits no call: it is closed (or shrunk to zero permits).
+    BulkheadClosed,
+    /// The deadline passed, or the caller's token was cancelled, before the first
+    /// attempt could start (waiting for the bulkhead or the rate limiter).
+    Cancelled(CancelReason),
+}
+
+impl<E> ResilienceError<E> {
+    /// The call's own error, if an attempt ran and failed.
+    pub fn into_inner(self) -> Option<E> {
+        match self {
+            ResilienceError::Failed { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// Whether no attempt ran (a layer of the stack refused the call).
+    pub fn is_refused(&self) -> bool {
+        !matches!(self, ResilienceError::Failed { .. })
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for ResilienceError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResilienceError::Failed { error, attempts } => {
+                write!(f, "call failed after {attempts} attempt(s): {error}")
+            }
+            ResilienceError::BreakerOpen {
+                retry_after: Some(d),
+            } => write!(f, "circuit breaker is open (retry after {d:?})"),
+            ResilienceError::BreakerOpen { retry_after: None } => {
+                f.write_str("circuit breaker refused the call")
+            }
+            ResilienceError::BulkheadClosed => f.write_str("bulkhead admits no call"),
+            ResilienceError::Cancelled(reason) => write!(f, "call not started: {reason}"),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for ResilienceError<E> {}
+
+/// A rate limiter of any clock, as the stack uses it.
+trait Admit: Send + Sync {
+    fn admit(&self, token: &CancelToken) -> Result<(), WaitError>;
+}
+
+impl<C: Clock> Admit for RateLimiter<C> {
+    fn admit(&self, token: &CancelToken) -> Result<(), WaitError> {
+        self.wait_cancellable(token)
+    }
+}
+
+/// Counters of a [`Resilience`] stack (relaxed snapshots).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResilienceStats {
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that returned a value.
+    pub succeeded: u64,
+    /// Calls that returned [`ResilienceError::Failed`].
+    pub failed: u64,
+    /// Calls refused before any attempt (breaker, bulkhead, deadline or cancel).
+    pub refused: u64,
+    /// Attempts made after a failed one.
+    pub retries: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    calls: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    refused: AtomicU64,
+    retries: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A composed resilience stack around one dependency: bulkhead → rate limiter →
+/// circuit breaker → the call, under a deadline, with retries and exponential backoff.
+///
+/// Every layer is optional and shared (`Arc`), so the same semaphore, limiter or
+/// breaker can also guard other code. All waits are bounded by the per-call
+/// [`timeout`](ResilienceBuilder::timeout) and by the caller's token
+/// ([`call_cancellable`](Resilience::call_cancellable)); the closure gets that token.
+///
+/// # Example
+///
+/// ```
+/// use corral::{CircuitBreaker, RateLimiter, Resilience, Semaphore};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// let stack = Resilience::builder()
+///     .bulkhead(Arc::new(Semaphore::new(8))) // at most 8 calls in flight
+///     .rate_limiter(Arc::new(RateLimiter::per_second(1000).burst(100).build()?))
+///     .breaker(Arc::new(CircuitBreaker::builder().consecutive_failures(5).build()?))
+///     .timeout(Duration::from_secs(2))
+///     .retries(2)
+///     .backoff(Duration::from_millis(1), Duration::from_millis(50))
+///     .build()?;
+/// let mut flaky = 0;
+/// let answer = stack.call(|token| {
+///     assert!(!token.is_cancelled()); // a real call would pass the token down
+///     flaky += 1;
+///     if flaky < 2 { Err("timeout from upstream") } else { Ok(42) }
+/// });
+/// assert_eq!(answer, Ok(42));
+/// assert_eq!(stack.stats().retries, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Resilience {
+    bulkhead: Option<Arc<Semaphore>>,
+    limiter: Option<Arc<dyn Admit>>,
+    breaker: Option<Arc<CircuitBreaker>>,
+    timeout: Option<Duration>,
+    retries: u32,
+    backoff: (Duration, Duration),
+    clock: Arc<dyn Clock>,
+    counters: Counters,
+}
+
+impl Resilience {
+    /// A builder with no layers, no timeout and no retries.
+    pub fn builder() -> ResilienceBuilder {
+        ResilienceBuilder::default()
+    }
+
+    /// Calls `f` through the stack; every error counts as a failure (for the breaker
+    /// and for retries). `f` runs on the calling thread, once per attempt; a panic in
+    /// it propagates (the breaker records it as a failure, the permit is released).
+    ///
+    /// # Errors
+    ///
+    /// [`ResilienceError::Failed`] with the last attempt's error, or the refusal of
+    /// the layer that stopped the first attempt.
+    pub fn call<T, E>(
+        &self,
+        f: impl FnMut(&CancelToken) -> Result<T, E>,
+    ) -> Result<T, ResilienceError<E>> {
+        self.call_with(&CancelToken::new(), |_| true, f)
+    }
+
+    /// As [`call`](Resilience::call), also stopping when `token` is cancelled; the
+    /// closure gets a child of `token` that carries the stack's timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Resilience::call).
+    pub fn call_cancellable<T, E>(
+        &self,
+        token: &CancelToken,
+        f: impl FnMut(&CancelToken) -> Result<T, E>,
+    ) -> Result<T, ResilienceError<E>> {
+        self.call_with(token, |_| true, f)
+    }
+
+    /// The general form: `is_failure` says which errors are failures. Other errors
+    /// (a "not found", a validation error) say nothing about the dependency's health:
+    /// they are recorded as successes by the breaker and returned without a retry.
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Resilience::call).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{CancelToken, Resilience, ResilienceError};
+    ///
+    /// let stack = Resilience::builder().retries(3).build()?;
+    /// let mut attempts = 0;
+    /// let lookup = stack.call_with(&CancelToken::new(), |e: &&str| *e != "not found", |_| {
+    ///     attempts += 1;
+    ///     Err::<u32, _>("not found")
+    /// });
+    /// assert_eq!(lookup, Err(ResilienceError::Failed { error: "not found", attempts: 1 }));
+    /// assert_eq!(attempts, 1); // not retried
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn call_with<T, E>(
+        &self,
+        token: &CancelToken,
+        is_failure: impl Fn(&E) -> bool,
+        mut f: impl FnMut(&CancelToken) -> Result<T, E>,
+    ) -> Result<T, ResilienceError<E>> {
+        bump(&self.counters.calls);
+        let token = match self.timeout {
+            Some(timeout) => token.child_with_timeout(timeout),
+            None => token.child(),
+        };
+        let mut last: Option<(E, u32)> = None;
+        let mut attempt: u32 = 0;
+        loop {
+            let admitted = match self.admit(&token) {
+                Ok(admitted) => admitted,
+                Err(refusal) => return self.end(last, Err(refusal)),
+            };
+            attempt += 1;
+            if attempt > 1 {
+                bump(&self.counters.retries);
+            }
+            let outcome = f(&token);
+            let failure = matches!(&outcome, Err(e) if is_failure(e));
+            admitted.finish(!failure);
+            match outcome {
+                Ok(value) => {
+                    bump(&self.counters.succeeded);
+                    return Ok(value);
+                }
+                Err(error) if !failure || attempt > self.retries => {
+                    return self.end(Some((error, attempt)), Ok(()));
+                }
+                Err(error) => last = Some((error, attempt)),
+            }
+            if !self.back_off(attempt, &token) {
+                return self.end(last, Ok(()));
+            }
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> ResilienceStats {
+        let c = &self.counters;
+        ResilienceStats {
+            calls: c.calls.load(Ordering::Relaxed),
+            succeeded: c.succeeded.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The call's result once no attempt follows: the last failure if one ran, else
+    /// the refusal.
+    fn end<T, E>(
+        &self,
+        last: Option<(E, u32)>,
+        refusal: Result<(), ResilienceError<E>>,
+    ) -> Result<T, ResilienceError<E>> {
+        match (last, refusal) {
+            (Some((error, attempts)), _) => {
+                bump(&self.counters.failed);
+                Err(ResilienceError::Failed { error, attempts })
+            }
+            (None, Err(refusal)) => {
+                bump(&self.counters.refused);
+                Err(refusal)
+            }
+            (None, Ok(())) => unreachable!("corral: a call ends with a failure or a refusal"),
+        }
+    }
+
+    /// Passes the layers in order; what they grant is held for one attempt.
+    fn admit<E>(&self, token: &CancelToken) -> Result<Admitted<'_>, ResilienceError<E>> {
+        let permit = match &self.bulkhead {
+            Some(bulkhead) => Some(bulkhead.acquire_cancellable(token).map_err(|e| match e {
+                AcquireError::Cancelled(reason) => ResilienceError::Cancelled(reason),
+                AcquireError::Timeout => ResilienceError::Cancelled(CancelReason::DeadlineExceeded),
+                _ => ResilienceError::BulkheadClosed,
+            })?),
+            None => None,
+        };
+        if let Some(limiter) = &self.limiter {
+            limiter.admit(token).map_err(|e| match e {
+                WaitError::Cancelled(reason) => ResilienceError::Cancelled(reason),
+                _ => ResilienceError::Cancelled(CancelReason::DeadlineExceeded),
+            })?;
+        }
+        if let Some(reason) = token.reason() {
+            return Err(ResilienceError::Cancelled(reason));
+        }
+        let guard = match &self.breaker {
+            Some(breaker) => {
+                Some(
+                    breaker
+                        .try_acquire()
+                        .map_err(|e| ResilienceError::BreakerOpen {
+                            retry_after: e.retry_after(),
+                        })?,
+                )
+            }
+            None => None,
+        };
+        Ok(Admitted {
+            _permit: permit,
+            guard,
+        })
+    }
+
+    /// Sleeps before attempt `attempt + 1`; `false` if the deadline or the token
+    /// ends the call first (a backoff that would outlast the deadline is not slept).
+    fn back_off(&self, attempt: u32, token: &CancelToken) -> bool {
+        let (initial, max) = self.backoff;
+        let delay = initial
+            .checked_mul(1u32 << (attempt - 1).min(31))
+            .unwrap_or(max)
+            .min(max);
+        if let Some(left) = token.remaining() {
+            if delay >= left {
+                return false;
+            }
+        }
+        if delay.is_zero() {
+            return !token.is_cancelled();
+        }
+        let until = self.clock.now() + delay;
+        self.clock.sleep_until(until, Some(token))
+    }
+}
+
+impl fmt::Debug for Resilience {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resilience")
+            .field("bulkhead", &self.bulkhead.is_some())
+            .field("rate_limiter", &self.limiter.is_some())
+            .field("breaker", &self.breaker.is_some())
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("backoff", &self.backoff)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// What one attempt holds: the bulkhead permit and the breaker guard.
+struct Admitted<'a> {
+    _permit: Option<Permit<'a>>,
+    guard: Option<BreakerGuard<'a>>,
+}
+
+impl Admitted<'_> {
+    fn finish(self, ok: bool) {
+        if let Some(guard) = self.guard {
+            guard.record(ok);
+        }
+    }
+}
+
+/// Configures a [`Resilience`] stack. Every layer is optional.
+#[derive(Clone)]
+pub struct ResilienceBuilder {
+    bulkhead: Option<Arc<Semaphore>>,
+    limiter: Option<Arc<dyn Admit>>,
+    breaker: Option<Arc<CircuitBreaker>>,
+    timeout: Option<Duration>,
+    retries: u32,
+    backoff: (Duration, Duration),
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for ResilienceBuilder {
+    fn default() -> Self {
+        ResilienceBuilder {
+            bulkhead: None,
+            limiter: None,
+            breaker: None,
+            timeout: None,
+            retries: 0,
+            backoff: (Duration::from_millis(10), Duration::from_secs(1)),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl ResilienceBuilder {
+    /// Limits concurrent attempts to the semaphore's permits (one per attempt, held
+    /// during the call only). Waiting for a permit is bounded by the call's deadline.
+    pub fn bulkhead(mut self, semaphore: Arc<Semaphore>) -> Self {
+        self.bulkhead = Some(semaphore);
+        self
+    }
+
+    /// Takes one slot per attempt, waiting within the call's deadline (a slot that
+    /// lies past it refuses at once, without sleeping).
+    pub fn rate_limiter<C: Clock>(mut self, limiter: Arc<RateLimiter<C>>) -> Self {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// Records every attempt's outcome; an open breaker refuses without calling.
+    pub fn breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// The whole call's deadline, retries and backoffs included; the closure's token
+    /// carries it.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Attempts after the first failure (default 0). Stops early at the deadline.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// The wait before retry `n` is `initial * 2^(n-1)`, capped at `max` (default
+    /// 10 ms, capped at 1 s). A wait that would outlast the deadline is not taken.
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.backoff = (initial, max);
+        self
+    }
+
+    /// The clock backoffs sleep on (`ManualClock` in tests).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Builds the stack.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field: `timeout` of zero, `retries` above
+    /// 1,000,000, `backoff` whose initial wait exceeds its cap.
+    pub fn build(self) -> Result<Resilience, ConfigError> {
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::new(
+                "timeout",
+                Duration::ZERO,
+                "must be above zero",
+            ));
+        }
+        if self.retries > 1_000_000 {
+            return Err(ConfigError::new(
+                "retries",
+                self.retries,
+                "must be at most 1000000",
+            ));
+        }
+        let (initial, max) = self.backoff;
+        if initial > max {
+            return Err(ConfigError::new(
+                "backoff",
+                (initial, max),
+                "the initial wait must not exceed the cap",
+            ));
+        }
+        Ok(Resilience {
+            bulkhead: self.bulkhead,
+            limiter: self.limiter,
+            breaker: self.breaker,
+            timeout: self.timeout,
+            retries: self.retries,
+            backoff: self.backoff,
+            clock: self.clock,
+            counters: Counters::default(),
+        })
+    }
+}
+
+impl fmt::Debug for ResilienceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResilienceBuilder")
+            .field("bulkhead", &self.bulkhead.is_some())
+            .field("rate_limiter", &self.limiter.is_some())
+            .field("breaker", &self.breaker.is_some())
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("backoff", &self.backoff)
+            .finish()
+    }
+}
