@@ -210,6 +210,38 @@
 //! # Ok::<(), corral::ConfigError>(())
 //! ```
 //!
+//! ## Resilience stack
+//!
+//! A [`Resilience`] stack puts one call behind every defence at once: a bulkhead
+//! ([`Semaphore`]), a [`RateLimiter`], a [`CircuitBreaker`] and a deadline, with
+//! retries and exponential backoff, all bounded by one [`CancelToken`] that the call
+//! receives. It runs the call on the caller's thread and starts no thread of its own.
+//!
+//! ```
+//! use corral::{CircuitBreaker, Resilience, ResilienceError, Semaphore};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! let stack = Resilience::builder()
+//!     .bulkhead(Arc::new(Semaphore::new(4)))
+//!     .breaker(Arc::new(CircuitBreaker::builder().consecutive_failures(3).build()?))
+//!     .timeout(Duration::from_millis(200))
+//!     .retries(2)
+//!     .build()?;
+//! let price = match stack.call(|token| fetch_price(token)) {
+//!     Ok(price) => price,
+//!     Err(ResilienceError::Failed { error, attempts }) => panic!("{error} after {attempts}"),
+//!     Err(refused) => panic!("not even tried: {refused}"),
+//! };
+//! assert_eq!(price, 42);
+//!
+//! fn fetch_price(token: &corral::CancelToken) -> Result<u32, String> {
+//!     assert!(token.remaining().is_some()); // the deadline travels with the call
+//!     Ok(42)
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ## Pipelines
 //!
 //! A [`Pipeline`] runs source → typed stages → sink, each stage with its own worker

@@ -11,6 +11,7 @@ mod foundation;
 mod pipeline;
 mod pool;
 mod rate;
+mod resilience;
 mod semaphore;
 mod supervisor;
 
@@ -33,6 +34,7 @@ fn main() {
     pool::run();
     rate::run();
     breaker::run();
+    resilience::run();
     pipeline::run();
     supervisor::run();
     let live = corral::leak::live_count();
