@@ -10,7 +10,9 @@
 //! the call's deadline and the caller's cancellation, and the closure receives that
 //! same token, so a cooperative call stops at the deadline too. A call that ignores
 //! its token cannot be pre-empted (threads are not killed); it is reported as it
-//! ends. Once an attempt has failed, a later refusal (the breaker opened, the deadline
+//! ends. The breaker is asked last, so its slow-call timing covers the call alone, not
+//! the waits before it (a call the breaker then refuses may have used a rate-limiter
+//! slot). Once an attempt has failed, a later refusal (the breaker opened, the deadline
 //! came) ends the call with that failure, so the caller always gets the error of the
 //! last attempt that ran rather than a refusal that hides it.
 
@@ -180,6 +182,7 @@ pub struct Resilience {
     timeout: Option<Duration>,
     retries: u32,
     backoff: (Duration, Duration),
+    jitter: bool,
     clock: Arc<dyn Clock>,
     counters: Counters,
 }
@@ -356,10 +359,13 @@ impl Resilience {
     /// ends the call first (a backoff that would outlast the deadline is not slept).
     fn back_off(&self, attempt: u32, token: &CancelToken) -> bool {
         let (initial, max) = self.backoff;
-        let delay = initial
+        let mut delay = initial
             .checked_mul(1u32 << (attempt - 1).min(31))
             .unwrap_or(max)
             .min(max);
+        if self.jitter {
+            delay = full_jitter(delay);
+        }
         if let Some(left) = token.remaining() {
             if delay >= left {
                 return false;
@@ -373,6 +379,15 @@ impl Resilience {
     }
 }
 
+/// A wait drawn uniformly from `0..=delay`. std's `RandomState` is randomly keyed per
+/// thread and per instance, which is all the randomness spreading retries needs.
+fn full_jitter(delay: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    let roll = std::collections::hash_map::RandomState::new().hash_one(0u8);
+    let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(roll % nanos.saturating_add(1))
+}
+
 impl fmt::Debug for Resilience {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Resilience")
@@ -382,6 +397,7 @@ impl fmt::Debug for Resilience {
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
             .field("backoff", &self.backoff)
+            .field("jitter", &self.jitter)
             .field("stats", &self.stats())
             .finish()
     }
@@ -410,6 +426,7 @@ pub struct ResilienceBuilder {
     timeout: Option<Duration>,
     retries: u32,
     backoff: (Duration, Duration),
+    jitter: bool,
     clock: Arc<dyn Clock>,
 }
 
@@ -422,6 +439,7 @@ impl Default for ResilienceBuilder {
             timeout: None,
             retries: 0,
             backoff: (Duration::from_millis(10), Duration::from_secs(1)),
+            jitter: false,
             clock: Arc::new(SystemClock),
         }
     }
@@ -468,6 +486,15 @@ impl ResilienceBuilder {
         self
     }
 
+    /// Full jitter: each backoff is drawn uniformly between zero and its computed
+    /// length, so many callers that failed together do not retry together (a fleet
+    /// retrying in lockstep keeps a recovering dependency down). Off by default, so
+    /// waits are exact and tests deterministic.
+    pub fn jitter(mut self, jitter: bool) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
     /// The clock backoffs sleep on (`ManualClock` in tests).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
@@ -510,6 +537,7 @@ impl ResilienceBuilder {
             timeout: self.timeout,
             retries: self.retries,
             backoff: self.backoff,
+            jitter: self.jitter,
             clock: self.clock,
             counters: Counters::default(),
         })
@@ -525,6 +553,7 @@ impl fmt::Debug for ResilienceBuilder {
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
             .field("backoff", &self.backoff)
+            .field("jitter", &self.jitter)
             .finish()
     }
 }

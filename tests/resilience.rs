@@ -276,6 +276,46 @@ fn backoffs_sleep_on_the_stacks_clock_and_double() {
 }
 
 #[test]
+fn jittered_backoffs_stay_within_the_computed_wait() {
+    let _check = LeakCheck::new();
+    let clock = ManualClock::new();
+    let stack = Resilience::builder()
+        .retries(6)
+        .backoff(Duration::from_secs(1), Duration::from_secs(4))
+        .jitter(true)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let seen = Mutex::new(Vec::new());
+    let done = AtomicBool::new(false);
+    corral::scope(|s| {
+        s.spawn(|| {
+            let outcome = stack.call(|_| -> Result<(), ()> {
+                seen.lock().unwrap().push(clock.elapsed());
+                Err(())
+            });
+            assert!(outcome.is_err());
+            done.store(true, Ordering::SeqCst);
+        });
+        let deadline = Instant::now() + LONG;
+        while !done.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the call did not finish");
+            clock.advance(Duration::from_millis(10));
+            thread::yield_now();
+        }
+    });
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.len(), 7);
+    // Waits of 1, 2, 4, 4, 4, 4 s without jitter: 19 s in all. With full jitter each
+    // wait is at most its computed length (plus the test's 10 ms advance steps).
+    let total = seen[6] - seen[0];
+    assert!(
+        total <= Duration::from_millis(19_000 + 6 * 10 + 100),
+        "{seen:?}"
+    );
+}
+
+#[test]
 fn a_rate_limit_slot_past_the_deadline_refuses_at_once() {
     let clock = ManualClock::new();
     let limiter = Arc::new(
