@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use corral::leak::LeakCheck;
 use corral::{
-    CancelReason, CancelToken, CircuitBreaker, ManualClock, RateLimiter, Resilience,
+    CancelReason, CancelToken, CircuitBreaker, Clock, ManualClock, RateLimiter, Resilience,
     ResilienceError, Semaphore, State,
 };
 
@@ -241,44 +241,59 @@ fn a_cancelled_caller_token_stops_the_call_before_it_starts() {
     );
 }
 
-#[test]
-fn backoffs_sleep_on_the_stacks_clock_and_double() {
-    let _check = LeakCheck::new();
-    let clock = ManualClock::new();
-    let stack = Resilience::builder()
-        .retries(2)
-        .backoff(Duration::from_secs(1), Duration::from_secs(10))
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    let seen = Mutex::new(Vec::new());
-    let done = AtomicBool::new(false);
-    corral::scope(|s| {
-        s.spawn(|| {
-            let outcome = stack.call(|_| -> Result<(), ()> {
-                seen.lock().unwrap().push(clock.elapsed());
-                Err(())
-            });
-            assert!(outcome.is_err());
-            done.store(true, Ordering::SeqCst);
-        });
-        let deadline = Instant::now() + LONG;
-        while !done.load(Ordering::SeqCst) {
-            assert!(Instant::now() < deadline, "the call did not finish");
-            clock.advance(Duration::from_millis(100));
-            thread::yield_now();
+/// A clock whose sleeps return at once, after moving its own time to the deadline:
+/// it records every wait the stack asks for, with no thread and no race.
+#[derive(Debug, Clone)]
+struct RecordingClock {
+    base: Instant,
+    state: Arc<Mutex<(Duration, Vec<Duration>)>>,
+}
+
+impl RecordingClock {
+    fn new() -> Self {
+        RecordingClock {
+            base: Instant::now(),
+            state: Arc::new(Mutex::new((Duration::ZERO, Vec::new()))),
         }
-    });
-    let seen = seen.into_inner().unwrap();
-    assert_eq!(seen.len(), 3);
-    assert!(seen[1] - seen[0] >= Duration::from_secs(1), "{seen:?}");
-    assert!(seen[2] - seen[1] >= Duration::from_secs(2), "{seen:?}");
+    }
+
+    fn waits(&self) -> Vec<Duration> {
+        self.state.lock().unwrap().1.clone()
+    }
+}
+
+impl Clock for RecordingClock {
+    fn now(&self) -> Instant {
+        self.base + self.state.lock().unwrap().0
+    }
+
+    fn sleep_until(&self, deadline: Instant, _cancel: Option<&CancelToken>) -> bool {
+        let mut state = self.state.lock().unwrap();
+        let now = self.base + state.0;
+        state.1.push(deadline.saturating_duration_since(now));
+        state.0 = deadline - self.base;
+        true
+    }
 }
 
 #[test]
-fn jittered_backoffs_stay_within_the_computed_wait() {
-    let _check = LeakCheck::new();
-    let clock = ManualClock::new();
+fn backoffs_sleep_on_the_stacks_clock_and_double_up_to_the_cap() {
+    let clock = RecordingClock::new();
+    let stack = Resilience::builder()
+        .retries(5)
+        .backoff(Duration::from_secs(1), Duration::from_secs(5))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let outcome = stack.call(|_| -> Result<(), ()> { Err(()) });
+    assert_eq!(outcome.unwrap_err().into_inner(), Some(()));
+    let secs = [1, 2, 4, 5, 5].map(Duration::from_secs);
+    assert_eq!(clock.waits(), secs);
+}
+
+#[test]
+fn jittered_backoffs_stay_below_the_computed_wait() {
+    let clock = RecordingClock::new();
     let stack = Resilience::builder()
         .retries(6)
         .backoff(Duration::from_secs(1), Duration::from_secs(4))
@@ -286,33 +301,16 @@ fn jittered_backoffs_stay_within_the_computed_wait() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let seen = Mutex::new(Vec::new());
-    let done = AtomicBool::new(false);
-    corral::scope(|s| {
-        s.spawn(|| {
-            let outcome = stack.call(|_| -> Result<(), ()> {
-                seen.lock().unwrap().push(clock.elapsed());
-                Err(())
-            });
-            assert!(outcome.is_err());
-            done.store(true, Ordering::SeqCst);
-        });
-        let deadline = Instant::now() + LONG;
-        while !done.load(Ordering::SeqCst) {
-            assert!(Instant::now() < deadline, "the call did not finish");
-            clock.advance(Duration::from_millis(10));
-            thread::yield_now();
-        }
-    });
-    let seen = seen.into_inner().unwrap();
-    assert_eq!(seen.len(), 7);
-    // Waits of 1, 2, 4, 4, 4, 4 s without jitter: 19 s in all. With full jitter each
-    // wait is at most its computed length (plus the test's 10 ms advance steps).
-    let total = seen[6] - seen[0];
-    assert!(
-        total <= Duration::from_millis(19_000 + 6 * 10 + 100),
-        "{seen:?}"
-    );
+    assert!(stack.call(|_| -> Result<(), ()> { Err(()) }).is_err());
+    let waits = clock.waits();
+    assert_eq!(waits.len(), 6);
+    for (wait, cap) in waits.iter().zip([1, 2, 4, 4, 4, 4]) {
+        assert!(*wait <= Duration::from_secs(cap), "{waits:?}");
+    }
+    // Unjittered, the waits sum to 19 s; six uniform draws summing to 17 s or more
+    // is vanishingly unlikely (the expected sum is 9.5 s).
+    let total: Duration = waits.iter().sum();
+    assert!(total < Duration::from_secs(17), "not jittered: {waits:?}");
 }
 
 #[test]
