@@ -1,5 +1,8 @@
 //! Loom models of the pool's and the group's own synchronisation: the task result
-//! slot (resolved / abandoned / bounded join racing). The group's limit is the
+//! slot, resolved on another thread (with a value or, as an abandoned task's cell
+//! does, with `Cancelled`) while the handle joins, also with a bounded join that gives
+//! up. The abandonment itself (a job dropped unrun resolving its handle, even when a
+//! capture panics on drop) is unit-tested in src/pool/task.rs. The group's limit is the
 //! crate's `Semaphore`, modelled in tests/loom_semaphore.rs.
 //! The queue itself is crossbeam-channel, which does not run under loom; the stress
 //! tests in tests/pool.rs cover it.
@@ -37,7 +40,7 @@ fn join_sees_the_result_completed_on_another_thread() {
 }
 
 #[test]
-fn an_abandoned_task_resolves_the_handle() {
+fn a_cancelled_resolution_reaches_the_joiner() {
     loom::model(|| {
         let (slot, handle) = packet::<u32>();
         let worker = loom::thread::spawn(move || slot.set(Err(TaskError::Cancelled)));

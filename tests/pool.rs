@@ -583,7 +583,8 @@ fn map_runs_unstarted_chunks_on_the_caller_when_workers_are_busy() {
     let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(8));
     let me = thread::current().id();
     // The only worker is blocked, so no chunk can start there: the caller runs each
-    // one itself when it needs its results, instead of waiting for the worker. (A
+    // one itself when it needs its results, instead of waiting for the worker or for
+    // queue room. (A
     // watchdog frees the worker after LONG, so a regression fails instead of hanging.)
     let (finished, watch) = mpsc::channel::<()>();
     let results: Vec<(u64, thread::ThreadId)> = thread::scope(|s| {
@@ -594,7 +595,7 @@ fn map_runs_unstarted_chunks_on_the_caller_when_workers_are_busy() {
             }
         });
         let results = pool
-            .map(0..16u64, |n| (n * 3, thread::current().id()))
+            .map(0..200u64, |n| (n * 3, thread::current().id()))
             .collect::<Result<_, _>>()
             .unwrap();
         finished.send(()).unwrap();
@@ -602,12 +603,68 @@ fn map_runs_unstarted_chunks_on_the_caller_when_workers_are_busy() {
     });
     assert_eq!(
         results.iter().map(|r| r.0).collect::<Vec<_>>(),
-        (0..16).map(|n| n * 3).collect::<Vec<_>>()
+        (0..200).map(|n| n * 3).collect::<Vec<_>>()
     );
+    // Far more chunks than queue slots: map never blocks on the full queue.
     assert!(results.iter().all(|r| r.1 == me));
     open.send(()).unwrap();
     let report = pool.shutdown();
     assert_eq!((report.panicked, report.never_ran), (0, 0));
+}
+
+#[test]
+fn map_items_of_a_chunk_the_pool_evicted_yield_cancelled_and_never_run() {
+    let _check = LeakCheck::new();
+    let shed = Arc::new(AtomicUsize::new(0));
+    let on_drop = Arc::clone(&shed);
+    let (pool, open) = blocked_pool(
+        WorkerPool::builder()
+            .queue_capacity(2)
+            .overflow(Overflow::DropOldest)
+            .on_drop(move |task| {
+                on_drop.fetch_add(1, Ordering::SeqCst);
+                drop(task);
+            }),
+    );
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&ran);
+    // Window 3: one item per chunk, chunks 0 and 1 queued, chunk 2 kept on the caller.
+    let mut map = pool.map(0..6u64, move |n| {
+        log.lock().unwrap().push(n);
+        n
+    });
+    assert_eq!(map.next().unwrap().unwrap(), 0); // chunk 0: run here, its job left empty
+                                                 // Two submits evict the two oldest queued jobs: chunk 0's empty job, then chunk 1.
+    let first = pool.submit(|| 10u64).unwrap();
+    let second = pool.submit(|| 11u64).unwrap();
+    let rest: Vec<_> = map.by_ref().collect();
+    assert!(rest[0].as_ref().unwrap_err().is_cancelled(), "{rest:?}");
+    assert_eq!(
+        rest[1..]
+            .iter()
+            .map(|r| *r.as_ref().unwrap())
+            .collect::<Vec<_>>(),
+        vec![2, 3, 4, 5]
+    );
+    assert_eq!(*ran.lock().unwrap(), vec![0, 2, 3, 4, 5]);
+    assert_eq!(shed.load(Ordering::SeqCst), 2);
+    open.send(()).unwrap();
+    assert_eq!((first.join().unwrap(), second.join().unwrap()), (10, 11));
+    assert_eq!(pool.shutdown().dropped, 2);
+}
+
+#[test]
+fn a_big_closure_is_handed_back_whole_and_runs_whole() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(1));
+    let big = [7u8; 4096];
+    let queued = pool
+        .submit(move || big.iter().map(|&b| u64::from(b)).sum::<u64>())
+        .unwrap();
+    let refused = pool.try_submit(move || big.len()).unwrap_err().into_inner();
+    assert_eq!(refused(), 4096);
+    open.send(()).unwrap();
+    assert_eq!(queued.join().unwrap(), 7 * 4096);
 }
 
 #[test]

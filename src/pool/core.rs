@@ -292,22 +292,22 @@ impl<'a> Core<'a> {
         Err(refused)
     }
 
-    /// Queues `job`, waiting for room whatever the overflow policy (used by `map`).
-    pub(crate) fn push_wait(&self, job: Job<'a>) -> Result<(), Job<'a>> {
+    /// Queues `job` if there is room now, whatever the overflow policy (used by
+    /// `map`, which runs a refused chunk on the calling thread instead). `Err` hands
+    /// the job back with whether the pool is closed.
+    pub(crate) fn offer(&self, job: Job<'a>) -> Result<(), (Job<'a>, bool)> {
         let Some(tx) = self.accepting() else {
-            return Err(job);
+            return Err((job, true));
         };
-        match send_until(tx, job, &Until::FOREVER) {
+        match try_send(tx, job) {
             Ok(()) => {
                 bump(&self.state.front.submitted);
                 Ok(())
             }
-            Err(refused) => Err(match refused {
-                Refused::Full(job)
-                | Refused::Closed(job)
-                | Refused::TimedOut(job)
-                | Refused::Cancelled(job, _) => job,
-            }),
+            Err(Refused::Full(job)) => Err((job, false)),
+            Err(Refused::Closed(job) | Refused::TimedOut(job) | Refused::Cancelled(job, _)) => {
+                Err((job, true))
+            }
         }
     }
 

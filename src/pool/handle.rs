@@ -6,8 +6,8 @@
 //! [`TaskError::Cancelled`] when the job is dropped unrun (shutdown_now, an evicted or
 //! discarded task), so a handle can never wait for a task that no longer exists. An
 //! owned pool's packet lives inside the task's cell ([`AsPacket`]); others stand
-//! alone ([`packet`]). Only `crate::sync` is used: the packet is model-checked under
-//! loom (tests/loom_pool.rs).
+//! alone ([`packet`]). The packet's own synchronisation uses only `crate::sync`, so it
+//! is model-checked under loom (tests/loom_pool.rs).
 
 use std::fmt;
 use std::time::{Duration, Instant};

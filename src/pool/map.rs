@@ -13,10 +13,19 @@
 //! The calling thread helps: when it needs the results of a chunk that no worker has
 //! started yet, it takes the chunk's input back and runs it itself (the queued job
 //! then finds nothing to do). A chunk's input is claimed once, by whichever comes
-//! first. Without this the caller would wait for a worker to wake up and run the
-//! chunk, a few microseconds per chunk on a busy machine, which dominated the cost of
-//! tiny items; with it, `map` never waits for work that is merely queued. The
-//! in-flight bound is unchanged: the caller runs only chunks already counted in it.
+//! first, and goes with its job if the pool drops the job unrun (an eviction, a
+//! `shutdown_now`): those items yield `Cancelled`, as the pool reported them. A chunk
+//! that finds the queue full is not queued at all: the caller keeps it and runs it
+//! when it is due. Without this the caller would wait for a worker to wake up (a few
+//! microseconds per chunk on a busy machine, which dominated the cost of tiny items)
+//! or for queue room; with it, `map` never waits for work that is merely queued and
+//! never blocks on a full queue. The in-flight bound is unchanged: the caller runs
+//! only chunks already counted in it.
+//!
+//! Counting: each queued chunk is one submitted task. One the caller ran leaves an
+//! empty job in the queue, which a worker counts as completed when it reaches it (or
+//! `shutdown_now` as never run: its items were run and yielded all the same). A chunk
+//! kept on the caller because the queue was full is not counted at all.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -37,9 +46,23 @@ const MAX_CHUNK: usize = 1024;
 /// that needs its results before any worker started it.
 type Claim<T> = Arc<Mutex<Option<Vec<T>>>>;
 
+/// Held by a queued chunk's job: if the job is dropped unrun (evicted, discarded,
+/// cancelled), the input goes with it, so the caller does not run a chunk the pool
+/// has already reported as dropped or never run.
+struct ClaimGuard<T>(Claim<T>);
+
+impl<T> Drop for ClaimGuard<T> {
+    fn drop(&mut self) {
+        drop(self.0.lock().take());
+    }
+}
+
 enum Pending<T, R> {
     /// `None` from the handle: the caller claimed the input first.
     Queued(TaskHandle<Option<Chunk<R>>>, Claim<T>, usize),
+    /// The queue was full: the chunk stays with the caller, who runs it when due.
+    Local(Vec<T>),
+    /// The pool is closed: the chunk's items yield `Cancelled`.
     Refused(usize),
 }
 
@@ -136,20 +159,26 @@ where
             let f = Arc::clone(&self.f);
             let (done, handle) = packet();
             let claim: Claim<I::Item> = Arc::new(Mutex::new(Some(batch)));
-            let input = Arc::clone(&claim);
+            let guard = ClaimGuard(Arc::clone(&claim));
             let work = move || {
-                let batch = input.lock().take();
+                let batch = guard.0.lock().take();
                 batch.map(|batch| run_chunk(batch, &*f))
             };
             let job = Job::new(Arc::new(Cell::new(Plain(work), done)));
-            match self.core.push_wait(job) {
-                Ok(()) => self.pending.push_back(Pending::Queued(handle, claim, n)),
-                Err(job) => {
+            let pending = match self.core.offer(job) {
+                Ok(()) => Pending::Queued(handle, claim, n),
+                Err((job, closed)) => {
+                    // Take the input back before the job goes (its guard would
+                    // clear it): nothing was queued, so nothing is counted.
+                    let batch = claim.lock().take();
                     drop(job);
-                    drop(handle);
-                    self.pending.push_back(Pending::Refused(n));
+                    match batch {
+                        Some(batch) if !closed => Pending::Local(batch),
+                        _ => Pending::Refused(n),
+                    }
                 }
-            }
+            };
+            self.pending.push_back(pending);
         }
     }
 }
@@ -198,6 +227,14 @@ where
             let (handle, claim, n) = match self.pending.pop_front()? {
                 Pending::Refused(n) => {
                     self.cancelled_left = n;
+                    continue;
+                }
+                Pending::Local(batch) if self.core.token().is_cancelled() => {
+                    self.cancelled_left = batch.len();
+                    continue;
+                }
+                Pending::Local(batch) => {
+                    self.current = run_chunk(batch, &*self.f);
                     continue;
                 }
                 Pending::Queued(handle, claim, n) => (handle, claim, n),

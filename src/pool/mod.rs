@@ -501,6 +501,11 @@ impl fmt::Debug for PoolBuilder {
     }
 }
 
+/// The largest closure an owned pool keeps inline with its task's result slot. A
+/// handle keeps that cell alive until it is joined or dropped, so a bigger closure
+/// gets a separate slot instead (two allocations, but no pinned bytes).
+const INLINE_CLOSURE_MAX: usize = 256;
+
 fn deadline_after(d: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(d)
@@ -796,8 +801,10 @@ macro_rules! pool_methods {
             /// started it yet, the calling thread runs it itself rather than wait for a
             /// worker to wake up, so `map` keeps going while every worker is busy. A
             /// panicking item yields `Err(TaskError::Panicked)` in its place; items of a
-            /// closed pool yield `Err(TaskError::Cancelled)`. `map` always waits for room
-            /// in the queue, whatever the overflow policy.
+            /// closed pool yield `Err(TaskError::Cancelled)`, and so do the items of a
+            /// chunk the pool dropped unrun (an overflow eviction, `shutdown_now`). `map`
+            /// never waits for room in the queue: a chunk that finds it full stays with
+            /// the calling thread, which runs it when it is due.
             ///
             /// # Example
             ///
@@ -997,6 +1004,19 @@ impl WorkerPool {
         C: Call + 'static,
         C::Out: Send + 'static,
     {
+        if std::mem::size_of::<C>() > INLINE_CLOSURE_MAX {
+            // A big closure gets a slot of its own, so a handle nobody joins yet does
+            // not pin the closure's bytes (its cell lives until the handle goes).
+            let (slot, handle) = packet();
+            let job = Job::new(Arc::new(Owned(Cell::new(call, slot))));
+            return match self.core.push(job, until) {
+                Ok(()) => Ok(handle),
+                Err((job, why)) => Err(SubmitError::from_refusal(
+                    reclaim::<C, crate::sync::Arc<Packet<C::Out>>>(job),
+                    why,
+                )),
+            };
+        }
         // One allocation: the handle reads its result from the queued task's cell.
         let cell = Arc::new(Owned(Cell::new(call, Packet::new())));
         let handle = TaskHandle::in_cell(Arc::clone(&cell) as Arc<dyn AsPacket<C::Out>>);

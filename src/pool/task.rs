@@ -7,9 +7,14 @@
 //! allocation per task instead of a boxed job plus a separate slot. The submitter
 //! usually drops the last reference when it joins, so the memory goes back to the
 //! submitting thread's allocator cache, which is where the next submit asks for it.
+//! A closure larger than `INLINE_CLOSURE_MAX` (pool/mod.rs) gets a separate slot
+//! instead, so a handle nobody joins yet never pins a big closure's bytes.
 //!
 //! A job dropped without running abandons its cell (the closure is dropped and the
-//! handle resolves to `Cancelled`), so no handle waits for a task that is gone. A
+//! handle resolves to `Cancelled`, even if a capture panics on drop), so no handle
+//! waits for a task that is gone. After a run, the worker drops its reference under
+//! `catch_unwind`: a result nobody joined may panic on drop without costing the
+//! worker. A
 //! refused task goes back to its submitter as the original closure: owned pools
 //! (`'static` tasks) downcast the cell through `Any`; scoped pools, whose tasks borrow,
 //! keep their own reference to the cell until the send succeeds.
@@ -86,10 +91,14 @@ impl<'a> Job<'a> {
     }
 
     pub(crate) fn run(mut self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-        match self.0.take() {
-            Some(task) => task.run(token, tally),
-            None => Outcome::Done,
-        }
+        let Some(task) = self.0.take() else {
+            return Outcome::Done;
+        };
+        let outcome = task.run(token, tally);
+        // The last reference may drop a result nobody joined; its destructor may
+        // panic, which must not cost the worker.
+        let _ = Panic::catch_any(move || drop(task));
+        outcome
     }
 
     /// The cell, without abandoning it (to take a refused closure back).
@@ -219,8 +228,13 @@ where
 
     fn abandon(&self) {
         if let Some(call) = self.take() {
-            drop(call);
+            // The handle resolves even if a capture's destructor panics; the panic
+            // then goes on to whoever dropped the job.
+            let dropped = Panic::catch_any(move || drop(call));
             self.done.deliver(Err(TaskError::Cancelled));
+            if let Err(panic) = dropped {
+                panic.resume();
+            }
         }
     }
 }
@@ -334,5 +348,61 @@ impl<'a> DroppedTask<'a> {
 impl fmt::Debug for DroppedTask<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("DroppedTask { .. }")
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::pool::handle::{packet, TaskHandle};
+
+    struct Bomb;
+
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("a capture that panics when dropped");
+        }
+    }
+
+    #[test]
+    fn a_job_dropped_unrun_resolves_its_handle_even_if_a_capture_panics_on_drop() {
+        let (slot, handle) = packet::<u32>();
+        let bomb = Bomb;
+        let job = Job::new(Arc::new(Cell::new(
+            Plain(move || {
+                let _keep = &bomb;
+                1
+            }),
+            slot,
+        )));
+        let dropped = Panic::catch_any(move || drop(job));
+        assert_eq!(
+            dropped.unwrap_err().message(),
+            Some("a capture that panics when dropped")
+        );
+        assert!(handle.join().unwrap_err().is_cancelled());
+    }
+
+    #[test]
+    fn a_job_dropped_unrun_resolves_its_inline_handle() {
+        let cell = Arc::new(Owned(Cell::new(Plain(|| 7u32), Packet::new())));
+        let handle = TaskHandle::in_cell(Arc::clone(&cell) as Arc<dyn AsPacket<u32>>);
+        drop(Job::new(cell));
+        assert!(handle.join().unwrap_err().is_cancelled());
+    }
+
+    #[test]
+    fn a_result_that_panics_on_drop_does_not_escape_the_run() {
+        struct LoudResult;
+        impl Drop for LoudResult {
+            fn drop(&mut self) {
+                panic!("result dropped");
+            }
+        }
+        let cell = Arc::new(Owned(Cell::new(Plain(|| LoudResult), Packet::new())));
+        let handle = TaskHandle::in_cell(Arc::clone(&cell) as Arc<dyn AsPacket<LoudResult>>);
+        drop(handle); // nobody will join: the job holds the last reference
+        let outcome = Job::new(cell).run(&CancelToken::new(), Tally::NONE);
+        assert!(matches!(outcome, Outcome::Done));
     }
 }
