@@ -205,11 +205,15 @@ impl Resilience {
         &self,
         f: impl FnMut(&CancelToken) -> Result<T, E>,
     ) -> Result<T, ResilienceError<E>> {
-        self.call_with(&CancelToken::new(), |_| true, f)
+        let token = match self.timeout {
+            Some(timeout) => CancelToken::with_timeout(timeout),
+            None => CancelToken::new(),
+        };
+        self.run(&token, &|_: &E| true, f)
     }
 
     /// As [`call`](Resilience::call), also stopping when `token` is cancelled; the
-    /// closure gets a child of `token` that carries the stack's timeout.
+    /// closure gets `token` itself, or a child of it carrying the stack's timeout.
     ///
     /// # Errors
     ///
@@ -249,17 +253,26 @@ impl Resilience {
         &self,
         token: &CancelToken,
         is_failure: impl Fn(&E) -> bool,
+        f: impl FnMut(&CancelToken) -> Result<T, E>,
+    ) -> Result<T, ResilienceError<E>> {
+        match self.timeout {
+            Some(timeout) => self.run(&token.child_with_timeout(timeout), &is_failure, f),
+            None => self.run(token, &is_failure, f),
+        }
+    }
+
+    /// The attempts of one call, under `token` (the call's deadline already in it).
+    fn run<T, E>(
+        &self,
+        token: &CancelToken,
+        is_failure: &dyn Fn(&E) -> bool,
         mut f: impl FnMut(&CancelToken) -> Result<T, E>,
     ) -> Result<T, ResilienceError<E>> {
         bump(&self.counters.calls);
-        let token = match self.timeout {
-            Some(timeout) => token.child_with_timeout(timeout),
-            None => token.child(),
-        };
         let mut last: Option<(E, u32)> = None;
         let mut attempt: u32 = 0;
         loop {
-            let admitted = match self.admit(&token) {
+            let admitted = match self.admit(token) {
                 Ok(admitted) => admitted,
                 Err(refusal) => return self.end(last, Err(refusal)),
             };
@@ -267,7 +280,7 @@ impl Resilience {
             if attempt > 1 {
                 bump(&self.counters.retries);
             }
-            let outcome = f(&token);
+            let outcome = f(token);
             let failure = matches!(&outcome, Err(e) if is_failure(e));
             admitted.finish(!failure);
             match outcome {
@@ -280,7 +293,7 @@ impl Resilience {
                 }
                 Err(error) => last = Some((error, attempt)),
             }
-            if !self.back_off(attempt, &token) {
+            if !self.back_off(attempt, token) {
                 return self.end(last, Ok(()));
             }
         }

@@ -1,0 +1,105 @@
+//! The price of the composed stack on the happy path: one successful call through
+//! `Resilience` with every layer (bulkhead, rate limiter, breaker, deadline, retries
+//! enabled but unused), and with the breaker alone, beside a direct call and the
+//! closest peer composition: failsafe's breaker with a retry loop around it (failsafe
+//! has no bulkhead, limiter or deadline). One thread; the limiter's rate is far above
+//! the call rate, so it never waits.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral::{CircuitBreaker, RateLimiter, Resilience, Semaphore};
+use criterion::{criterion_group, criterion_main, Criterion};
+use failsafe::CircuitBreaker as _;
+
+#[inline(never)]
+fn upstream(x: u64) -> Result<u64, ()> {
+    Ok(black_box(x))
+}
+
+fn breaker() -> Arc<CircuitBreaker> {
+    Arc::new(
+        CircuitBreaker::builder()
+            .consecutive_failures(5)
+            .build()
+            .expect("valid breaker"),
+    )
+}
+
+fn happy_path(c: &mut Criterion) {
+    let mut g = c.benchmark_group("resilience/happy_call");
+    g.bench_function("direct", |b| {
+        let mut x = 0u64;
+        b.iter(|| {
+            x += 1;
+            black_box(upstream(x))
+        })
+    });
+
+    let full = Resilience::builder()
+        .bulkhead(Arc::new(Semaphore::new(64)))
+        .rate_limiter(Arc::new(
+            RateLimiter::per_second(1_000_000_000)
+                .burst(1_000_000)
+                .build()
+                .expect("valid limiter"),
+        ))
+        .breaker(breaker())
+        .timeout(Duration::from_secs(10))
+        .retries(2)
+        .build()
+        .expect("valid stack");
+    g.bench_function("corral_full_stack", |b| {
+        let mut x = 0u64;
+        b.iter(|| {
+            x += 1;
+            black_box(full.call(|_| upstream(x)))
+        })
+    });
+
+    let breaker_only = Resilience::builder()
+        .breaker(breaker())
+        .retries(2)
+        .build()
+        .expect("valid stack");
+    g.bench_function("corral_breaker_and_retry", |b| {
+        let mut x = 0u64;
+        b.iter(|| {
+            x += 1;
+            black_box(breaker_only.call(|_| upstream(x)))
+        })
+    });
+
+    let failsafe = failsafe::Config::new()
+        .failure_policy(failsafe::failure_policy::consecutive_failures(
+            5,
+            failsafe::backoff::constant(Duration::from_secs(30)),
+        ))
+        .build();
+    g.bench_function("failsafe_breaker_and_retry", |b| {
+        let mut x = 0u64;
+        b.iter(|| {
+            x += 1;
+            // The retry loop failsafe leaves to its user: up to 3 attempts.
+            let mut outcome = failsafe.call(|| upstream(x));
+            for _ in 0..2 {
+                if outcome.is_ok() {
+                    break;
+                }
+                outcome = failsafe.call(|| upstream(x));
+            }
+            black_box(outcome.is_ok())
+        })
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! { name = benches; config = config(); targets = happy_path }
+criterion_main!(benches);
