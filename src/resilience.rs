@@ -176,14 +176,8 @@ fn bump(counter: &AtomicU64) {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Resilience {
-    bulkhead: Option<Arc<Semaphore>>,
-    limiter: Option<Arc<dyn Admit>>,
-    breaker: Option<Arc<CircuitBreaker>>,
-    timeout: Option<Duration>,
-    retries: u32,
-    backoff: (Duration, Duration),
-    jitter: bool,
-    clock: Arc<dyn Clock>,
+    /// The validated settings: the layers, the deadline, the retry policy.
+    config: ResilienceBuilder,
     counters: Counters,
 }
 
@@ -205,7 +199,7 @@ impl Resilience {
         &self,
         f: impl FnMut(&CancelToken) -> Result<T, E>,
     ) -> Result<T, ResilienceError<E>> {
-        let token = match self.timeout {
+        let token = match self.config.timeout {
             Some(timeout) => CancelToken::with_timeout(timeout),
             None => CancelToken::new(),
         };
@@ -255,7 +249,7 @@ impl Resilience {
         is_failure: impl Fn(&E) -> bool,
         f: impl FnMut(&CancelToken) -> Result<T, E>,
     ) -> Result<T, ResilienceError<E>> {
-        match self.timeout {
+        match self.config.timeout {
             Some(timeout) => self.run(&token.child_with_timeout(timeout), &is_failure, f),
             None => self.run(token, &is_failure, f),
         }
@@ -288,7 +282,7 @@ impl Resilience {
                     bump(&self.counters.succeeded);
                     return Ok(value);
                 }
-                Err(error) if !failure || attempt > self.retries => {
+                Err(error) if !failure || attempt > self.config.retries => {
                     return self.end(Some((error, attempt)), Ok(()));
                 }
                 Err(error) => last = Some((error, attempt)),
@@ -333,7 +327,7 @@ impl Resilience {
 
     /// Passes the layers in order; what they grant is held for one attempt.
     fn admit<E>(&self, token: &CancelToken) -> Result<Admitted<'_>, ResilienceError<E>> {
-        let permit = match &self.bulkhead {
+        let permit = match &self.config.bulkhead {
             Some(bulkhead) => Some(bulkhead.acquire_cancellable(token).map_err(|e| match e {
                 AcquireError::Cancelled(reason) => ResilienceError::Cancelled(reason),
                 AcquireError::Timeout => ResilienceError::Cancelled(CancelReason::DeadlineExceeded),
@@ -341,7 +335,7 @@ impl Resilience {
             })?),
             None => None,
         };
-        if let Some(limiter) = &self.limiter {
+        if let Some(limiter) = &self.config.limiter {
             limiter.admit(token).map_err(|e| match e {
                 WaitError::Cancelled(reason) => ResilienceError::Cancelled(reason),
                 _ => ResilienceError::Cancelled(CancelReason::DeadlineExceeded),
@@ -350,7 +344,7 @@ impl Resilience {
         if let Some(reason) = token.reason() {
             return Err(ResilienceError::Cancelled(reason));
         }
-        let guard = match &self.breaker {
+        let guard = match &self.config.breaker {
             Some(breaker) => {
                 Some(
                     breaker
@@ -371,12 +365,12 @@ impl Resilience {
     /// Sleeps before attempt `attempt + 1`; `false` if the deadline or the token
     /// ends the call first (a backoff that would outlast the deadline is not slept).
     fn back_off(&self, attempt: u32, token: &CancelToken) -> bool {
-        let (initial, max) = self.backoff;
+        let (initial, max) = self.config.backoff;
         let mut delay = initial
             .checked_mul(1u32 << (attempt - 1).min(31))
             .unwrap_or(max)
             .min(max);
-        if self.jitter {
+        if self.config.jitter {
             delay = full_jitter(delay);
         }
         if let Some(left) = token.remaining() {
@@ -387,8 +381,8 @@ impl Resilience {
         if delay.is_zero() {
             return !token.is_cancelled();
         }
-        let until = self.clock.now() + delay;
-        self.clock.sleep_until(until, Some(token))
+        let until = self.config.clock.now() + delay;
+        self.config.clock.sleep_until(until, Some(token))
     }
 }
 
@@ -404,13 +398,7 @@ fn full_jitter(delay: Duration) -> Duration {
 impl fmt::Debug for Resilience {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Resilience")
-            .field("bulkhead", &self.bulkhead.is_some())
-            .field("rate_limiter", &self.limiter.is_some())
-            .field("breaker", &self.breaker.is_some())
-            .field("timeout", &self.timeout)
-            .field("retries", &self.retries)
-            .field("backoff", &self.backoff)
-            .field("jitter", &self.jitter)
+            .field("config", &self.config)
             .field("stats", &self.stats())
             .finish()
     }
@@ -544,14 +532,7 @@ impl ResilienceBuilder {
             ));
         }
         Ok(Resilience {
-            bulkhead: self.bulkhead,
-            limiter: self.limiter,
-            breaker: self.breaker,
-            timeout: self.timeout,
-            retries: self.retries,
-            backoff: self.backoff,
-            jitter: self.jitter,
-            clock: self.clock,
+            config: self,
             counters: Counters::default(),
         })
     }
