@@ -451,6 +451,23 @@ impl CancelToken {
         self.handle.node.state.lock().slots.iter().flatten().count()
     }
 
+    /// Whether this is the only handle to a root token without a deadline that is not
+    /// cancelled and has nothing registered or handed out (no child, no callback, no
+    /// `done()` receiver): such a token is indistinguishable from a new one, so it can
+    /// be reused for a new call instead of allocating one.
+    pub(crate) fn is_pristine(&self) -> bool {
+        let node = &self.handle.node;
+        Arc::strong_count(&self.handle) == 1
+            && Arc::strong_count(node) == 1
+            && self.handle.parent.is_none()
+            && node.deadline.is_none()
+            && node.flagged().is_none()
+            && {
+                let state = node.state.lock();
+                state.slots.iter().all(Option::is_none) && state.done.is_none()
+            }
+    }
+
     /// Whether two handles refer to the same token.
     pub fn same_as(&self, other: &CancelToken) -> bool {
         Arc::ptr_eq(&self.handle.node, &other.handle.node)

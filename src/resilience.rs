@@ -16,6 +16,7 @@
 //! came) ends the call with that failure, so the caller always gets the error of the
 //! last attempt that ran rather than a refusal that hides it.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -102,6 +103,11 @@ impl<E: fmt::Display> fmt::Display for ResilienceError<E> {
 
 impl<E: fmt::Debug + fmt::Display> std::error::Error for ResilienceError<E> {}
 
+thread_local! {
+    /// A token a finished call left untouched, for the next call on this thread.
+    static IDLE_TOKEN: Cell<Option<CancelToken>> = const { Cell::new(None) };
+}
+
 /// A rate limiter of any clock, as the stack uses it.
 trait Admit: Send + Sync {
     fn admit(&self, token: &CancelToken) -> Result<(), WaitError>;
@@ -117,7 +123,8 @@ impl<C: Clock> Admit for RateLimiter<C> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ResilienceStats {
-    /// Calls made.
+    /// Calls that have ended (`succeeded + failed + refused`; a call that panicked is
+    /// not counted).
     pub calls: u64,
     /// Calls that returned a value.
     pub succeeded: u64,
@@ -131,7 +138,6 @@ pub struct ResilienceStats {
 
 #[derive(Default)]
 struct Counters {
-    calls: AtomicU64,
     succeeded: AtomicU64,
     failed: AtomicU64,
     refused: AtomicU64,
@@ -199,11 +205,17 @@ impl Resilience {
         &self,
         f: impl FnMut(&CancelToken) -> Result<T, E>,
     ) -> Result<T, ResilienceError<E>> {
-        let token = match self.config.timeout {
-            Some(timeout) => CancelToken::with_timeout(timeout),
-            None => CancelToken::new(),
+        let Some(timeout) = self.config.timeout else {
+            // No deadline: the token only has to exist. A pristine one left by an
+            // earlier call on this thread is as good as new and saves two allocations.
+            let token = IDLE_TOKEN.with(Cell::take).unwrap_or_default();
+            let result = self.run(&token, &|_: &E| true, f);
+            if token.is_pristine() {
+                IDLE_TOKEN.with(|idle| idle.set(Some(token)));
+            }
+            return result;
         };
-        self.run(&token, &|_: &E| true, f)
+        self.run(&CancelToken::with_timeout(timeout), &|_: &E| true, f)
     }
 
     /// As [`call`](Resilience::call), also stopping when `token` is cancelled; the
@@ -262,7 +274,6 @@ impl Resilience {
         is_failure: &dyn Fn(&E) -> bool,
         mut f: impl FnMut(&CancelToken) -> Result<T, E>,
     ) -> Result<T, ResilienceError<E>> {
-        bump(&self.counters.calls);
         let mut last: Option<(E, u32)> = None;
         let mut attempt: u32 = 0;
         loop {
@@ -296,11 +307,17 @@ impl Resilience {
     /// A snapshot of the counters.
     pub fn stats(&self) -> ResilienceStats {
         let c = &self.counters;
+        // Every call ends in exactly one of these, so `calls` needs no counter of
+        // its own (one shared write per call, not two). A call still in progress is
+        // not counted yet.
+        let succeeded = c.succeeded.load(Ordering::Relaxed);
+        let failed = c.failed.load(Ordering::Relaxed);
+        let refused = c.refused.load(Ordering::Relaxed);
         ResilienceStats {
-            calls: c.calls.load(Ordering::Relaxed),
-            succeeded: c.succeeded.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
-            refused: c.refused.load(Ordering::Relaxed),
+            calls: succeeded + failed + refused,
+            succeeded,
+            failed,
+            refused,
             retries: c.retries.load(Ordering::Relaxed),
         }
     }
