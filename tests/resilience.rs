@@ -353,3 +353,36 @@ fn bad_settings_name_the_field() {
         .unwrap_err();
     assert_eq!(err.field(), "backoff");
 }
+
+#[test]
+fn a_token_a_call_kept_or_cancelled_is_never_handed_to_the_next_call() {
+    let stack = Resilience::builder().build().unwrap();
+    let mut kept = None;
+    stack
+        .call(|token| {
+            kept = Some(token.clone());
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+    let kept = kept.unwrap();
+    stack
+        .call(|token| {
+            assert!(!token.same_as(&kept), "a token someone holds was reused");
+            token.cancel(); // the call cancels its own token
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+    stack
+        .call(|token| {
+            assert!(!token.is_cancelled(), "a cancelled token was reused");
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+    kept.cancel();
+    stack
+        .call(|token| {
+            assert!(!token.is_cancelled());
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+}
