@@ -386,3 +386,12 @@ fn a_token_a_call_kept_or_cancelled_is_never_handed_to_the_next_call() {
         })
         .unwrap();
 }
+
+#[test]
+fn the_stack_is_shared_across_threads() {
+    fn both<T: Send + Sync>() {}
+    both::<Resilience>();
+    both::<corral::ResilienceBuilder>();
+    both::<ResilienceError<String>>();
+    both::<corral::ResilienceStats>();
+}
