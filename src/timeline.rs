@@ -28,9 +28,9 @@
 //! its last tick, served from the vDSO without a system call: 4.4 ns on the benchmark
 //! VM against 9.6 ns for the TSC read above), which is at most about one tick (its
 //! `clock_getres`, 4 ms there) behind. Its readings live on their own base (the OS's
-//! monotonic clock, nanoseconds since a reading taken when the user's structure was
-//! built) and are never compared with or converted to [`Timeline`] offsets, so the
-//! two sources cannot drift apart in any decision. It is the one place in the crate
+//! monotonic clock: nanoseconds since boot on Linux, used as they are) and are never
+//! compared with or converted to [`Timeline`] offsets, so the two sources cannot
+//! drift apart in any decision. It is the one place in the crate
 //! with `unsafe` (two `libc` calls, each with its `// SAFETY:` note); elsewhere, and
 //! under loom, [`Coarse::tick`] is `None` and callers keep the timeline.
 //!
@@ -186,12 +186,10 @@ impl<C: Clock + ?Sized> Timeline<C> {
     }
 }
 
-/// Readings of the coarse monotonic clock (see the module notes), as nanoseconds since
-/// the reading taken by [`Coarse::start`].
+/// The coarse monotonic clock (see the module notes). A value proves the clock is
+/// there; readings are the OS's nanoseconds since its own base (boot on Linux).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Coarse {
-    origin: u64,
-}
+pub(crate) struct Coarse(());
 
 impl Coarse {
     /// The coarse clock's resolution in nanoseconds (how far behind a reading may
@@ -201,17 +199,15 @@ impl Coarse {
         *TICK.get_or_init(coarse::resolution)
     }
 
-    /// A coarse timeline starting now, or `None` where there is no coarse clock.
-    pub(crate) fn start() -> Option<Coarse> {
-        Coarse::tick().map(|_| Coarse {
-            origin: coarse::read(),
-        })
+    /// The coarse clock, or `None` where there is none.
+    pub(crate) fn get() -> Option<Coarse> {
+        Coarse::tick().map(|_| Coarse(()))
     }
 
-    /// Nanoseconds since [`start`](Coarse::start), as of the OS's last tick.
+    /// Nanoseconds on the coarse clock's own base, as of the OS's last tick.
     #[inline]
-    pub(crate) fn now(&self) -> u64 {
-        coarse::read().saturating_sub(self.origin)
+    pub(crate) fn now(self) -> u64 {
+        coarse::read()
     }
 }
 
@@ -294,11 +290,11 @@ mod tests {
     }
 
     #[test]
-    fn the_coarse_clock_moves_forward_from_its_start() {
-        let started = Coarse::start();
-        assert_eq!(started.is_some(), cfg!(target_os = "linux"));
-        let Some(coarse) = started else { return };
-        let tick = Coarse::tick().expect("a started coarse clock has a tick");
+    fn the_coarse_clock_moves_forward() {
+        let found = Coarse::get();
+        assert_eq!(found.is_some(), cfg!(target_os = "linux"));
+        let Some(coarse) = found else { return };
+        let tick = Coarse::tick().expect("a coarse clock has a tick");
         let before = Instant::now();
         let a = coarse.now();
         // Never back.

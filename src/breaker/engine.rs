@@ -214,6 +214,9 @@ pub(super) struct Engine {
     /// `Some` when the time window's buckets run on the coarse clock (window time);
     /// `None` when window time is engine time.
     coarse: Option<Coarse>,
+    /// Whether a closed call's outcome needs the precise end time: for a slow-call
+    /// policy, or for a time window on engine time (decided once, read per call).
+    timed: bool,
 }
 
 impl fmt::Debug for Engine {
@@ -228,6 +231,8 @@ impl Engine {
     pub(super) fn new(cfg: Config) -> Self {
         let origin = cfg.timeline.now();
         let coarse = window_clock(&cfg);
+        let timed = cfg.slow.is_some()
+            || (matches!(cfg.window, WindowKind::Time { .. }) && coarse.is_none());
         Engine {
             hot: Hot {
                 word: AtomicU64::new(CLOSED),
@@ -254,6 +259,7 @@ impl Engine {
             cfg,
             origin,
             coarse,
+            timed,
         }
     }
 
@@ -266,8 +272,8 @@ impl Engine {
 
     /// Window time: what the time window's buckets are counted in. Engine time (`now`
     /// itself) unless the window runs on the coarse clock, whose readings are
-    /// nanoseconds since the breaker was built on their own base and are compared
-    /// only with each other (bucket ids, `eval_after`).
+    /// nanoseconds on the OS's own base, compared only with each other (bucket ids,
+    /// `eval_after`).
     #[inline]
     fn window_now(&self, now: u64) -> u64 {
         match self.coarse {
@@ -427,8 +433,7 @@ impl Engine {
         }
         // The precise end time serves slow-call durations, and the time window unless
         // its buckets run on the coarse clock.
-        let timed = self.cfg.slow.is_some()
-            || (matches!(self.cfg.window, WindowKind::Time { .. }) && self.coarse.is_none());
+        let timed = self.timed;
         let end = if timed { self.now() } else { 0 };
         let slow = self.is_slow(permit, end);
         if outcome == Outcome::Failure || slow {
@@ -789,6 +794,6 @@ fn window_clock(cfg: &Config) -> Option<Coarse> {
     let tick = Coarse::tick()?;
     let wide = width / COARSE_TICKS_PER_BUCKET >= tick;
     (wide && cfg.slow.is_none() && cfg.timeline.is_system())
-        .then(Coarse::start)
+        .then(Coarse::get)
         .flatten()
 }
