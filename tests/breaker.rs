@@ -739,12 +739,18 @@ fn stress(window: Window) {
 /// generation reusing the first one's slots: every success is still counted once.
 #[test]
 fn many_threads_and_reused_slots_count_exactly() {
+    many_threads_count_exactly(Window::Count(1_000_000));
+    // SystemClock with wide buckets: the coarse clock on Linux.
+    many_threads_count_exactly(Window::Time(Duration::from_secs(600)));
+}
+
+fn many_threads_count_exactly(window: Window) {
     let _check = LeakCheck::new();
     const THREADS: u64 = 40;
     const CALLS: u64 = 500;
     let b = CircuitBreaker::builder()
         .failure_rate(0.5)
-        .window(Window::Count(1_000_000))
+        .window(window)
         .minimum_calls(1)
         .build()
         .unwrap();
