@@ -293,7 +293,7 @@
 //! [`leak::live_threads`] lists the corral threads alive now. [`leak::LeakCheck`]
 //! fails a test when threads started under it outlive it; its OS mode catches threads
 //! leaked by any library.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(
     missing_docs,
     unreachable_pub,

@@ -306,6 +306,59 @@ fn time_window_success_reaching_minimum_after_expiry_trips() {
     assert_eq!(b.state(), State::Open, "2 of 4 failed");
 }
 
+/// `SystemClock` and buckets far wider than the OS's coarse tick: the window's buckets
+/// run on the coarse clock (on Linux), and the window still counts every outcome and
+/// trips on the rate, from a failure and from a success reaching `minimum_calls`.
+#[test]
+fn system_clock_time_window_with_wide_buckets_counts_and_trips() {
+    let wide = || {
+        CircuitBreaker::builder()
+            .failure_rate(0.5)
+            .window(Window::Time(Duration::from_secs(600)))
+            .minimum_calls(10)
+            .open_for(Duration::from_secs(600))
+    };
+
+    // Tripped by a failure: 6 successes, then failures until half the calls failed.
+    let b = wide().build().unwrap();
+    for _ in 0..6 {
+        ok(&b).unwrap();
+    }
+    let stats = b.stats();
+    assert_eq!((stats.window_calls, stats.window_failures), (6, 0));
+    assert_eq!(stats.successes, 6);
+    for _ in 0..5 {
+        fail(&b).unwrap_err();
+    }
+    let stats = b.stats();
+    assert_eq!((stats.window_calls, stats.window_failures), (11, 5));
+    assert_eq!(b.state(), State::Closed, "5 of 11 is under half");
+    fail(&b).unwrap_err();
+    assert_eq!(b.state(), State::Open, "6 of 12");
+    assert!(matches!(ok(&b), Err(BreakerError::Open { .. })));
+
+    // Tripped by a success: 5 failures wait for the minimum, which the 5th success
+    // brings (5 of 10 failed).
+    let b = wide().build().unwrap();
+    for _ in 0..5 {
+        fail(&b).unwrap_err();
+    }
+    for _ in 0..4 {
+        ok(&b).unwrap();
+    }
+    assert_eq!(b.state(), State::Closed, "9 calls, minimum is 10");
+    assert_eq!(b.stats().window_calls, 9);
+    ok(&b).unwrap();
+    assert_eq!(b.state(), State::Open, "5 of 10 failed");
+
+    // Reset clears the window: old successes no longer count.
+    b.reset();
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.stats().window_calls, 0);
+    ok(&b).unwrap();
+    assert_eq!(b.stats().window_calls, 1);
+}
+
 #[test]
 fn slow_calls_open_it_past_their_rate() {
     let clock = ManualClock::new();
@@ -686,12 +739,18 @@ fn stress(window: Window) {
 /// generation reusing the first one's slots: every success is still counted once.
 #[test]
 fn many_threads_and_reused_slots_count_exactly() {
+    many_threads_count_exactly(Window::Count(1_000_000));
+    // SystemClock with wide buckets: the coarse clock on Linux.
+    many_threads_count_exactly(Window::Time(Duration::from_secs(600)));
+}
+
+fn many_threads_count_exactly(window: Window) {
     let _check = LeakCheck::new();
     const THREADS: u64 = 40;
     const CALLS: u64 = 500;
     let b = CircuitBreaker::builder()
         .failure_rate(0.5)
-        .window(Window::Count(1_000_000))
+        .window(window)
         .minimum_calls(1)
         .build()
         .unwrap();

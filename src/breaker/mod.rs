@@ -656,4 +656,37 @@ mod tests {
             other => panic!("expected Open, got {other:?}"),
         }
     }
+
+    /// The coarse clock serves exactly the `SystemClock` time windows whose buckets are
+    /// wide (64 ticks) and that have no slow-call policy; everything else keeps the
+    /// precise timeline.
+    #[test]
+    fn coarse_window_clock_only_where_it_is_safe_and_cheaper() {
+        let time = |window: Duration| {
+            CircuitBreaker::builder()
+                .failure_rate(0.5)
+                .window(Window::Time(window))
+        };
+        let coarse = |b: BreakerBuilder| b.build().unwrap().engine.window_on_coarse_clock();
+        let available = crate::timeline::Coarse::tick().is_some();
+        assert_eq!(cfg!(target_os = "linux"), available);
+        if let Some(tick) = crate::timeline::Coarse::tick() {
+            // Linux ticks are 1-10 ms (HZ 100 to 1000).
+            assert!((1_000_000..=10_000_000).contains(&tick), "{tick}");
+            // Buckets a tenth of the window: exactly 64 ticks qualifies, one ns less not.
+            let edge = Duration::from_nanos(tick * 64 * 10);
+            assert!(coarse(time(edge)));
+            assert!(!coarse(time(edge - Duration::from_nanos(10))));
+        }
+        assert_eq!(coarse(time(Duration::from_secs(60))), available);
+        assert!(!coarse(time(Duration::from_millis(100))));
+        assert!(!coarse(
+            time(Duration::from_secs(60)).slow_call(Duration::from_secs(1), 0.5)
+        ));
+        assert!(!coarse(
+            time(Duration::from_secs(60)).clock(crate::ManualClock::new())
+        ));
+        assert!(!coarse(CircuitBreaker::builder().failure_rate(0.5)));
+        assert!(!coarse(CircuitBreaker::builder().consecutive_failures(3)));
+    }
 }

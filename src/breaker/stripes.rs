@@ -23,8 +23,11 @@
 //!   bits) in its high half and that bucket's success count in its low half, updated
 //!   with one compare-and-swap (one plain store by an owning thread), so a slot is
 //!   recycled exactly when its bucket leaves the window. A count saturates only past 2^32 successes per thread slot per bucket.
-//! - An owning thread also keeps the id and end of the bucket it last counted into
-//!   (`hint_*`), so a success inside that bucket skips the division by the width.
+//! - An owning thread also keeps the slot index and end of the bucket it last counted
+//!   into (`hint_*`), so a success inside that bucket skips the division by the width
+//!   and the id check: since that count, only the owner has written the slot, so it
+//!   still holds that bucket (or a newer one that took the slot, which a late report
+//!   counts into anyway), and a plain increment is what `add_to_bucket` would do.
 //! - Failures and slow calls are rare and take the breaker's lock; they are not here.
 
 use crate::sync::{AtomicU64, Ordering};
@@ -55,9 +58,9 @@ pub(super) struct Stripe {
     pub(super) rejected: AtomicU64,
     /// Time-window buckets: `(bucket id as u32) << 32 | successes`.
     buckets: [AtomicU64; BUCKETS],
-    /// The owning thread's last bucket: its id and the engine time it ends, so that
-    /// a success within it needs no division (written by the owner only).
-    hint_id: AtomicU64,
+    /// The owning thread's last bucket: its slot index and the window time it ends,
+    /// so that a success within it needs no division (written by the owner only).
+    hint_slot: AtomicU64,
     hint_end: AtomicU64,
 }
 
@@ -68,28 +71,35 @@ impl Stripe {
             plain: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            hint_id: AtomicU64::new(0),
+            hint_slot: AtomicU64::new(0),
             hint_end: AtomicU64::new(0),
         }
     }
 
-    /// Counts one success at engine time `now` into its bucket of `width` nanoseconds.
+    /// Counts one success at window time `now` into its bucket of `width` units.
     #[inline]
     pub(super) fn add_at(&self, now: u64, width: u64, owned: bool) {
         if !owned {
             return self.add_to_bucket(now / width, false);
         }
         let end = self.hint_end.load(Ordering::Relaxed);
-        let bucket = if now < end && now >= end - width {
-            self.hint_id.load(Ordering::Relaxed)
-        } else {
-            let id = now / width;
-            self.hint_id.store(id, Ordering::Relaxed);
-            let end = (id + 1).saturating_mul(width);
-            self.hint_end.store(end, Ordering::Relaxed);
-            id
-        };
-        self.add_to_bucket(bucket, true);
+        if now < end && now >= end - width {
+            // Within the bucket this owner counted into last: its slot holds that
+            // bucket or a newer one (module notes), so count into it as is.
+            let hinted = self.hint_slot.load(Ordering::Relaxed) as usize;
+            if let Some(slot) = self.buckets.get(hinted) {
+                let current = slot.load(Ordering::Relaxed);
+                if current & 0xFFFF_FFFF != 0xFFFF_FFFF {
+                    slot.store(current + 1, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
+        let id = now / width;
+        self.hint_slot.store(id % BUCKETS as u64, Ordering::Relaxed);
+        let end = (id + 1).saturating_mul(width);
+        self.hint_end.store(end, Ordering::Relaxed);
+        self.add_to_bucket(id, true);
     }
 
     /// Counts one success into time bucket `bucket`.

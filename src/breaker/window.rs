@@ -14,7 +14,10 @@
 //!   `BUCKETS`, so outcomes a full window old never count. Successes live in striped
 //!   buckets, locked outcomes in `TimeWindow::buckets`. Clearing records what the
 //!   stripes hold per bucket as an offset to subtract.
-//! - **When must a success look?** [`WindowState::totals`] also returns the engine time
+//! - **Window time.** Every time here is the engine's window time (engine time, or the
+//!   coarse clock for wide `SystemClock` buckets: see `engine.rs`); bucket ids and
+//!   `eval_after` are never compared with anything else.
+//! - **When must a success look?** [`WindowState::totals`] also returns the window time
 //!   from which a plain success could trip the breaker (see there); before it,
 //!   successes take no lock at all.
 
@@ -22,7 +25,7 @@ use std::collections::VecDeque;
 
 use super::stripes::{Stripes, BUCKETS};
 
-/// The window rates are computed over, in engine units.
+/// The window rates are computed over, in engine units (window time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum WindowKind {
     /// No rate configured: nothing is recorded per call beyond stats.
@@ -94,7 +97,7 @@ impl WindowState {
         }
     }
 
-    /// Records a failure and/or slow call at engine time `now`.
+    /// Records a failure and/or slow call at window time `now`.
     pub(super) fn record(&mut self, stripes: &Stripes, now: u64, failure: bool, slow: bool) {
         match self {
             WindowState::None => {}
@@ -144,7 +147,7 @@ impl WindowState {
         }
     }
 
-    /// Totals at `now`, and the engine time from which a plain success could trip the
+    /// Totals at `now`, and the window time from which a plain success could trip the
     /// breaker: `could_trip(t)` says whether a window with totals `t` plus the fewest
     /// successes that reach `minimum_calls` (at least one) is over a threshold.
     pub(super) fn totals(
