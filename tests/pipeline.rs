@@ -135,6 +135,30 @@ fn the_source_is_pulled_by_the_first_stage_unless_a_policy_drops() {
     assert_eq!(puller(Overflow::DropOldest, 0), ["corral-pipe-source"]);
 }
 
+#[test]
+fn a_slow_source_pulled_by_the_first_stage_is_the_bottleneck() {
+    let _check = LeakCheck::new();
+    let source = (0..300u32).inspect(|_| spin_for(Duration::from_micros(200)));
+    let report = Pipeline::from_iter(source)
+        .stage("fast", 2, |x| x)
+        .capacity(4)
+        .for_each(|_| {})
+        .unwrap();
+    assert_books_balance(&report);
+    assert_eq!(report.bottleneck().unwrap().name, "source", "{report}");
+    let source = report.stage("source").unwrap();
+    assert!(source.busy >= Duration::from_micros(200 * 300), "{report}");
+    assert!(
+        source.busy + source.blocked_send <= report.elapsed,
+        "{report}"
+    );
+    // The first stage waited for input while it pulled: that is its idle time.
+    assert!(
+        report.stage("fast").unwrap().idle_recv >= source.busy,
+        "{report}"
+    );
+}
+
 /// A value that counts how many of its kind are alive, and the most ever alive.
 struct Tracked<'a> {
     live: &'a AtomicUsize,

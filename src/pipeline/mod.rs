@@ -201,14 +201,13 @@ pub struct Pipeline<'env, T> {
 }
 
 impl<'env, T: Send + 'env> Pipeline<'env, T> {
-    /// A pipeline whose items come from `source`, pulled only as fast as the first
-    /// stage takes them.
+    /// A pipeline whose items come from `source`, pulled on demand.
     ///
     /// With [`Overflow::Block`] (the default) the first stage's workers pull the
-    /// source themselves, one at a time (the source is never called concurrently),
-    /// and with no stage the calling thread pulls it; with a drop policy it is pulled
-    /// on its own thread (`corral-pipe-source`), ahead of the first stage, so that
-    /// overload is dropped at the first queue.
+    /// source themselves, one batch at a time (never concurrently), only as fast as
+    /// they process; with no stage the calling thread pulls it. With a drop policy it
+    /// is pulled on its own thread (`corral-pipe-source`) as fast as the first queue
+    /// accepts or drops the items, so that overload is dropped there.
     ///
     /// # Example
     ///
