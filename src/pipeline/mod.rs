@@ -19,8 +19,9 @@
 //!   dedicated thread would only hand items over at the pace the first stage takes
 //!   them, and on a machine with fewer cores than threads every extra thread that
 //!   must run once per batch costs a scheduler round trip: the 3-stage benchmark
-//!   went from 5 threads to 4 and batched runs from about 0.30x to about 0.25x of
-//!   the hand-rolled crossbeam pipeline (see BENCHMARKS.md). With `DropNewest` /
+//!   went from 5 threads to 4, and batch 64 from 0.29-0.37x to 0.16-0.30x of the
+//!   hand-rolled crossbeam pipeline (batch 16: 0.40-0.52x to 0.23-0.32x; unbatched
+//!   0.43-0.72x; runs under load, see BENCHMARKS.md). With `DropNewest` /
 //!   `DropOldest` the source keeps its own thread (`corral-pipe-source`) and runs
 //!   ahead of the first stage, so that overload is dropped at the first queue as
 //!   those policies promise.
