@@ -1,8 +1,10 @@
 //! Pipeline hand-off cost: 100,000 u64 through 3 one-worker stages with queues of 64,
 //! corral beside a hand-rolled `crossbeam_channel::bounded` pipeline and a
-//! `std::sync::mpsc::sync_channel` one (both in `std::thread::scope`, source and sink
-//! arranged exactly like corral's: a source thread, 3 stage threads, the sink on the
-//! caller). Then corral with batching (same capacity in items), and 4-worker stages
+//! `std::sync::mpsc::sync_channel` one (both in `std::thread::scope`: a source thread
+//! feeding the first of 4 queues, 3 stage threads, the sink on the caller). corral
+//! (with its default `Overflow::Block`) has no source thread and no first queue: the
+//! first stage's worker pulls the source itself, so it runs 3 threads plus the
+//! caller. Then corral with batching (same capacity in items), and 4-worker stages
 //! on a CPU-heavy map beside rayon's `par_iter` (a reference: rayon has no queues, no
 //! backpressure and no report).
 

@@ -99,7 +99,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         .stage("classify", 1, |e: Entry| (e.status >= 500, e))
         .capacity(capacity)
         .batch(batch)
-        .overflow(Overflow::Block) // backpressure: the generator waits for the parsers
+        .overflow(Overflow::Block) // backpressure: the parsers pull the generator
         .for_each(|(server_error, entry)| {
             in_flight.fetch_sub(1, Ordering::Relaxed);
             let stats = by_route.entry(entry.route).or_default();
@@ -125,8 +125,9 @@ fn main() -> Result<(), Box<dyn Error>> {
             s.max_ms
         );
     }
-    // 3 queues of `capacity`; 4 workers, the source and the sink hold a batch each.
-    let bound = 3 * capacity + (4 + 2) * batch;
+    // 2 queues of `capacity` (in front of "classify" and of the sink: under `Block`
+    // the parsers pull the generator themselves); 4 workers and the sink hold a batch.
+    let bound = 2 * capacity + (4 + 1) * batch;
     println!(
         "\nmax lines alive at once: {} (bound {bound}), of {LINES}",
         max_in_flight.load(Ordering::Relaxed)

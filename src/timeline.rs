@@ -67,6 +67,14 @@ fn tsc() -> &'static Tsc {
     })
 }
 
+/// Nanoseconds since the process-wide TSC base (the OS clock where the TSC is
+/// unusable): a cheap clock for timing short intervals, such as the pipeline's
+/// per-packet pulls. Differences only; never mixed with std instants.
+#[inline]
+pub(crate) fn tsc_nanos() -> u64 {
+    tsc().now()
+}
+
 /// How offsets map onto std instants.
 #[derive(Clone, Copy)]
 pub(crate) enum Anchor {

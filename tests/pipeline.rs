@@ -98,6 +98,67 @@ fn threads_are_named_owned_and_joined() {
     assert!(still.is_empty(), "threads outlived the run: {still:?}");
 }
 
+#[test]
+fn the_source_is_pulled_by_the_first_stage_unless_a_policy_drops() {
+    let _check = LeakCheck::new();
+    let puller = |overflow: Overflow, stages: usize| {
+        let names = Mutex::new(Vec::new());
+        let source = (0..200u32).inspect(|_| {
+            let me = std::thread::current();
+            names
+                .lock()
+                .unwrap()
+                .push(me.name().unwrap_or("").to_owned());
+        });
+        let pipeline = Pipeline::from_iter(source).overflow(overflow);
+        let report = match stages {
+            0 => pipeline.for_each(|_| {}),
+            _ => pipeline.stage("first", 2, |x| x).for_each(|_| {}),
+        }
+        .unwrap();
+        assert_eq!(report.stage("source").unwrap().items_out, 200);
+        assert_books_balance(&report);
+        let mut names = names.into_inner().unwrap();
+        names.sort_unstable();
+        names.dedup();
+        names
+    };
+    // Backpressure: the first stage's workers pull the source (no source thread).
+    for name in puller(Overflow::Block, 1) {
+        assert!(name.starts_with("corral-pipe-first-"), "{name}");
+    }
+    // No stage at all: the caller pulls the source and runs the sink.
+    let caller = std::thread::current().name().map(str::to_owned);
+    assert_eq!(puller(Overflow::Block, 0), [caller.unwrap_or_default()]);
+    // A drop policy keeps a source thread running ahead, so overload is dropped.
+    assert_eq!(puller(Overflow::DropNewest, 1), ["corral-pipe-source"]);
+    assert_eq!(puller(Overflow::DropOldest, 0), ["corral-pipe-source"]);
+}
+
+#[test]
+fn a_slow_source_pulled_by_the_first_stage_is_the_bottleneck() {
+    let _check = LeakCheck::new();
+    let source = (0..300u32).inspect(|_| spin_for(Duration::from_micros(200)));
+    let report = Pipeline::from_iter(source)
+        .stage("fast", 2, |x| x)
+        .capacity(4)
+        .for_each(|_| {})
+        .unwrap();
+    assert_books_balance(&report);
+    assert_eq!(report.bottleneck().unwrap().name, "source", "{report}");
+    let source = report.stage("source").unwrap();
+    assert!(source.busy >= Duration::from_micros(200 * 300), "{report}");
+    assert!(
+        source.busy + source.blocked_send <= report.elapsed,
+        "{report}"
+    );
+    // The first stage waited for input while it pulled: that is its idle time.
+    assert!(
+        report.stage("fast").unwrap().idle_recv >= source.busy,
+        "{report}"
+    );
+}
+
 /// A value that counts how many of its kind are alive, and the most ever alive.
 struct Tracked<'a> {
     live: &'a AtomicUsize,
@@ -124,8 +185,9 @@ fn slow_sink_and_endless_source_stay_within_capacities_plus_workers() {
     let max = AtomicUsize::new(0);
     let token = CancelToken::new();
     let (capacity, workers) = (4usize, [2usize, 3]);
-    // Each queue (3) holds `capacity`; each stage worker, the source and the sink hold one.
-    let bound = capacity * 3 + workers.iter().sum::<usize>() + 2;
+    // Each queue (2: in front of "b" and of the sink) holds `capacity`; each stage
+    // worker and the sink hold one. ("a" pulls the source itself: no queue, no thread.)
+    let bound = capacity * 2 + workers.iter().sum::<usize>() + 1;
     let mut delivered = 0u64;
     let result = Pipeline::from_iter(std::iter::repeat_with(|| Tracked::new(&live, &max)))
         .stage("a", workers[0], |t| t)
@@ -176,8 +238,9 @@ fn batching_keeps_the_bound_counted_in_items() {
     let max = AtomicUsize::new(0);
     let token = CancelToken::new();
     let (capacity, batch, workers) = (16usize, 4usize, 2usize);
-    // Two queues of `capacity` items; each worker, the source and the sink hold a batch.
-    let bound = capacity * 2 + (workers + 2) * batch;
+    // One queue of `capacity` items (in front of the sink; "a" pulls the source
+    // itself); each worker and the sink hold a batch.
+    let bound = capacity + (workers + 1) * batch;
     let mut delivered = 0u64;
     let err = Pipeline::from_iter(std::iter::repeat_with(|| Tracked::new(&live, &max)))
         .stage("a", workers, |t| t)

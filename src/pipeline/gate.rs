@@ -3,8 +3,9 @@
 //! sink has not yet delivered (or learned was dropped). So the sink's reorder buffer
 //! never holds more than `window` packets.
 //!
-//! Implementation notes: one producer (the source thread) waits, one consumer (the
-//! sink) releases. The waiter sets a `waiting` flag, then re-reads `released`; the
+//! Implementation notes: one producer (whoever pulls the source: the source thread,
+//! or the first-stage worker holding the source's lock) waits, one consumer (the
+//! sink) releases. The waiting thread may change between waits, never during one. The waiter sets a `waiting` flag, then re-reads `released`; the
 //! releaser writes `released`, then takes the flag. All four are read-modify-writes
 //! (`AcqRel`), which always see the latest value of their location, so one side
 //! always sees the other: no lost wake-up. (A plain `SeqCst` store/load pair would

@@ -7,18 +7,32 @@
 //!   `Pipeline<U>` by wrapping the previous "launch" closure in a new one. Nothing
 //!   runs until a terminal call ([`for_each`](Pipeline::for_each),
 //!   [`collect`](Pipeline::collect), [`run`](Pipeline::run) and its bounded forms).
-//! - A run lives inside one `std::thread::scope`: the source and every stage worker
-//!   are scoped threads started through `crate::spawn::spawn_scoped` (owner
-//!   `"Pipeline"`, named `corral-pipe-<stage>-<n>`), so closures and the source may
-//!   borrow, and every thread has joined when the terminal call returns. The sink
-//!   runs on the caller's thread.
+//! - A run lives inside one `std::thread::scope`: every stage worker is a scoped
+//!   thread started through `crate::spawn::spawn_scoped` (owner `"Pipeline"`, named
+//!   `corral-pipe-<stage>-<n>`), so closures and the source may borrow, and every
+//!   thread has joined when the terminal call returns. The sink runs on the caller's
+//!   thread.
+//! - Who pulls the source depends on the overflow policy. With `Overflow::Block` (the
+//!   default) the first stage's workers pull it themselves, a packet at a time under
+//!   one lock (uncontended with one worker), and there is no queue in front of the
+//!   first stage; with no stage at all the caller pulls it and runs the sink. A
+//!   dedicated thread would only hand items over at the pace the first stage takes
+//!   them, and on a machine with fewer cores than threads every extra thread that
+//!   must run once per batch costs a scheduler round trip: the 3-stage benchmark
+//!   went from 5 threads to 4, and batch 64 from 0.29-0.37x to 0.16-0.30x of the
+//!   hand-rolled crossbeam pipeline (batch 16: 0.40-0.52x to 0.23-0.32x; unbatched
+//!   0.43-0.72x; runs under load, see BENCHMARKS.md). With `DropNewest` /
+//!   `DropOldest` the source keeps its own thread (`corral-pipe-source`) and runs
+//!   ahead of the first stage, so that overload is dropped at the first queue as
+//!   those policies promise.
 //! - The engine (queues, sends, worker loops) is in `run.rs`, the reorder window in
 //!   `gate.rs`, the report in `report.rs`.
 //! - Bounded memory: each queue holds at most `capacity` items, each worker (and the
-//!   source and the sink) at most one batch, and in ordered mode the sink's reorder
-//!   buffer at most the reorder window. With a batch of 1 and no reordering, the
-//!   items alive inside a run never exceed
-//!   `capacity × (stages + 1) + stage workers + 2`.
+//!   source thread, if any, and the sink) at most one batch, and in ordered mode the
+//!   sink's reorder buffer at most the reorder window. With a batch of 1 and no
+//!   reordering, the items alive inside a run never exceed
+//!   `capacity × stages + stage workers + 1` with `Block` (no first queue, no source
+//!   thread), and `capacity × (stages + 1) + stage workers + 2` with a drop policy.
 
 // `PipelineError` carries the run's report and a `Panic` inline, so it is large; a run
 // returns it once, and boxing the fields would only make matching on it clumsier.
@@ -41,7 +55,7 @@ use crate::Overflow;
 
 pub use report::{PipelineReport, StageStats};
 
-use run::{BoxError, Ctx, Failure, OnDrop, Outbound, Settings};
+use run::{BoxError, Ctx, Failure, Feed, Input, OnDrop, Outbound, Pull, Settings};
 
 #[cfg(loom)]
 #[doc(hidden)]
@@ -63,6 +77,52 @@ where
     Box::new(f)
 }
 
+/// What feeds the next stage: the source itself, or the stages built so far.
+enum Head<'env, T> {
+    Source(Pull<'env, T>),
+    Stages(Launch<'env, T>),
+}
+
+impl<'env, T: Send + 'env> Head<'env, T> {
+    /// Starts everything upstream of stage `index` and returns that stage's input.
+    ///
+    /// Straight after the source, with `Overflow::Block`, there is no thread and no
+    /// queue: the stage's threads pull the source themselves (a dedicated thread
+    /// would only hand items over at the pace the stage takes them). With a drop
+    /// policy the source runs on its own thread, ahead of the stage, so that overload
+    /// is dropped at the stage's queue.
+    fn start<'s>(
+        self,
+        scope: &'s std::thread::Scope<'s, 'env>,
+        ctx: &Arc<Ctx<'env>>,
+        on_drop: Option<OnDrop<'env, T>>,
+        index: usize,
+    ) -> Input<'env, T> {
+        match self {
+            Head::Source(pull) if ctx.settings.overflow == Overflow::Block => {
+                Input::Feed(Arc::new(Feed::new(pull)))
+            }
+            head => {
+                let (tx, rx) = ctx.queue::<T>(index);
+                let out = Outbound::new(ctx, tx, &rx, on_drop, index);
+                match head {
+                    Head::Source(pull) => {
+                        let spec = ThreadSpec::new("Pipeline", "pipe-source");
+                        let shared = Arc::clone(ctx);
+                        let spawned =
+                            spawn_scoped(scope, &spec, move || run::run_source(&shared, pull, out));
+                        if let Err(e) = spawned {
+                            ctx.fail(0, Failure::Spawn(e));
+                        }
+                    }
+                    Head::Stages(launch) => launch(scope, ctx, out),
+                }
+                Input::Queue(rx)
+            }
+        }
+    }
+}
+
 /// Default queue capacity, in items.
 pub(crate) const DEFAULT_CAPACITY: usize = 64;
 
@@ -74,7 +134,8 @@ pub(crate) const DEFAULT_CAPACITY: usize = 64;
 /// slowest stage (backpressure); [`Overflow::DropNewest`] / [`Overflow::DropOldest`]
 /// drop an item instead, count it and hand it to the [`on_drop`](Pipeline::on_drop)
 /// callback. ([`Overflow::Reject`] and [`Overflow::CallerRuns`] belong to the worker
-/// pool: a run configured with them fails with a [`ConfigError`].)
+/// pool: a run configured with them fails with a [`ConfigError`].) Under
+/// `Block` the first stage needs no queue: its workers pull the source directly.
 ///
 /// Nothing runs until a terminal call: [`for_each`](Pipeline::for_each),
 /// [`try_for_each`](Pipeline::try_for_each), [`collect`](Pipeline::collect), or
@@ -129,7 +190,7 @@ pub(crate) const DEFAULT_CAPACITY: usize = 64;
 /// pipeline.for_each(|_| {}).unwrap();
 /// ```
 pub struct Pipeline<'env, T> {
-    launch: Launch<'env, T>,
+    head: Head<'env, T>,
     /// Stage names and worker counts, source first.
     stages: Vec<(String, usize)>,
     on_drop: Option<OnDrop<'env, T>>,
@@ -141,8 +202,13 @@ pub struct Pipeline<'env, T> {
 }
 
 impl<'env, T: Send + 'env> Pipeline<'env, T> {
-    /// A pipeline whose items come from `source`, pulled on its own thread
-    /// (`corral-pipe-source`) only as fast as the first queue accepts them.
+    /// A pipeline whose items come from `source`, pulled on demand.
+    ///
+    /// With [`Overflow::Block`] (the default) the first stage's workers pull the
+    /// source themselves, one batch at a time (never concurrently), only as fast as
+    /// they process; with no stage the calling thread pulls it. With a drop policy it
+    /// is pulled on its own thread (`corral-pipe-source`) as fast as the first queue
+    /// accepts or drops the items, so that overload is dropped there.
     ///
     /// # Example
     ///
@@ -157,17 +223,8 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         I: IntoIterator<Item = T>,
         I::IntoIter: Send + 'env,
     {
-        let iter = source.into_iter();
         Pipeline {
-            launch: launch(move |scope, ctx, out| {
-                let spec = ThreadSpec::new("Pipeline", "pipe-source");
-                let shared = Arc::clone(ctx);
-                if let Err(e) =
-                    spawn_scoped(scope, &spec, move || run::run_source(&shared, iter, out))
-                {
-                    ctx.fail(0, Failure::Spawn(e));
-                }
-            }),
+            head: Head::Source(run::pull_from(source.into_iter())),
             stages: vec![("source".to_owned(), 1)],
             on_drop: None,
             capacity: DEFAULT_CAPACITY,
@@ -249,22 +306,21 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             self.invalid = check_stage(&self.stages, &name, workers).err();
         }
         let index = self.stages.len();
-        let prev = self.launch;
+        let prev = self.head;
         let on_drop = self.on_drop;
         let stage_name = name.clone();
         self.stages.push((name, workers));
         Pipeline {
-            launch: launch(move |scope, ctx, out| {
-                let (tx, rx) = ctx.queue::<T>(index);
-                prev(scope, ctx, Outbound::new(ctx, tx, &rx, on_drop, index));
+            head: Head::Stages(launch(move |scope, ctx, out| {
+                let input = prev.start(scope, ctx, on_drop, index);
                 let f = Arc::new(f);
                 let mut started = 0;
                 for n in 0..workers {
                     let spec = ThreadSpec::new("Pipeline", format!("pipe-{stage_name}-{n}"));
-                    let (rx, out, f) = (rx.clone(), out.clone(), Arc::clone(&f));
+                    let (input, out, f) = (input.clone(), out.clone(), Arc::clone(&f));
                     let shared = Arc::clone(ctx);
                     let spawned = spawn_scoped(scope, &spec, move || {
-                        run::run_worker(&shared, index, rx, out, &*f)
+                        run::run_worker(&shared, index, input, out, &*f)
                     });
                     match spawned {
                         Ok(_) => started += 1,
@@ -278,9 +334,11 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                     // No worker to drain this queue: the run is already cancelled, so
                     // the caller drains it (counting, not processing) until the
                     // upstream has gone; otherwise a blocked sender would wait forever.
-                    run::run_worker(ctx, index, rx, out, &*f);
+                    run::run_worker(ctx, index, input, out, &*f);
+                } else {
+                    input.release(ctx);
                 }
-            }),
+            })),
             stages: self.stages,
             on_drop: None,
             capacity: self.capacity,
@@ -686,8 +744,11 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             }
             Some(Some(items)) => Some(items),
             Some(None) => {
-                let workers: usize = self.stages.iter().map(|(_, w)| w).sum();
-                let queues = self.stages.len();
+                // `stages` lists the source (1 "worker") first. With `Block` the first
+                // stage pulls the source itself: one queue and one holder fewer.
+                let fused = usize::from(self.overflow == Overflow::Block);
+                let workers: usize = self.stages.iter().map(|(_, w)| w).sum::<usize>() - fused;
+                let queues = self.stages.len() - fused;
                 Some(
                     self.capacity
                         .saturating_mul(queues)
@@ -720,15 +781,10 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         workers.push(1);
         let sink_index = self.stages.len();
         let ctx = Arc::new(Ctx::new(token, settings, names, workers));
-        let (launch, on_drop) = (self.launch, self.on_drop);
+        let (head, on_drop) = (self.head, self.on_drop);
         std::thread::scope(|scope| {
-            let (tx, rx) = ctx.queue::<T>(sink_index);
-            launch(
-                scope,
-                &ctx,
-                Outbound::new(&ctx, tx, &rx, on_drop, sink_index),
-            );
-            run::run_sink(&ctx, sink_index, rx, sink);
+            let input = head.start(scope, &ctx, on_drop, sink_index);
+            run::run_sink(&ctx, sink_index, input, sink);
         });
         let reason = ctx.token.reason();
         let (stages, failure, source_done) = run::finish(ctx);

@@ -28,7 +28,9 @@ use super::run::Counts;
 pub struct StageStats {
     /// The stage's name (`"source"` and `"sink"` for the two ends).
     pub name: String,
-    /// Worker threads of the stage (1 for the source; the sink runs on the caller).
+    /// Worker threads of the stage (1 for the source, although under
+    /// [`Overflow::Block`](crate::Overflow::Block) it has no thread of its own: the
+    /// first stage's workers pull it; the sink runs on the caller).
     pub workers: usize,
     /// Items offered to the stage's queue (for the source: items pulled).
     pub items_in: u64,
@@ -44,12 +46,15 @@ pub struct StageStats {
     /// (still queued, in a worker's hands, or refused by a cancelled send).
     pub not_processed: u64,
     /// Time the stage's workers spent running (the stage function and bookkeeping),
-    /// summed over workers.
+    /// summed over workers. For the source: time inside its iterator.
     pub busy: Duration,
-    /// Time spent blocked sending because the next queue was full (for the source in
-    /// ordered mode, also waiting for the reorder window), summed over workers.
+    /// Time spent blocked sending because the next queue was full, summed over
+    /// workers. For the source: its time waiting for the next stage to take more
+    /// (when the first stage pulls it directly, the time between pulls) and, in
+    /// ordered mode, for the reorder window.
     pub blocked_send: Duration,
-    /// Time spent waiting for input on an empty queue, summed over workers.
+    /// Time spent waiting for input on an empty queue, summed over workers. For a
+    /// first stage that pulls the source itself, the time spent pulling it.
     pub idle_recv: Duration,
 }
 

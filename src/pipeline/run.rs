@@ -1,7 +1,18 @@
-//! The run engine: packets, queues with overflow policies, and the loops of the
-//! source thread, the stage workers and the sink.
+//! The run engine: packets, queues with overflow policies, the source (pulled by
+//! the first stage, or on its own thread under a drop policy), and the loops of the
+//! stage workers and the sink.
 //!
 //! Implementation notes:
+//! - Under `Overflow::Block` the first stage's workers (or the sink, if there is no
+//!   stage) take packets from a [`Feed`]: the source's iterator behind one lock,
+//!   pulled a packet at a time, numbered under the lock (so ordered mode works
+//!   unchanged) and waiting for the reorder window there. Its books are stage 0's:
+//!   pulled items in and out, busy = time inside the iterator, blocked = the rest of
+//!   its life until its last pull (waiting for the stage to ask again, or for the
+//!   window). For the puller the whole call is idle time (waiting for input). Two
+//!   TSC reads per packet (`crate::timeline::tsc_nanos`) pay for those times; with
+//!   `Instant::now` they cost about a tenth of an unbatched run. Once the run stops the source is not
+//!   pulled again: a worker that would only discard stops instead.
 //! - Items travel in [`Packet`]s: one item with its sequence number, or a batch. A
 //!   queue's capacity is counted in items (`capacity / batch` packets), so batching
 //!   keeps the same memory bound.
@@ -15,7 +26,7 @@
 //!   plus wake-up per hand-off dominated the cost, and yielding hands the core to the
 //!   other side directly. An idle stage still parks after a few tens of microseconds.
 //! - Cancellation needs no wake-up channel: once the run's token is cancelled the
-//!   source stops pulling, and every worker (and the sink) keeps receiving but only
+//!   source stops being pulled, and every worker (and the sink) keeps receiving but only
 //!   to count and drop what arrives, until its upstream has gone. Draining is what
 //!   unblocks the senders upstream, so the cascade reaches the sink within one pass
 //!   over the (bounded) queues. Only user code that is running delays it.
@@ -39,6 +50,7 @@ use super::report::StageStats;
 use crate::cancel::CancelToken;
 use crate::panic::Panic;
 use crate::queue::{send_evicting, send_until, try_send, Refused};
+use crate::timeline::tsc_nanos;
 use crate::wait::Until;
 use crate::Overflow;
 
@@ -448,7 +460,7 @@ fn map_packet<T, U>(
 pub(crate) fn run_worker<T, U>(
     ctx: &Ctx<'_>,
     index: usize,
-    rx: Receiver<Packet<T>>,
+    input: Input<'_, T>,
     out: Outbound<'_, U>,
     f: &impl Fn(T) -> Result<U, BoxError>,
 ) {
@@ -457,9 +469,16 @@ pub(crate) fn run_worker<T, U>(
     let mut next = Counts::default();
     // Once the run is cancelled (or this worker failed), keep receiving but only to
     // count and drop: draining is what wakes the senders blocked upstream, and the
-    // loop ends when the upstream has gone.
+    // loop ends when the upstream has gone. (The source has no senders to wake: it is
+    // not pulled again.)
     let mut discarding = false;
-    while let Some(packet) = recv(&rx, &mut own) {
+    loop {
+        if discarding && matches!(input, Input::Feed(_)) {
+            break;
+        }
+        let Some(packet) = input.recv(ctx, &mut own) else {
+            break;
+        };
         if discarding || ctx.token.is_cancelled() {
             discarding = true;
             own.not_processed += packet.len();
@@ -484,10 +503,35 @@ pub(crate) fn run_worker<T, U>(
     own.finish(started);
     ctx.merge(index, &own);
     ctx.merge(out.stage, &next);
+    input.release(ctx);
 }
 
-/// The loop of the source thread (stage 0): pulls, numbers and sends.
-pub(crate) fn run_source<I: Iterator>(ctx: &Ctx<'_>, mut iter: I, out: Outbound<'_, I::Item>) {
+/// Pulls the source: `(seq, batch)` to the next packet, `None` once it is exhausted.
+/// Boxed where the iterator's type is known, so the batching loop is compiled for it
+/// and the engine pays one indirect call per packet.
+pub(crate) type Pull<'env, T> = Box<dyn FnMut(u64, usize) -> Option<Packet<T>> + Send + 'env>;
+
+/// The [`Pull`] of an iterator.
+pub(crate) fn pull_from<'env, I>(mut iter: I) -> Pull<'env, I::Item>
+where
+    I: Iterator + Send + 'env,
+{
+    Box::new(move |seq, batch| {
+        if batch == 1 {
+            iter.next().map(|item| Packet::One(seq, item))
+        } else {
+            let first = iter.next()?;
+            let mut items = Vec::with_capacity(batch);
+            items.push(first);
+            items.extend(iter.by_ref().take(batch - 1));
+            Some(Packet::Many(seq, items))
+        }
+    })
+}
+
+/// The loop of the source thread (stage 0), used with the drop policies: pulls,
+/// numbers and sends, as fast as the first queue takes them (or drops them).
+pub(crate) fn run_source<T>(ctx: &Ctx<'_>, mut pull: Pull<'_, T>, out: Outbound<'_, T>) {
     let started = Instant::now();
     let mut own = Counts::default();
     let mut next = Counts::default();
@@ -505,15 +549,7 @@ pub(crate) fn run_source<I: Iterator>(ctx: &Ctx<'_>, mut iter: I, out: Outbound<
                 break;
             }
         }
-        let pulled = Panic::catch_any(|| {
-            if batch == 1 {
-                iter.next().map(|item| Packet::One(seq, item))
-            } else {
-                let items: Vec<_> = iter.by_ref().take(batch).collect();
-                (!items.is_empty()).then(|| Packet::Many(seq, items))
-            }
-        });
-        match pulled {
+        match Panic::catch_any(|| pull(seq, batch)) {
             Ok(Some(packet)) => {
                 own.items_in += packet.len();
                 own.out += packet.len();
@@ -538,6 +574,155 @@ pub(crate) fn run_source<I: Iterator>(ctx: &Ctx<'_>, mut iter: I, out: Outbound<
     own.finish(started);
     ctx.merge(0, &own);
     ctx.merge(out.stage, &next);
+}
+
+/// The source pulled directly by the threads of the first stage (or by the sink, if
+/// there is no stage), used with `Overflow::Block`: one lock around the iterator,
+/// taken once per packet, replaces the source thread and the first queue.
+pub(crate) struct Feed<'env, T> {
+    state: Mutex<FeedState<'env, T>>,
+}
+
+struct FeedState<'env, T> {
+    pull: Pull<'env, T>,
+    seq: u64,
+    /// Exhausted, panicked, or stopped by the run's token: never pulled again.
+    done: bool,
+    /// Stage 0's books: pulled items, time inside the iterator.
+    counts: Counts,
+    /// When the feed was made, and when the last pull returned (`tsc_nanos`).
+    started: u64,
+    last: u64,
+}
+
+fn nanos(n: u64) -> Duration {
+    Duration::from_nanos(n)
+}
+
+impl<'env, T> Feed<'env, T> {
+    pub(crate) fn new(pull: Pull<'env, T>) -> Self {
+        let now = tsc_nanos();
+        Feed {
+            state: Mutex::new(FeedState {
+                pull,
+                seq: 0,
+                done: false,
+                counts: Counts::default(),
+                started: now,
+                last: now,
+            }),
+        }
+    }
+
+    /// The next packet for the caller (a thread of stage `own`), or `None` once the
+    /// source is exhausted, has panicked or the run is cancelled. The time spent
+    /// waiting for the lock, the reorder window and the iterator goes to the caller's
+    /// idle time; the time inside the iterator is also the source's busy time. Timed
+    /// on the TSC: two std clock reads per packet were a tenth of an unbatched run.
+    fn take(&self, ctx: &Ctx<'_>, own: &mut Counts) -> Option<Packet<T>> {
+        let asked = tsc_nanos();
+        let (mut state, mut started) = match self.state.try_lock() {
+            Some(state) => (state, asked),
+            None => {
+                let state = self.state.lock();
+                (state, tsc_nanos())
+            }
+        };
+        let state = &mut *state;
+        if state.done || ctx.token.is_cancelled() {
+            state.done = true;
+            own.idle += nanos(tsc_nanos().saturating_sub(asked));
+            return None;
+        }
+        if let Some(gate) = &ctx.gate {
+            let open = gate.wait_for(state.seq, &Until::cancellable(&ctx.token));
+            started = tsc_nanos();
+            if open.is_err() {
+                state.done = true;
+                state.last = state.last.max(started);
+                own.idle += nanos(started.saturating_sub(asked));
+                return None;
+            }
+        }
+        let (seq, batch) = (state.seq, ctx.settings.batch);
+        let pull = &mut state.pull;
+        let pulled = Panic::catch_any(|| pull(seq, batch));
+        let now = tsc_nanos();
+        state.counts.busy += nanos(now.saturating_sub(started));
+        state.last = state.last.max(now);
+        own.idle += nanos(now.saturating_sub(asked));
+        match pulled {
+            Ok(Some(packet)) => {
+                let n = packet.len();
+                state.seq += 1;
+                state.counts.items_in += n;
+                state.counts.out += n;
+                own.items_in += n;
+                Some(packet)
+            }
+            Ok(None) => {
+                state.done = true;
+                ctx.source_done
+                    .store(true, std::sync::atomic::Ordering::Release);
+                None
+            }
+            Err(panic) => {
+                state.done = true;
+                state.counts.items_in += 1;
+                state.counts.failed += 1;
+                ctx.fail(0, Failure::Panic(panic));
+                None
+            }
+        }
+    }
+
+    /// Closes the source's books: its lifetime runs until its last pull, and what of
+    /// it was not spent in the iterator it spent waiting for the first stage to ask
+    /// again (backpressure) or for the reorder window: its blocked time.
+    fn finish(self, ctx: &Ctx<'_>) {
+        let mut state = self.state.into_inner();
+        let life = nanos(state.last.saturating_sub(state.started));
+        state.counts.blocked += life.saturating_sub(state.counts.busy);
+        ctx.merge(0, &state.counts);
+    }
+}
+
+/// Where a stage's threads (or the sink) take their packets from.
+pub(crate) enum Input<'env, T> {
+    /// The queue in front of the stage.
+    Queue(Receiver<Packet<T>>),
+    /// The source itself (first stage, `Overflow::Block`).
+    Feed(std::sync::Arc<Feed<'env, T>>),
+}
+
+impl<T> Clone for Input<'_, T> {
+    fn clone(&self) -> Self {
+        match self {
+            Input::Queue(rx) => Input::Queue(rx.clone()),
+            Input::Feed(feed) => Input::Feed(std::sync::Arc::clone(feed)),
+        }
+    }
+}
+
+impl<T> Input<'_, T> {
+    /// The next packet, or `None` when there is no more: the upstream has gone, or
+    /// (for the source) it is exhausted or the run stopped.
+    fn recv(&self, ctx: &Ctx<'_>, own: &mut Counts) -> Option<Packet<T>> {
+        match self {
+            Input::Queue(rx) => recv(rx, own),
+            Input::Feed(feed) => feed.take(ctx, own),
+        }
+    }
+
+    /// Lets go of the input; the last holder of the source closes its books. Every
+    /// holder calls it, on its own thread, before the run's scope ends.
+    pub(crate) fn release(self, ctx: &Ctx<'_>) {
+        if let Input::Feed(feed) = self {
+            if let Some(feed) = std::sync::Arc::into_inner(feed) {
+                feed.finish(ctx);
+            }
+        }
+    }
 }
 
 /// The sink's reorder buffer (ordered mode).
@@ -644,7 +829,7 @@ fn deliver<T>(
 pub(crate) fn run_sink<T>(
     ctx: &Ctx<'_>,
     index: usize,
-    rx: Receiver<Packet<T>>,
+    input: Input<'_, T>,
     sink: &mut dyn FnMut(T) -> Result<(), BoxError>,
 ) {
     let started = Instant::now();
@@ -656,9 +841,12 @@ pub(crate) fn run_sink<T>(
     let tombs = ctx.tombstones.as_ref().map(|(_, rx)| rx);
     let mut failed = false;
     loop {
-        let arrival = match tombs {
-            None => recv(&rx, &mut own).map(Arrival::Packet),
-            Some(tombs) => recv_or_tombstone(&rx, tombs, &mut own),
+        if failed && matches!(input, Input::Feed(_)) {
+            break; // nothing upstream to drain (see `run_worker`)
+        }
+        let arrival = match (tombs, &input) {
+            (Some(tombs), Input::Queue(rx)) => recv_or_tombstone(rx, tombs, &mut own),
+            _ => input.recv(ctx, &mut own).map(Arrival::Packet),
         };
         let Some(arrival) = arrival else { break };
         if failed || ctx.token.is_cancelled() {
@@ -705,6 +893,7 @@ pub(crate) fn run_sink<T>(
     }
     own.finish(started);
     ctx.merge(index, &own);
+    input.release(ctx);
 }
 
 #[cfg(all(test, not(loom)))]
