@@ -115,7 +115,12 @@ trait Admit: Send + Sync {
 
 impl<C: Clock> Admit for RateLimiter<C> {
     fn admit(&self, token: &CancelToken) -> Result<(), WaitError> {
-        self.wait_cancellable(token)
+        // A free slot needs no look at the token (whose deadline costs two clock
+        // reads in a wait); a refused check records nothing, so the wait is exact.
+        match self.check() {
+            Ok(()) => Ok(()),
+            Err(_) => self.wait_cancellable(token),
+        }
     }
 }
 
@@ -344,12 +349,22 @@ impl Resilience {
 
     /// Passes the layers in order; what they grant is held for one attempt.
     fn admit<E>(&self, token: &CancelToken) -> Result<Admitted<'_>, ResilienceError<E>> {
+        // One look at the token up front (with a deadline it reads the clock); the
+        // waits below look again only if they have to wait.
+        if let Some(reason) = token.reason() {
+            return Err(ResilienceError::Cancelled(reason));
+        }
         let permit = match &self.config.bulkhead {
-            Some(bulkhead) => Some(bulkhead.acquire_cancellable(token).map_err(|e| match e {
-                AcquireError::Cancelled(reason) => ResilienceError::Cancelled(reason),
-                AcquireError::Timeout => ResilienceError::Cancelled(CancelReason::DeadlineExceeded),
-                _ => ResilienceError::BulkheadClosed,
-            })?),
+            Some(bulkhead) => Some(match bulkhead.try_acquire() {
+                Ok(permit) => permit,
+                Err(_) => bulkhead.acquire_cancellable(token).map_err(|e| match e {
+                    AcquireError::Cancelled(reason) => ResilienceError::Cancelled(reason),
+                    AcquireError::Timeout => {
+                        ResilienceError::Cancelled(CancelReason::DeadlineExceeded)
+                    }
+                    _ => ResilienceError::BulkheadClosed,
+                })?,
+            }),
             None => None,
         };
         if let Some(limiter) = &self.config.limiter {
@@ -357,9 +372,6 @@ impl Resilience {
                 WaitError::Cancelled(reason) => ResilienceError::Cancelled(reason),
                 _ => ResilienceError::Cancelled(CancelReason::DeadlineExceeded),
             })?;
-        }
-        if let Some(reason) = token.reason() {
-            return Err(ResilienceError::Cancelled(reason));
         }
         let guard = match &self.config.breaker {
             Some(breaker) => {
