@@ -2,7 +2,9 @@
 //! slot, resolved on another thread (with a value or, as an abandoned task's cell
 //! does, with `Cancelled`) while the handle joins, also with a bounded join that gives
 //! up. The abandonment itself (a job dropped unrun resolving its handle, even when a
-//! capture panics on drop) is unit-tested in src/pool/task.rs. The group's limit is the
+//! capture panics on drop) is unit-tested in src/pool/task.rs. Also `map`'s chunk
+//! claim: the worker and the caller race to take a chunk's input; it runs exactly
+//! once, and a job dropped unrun takes the input with it. The group's limit is the
 //! crate's `Semaphore`, modelled in tests/loom_semaphore.rs.
 //! The queue itself is crossbeam-channel, which does not run under loom; the stress
 //! tests in tests/pool.rs cover it.
@@ -16,6 +18,8 @@
 // models exercise the real code without making it public.
 #[path = "../src/cancel.rs"]
 mod cancel;
+#[path = "../src/pool/claim.rs"]
+mod claim;
 #[path = "../src/pool/handle.rs"]
 mod handle;
 #[path = "../src/panic.rs"]
@@ -60,5 +64,59 @@ fn a_bounded_join_that_gives_up_keeps_the_result() {
         };
         assert_eq!(value, 3);
         worker.join().unwrap();
+    });
+}
+
+#[test]
+fn a_chunk_runs_exactly_once_whether_the_worker_or_the_caller_takes_it() {
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::sync::Arc;
+    loom::model(|| {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (input, guard) = claim::claim(21u32);
+        let (slot, handle) = packet::<Option<u32>>();
+        let worker_runs = Arc::clone(&runs);
+        let worker = loom::thread::spawn(move || {
+            let out = guard.take().map(|x| {
+                worker_runs.fetch_add(1, Ordering::SeqCst);
+                x * 2
+            });
+            drop(guard);
+            slot.set(Ok(out));
+        });
+        // The caller: run it here if no worker took it, else wait for the worker's.
+        let result = match input.take() {
+            Some(x) => {
+                runs.fetch_add(1, Ordering::SeqCst);
+                x * 2
+            }
+            None => handle
+                .join()
+                .unwrap()
+                .expect("the worker took it, so it ran it"),
+        };
+        worker.join().unwrap();
+        assert_eq!(result, 42);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    });
+}
+
+#[test]
+fn a_chunk_whose_job_is_dropped_unrun_never_runs_on_the_caller_after() {
+    loom::model(|| {
+        let (input, guard) = claim::claim(5u32);
+        let (slot, handle) = packet::<Option<u32>>();
+        // The pool drops the job unrun (an eviction): the guard goes, then the
+        // handle resolves to Cancelled, as the job's cell does.
+        let evictor = loom::thread::spawn(move || {
+            drop(guard);
+            slot.set(Err(TaskError::Cancelled));
+        });
+        match input.take() {
+            Some(x) => assert_eq!(x, 5), // taken before the eviction: the caller runs it
+            None => assert!(handle.join().unwrap_err().is_cancelled()),
+        }
+        evictor.join().unwrap();
+        assert_eq!(input.take(), None, "the input is gone either way");
     });
 }

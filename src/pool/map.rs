@@ -32,34 +32,19 @@ use std::fmt;
 use std::iter::Fuse;
 
 use crate::panic::Panic;
+use crate::pool::claim::{claim, Claim};
 use crate::pool::core::Core;
 use crate::pool::handle::{packet, TaskError, TaskHandle};
 use crate::pool::task::{Cell, Job, Plain};
-use parking_lot::Mutex;
 use std::sync::Arc;
 
 /// Most items one chunk carries: big enough to amortise the per-job cost on tiny
 /// items, small enough to keep both workers busy on uneven ones.
 const MAX_CHUNK: usize = 1024;
 
-/// A chunk's input, taken once: by the worker that dequeues its job, or by the caller
-/// that needs its results before any worker started it.
-type Claim<T> = Arc<Mutex<Option<Vec<T>>>>;
-
-/// Held by a queued chunk's job: if the job is dropped unrun (evicted, discarded,
-/// cancelled), the input goes with it, so the caller does not run a chunk the pool
-/// has already reported as dropped or never run.
-struct ClaimGuard<T>(Claim<T>);
-
-impl<T> Drop for ClaimGuard<T> {
-    fn drop(&mut self) {
-        drop(self.0.lock().take());
-    }
-}
-
 enum Pending<T, R> {
     /// `None` from the handle: the caller claimed the input first.
-    Queued(TaskHandle<Option<Chunk<R>>>, Claim<T>, usize),
+    Queued(TaskHandle<Option<Chunk<R>>>, Claim<Vec<T>>, usize),
     /// The queue was full: the chunk stays with the caller, who runs it when due.
     Local(Vec<T>),
     /// The pool is closed: the chunk's items yield `Cancelled`.
@@ -158,10 +143,9 @@ where
             }
             let f = Arc::clone(&self.f);
             let (done, handle) = packet();
-            let claim: Claim<I::Item> = Arc::new(Mutex::new(Some(batch)));
-            let guard = ClaimGuard(Arc::clone(&claim));
+            let (claim, guard) = claim(batch);
             let work = move || {
-                let batch = guard.0.lock().take();
+                let batch = guard.take();
                 batch.map(|batch| run_chunk(batch, &*f))
             };
             let job = Job::new(Arc::new(Cell::new(Plain(work), done)));
@@ -170,7 +154,7 @@ where
                 Err((job, closed)) => {
                     // Take the input back before the job goes (its guard would
                     // clear it): nothing was queued, so nothing is counted.
-                    let batch = claim.lock().take();
+                    let batch = claim.take();
                     drop(job);
                     match batch {
                         Some(batch) if !closed => Pending::Local(batch),
@@ -240,7 +224,7 @@ where
                 Pending::Queued(handle, claim, n) => (handle, claim, n),
             };
             if !self.core.token().is_cancelled() {
-                let unstarted = claim.lock().take();
+                let unstarted = claim.take();
                 if let Some(batch) = unstarted {
                     drop(handle); // its job will find the input gone
                     self.current = run_chunk(batch, &*self.f);

@@ -9,6 +9,7 @@
 //! only in how they start and join threads and in how a refused closure is recovered
 //! from its erased job (see `task.rs`).
 
+mod claim;
 mod core;
 mod handle;
 mod map;
