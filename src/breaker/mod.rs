@@ -331,7 +331,9 @@ impl CircuitBreaker {
     /// # Errors
     ///
     /// [`BreakerError::Open`] (with the time left), [`BreakerError::HalfOpenFull`] or
-    /// [`BreakerError::ForcedOpen`] when the call was refused and `f` did not run;
+    /// [`BreakerError::ForcedOpen`] when the call was refused and `f` did not run (it
+    /// is dropped; to keep what it captures, ask first with
+    /// [`try_acquire`](CircuitBreaker::try_acquire) and call only once admitted);
     /// [`BreakerError::Inner`] with `f`'s error.
     ///
     /// # Panics
