@@ -232,6 +232,69 @@ fn slow_sink_and_endless_source_stay_within_capacities_plus_workers() {
 }
 
 #[test]
+fn a_buffer_sizes_the_one_queue_after_the_stage_it_follows() {
+    let _check = LeakCheck::new();
+    let live = AtomicUsize::new(0);
+    let max = AtomicUsize::new(0);
+    let token = CancelToken::new();
+    let (buffer, capacity, workers) = (9usize, 4usize, [2usize, 3]);
+    // The queue after "a" holds `buffer`, the one after "b" (in front of the sink)
+    // `capacity`; each stage worker and the sink hold one.
+    let bound = buffer + capacity + workers.iter().sum::<usize>() + 1;
+    let mut delivered = 0u64;
+    let result = Pipeline::from_iter(std::iter::repeat_with(|| Tracked::new(&live, &max)))
+        .stage("a", workers[0], |t| t)
+        .buffer(buffer)
+        .stage("b", workers[1], |t| t)
+        .capacity(capacity)
+        .run_cancellable(
+            |_item| {
+                if delivered == 0 {
+                    eventually("the pipeline to fill up", || {
+                        live.load(Ordering::SeqCst) >= bound
+                    });
+                }
+                delivered += 1;
+                if delivered == 300 {
+                    token.cancel();
+                }
+            },
+            &token,
+        );
+    let err = result.unwrap_err();
+    assert!(matches!(err, PipelineError::Cancelled { .. }), "{err}");
+    assert_eq!(
+        max.load(Ordering::SeqCst),
+        bound,
+        "the buffer was not used as sized"
+    );
+    assert_eq!(live.load(Ordering::SeqCst), 0, "items outlived the run");
+    assert_books_balance(err.report().unwrap());
+}
+
+#[test]
+fn a_buffer_below_the_batch_or_zero_is_a_config_error() {
+    for (buffer, batch) in [(0usize, 1usize), (4, 8)] {
+        let err = Pipeline::from_iter(0..10)
+            .stage("a", 1, |x| x)
+            .buffer(buffer)
+            .capacity(16)
+            .batch(batch)
+            .for_each(|_| {})
+            .unwrap_err();
+        match err {
+            PipelineError::Config(config) => {
+                assert_eq!(
+                    (config.field(), config.value()),
+                    ("buffer", &*buffer.to_string())
+                );
+            }
+            other => panic!("expected a config error, got {other}"),
+        }
+    }
+}
+
+#[test]
 fn batching_keeps_the_bound_counted_in_items() {
     let _check = LeakCheck::new();
     let live = AtomicUsize::new(0);

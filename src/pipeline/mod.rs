@@ -27,12 +27,15 @@
 //!   those policies promise.
 //! - The engine (queues, sends, worker loops) is in `run.rs`, the reorder window in
 //!   `gate.rs`, the report in `report.rs`.
-//! - Bounded memory: each queue holds at most `capacity` items, each worker (and the
-//!   source thread, if any, and the sink) at most one batch, and in ordered mode the
-//!   sink's reorder buffer at most the reorder window. With a batch of 1 and no
-//!   reordering, the items alive inside a run never exceed
+//! - Bounded memory: each queue holds at most its capacity in items (`capacity`, or
+//!   the `buffer` set after the stage that feeds it), each worker (and the source
+//!   thread, if any, and the sink) at most one batch, and in ordered mode the sink's
+//!   reorder buffer at most the reorder window. With a batch of 1, no reordering and
+//!   no `buffer`, the items alive inside a run never exceed
 //!   `capacity × stages + stage workers + 1` with `Block` (no first queue, no source
-//!   thread), and `capacity × (stages + 1) + stage workers + 2` with a drop policy.
+//!   thread), and `capacity × (stages + 1) + stage workers + 2` with a drop policy;
+//!   a `buffer` replaces one queue's `capacity` in that sum. The default reorder
+//!   window is that sum's queue part plus one batch per holder.
 
 // `PipelineError` carries the run's report and a `Panic` inline, so it is large; a run
 // returns it once, and boxing the fields would only make matching on it clumsier.
@@ -193,6 +196,9 @@ pub struct Pipeline<'env, T> {
     head: Head<'env, T>,
     /// Stage names and worker counts, source first.
     stages: Vec<(String, usize)>,
+    /// Per producer (source first, as `stages`): the capacity of the queue after it,
+    /// when [`buffer`](Pipeline::buffer) set one.
+    buffers: Vec<Option<usize>>,
     on_drop: Option<OnDrop<'env, T>>,
     capacity: usize,
     overflow: Overflow,
@@ -226,6 +232,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         Pipeline {
             head: Head::Source(run::pull_from(source.into_iter())),
             stages: vec![("source".to_owned(), 1)],
+            buffers: vec![None],
             on_drop: None,
             capacity: DEFAULT_CAPACITY,
             overflow: Overflow::Block,
@@ -310,6 +317,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         let on_drop = self.on_drop;
         let stage_name = name.clone();
         self.stages.push((name, workers));
+        self.buffers.push(None);
         Pipeline {
             head: Head::Stages(launch(move |scope, ctx, out| {
                 let input = prev.start(scope, ctx, on_drop, index);
@@ -340,6 +348,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                 }
             })),
             stages: self.stages,
+            buffers: self.buffers,
             on_drop: None,
             capacity: self.capacity,
             overflow: self.overflow,
@@ -365,6 +374,39 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// ```
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity;
+        self
+    }
+
+    /// Capacity, in items, of the one queue after what was added last (the source or
+    /// a stage), in place of [`capacity`](Pipeline::capacity): a bigger buffer in front
+    /// of a slow or bursty stage, a smaller one where memory is tight. After the last
+    /// stage it sizes the queue in front of the sink. Under [`Overflow::Block`] the
+    /// first stage pulls the source directly, so a buffer set on the source alone has
+    /// no queue to size.
+    ///
+    /// # Errors
+    ///
+    /// The terminal call returns [`PipelineError::Config`] naming `buffer` for 0 or
+    /// for less than the [`batch`](Pipeline::batch).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let (out, report) = corral::Pipeline::from_iter(0..1000u64)
+    ///     .stage("parse", 2, |n| n * 2)
+    ///     .buffer(256) // the queue between "parse" and "score" holds up to 256 items
+    ///     .stage("score", 1, |n| n + 1)
+    ///     .capacity(16) // every other queue
+    ///     .ordered()
+    ///     .collect()?;
+    /// assert_eq!(out[999], 1999);
+    /// assert_eq!(report.stages[1].items_out, 1000);
+    /// # Ok::<(), corral::PipelineError>(())
+    /// ```
+    pub fn buffer(mut self, items: usize) -> Self {
+        if let Some(last) = self.buffers.last_mut() {
+            *last = Some(items);
+        }
         self
     }
 
@@ -709,7 +751,9 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         })
     }
 
-    fn settings(&self) -> Result<Settings, ConfigError> {
+    /// The run's settings, and the capacity in items of the queue in front of each
+    /// stage index (source first, the sink last; index 0 has no queue).
+    fn settings(&self) -> Result<(Settings, Vec<usize>), ConfigError> {
         if let Some(invalid) = &self.invalid {
             return Err(invalid.clone());
         }
@@ -730,6 +774,18 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                 "must not exceed the capacity, which is counted in items",
             ));
         }
+        for items in self.buffers.iter().flatten() {
+            if *items == 0 || *items < self.batch {
+                return Err(ConfigError::new(
+                    "buffer",
+                    *items,
+                    "must be at least 1 and at least the batch",
+                ));
+            }
+        }
+        let capacities: Vec<usize> = std::iter::once(self.capacity)
+            .chain(self.buffers.iter().map(|b| b.unwrap_or(self.capacity)))
+            .collect();
         if matches!(self.overflow, Overflow::Reject | Overflow::CallerRuns) {
             return Err(ConfigError::new(
                 "overflow",
@@ -748,20 +804,18 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                 // stage pulls the source itself: one queue and one holder fewer.
                 let fused = usize::from(self.overflow == Overflow::Block);
                 let workers: usize = self.stages.iter().map(|(_, w)| w).sum::<usize>() - fused;
-                let queues = self.stages.len() - fused;
-                Some(
-                    self.capacity
-                        .saturating_mul(queues)
-                        .saturating_add(workers.saturating_add(1).saturating_mul(self.batch)),
-                )
+                let queued = capacities[1 + fused..]
+                    .iter()
+                    .fold(0usize, |sum, c| sum.saturating_add(*c));
+                Some(queued.saturating_add(workers.saturating_add(1).saturating_mul(self.batch)))
             }
         };
-        Ok(Settings {
-            capacity: self.capacity,
+        let settings = Settings {
             overflow: self.overflow,
             batch: self.batch,
             window: window.map(|items| items.div_ceil(self.batch) as u64),
-        })
+        };
+        Ok((settings, capacities))
     }
 
     fn execute(
@@ -769,7 +823,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         token: CancelToken,
         sink: &mut dyn FnMut(T) -> Result<(), BoxError>,
     ) -> Result<PipelineReport, PipelineError> {
-        let settings = self.settings().map_err(PipelineError::Config)?;
+        let (settings, capacities) = self.settings().map_err(PipelineError::Config)?;
         let started = Instant::now();
         let mut names: Vec<String> = Vec::with_capacity(self.stages.len() + 1);
         let mut workers = Vec::with_capacity(self.stages.len() + 1);
@@ -780,7 +834,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         names.push("sink".to_owned());
         workers.push(1);
         let sink_index = self.stages.len();
-        let ctx = Arc::new(Ctx::new(token, settings, names, workers));
+        let ctx = Arc::new(Ctx::new(token, settings, names, workers, capacities));
         let (head, on_drop) = (self.head, self.on_drop);
         std::thread::scope(|scope| {
             let input = head.start(scope, &ctx, on_drop, sink_index);
@@ -849,6 +903,7 @@ impl<T> fmt::Debug for Pipeline<'_, T> {
         f.debug_struct("Pipeline")
             .field("stages", &self.stages)
             .field("capacity", &self.capacity)
+            .field("buffers", &self.buffers)
             .field("overflow", &self.overflow)
             .field("batch", &self.batch)
             .field("ordered", &self.ordered.is_some())

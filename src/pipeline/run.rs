@@ -141,7 +141,6 @@ impl Counts {
 /// Run-wide settings, fixed before any thread starts.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Settings {
-    pub(crate) capacity: usize,
     pub(crate) overflow: Overflow,
     pub(crate) batch: usize,
     /// Reorder window in packets, in ordered mode.
@@ -149,8 +148,9 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    fn packets(&self) -> usize {
-        (self.capacity / self.batch).max(1)
+    /// Packets a queue of `capacity` items holds: never more than `capacity` items.
+    fn packets(&self, capacity: usize) -> usize {
+        (capacity / self.batch).max(1)
     }
 }
 
@@ -162,6 +162,8 @@ pub(crate) struct Ctx<'env> {
     pub(crate) settings: Settings,
     names: Vec<String>,
     workers: Vec<usize>,
+    /// Items the queue in front of each stage index holds.
+    capacities: Vec<usize>,
     stats: Vec<Mutex<Counts>>,
     failure: Mutex<Option<(usize, Failure)>>,
     drainers: Mutex<Vec<(usize, Drainer<'env>)>>,
@@ -178,6 +180,7 @@ impl<'env> Ctx<'env> {
         settings: Settings,
         names: Vec<String>,
         workers: Vec<usize>,
+        capacities: Vec<usize>,
     ) -> Self {
         let stats = names
             .iter()
@@ -195,6 +198,7 @@ impl<'env> Ctx<'env> {
             settings,
             names,
             workers,
+            capacities,
             stats,
             failure: Mutex::new(None),
             drainers: Mutex::new(Vec::new()),
@@ -209,7 +213,7 @@ impl<'env> Ctx<'env> {
         &self,
         index: usize,
     ) -> (Sender<Packet<T>>, Receiver<Packet<T>>) {
-        let (tx, rx) = crossbeam_channel::bounded(self.settings.packets());
+        let (tx, rx) = crossbeam_channel::bounded(self.settings.packets(self.capacities[index]));
         let leftover = rx.clone();
         self.drainers.lock().push((
             index,
@@ -970,12 +974,17 @@ mod tests {
     #[test]
     fn a_failing_sink_inside_a_batch_counts_the_rest_as_not_processed() {
         let settings = Settings {
-            capacity: 8,
             overflow: Overflow::Block,
             batch: 8,
             window: None,
         };
-        let ctx = Ctx::new(CancelToken::new(), settings, vec!["sink".into()], vec![1]);
+        let ctx = Ctx::new(
+            CancelToken::new(),
+            settings,
+            vec!["sink".into()],
+            vec![1],
+            vec![8],
+        );
         let mut own = Counts::default();
         let mut seen = Vec::new();
         let mut sink = |x: u32| -> Result<(), BoxError> {
@@ -1017,15 +1026,14 @@ mod tests {
 
     #[test]
     fn queues_count_capacity_in_items() {
-        let settings = |capacity, batch| Settings {
-            capacity,
+        let settings = |batch| Settings {
             overflow: Overflow::Block,
             batch,
             window: None,
         };
-        assert_eq!(settings(64, 1).packets(), 64);
-        assert_eq!(settings(64, 16).packets(), 4);
-        assert_eq!(settings(10, 4).packets(), 2); // never more than 10 items
-        assert_eq!(settings(4, 4).packets(), 1);
+        assert_eq!(settings(1).packets(64), 64);
+        assert_eq!(settings(16).packets(64), 4);
+        assert_eq!(settings(4).packets(10), 2); // never more than 10 items
+        assert_eq!(settings(4).packets(4), 1);
     }
 }
