@@ -181,6 +181,10 @@
 //! # Ok::<(), corral::ConfigError>(())
 //! ```
 //!
+//! For a limit shared by every process of a fleet, [`RedisRateLimiter`] runs the same
+//! GCRA as one Lua script inside Redis, on the server's clock, with every network
+//! operation bounded by a timeout; it needs no Redis client dependency.
+//!
 //! ## Circuit breaker
 //!
 //! A [`CircuitBreaker`] stops calling a dependency that keeps failing: it opens on
@@ -349,7 +353,8 @@ pub use pool::{
 };
 pub use rate::{
     CheckError, InsufficientCapacity, KeyedRateLimiter, KeyedRateLimiterBuilder, KeyedStats,
-    NotUntil, RateLimiter, RateLimiterBuilder, RateStats, Reservation, WaitError,
+    NotUntil, RateLimiter, RateLimiterBuilder, RateStats, RedisRateError, RedisRateLimiter,
+    RedisRateLimiterBuilder, Reservation, WaitError,
 };
 pub use resilience::{Resilience, ResilienceBuilder, ResilienceError, ResilienceStats};
 pub use scope::{scope, try_scope, Scope, ScopedHandle};

@@ -16,6 +16,7 @@
 mod error;
 mod gcra;
 mod keyed;
+mod redis;
 mod reservation;
 mod time;
 
@@ -30,6 +31,7 @@ use crate::wait::Until;
 
 pub use error::{CheckError, InsufficientCapacity, NotUntil, WaitError};
 pub use keyed::{KeyedRateLimiter, KeyedRateLimiterBuilder, KeyedStats};
+pub use redis::{RedisRateError, RedisRateLimiter, RedisRateLimiterBuilder};
 pub use reservation::Reservation;
 
 use gcra::{Gcra, Grant, Refusal, MAX_SPAN_NANOS};
