@@ -140,16 +140,18 @@ fn waits_sleep_until_the_server_admits_and_refuse_past_the_deadline_at_once() {
     let Some(server) = Server::start() else {
         return;
     };
-    let limiter = server.limiter(20, 1); // one cell per 50 ms
+    // One cell per 500 ms: wide enough that a loaded machine cannot let a slot pass
+    // between two steps of the test.
+    let limiter = server.limiter(2, 1);
     limiter.check("w").unwrap();
     let started = Instant::now();
-    limiter.wait_timeout("w", LONG).unwrap(); // sleeps about 50 ms, then admitted
+    limiter.wait_timeout("w", LONG).unwrap(); // sleeps about 500 ms, then admitted
     assert!(
-        started.elapsed() >= Duration::from_millis(20),
+        started.elapsed() >= Duration::from_millis(200),
         "{:?}",
         started.elapsed()
     );
-    // The next slot is 50 ms away: a 1 ms budget fails at once, without sleeping.
+    // The next slot is 500 ms away: a 1 ms budget fails at once, without sleeping.
     assert!(matches!(
         limiter.wait_timeout("w", Duration::from_millis(1)),
         Err(RedisRateError::Timeout)
