@@ -47,6 +47,10 @@ pub enum Strategy {
     OneForOne,
     /// Every child: the others are cancelled and joined first, then all restart.
     OneForAll,
+    /// The child and every child added after it (which may depend on it): those are
+    /// cancelled and joined first, then all of them restart in the order they were
+    /// added. Children added before it keep running.
+    RestForOne,
 }
 
 /// The function a child runs. It should return when its token is cancelled.
@@ -542,12 +546,16 @@ impl Monitor {
             }
             let group: Vec<usize> = match self.strategy {
                 Strategy::OneForOne => vec![index],
-                Strategy::OneForAll => {
-                    for other in 0..self.children.len() {
+                Strategy::OneForAll | Strategy::RestForOne => {
+                    let first = match self.strategy {
+                        Strategy::RestForOne => index,
+                        _ => 0,
+                    };
+                    for other in first..self.children.len() {
                         self.join_child(other);
                     }
-                    (0..self.children.len())
-                        .filter(|&i| !self.children[i].done)
+                    (first..self.children.len())
+                        .filter(|&i| i == index || !self.children[i].done)
                         .collect()
                 }
             };

@@ -160,6 +160,54 @@ fn one_for_all_restarts_the_siblings_too() {
 }
 
 #[test]
+fn rest_for_one_restarts_the_child_and_those_added_after_it() {
+    let _check = LeakCheck::new();
+    let (starts_tx, starts_rx) = unbounded::<&'static str>();
+    let fails = Arc::new(AtomicUsize::new(0));
+    let (a_tx, b_tx, c_tx) = (starts_tx.clone(), starts_tx.clone(), starts_tx);
+    let f = fails.clone();
+    let supervisor = no_backoff()
+        .strategy(Strategy::RestForOne)
+        .child("a", Restart::Permanent, move |token| {
+            a_tx.send("a").unwrap();
+            token.wait();
+            Ok::<(), &str>(())
+        })
+        .child("b", Restart::Permanent, move |token| {
+            b_tx.send("b").unwrap();
+            if f.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err("first run fails");
+            }
+            token.wait();
+            Ok(())
+        })
+        .child("c", Restart::Permanent, move |token| {
+            c_tx.send("c").unwrap();
+            token.wait();
+            Ok::<(), &str>(())
+        })
+        .start()
+        .unwrap();
+    // Six starts would mean "a" was restarted too; five is a, b, c, then b and c.
+    let mut starts = Vec::new();
+    let deadline = Instant::now() + PROMPT;
+    while starts.iter().filter(|&&s| s == "c").count() < 2 {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        starts.push(starts_rx.recv_timeout(remaining).expect("c restarted"));
+    }
+    let report = supervisor.stop();
+    assert_eq!(
+        report.restarts,
+        vec![("a".into(), 0), ("b".into(), 1), ("c".into(), 1)]
+    );
+    assert_eq!(
+        starts.iter().filter(|&&s| s == "a").count(),
+        1,
+        "{starts:?}"
+    );
+}
+
+#[test]
 fn stop_interrupts_a_long_backoff() {
     let _check = LeakCheck::new();
     let (failed_tx, failed_rx) = unbounded();
