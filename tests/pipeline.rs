@@ -178,36 +178,33 @@ impl Drop for Tracked<'_> {
     }
 }
 
-#[test]
-fn slow_sink_and_endless_source_stay_within_capacities_plus_workers() {
-    let _check = LeakCheck::new();
-    let live = AtomicUsize::new(0);
-    let max = AtomicUsize::new(0);
+/// Runs `pipeline` (whose source yields `Tracked` items counted in `live`) with a sink
+/// that stays stuck until `bound` items are alive, then takes `delivered` items and
+/// cancels. Returns the run's error after checking that it was the cancel, that no
+/// item outlived the run and that the books balance.
+fn run_with_a_stuck_sink<'a>(
+    pipeline: Pipeline<'a, Tracked<'a>>,
+    live: &AtomicUsize,
+    bound: usize,
+    delivered: u64,
+) -> PipelineError {
     let token = CancelToken::new();
-    let (capacity, workers) = (4usize, [2usize, 3]);
-    // Each queue (2: in front of "b" and of the sink) holds `capacity`; each stage
-    // worker and the sink hold one. ("a" pulls the source itself: no queue, no thread.)
-    let bound = capacity * 2 + workers.iter().sum::<usize>() + 1;
-    let mut delivered = 0u64;
-    let result = Pipeline::from_iter(std::iter::repeat_with(|| Tracked::new(&live, &max)))
-        .stage("a", workers[0], |t| t)
-        .stage("b", workers[1], |t| t)
-        .capacity(capacity)
-        .run_cancellable(
-            |_item| {
-                if delivered == 0 {
-                    // The sink is stuck until everything upstream is full and blocked.
-                    eventually("the pipeline to fill up", || {
-                        live.load(Ordering::SeqCst) >= bound
-                    });
-                }
-                delivered += 1;
-                if delivered == 500 {
-                    token.cancel();
-                }
-            },
-            &token,
-        );
+    let mut seen = 0u64;
+    let result = pipeline.run_cancellable(
+        |_item| {
+            if seen == 0 {
+                // Stuck until everything upstream is full and blocked.
+                eventually("the pipeline to fill up", || {
+                    live.load(Ordering::SeqCst) >= bound
+                });
+            }
+            seen += 1;
+            if seen == delivered {
+                token.cancel();
+            }
+        },
+        &token,
+    );
     let err = result.unwrap_err();
     assert!(
         matches!(
@@ -219,57 +216,53 @@ fn slow_sink_and_endless_source_stay_within_capacities_plus_workers() {
         ),
         "{err}"
     );
+    assert_eq!(live.load(Ordering::SeqCst), 0, "items outlived the run");
+    let report = err.report().unwrap();
+    assert_eq!(report.delivered(), delivered);
+    assert_books_balance(report);
+    err
+}
+
+#[test]
+fn slow_sink_and_endless_source_stay_within_capacities_plus_workers() {
+    let _check = LeakCheck::new();
+    let (live, max) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let (capacity, workers) = (4usize, [2usize, 3]);
+    // Each queue (2: in front of "b" and of the sink) holds `capacity`; each stage
+    // worker and the sink hold one. ("a" pulls the source itself: no queue, no thread.)
+    let bound = capacity * 2 + workers.iter().sum::<usize>() + 1;
+    let pipeline = Pipeline::from_iter(std::iter::repeat_with(|| Tracked::new(&live, &max)))
+        .stage("a", workers[0], |t| t)
+        .stage("b", workers[1], |t| t)
+        .capacity(capacity);
+    let err = run_with_a_stuck_sink(pipeline, &live, bound, 500);
     assert_eq!(
         max.load(Ordering::SeqCst),
         bound,
         "items in flight exceeded the bound"
     );
-    assert_eq!(live.load(Ordering::SeqCst), 0, "items outlived the run");
-    let report = err.report().unwrap();
-    assert_eq!(report.delivered(), 500);
-    assert!(report.not_processed() > 0);
-    assert_books_balance(report);
+    assert!(err.report().unwrap().not_processed() > 0);
 }
 
 #[test]
 fn a_buffer_sizes_the_one_queue_after_the_stage_it_follows() {
     let _check = LeakCheck::new();
-    let live = AtomicUsize::new(0);
-    let max = AtomicUsize::new(0);
-    let token = CancelToken::new();
+    let (live, max) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let (buffer, capacity, workers) = (9usize, 4usize, [2usize, 3]);
     // The queue after "a" holds `buffer`, the one after "b" (in front of the sink)
     // `capacity`; each stage worker and the sink hold one.
     let bound = buffer + capacity + workers.iter().sum::<usize>() + 1;
-    let mut delivered = 0u64;
-    let result = Pipeline::from_iter(std::iter::repeat_with(|| Tracked::new(&live, &max)))
+    let pipeline = Pipeline::from_iter(std::iter::repeat_with(|| Tracked::new(&live, &max)))
         .stage("a", workers[0], |t| t)
         .buffer(buffer)
         .stage("b", workers[1], |t| t)
-        .capacity(capacity)
-        .run_cancellable(
-            |_item| {
-                if delivered == 0 {
-                    eventually("the pipeline to fill up", || {
-                        live.load(Ordering::SeqCst) >= bound
-                    });
-                }
-                delivered += 1;
-                if delivered == 300 {
-                    token.cancel();
-                }
-            },
-            &token,
-        );
-    let err = result.unwrap_err();
-    assert!(matches!(err, PipelineError::Cancelled { .. }), "{err}");
+        .capacity(capacity);
+    run_with_a_stuck_sink(pipeline, &live, bound, 300);
     assert_eq!(
         max.load(Ordering::SeqCst),
         bound,
         "the buffer was not used as sized"
     );
-    assert_eq!(live.load(Ordering::SeqCst), 0, "items outlived the run");
-    assert_books_balance(err.report().unwrap());
 }
 
 #[test]
