@@ -74,6 +74,11 @@ pub(crate) trait Task: Send + Sync {
     /// Runs the task, once: the closure is taken out of its cell.
     fn run(&self, token: &CancelToken, tally: Tally<'_>) -> Outcome;
 
+    /// Runs the task through the job's own reference. When that is the only one (a
+    /// fire-and-forget task, or one whose handle is gone), the cell is unwrapped and
+    /// run by value: no lock, and the reference count is settled by one operation.
+    fn run_arc(self: Arc<Self>, token: &CancelToken, tally: Tally<'_>) -> Outcome;
+
     /// The task will never run: drops the closure and resolves its handle (if any)
     /// to `Cancelled`. Does nothing once the closure has been taken.
     fn abandon(&self);
@@ -94,14 +99,10 @@ impl<'a> Job<'a> {
     }
 
     pub(crate) fn run(mut self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-        let Some(task) = self.0.take() else {
-            return Outcome::Done;
-        };
-        let outcome = task.run(token, tally);
-        // The last reference may drop a result nobody joined; its destructor may
-        // panic, which must not cost the worker.
-        let _ = Panic::catch_any(move || drop(task));
-        outcome
+        match self.0.take() {
+            Some(task) => task.run_arc(token, tally),
+            None => Outcome::Done,
+        }
     }
 
     /// The cell, without abandoning it (to take a refused closure back).
@@ -212,20 +213,16 @@ where
     D: Deliver<C::Out>,
 {
     fn run(&self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-        let Some(call) = self.take() else {
-            return Outcome::Done;
-        };
-        let result = Panic::catch_any(|| call.call(token));
-        match &result {
-            Ok(_) => tally.bump(tally.completed),
-            Err(_) => tally.bump(tally.panicked),
+        match self.take() {
+            Some(call) => call_and_deliver(call, &self.done, token, tally),
+            None => Outcome::Done,
         }
-        match result {
-            Ok(value) => {
-                self.done.deliver(Ok(value));
-                Outcome::Done
-            }
-            Err(panic) => Outcome::Panicked(self.done.deliver(Err(TaskError::Panicked(panic)))),
+    }
+
+    fn run_arc(self: Arc<Self>, token: &CancelToken, tally: Tally<'_>) -> Outcome {
+        match unique(self) {
+            Ok(cell) => cell.run_owned(token, tally),
+            Err(shared) => run_shared(shared, token, tally),
         }
     }
 
@@ -242,6 +239,62 @@ where
     }
 }
 
+/// Calls the closure and hands its result on, counting the run.
+fn call_and_deliver<C: Call, D: Deliver<C::Out>>(
+    call: C,
+    done: &D,
+    token: &CancelToken,
+    tally: Tally<'_>,
+) -> Outcome {
+    let result = Panic::catch_any(|| call.call(token));
+    match &result {
+        Ok(_) => tally.bump(tally.completed),
+        Err(_) => tally.bump(tally.panicked),
+    }
+    match result {
+        Ok(value) => {
+            done.deliver(Ok(value));
+            Outcome::Done
+        }
+        Err(panic) => Outcome::Panicked(done.deliver(Err(TaskError::Panicked(panic)))),
+    }
+}
+
+/// The cell itself when this is its only reference. A plain load decides, so a cell a
+/// handle still shares costs nothing extra: nobody can add a reference to a cell
+/// only this job can reach, so a count of one cannot change under us.
+fn unique<T>(cell: Arc<T>) -> Result<T, Arc<T>> {
+    if Arc::strong_count(&cell) == 1 {
+        Arc::try_unwrap(cell)
+    } else {
+        Err(cell)
+    }
+}
+
+/// Runs a cell a handle still shares, then lets go of the job's reference. That may be
+/// the last one, dropping a result nobody joined, whose destructor may panic: that
+/// must not cost the worker.
+fn run_shared<T: Task + ?Sized>(task: Arc<T>, token: &CancelToken, tally: Tally<'_>) -> Outcome {
+    let outcome = task.run(token, tally);
+    let _ = Panic::catch_any(move || drop(task));
+    outcome
+}
+
+impl<C: Call, D: Deliver<C::Out>> Cell<C, D> {
+    /// Runs a cell owned outright: the closure comes out of its mutex without locking.
+    fn run_owned(self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
+        let Cell { call, done } = self;
+        let outcome = match call.into_inner() {
+            Some(call) => call_and_deliver(call, &done, token, tally),
+            None => Outcome::Done,
+        };
+        // A result nobody will join (its handle is gone) is dropped here; its
+        // destructor may panic, which must not cost the worker.
+        let _ = Panic::catch_any(move || drop(done));
+        outcome
+    }
+}
+
 /// A `'static` cell that can be downcast back after a refusal.
 pub(crate) struct Owned<C, D>(pub(crate) Cell<C, D>);
 
@@ -252,6 +305,13 @@ where
 {
     fn run(&self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
         self.0.run(token, tally)
+    }
+
+    fn run_arc(self: Arc<Self>, token: &CancelToken, tally: Tally<'_>) -> Outcome {
+        match unique(self) {
+            Ok(Owned(cell)) => cell.run_owned(token, tally),
+            Err(shared) => run_shared(shared, token, tally),
+        }
     }
 
     fn abandon(&self) {
