@@ -737,6 +737,93 @@ fn map_on_a_scoped_pool_borrows() {
     assert_eq!(joined[299], "w299!");
 }
 
+/// Busy work of about `d` (not a wait for another thread: the item itself is slow).
+fn compute_for(d: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+#[test]
+fn map_keeps_cheap_items_on_the_caller() {
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder()
+        .workers(2)
+        .queue_capacity(256)
+        .build()
+        .unwrap();
+    // Tiny items: a hand-off costs more than a chunk's work, so after the first chunks
+    // `map` stops queueing them and runs them itself. Chunks of 86 items (window 258
+    // over three threads, well under a microsecond of work even in a debug build):
+    // 117 chunks, each one a submitted task when queued, and the queue has room for
+    // all of them. (Before, every chunk was queued.) A chunk the machine's load
+    // stretches past the line sends the next one to the workers, hence "few".
+    let results = pool.map(0..10_000u64, |n| n ^ 0x5a);
+    for (i, result) in results.enumerate() {
+        assert_eq!(result.unwrap(), i as u64 ^ 0x5a);
+    }
+    let queued = pool.stats().submitted;
+    assert!(queued < 30, "{queued} of 117 cheap chunks were queued");
+    assert_eq!(pool.shutdown().panicked, 0);
+}
+
+#[test]
+fn map_hands_items_that_turn_expensive_back_to_the_workers() {
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder()
+        .workers(2)
+        .queue_capacity(64)
+        .build()
+        .unwrap();
+    let me = thread::current().id();
+    // 20,000 cheap items (the caller runs them), then 1,000 of about 20 µs each: the
+    // first slow chunk on the caller sends the following ones back to the workers.
+    let results: Vec<(u64, thread::ThreadId)> = pool
+        .map(0..21_000u64, |n| {
+            if n >= 20_000 {
+                compute_for(Duration::from_micros(20));
+            }
+            (n, thread::current().id())
+        })
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(results.iter().enumerate().all(|(i, r)| r.0 == i as u64));
+    let on_workers = results[20_000..].iter().filter(|r| r.1 != me).count();
+    assert!(on_workers > 0, "every expensive item ran on the caller");
+    assert_eq!(pool.shutdown().panicked, 0);
+}
+
+#[test]
+fn map_items_pulled_after_close_yield_cancelled_on_the_caller_too() {
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder()
+        .workers(2)
+        .queue_capacity(8)
+        .build()
+        .unwrap();
+    let ran = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&ran);
+    let mut map = pool.map(0..10_000u64, move |n| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        n
+    });
+    for expected in 0..5_000 {
+        assert_eq!(map.next().unwrap().unwrap(), expected);
+    }
+    pool.close();
+    let rest: Vec<_> = map.collect();
+    assert_eq!(rest.len(), 5_000);
+    // What was pulled before the close may still run; nothing after the first
+    // `Cancelled` does, and the window (8 + 2 items) bounds what was pulled.
+    let ran_after = rest.iter().take_while(|r| r.is_ok()).count();
+    assert!(ran_after <= 10, "{ran_after} items ran after close");
+    assert!(rest[ran_after..]
+        .iter()
+        .all(|r| matches!(r, Err(TaskError::Cancelled))));
+    assert_eq!(ran.load(Ordering::SeqCst), 5_000 + ran_after as u64);
+}
+
 #[test]
 fn map_on_a_closed_pool_yields_cancelled() {
     let _check = LeakCheck::new();

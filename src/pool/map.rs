@@ -22,14 +22,28 @@
 //! never blocks on a full queue. The in-flight bound is unchanged: the caller runs
 //! only chunks already counted in it.
 //!
+//! Cheap items stay on the caller. Handing a chunk to a worker has a price of its own
+//! (the job, a wake-up, and the chunk's input and results crossing between cores),
+//! about two microseconds here on each side; when a chunk computes in less than about
+//! twice that, the caller finishes sooner running every chunk itself than handing
+//! them off and waiting for their results. So each
+//! chunk is timed where it runs, and `map` switches between handing chunks to the
+//! workers and running them on the caller, with hysteresis ([`LOCAL_BELOW`],
+//! [`PARALLEL_ABOVE`]): items that turn expensive go back to the workers at the next
+//! chunk, so only one chunk's worth of work can run serially by mistake (on the
+//! caller, chunks are pulled one at a time: nothing is gained by pulling ahead).
+//! Order, the in-flight bound and panic isolation are the same either way.
+//!
 //! Counting: each queued chunk is one submitted task. One the caller ran leaves an
 //! empty job in the queue, which a worker counts as completed when it reaches it (or
 //! `shutdown_now` as never run: its items were run and yielded all the same). A chunk
-//! kept on the caller because the queue was full is not counted at all.
+//! kept on the caller because the queue was full, or because chunks were cheap, is not
+//! counted at all.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::iter::Fuse;
+use std::time::{Duration, Instant};
 
 use crate::panic::Panic;
 use crate::pool::claim::{claim, Claim};
@@ -42,10 +56,23 @@ use std::sync::Arc;
 /// items, small enough to keep both workers busy on uneven ones.
 const MAX_CHUNK: usize = 1024;
 
+/// A chunk that computes in less than this is cheaper to run on the caller than to
+/// hand to a worker: `map` then keeps the following chunks on the caller.
+const LOCAL_BELOW: Duration = Duration::from_micros(4);
+
+/// A chunk run on the caller that takes longer than this goes back to the workers
+/// with the chunks after it. Twice [`LOCAL_BELOW`], so a chunk timed near the line
+/// does not flip the mode back and forth.
+const PARALLEL_ABOVE: Duration = Duration::from_micros(8);
+
 enum Pending<T, R> {
     /// `None` from the handle: the caller claimed the input first.
-    Queued(TaskHandle<Option<Chunk<R>>>, Claim<Vec<T>>, usize),
-    /// The queue was full: the chunk stays with the caller, who runs it when due.
+    Queued(
+        TaskHandle<Option<(Chunk<R>, Duration)>>,
+        Claim<Vec<T>>,
+        usize,
+    ),
+    /// The queue was full, or chunks are cheap: the caller runs it when due.
     Local(Vec<T>),
     /// The pool is closed: the chunk's items yield `Cancelled`.
     Refused(usize),
@@ -74,11 +101,9 @@ impl<R> Chunk<R> {
 fn run_chunk<T, R>(batch: Vec<T>, f: &impl Fn(T) -> R) -> Chunk<R> {
     let mut out = Vec::with_capacity(batch.len());
     let mut items = batch.into_iter();
-    match Panic::catch_any(|| {
-        for item in &mut items {
-            out.push(f(item));
-        }
-    }) {
+    // `extend` over an exact-size source writes without a capacity check per item;
+    // after a panic, `out` still holds every result written before it.
+    match Panic::catch_any(|| out.extend((&mut items).map(f))) {
         Ok(()) => Chunk::Clean(out.into_iter()),
         Err(panic) => {
             // `out` holds the results before the panicking item, which was consumed.
@@ -90,6 +115,13 @@ fn run_chunk<T, R>(batch: Vec<T>, f: &impl Fn(T) -> R) -> Chunk<R> {
             Chunk::Mixed(mixed.into_iter())
         }
     }
+}
+
+/// [`run_chunk`], and how long it took.
+fn timed_chunk<T, R>(batch: Vec<T>, f: &impl Fn(T) -> R) -> (Chunk<R>, Duration) {
+    let start = Instant::now();
+    let chunk = run_chunk(batch, f);
+    (chunk, start.elapsed())
 }
 
 /// Iterator returned by [`WorkerPool::map`](crate::WorkerPool::map) and
@@ -109,6 +141,8 @@ pub struct PoolMap<'p, 'a, I: Iterator, F, R> {
     cancelled_left: usize,
     chunk: usize,
     max_chunks: usize,
+    /// Chunks are cheap: new ones stay on the caller instead of going to the queue.
+    local: bool,
 }
 
 impl<'p, 'a, I, F, R> PoolMap<'p, 'a, I, F, R>
@@ -131,22 +165,29 @@ where
             cancelled_left: 0,
             chunk,
             max_chunks: (window / chunk).max(1),
+            local: false,
         }
     }
 
     fn fill(&mut self) {
-        while self.pending.len() < self.max_chunks {
+        let ahead = if self.local { 1 } else { self.max_chunks };
+        while self.pending.len() < ahead {
             let batch: Vec<I::Item> = self.input.by_ref().take(self.chunk).collect();
             let n = batch.len();
             if n == 0 {
                 return;
+            }
+            // A closed pool's items yield `Cancelled` wherever they would have run.
+            if self.local && !self.core.is_closed() {
+                self.pending.push_back(Pending::Local(batch));
+                continue;
             }
             let f = Arc::clone(&self.f);
             let (done, handle) = packet();
             let (claim, guard) = claim(batch);
             let work = move || {
                 let batch = guard.take();
-                batch.map(|batch| run_chunk(batch, &*f))
+                batch.map(|batch| timed_chunk(batch, &*f))
             };
             let job = Job::new(Arc::new(Cell::new(Plain(work), done)));
             let pending = match self.core.offer(job) {
@@ -218,7 +259,7 @@ where
                     continue;
                 }
                 Pending::Local(batch) => {
-                    self.current = run_chunk(batch, &*self.f);
+                    self.run_here(batch);
                     continue;
                 }
                 Pending::Queued(handle, claim, n) => (handle, claim, n),
@@ -227,12 +268,15 @@ where
                 let unstarted = claim.take();
                 if let Some(batch) = unstarted {
                     drop(handle); // its job will find the input gone
-                    self.current = run_chunk(batch, &*self.f);
+                    self.run_here(batch);
                     continue;
                 }
             }
             match handle.join() {
-                Ok(Some(chunk)) => self.current = chunk,
+                Ok(Some((chunk, took))) => {
+                    self.observe(took);
+                    self.current = chunk;
+                }
                 Err(TaskError::Panicked(panic)) => {
                     self.cancelled_left = n - 1;
                     return Some(Err(TaskError::Panicked(panic)));
@@ -245,11 +289,34 @@ where
     }
 }
 
+impl<'a, I, F, R> PoolMap<'_, 'a, I, F, R>
+where
+    I: Iterator,
+    F: Fn(I::Item) -> R,
+{
+    /// Runs a chunk on the calling thread; its results are yielded next.
+    fn run_here(&mut self, batch: Vec<I::Item>) {
+        let (chunk, took) = timed_chunk(batch, &*self.f);
+        self.observe(took);
+        self.current = chunk;
+    }
+
+    /// Decides where the next chunks run from how long the last one took.
+    fn observe(&mut self, took: Duration) {
+        self.local = if self.local {
+            took <= PARALLEL_ABOVE
+        } else {
+            took < LOCAL_BELOW
+        };
+    }
+}
+
 impl<I: Iterator, F, R> fmt::Debug for PoolMap<'_, '_, I, F, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PoolMap")
             .field("chunk", &self.chunk)
             .field("chunks_in_flight", &self.pending.len())
+            .field("on_caller", &self.local)
             .finish()
     }
 }

@@ -798,9 +798,12 @@ macro_rules! pool_methods {
             /// Applies `f` to every item on the pool and yields the results in input order,
             /// with at most `queue_capacity + workers` items in flight, so an endless input
             /// runs in bounded memory. Items are batched into chunks behind the scenes, so tiny
-            /// items cost little. When the results of a chunk are due and no worker has
-            /// started it yet, the calling thread runs it itself rather than wait for a
-            /// worker to wake up, so `map` keeps going while every worker is busy. A
+            /// items cost little; when a chunk's work takes less than handing it to a worker
+            /// would (a few microseconds), the following chunks run on the calling thread,
+            /// and go back to the workers as soon as one takes longer. When the results of
+            /// a chunk are due and no worker has started it yet, the calling thread runs it
+            /// itself rather than wait for a worker to wake up, so `map` keeps going while
+            /// every worker is busy. A
             /// panicking item yields `Err(TaskError::Panicked)` in its place; items of a
             /// closed pool yield `Err(TaskError::Cancelled)`, and so do the items of a
             /// chunk the pool dropped unrun (an overflow eviction, `shutdown_now`). `map`
