@@ -19,7 +19,12 @@ use parking_lot::Mutex;
 /// let panic = result.unwrap_err();
 /// assert_eq!(panic.message(), Some("boom"));
 /// ```
-pub struct Panic {
+pub struct Panic(Box<Caught>);
+
+/// What a [`Panic`] keeps, behind one pointer: panics are rare, and a `Panic` one word
+/// wide keeps every `Result<T, TaskError>` corral hands out (one per `map` item, one
+/// per joined task) about as small as `T` itself.
+struct Caught {
     /// Behind a lock only so that `Panic` is `Sync` (and so are the errors carrying it,
     /// which then convert into `Box<dyn Error + Send + Sync>` and friends). It is never
     /// locked after construction except to take the payload out.
@@ -36,11 +41,11 @@ impl Panic {
         } else {
             payload.downcast_ref::<String>().cloned()
         };
-        Panic {
+        Panic(Box::new(Caught {
             payload: Mutex::new(payload),
             message,
             thread: std::thread::current().name().map(str::to_owned),
-        }
+        }))
     }
 
     /// Runs `f`, turning a panic into `Err(Panic)`.
@@ -56,17 +61,17 @@ impl Panic {
 
     /// The panic message, when the payload is a string (as `panic!` produces).
     pub fn message(&self) -> Option<&str> {
-        self.message.as_deref()
+        self.0.message.as_deref()
     }
 
     /// Name of the thread that panicked, if it had one.
     pub fn thread_name(&self) -> Option<&str> {
-        self.thread.as_deref()
+        self.0.thread.as_deref()
     }
 
     /// The original payload, for `std::panic::resume_unwind` or downcasting.
     pub fn into_payload(self) -> Box<dyn Any + Send + 'static> {
-        self.payload.into_inner()
+        self.0.payload.into_inner()
     }
 
     /// Re-raises the panic on the current thread with its original payload.
@@ -79,14 +84,14 @@ impl fmt::Debug for Panic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Panic")
             .field("message", &self.message())
-            .field("thread", &self.thread)
+            .field("thread", &self.thread_name())
             .finish()
     }
 }
 
 impl fmt::Display for Panic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.message(), &self.thread) {
+        match (self.message(), self.thread_name()) {
             (Some(m), Some(t)) => write!(f, "thread '{t}' panicked: {m}"),
             (Some(m), None) => write!(f, "panicked: {m}"),
             (None, Some(t)) => write!(f, "thread '{t}' panicked"),

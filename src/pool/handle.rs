@@ -96,42 +96,13 @@ pub(crate) struct Packet<T> {
 }
 
 struct Slot<T> {
-    result: Option<Stored<T>>,
+    result: Option<Result<T, TaskError>>,
     waiter: Option<thread::Thread>,
-}
-
-/// A result as the slot keeps it: a panic is boxed, so a slot stays small (a `Panic`
-/// is several words; most results are a word or two). Less memory per in-flight task
-/// means fewer fresh cache lines written on submit and read on join, and smaller
-/// allocator size classes. Panics are rare; the box is paid only then.
-enum Stored<T> {
-    Value(T),
-    Panicked(Box<Panic>),
-    Cancelled,
-}
-
-impl<T> Stored<T> {
-    fn new(result: Result<T, TaskError>) -> Self {
-        match result {
-            Ok(value) => Stored::Value(value),
-            Err(TaskError::Panicked(panic)) => Stored::Panicked(Box::new(panic)),
-            Err(TaskError::Cancelled) => Stored::Cancelled,
-        }
-    }
-
-    fn into_result(self) -> Result<T, TaskError> {
-        match self {
-            Stored::Value(value) => Ok(value),
-            Stored::Panicked(panic) => Err(TaskError::Panicked(*panic)),
-            Stored::Cancelled => Err(TaskError::Cancelled),
-        }
-    }
 }
 
 impl<T> Packet<T> {
     /// Resolves the slot; called once per task (its cell hands out the closure once).
     pub(crate) fn set(&self, result: Result<T, TaskError>) {
-        let result = Stored::new(result);
         let waiter = {
             let mut slot = self.slot.lock();
             slot.result = Some(result);
@@ -298,12 +269,7 @@ impl<T> TaskHandle<T> {
         if !self.is_finished() {
             return None;
         }
-        self.slot()
-            .slot
-            .lock()
-            .result
-            .take()
-            .map(Stored::into_result)
+        self.slot().slot.lock().result.take()
     }
 
     pub(crate) fn join_until(self, until: &Until<'_>) -> Result<Result<T, TaskError>, Self> {
@@ -326,7 +292,7 @@ impl<T> TaskHandle<T> {
             {
                 let mut slot = self.slot().slot.lock();
                 if let Some(result) = slot.result.take() {
-                    return Ok(result.into_result());
+                    return Ok(result);
                 }
                 slot.waiter = Some(thread::current());
             }
@@ -334,7 +300,7 @@ impl<T> TaskHandle<T> {
                 let mut slot = self.slot().slot.lock();
                 slot.waiter = None;
                 return match slot.result.take() {
-                    Some(result) => Ok(result.into_result()),
+                    Some(result) => Ok(result),
                     None => {
                         drop(slot);
                         Err(self)
