@@ -50,6 +50,16 @@ fn public_types_are_send_and_sync() {
 }
 
 #[test]
+fn a_task_result_is_about_as_small_as_its_value() {
+    // `map` hands out one of these per item: a caught panic stays behind a pointer.
+    assert_eq!(
+        std::mem::size_of::<corral::Panic>(),
+        std::mem::size_of::<usize>()
+    );
+    assert!(std::mem::size_of::<Result<u64, TaskError>>() <= 16);
+}
+
+#[test]
 fn builder_rejects_zero_and_absurd_values() {
     let cases = [
         (WorkerPool::builder().workers(0), "workers", "0"),
