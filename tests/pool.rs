@@ -29,6 +29,15 @@ fn gate() -> (mpsc::Sender<()>, impl FnOnce() + Send + 'static) {
     })
 }
 
+/// A pool of two workers and a queue of `capacity`.
+fn two_workers(capacity: usize) -> WorkerPool {
+    WorkerPool::builder()
+        .workers(2)
+        .queue_capacity(capacity)
+        .build()
+        .unwrap()
+}
+
 /// A pool of one worker, blocked, with `capacity` free queue slots.
 fn blocked_pool(builder: corral::PoolBuilder) -> (WorkerPool, mpsc::Sender<()>) {
     let pool = builder.workers(1).build().unwrap();
@@ -680,11 +689,7 @@ fn a_big_closure_is_handed_back_whole_and_runs_whole() {
 #[test]
 fn map_yields_in_order_and_isolates_panics() {
     let _check = LeakCheck::new();
-    let pool = WorkerPool::builder()
-        .workers(2)
-        .queue_capacity(8)
-        .build()
-        .unwrap();
+    let pool = two_workers(8);
     let results: Vec<_> = pool
         .map(0..1000u32, |n| {
             if n == 500 {
@@ -758,11 +763,7 @@ fn compute_for(d: Duration) {
 #[test]
 fn map_keeps_cheap_items_on_the_caller() {
     let _check = LeakCheck::new();
-    let pool = WorkerPool::builder()
-        .workers(2)
-        .queue_capacity(256)
-        .build()
-        .unwrap();
+    let pool = two_workers(256);
     // Tiny items: a hand-off costs more than a chunk's work, so after the first chunks
     // `map` stops queueing them and runs them itself. Chunks of 86 items (window 258
     // over three threads, well under a microsecond of work even in a debug build):
@@ -781,11 +782,7 @@ fn map_keeps_cheap_items_on_the_caller() {
 #[test]
 fn map_hands_items_that_turn_expensive_back_to_the_workers() {
     let _check = LeakCheck::new();
-    let pool = WorkerPool::builder()
-        .workers(2)
-        .queue_capacity(64)
-        .build()
-        .unwrap();
+    let pool = two_workers(64);
     let me = thread::current().id();
     // 20,000 cheap items (the caller runs them), then 1,000 of about 20 µs each: the
     // first slow chunk on the caller sends the following ones back to the workers.
@@ -807,11 +804,7 @@ fn map_hands_items_that_turn_expensive_back_to_the_workers() {
 #[test]
 fn map_items_pulled_after_close_yield_cancelled_on_the_caller_too() {
     let _check = LeakCheck::new();
-    let pool = WorkerPool::builder()
-        .workers(2)
-        .queue_capacity(8)
-        .build()
-        .unwrap();
+    let pool = two_workers(8);
     let ran = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&ran);
     let mut map = pool.map(0..10_000u64, move |n| {
