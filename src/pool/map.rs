@@ -26,13 +26,13 @@
 //! (the job, a wake-up, and the chunk's input and results crossing between cores),
 //! about two microseconds here on each side; when a chunk computes in less than about
 //! twice that, the caller finishes sooner running every chunk itself than handing
-//! them off and waiting for their results. So each
-//! chunk is timed where it runs, and `map` switches between handing chunks to the
-//! workers and running them on the caller, with hysteresis ([`LOCAL_BELOW`],
-//! [`PARALLEL_ABOVE`]): items that turn expensive go back to the workers at the next
-//! chunk, so only one chunk's worth of work can run serially by mistake (on the
-//! caller, chunks are pulled one at a time: nothing is gained by pulling ahead).
-//! Order, the in-flight bound and panic isolation are the same either way.
+//! them off and waiting for their results. So each chunk is timed where it runs, and
+//! `map` switches between handing chunks to the workers and running them on the
+//! caller, with hysteresis ([`LOCAL_BELOW`], [`PARALLEL_ABOVE`]): items that turn
+//! expensive go back to the workers at the next chunk, so only one chunk's worth of
+//! work can run serially by mistake (on the caller, chunks are pulled one at a time:
+//! nothing is gained by pulling ahead). Order, the in-flight bound and panic
+//! isolation are the same either way.
 //!
 //! Counting: each queued chunk is one submitted task. One the caller ran leaves an
 //! empty job in the queue, which a worker counts as completed when it reaches it (or
