@@ -156,7 +156,8 @@ impl<F: PartialEq> PartialEq for SubmitError<F> {
 /// Every accepted task ends exactly one way, so once the pool is shut down
 /// `submitted == completed + panicked + cancelled + dropped`. Refused tasks went back
 /// to their submitter and are counted in `rejected` only. `map` counts one task per
-/// chunk.
+/// chunk it queues; chunks it runs on the calling thread without queueing them (cheap
+/// ones, or ones that found the queue full) are not counted.
 ///
 /// # Example
 ///
