@@ -804,12 +804,11 @@ macro_rules! pool_methods {
             /// and go back to the workers as soon as one takes longer. When the results of
             /// a chunk are due and no worker has started it yet, the calling thread runs it
             /// itself rather than wait for a worker to wake up, so `map` keeps going while
-            /// every worker is busy. A
-            /// panicking item yields `Err(TaskError::Panicked)` in its place; items of a
-            /// closed pool yield `Err(TaskError::Cancelled)`, and so do the items of a
-            /// chunk the pool dropped unrun (an overflow eviction, `shutdown_now`). `map`
-            /// never waits for room in the queue: a chunk that finds it full stays with
-            /// the calling thread, which runs it when it is due.
+            /// every worker is busy. A panicking item yields `Err(TaskError::Panicked)` in
+            /// its place; items of a closed pool yield `Err(TaskError::Cancelled)`, and so
+            /// do the items of a chunk the pool dropped unrun (an overflow eviction,
+            /// `shutdown_now`). `map` never waits for room in the queue: a chunk that finds
+            /// it full stays with the calling thread, which runs it when it is due.
             ///
             /// # Example
             ///

@@ -5,9 +5,10 @@
 //! its result goes. The mutex is there because the cell is shared with the handle, not
 //! because two threads ever race for the closure: a job has one owner at a time (the
 //! queue, a worker, an `on_drop` callback, or the submitter after a refusal), and the
-//! handle reads only the result slot, whose own synchronisation is model-checked. A task with a handle on an owned pool keeps its result slot inside
-//! the same cell, and the [`TaskHandle`](crate::TaskHandle) holds the cell too: one
-//! allocation per task instead of a boxed job plus a separate slot. The submitter
+//! handle reads only the result slot, whose own synchronisation is model-checked. A
+//! task with a handle on an owned pool keeps its result slot inside the same cell, and
+//! the [`TaskHandle`](crate::TaskHandle) holds the cell too: one allocation per task
+//! instead of a boxed job plus a separate slot. The submitter
 //! usually drops the last reference when it joins, so the memory goes back to the
 //! submitting thread's allocator cache, which is where the next submit asks for it.
 //! A closure larger than `INLINE_CLOSURE_MAX` (pool/mod.rs) gets a separate slot
@@ -15,12 +16,13 @@
 //!
 //! A job dropped without running abandons its cell (the closure is dropped and the
 //! handle resolves to `Cancelled`, even if a capture panics on drop), so no handle
-//! waits for a task that is gone. After a run, the worker drops its reference under
+//! waits for a task that is gone. A worker holding the only reference (a
+//! fire-and-forget task, or one whose handle is gone) unwraps the cell and runs it by
+//! value, without the mutex. After a run, the worker drops what it holds under
 //! `catch_unwind`: a result nobody joined may panic on drop without costing the
-//! worker. A
-//! refused task goes back to its submitter as the original closure: owned pools
-//! (`'static` tasks) downcast the cell through `Any`; scoped pools, whose tasks borrow,
-//! keep their own reference to the cell until the send succeeds.
+//! worker. A refused task goes back to its submitter as the original closure: owned
+//! pools (`'static` tasks) downcast the cell through `Any`; scoped pools, whose tasks
+//! borrow, keep their own reference to the cell until the send succeeds.
 
 use std::any::Any;
 use std::fmt;
@@ -76,7 +78,7 @@ pub(crate) trait Task: Send + Sync {
 
     /// Runs the task through the job's own reference. When that is the only one (a
     /// fire-and-forget task, or one whose handle is gone), the cell is unwrapped and
-    /// run by value: no lock, and the reference count is settled by one operation.
+    /// run by value: no lock, and two atomic operations on the counts instead of four.
     fn run_arc(self: Arc<Self>, token: &CancelToken, tally: Tally<'_>) -> Outcome;
 
     /// The task will never run: drops the closure and resolves its handle (if any)
