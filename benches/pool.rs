@@ -192,7 +192,25 @@ where
             }
         })
     });
+    // The same map consumed by internal iteration, as rayon's `for_each` is.
+    g.bench_function("corral_map_ordered_for_each", |b| {
+        b.iter(|| {
+            pool.map(0..ITEMS, work).for_each(|r| {
+                black_box(r.unwrap());
+            })
+        })
+    });
     drop(pool);
+
+    // Not a peer: the calling thread alone, with no pool, no order to keep and nothing
+    // yielded back. The floor for any `map` that keeps cheap items on the caller.
+    g.bench_function("plain_loop_one_thread", |b| {
+        b.iter(|| {
+            for x in 0..ITEMS {
+                black_box(work(x));
+            }
+        })
+    });
 
     let rayon = rayon::ThreadPoolBuilder::new()
         .num_threads(WORKERS)

@@ -735,6 +735,112 @@ fn map_keeps_at_most_capacity_plus_workers_in_flight() {
             assert!(ahead <= window, "{ahead} in flight > {window}");
         }
         assert!(max_ahead >= 1);
+
+        // The same bound when the map is consumed by internal iteration.
+        let pulled = Arc::new(AtomicU64::new(0));
+        let counter = pulled.clone();
+        let input = (0u64..20_000).inspect(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        let mut yielded = 0u64;
+        pool.map(input, |n| n * 3).for_each(|result| {
+            assert_eq!(result.unwrap(), yielded * 3);
+            yielded += 1;
+            let ahead = pulled.load(Ordering::SeqCst) - yielded;
+            assert!(ahead <= window, "{ahead} in flight > {window}");
+        });
+        assert_eq!(yielded, 20_000);
+    }
+}
+
+#[test]
+fn map_consumed_by_for_each_keeps_order_panics_and_where_items_run() {
+    let _check = LeakCheck::new();
+    let pool = two_workers(64);
+    let me = thread::current().id();
+    // Cheap items (the caller runs them), one of which panics, then expensive ones
+    // (handed back to the workers), one of which panics too.
+    let mut seen = Vec::new();
+    pool.map(0..20_300u64, |n| {
+        if n == 7_777 || n == 20_100 {
+            panic!("item {n}");
+        }
+        if n >= 20_000 {
+            compute_for(Duration::from_micros(20));
+        }
+        (n, thread::current().id())
+    })
+    .for_each(|result| seen.push(result));
+    assert_eq!(seen.len(), 20_300);
+    let mut on_caller = 0;
+    let mut on_workers = 0;
+    for (i, result) in seen.iter().enumerate() {
+        match result {
+            Ok((n, id)) => {
+                assert_eq!(*n, i as u64);
+                match (i < 20_000, *id == me) {
+                    (true, true) => on_caller += 1,
+                    (false, false) => on_workers += 1,
+                    _ => {}
+                }
+            }
+            Err(TaskError::Panicked(p)) => {
+                assert!(i == 7_777 || i == 20_100, "item {i} panicked");
+                assert_eq!(p.message(), Some(format!("item {i}").as_str()));
+            }
+            Err(e) => panic!("item {i}: unexpected {e}"),
+        }
+    }
+    assert!(
+        on_caller > 10_000,
+        "only {on_caller} cheap items ran on the caller"
+    );
+    assert!(on_workers > 0, "every expensive item ran on the caller");
+    assert_eq!(pool.shutdown().panicked, 0); // caught per item, not by the workers
+}
+
+#[test]
+fn map_stops_at_the_first_end_of_an_input_that_is_not_fused() {
+    let _check = LeakCheck::new();
+    /// Yields `0..end`, then `None`, then `end + 1`, `end + 2`, ... for ever.
+    struct Gappy {
+        next: u64,
+        end: u64,
+    }
+    impl Iterator for Gappy {
+        type Item = u64;
+        fn next(&mut self) -> Option<u64> {
+            let n = self.next;
+            self.next += 1;
+            (n != self.end).then_some(n)
+        }
+    }
+    let pool = two_workers(8);
+    // The end inside the first chunks (handed to the workers), and after the map has
+    // moved to the caller (cheap items).
+    for end in [5, 1_000] {
+        let gappy = || Gappy { next: 0, end };
+        // `take` bounds a map that reads past the end: it fails instead of running on.
+        let by_next: Vec<u64> = pool
+            .map(gappy(), |n| n)
+            .take(end as usize + 10)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(by_next, (0..end).collect::<Vec<_>>());
+        let mut map = pool.map(gappy(), |n| n);
+        assert_eq!(map.by_ref().take(end as usize).count() as u64, end);
+        assert!(map.next().is_none());
+        let mut by_fold = Vec::new();
+        let mut map = pool.map(gappy(), |n| n);
+        map.by_ref()
+            .take(end as usize / 2)
+            .for_each(|r| by_fold.push(r.unwrap()));
+        // Ends the first time the input does (an endless `for_each` would hang here).
+        map.for_each(|r| {
+            assert!(by_fold.len() < end as usize + 10, "read past the end");
+            by_fold.push(r.unwrap());
+        });
+        assert_eq!(by_fold, (0..end).collect::<Vec<_>>());
     }
 }
 
@@ -825,6 +931,29 @@ fn map_items_pulled_after_close_yield_cancelled_on_the_caller_too() {
         .iter()
         .all(|r| matches!(r, Err(TaskError::Cancelled))));
     assert_eq!(ran.load(Ordering::SeqCst), 5_000 + ran_after as u64);
+}
+
+#[test]
+fn map_consumed_by_for_each_yields_cancelled_after_close() {
+    let _check = LeakCheck::new();
+    let pool = two_workers(8);
+    let mut results = Vec::new();
+    pool.map(0..10_000u64, |n| n).for_each(|result| {
+        if results.len() == 5_000 {
+            pool.close();
+        }
+        results.push(result);
+    });
+    assert_eq!(results.len(), 10_000);
+    assert!(results[..5_000]
+        .iter()
+        .enumerate()
+        .all(|(i, r)| *r.as_ref().unwrap() == i as u64));
+    let ran_after = results[5_000..].iter().take_while(|r| r.is_ok()).count();
+    assert!(ran_after <= 10, "{ran_after} items ran after close");
+    assert!(results[5_000 + ran_after..]
+        .iter()
+        .all(|r| matches!(r, Err(TaskError::Cancelled))));
 }
 
 #[test]

@@ -28,21 +28,28 @@
 //! twice that, the caller finishes sooner running every chunk itself than handing
 //! them off and waiting for their results. So each chunk is timed where it runs, and
 //! `map` switches between handing chunks to the workers and running them on the
-//! caller, with hysteresis ([`LOCAL_BELOW`], [`PARALLEL_ABOVE`]): items that turn
-//! expensive go back to the workers at the next chunk, so only one chunk's worth of
-//! work can run serially by mistake (on the caller, chunks are pulled one at a time:
-//! nothing is gained by pulling ahead). Order, the in-flight bound and panic
-//! isolation are the same either way.
+//! caller, with hysteresis ([`LOCAL_BELOW`], [`PARALLEL_ABOVE`]).
+//!
+//! On the caller there are no chunks: each item is pulled and run when it is asked
+//! for, as a plain `Iterator::map` would, so nothing is buffered and one item is in
+//! flight. The clock is read once per run of up to [`MAX_RUN`] items (a window, if
+//! smaller), and the run's time, scaled to a chunk, decides where the next items go:
+//! items that turn expensive go back to the workers after the run they turn in, so
+//! at most one run's worth of work runs serially by mistake. The run's time includes
+//! whatever the consumer does between items, which errs towards the workers, where a
+//! slow consumer overlaps with the work. `fold` (and so `for_each`, `sum`, `count`)
+//! runs each run as a loop over the input held in a local, which the compiler keeps in
+//! registers; `next` must keep it in the iterator, in memory, between calls. Order,
+//! the in-flight bound and panic isolation are the same on either side.
 //!
 //! Counting: each queued chunk is one submitted task. One the caller ran leaves an
 //! empty job in the queue, which a worker counts as completed when it reaches it (or
 //! `shutdown_now` as never run: its items were run and yielded all the same). A chunk
-//! kept on the caller because the queue was full, or because chunks were cheap, is not
-//! counted at all.
+//! kept on the caller because the queue was full is not counted at all, and neither
+//! are items run on the caller because chunks were cheap.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::iter::Fuse;
 use std::time::{Duration, Instant};
 
 use crate::panic::Panic;
@@ -55,6 +62,10 @@ use std::sync::Arc;
 /// Most items one chunk carries: big enough to amortise the per-job cost on tiny
 /// items, small enough to keep both workers busy on uneven ones.
 const MAX_CHUNK: usize = 1024;
+
+/// Most items the caller runs between two looks at the clock, when chunks are cheap:
+/// the items that turn expensive in the middle of a run still run there, serially.
+const MAX_RUN: usize = 4096;
 
 /// A chunk that computes in less than this is cheaper to run on the caller than to
 /// hand to a worker: `map` then keeps the following chunks on the caller.
@@ -72,7 +83,8 @@ enum Pending<T, R> {
         Claim<Vec<T>>,
         usize,
     ),
-    /// The queue was full, or chunks are cheap: the caller runs it when due.
+    /// The queue was full (or the pool token is cancelled while items run on the
+    /// caller, whose items then yield `Cancelled`): the caller runs it when due.
     Local(Vec<T>),
     /// The pool is closed: the chunk's items yield `Cancelled`.
     Refused(usize),
@@ -91,6 +103,17 @@ impl<R> Chunk<R> {
         match self {
             Chunk::Clean(values) => values.next().map(Ok),
             Chunk::Mixed(results) => results.next(),
+        }
+    }
+
+    fn empty() -> Self {
+        Chunk::Clean(Vec::new().into_iter())
+    }
+
+    fn fold<B>(self, init: B, g: &mut impl FnMut(B, Result<R, TaskError>) -> B) -> B {
+        match self {
+            Chunk::Clean(values) => values.fold(init, |acc, value| g(acc, Ok(value))),
+            Chunk::Mixed(results) => results.fold(init, g),
         }
     }
 }
@@ -117,6 +140,12 @@ fn run_chunk<T, R>(batch: Vec<T>, f: &impl Fn(T) -> R) -> Chunk<R> {
     }
 }
 
+/// Runs `f` over one item on the caller, catching a panic in its place.
+#[inline]
+fn call_one<T, R>(f: &impl Fn(T) -> R, item: T) -> Result<R, TaskError> {
+    Panic::catch_any(|| f(item)).map_err(TaskError::Panicked)
+}
+
 /// [`run_chunk`], and how long it took.
 fn timed_chunk<T, R>(batch: Vec<T>, f: &impl Fn(T) -> R) -> (Chunk<R>, Duration) {
     let start = Instant::now();
@@ -134,7 +163,8 @@ fn timed_chunk<T, R>(batch: Vec<T>, f: &impl Fn(T) -> R) -> (Chunk<R>, Duration)
 #[must_use = "the map does nothing until it is iterated"]
 pub struct PoolMap<'p, 'a, I: Iterator, F, R> {
     core: &'p Core<'a>,
-    input: Fuse<I>,
+    /// `None` once the input is exhausted (or taken out for a run in `fold`).
+    input: Option<I>,
     f: Arc<F>,
     pending: VecDeque<Pending<I::Item, R>>,
     current: Chunk<R>,
@@ -143,6 +173,13 @@ pub struct PoolMap<'p, 'a, I: Iterator, F, R> {
     max_chunks: usize,
     /// Chunks are cheap: new ones stay on the caller instead of going to the queue.
     local: bool,
+    /// Items the caller still runs one at a time, as they are asked for, before the
+    /// current run on the caller is timed.
+    inline_left: usize,
+    /// When the current run on the caller began.
+    inline_since: Option<Instant>,
+    /// How many items one run on the caller takes.
+    run: usize,
 }
 
 impl<'p, 'a, I, F, R> PoolMap<'p, 'a, I, F, R>
@@ -158,22 +195,31 @@ where
         let chunk = (window / (workers + 1)).clamp(1, MAX_CHUNK);
         PoolMap {
             core,
-            input: input.fuse(),
+            input: Some(input),
             f: Arc::new(f),
             pending: VecDeque::new(),
-            current: Chunk::Clean(Vec::new().into_iter()),
+            current: Chunk::empty(),
             cancelled_left: 0,
             chunk,
             max_chunks: (window / chunk).max(1),
             local: false,
+            inline_left: 0,
+            inline_since: None,
+            run: window.min(MAX_RUN),
         }
     }
 
     fn fill(&mut self) {
         let ahead = if self.local { 1 } else { self.max_chunks };
         while self.pending.len() < ahead {
-            let batch: Vec<I::Item> = self.input.by_ref().take(self.chunk).collect();
+            let batch: Vec<I::Item> = match &mut self.input {
+                Some(input) => input.take(self.chunk).collect(),
+                None => Vec::new(),
+            };
             let n = batch.len();
+            if n < self.chunk {
+                self.input = None; // ran out: never ask it again
+            }
             if n == 0 {
                 return;
             }
@@ -221,9 +267,52 @@ where
     /// inlined into the caller's loop; moving to the next chunk is out of line.
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
+        if self.inline_left > 0 {
+            if let Some(item) = self.input.as_mut().and_then(Iterator::next) {
+                self.inline_left -= 1;
+                return Some(call_one(&*self.f, item));
+            }
+            self.end_inline_run();
+        }
         match self.current.next() {
             Some(result) => Some(result),
             None => self.next_chunk(),
+        }
+    }
+
+    /// Internal iteration (`for_each`, `sum`, `count`, ...): a run on the caller
+    /// loops over the input held in a local of its own, which the compiler keeps in
+    /// registers; `next` keeps it in the iterator, in memory, between calls.
+    fn fold<B, G>(mut self, init: B, mut g: G) -> B
+    where
+        G: FnMut(B, Self::Item) -> B,
+    {
+        let mut acc = init;
+        loop {
+            if self.inline_left > 0 {
+                if let Some(mut input) = self.input.take() {
+                    let f = &*self.f;
+                    let mut exhausted = false;
+                    for _ in 0..self.inline_left {
+                        match input.next() {
+                            Some(item) => acc = g(acc, call_one(f, item)),
+                            None => {
+                                exhausted = true;
+                                break;
+                            }
+                        }
+                    }
+                    if !exhausted {
+                        self.input = Some(input);
+                    }
+                }
+                self.inline_left = 0;
+            }
+            acc = std::mem::replace(&mut self.current, Chunk::empty()).fold(acc, &mut g);
+            match self.next_chunk() {
+                Some(result) => acc = g(acc, result),
+                None => return acc,
+            }
         }
     }
 }
@@ -247,6 +336,27 @@ where
             if self.cancelled_left > 0 {
                 self.cancelled_left -= 1;
                 return Some(Err(TaskError::Cancelled));
+            }
+            // One clock read ends a run on the caller and starts the next.
+            let mut now = None;
+            if let Some(since) = self.inline_since.take() {
+                let end = Instant::now();
+                self.observe(end - since, self.run);
+                now = Some(end);
+            }
+            if self.local
+                && self.pending.is_empty()
+                && !self.core.is_closed()
+                && !self.core.token().is_cancelled()
+            {
+                let item = self.input.as_mut().and_then(Iterator::next);
+                let Some(item) = item else {
+                    self.input = None;
+                    return None;
+                };
+                self.inline_left = self.run - 1;
+                self.inline_since = Some(now.unwrap_or_else(Instant::now));
+                return Some(call_one(&*self.f, item));
             }
             self.fill();
             let (handle, claim, n) = match self.pending.pop_front()? {
@@ -274,7 +384,7 @@ where
             }
             match handle.join() {
                 Ok(Some((chunk, took))) => {
-                    self.observe(took);
+                    self.observe(took, n);
                     self.current = chunk;
                 }
                 Err(TaskError::Panicked(panic)) => {
@@ -294,19 +404,28 @@ where
     I: Iterator,
     F: Fn(I::Item) -> R,
 {
+    /// The input ran out in the middle of a run on the caller.
+    fn end_inline_run(&mut self) {
+        self.inline_left = 0;
+        self.input = None;
+    }
+
     /// Runs a chunk on the calling thread; its results are yielded next.
     fn run_here(&mut self, batch: Vec<I::Item>) {
+        let n = batch.len();
         let (chunk, took) = timed_chunk(batch, &*self.f);
-        self.observe(took);
+        self.observe(took, n);
         self.current = chunk;
     }
 
-    /// Decides where the next chunks run from how long the last one took.
-    fn observe(&mut self, took: Duration) {
+    /// Decides where the next chunks run from how long the last `items` took: what a
+    /// whole chunk of such items costs.
+    fn observe(&mut self, took: Duration, items: usize) {
+        let per_chunk = took.as_nanos() * self.chunk as u128 / items.max(1) as u128;
         self.local = if self.local {
-            took <= PARALLEL_ABOVE
+            per_chunk <= PARALLEL_ABOVE.as_nanos()
         } else {
-            took < LOCAL_BELOW
+            per_chunk < LOCAL_BELOW.as_nanos()
         };
     }
 }

@@ -800,8 +800,12 @@ macro_rules! pool_methods {
             /// with at most `queue_capacity + workers` items in flight, so an endless input
             /// runs in bounded memory. Items are batched into chunks behind the scenes, so tiny
             /// items cost little; when a chunk's work takes less than handing it to a worker
-            /// would (a few microseconds), the following chunks run on the calling thread,
-            /// and go back to the workers as soon as one takes longer. When the results of
+            /// would (a few microseconds), the following items run on the calling thread,
+            /// one by one as they are asked for, and go back to the workers as soon as a
+            /// run of them takes longer. Consuming the map by internal iteration
+            /// (`for_each`, `sum`, `count`, `fold`) is the cheapest way to run tiny items:
+            /// the calling thread then loops over the input as tightly as a plain loop
+            /// would. When the results of
             /// a chunk are due and no worker has started it yet, the calling thread runs it
             /// itself rather than wait for a worker to wake up, so `map` keeps going while
             /// every worker is busy. A panicking item yields `Err(TaskError::Panicked)` in
