@@ -800,6 +800,70 @@ fn map_consumed_by_for_each_keeps_order_panics_and_where_items_run() {
 }
 
 #[test]
+fn map_runs_later_chunks_on_the_caller_while_a_worker_runs_the_oldest() {
+    let _check = LeakCheck::new();
+    // One worker, window 9: chunks of 4 items, two in flight. The worker's first item
+    // blocks until the caller runs an item from a later chunk than the worker's,
+    // which the caller can only do by running that chunk early, while it waits for
+    // the worker's (it would otherwise wait for it, and the gate would time out).
+    let pool = WorkerPool::builder()
+        .workers(1)
+        .queue_capacity(8)
+        .build()
+        .unwrap();
+    let me = thread::current().id();
+    struct Scene {
+        started: (Mutex<mpsc::Sender<()>>, Mutex<mpsc::Receiver<()>>),
+        gate: (Mutex<Option<mpsc::Sender<()>>>, Mutex<mpsc::Receiver<()>>),
+        blocked_at: AtomicU64,
+        caller_items: AtomicU64,
+        gate_opened: AtomicBool,
+    }
+    let (started_tx, started_rx) = mpsc::channel();
+    let (gate_tx, gate_rx) = mpsc::channel();
+    let scene = Arc::new(Scene {
+        started: (Mutex::new(started_tx), Mutex::new(started_rx)),
+        gate: (Mutex::new(Some(gate_tx)), Mutex::new(gate_rx)),
+        blocked_at: AtomicU64::new(u64::MAX),
+        caller_items: AtomicU64::new(0),
+        gate_opened: AtomicBool::new(false),
+    });
+    let sc = Arc::clone(&scene);
+    let results: Vec<(u64, thread::ThreadId)> = pool
+        .map(0..16u64, move |n| {
+            let patience = Duration::from_secs(30);
+            if thread::current().id() == me {
+                if sc.caller_items.fetch_add(1, Ordering::SeqCst) == 0 {
+                    // Hold the first chunk until the worker is inside one.
+                    let started = sc.started.1.lock().unwrap().recv_timeout(patience);
+                    assert!(started.is_ok(), "the worker never started a chunk");
+                }
+                if n > sc.blocked_at.load(Ordering::SeqCst) {
+                    if let Some(gate) = sc.gate.0.lock().unwrap().take() {
+                        gate.send(()).unwrap();
+                    }
+                }
+            } else if sc.blocked_at.load(Ordering::SeqCst) == u64::MAX {
+                sc.blocked_at.store(n, Ordering::SeqCst);
+                sc.started.0.lock().unwrap().send(()).unwrap();
+                let opened = sc.gate.1.lock().unwrap().recv_timeout(patience);
+                sc.gate_opened.store(opened.is_ok(), Ordering::SeqCst);
+            }
+            (n, thread::current().id())
+        })
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        scene.gate_opened.load(Ordering::SeqCst),
+        "the caller waited instead of helping"
+    );
+    assert!(results.iter().enumerate().all(|(i, r)| r.0 == i as u64));
+    let blocked = scene.blocked_at.load(Ordering::SeqCst) as usize;
+    assert_ne!(results[blocked].1, me, "the blocked item ran on a worker");
+    assert_eq!(pool.shutdown().panicked, 0);
+}
+
+#[test]
 fn map_stops_at_the_first_end_of_an_input_that_is_not_fused() {
     let _check = LeakCheck::new();
     /// Yields `0..end`, then `None`, then `end + 1`, `end + 2`, ... for ever.
