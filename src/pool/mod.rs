@@ -798,21 +798,25 @@ macro_rules! pool_methods {
 
             /// Applies `f` to every item on the pool and yields the results in input order,
             /// with at most `queue_capacity + workers` items in flight, so an endless input
-            /// runs in bounded memory. Items are batched into chunks behind the scenes, so tiny
-            /// items cost little; when a chunk's work takes less than handing it to a worker
-            /// would (a few microseconds), the following items run on the calling thread,
-            /// one by one as they are asked for, and go back to the workers as soon as a
-            /// run of them takes longer. Consuming the map by internal iteration
-            /// (`for_each`, `sum`, `count`, `fold`) is the cheapest way to run tiny items:
-            /// the calling thread then loops over the input as tightly as a plain loop
-            /// would. When the results of
-            /// a chunk are due and no worker has started it yet, the calling thread runs it
-            /// itself rather than wait for a worker to wake up, so `map` keeps going while
-            /// every worker is busy. A panicking item yields `Err(TaskError::Panicked)` in
-            /// its place; items of a closed pool yield `Err(TaskError::Cancelled)`, and so
-            /// do the items of a chunk the pool dropped unrun (an overflow eviction,
-            /// `shutdown_now`). `map` never waits for room in the queue: a chunk that finds
-            /// it full stays with the calling thread, which runs it when it is due.
+            /// runs in bounded memory.
+            ///
+            /// Items are batched into chunks behind the scenes, so tiny items cost little.
+            /// When a chunk's work takes less than handing it to a worker would (a few
+            /// microseconds), the following items run on the calling thread, one by one as
+            /// they are asked for, and go back to the workers as soon as a run of them
+            /// takes longer. Consuming the map by internal iteration (`for_each`, `sum`,
+            /// `count`, `fold`) is the cheapest way to run tiny items: the calling thread
+            /// then loops over the input as tightly as a plain loop would.
+            ///
+            /// The calling thread never idles while there is work it may do: a chunk that
+            /// is due and that no worker has started, it runs itself; while a worker runs
+            /// the chunk it needs, it runs the next ones nobody has started and keeps
+            /// their results until they are due. `map` never waits for room in the queue
+            /// either: a chunk that finds it full stays with the calling thread.
+            ///
+            /// A panicking item yields `Err(TaskError::Panicked)` in its place. Items of a
+            /// closed pool yield `Err(TaskError::Cancelled)`, and so do the items of a
+            /// chunk the pool dropped unrun (an overflow eviction, `shutdown_now`).
             ///
             /// # Example
             ///
