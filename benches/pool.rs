@@ -204,7 +204,7 @@ where
 
     // Not a peer: the calling thread alone, with no pool, no order to keep and nothing
     // yielded back. The floor for any `map` that keeps cheap items on the caller.
-    g.bench_function("plain_loop_one_thread", |b| {
+    g.bench_function("floor_plain_loop_one_thread", |b| {
         b.iter(|| {
             for x in 0..ITEMS {
                 black_box(work(x));

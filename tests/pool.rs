@@ -687,6 +687,62 @@ fn a_big_closure_is_handed_back_whole_and_runs_whole() {
 }
 
 #[test]
+fn submitted_never_goes_back_never_runs_ahead_and_adds_up() {
+    let _check = LeakCheck::new();
+    let pool = Arc::new(two_workers(16));
+    let attempted = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    // A snapshot between two submitters' bursts: `submitted` may lag while a task
+    // moves from the queue to a worker, but it never exceeds what was handed in and
+    // never goes back.
+    let monitor = {
+        let (pool, attempted, done) = (pool.clone(), attempted.clone(), done.clone());
+        thread::spawn(move || {
+            let (mut last, mut snapshots) = (0, 0u64);
+            while !done.load(Ordering::SeqCst) || snapshots < 100 {
+                let submitted = pool.stats().submitted;
+                let ceiling = attempted.load(Ordering::SeqCst);
+                assert!(submitted >= last, "went back from {last} to {submitted}");
+                assert!(
+                    submitted <= ceiling,
+                    "{submitted} counted, {ceiling} handed in"
+                );
+                last = submitted;
+                snapshots += 1;
+            }
+        })
+    };
+    let submitters: Vec<_> = (0..2)
+        .map(|_| {
+            let (pool, attempted) = (pool.clone(), attempted.clone());
+            thread::spawn(move || {
+                for i in 0..20_000u64 {
+                    attempted.fetch_add(1, Ordering::SeqCst);
+                    pool.execute(move || {
+                        std::hint::black_box(i);
+                    })
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for s in submitters {
+        s.join().unwrap();
+    }
+    done.store(true, Ordering::SeqCst);
+    monitor.join().unwrap();
+    // Once every task has run, nothing is in transit: the count is exact.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pool.stats().completed < 40_000 {
+        assert!(Instant::now() < deadline, "tasks still running after 30 s");
+        thread::yield_now();
+    }
+    assert_eq!(pool.stats().submitted, 40_000);
+    let pool = Arc::try_unwrap(pool).unwrap_or_else(|_| panic!("pool still shared"));
+    assert_eq!(pool.shutdown().completed, 40_000);
+}
+
+#[test]
 fn map_yields_in_order_and_isolates_panics() {
     let _check = LeakCheck::new();
     let pool = two_workers(8);

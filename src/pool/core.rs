@@ -44,6 +44,8 @@ pub(crate) enum Refusal {
 #[repr(align(128))]
 struct WorkerSlot {
     busy: AtomicBool,
+    /// Jobs this worker took from the queue, whatever became of them.
+    received: AtomicU64,
     completed: AtomicU64,
     panicked: AtomicU64,
 }
@@ -51,10 +53,16 @@ struct WorkerSlot {
 #[derive(Default)]
 #[repr(align(128))]
 struct Front {
-    submitted: AtomicU64,
+    /// Accepted tasks that never reach a worker: shed by `DropNewest`, run by the
+    /// caller, evicted by `DropOldest` or drained from the queue unrun. A queued task
+    /// is counted by the worker that takes it, so the submit path does no atomic
+    /// read-modify-write of its own (measured: 2-3% of an `execute`).
+    unqueued: AtomicU64,
     rejected: AtomicU64,
     dropped: AtomicU64,
     caller_ran: AtomicU64,
+    /// The largest `submitted` a snapshot has reported, so snapshots never go back.
+    submitted_seen: AtomicU64,
     caller_completed: AtomicU64,
     caller_panicked: AtomicU64,
 }
@@ -75,6 +83,12 @@ pub(crate) struct State {
 
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts an accepted task that will never reach a worker. Release, as a worker's
+/// count: a snapshot that sees it also sees the task gone from the queue.
+fn unqueued(front: &Front) {
+    front.unqueued.fetch_add(1, Ordering::Release);
 }
 
 impl State {
@@ -121,6 +135,10 @@ pub(crate) fn work(rx: Receiver<Job<'_>>, guard: AliveGuard, index: usize) {
         exclusive: true,
     };
     for job in rx.iter() {
+        // Only this worker writes its slot: a load and a store, no locked operation.
+        let received = slot.received.load(Ordering::Relaxed);
+        // Release: a snapshot that sees the count also sees the task gone from the queue.
+        slot.received.store(received + 1, Ordering::Release);
         if token.is_cancelled() {
             state.abandon(job);
             continue;
@@ -229,10 +247,7 @@ impl<'a> Core<'a> {
             _ => try_send(tx, job),
         };
         match sent {
-            Ok(()) => {
-                bump(&self.state.front.submitted);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(refused) => self.overflowed(tx, refused),
         }
     }
@@ -249,20 +264,18 @@ impl<'a> Core<'a> {
         let refused = match refused {
             Refused::Full(job) => match self.overflow {
                 Overflow::DropNewest => {
-                    bump(&front.submitted);
+                    unqueued(front);
                     bump(&front.dropped);
                     self.discard(job);
                     return Ok(());
                 }
                 Overflow::DropOldest => {
                     match send_evicting(tx, &self.rx, job, |old| {
+                        unqueued(front);
                         bump(&front.dropped);
                         self.discard(old);
                     }) {
-                        Ok(()) => {
-                            bump(&front.submitted);
-                            return Ok(());
-                        }
+                        Ok(()) => return Ok(()),
                         Err(Refused::Closed(job)) => (job, Refusal::Closed),
                         Err(Refused::Full(job)) => (job, Refusal::Full),
                         Err(Refused::TimedOut(job)) => (job, Refusal::Timeout),
@@ -270,7 +283,7 @@ impl<'a> Core<'a> {
                     }
                 }
                 Overflow::CallerRuns => {
-                    bump(&front.submitted);
+                    unqueued(front);
                     bump(&front.caller_ran);
                     let tally = Tally {
                         completed: Some(&front.caller_completed),
@@ -300,10 +313,7 @@ impl<'a> Core<'a> {
             return Err((job, true));
         };
         match try_send(tx, job) {
-            Ok(()) => {
-                bump(&self.state.front.submitted);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(Refused::Full(job)) => Err((job, false)),
             Err(Refused::Closed(job) | Refused::TimedOut(job) | Refused::Cancelled(job, _)) => {
                 Err((job, true))
@@ -377,25 +387,36 @@ impl<'a> Core<'a> {
     /// Drops whatever is queued (used after cancelling, and after the workers are gone).
     pub(crate) fn drain(&self) {
         for job in self.rx.try_iter() {
+            unqueued(&self.state.front);
             self.state.abandon(job);
         }
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
         let s = &self.state;
-        let (mut completed, mut panicked) = (0, 0);
+        let (mut received, mut completed, mut panicked) = (0, 0, 0);
         for slot in s.slots.iter() {
+            received += slot.received.load(Ordering::Acquire);
             completed += slot.completed.load(Ordering::Relaxed);
             panicked += slot.panicked.load(Ordering::Relaxed);
         }
         let f = &s.front;
+        let unqueued = f.unqueued.load(Ordering::Acquire);
+        // Read after the counts of tasks that left the queue: a task is counted once
+        // at most, or (between leaving the queue and being counted) not yet.
+        let queued = self.rx.len();
         let caller_ran = f.caller_ran.load(Ordering::Relaxed);
         PoolStats {
             workers: s.slots.len(),
             busy: s.busy(),
-            queued: self.rx.len(),
+            queued,
             capacity: s.capacity,
-            submitted: f.submitted.load(Ordering::Relaxed),
+            // Never less than a snapshot taken before: the sum may briefly miss a
+            // task on its way from the queue to a worker.
+            submitted: f
+                .submitted_seen
+                .fetch_max(received + unqueued + queued as u64, Ordering::Relaxed)
+                .max(received + unqueued + queued as u64),
             completed: completed + f.caller_completed.load(Ordering::Relaxed),
             panicked: panicked + f.caller_panicked.load(Ordering::Relaxed),
             rejected: f.rejected.load(Ordering::Relaxed),

@@ -180,6 +180,11 @@ pub struct PoolStats {
     /// The queue's capacity.
     pub capacity: usize,
     /// Tasks accepted (including those run by the caller or dropped by the policy).
+    /// A queued task is counted by the worker that takes it, so the submit path stays
+    /// free of shared counters: a snapshot may miss a task on its way from the queue to
+    /// a worker (one per worker at most), never counts one twice, and never reports
+    /// less than an earlier snapshot. Exact whenever nothing is in transit, and so
+    /// after a shutdown.
     pub submitted: u64,
     /// Tasks that ran to completion.
     pub completed: u64,
