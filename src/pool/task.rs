@@ -1,16 +1,17 @@
 //! Type-erased queued tasks.
 //!
 //! Implementation notes. The queue carries [`Job`]s: a [`Shared`] reference (an `Arc`
-//! without weak references, shared.rs) to a [`Cell`] that holds the closure (taken exactly once, under a mutex nobody contends) and where
-//! its result goes. The mutex is there because the cell is shared with the handle, not
-//! because two threads ever race for the closure: a job has one owner at a time (the
-//! queue, a worker, an `on_drop` callback, or the submitter after a refusal), and the
-//! handle reads only the result slot, whose own synchronisation is model-checked. A
-//! task with a handle on an owned pool keeps its result slot inside the same cell, and
-//! the [`TaskHandle`](crate::TaskHandle) holds the cell too: one allocation per task
-//! instead of a boxed job plus a separate slot. The submitter
-//! usually drops the last reference when it joins, so the memory goes back to the
-//! submitting thread's allocator cache, which is where the next submit asks for it.
+//! without weak references, shared.rs) to a [`Cell`] that holds the closure (taken
+//! exactly once, under a mutex nobody contends) and where its result goes. The mutex
+//! is there because the cell is shared with the handle, not because two threads ever
+//! race for the closure: a job has one owner at a time (the queue, a worker, an
+//! `on_drop` callback, or the submitter after a refusal), and the handle reads only
+//! the result slot, whose own synchronisation is model-checked. A task with a handle
+//! on an owned pool keeps its result slot inside the same cell, and the
+//! [`TaskHandle`](crate::TaskHandle) holds the cell too: one allocation per task
+//! instead of a boxed job plus a separate slot. The submitter usually drops the last
+//! reference when it joins, so the memory goes back to the submitting thread's
+//! allocator cache, which is where the next submit asks for it.
 //! A closure larger than `INLINE_CLOSURE_MAX` (pool/mod.rs) gets a separate slot
 //! instead, so a handle nobody joins yet never pins a big closure's bytes.
 //!
