@@ -136,11 +136,15 @@ fn a_chunk_whose_job_is_dropped_unrun_never_runs_on_the_caller_after() {
     });
 }
 
-/// A value two holders write to (each its own field), read back when it is dropped:
-/// loom reports a read that does not see both writes (a missing happens-before).
+/// A value two holders write to (each its own field) and both read (a third field),
+/// as a task's cell is written by its worker and read by its handle; its drop reads
+/// the two writes and overwrites the field the holders read. Loom reports a read that
+/// does not see a holder's write, or a holder's read not ordered before the drop's
+/// write (a missing happens-before either way).
 struct Scribble {
     first: loom::cell::UnsafeCell<u32>,
     second: loom::cell::UnsafeCell<u32>,
+    read_by_both: loom::cell::UnsafeCell<u32>,
     drops: loom::sync::Arc<loom::sync::atomic::AtomicUsize>,
 }
 
@@ -149,6 +153,7 @@ impl Scribble {
         Scribble {
             first: loom::cell::UnsafeCell::new(0),
             second: loom::cell::UnsafeCell::new(0),
+            read_by_both: loom::cell::UnsafeCell::new(7),
             drops: loom::sync::Arc::clone(drops),
         }
     }
@@ -159,6 +164,7 @@ impl Drop for Scribble {
         // SAFETY (test): a read of plain cells, checked for races by loom.
         let seen = unsafe { (self.first.with(|v| *v), self.second.with(|v| *v)) };
         assert_eq!(seen, (1, 2));
+        write(&self.read_by_both, 0);
         self.drops
             .fetch_add(1, loom::sync::atomic::Ordering::SeqCst);
     }
@@ -169,6 +175,14 @@ fn write(cell: &loom::cell::UnsafeCell<u32>, value: u32) {
     cell.with_mut(|v| unsafe { *v = value });
 }
 
+/// What a holder does with the value before it lets go: writes its own field and
+/// reads the one both read.
+fn use_it(scribble: &Scribble, mine: &loom::cell::UnsafeCell<u32>, value: u32) {
+    write(mine, value);
+    // SAFETY (test): a read, checked for races by loom.
+    assert_eq!(scribble.read_by_both.with(|v| unsafe { *v }), 7);
+}
+
 #[test]
 fn the_last_of_two_references_sees_both_holders_writes_and_drops_once() {
     loom::model(|| {
@@ -176,10 +190,10 @@ fn the_last_of_two_references_sees_both_holders_writes_and_drops_once() {
         let first = pool::shared::Shared::new(Scribble::new(&drops));
         let second = first.clone();
         let other = loom::thread::spawn(move || {
-            write(&second.second, 2);
+            use_it(&second, &second.second, 2);
             drop(second);
         });
-        write(&first.first, 1);
+        use_it(&first, &first.first, 1);
         drop(first);
         other.join().unwrap();
         assert_eq!(drops.load(loom::sync::atomic::Ordering::SeqCst), 1);
@@ -193,10 +207,10 @@ fn a_holder_left_alone_owns_the_value_and_sees_the_other_holders_writes() {
         let mut mine = pool::shared::Shared::new(Scribble::new(&drops));
         let theirs = mine.clone();
         let other = loom::thread::spawn(move || {
-            write(&theirs.second, 2);
+            use_it(&theirs, &theirs.second, 2);
             drop(theirs);
         });
-        write(&mine.first, 1);
+        use_it(&mine, &mine.first, 1);
         // As a worker does: take the value if this is the only reference left.
         let unique = loop {
             match mine.into_unique() {

@@ -65,7 +65,8 @@ impl<T> Shared<T> {
 }
 
 impl<U: ?Sized> Shared<U> {
-    /// `from`, as a `Shared<U>`: use [`shared_as!`], which supplies `coerce`.
+    /// `from`, as a `Shared<U>`. Call it only through [`shared_as!`], which supplies
+    /// the one `coerce` that is sound.
     ///
     /// # Safety
     ///
@@ -113,6 +114,10 @@ impl<T: ?Sized> Shared<T> {
     /// The value itself, when this is its only reference: one load decides, since a
     /// count of one cannot rise while its holder has it (references are only cloned
     /// from references). Otherwise the reference comes back.
+    ///
+    /// That argument holds only while `Shared` has no weak references and no way to
+    /// make a reference from a `&T`: adding either means this needs a
+    /// read-modify-write, as `Arc::get_mut` does.
     pub(crate) fn into_unique(self) -> Result<Unique<T>, Self> {
         // Acquire: every former holder's accesses (released by its decrement) happen
         // before this one's.
