@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use crate::cancel::CancelToken;
 use crate::panic::Panic;
-use crate::pool::shared::Shared;
 use crate::sync::{thread, Arc, AtomicBool, Mutex, Ordering};
 use crate::wait::Until;
 
@@ -125,8 +124,9 @@ pub(crate) trait AsPacket<T>: Send + Sync {
 enum PacketRef<T> {
     /// A slot of its own (scoped pools, `map` chunks, tests).
     Alone(Arc<Packet<T>>),
-    /// The slot inside an owned task's cell.
-    InCell(Shared<dyn AsPacket<T>>),
+    /// The slot inside an owned task's cell (a std `Arc`, also under loom: the cell is
+    /// a trait object, and only the packet's own synchronisation is modelled).
+    InCell(std::sync::Arc<dyn AsPacket<T>>),
 }
 
 impl<T> Packet<T> {
@@ -155,7 +155,7 @@ pub(crate) fn packet<T>() -> (Arc<Packet<T>>, TaskHandle<T>) {
 
 impl<T> TaskHandle<T> {
     /// The handle of a slot inside a task's cell.
-    pub(crate) fn in_cell(cell: Shared<dyn AsPacket<T>>) -> Self {
+    pub(crate) fn in_cell(cell: std::sync::Arc<dyn AsPacket<T>>) -> Self {
         TaskHandle {
             packet: PacketRef::InCell(cell),
         }

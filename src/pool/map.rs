@@ -60,8 +60,7 @@ use crate::panic::Panic;
 use crate::pool::claim::{claim, Claim};
 use crate::pool::core::Core;
 use crate::pool::handle::{packet, TaskError, TaskHandle};
-use crate::pool::shared::{shared_as, Shared};
-use crate::pool::task::{Cell, Job, Plain, Task};
+use crate::pool::task::{Cell, Job, Plain};
 use std::sync::Arc;
 
 /// Most items one chunk carries: big enough to amortise the per-job cost on tiny
@@ -242,8 +241,7 @@ where
                 let batch = guard.take();
                 batch.map(|batch| timed_chunk(batch, &*f))
             };
-            let job =
-                Job::new(shared_as!(Shared::new(Cell::new(Plain(work), done)) => dyn Task + 'a));
+            let job = Job::new(Arc::new(Cell::new(Plain(work), done)));
             let pending = match self.core.offer(job) {
                 Ok(()) => Pending::Queued(handle, claim, n),
                 Err((job, closed)) => {

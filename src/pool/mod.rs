@@ -13,7 +13,6 @@ mod claim;
 mod core;
 mod handle;
 mod map;
-mod shared;
 mod task;
 
 use std::fmt;
@@ -23,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use self::core::{work, Core, OnDropFn, Refusal};
 use self::handle::{AsPacket, Packet};
-use self::shared::{shared_as, Shared};
 use self::task::{Call, Cell, Deliver, Job, Nowhere, Owned, Plain, Task, Tokened};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::config::ConfigError;
@@ -1027,7 +1025,7 @@ impl WorkerPool {
             // A big closure gets a slot of its own, so a handle nobody joins yet does
             // not pin the closure's bytes (its cell lives until the handle goes).
             let (slot, handle) = packet();
-            let job = Job::new(shared_as!(Shared::new(Owned(Cell::new(call, slot))) => dyn Task));
+            let job = Job::new(Arc::new(Owned(Cell::new(call, slot))));
             return match self.core.push(job, until) {
                 Ok(()) => Ok(handle),
                 Err((job, why)) => Err(SubmitError::from_refusal(
@@ -1037,12 +1035,9 @@ impl WorkerPool {
             };
         }
         // One allocation: the handle reads its result from the queued task's cell.
-        let cell = Shared::new(Owned(Cell::new(call, Packet::new())));
-        let handle = TaskHandle::in_cell(shared_as!(cell.clone() => dyn AsPacket<C::Out>));
-        match self
-            .core
-            .push(Job::new(shared_as!(cell => dyn Task)), until)
-        {
+        let cell = Arc::new(Owned(Cell::new(call, Packet::new())));
+        let handle = TaskHandle::in_cell(Arc::clone(&cell) as Arc<dyn AsPacket<C::Out>>);
+        match self.core.push(Job::new(cell), until) {
             Ok(()) => Ok(handle),
             Err((job, why)) => Err(SubmitError::from_refusal(
                 reclaim::<C, Packet<C::Out>>(job),
@@ -1055,8 +1050,7 @@ impl WorkerPool {
     where
         F: FnOnce() + Send + 'static,
     {
-        let job =
-            Job::new(shared_as!(Shared::new(Owned(Cell::new(Plain(f), Nowhere))) => dyn Task));
+        let job = Job::new(Arc::new(Owned(Cell::new(Plain(f), Nowhere))));
         self.core
             .push(job, until)
             .map_err(|(job, why)| SubmitError::from_refusal(reclaim::<Plain<F>, Nowhere>(job), why))
@@ -1136,8 +1130,8 @@ impl<'scope> ScopedPool<'scope> {
         C::Out: Send + 'scope,
     {
         let (slot, handle) = packet();
-        let cell = Shared::new(Cell::new(call, slot));
-        self.push_cell(shared_as!(cell.clone() => dyn Task + 'scope), &cell, until)?;
+        let cell = Arc::new(Cell::new(call, slot));
+        self.push_cell(Arc::clone(&cell) as Arc<dyn Task + 'scope>, &cell, until)?;
         Ok(handle)
     }
 
@@ -1145,15 +1139,15 @@ impl<'scope> ScopedPool<'scope> {
     where
         F: FnOnce() + Send + 'scope,
     {
-        let cell = Shared::new(Cell::new(Plain(f), Nowhere));
-        self.push_cell(shared_as!(cell.clone() => dyn Task + 'scope), &cell, until)
+        let cell = Arc::new(Cell::new(Plain(f), Nowhere));
+        self.push_cell(Arc::clone(&cell) as Arc<dyn Task + 'scope>, &cell, until)
     }
 
     /// Queues a cell; on a refusal, takes the closure back through the submitter's
     /// own reference to it (borrowing tasks cannot be downcast like owned ones).
     fn push_cell<C, D>(
         &self,
-        task: Shared<dyn Task + 'scope>,
+        task: Arc<dyn Task + 'scope>,
         cell: &Cell<C, D>,
         until: Option<&Until<'_>>,
     ) -> Result<(), SubmitError<C::Closure>>

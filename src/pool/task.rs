@@ -1,30 +1,28 @@
 //! Type-erased queued tasks.
 //!
-//! Implementation notes. The queue carries [`Job`]s: a [`Shared`] reference (an `Arc`
-//! without weak references, shared.rs) to a [`Cell`] that holds the closure (taken
-//! exactly once, under a mutex nobody contends) and where its result goes. The mutex
-//! is there because the cell is shared with the handle, not because two threads ever
-//! race for the closure: a job has one owner at a time (the queue, a worker, an
-//! `on_drop` callback, or the submitter after a refusal), and the handle reads only
-//! the result slot, whose own synchronisation is model-checked. A task with a handle
-//! on an owned pool keeps its result slot inside the same cell, and the
-//! [`TaskHandle`](crate::TaskHandle) holds the cell too: one allocation per task
-//! instead of a boxed job plus a separate slot. The submitter usually drops the last
-//! reference when it joins, so the memory goes back to the submitting thread's
-//! allocator cache, which is where the next submit asks for it.
+//! Implementation notes. The queue carries [`Job`]s: an `Arc<dyn Task>` to a [`Cell`]
+//! that holds the closure (taken exactly once, under a mutex nobody contends) and where
+//! its result goes. The mutex is there because the cell is shared with the handle, not
+//! because two threads ever race for the closure: a job has one owner at a time (the
+//! queue, a worker, an `on_drop` callback, or the submitter after a refusal), and the
+//! handle reads only the result slot, whose own synchronisation is model-checked. A
+//! task with a handle on an owned pool keeps its result slot inside the same cell, and
+//! the [`TaskHandle`](crate::TaskHandle) holds the cell too: one allocation per task
+//! instead of a boxed job plus a separate slot. The submitter
+//! usually drops the last reference when it joins, so the memory goes back to the
+//! submitting thread's allocator cache, which is where the next submit asks for it.
 //! A closure larger than `INLINE_CLOSURE_MAX` (pool/mod.rs) gets a separate slot
 //! instead, so a handle nobody joins yet never pins a big closure's bytes.
 //!
 //! A job dropped without running abandons its cell (the closure is dropped and the
 //! handle resolves to `Cancelled`, even if a capture panics on drop), so no handle
 //! waits for a task that is gone. A worker holding the only reference (a
-//! fire-and-forget task, or one whose handle is gone) owns the cell outright: it runs
-//! it in place, without the mutex, and frees it with no atomic read-modify-write.
-//! After a run, the worker drops what it holds under `catch_unwind`: a result nobody
-//! joined may panic on drop without costing the worker. A refused task goes back to
-//! its submitter as the original closure: owned pools (`'static` tasks) downcast the
-//! cell through `Any`; scoped pools, whose tasks borrow, keep their own reference to
-//! the cell until the send succeeds.
+//! fire-and-forget task, or one whose handle is gone) unwraps the cell and runs it by
+//! value, without the mutex. After a run, the worker drops what it holds under
+//! `catch_unwind`: a result nobody joined may panic on drop without costing the
+//! worker. A refused task goes back to its submitter as the original closure: owned
+//! pools (`'static` tasks) downcast the cell through `Any`; scoped pools, whose tasks
+//! borrow, keep their own reference to the cell until the send succeeds.
 
 use std::any::Any;
 use std::fmt;
@@ -32,8 +30,8 @@ use std::fmt;
 use crate::cancel::CancelToken;
 use crate::panic::Panic;
 use crate::pool::handle::{AsPacket, Packet, TaskError};
-use crate::pool::shared::Shared;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -78,53 +76,39 @@ pub(crate) trait Task: Send + Sync {
     /// Runs the task, once: the closure is taken out of its cell.
     fn run(&self, token: &CancelToken, tally: Tally<'_>) -> Outcome;
 
-    /// Runs the task, once, through the only reference to its cell: no lock.
-    fn run_exclusive(&mut self, token: &CancelToken, tally: Tally<'_>) -> Outcome;
+    /// Runs the task through the job's own reference. When that is the only one (a
+    /// fire-and-forget task, or one whose handle is gone), the cell is unwrapped and
+    /// run by value: no lock, and two atomic operations on the counts instead of four.
+    fn run_arc(self: Arc<Self>, token: &CancelToken, tally: Tally<'_>) -> Outcome;
 
     /// The task will never run: drops the closure and resolves its handle (if any)
     /// to `Cancelled`. Does nothing once the closure has been taken.
     fn abandon(&self);
 
     /// `Some` for cells of `'static` tasks, so a refused task can be downcast back.
-    fn as_any(&self) -> Option<&(dyn Any + Send + Sync)> {
+    fn into_any(self: Arc<Self>) -> Option<Arc<dyn Any + Send + Sync>> {
         None
     }
 }
 
 /// A queued task. Dropping a job that has not run abandons it (its handle resolves to
 /// `Cancelled`), wherever that happens: a cancelled pool, an eviction, a shutdown.
-pub(crate) struct Job<'a>(Option<Shared<dyn Task + 'a>>);
+pub(crate) struct Job<'a>(Option<Arc<dyn Task + 'a>>);
 
 impl<'a> Job<'a> {
-    pub(crate) fn new(task: Shared<dyn Task + 'a>) -> Self {
+    pub(crate) fn new(task: Arc<dyn Task + 'a>) -> Self {
         Job(Some(task))
     }
 
-    /// Runs the task. When the job holds the only reference to its cell (a
-    /// fire-and-forget task, or one whose handle is gone), it runs the cell in place
-    /// and frees it with no lock and no atomic read-modify-write. What is left after
-    /// the run may be a result nobody will join, whose destructor may panic: that must
-    /// not cost the worker.
     pub(crate) fn run(mut self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-        let Some(task) = self.0.take() else {
-            return Outcome::Done;
-        };
-        match task.into_unique() {
-            Ok(mut cell) => {
-                let outcome = cell.run_exclusive(token, tally);
-                let _ = Panic::catch_any(move || drop(cell));
-                outcome
-            }
-            Err(shared) => {
-                let outcome = shared.run(token, tally);
-                let _ = Panic::catch_any(move || drop(shared));
-                outcome
-            }
+        match self.0.take() {
+            Some(task) => task.run_arc(token, tally),
+            None => Outcome::Done,
         }
     }
 
     /// The cell, without abandoning it (to take a refused closure back).
-    pub(crate) fn into_task(mut self) -> Option<Shared<dyn Task + 'a>> {
+    pub(crate) fn into_task(mut self) -> Option<Arc<dyn Task + 'a>> {
         self.0.take()
     }
 }
@@ -237,10 +221,10 @@ where
         }
     }
 
-    fn run_exclusive(&mut self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-        match self.call.get_mut().take() {
-            Some(call) => call_and_deliver(call, &self.done, token, tally),
-            None => Outcome::Done,
+    fn run_arc(self: Arc<Self>, token: &CancelToken, tally: Tally<'_>) -> Outcome {
+        match unique(self) {
+            Ok(cell) => cell.run_owned(token, tally),
+            Err(shared) => run_shared(shared, token, tally),
         }
     }
 
@@ -278,6 +262,41 @@ fn call_and_deliver<C: Call, D: Deliver<C::Out>>(
     }
 }
 
+/// The cell itself when this is its only reference. A plain load decides, so a cell a
+/// handle still shares costs nothing extra: nobody can add a reference to a cell
+/// only this job can reach, so a count of one cannot change under us.
+fn unique<T>(cell: Arc<T>) -> Result<T, Arc<T>> {
+    if Arc::strong_count(&cell) == 1 {
+        Arc::try_unwrap(cell)
+    } else {
+        Err(cell)
+    }
+}
+
+/// Runs a cell a handle still shares, then lets go of the job's reference. That may be
+/// the last one, dropping a result nobody joined, whose destructor may panic: that
+/// must not cost the worker.
+fn run_shared<T: Task + ?Sized>(task: Arc<T>, token: &CancelToken, tally: Tally<'_>) -> Outcome {
+    let outcome = task.run(token, tally);
+    let _ = Panic::catch_any(move || drop(task));
+    outcome
+}
+
+impl<C: Call, D: Deliver<C::Out>> Cell<C, D> {
+    /// Runs a cell owned outright: the closure comes out of its mutex without locking.
+    fn run_owned(self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
+        let Cell { call, done } = self;
+        let outcome = match call.into_inner() {
+            Some(call) => call_and_deliver(call, &done, token, tally),
+            None => Outcome::Done,
+        };
+        // A result nobody will join (its handle is gone) is dropped here; its
+        // destructor may panic, which must not cost the worker.
+        let _ = Panic::catch_any(move || drop(done));
+        outcome
+    }
+}
+
 /// A `'static` cell that can be downcast back after a refusal.
 pub(crate) struct Owned<C, D>(pub(crate) Cell<C, D>);
 
@@ -290,15 +309,18 @@ where
         self.0.run(token, tally)
     }
 
-    fn run_exclusive(&mut self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-        self.0.run_exclusive(token, tally)
+    fn run_arc(self: Arc<Self>, token: &CancelToken, tally: Tally<'_>) -> Outcome {
+        match unique(self) {
+            Ok(Owned(cell)) => cell.run_owned(token, tally),
+            Err(shared) => run_shared(shared, token, tally),
+        }
     }
 
     fn abandon(&self) {
         self.0.abandon();
     }
 
-    fn as_any(&self) -> Option<&(dyn Any + Send + Sync)> {
+    fn into_any(self: Arc<Self>) -> Option<Arc<dyn Any + Send + Sync>> {
         Some(self)
     }
 }
@@ -310,8 +332,11 @@ where
 {
     /// The closure of a job built from an `Owned<C, D>`.
     pub(crate) fn reclaim(job: Job<'static>) -> Option<C::Closure> {
-        let task = job.into_task()?;
-        let owned = task.as_any()?.downcast_ref::<Owned<C, D>>()?;
+        let owned = job
+            .into_task()?
+            .into_any()?
+            .downcast::<Owned<C, D>>()
+            .ok()?;
         owned.0.take().map(Call::into_closure)
     }
 }
@@ -395,7 +420,6 @@ impl fmt::Debug for DroppedTask<'_> {
 mod tests {
     use super::*;
     use crate::pool::handle::{packet, TaskHandle};
-    use crate::pool::shared::shared_as;
 
     struct Bomb;
 
@@ -409,13 +433,13 @@ mod tests {
     fn a_job_dropped_unrun_resolves_its_handle_even_if_a_capture_panics_on_drop() {
         let (slot, handle) = packet::<u32>();
         let bomb = Bomb;
-        let job = Job::new(shared_as!(Shared::new(Cell::new(
+        let job = Job::new(Arc::new(Cell::new(
             Plain(move || {
                 let _keep = &bomb;
                 1
             }),
             slot,
-        )) => dyn Task));
+        )));
         let dropped = Panic::catch_any(move || drop(job));
         assert_eq!(
             dropped.unwrap_err().message(),
@@ -426,9 +450,9 @@ mod tests {
 
     #[test]
     fn a_job_dropped_unrun_resolves_its_inline_handle() {
-        let cell = Shared::new(Owned(Cell::new(Plain(|| 7u32), Packet::new())));
-        let handle = TaskHandle::in_cell(shared_as!(cell.clone() => dyn AsPacket<u32>));
-        drop(Job::new(shared_as!(cell => dyn Task)));
+        let cell = Arc::new(Owned(Cell::new(Plain(|| 7u32), Packet::new())));
+        let handle = TaskHandle::in_cell(Arc::clone(&cell) as Arc<dyn AsPacket<u32>>);
+        drop(Job::new(cell));
         assert!(handle.join().unwrap_err().is_cancelled());
     }
 
@@ -440,10 +464,10 @@ mod tests {
                 panic!("result dropped");
             }
         }
-        let cell = Shared::new(Owned(Cell::new(Plain(|| LoudResult), Packet::new())));
-        let handle = TaskHandle::in_cell(shared_as!(cell.clone() => dyn AsPacket<LoudResult>));
+        let cell = Arc::new(Owned(Cell::new(Plain(|| LoudResult), Packet::new())));
+        let handle = TaskHandle::in_cell(Arc::clone(&cell) as Arc<dyn AsPacket<LoudResult>>);
         drop(handle); // nobody will join: the job holds the last reference
-        let outcome = Job::new(shared_as!(cell => dyn Task)).run(&CancelToken::new(), Tally::NONE);
+        let outcome = Job::new(cell).run(&CancelToken::new(), Tally::NONE);
         assert!(matches!(outcome, Outcome::Done));
     }
 }
