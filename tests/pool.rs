@@ -920,6 +920,38 @@ fn map_runs_later_chunks_on_the_caller_while_a_worker_runs_the_oldest() {
 }
 
 #[test]
+fn map_knows_how_many_results_are_left() {
+    let _check = LeakCheck::new();
+    let pool = two_workers(8);
+    let input: Vec<u64> = (0..1_000).collect();
+    let mut map = pool.map(input, |n| {
+        if n == 500 {
+            panic!("item 500");
+        }
+        n
+    });
+    assert_eq!(map.len(), 1_000);
+    // Exact at every step, whether the items in flight are queued, running, run
+    // early by the caller or already yielded as results, and across a panic.
+    for left in (0..1_000).rev() {
+        assert!(map.next().is_some());
+        assert_eq!(map.size_hint(), (left, Some(left)));
+    }
+    assert!(map.next().is_none());
+    assert!(map.next().is_none());
+    // An endless input: no upper bound, and a lower bound that does not overflow.
+    let mut endless = pool.map(0u64.., |n| n);
+    assert_eq!(endless.next().unwrap().unwrap(), 0);
+    assert_eq!(endless.size_hint(), (usize::MAX, None));
+    drop(endless);
+    // A closed pool's items count too: each yields `Cancelled`.
+    pool.close();
+    let closed = pool.map(0..3u32, |n| n);
+    assert_eq!(closed.len(), 3);
+    assert_eq!(closed.count(), 3);
+}
+
+#[test]
 fn map_stops_at_the_first_end_of_an_input_that_is_not_fused() {
     let _check = LeakCheck::new();
     /// Yields `0..end`, then `None`, then `end + 1`, `end + 2`, ... for ever.

@@ -96,6 +96,17 @@ enum Pending<T, R> {
     Ran(Chunk<R>),
 }
 
+impl<T, R> Pending<T, R> {
+    /// The chunk's items, each of which will yield one result.
+    fn len(&self) -> usize {
+        match self {
+            Pending::Queued(_, _, n) | Pending::Refused(n) => *n,
+            Pending::Local(batch) => batch.len(),
+            Pending::Ran(chunk) => chunk.len(),
+        }
+    }
+}
+
 /// A chunk's results: plain values unless an item panicked (the common case stays
 /// compact: no `Result` per item to move around).
 enum Chunk<R> {
@@ -114,6 +125,14 @@ impl<R> Chunk<R> {
 
     fn empty() -> Self {
         Chunk::Clean(Vec::new().into_iter())
+    }
+
+    /// Results not yet yielded.
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Clean(values) => values.len(),
+            Chunk::Mixed(results) => results.len(),
+        }
     }
 
     fn fold<B>(self, init: B, g: &mut impl FnMut(B, Result<R, TaskError>) -> B) -> B {
@@ -165,7 +184,9 @@ fn timed_chunk<T, R>(batch: Vec<T>, f: &impl Fn(T) -> R) -> (Chunk<R>, Duration)
 ///
 /// Input is pulled lazily, at most `queue_capacity + workers` items ahead of what has
 /// been yielded. Dropping the iterator early stops submitting; chunks already queued
-/// still run (their results are dropped).
+/// still run (their results are dropped). Every input item yields exactly one result,
+/// so `size_hint` is exact when the input's is (`len()` over a `Vec`, a slice or a
+/// small `Range`), and once `None` comes, nothing else does.
 #[must_use = "the map does nothing until it is iterated"]
 pub struct PoolMap<'p, 'a, I: Iterator, F, R> {
     core: &'p Core<'a>,
@@ -283,6 +304,24 @@ where
         match self.current.next() {
             Some(result) => Some(result),
             None => self.next_chunk(),
+        }
+    }
+
+    /// Exact when the input's is: every item yields one result, and so does every
+    /// item already pulled (in flight, run, or refused).
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let pulled = self.current.len()
+            + self.cancelled_left
+            + self.pending.iter().map(Pending::len).sum::<usize>();
+        match &self.input {
+            Some(input) => {
+                let (lower, upper) = input.size_hint();
+                (
+                    lower.saturating_add(pulled),
+                    upper.and_then(|upper| upper.checked_add(pulled)),
+                )
+            }
+            None => (pulled, Some(pulled)),
         }
     }
 
@@ -463,6 +502,27 @@ where
             per_chunk < LOCAL_BELOW.as_nanos()
         };
     }
+}
+
+/// `len()` when the input has one (a `Vec`, a slice, a `Range`).
+impl<'a, I, F, R> ExactSizeIterator for PoolMap<'_, 'a, I, F, R>
+where
+    I: ExactSizeIterator,
+    I::Item: Send + 'a,
+    F: Fn(I::Item) -> R + Send + Sync + 'a,
+    R: Send + 'a,
+{
+}
+
+/// Once it has yielded `None` it yields nothing more, even over an input that is
+/// not fused.
+impl<'a, I, F, R> std::iter::FusedIterator for PoolMap<'_, 'a, I, F, R>
+where
+    I: Iterator,
+    I::Item: Send + 'a,
+    F: Fn(I::Item) -> R + Send + Sync + 'a,
+    R: Send + 'a,
+{
 }
 
 impl<I: Iterator, F, R> fmt::Debug for PoolMap<'_, '_, I, F, R> {
