@@ -820,8 +820,10 @@ macro_rules! pool_methods {
             /// either: a chunk that finds it full stays with the calling thread.
             ///
             /// A panicking item yields `Err(TaskError::Panicked)` in its place. Items of a
-            /// closed pool yield `Err(TaskError::Cancelled)`, and so do the items of a
-            /// chunk the pool dropped unrun (an overflow eviction, `shutdown_now`).
+            /// closed pool yield `Err(TaskError::Cancelled)` (those already under way when
+            /// it closes, at most `queue_capacity + workers`, may still run), and so do the
+            /// items of a chunk the pool dropped unrun (an overflow eviction,
+            /// `shutdown_now`).
             ///
             /// # Example
             ///
