@@ -4,7 +4,9 @@
 //! WaitGroup (the floor). Then `map` over tiny items (half a nanosecond of work) and
 //! small ones (about 30 ns) beside rayon's `par_iter` on a Range (the issue's
 //! reference), `par_bridge` over an iterator and `par_iter` over a Vec collected in
-//! order.
+//! order; corral's `map` is consumed both by a `for` loop and by `for_each`, and a
+//! plain loop on one thread (`floor_*`, not a peer) shows what any work that stays on
+//! the calling thread costs at best.
 //! Criterion reports time per batch; divide by the element count for ns per task.
 
 use std::hint::black_box;

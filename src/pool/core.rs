@@ -56,7 +56,7 @@ struct Front {
     /// Accepted tasks that never reach a worker: shed by `DropNewest`, run by the
     /// caller, evicted by `DropOldest` or drained from the queue unrun. A queued task
     /// is counted by the worker that takes it, so the submit path does no atomic
-    /// read-modify-write of its own (measured: 2-3% of an `execute`).
+    /// read-modify-write of its own (1-3% of an `execute` in `scripts/ab-pool`).
     unqueued: AtomicU64,
     rejected: AtomicU64,
     dropped: AtomicU64,
@@ -406,17 +406,19 @@ impl<'a> Core<'a> {
         // at most, or (between leaving the queue and being counted) not yet.
         let queued = self.rx.len();
         let caller_ran = f.caller_ran.load(Ordering::Relaxed);
+        // Never less than a snapshot taken before: the sum may briefly miss a task on
+        // its way from the queue to a worker.
+        let counted = received + unqueued + queued as u64;
+        let submitted = f
+            .submitted_seen
+            .fetch_max(counted, Ordering::Relaxed)
+            .max(counted);
         PoolStats {
             workers: s.slots.len(),
             busy: s.busy(),
             queued,
             capacity: s.capacity,
-            // Never less than a snapshot taken before: the sum may briefly miss a
-            // task on its way from the queue to a worker.
-            submitted: f
-                .submitted_seen
-                .fetch_max(received + unqueued + queued as u64, Ordering::Relaxed)
-                .max(received + unqueued + queued as u64),
+            submitted,
             completed: completed + f.caller_completed.load(Ordering::Relaxed),
             panicked: panicked + f.caller_panicked.load(Ordering::Relaxed),
             rejected: f.rejected.load(Ordering::Relaxed),

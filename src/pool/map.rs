@@ -279,6 +279,134 @@ where
             self.pending.push_back(pending);
         }
     }
+
+    /// The current chunk is exhausted: refill the window, then run the oldest chunk
+    /// here if no worker has started it, or wait for it (or yield the `Cancelled`
+    /// items of a refused one).
+    #[inline(never)]
+    fn next_chunk(&mut self) -> Option<Result<R, TaskError>> {
+        loop {
+            if let Some(result) = self.current.next() {
+                return Some(result);
+            }
+            if self.cancelled_left > 0 {
+                self.cancelled_left -= 1;
+                return Some(Err(TaskError::Cancelled));
+            }
+            // One clock read ends a run on the caller and starts the next.
+            let mut now = None;
+            if let Some(since) = self.inline_since.take() {
+                let end = Instant::now();
+                self.observe(end - since, self.run);
+                now = Some(end);
+            }
+            if self.local
+                && self.pending.is_empty()
+                && !self.core.is_closed()
+                && !self.core.token().is_cancelled()
+            {
+                let item = self.input.as_mut().and_then(Iterator::next);
+                let Some(item) = item else {
+                    self.input = None;
+                    return None;
+                };
+                self.inline_left = self.run - 1;
+                self.inline_since = Some(now.unwrap_or_else(Instant::now));
+                return Some(call_one(&*self.f, item));
+            }
+            self.fill();
+            let (handle, claim, n) = match self.pending.pop_front()? {
+                Pending::Refused(n) => {
+                    self.cancelled_left = n;
+                    continue;
+                }
+                Pending::Local(batch) if self.core.token().is_cancelled() => {
+                    self.cancelled_left = batch.len();
+                    continue;
+                }
+                Pending::Local(batch) => {
+                    self.run_here(batch);
+                    continue;
+                }
+                Pending::Ran(chunk) => {
+                    self.current = chunk;
+                    continue;
+                }
+                Pending::Queued(handle, claim, n) => (handle, claim, n),
+            };
+            if !self.core.token().is_cancelled() {
+                let unstarted = claim.take();
+                if let Some(batch) = unstarted {
+                    drop(handle); // its job will find the input gone
+                    self.run_here(batch);
+                    continue;
+                }
+                self.help_until_finished(&handle);
+            }
+            match handle.join() {
+                Ok(Some((chunk, took))) => {
+                    self.observe(took, n);
+                    self.current = chunk;
+                }
+                Err(TaskError::Panicked(panic)) => {
+                    self.cancelled_left = n - 1;
+                    return Some(Err(TaskError::Panicked(panic)));
+                }
+                // `Ok(None)` cannot happen (the caller never waits for a chunk it
+                // claimed); like a job dropped unrun, it yields `Cancelled` items.
+                Ok(None) | Err(_) => self.cancelled_left = n,
+            }
+        }
+    }
+
+    /// The input ran out in the middle of a run on the caller.
+    fn end_inline_run(&mut self) {
+        self.inline_left = 0;
+        self.input = None;
+    }
+
+    /// While a worker runs the oldest chunk, the caller runs later ones no worker has
+    /// started, keeping their results until they are due, rather than wait idle. The
+    /// soonest due first (measured: about 15% faster than the newest first, since the
+    /// window refills sooner). Each is tried once.
+    fn help_until_finished<T>(&mut self, oldest: &TaskHandle<T>) {
+        for i in 0..self.pending.len() {
+            if oldest.is_finished() {
+                return;
+            }
+            let batch = match &mut self.pending[i] {
+                Pending::Queued(_, claim, _) => claim.take(),
+                Pending::Local(batch) => Some(std::mem::take(batch)),
+                Pending::Refused(_) | Pending::Ran(_) => None,
+            };
+            if let Some(batch) = batch {
+                let n = batch.len();
+                let (chunk, took) = timed_chunk(batch, &*self.f);
+                self.observe(took, n);
+                // Drops a queued chunk's handle: its job will find the input gone.
+                self.pending[i] = Pending::Ran(chunk);
+            }
+        }
+    }
+
+    /// Runs a chunk on the calling thread; its results are yielded next.
+    fn run_here(&mut self, batch: Vec<I::Item>) {
+        let n = batch.len();
+        let (chunk, took) = timed_chunk(batch, &*self.f);
+        self.observe(took, n);
+        self.current = chunk;
+    }
+
+    /// Decides where the next chunks run from how long the last `items` took: what a
+    /// whole chunk of such items costs.
+    fn observe(&mut self, took: Duration, items: usize) {
+        let per_chunk = took.as_nanos() * self.chunk as u128 / items.max(1) as u128;
+        self.local = if self.local {
+            per_chunk <= PARALLEL_ABOVE.as_nanos()
+        } else {
+            per_chunk < LOCAL_BELOW.as_nanos()
+        };
+    }
 }
 
 impl<'a, I, F, R> Iterator for PoolMap<'_, 'a, I, F, R>
@@ -359,148 +487,6 @@ where
                 None => return acc,
             }
         }
-    }
-}
-
-impl<'a, I, F, R> PoolMap<'_, 'a, I, F, R>
-where
-    I: Iterator,
-    I::Item: Send + 'a,
-    F: Fn(I::Item) -> R + Send + Sync + 'a,
-    R: Send + 'a,
-{
-    /// The current chunk is exhausted: refill the window, then run the oldest chunk
-    /// here if no worker has started it, or wait for it (or yield the `Cancelled`
-    /// items of a refused one).
-    #[inline(never)]
-    fn next_chunk(&mut self) -> Option<Result<R, TaskError>> {
-        loop {
-            if let Some(result) = self.current.next() {
-                return Some(result);
-            }
-            if self.cancelled_left > 0 {
-                self.cancelled_left -= 1;
-                return Some(Err(TaskError::Cancelled));
-            }
-            // One clock read ends a run on the caller and starts the next.
-            let mut now = None;
-            if let Some(since) = self.inline_since.take() {
-                let end = Instant::now();
-                self.observe(end - since, self.run);
-                now = Some(end);
-            }
-            if self.local
-                && self.pending.is_empty()
-                && !self.core.is_closed()
-                && !self.core.token().is_cancelled()
-            {
-                let item = self.input.as_mut().and_then(Iterator::next);
-                let Some(item) = item else {
-                    self.input = None;
-                    return None;
-                };
-                self.inline_left = self.run - 1;
-                self.inline_since = Some(now.unwrap_or_else(Instant::now));
-                return Some(call_one(&*self.f, item));
-            }
-            self.fill();
-            let (handle, claim, n) = match self.pending.pop_front()? {
-                Pending::Refused(n) => {
-                    self.cancelled_left = n;
-                    continue;
-                }
-                Pending::Local(batch) if self.core.token().is_cancelled() => {
-                    self.cancelled_left = batch.len();
-                    continue;
-                }
-                Pending::Local(batch) => {
-                    self.run_here(batch);
-                    continue;
-                }
-                Pending::Ran(chunk) => {
-                    self.current = chunk;
-                    continue;
-                }
-                Pending::Queued(handle, claim, n) => (handle, claim, n),
-            };
-            if !self.core.token().is_cancelled() {
-                let unstarted = claim.take();
-                if let Some(batch) = unstarted {
-                    drop(handle); // its job will find the input gone
-                    self.run_here(batch);
-                    continue;
-                }
-                self.help_until_finished(&handle);
-            }
-            match handle.join() {
-                Ok(Some((chunk, took))) => {
-                    self.observe(took, n);
-                    self.current = chunk;
-                }
-                Err(TaskError::Panicked(panic)) => {
-                    self.cancelled_left = n - 1;
-                    return Some(Err(TaskError::Panicked(panic)));
-                }
-                // `Ok(None)` cannot happen (the caller never waits for a chunk it
-                // claimed); like a job dropped unrun, it yields `Cancelled` items.
-                Ok(None) | Err(_) => self.cancelled_left = n,
-            }
-        }
-    }
-}
-
-impl<'a, I, F, R> PoolMap<'_, 'a, I, F, R>
-where
-    I: Iterator,
-    F: Fn(I::Item) -> R,
-{
-    /// The input ran out in the middle of a run on the caller.
-    fn end_inline_run(&mut self) {
-        self.inline_left = 0;
-        self.input = None;
-    }
-
-    /// While a worker runs the oldest chunk, the caller runs later ones no worker has
-    /// started, keeping their results until they are due, rather than wait idle. The
-    /// soonest due first (measured: about 15% faster than the newest first, since the
-    /// window refills sooner). Each is tried once.
-    fn help_until_finished<T>(&mut self, oldest: &TaskHandle<T>) {
-        for i in 0..self.pending.len() {
-            if oldest.is_finished() {
-                return;
-            }
-            let batch = match &mut self.pending[i] {
-                Pending::Queued(_, claim, _) => claim.take(),
-                Pending::Local(batch) => Some(std::mem::take(batch)),
-                Pending::Refused(_) | Pending::Ran(_) => None,
-            };
-            if let Some(batch) = batch {
-                let n = batch.len();
-                let (chunk, took) = timed_chunk(batch, &*self.f);
-                self.observe(took, n);
-                // Drops a queued chunk's handle: its job will find the input gone.
-                self.pending[i] = Pending::Ran(chunk);
-            }
-        }
-    }
-
-    /// Runs a chunk on the calling thread; its results are yielded next.
-    fn run_here(&mut self, batch: Vec<I::Item>) {
-        let n = batch.len();
-        let (chunk, took) = timed_chunk(batch, &*self.f);
-        self.observe(took, n);
-        self.current = chunk;
-    }
-
-    /// Decides where the next chunks run from how long the last `items` took: what a
-    /// whole chunk of such items costs.
-    fn observe(&mut self, took: Duration, items: usize) {
-        let per_chunk = took.as_nanos() * self.chunk as u128 / items.max(1) as u128;
-        self.local = if self.local {
-            per_chunk <= PARALLEL_ABOVE.as_nanos()
-        } else {
-            per_chunk < LOCAL_BELOW.as_nanos()
-        };
     }
 }
 
