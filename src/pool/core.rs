@@ -21,7 +21,8 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::cancel::{CancelToken, OnCancel};
 use crate::overflow::Overflow;
 use crate::panic::Panic;
-use crate::pool::task::{DroppedTask, Job, Outcome, Tally};
+use crate::pool::job::{Job, Runnable};
+use crate::pool::task::{DroppedTask, Outcome, Tally};
 use crate::pool::{PoolStats, ShutdownReport};
 use crate::queue::{send_evicting, send_until, try_send, Refused};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -228,15 +229,17 @@ impl<'a> Core<'a> {
     /// compiler kept `push` and `accepting` as calls on the submit path); a full or
     /// closed queue goes to the cold [`overflowed`](Core::overflowed).
     #[inline(always)]
-    pub(crate) fn push(
+    #[allow(unsafe_code)]
+    pub(crate) fn push<R: Runnable + 'a>(
         &self,
-        job: Job<'a>,
+        task: R,
         until: Option<&Until<'_>>,
-    ) -> Result<(), (Job<'a>, Refusal)> {
+    ) -> Result<(), (R, Refusal)> {
         let Some(tx) = self.accepting() else {
             bump(&self.state.front.rejected);
-            return Err((job, Refusal::Closed));
+            return Err((task, Refusal::Closed));
         };
+        let job = Job::new(task);
         let sent = match (self.overflow, until) {
             (Overflow::Block, Some(until))
                 if until.token().is_none() && until.caller_deadline().is_none() =>
@@ -248,7 +251,12 @@ impl<'a> Core<'a> {
         };
         match sent {
             Ok(()) => Ok(()),
-            Err(refused) => self.overflowed(tx, refused),
+            Err(refused) => self.overflowed(tx, refused).map_err(|(job, why)| {
+                // SAFETY: a refusal hands back the job it was given (the channel and
+                // `crate::queue` return the item they were passed, and `overflowed`
+                // passes on the one it got), and that job was made from `R` above.
+                (unsafe { job.into_task::<R>() }, why)
+            }),
         }
     }
 

@@ -60,7 +60,8 @@ use crate::panic::Panic;
 use crate::pool::claim::{claim, Claim};
 use crate::pool::core::Core;
 use crate::pool::handle::{packet, TaskError, TaskHandle};
-use crate::pool::task::{Cell, Job, Plain};
+use crate::pool::job::Job;
+use crate::pool::task::{Cell, Plain};
 use std::sync::Arc;
 
 /// Most items one chunk carries: big enough to amortise the per-job cost on tiny

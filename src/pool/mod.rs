@@ -12,6 +12,7 @@
 mod claim;
 mod core;
 mod handle;
+mod job;
 mod map;
 mod task;
 
@@ -22,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use self::core::{work, Core, OnDropFn, Refusal};
 use self::handle::{AsPacket, Packet};
-use self::task::{Call, Cell, Deliver, Job, Nowhere, Owned, Plain, Task, Tokened};
+use self::job::Runnable;
+use self::task::{Call, Cell, Plain, Tokened};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::config::ConfigError;
 use crate::overflow::Overflow;
@@ -1027,35 +1029,27 @@ impl WorkerPool {
             // A big closure gets a slot of its own, so a handle nobody joins yet does
             // not pin the closure's bytes (its cell lives until the handle goes).
             let (slot, handle) = packet();
-            let job = Job::new(Arc::new(Owned(Cell::new(call, slot))));
-            return match self.core.push(job, until) {
-                Ok(()) => Ok(handle),
-                Err((job, why)) => Err(SubmitError::from_refusal(
-                    reclaim::<C, crate::sync::Arc<Packet<C::Out>>>(job),
-                    why,
-                )),
-            };
+            return self
+                .core
+                .push(Arc::new(Cell::new(call, slot)), until)
+                .map(|()| handle)
+                .map_err(refused);
         }
         // One allocation: the handle reads its result from the queued task's cell.
-        let cell = Arc::new(Owned(Cell::new(call, Packet::new())));
+        let cell = Arc::new(Cell::new(call, Packet::new()));
         let handle = TaskHandle::in_cell(Arc::clone(&cell) as Arc<dyn AsPacket<C::Out>>);
-        match self.core.push(Job::new(cell), until) {
-            Ok(()) => Ok(handle),
-            Err((job, why)) => Err(SubmitError::from_refusal(
-                reclaim::<C, Packet<C::Out>>(job),
-                why,
-            )),
-        }
+        self.core
+            .push(cell, until)
+            .map(|()| handle)
+            .map_err(refused)
     }
 
     fn execute_call<F>(&self, f: F, until: Option<&Until<'_>>) -> Result<(), SubmitError<F>>
     where
         F: FnOnce() + Send + 'static,
     {
-        let job = Job::new(Arc::new(Owned(Cell::new(Plain(f), Nowhere))));
-        self.core
-            .push(job, until)
-            .map_err(|(job, why)| SubmitError::from_refusal(reclaim::<Plain<F>, Nowhere>(job), why))
+        // The closure alone: nothing will read a result.
+        self.core.push(Box::new(Plain(f)), until).map_err(refused)
     }
 }
 
@@ -1070,16 +1064,11 @@ impl fmt::Debug for WorkerPool {
     }
 }
 
-/// The closure inside a job this pool just built from a `C` and a `D`.
-fn reclaim<C, D>(job: Job<'static>) -> C::Closure
-where
-    C: Call + 'static,
-    D: Deliver<C::Out> + 'static,
-{
-    match Owned::<C, D>::reclaim(job) {
-        Some(closure) => closure,
-        // A refused job is always the one just built, of this very type.
-        None => unreachable!("corral: a refused job is the one just submitted"),
+/// The error for a task the queue refused, with its closure handed back.
+fn refused<R: Runnable>((task, why): (R, Refusal)) -> SubmitError<R::Closure> {
+    match task.into_closure() {
+        Some(closure) => SubmitError::from_refusal(closure, why),
+        None => unreachable!("corral: a refused task never ran"),
     }
 }
 
@@ -1132,37 +1121,17 @@ impl<'scope> ScopedPool<'scope> {
         C::Out: Send + 'scope,
     {
         let (slot, handle) = packet();
-        let cell = Arc::new(Cell::new(call, slot));
-        self.push_cell(Arc::clone(&cell) as Arc<dyn Task + 'scope>, &cell, until)?;
-        Ok(handle)
+        self.core
+            .push(Arc::new(Cell::new(call, slot)), until)
+            .map(|()| handle)
+            .map_err(refused)
     }
 
     fn execute_call<F>(&self, f: F, until: Option<&Until<'_>>) -> Result<(), SubmitError<F>>
     where
         F: FnOnce() + Send + 'scope,
     {
-        let cell = Arc::new(Cell::new(Plain(f), Nowhere));
-        self.push_cell(Arc::clone(&cell) as Arc<dyn Task + 'scope>, &cell, until)
-    }
-
-    /// Queues a cell; on a refusal, takes the closure back through the submitter's
-    /// own reference to it (borrowing tasks cannot be downcast like owned ones).
-    fn push_cell<C, D>(
-        &self,
-        task: Arc<dyn Task + 'scope>,
-        cell: &Cell<C, D>,
-        until: Option<&Until<'_>>,
-    ) -> Result<(), SubmitError<C::Closure>>
-    where
-        C: Call,
-    {
-        self.core.push(Job::new(task), until).map_err(|(job, why)| {
-            drop(job.into_task()); // not abandoned: the closure goes back
-            match cell.take() {
-                Some(call) => SubmitError::from_refusal(call.into_closure(), why),
-                None => unreachable!("corral: a refused job never ran"),
-            }
-        })
+        self.core.push(Box::new(Plain(f)), until).map_err(refused)
     }
 }
 

@@ -1,35 +1,36 @@
-//! Type-erased queued tasks.
+//! What a queued task is: the user's closure, where its result goes, and how a run is
+//! counted.
 //!
-//! Implementation notes. The queue carries [`Job`]s: an `Arc<dyn Task>` to a [`Cell`]
-//! that holds the closure (taken exactly once, under a mutex nobody contends) and where
-//! its result goes. The mutex is there because the cell is shared with the handle, not
+//! Implementation notes. A fire-and-forget task is its closure alone, boxed (`execute`).
+//! A task with a handle is a [`Cell`]: the closure (taken exactly once, under a mutex
+//! nobody contends) and where its result goes, shared through an `Arc` by the job and
+//! the handle. The mutex is there because the cell is shared with the handle, not
 //! because two threads ever race for the closure: a job has one owner at a time (the
 //! queue, a worker, an `on_drop` callback, or the submitter after a refusal), and the
 //! handle reads only the result slot, whose own synchronisation is model-checked. A
 //! task with a handle on an owned pool keeps its result slot inside the same cell, and
 //! the [`TaskHandle`](crate::TaskHandle) holds the cell too: one allocation per task
-//! instead of a boxed job plus a separate slot. The submitter
+//! instead of a closure plus a separate slot. The submitter
 //! usually drops the last reference when it joins, so the memory goes back to the
 //! submitting thread's allocator cache, which is where the next submit asks for it.
 //! A closure larger than `INLINE_CLOSURE_MAX` (pool/mod.rs) gets a separate slot
-//! instead, so a handle nobody joins yet never pins a big closure's bytes.
+//! instead, so a handle nobody joins yet never pins a big closure's bytes. Both shapes
+//! travel the queue as a [`Job`](crate::pool::job::Job) (`job.rs`).
 //!
-//! A job dropped without running abandons its cell (the closure is dropped and the
+//! A cell dropped without running is abandoned (the closure is dropped and the
 //! handle resolves to `Cancelled`, even if a capture panics on drop), so no handle
-//! waits for a task that is gone. A worker holding the only reference (a
-//! fire-and-forget task, or one whose handle is gone) unwraps the cell and runs it by
-//! value, without the mutex. After a run, the worker drops what it holds under
-//! `catch_unwind`: a result nobody joined may panic on drop without costing the
-//! worker. A refused task goes back to its submitter as the original closure: owned
-//! pools (`'static` tasks) downcast the cell through `Any`; scoped pools, whose tasks
-//! borrow, keep their own reference to the cell until the send succeeds.
+//! waits for a task that is gone. A worker holding the only reference (a task whose
+//! handle is gone) unwraps the cell and runs it by value, without the mutex. After a
+//! run, the worker drops what it holds under `catch_unwind`: a result nobody joined
+//! may panic on drop without costing the worker. A refused task goes back to its
+//! submitter as the original closure.
 
-use std::any::Any;
 use std::fmt;
 
 use crate::cancel::CancelToken;
 use crate::panic::Panic;
 use crate::pool::handle::{AsPacket, Packet, TaskError};
+use crate::pool::job::{Job, Runnable};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -68,55 +69,6 @@ impl Tally<'_> {
             } else {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
-        }
-    }
-}
-
-pub(crate) trait Task: Send + Sync {
-    /// Runs the task, once: the closure is taken out of its cell.
-    fn run(&self, token: &CancelToken, tally: Tally<'_>) -> Outcome;
-
-    /// Runs the task through the job's own reference. When that is the only one (a
-    /// fire-and-forget task, or one whose handle is gone), the cell is unwrapped and
-    /// run by value: no lock, and two atomic operations on the counts instead of four.
-    fn run_arc(self: Arc<Self>, token: &CancelToken, tally: Tally<'_>) -> Outcome;
-
-    /// The task will never run: drops the closure and resolves its handle (if any)
-    /// to `Cancelled`. Does nothing once the closure has been taken.
-    fn abandon(&self);
-
-    /// `Some` for cells of `'static` tasks, so a refused task can be downcast back.
-    fn into_any(self: Arc<Self>) -> Option<Arc<dyn Any + Send + Sync>> {
-        None
-    }
-}
-
-/// A queued task. Dropping a job that has not run abandons it (its handle resolves to
-/// `Cancelled`), wherever that happens: a cancelled pool, an eviction, a shutdown.
-pub(crate) struct Job<'a>(Option<Arc<dyn Task + 'a>>);
-
-impl<'a> Job<'a> {
-    pub(crate) fn new(task: Arc<dyn Task + 'a>) -> Self {
-        Job(Some(task))
-    }
-
-    pub(crate) fn run(mut self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-        match self.0.take() {
-            Some(task) => task.run_arc(token, tally),
-            None => Outcome::Done,
-        }
-    }
-
-    /// The cell, without abandoning it (to take a refused closure back).
-    pub(crate) fn into_task(mut self) -> Option<Arc<dyn Task + 'a>> {
-        self.0.take()
-    }
-}
-
-impl Drop for Job<'_> {
-    fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
-            task.abandon();
         }
     }
 }
@@ -209,25 +161,34 @@ impl<C, D> Cell<C, D> {
     }
 }
 
-impl<C, D> Task for Cell<C, D>
+impl<C, D> Cell<C, D>
 where
     C: Call,
     D: Deliver<C::Out>,
 {
-    fn run(&self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
+    /// Runs the task through a shared reference (its handle holds another).
+    fn run_shared(&self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
         match self.take() {
             Some(call) => call_and_deliver(call, &self.done, token, tally),
             None => Outcome::Done,
         }
     }
 
-    fn run_arc(self: Arc<Self>, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-        match unique(self) {
-            Ok(cell) => cell.run_owned(token, tally),
-            Err(shared) => run_shared(shared, token, tally),
-        }
+    /// Runs a cell owned outright: the closure comes out of its mutex without locking.
+    fn run_owned(self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
+        let Cell { call, done } = self;
+        let outcome = match call.into_inner() {
+            Some(call) => call_and_deliver(call, &done, token, tally),
+            None => Outcome::Done,
+        };
+        // A result nobody will join (its handle is gone) is dropped here; its
+        // destructor may panic, which must not cost the worker.
+        let _ = Panic::catch_any(move || drop(done));
+        outcome
     }
 
+    /// The task will never run: drops the closure and resolves the handle to
+    /// `Cancelled`. Does nothing once the closure has been taken.
     fn abandon(&self) {
         if let Some(call) = self.take() {
             // The handle resolves even if a capture's destructor panics; the panic
@@ -238,6 +199,55 @@ where
                 panic.resume();
             }
         }
+    }
+}
+
+/// A task with a handle: the cell the handle shares.
+impl<C, D> Runnable for Arc<Cell<C, D>>
+where
+    C: Call,
+    D: Deliver<C::Out>,
+{
+    type Closure = C::Closure;
+
+    /// When this is the only reference (the handle is gone), the cell is unwrapped and
+    /// run by value: no lock, and fewer atomic operations on the counts.
+    fn run(self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
+        match unique(self) {
+            Ok(cell) => cell.run_owned(token, tally),
+            Err(shared) => {
+                let outcome = shared.run_shared(token, tally);
+                // That may have been the last reference, dropping a result nobody
+                // joined, whose destructor may panic: that must not cost the worker.
+                let _ = Panic::catch_any(move || drop(shared));
+                outcome
+            }
+        }
+    }
+
+    fn abandon(self) {
+        Cell::abandon(&self);
+    }
+
+    fn into_closure(self) -> Option<C::Closure> {
+        self.take().map(Call::into_closure)
+    }
+}
+
+/// A fire-and-forget task: its closure alone, boxed. A panic goes back to the worker.
+impl<C: Call> Runnable for Box<C> {
+    type Closure = C::Closure;
+
+    fn run(self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
+        call_and_deliver(*self, &Nowhere, token, tally)
+    }
+
+    fn abandon(self) {
+        drop(self);
+    }
+
+    fn into_closure(self) -> Option<C::Closure> {
+        Some(Call::into_closure(*self))
     }
 }
 
@@ -273,82 +283,14 @@ fn unique<T>(cell: Arc<T>) -> Result<T, Arc<T>> {
     }
 }
 
-/// Runs a cell a handle still shares, then lets go of the job's reference. That may be
-/// the last one, dropping a result nobody joined, whose destructor may panic: that
-/// must not cost the worker.
-fn run_shared<T: Task + ?Sized>(task: Arc<T>, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-    let outcome = task.run(token, tally);
-    let _ = Panic::catch_any(move || drop(task));
-    outcome
-}
-
-impl<C: Call, D: Deliver<C::Out>> Cell<C, D> {
-    /// Runs a cell owned outright: the closure comes out of its mutex without locking.
-    fn run_owned(self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-        let Cell { call, done } = self;
-        let outcome = match call.into_inner() {
-            Some(call) => call_and_deliver(call, &done, token, tally),
-            None => Outcome::Done,
-        };
-        // A result nobody will join (its handle is gone) is dropped here; its
-        // destructor may panic, which must not cost the worker.
-        let _ = Panic::catch_any(move || drop(done));
-        outcome
-    }
-}
-
-/// A `'static` cell that can be downcast back after a refusal.
-pub(crate) struct Owned<C, D>(pub(crate) Cell<C, D>);
-
-impl<C, D> Task for Owned<C, D>
-where
-    C: Call + 'static,
-    D: Deliver<C::Out> + 'static,
-{
-    fn run(&self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-        self.0.run(token, tally)
-    }
-
-    fn run_arc(self: Arc<Self>, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-        match unique(self) {
-            Ok(Owned(cell)) => cell.run_owned(token, tally),
-            Err(shared) => run_shared(shared, token, tally),
-        }
-    }
-
-    fn abandon(&self) {
-        self.0.abandon();
-    }
-
-    fn into_any(self: Arc<Self>) -> Option<Arc<dyn Any + Send + Sync>> {
-        Some(self)
-    }
-}
-
-impl<C, D> Owned<C, D>
-where
-    C: Call + 'static,
-    D: Deliver<C::Out> + 'static,
-{
-    /// The closure of a job built from an `Owned<C, D>`.
-    pub(crate) fn reclaim(job: Job<'static>) -> Option<C::Closure> {
-        let owned = job
-            .into_task()?
-            .into_any()?
-            .downcast::<Owned<C, D>>()
-            .ok()?;
-        owned.0.take().map(Call::into_closure)
-    }
-}
-
 /// An owned task's result slot as its handle sees it: inside the shared cell.
-impl<C, T> AsPacket<T> for Owned<C, Packet<T>>
+impl<C, T> AsPacket<T> for Cell<C, Packet<T>>
 where
     C: Send,
     T: Send,
 {
     fn packet(&self) -> &Packet<T> {
-        &self.0.done
+        &self.done
     }
 }
 
@@ -450,7 +392,7 @@ mod tests {
 
     #[test]
     fn a_job_dropped_unrun_resolves_its_inline_handle() {
-        let cell = Arc::new(Owned(Cell::new(Plain(|| 7u32), Packet::new())));
+        let cell = Arc::new(Cell::new(Plain(|| 7u32), Packet::new()));
         let handle = TaskHandle::in_cell(Arc::clone(&cell) as Arc<dyn AsPacket<u32>>);
         drop(Job::new(cell));
         assert!(handle.join().unwrap_err().is_cancelled());
@@ -464,7 +406,7 @@ mod tests {
                 panic!("result dropped");
             }
         }
-        let cell = Arc::new(Owned(Cell::new(Plain(|| LoudResult), Packet::new())));
+        let cell = Arc::new(Cell::new(Plain(|| LoudResult), Packet::new()));
         let handle = TaskHandle::in_cell(Arc::clone(&cell) as Arc<dyn AsPacket<LoudResult>>);
         drop(handle); // nobody will join: the job holds the last reference
         let outcome = Job::new(cell).run(&CancelToken::new(), Tally::NONE);
