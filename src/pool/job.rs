@@ -16,9 +16,10 @@
 //! queue hands back the job it was given, never another: that is the contract the one
 //! `unsafe` call site (`Core::push`) relies on.
 //!
-//! This module and that call site are the pool's only `unsafe` code. The pool's unit,
-//! stress and property tests all run through it; `cargo +nightly miri test --lib pool`
-//! checks it for undefined behaviour (CONTRIBUTING.md).
+//! This module, that call site and the closure slot of `task::Cell` are the pool's only
+//! `unsafe` code. Every pool test runs through it, and `scripts/test` runs this
+//! module's tests (every shape of job down every path) under Miri when a nightly
+//! toolchain with Miri is installed.
 #![allow(unsafe_code)]
 
 use std::marker::PhantomData;
@@ -163,5 +164,193 @@ impl Drop for Job<'_> {
         // SAFETY: `raw` and `ops` were made together in `new`; `run` and `into_task`
         // forget the job, so this is the only use of `raw` on this path.
         unsafe { (self.ops.abandon)(self.raw) }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    //! Every shape of job down every path, with a capture that counts its drops: the
+    //! pool's `unsafe` is here, so `scripts/test` also runs these under Miri.
+    use super::*;
+    use crate::pool::handle::{AsPacket, Packet, TaskHandle};
+    use crate::pool::task::{Plain, Shared};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    /// Counts its own drops.
+    struct Capture(Arc<AtomicUsize>);
+
+    impl Drop for Capture {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn capture() -> (Capture, Arc<AtomicUsize>) {
+        let drops = Arc::new(AtomicUsize::new(0));
+        (Capture(Arc::clone(&drops)), drops)
+    }
+
+    fn counted<'t>(completed: &'t AtomicU64, panicked: &'t AtomicU64) -> Tally<'t> {
+        Tally {
+            completed: Some(completed),
+            panicked: Some(panicked),
+            exclusive: false,
+        }
+    }
+
+    /// Runs `job` on another thread, as a worker would.
+    fn run_elsewhere(job: Job<'static>, completed: &AtomicU64, panicked: &AtomicU64) -> Outcome {
+        std::thread::scope(|s| {
+            s.spawn(move || job.run(&CancelToken::new(), counted(completed, panicked)))
+                .join()
+                .unwrap()
+        })
+    }
+
+    /// A task made into a job and taken back, as `Core::push` does on a refusal.
+    fn queued_and_refused<R: Runnable + 'static>(task: R) -> R {
+        let job = Job::new(task);
+        // SAFETY: made from this very `R` just above.
+        unsafe { job.into_task::<R>() }
+    }
+
+    #[test]
+    fn a_boxed_closure_runs_once_on_another_thread_and_is_dropped_once() {
+        let (capture, drops) = capture();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&ran);
+        let job = Job::new(Box::new(Plain(move || {
+            let _keep = &capture;
+            counter.fetch_add(1, Ordering::SeqCst);
+        })));
+        let (completed, panicked) = (AtomicU64::new(0), AtomicU64::new(0));
+        assert!(matches!(
+            run_elsewhere(job, &completed, &panicked),
+            Outcome::Done
+        ));
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert_eq!(completed.load(Ordering::SeqCst), 1);
+        assert_eq!(panicked.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_boxed_closure_dropped_unrun_drops_its_captures_once_and_never_runs() {
+        let (capture, drops) = capture();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&ran);
+        let job = Job::new(Box::new(Plain(move || {
+            let _keep = &capture;
+            counter.fetch_add(1, Ordering::SeqCst);
+        })));
+        drop(job);
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_boxed_panic_comes_back_to_the_worker_with_its_payload() {
+        let job = Job::new(Box::new(Plain(|| panic!("boxed"))));
+        let (completed, panicked) = (AtomicU64::new(0), AtomicU64::new(0));
+        match run_elsewhere(job, &completed, &panicked) {
+            Outcome::Panicked(Some(panic)) => assert_eq!(panic.message(), Some("boxed")),
+            _ => panic!("the panic was lost"),
+        }
+        assert_eq!((completed.into_inner(), panicked.into_inner()), (0, 1));
+    }
+
+    #[test]
+    fn a_refused_box_gives_its_closure_back_whole_even_a_zero_sized_one() {
+        let (capture, drops) = capture();
+        let task = queued_and_refused(Box::new(Plain(move || {
+            let _keep = &capture;
+            7
+        })));
+        let closure = task.into_closure().unwrap();
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        assert_eq!(closure(), 7);
+        drop(closure);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+
+        fn zero_sized() -> u8 {
+            3
+        }
+        let task = queued_and_refused(Box::new(Plain(zero_sized)));
+        assert_eq!(task.into_closure().unwrap()(), 3);
+        let zst = || 5u8;
+        assert_eq!(std::mem::size_of_val(&zst), 0);
+        let job = Job::new(Box::new(Plain(zst)));
+        assert!(matches!(
+            job.run(&CancelToken::new(), Tally::NONE),
+            Outcome::Done
+        ));
+    }
+
+    #[test]
+    fn a_shared_cell_delivers_to_its_handle_and_is_freed_with_the_last_reference() {
+        let (capture, drops) = capture();
+        let task = Shared::new(Plain(move || capture), Packet::new());
+        let handle = TaskHandle::in_cell(task.cell() as Arc<dyn AsPacket<Capture>>);
+        let (completed, panicked) = (AtomicU64::new(0), AtomicU64::new(0));
+        assert!(matches!(
+            run_elsewhere(Job::new(task), &completed, &panicked),
+            Outcome::Done
+        ));
+        assert_eq!(completed.load(Ordering::SeqCst), 1);
+        let result = handle.join().unwrap();
+        assert_eq!(drops.load(Ordering::SeqCst), 0); // moved out whole, not dropped
+        drop(result);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_shared_cell_whose_handle_is_gone_runs_and_drops_its_result_on_the_worker() {
+        let (capture, drops) = capture();
+        let task = Shared::new(Plain(move || capture), Packet::new());
+        drop(TaskHandle::in_cell(
+            task.cell() as Arc<dyn AsPacket<Capture>>
+        ));
+        let (completed, panicked) = (AtomicU64::new(0), AtomicU64::new(0));
+        run_elsewhere(Job::new(task), &completed, &panicked);
+        assert_eq!(completed.load(Ordering::SeqCst), 1);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_refused_shared_cell_gives_its_closure_back_and_the_handle_never_resolves() {
+        let (capture, drops) = capture();
+        let task = Shared::new(
+            Plain(move || {
+                let _keep = &capture;
+                9u32
+            }),
+            Packet::new(),
+        );
+        let handle = TaskHandle::in_cell(task.cell() as Arc<dyn AsPacket<u32>>);
+        let closure = queued_and_refused(task).into_closure().unwrap();
+        assert!(!handle.is_finished());
+        drop(handle);
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        assert_eq!(closure(), 9);
+        drop(closure);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_shared_cell_dropped_unrun_cancels_its_handle_and_drops_its_captures_once() {
+        let (capture, drops) = capture();
+        let task = Shared::new(
+            Plain(move || {
+                let _keep = &capture;
+            }),
+            Packet::new(),
+        );
+        let handle = TaskHandle::in_cell(task.cell() as Arc<dyn AsPacket<()>>);
+        std::thread::scope(|s| {
+            let job = Job::new(task);
+            s.spawn(move || drop(job));
+        });
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert!(handle.join().unwrap_err().is_cancelled());
     }
 }

@@ -61,7 +61,7 @@ use crate::pool::claim::{claim, Claim};
 use crate::pool::core::Core;
 use crate::pool::handle::{packet, TaskError, TaskHandle};
 use crate::pool::job::Job;
-use crate::pool::task::{Cell, Plain};
+use crate::pool::task::{Plain, Shared};
 use std::sync::Arc;
 
 /// Most items one chunk carries: big enough to amortise the per-job cost on tiny
@@ -263,7 +263,7 @@ where
                 let batch = guard.take();
                 batch.map(|batch| timed_chunk(batch, &*f))
             };
-            let job = Job::new(Arc::new(Cell::new(Plain(work), done)));
+            let job = Job::new(Shared::new(Plain(work), done));
             let pending = match self.core.offer(job) {
                 Ok(()) => Pending::Queued(handle, claim, n),
                 Err((job, closed)) => {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use self::core::{work, Core, OnDropFn, Refusal};
 use self::handle::{AsPacket, Packet};
 use self::job::Runnable;
-use self::task::{Call, Cell, Plain, Tokened};
+use self::task::{Call, Plain, Shared, Tokened};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::config::ConfigError;
 use crate::overflow::Overflow;
@@ -1031,15 +1031,15 @@ impl WorkerPool {
             let (slot, handle) = packet();
             return self
                 .core
-                .push(Arc::new(Cell::new(call, slot)), until)
+                .push(Shared::new(call, slot), until)
                 .map(|()| handle)
                 .map_err(refused);
         }
         // One allocation: the handle reads its result from the queued task's cell.
-        let cell = Arc::new(Cell::new(call, Packet::new()));
-        let handle = TaskHandle::in_cell(Arc::clone(&cell) as Arc<dyn AsPacket<C::Out>>);
+        let task = Shared::new(call, Packet::new());
+        let handle = TaskHandle::in_cell(task.cell() as Arc<dyn AsPacket<C::Out>>);
         self.core
-            .push(cell, until)
+            .push(task, until)
             .map(|()| handle)
             .map_err(refused)
     }
@@ -1065,6 +1065,8 @@ impl fmt::Debug for WorkerPool {
 }
 
 /// The error for a task the queue refused, with its closure handed back.
+#[cold]
+#[inline(never)]
 fn refused<R: Runnable>((task, why): (R, Refusal)) -> SubmitError<R::Closure> {
     match task.into_closure() {
         Some(closure) => SubmitError::from_refusal(closure, why),
@@ -1122,7 +1124,7 @@ impl<'scope> ScopedPool<'scope> {
     {
         let (slot, handle) = packet();
         self.core
-            .push(Arc::new(Cell::new(call, slot)), until)
+            .push(Shared::new(call, slot), until)
             .map(|()| handle)
             .map_err(refused)
     }

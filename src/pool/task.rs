@@ -2,11 +2,10 @@
 //! counted.
 //!
 //! Implementation notes. A fire-and-forget task is its closure alone, boxed (`execute`).
-//! A task with a handle is a [`Cell`]: the closure (taken exactly once, under a mutex
-//! nobody contends) and where its result goes, shared through an `Arc` by the job and
-//! the handle. The mutex is there because the cell is shared with the handle, not
-//! because two threads ever race for the closure: a job has one owner at a time (the
-//! queue, a worker, an `on_drop` callback, or the submitter after a refusal), and the
+//! A task with a handle is a [`Cell`]: the closure and where its result goes, shared
+//! through an `Arc` by the job ([`Shared`]) and the handle. The closure needs no lock:
+//! a job has one owner at a time (the queue, a worker, an `on_drop` callback, or the
+//! submitter after a refusal), only the job's `Shared` can reach the closure, and the
 //! handle reads only the result slot, whose own synchronisation is model-checked. A
 //! task with a handle on an owned pool keeps its result slot inside the same cell, and
 //! the [`TaskHandle`](crate::TaskHandle) holds the cell too: one allocation per task
@@ -17,24 +16,24 @@
 //! instead, so a handle nobody joins yet never pins a big closure's bytes. Both shapes
 //! travel the queue as a [`Job`](crate::pool::job::Job) (`job.rs`).
 //!
-//! A cell dropped without running is abandoned (the closure is dropped and the
+//! A task dropped without running is abandoned (the closure is dropped and the
 //! handle resolves to `Cancelled`, even if a capture panics on drop), so no handle
 //! waits for a task that is gone. A worker holding the only reference (a task whose
-//! handle is gone) unwraps the cell and runs it by value, without the mutex. After a
-//! run, the worker drops what it holds under `catch_unwind`: a result nobody joined
-//! may panic on drop without costing the worker. A refused task goes back to its
-//! submitter as the original closure.
+//! handle is gone) unwraps the cell and runs it by value. After a run, the worker
+//! drops what it holds under `catch_unwind`: a result nobody joined may panic on drop
+//! without costing the worker. A refused task goes back to its submitter as the
+//! original closure.
 
 use std::fmt;
 
 use crate::cancel::CancelToken;
 use crate::panic::Panic;
 use crate::pool::handle::{AsPacket, Packet, TaskError};
-use crate::pool::job::{Job, Runnable};
+use crate::pool::job::{Job, Runnable, Thin};
+use std::cell::UnsafeCell;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-use parking_lot::Mutex;
 
 /// How a job ended, for the worker's counters.
 pub(crate) enum Outcome {
@@ -138,72 +137,63 @@ impl<T: Send> Deliver<T> for crate::sync::Arc<Packet<T>> {
     }
 }
 
-/// A queued task: its closure, taken once (by the worker that runs it, by an
-/// abandonment, or by the submitter taking a refused task back), and where its
-/// result goes. Owned pools put the result slot inline, so a task with a handle is one
-/// allocation shared by the job and the [`TaskHandle`](crate::TaskHandle).
+/// A task with a handle, as shared by its job and its [`TaskHandle`](crate::TaskHandle):
+/// the closure and where its result goes. Owned pools put the result slot inline, so
+/// such a task is one allocation.
 pub(crate) struct Cell<C, D> {
-    call: Mutex<Option<C>>,
+    /// Reached only through the task's one [`Shared`], which takes it out once (to
+    /// run it, to drop it unrun, or to give it back to its submitter): no lock.
+    call: UnsafeCell<Option<C>>,
     pub(crate) done: D,
 }
 
-impl<C, D> Cell<C, D> {
+// SAFETY: `call` is reached only through the task's one `Shared` (not `Clone`, and it
+// needs `&mut` to take the closure), so one thread at a time, and the closure is
+// `Send`. Every other reference to the cell (the handle's) reads only `done`, which is
+// `Sync` itself.
+#[allow(unsafe_code)]
+unsafe impl<C: Send, D: Sync> Sync for Cell<C, D> {}
+
+/// The job's reference to a [`Cell`], and the sole right to its closure.
+pub(crate) struct Shared<C, D>(Arc<Cell<C, D>>);
+
+impl<C, D> Shared<C, D> {
     pub(crate) fn new(call: C, done: D) -> Self {
-        Cell {
-            call: Mutex::new(Some(call)),
+        Shared(Arc::new(Cell {
+            call: UnsafeCell::new(Some(call)),
             done,
-        }
+        }))
+    }
+
+    /// Another reference to the cell, for the handle: it reaches only `done`.
+    pub(crate) fn cell(&self) -> Arc<Cell<C, D>> {
+        Arc::clone(&self.0)
     }
 
     /// The closure, unless it was already taken.
-    pub(crate) fn take(&self) -> Option<C> {
-        self.call.lock().take()
+    #[allow(unsafe_code)]
+    fn take(&mut self) -> Option<C> {
+        // SAFETY: only a `Shared` reaches `call`, there is one per cell, and `&mut
+        // self` excludes any other use of it meanwhile (see `Sync for Cell`).
+        unsafe { (*self.0.call.get()).take() }
     }
 }
 
-impl<C, D> Cell<C, D>
-where
-    C: Call,
-    D: Deliver<C::Out>,
-{
-    /// Runs the task through a shared reference (its handle holds another).
-    fn run_shared(&self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-        match self.take() {
-            Some(call) => call_and_deliver(call, &self.done, token, tally),
-            None => Outcome::Done,
-        }
+#[allow(unsafe_code)]
+impl<C, D> Thin for Shared<C, D> {
+    fn into_raw(self) -> NonNull<()> {
+        self.0.into_raw()
     }
 
-    /// Runs a cell owned outright: the closure comes out of its mutex without locking.
-    fn run_owned(self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-        let Cell { call, done } = self;
-        let outcome = match call.into_inner() {
-            Some(call) => call_and_deliver(call, &done, token, tally),
-            None => Outcome::Done,
-        };
-        // A result nobody will join (its handle is gone) is dropped here; its
-        // destructor may panic, which must not cost the worker.
-        let _ = Panic::catch_any(move || drop(done));
-        outcome
-    }
-
-    /// The task will never run: drops the closure and resolves the handle to
-    /// `Cancelled`. Does nothing once the closure has been taken.
-    fn abandon(&self) {
-        if let Some(call) = self.take() {
-            // The handle resolves even if a capture's destructor panics; the panic
-            // then goes on to whoever dropped the job.
-            let dropped = Panic::catch_any(move || drop(call));
-            self.done.deliver(Err(TaskError::Cancelled));
-            if let Err(panic) = dropped {
-                panic.resume();
-            }
-        }
+    unsafe fn from_raw(raw: NonNull<()>) -> Self {
+        // SAFETY: `raw` came from `Shared::into_raw`, that is from the `Arc` inside
+        // (this function's contract), and is used once.
+        Shared(unsafe { <Arc<Cell<C, D>> as Thin>::from_raw(raw) })
     }
 }
 
 /// A task with a handle: the cell the handle shares.
-impl<C, D> Runnable for Arc<Cell<C, D>>
+impl<C, D> Runnable for Shared<C, D>
 where
     C: Call,
     D: Deliver<C::Out>,
@@ -211,12 +201,25 @@ where
     type Closure = C::Closure;
 
     /// When this is the only reference (the handle is gone), the cell is unwrapped and
-    /// run by value: no lock, and fewer atomic operations on the counts.
+    /// run by value: its result is dropped right here, and the memory goes back once.
     fn run(self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-        match unique(self) {
-            Ok(cell) => cell.run_owned(token, tally),
-            Err(shared) => {
-                let outcome = shared.run_shared(token, tally);
+        match unique(self.0) {
+            Ok(Cell { call, done }) => {
+                let outcome = match call.into_inner() {
+                    Some(call) => call_and_deliver(call, &done, token, tally),
+                    None => Outcome::Done,
+                };
+                // A result nobody will join is dropped here; its destructor may
+                // panic, which must not cost the worker.
+                let _ = Panic::catch_any(move || drop(done));
+                outcome
+            }
+            Err(cell) => {
+                let mut shared = Shared(cell);
+                let outcome = match shared.take() {
+                    Some(call) => call_and_deliver(call, &shared.0.done, token, tally),
+                    None => Outcome::Done,
+                };
                 // That may have been the last reference, dropping a result nobody
                 // joined, whose destructor may panic: that must not cost the worker.
                 let _ = Panic::catch_any(move || drop(shared));
@@ -225,11 +228,19 @@ where
         }
     }
 
-    fn abandon(self) {
-        Cell::abandon(&self);
+    /// Drops the closure and resolves the handle to `Cancelled`, even if a capture
+    /// panics on drop; the panic then goes on to whoever dropped the job.
+    fn abandon(mut self) {
+        if let Some(call) = self.take() {
+            let dropped = Panic::catch_any(move || drop(call));
+            self.0.done.deliver(Err(TaskError::Cancelled));
+            if let Err(panic) = dropped {
+                panic.resume();
+            }
+        }
     }
 
-    fn into_closure(self) -> Option<C::Closure> {
+    fn into_closure(mut self) -> Option<C::Closure> {
         self.take().map(Call::into_closure)
     }
 }
@@ -375,13 +386,13 @@ mod tests {
     fn a_job_dropped_unrun_resolves_its_handle_even_if_a_capture_panics_on_drop() {
         let (slot, handle) = packet::<u32>();
         let bomb = Bomb;
-        let job = Job::new(Arc::new(Cell::new(
+        let job = Job::new(Shared::new(
             Plain(move || {
                 let _keep = &bomb;
                 1
             }),
             slot,
-        )));
+        ));
         let dropped = Panic::catch_any(move || drop(job));
         assert_eq!(
             dropped.unwrap_err().message(),
@@ -392,9 +403,9 @@ mod tests {
 
     #[test]
     fn a_job_dropped_unrun_resolves_its_inline_handle() {
-        let cell = Arc::new(Cell::new(Plain(|| 7u32), Packet::new()));
-        let handle = TaskHandle::in_cell(Arc::clone(&cell) as Arc<dyn AsPacket<u32>>);
-        drop(Job::new(cell));
+        let task = Shared::new(Plain(|| 7u32), Packet::new());
+        let handle = TaskHandle::in_cell(task.cell() as Arc<dyn AsPacket<u32>>);
+        drop(Job::new(task));
         assert!(handle.join().unwrap_err().is_cancelled());
     }
 
@@ -406,10 +417,10 @@ mod tests {
                 panic!("result dropped");
             }
         }
-        let cell = Arc::new(Cell::new(Plain(|| LoudResult), Packet::new()));
-        let handle = TaskHandle::in_cell(Arc::clone(&cell) as Arc<dyn AsPacket<LoudResult>>);
+        let task = Shared::new(Plain(|| LoudResult), Packet::new());
+        let handle = TaskHandle::in_cell(task.cell() as Arc<dyn AsPacket<LoudResult>>);
         drop(handle); // nobody will join: the job holds the last reference
-        let outcome = Job::new(cell).run(&CancelToken::new(), Tally::NONE);
+        let outcome = Job::new(task).run(&CancelToken::new(), Tally::NONE);
         assert!(matches!(outcome, Outcome::Done));
     }
 }
