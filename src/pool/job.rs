@@ -169,8 +169,9 @@ impl Drop for Job<'_> {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    //! Every shape of job down every path, with a capture that counts its drops: the
-    //! pool's `unsafe` is here, so `scripts/test` also runs these under Miri.
+    //! Every shape of job down every path, with a closure that counts its runs and the
+    //! drops of its captures: the pool's `unsafe` is here, so `scripts/test` also runs
+    //! these under Miri.
     use super::*;
     use crate::pool::handle::{AsPacket, Packet, TaskHandle};
     use crate::pool::task::{Plain, Shared};
@@ -185,23 +186,77 @@ mod tests {
         }
     }
 
-    fn capture() -> (Capture, Arc<AtomicUsize>) {
-        let drops = Arc::new(AtomicUsize::new(0));
-        (Capture(Arc::clone(&drops)), drops)
+    /// How often a probed closure ran, and how often its captures were dropped.
+    struct Probe {
+        runs: Arc<AtomicUsize>,
+        drops: Arc<AtomicUsize>,
     }
 
-    fn counted<'t>(completed: &'t AtomicU64, panicked: &'t AtomicU64) -> Tally<'t> {
-        Tally {
-            completed: Some(completed),
-            panicked: Some(panicked),
-            exclusive: false,
+    impl Probe {
+        fn runs(&self) -> usize {
+            self.runs.load(Ordering::SeqCst)
+        }
+
+        fn drops(&self) -> usize {
+            self.drops.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A closure returning `value`, counted by the `Probe`.
+    fn probed<T: Copy + Send + 'static>(value: T) -> (impl Fn() -> T + Send + 'static, Probe) {
+        let probe = Probe {
+            runs: Arc::new(AtomicUsize::new(0)),
+            drops: Arc::new(AtomicUsize::new(0)),
+        };
+        let capture = Capture(Arc::clone(&probe.drops));
+        let runs = Arc::clone(&probe.runs);
+        let f = move || {
+            let _keep = &capture;
+            runs.fetch_add(1, Ordering::SeqCst);
+            value
+        };
+        (f, probe)
+    }
+
+    /// A task with a handle whose result slot is inside its cell, as an owned pool's.
+    fn with_handle<F, T>(f: F) -> (Shared<Plain<F>, Packet<T>>, TaskHandle<T>)
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let task = Shared::new(Plain(f), Packet::new());
+        let handle = TaskHandle::in_cell(task.cell() as Arc<dyn AsPacket<T>>);
+        (task, handle)
+    }
+
+    /// Where runs are counted, as a worker's slot.
+    #[derive(Default)]
+    struct Counts {
+        completed: AtomicU64,
+        panicked: AtomicU64,
+    }
+
+    impl Counts {
+        fn tally(&self) -> Tally<'_> {
+            Tally {
+                completed: Some(&self.completed),
+                panicked: Some(&self.panicked),
+                exclusive: false,
+            }
+        }
+
+        fn get(&self) -> (u64, u64) {
+            (
+                self.completed.load(Ordering::SeqCst),
+                self.panicked.load(Ordering::SeqCst),
+            )
         }
     }
 
     /// Runs `job` on another thread, as a worker would.
-    fn run_elsewhere(job: Job<'static>, completed: &AtomicU64, panicked: &AtomicU64) -> Outcome {
+    fn run_elsewhere(job: Job<'static>, counts: &Counts) -> Outcome {
         std::thread::scope(|s| {
-            s.spawn(move || job.run(&CancelToken::new(), counted(completed, panicked)))
+            s.spawn(move || job.run(&CancelToken::new(), counts.tally()))
                 .join()
                 .unwrap()
         })
@@ -216,141 +271,102 @@ mod tests {
 
     #[test]
     fn a_boxed_closure_runs_once_on_another_thread_and_is_dropped_once() {
-        let (capture, drops) = capture();
-        let ran = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&ran);
-        let job = Job::new(Box::new(Plain(move || {
-            let _keep = &capture;
-            counter.fetch_add(1, Ordering::SeqCst);
-        })));
-        let (completed, panicked) = (AtomicU64::new(0), AtomicU64::new(0));
-        assert!(matches!(
-            run_elsewhere(job, &completed, &panicked),
-            Outcome::Done
-        ));
-        assert_eq!(ran.load(Ordering::SeqCst), 1);
-        assert_eq!(drops.load(Ordering::SeqCst), 1);
-        assert_eq!(completed.load(Ordering::SeqCst), 1);
-        assert_eq!(panicked.load(Ordering::SeqCst), 0);
+        let (f, probe) = probed(());
+        let counts = Counts::default();
+        let outcome = run_elsewhere(Job::new(Box::new(Plain(f))), &counts);
+        assert!(matches!(outcome, Outcome::Done));
+        assert_eq!((probe.runs(), probe.drops()), (1, 1));
+        assert_eq!(counts.get(), (1, 0));
     }
 
     #[test]
     fn a_boxed_closure_dropped_unrun_drops_its_captures_once_and_never_runs() {
-        let (capture, drops) = capture();
-        let ran = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&ran);
-        let job = Job::new(Box::new(Plain(move || {
-            let _keep = &capture;
-            counter.fetch_add(1, Ordering::SeqCst);
-        })));
-        drop(job);
-        assert_eq!(ran.load(Ordering::SeqCst), 0);
-        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        let (f, probe) = probed(());
+        drop(Job::new(Box::new(Plain(f))));
+        assert_eq!((probe.runs(), probe.drops()), (0, 1));
     }
 
     #[test]
     fn a_boxed_panic_comes_back_to_the_worker_with_its_payload() {
-        let job = Job::new(Box::new(Plain(|| panic!("boxed"))));
-        let (completed, panicked) = (AtomicU64::new(0), AtomicU64::new(0));
-        match run_elsewhere(job, &completed, &panicked) {
+        let counts = Counts::default();
+        match run_elsewhere(Job::new(Box::new(Plain(|| panic!("boxed")))), &counts) {
             Outcome::Panicked(Some(panic)) => assert_eq!(panic.message(), Some("boxed")),
             _ => panic!("the panic was lost"),
         }
-        assert_eq!((completed.into_inner(), panicked.into_inner()), (0, 1));
+        assert_eq!(counts.get(), (0, 1));
     }
 
     #[test]
     fn a_refused_box_gives_its_closure_back_whole_even_a_zero_sized_one() {
-        let (capture, drops) = capture();
-        let task = queued_and_refused(Box::new(Plain(move || {
-            let _keep = &capture;
-            7
-        })));
-        let closure = task.into_closure().unwrap();
-        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        let (f, probe) = probed(7);
+        let closure = queued_and_refused(Box::new(Plain(f)))
+            .into_closure()
+            .unwrap();
+        assert_eq!((probe.runs(), probe.drops()), (0, 0));
         assert_eq!(closure(), 7);
         drop(closure);
-        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert_eq!((probe.runs(), probe.drops()), (1, 1));
 
-        fn zero_sized() -> u8 {
-            3
-        }
-        let task = queued_and_refused(Box::new(Plain(zero_sized)));
-        assert_eq!(task.into_closure().unwrap()(), 3);
-        let zst = || 5u8;
-        assert_eq!(std::mem::size_of_val(&zst), 0);
-        let job = Job::new(Box::new(Plain(zst)));
-        assert!(matches!(
-            job.run(&CancelToken::new(), Tally::NONE),
-            Outcome::Done
-        ));
+        let zero_sized = || 5u8;
+        assert_eq!(std::mem::size_of_val(&zero_sized), 0);
+        let closure = queued_and_refused(Box::new(Plain(zero_sized)))
+            .into_closure()
+            .unwrap();
+        assert_eq!(closure(), 5);
+        let job = Job::new(Box::new(Plain(zero_sized)));
+        let outcome = job.run(&CancelToken::new(), Tally::NONE);
+        assert!(matches!(outcome, Outcome::Done));
     }
 
     #[test]
     fn a_shared_cell_delivers_to_its_handle_and_is_freed_with_the_last_reference() {
-        let (capture, drops) = capture();
-        let task = Shared::new(Plain(move || capture), Packet::new());
-        let handle = TaskHandle::in_cell(task.cell() as Arc<dyn AsPacket<Capture>>);
-        let (completed, panicked) = (AtomicU64::new(0), AtomicU64::new(0));
+        let (keeper, probe) = probed(());
+        let (task, handle) = with_handle(move || keeper); // the result holds the capture
+        let counts = Counts::default();
         assert!(matches!(
-            run_elsewhere(Job::new(task), &completed, &panicked),
+            run_elsewhere(Job::new(task), &counts),
             Outcome::Done
         ));
-        assert_eq!(completed.load(Ordering::SeqCst), 1);
+        assert_eq!(counts.get(), (1, 0));
         let result = handle.join().unwrap();
-        assert_eq!(drops.load(Ordering::SeqCst), 0); // moved out whole, not dropped
+        assert_eq!(probe.drops(), 0); // moved out whole, not dropped
         drop(result);
-        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert_eq!(probe.drops(), 1);
     }
 
     #[test]
     fn a_shared_cell_whose_handle_is_gone_runs_and_drops_its_result_on_the_worker() {
-        let (capture, drops) = capture();
-        let task = Shared::new(Plain(move || capture), Packet::new());
-        drop(TaskHandle::in_cell(
-            task.cell() as Arc<dyn AsPacket<Capture>>
-        ));
-        let (completed, panicked) = (AtomicU64::new(0), AtomicU64::new(0));
-        run_elsewhere(Job::new(task), &completed, &panicked);
-        assert_eq!(completed.load(Ordering::SeqCst), 1);
-        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        let (keeper, probe) = probed(());
+        let (task, handle) = with_handle(move || keeper); // the result holds the capture
+        drop(handle);
+        let counts = Counts::default();
+        run_elsewhere(Job::new(task), &counts);
+        assert_eq!(counts.get(), (1, 0));
+        assert_eq!(probe.drops(), 1);
     }
 
     #[test]
     fn a_refused_shared_cell_gives_its_closure_back_and_the_handle_never_resolves() {
-        let (capture, drops) = capture();
-        let task = Shared::new(
-            Plain(move || {
-                let _keep = &capture;
-                9u32
-            }),
-            Packet::new(),
-        );
-        let handle = TaskHandle::in_cell(task.cell() as Arc<dyn AsPacket<u32>>);
+        let (f, probe) = probed(9u32);
+        let (task, handle) = with_handle(f);
         let closure = queued_and_refused(task).into_closure().unwrap();
         assert!(!handle.is_finished());
         drop(handle);
-        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        assert_eq!((probe.runs(), probe.drops()), (0, 0));
         assert_eq!(closure(), 9);
         drop(closure);
-        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert_eq!((probe.runs(), probe.drops()), (1, 1));
     }
 
     #[test]
     fn a_shared_cell_dropped_unrun_cancels_its_handle_and_drops_its_captures_once() {
-        let (capture, drops) = capture();
-        let task = Shared::new(
-            Plain(move || {
-                let _keep = &capture;
-            }),
-            Packet::new(),
-        );
-        let handle = TaskHandle::in_cell(task.cell() as Arc<dyn AsPacket<()>>);
+        let (f, probe) = probed(());
+        let (task, handle) = with_handle(f);
         std::thread::scope(|s| {
             let job = Job::new(task);
             s.spawn(move || drop(job));
         });
-        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert_eq!((probe.runs(), probe.drops()), (0, 1));
         assert!(handle.join().unwrap_err().is_cancelled());
     }
 }
