@@ -8,6 +8,10 @@ use crate::cancel::CancelReason;
 use crate::wait::Until;
 
 /// Why an item could not be queued; the item travels back inside.
+///
+/// The item inside is always the very one the caller passed, never another (an
+/// evicted one goes to the eviction callback instead). The worker pool's `unsafe`
+/// recovery of a refused job's type (`Core::push`) relies on this.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Refused<T> {
     /// The queue is full (non-blocking send).
@@ -73,7 +77,8 @@ pub(crate) fn send_until<T>(tx: &Sender<T>, item: T, until: &Until<'_>) -> Resul
 
 /// Sends without waiting, evicting the oldest queued items (through `rx`) until the
 /// new one fits. Each evicted item goes to `evicted`; with racing producers more than
-/// one may be evicted, never silently.
+/// one may be evicted, never silently. A refusal returns `item` itself (see
+/// [`Refused`]).
 pub(crate) fn send_evicting<T>(
     tx: &Sender<T>,
     rx: &Receiver<T>,

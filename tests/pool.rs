@@ -460,6 +460,60 @@ fn drop_newest_without_callback_resolves_the_handle() {
     assert_eq!(pool.shutdown().dropped, 1);
 }
 
+/// Panics when dropped: a capture with a broken destructor.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("a capture that panics when dropped");
+    }
+}
+
+#[test]
+fn a_displaced_task_that_panics_on_drop_costs_the_submitter_nothing() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(
+        WorkerPool::builder()
+            .queue_capacity(1)
+            .overflow(Overflow::DropOldest),
+    );
+    let bomb = PanicsOnDrop;
+    let evicted = pool
+        .submit(move || {
+            let _keep = &bomb;
+        })
+        .unwrap();
+    // Evicting (and dropping) the bomb must neither panic here nor lose this task.
+    let kept = pool.submit(|| 42).unwrap();
+    assert!(evicted.join().unwrap_err().is_cancelled());
+    open.send(()).unwrap();
+    assert_eq!(kept.join().unwrap(), 42);
+    let report = pool.shutdown();
+    assert_eq!((report.dropped, report.rejected), (1, 0));
+    let panic = report.first_panic.expect("the destructor's panic is kept");
+    assert_eq!(panic.message(), Some("a capture that panics when dropped"));
+}
+
+#[test]
+fn a_panicking_on_drop_callback_is_reported_not_thrown_at_the_submitter() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(
+        WorkerPool::builder()
+            .queue_capacity(1)
+            .overflow(Overflow::DropNewest)
+            .on_drop(|_task| panic!("on_drop failed")),
+    );
+    let kept = pool.submit(|| 1).unwrap();
+    let shed = pool.submit(|| 2).unwrap();
+    assert!(shed.join().unwrap_err().is_cancelled());
+    open.send(()).unwrap();
+    assert_eq!(kept.join().unwrap(), 1);
+    let report = pool.shutdown();
+    assert_eq!(report.dropped, 1);
+    let panic = report.first_panic.expect("the callback's panic is kept");
+    assert_eq!(panic.message(), Some("on_drop failed"));
+}
+
 #[test]
 fn on_drop_may_run_the_displaced_task() {
     let _check = LeakCheck::new();

@@ -240,6 +240,7 @@ impl<'a> Core<'a> {
             return Err((task, Refusal::Closed));
         };
         let job = Job::new(task);
+        let sent_job = job.addr();
         let sent = match (self.overflow, until) {
             (Overflow::Block, Some(until))
                 if until.token().is_none() && until.caller_deadline().is_none() =>
@@ -252,9 +253,11 @@ impl<'a> Core<'a> {
         match sent {
             Ok(()) => Ok(()),
             Err(refused) => self.overflowed(tx, refused).map_err(|(job, why)| {
-                // SAFETY: a refusal hands back the job it was given (the channel and
-                // `crate::queue` return the item they were passed, and `overflowed`
-                // passes on the one it got), and that job was made from `R` above.
+                debug_assert_eq!(job.addr(), sent_job, "a refusal returned another job");
+                // SAFETY: a refusal hands back the job it was given (crossbeam's
+                // errors and `crate::queue::Refused` return the item passed in, as
+                // `Refused` documents, and `overflowed` passes on the one it got), and
+                // that job was made from `R` above.
                 (unsafe { job.into_task::<R>() }, why)
             }),
         }
@@ -329,10 +332,16 @@ impl<'a> Core<'a> {
         }
     }
 
+    /// Hands a task an overflow policy displaced to `on_drop`, or drops it. A panic
+    /// there (the callback's, or a capture's destructor) is kept for the shutdown
+    /// report rather than thrown at the submitter, whose own task is still in hand.
     fn discard(&self, job: Job<'a>) {
-        match &self.on_drop {
+        let discarded = Panic::catch_any(|| match &self.on_drop {
             Some(on_drop) => on_drop(DroppedTask::new(job)),
             None => drop(job),
+        });
+        if let Err(panic) = discarded {
+            self.state.keep_panic(panic);
         }
     }
 

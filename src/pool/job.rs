@@ -16,10 +16,11 @@
 //! queue hands back the job it was given, never another: that is the contract the one
 //! `unsafe` call site (`Core::push`) relies on.
 //!
-//! This module, that call site and the closure slot of `task::Cell` are the pool's only
-//! `unsafe` code. Every pool test runs through it, and `scripts/test` runs this
-//! module's tests (every shape of job down every path) under Miri when a nightly
-//! toolchain with Miri is installed.
+//! This module, that call site, and in `task.rs` the closure slot of `Cell` and
+//! `Shared`'s `Thin` impl are the pool's only `unsafe` code. Every pool test runs
+//! through it, and `scripts/test` runs the pool's unit tests under Miri when a nightly
+//! toolchain with Miri is installed: this module's (every shape of job down every
+//! path) and `pool::tests`, which refuse tasks through a real pool's `Core::push`.
 #![allow(unsafe_code)]
 
 use std::marker::PhantomData;
@@ -31,7 +32,12 @@ use crate::cancel::CancelToken;
 use crate::pool::task::{Outcome, Tally};
 
 /// An owning pointer that can travel as a thin pointer and come back.
-pub(crate) trait Thin: Sized {
+///
+/// # Safety
+///
+/// `from_raw(into_raw(x))` must give back `x`, ownership and all: a [`Job`] made from
+/// an implementor runs or drops it through that round trip.
+pub(crate) unsafe trait Thin: Sized {
     fn into_raw(self) -> NonNull<()>;
 
     /// # Safety
@@ -40,7 +46,8 @@ pub(crate) trait Thin: Sized {
     unsafe fn from_raw(raw: NonNull<()>) -> Self;
 }
 
-impl<T> Thin for Box<T> {
+// SAFETY: `Box::leak` and `Box::from_raw` are inverses.
+unsafe impl<T> Thin for Box<T> {
     fn into_raw(self) -> NonNull<()> {
         NonNull::from(Box::leak(self)).cast()
     }
@@ -52,7 +59,8 @@ impl<T> Thin for Box<T> {
     }
 }
 
-impl<T> Thin for Arc<T> {
+// SAFETY: `Arc::into_raw` and `Arc::from_raw` are inverses (one strong reference).
+unsafe impl<T> Thin for Arc<T> {
     fn into_raw(self) -> NonNull<()> {
         // SAFETY: `Arc::into_raw` never returns null (it points into a live allocation).
         unsafe { NonNull::new_unchecked(Arc::into_raw(self).cast_mut().cast()) }
@@ -145,6 +153,12 @@ impl<'a> Job<'a> {
         unsafe { (job.ops.run)(job.raw, token, tally) }
     }
 
+    /// Where the task is, to tell one job from another in debug assertions (not
+    /// unique: zero-sized tasks share an address).
+    pub(crate) fn addr(&self) -> *const () {
+        self.raw.as_ptr()
+    }
+
     /// The task this job was made from, without running or abandoning it.
     ///
     /// # Safety
@@ -173,7 +187,7 @@ mod tests {
     //! drops of its captures: the pool's `unsafe` is here, so `scripts/test` also runs
     //! these under Miri.
     use super::*;
-    use crate::pool::handle::{AsPacket, Packet, TaskHandle};
+    use crate::pool::handle::{Packet, TaskHandle};
     use crate::pool::task::{Plain, Shared};
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -225,7 +239,7 @@ mod tests {
         T: Send + 'static,
     {
         let task = Shared::new(Plain(f), Packet::new());
-        let handle = TaskHandle::in_cell(task.cell() as Arc<dyn AsPacket<T>>);
+        let handle = task.handle();
         (task, handle)
     }
 

@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use self::core::{work, Core, OnDropFn, Refusal};
-use self::handle::{AsPacket, Packet};
+use self::handle::Packet;
 use self::job::Runnable;
 use self::task::{Call, Plain, Shared, Tokened};
 use crate::cancel::{CancelReason, CancelToken};
@@ -233,8 +233,10 @@ pub struct ShutdownReport {
     pub rejected: u64,
     /// Tasks run by their submitter under `CallerRuns`.
     pub caller_ran: u64,
-    /// The first panic of a fire-and-forget task ([`execute`](WorkerPool::execute)),
-    /// which had no handle to go to. Panics of tasks with handles went to the handles.
+    /// The first panic that had no handle to go to: a fire-and-forget task's
+    /// ([`execute`](WorkerPool::execute)), the `on_drop` callback's, or that of a
+    /// displaced task's captures when dropped. Panics of tasks with handles went to
+    /// the handles.
     pub first_panic: Option<Panic>,
 }
 
@@ -328,7 +330,10 @@ impl PoolBuilder {
     /// Receives every task that [`Overflow::DropOldest`] or [`Overflow::DropNewest`]
     /// displaces. It runs on the submitting thread; it may run the task, keep a count,
     /// or drop it (its handle then resolves to [`TaskError::Cancelled`]). Without it
-    /// displaced tasks are dropped that way and only counted.
+    /// displaced tasks are dropped that way and only counted. A panic in the callback
+    /// (or in the destructor of a displaced task's captures) does not reach the
+    /// submitter, whose own task is queued as usual: it is kept in
+    /// [`ShutdownReport::first_panic`].
     pub fn on_drop(mut self, f: impl Fn(DroppedTask<'_>) + Send + Sync + 'static) -> Self {
         self.on_drop = Some(Arc::new(f));
         self
@@ -1037,7 +1042,7 @@ impl WorkerPool {
         }
         // One allocation: the handle reads its result from the queued task's cell.
         let task = Shared::new(call, Packet::new());
-        let handle = TaskHandle::in_cell(task.cell() as Arc<dyn AsPacket<C::Out>>);
+        let handle = task.handle();
         self.core
             .push(task, until)
             .map(|()| handle)
@@ -1166,5 +1171,74 @@ mod tests {
             });
         }
         // LeakCheck (on drop) proves every started worker was joined.
+    }
+
+    /// Waits (bounded) until the pool's one worker is busy.
+    fn until_busy(stats: impl Fn() -> PoolStats) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stats().busy == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the worker never took the blocker"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// Every kind of task refused through `Core::push` comes back whole, and every
+    /// accepted one runs: the path where the pool's `unsafe` recovers a refused job's
+    /// type, exercised under Miri by `scripts/test`.
+    #[test]
+    fn refused_tasks_of_every_shape_come_back_through_a_real_queue() {
+        let _check = LeakCheck::new();
+        let big = [7u8; INLINE_CLOSURE_MAX + 1];
+        let pool = WorkerPool::builder()
+            .workers(1)
+            .queue_capacity(1)
+            .build()
+            .unwrap();
+        let (open, gate) = std::sync::mpsc::channel::<()>();
+        pool.execute(move || {
+            let _ = gate.recv();
+        })
+        .unwrap();
+        until_busy(|| pool.stats());
+        let queued = pool.try_submit(|| 1u8).unwrap();
+        let inline = pool.try_submit(|| 2u8).unwrap_err().into_inner();
+        let separate = pool.try_submit(move || big[0]).unwrap_err().into_inner();
+        let boxed = pool.try_execute(|| ()).unwrap_err().into_inner();
+        let tokened = pool
+            .try_submit_with_token(|t: &CancelToken| t.is_cancelled())
+            .unwrap_err()
+            .into_inner();
+        assert_eq!((inline(), separate(), boxed()), (2, 7, ()));
+        assert!(!tokened(&CancelToken::new()));
+        open.send(()).unwrap();
+        assert_eq!(queued.join().unwrap(), 1);
+        pool.close();
+        assert_eq!(pool.submit(|| 3u8).unwrap_err().into_inner()(), 3);
+        assert_eq!(pool.shutdown().rejected, 5);
+
+        let local = String::from("borrowed");
+        crate::scope(|s| {
+            let pool = WorkerPool::builder()
+                .workers(1)
+                .queue_capacity(1)
+                .build_scoped(s)
+                .unwrap();
+            let (open, gate) = std::sync::mpsc::channel::<()>();
+            pool.execute(move || {
+                let _ = gate.recv();
+            })
+            .unwrap();
+            until_busy(|| pool.stats());
+            let queued = pool.try_submit(|| local.len()).unwrap();
+            let refused = pool.try_submit(|| local.as_str()).unwrap_err().into_inner();
+            let boxed = pool.try_execute(|| assert_eq!(local.len(), 8)).unwrap_err();
+            assert_eq!(refused(), "borrowed");
+            boxed.into_inner()();
+            open.send(()).unwrap();
+            assert_eq!(queued.join().unwrap(), 8);
+        });
     }
 }

@@ -28,7 +28,7 @@ use std::fmt;
 
 use crate::cancel::CancelToken;
 use crate::panic::Panic;
-use crate::pool::handle::{AsPacket, Packet, TaskError};
+use crate::pool::handle::{AsPacket, Packet, TaskError, TaskHandle};
 use crate::pool::job::{Job, Runnable, Thin};
 use std::cell::UnsafeCell;
 use std::ptr::NonNull;
@@ -147,10 +147,13 @@ pub(crate) struct Cell<C, D> {
     pub(crate) done: D,
 }
 
-// SAFETY: `call` is reached only through the task's one `Shared` (not `Clone`, and it
-// needs `&mut` to take the closure), so one thread at a time, and the closure is
-// `Send`. Every other reference to the cell (the handle's) reads only `done`, which is
-// `Sync` itself.
+// SAFETY: `call` is reached only through the task's one `Shared` (not `Clone`, made
+// only by `Shared::new` and by `from_raw` of its own pointer, and it needs `&mut` to
+// take the closure), so by one thread at a time, and the closure is `Send`. Every
+// other reference to the cell (the handle's) reads only `done`, which is `Sync`
+// itself; the handle may hold the last reference and drop the cell, `call` included,
+// on its own thread, which `C: Send` allows (and `call` is `None` by then on every
+// path but a `Shared` dropped outside a job, which the pool never does).
 #[allow(unsafe_code)]
 unsafe impl<C: Send, D: Sync> Sync for Cell<C, D> {}
 
@@ -165,11 +168,6 @@ impl<C, D> Shared<C, D> {
         }))
     }
 
-    /// Another reference to the cell, for the handle: it reaches only `done`.
-    pub(crate) fn cell(&self) -> Arc<Cell<C, D>> {
-        Arc::clone(&self.0)
-    }
-
     /// The closure, unless it was already taken.
     #[allow(unsafe_code)]
     fn take(&mut self) -> Option<C> {
@@ -179,8 +177,9 @@ impl<C, D> Shared<C, D> {
     }
 }
 
+// SAFETY: the round trip of the `Arc` inside, which is `Thin`.
 #[allow(unsafe_code)]
-impl<C, D> Thin for Shared<C, D> {
+unsafe impl<C, D> Thin for Shared<C, D> {
     fn into_raw(self) -> NonNull<()> {
         self.0.into_raw()
     }
@@ -189,6 +188,17 @@ impl<C, D> Thin for Shared<C, D> {
         // SAFETY: `raw` came from `Shared::into_raw`, that is from the `Arc` inside
         // (this function's contract), and is used once.
         Shared(unsafe { <Arc<Cell<C, D>> as Thin>::from_raw(raw) })
+    }
+}
+
+impl<C, T> Shared<C, Packet<T>>
+where
+    C: Send + 'static,
+    T: Send + 'static,
+{
+    /// The task's handle, reading the result slot inside the cell (and nothing else).
+    pub(crate) fn handle(&self) -> TaskHandle<T> {
+        TaskHandle::in_cell(Arc::clone(&self.0) as Arc<dyn AsPacket<T>>)
     }
 }
 
@@ -283,9 +293,9 @@ fn call_and_deliver<C: Call, D: Deliver<C::Out>>(
     }
 }
 
-/// The cell itself when this is its only reference. A plain load decides, so a cell a
-/// handle still shares costs nothing extra: nobody can add a reference to a cell
-/// only this job can reach, so a count of one cannot change under us.
+/// The cell itself when this is its only reference. A plain load first, so a cell a
+/// handle still shares costs nothing extra; `try_unwrap` then decides (nobody can add
+/// a reference to a cell only this job can reach, and no `Weak` is ever made).
 fn unique<T>(cell: Arc<T>) -> Result<T, Arc<T>> {
     if Arc::strong_count(&cell) == 1 {
         Arc::try_unwrap(cell)
@@ -372,7 +382,7 @@ impl fmt::Debug for DroppedTask<'_> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::pool::handle::{packet, TaskHandle};
+    use crate::pool::handle::packet;
 
     struct Bomb;
 
@@ -404,7 +414,7 @@ mod tests {
     #[test]
     fn a_job_dropped_unrun_resolves_its_inline_handle() {
         let task = Shared::new(Plain(|| 7u32), Packet::new());
-        let handle = TaskHandle::in_cell(task.cell() as Arc<dyn AsPacket<u32>>);
+        let handle = task.handle();
         drop(Job::new(task));
         assert!(handle.join().unwrap_err().is_cancelled());
     }
@@ -418,7 +428,7 @@ mod tests {
             }
         }
         let task = Shared::new(Plain(|| LoudResult), Packet::new());
-        let handle = TaskHandle::in_cell(task.cell() as Arc<dyn AsPacket<LoudResult>>);
+        let handle = task.handle();
         drop(handle); // nobody will join: the job holds the last reference
         let outcome = Job::new(task).run(&CancelToken::new(), Tally::NONE);
         assert!(matches!(outcome, Outcome::Done));
