@@ -1173,6 +1173,19 @@ mod tests {
         // LeakCheck (on drop) proves every started worker was joined.
     }
 
+    /// One worker and one queue slot.
+    fn one_by_one() -> PoolBuilder {
+        WorkerPool::builder().workers(1).queue_capacity(1)
+    }
+
+    /// A task that holds its worker until the sender is used or dropped.
+    fn gate() -> (std::sync::mpsc::Sender<()>, impl FnOnce() + Send + 'static) {
+        let (open, gate) = std::sync::mpsc::channel::<()>();
+        (open, move || {
+            let _ = gate.recv();
+        })
+    }
+
     /// Waits (bounded) until the pool's one worker is busy.
     fn until_busy(stats: impl Fn() -> PoolStats) {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -1192,16 +1205,9 @@ mod tests {
     fn refused_tasks_of_every_shape_come_back_through_a_real_queue() {
         let _check = LeakCheck::new();
         let big = [7u8; INLINE_CLOSURE_MAX + 1];
-        let pool = WorkerPool::builder()
-            .workers(1)
-            .queue_capacity(1)
-            .build()
-            .unwrap();
-        let (open, gate) = std::sync::mpsc::channel::<()>();
-        pool.execute(move || {
-            let _ = gate.recv();
-        })
-        .unwrap();
+        let pool = one_by_one().build().unwrap();
+        let (open, blocker) = gate();
+        pool.execute(blocker).unwrap();
         until_busy(|| pool.stats());
         let queued = pool.try_submit(|| 1u8).unwrap();
         let inline = pool.try_submit(|| 2u8).unwrap_err().into_inner();
@@ -1221,16 +1227,9 @@ mod tests {
 
         let local = String::from("borrowed");
         crate::scope(|s| {
-            let pool = WorkerPool::builder()
-                .workers(1)
-                .queue_capacity(1)
-                .build_scoped(s)
-                .unwrap();
-            let (open, gate) = std::sync::mpsc::channel::<()>();
-            pool.execute(move || {
-                let _ = gate.recv();
-            })
-            .unwrap();
+            let pool = one_by_one().build_scoped(s).unwrap();
+            let (open, blocker) = gate();
+            pool.execute(blocker).unwrap();
             until_busy(|| pool.stats());
             let queued = pool.try_submit(|| local.len()).unwrap();
             let refused = pool.try_submit(|| local.as_str()).unwrap_err().into_inner();
