@@ -528,9 +528,9 @@ fn deadline_after(d: Duration) -> Instant {
 
 /// The task-facing methods, the same for both pools. `$lt` is the lifetime a task must
 /// outlive (`'static` for [`WorkerPool`], `'scope` for [`ScopedPool`]); each pool
-/// supplies its own `submit_call` and `execute_call` (how a job is built and how a
-/// refused closure is recovered) and its `handles` (how a worker is joined). Both
-/// pools get the same `Drop`.
+/// supplies its own `submit_call` and `execute_call` (how a task is built: only the
+/// owned pool's `'static` tasks can share their result slot with the handle) and its
+/// `handles` (how a worker is joined). Both pools get the same `Drop`.
 macro_rules! pool_methods {
     ([$($g:lifetime)?] $pool:ty, $lt:lifetime) => {
         impl$(<$g>)? $pool {
