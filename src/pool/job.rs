@@ -187,6 +187,7 @@ mod tests {
     //! drops of its captures: the pool's `unsafe` is here, so `scripts/test` also runs
     //! these under Miri.
     use super::*;
+    use crate::leak::LeakCheck;
     use crate::pool::handle::{Packet, TaskHandle};
     use crate::pool::task::{Plain, Shared};
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -269,6 +270,7 @@ mod tests {
 
     /// Runs `job` on another thread, as a worker would.
     fn run_elsewhere(job: Job<'static>, counts: &Counts) -> Outcome {
+        let _check = LeakCheck::new();
         std::thread::scope(|s| {
             s.spawn(move || job.run(&CancelToken::new(), counts.tally()))
                 .join()
@@ -376,6 +378,7 @@ mod tests {
     fn a_shared_cell_dropped_unrun_cancels_its_handle_and_drops_its_captures_once() {
         let (f, probe) = probed(());
         let (task, handle) = with_handle(f);
+        let _check = LeakCheck::new();
         std::thread::scope(|s| {
             let job = Job::new(task);
             s.spawn(move || drop(job));
