@@ -7,9 +7,9 @@
 //! So a fire-and-forget task is just its boxed closure (one allocation of the
 //! closure's own size, no result slot, no reference count, no lock: the cost of a
 //! hand-rolled pool's `Box<dyn FnOnce()>`), while a task with a handle is the
-//! reference-counted cell its handle shares (`task.rs`). A one-variant-per-shape enum
-//! of fat pointers would carry a tag and grow every channel slot, which measured
-//! slower on `submit` than the single shape it replaced (BENCHMARKS.md).
+//! reference-counted cell its handle shares (`task.rs`). An enum of the two shapes
+//! carries a tag and grows every channel slot: tried at 24 and at 32 bytes, both
+//! measured slower than the 16-byte job they replaced (BENCHMARKS.md).
 //!
 //! A refused task goes back to its submitter as the very value it was queued as
 //! ([`Job::into_task`]). Only the code that built the job can name that type, and the
