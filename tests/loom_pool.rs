@@ -1,7 +1,8 @@
 //! Loom models of the pool's and the group's own synchronisation: the task result
 //! slot, resolved on another thread (with a value or, as an abandoned task's cell
 //! does, with `Cancelled`) while the handle joins, also with a bounded join that gives
-//! up. The abandonment itself (a job dropped unrun resolving its handle, even when a
+//! up (its registration taken back in a race with the setter, which loom also checks
+//! every access of the slot's `UnsafeCell`s for). The abandonment itself (a job dropped unrun resolving its handle, even when a
 //! capture panics on drop) is unit-tested in src/pool/task.rs. Also `map`'s chunk
 //! claim: the worker and the caller race to take a chunk's input; it runs exactly
 //! once, and a job dropped unrun takes the input with it. The group's limit is the
@@ -49,6 +50,23 @@ fn a_cancelled_resolution_reaches_the_joiner() {
         let (slot, handle) = packet::<u32>();
         let worker = loom::thread::spawn(move || slot.set(Err(TaskError::Cancelled)));
         assert!(handle.join().unwrap_err().is_cancelled());
+        worker.join().unwrap();
+    });
+}
+
+/// A join that gives up at once (a zero timeout) registers, parks, and takes its
+/// registration back in every order against the setter: either the setter wakes it
+/// or it gets the handle back, and the next join finds the result.
+#[test]
+fn a_join_that_gives_up_at_once_races_the_setter_and_loses_nothing() {
+    loom::model(|| {
+        let (slot, handle) = packet::<u32>();
+        let worker = loom::thread::spawn(move || slot.set(Ok(5)));
+        let value = match handle.join_timeout(Duration::ZERO) {
+            Ok(result) => result.unwrap(),
+            Err(handle) => handle.join().unwrap(),
+        };
+        assert_eq!(value, 5);
         worker.join().unwrap();
     });
 }

@@ -16,8 +16,9 @@
 //! queue hands back the job it was given, never another: that is the contract the one
 //! `unsafe` call site (`Core::push`) relies on.
 //!
-//! This module, that call site, and in `task.rs` the closure slot of `Cell` and
-//! `Shared`'s `Thin` impl are the pool's only `unsafe` code. Every pool test runs
+//! This module, that call site, in `task.rs` the closure slot of `Cell` and `Shared`'s
+//! `Thin` impl, and the lock-free result slot in `handle.rs` (loom-modelled) are the
+//! pool's only `unsafe` code. Every pool test runs
 //! through it, and `scripts/test` runs the pool's unit tests under Miri when a nightly
 //! toolchain with Miri is installed: this module's (every shape of job down every
 //! path) and `pool::tests`, which refuse tasks through a real pool's `Core::push`.
