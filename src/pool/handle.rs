@@ -152,8 +152,9 @@ impl<T> Packet<T> {
     /// result is already in.
     #[allow(unsafe_code)]
     fn register(&self) -> bool {
-        // SAFETY: the state is `EMPTY` (only the handle sets `WAITING`, and it never
-        // returns here while registered), so the handle owns `waiter`.
+        // SAFETY: the state is `EMPTY` or `DONE` (only the handle sets `WAITING`, and
+        // it never comes here while registered); in neither does the setter touch
+        // `waiter`, so the handle owns it.
         self.waiter
             .with_mut(|w| unsafe { *w = Some(thread::current()) });
         self.state
