@@ -1,8 +1,10 @@
 //! Loom models of the pool's and the group's own synchronisation: the task result
 //! slot, resolved on another thread (with a value or, as an abandoned task's cell
 //! does, with `Cancelled`) while the handle joins, also with a bounded join that gives
-//! up (its registration taken back in a race with the setter, which loom also checks
-//! every access of the slot's `UnsafeCell`s for). The abandonment itself (a job dropped unrun resolving its handle, even when a
+//! up (its registration taken back in a race with the setter), is re-joined on
+//! another thread, or is woken by a cancelled token; polling without parking; and the
+//! slot inside a cell either side may free. Loom also checks every access of the
+//! slot's `UnsafeCell`s for races. The abandonment itself (a job dropped unrun resolving its handle, even when a
 //! capture panics on drop) is unit-tested in src/pool/task.rs. Also `map`'s chunk
 //! claim: the worker and the caller race to take a chunk's input; it runs exactly
 //! once, and a job dropped unrun takes the input with it. The group's limit is the
@@ -82,6 +84,113 @@ fn a_bounded_join_that_gives_up_keeps_the_result() {
         };
         assert_eq!(value, 3);
         worker.join().unwrap();
+    });
+}
+
+/// Polling (`try_join`, `is_finished`) never parks: its acquire load alone must see
+/// the setter's write of the result.
+#[test]
+fn polling_the_slot_sees_the_whole_result() {
+    loom::model(|| {
+        let (slot, handle) = packet::<Box<u32>>();
+        let worker = loom::thread::spawn(move || slot.set(Ok(Box::new(6))));
+        let finished = handle.is_finished();
+        let value = match handle.try_join() {
+            Ok(result) => result.unwrap(),
+            Err(handle) => {
+                assert!(!finished);
+                loom::thread::yield_now();
+                match handle.try_join() {
+                    Ok(result) => result.unwrap(),
+                    Err(handle) => handle.join().unwrap(),
+                }
+            }
+        };
+        assert_eq!(*value, 6);
+        worker.join().unwrap();
+    });
+}
+
+/// A join that gave up hands its handle to another thread, which joins for good: the
+/// waiter it registers is the new thread.
+#[test]
+fn a_handle_given_up_on_one_thread_is_joined_on_another() {
+    loom::model(|| {
+        let (slot, handle) = packet::<Box<u32>>();
+        let worker = loom::thread::spawn(move || slot.set(Ok(Box::new(9))));
+        let value = match handle.join_timeout(Duration::ZERO) {
+            Ok(result) => *result.unwrap(),
+            Err(handle) => loom::thread::spawn(move || *handle.join().unwrap())
+                .join()
+                .unwrap(),
+        };
+        assert_eq!(value, 9);
+        worker.join().unwrap();
+    });
+}
+
+/// Where an owned pool keeps it: the slot inside a cell both sides hold, either of
+/// which may let go last, and a handle that gives up and is dropped.
+#[test]
+fn a_slot_inside_a_shared_cell_is_freed_by_whichever_side_goes_last() {
+    struct InCell(handle::Packet<Box<u32>>);
+    impl handle::AsPacket<Box<u32>> for InCell {
+        fn packet(&self) -> &handle::Packet<Box<u32>> {
+            &self.0
+        }
+    }
+    loom::model(|| {
+        let cell = std::sync::Arc::new(InCell(handle::Packet::new()));
+        let shared = std::sync::Arc::clone(&cell) as std::sync::Arc<dyn handle::AsPacket<Box<u32>>>;
+        let handle = handle::TaskHandle::in_cell(shared);
+        let worker = loom::thread::spawn(move || {
+            cell.0.set(Ok(Box::new(4)));
+            drop(cell);
+        });
+        if let Ok(result) = handle.join_timeout(Duration::ZERO) {
+            assert_eq!(*result.unwrap(), 4);
+        }
+        worker.join().unwrap();
+    });
+}
+
+/// A cancelled token unparks the joiner (its `on_cancel`) while the setter races: the
+/// join either has the value or hands the handle back, and a later join finds it.
+#[test]
+fn a_cancel_racing_the_setter_loses_nothing() {
+    loom::model(|| {
+        let token = cancel::CancelToken::new();
+        let (slot, handle) = packet::<Box<u32>>();
+        let worker = loom::thread::spawn(move || slot.set(Ok(Box::new(8))));
+        let canceller = {
+            let token = token.clone();
+            loom::thread::spawn(move || token.cancel())
+        };
+        let value = match handle.join_cancellable(&token) {
+            Ok(result) => result.unwrap(),
+            Err(handle) => handle.join().unwrap(),
+        };
+        assert_eq!(*value, 8);
+        worker.join().unwrap();
+        canceller.join().unwrap();
+    });
+}
+
+/// Cancelled with no result coming: the join hands the handle back instead of
+/// parking for ever, and the handle still resolves later.
+#[test]
+fn a_cancelled_join_with_no_result_hands_the_handle_back() {
+    loom::model(|| {
+        let token = cancel::CancelToken::new();
+        let (slot, handle) = packet::<Box<u32>>();
+        let canceller = {
+            let token = token.clone();
+            loom::thread::spawn(move || token.cancel())
+        };
+        let handle = handle.join_cancellable(&token).unwrap_err();
+        canceller.join().unwrap();
+        slot.set(Ok(Box::new(3)));
+        assert_eq!(*handle.join().unwrap(), 3);
     });
 }
 

@@ -114,18 +114,27 @@ pub(crate) struct Packet<T> {
 
 // SAFETY: the fields are only reached as `state` hands them over (see the consts):
 // `result` by the one setter before it publishes `DONE` (release) and by the handle
-// after it sees `DONE` (acquire); `waiter` by the handle while the state is `EMPTY`,
-// or after it takes `WAITING` back, and by the setter after it swaps `WAITING` out.
-// The values crossing threads are `Send`.
+// after it sees `DONE` (acquire); `waiter` by the handle while the state is `EMPTY`
+// or `DONE` (it may leave a `Thread` there, dropped with the packet), and by the
+// setter only after its swap returned `WAITING`. The values crossing threads are
+// `Send`.
 #[allow(unsafe_code)]
 unsafe impl<T: Send> Sync for Packet<T> {}
 
 impl<T> Packet<T> {
-    /// Resolves the slot; called once per task (its cell hands out the closure once).
+    /// Resolves the slot. Called once per packet: its task's `Shared` (task.rs) hands
+    /// out the closure once, to a run or an abandonment, and only that delivers. A
+    /// second call would race the handle's read of the result (asserted in debug
+    /// builds).
     #[allow(unsafe_code)]
     pub(crate) fn set(&self, result: Result<T, TaskError>) {
+        debug_assert_ne!(
+            self.state.load(Ordering::Relaxed),
+            DONE,
+            "a packet set twice"
+        );
         // SAFETY: before `DONE` only the setter touches `result`, and there is one
-        // setter per packet.
+        // setter per packet (above).
         self.result.with_mut(|slot| unsafe { *slot = Some(result) });
         if self.state.swap(DONE, Ordering::AcqRel) == WAITING {
             // SAFETY: ending `WAITING` hands `waiter` to the setter; the acquire saw
