@@ -18,10 +18,9 @@
 //!
 //! A task dropped without running is abandoned (the closure is dropped and the
 //! handle resolves to `Cancelled`, even if a capture panics on drop), so no handle
-//! waits for a task that is gone. A worker holding the only reference (a task whose
-//! handle is gone) unwraps the cell and runs it by value. After a run, the worker
-//! drops what it holds under `catch_unwind`: a result nobody joined may panic on drop
-//! without costing the worker. A refused task goes back to its submitter as the
+//! waits for a task that is gone. After a run, the worker drops its reference under
+//! `catch_unwind`: when the handle is gone it is the last one, and a result nobody
+//! joined may panic on drop without costing the worker. A refused task goes back to its submitter as the
 //! original closure.
 
 use std::fmt;
@@ -210,32 +209,15 @@ where
 {
     type Closure = C::Closure;
 
-    /// When this is the only reference (the handle is gone), the cell is unwrapped and
-    /// run by value: its result is dropped right here, and the memory goes back once.
-    fn run(self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
-        match unique(self.0) {
-            Ok(Cell { call, done }) => {
-                let outcome = match call.into_inner() {
-                    Some(call) => call_and_deliver(call, &done, token, tally),
-                    None => Outcome::Done,
-                };
-                // A result nobody will join is dropped here; its destructor may
-                // panic, which must not cost the worker.
-                let _ = Panic::catch_any(move || drop(done));
-                outcome
-            }
-            Err(cell) => {
-                let mut shared = Shared(cell);
-                let outcome = match shared.take() {
-                    Some(call) => call_and_deliver(call, &shared.0.done, token, tally),
-                    None => Outcome::Done,
-                };
-                // That may have been the last reference, dropping a result nobody
-                // joined, whose destructor may panic: that must not cost the worker.
-                let _ = Panic::catch_any(move || drop(shared));
-                outcome
-            }
-        }
+    fn run(mut self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
+        let outcome = match self.take() {
+            Some(call) => call_and_deliver(call, &self.0.done, token, tally),
+            None => Outcome::Done,
+        };
+        // This may be the last reference (the handle is gone), dropping a result
+        // nobody will join, whose destructor may panic: that must not cost the worker.
+        let _ = Panic::catch_any(move || drop(self));
+        outcome
     }
 
     /// Drops the closure and resolves the handle to `Cancelled`, even if a capture
@@ -290,17 +272,6 @@ fn call_and_deliver<C: Call, D: Deliver<C::Out>>(
             Outcome::Done
         }
         Err(panic) => Outcome::Panicked(done.deliver(Err(TaskError::Panicked(panic)))),
-    }
-}
-
-/// The cell itself when this is its only reference. A plain load first, so a cell a
-/// handle still shares costs nothing extra; `try_unwrap` then decides (nobody can add
-/// a reference to a cell only this job can reach, and no `Weak` is ever made).
-fn unique<T>(cell: Arc<T>) -> Result<T, Arc<T>> {
-    if Arc::strong_count(&cell) == 1 {
-        Arc::try_unwrap(cell)
-    } else {
-        Err(cell)
     }
 }
 
