@@ -1033,12 +1033,7 @@ impl WorkerPool {
         if std::mem::size_of::<C>() > INLINE_CLOSURE_MAX {
             // A big closure gets a slot of its own, so a handle nobody joins yet does
             // not pin the closure's bytes (its cell lives until the handle goes).
-            let (slot, handle) = packet();
-            return self
-                .core
-                .push(Shared::new(call, slot), until)
-                .map(|()| handle)
-                .map_err(refused);
+            return push_with_own_slot(&self.core, call, until);
         }
         // One allocation: the handle reads its result from the queued task's cell.
         let task = Shared::new(call, Packet::new());
@@ -1067,6 +1062,22 @@ impl fmt::Debug for WorkerPool {
             .field("closed", &self.is_closed())
             .finish()
     }
+}
+
+/// Queues a task whose result goes to a slot of its own (not inside its cell).
+fn push_with_own_slot<'a, C>(
+    core: &Core<'a>,
+    call: C,
+    until: Option<&Until<'_>>,
+) -> Result<TaskHandle<C::Out>, SubmitError<C::Closure>>
+where
+    C: Call + 'a,
+    C::Out: Send + 'a,
+{
+    let (slot, handle) = packet();
+    core.push(Shared::new(call, slot), until)
+        .map(|()| handle)
+        .map_err(refused)
 }
 
 /// The error for a task the queue refused, with its closure handed back.
@@ -1127,11 +1138,9 @@ impl<'scope> ScopedPool<'scope> {
         C: Call + 'scope,
         C::Out: Send + 'scope,
     {
-        let (slot, handle) = packet();
-        self.core
-            .push(Shared::new(call, slot), until)
-            .map(|()| handle)
-            .map_err(refused)
+        // Its tasks may borrow, so their result slot cannot live in the cell (a
+        // handle's slot is `'static`).
+        push_with_own_slot(&self.core, call, until)
     }
 
     fn execute_call<F>(&self, f: F, until: Option<&Until<'_>>) -> Result<(), SubmitError<F>>
