@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::sync::{thread, Arc, AtomicUsize, Mutex, Ordering};
+use crate::sync::{thread, time, Arc, AtomicUsize, Mutex, Ordering};
 
 /// Why a [`CancelToken`] is cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -264,7 +264,7 @@ impl CancelToken {
     /// Idempotent: the first reason sticks.
     pub fn cancel(&self) {
         let reason = match self.deadline() {
-            Some(deadline) if Instant::now() >= deadline => CancelReason::DeadlineExceeded,
+            Some(deadline) if time::now() >= deadline => CancelReason::DeadlineExceeded,
             _ => CancelReason::Cancelled,
         };
         Node::cancel(&self.handle.node, reason);
@@ -287,7 +287,7 @@ impl CancelToken {
             return Some(reason);
         }
         match node.deadline {
-            Some(deadline) if Instant::now() >= deadline => Some(CancelReason::DeadlineExceeded),
+            Some(deadline) if time::now() >= deadline => Some(CancelReason::DeadlineExceeded),
             _ => None,
         }
     }
@@ -301,7 +301,7 @@ impl CancelToken {
     /// Time left until the deadline (zero once passed), or `None` without a deadline.
     pub fn remaining(&self) -> Option<Duration> {
         self.deadline()
-            .map(|d| d.saturating_duration_since(Instant::now()))
+            .map(|d| d.saturating_duration_since(time::now()))
     }
 
     /// Blocks until the token is cancelled and returns why.
@@ -341,7 +341,7 @@ impl CancelToken {
             if let Some(reason) = self.reason() {
                 return Some(reason);
             }
-            if until.is_some_and(|u| Instant::now() >= u) {
+            if until.is_some_and(|u| time::now() >= u) {
                 return None;
             }
             thread::park_until(limit);
@@ -475,9 +475,7 @@ impl CancelToken {
 }
 
 fn deadline_after(timeout: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+    time::deadline_after(time::now(), timeout)
 }
 
 impl Default for CancelToken {

@@ -9,7 +9,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::cancel::CancelToken;
-use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{time, Arc, AtomicU64, Condvar, Mutex, Ordering};
 
 /// A monotonic source of time that blocking waits can also sleep on.
 ///
@@ -42,14 +42,14 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Instant {
-        Instant::now()
+        time::now()
     }
 
     fn sleep_until(&self, deadline: Instant, cancel: Option<&CancelToken>) -> bool {
         match cancel {
             Some(token) => token.wait_deadline(deadline).is_none(),
             None => loop {
-                let now = Instant::now();
+                let now = time::now();
                 if now >= deadline {
                     return true;
                 }
@@ -96,7 +96,7 @@ impl ManualClock {
     pub fn new() -> Self {
         ManualClock {
             inner: Arc::new(ManualInner {
-                base: Instant::now(),
+                base: time::now(),
                 offset_nanos: AtomicU64::new(0),
                 sleepers: Mutex::new(()),
                 moved: Condvar::new(),
@@ -105,9 +105,18 @@ impl ManualClock {
     }
 
     /// Moves time forward by `by` and wakes every sleeper whose deadline has come.
+    ///
+    /// Time saturates: it never wraps and never goes backwards. A clock can be
+    /// advanced by at most `u64::MAX` nanoseconds in all (about 584 years), and
+    /// advancing past that leaves it there.
     pub fn advance(&self, by: Duration) {
         let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
-        self.inner.offset_nanos.fetch_add(nanos, Ordering::AcqRel);
+        let _ =
+            self.inner
+                .offset_nanos
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |offset| {
+                    Some(offset.saturating_add(nanos))
+                });
         let _guard = self.inner.sleepers.lock();
         self.inner.moved.notify_all();
     }
@@ -134,7 +143,7 @@ impl fmt::Debug for ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
-        self.inner.base + self.elapsed()
+        time::deadline_after(self.inner.base, self.elapsed())
     }
 
     fn sleep_until(&self, deadline: Instant, cancel: Option<&CancelToken>) -> bool {

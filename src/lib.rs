@@ -364,3 +364,7 @@ pub use semaphore::{
 pub use supervisor::{
     Exit, Restart, StopReason, Strategy, Supervisor, SupervisorBuilder, SupervisorReport,
 };
+/// Loom models that use the public API make their deadlines pass with this.
+#[cfg(loom)]
+#[doc(hidden)]
+pub use sync::time::pass_every_deadline as __loom_pass_every_deadline;

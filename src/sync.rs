@@ -51,6 +51,89 @@ pub(crate) mod cell {
     }
 }
 
+/// The time every corral wait reads, and the one way a deadline is computed from a
+/// duration.
+///
+/// [`deadline_after`](time::deadline_after) never panics and never wraps: a duration
+/// past what an `Instant` can hold (`Duration::MAX`, say) saturates to the latest
+/// instant that can be represented, which every wait treats as "never". Normal builds
+/// read the monotonic clock. Under loom a model must be deterministic,
+/// so it never reads the wall clock: time stands still at a fixed base until some model
+/// thread calls [`pass_every_deadline`](time::pass_every_deadline), after which every
+/// deadline lies in the past. Because the switch is a loom atomic, loom explores a
+/// timeout before, between and after every check a waiter makes.
+pub(crate) mod time {
+    use std::time::{Duration, Instant};
+
+    /// A century: what "wait forever" is worth in corral's arithmetic, and the base
+    /// a loom model jumps by when its deadlines pass.
+    #[cfg_attr(not(loom), allow(dead_code))]
+    pub(crate) const HORIZON: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+    /// `start + timeout`, saturating: where the sum does not fit in an `Instant`, the
+    /// latest instant that does (found by halving the step), so a huge timeout means
+    /// "never" instead of a panic.
+    #[inline]
+    pub(crate) fn deadline_after(start: Instant, timeout: Duration) -> Instant {
+        match start.checked_add(timeout) {
+            Some(deadline) => deadline,
+            None => saturate(start, timeout),
+        }
+    }
+
+    #[cold]
+    fn saturate(start: Instant, timeout: Duration) -> Instant {
+        let mut latest = start;
+        let mut step = timeout;
+        while !step.is_zero() {
+            match latest.checked_add(step) {
+                Some(later) => latest = later,
+                None => step /= 2,
+            }
+        }
+        latest
+    }
+
+    /// The current instant.
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn now() -> Instant {
+        Instant::now()
+    }
+
+    #[cfg(loom)]
+    loom::lazy_static! {
+        static ref PASSED: loom::sync::atomic::AtomicBool =
+            loom::sync::atomic::AtomicBool::new(false);
+    }
+
+    /// A fixed base, the same in every execution of every model (its value never
+    /// decides anything: only comparisons between instants derived from it do).
+    #[cfg(loom)]
+    fn base() -> Instant {
+        static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *BASE.get_or_init(Instant::now)
+    }
+
+    /// The model's current instant: the base until [`pass_every_deadline`] is called,
+    /// then a century later.
+    #[cfg(loom)]
+    pub(crate) fn now() -> Instant {
+        if PASSED.load(loom::sync::atomic::Ordering::SeqCst) {
+            deadline_after(base(), HORIZON)
+        } else {
+            base()
+        }
+    }
+
+    /// Makes every deadline of the current model pass (a model thread calls it, so
+    /// loom decides where the timeout falls among the waiters' checks).
+    #[cfg(loom)]
+    pub fn pass_every_deadline() {
+        PASSED.store(true, loom::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Thread parking: the one way a corral waiter sleeps.
 pub(crate) mod thread {
     #[cfg(not(loom))]

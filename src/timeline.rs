@@ -138,8 +138,7 @@ impl std::fmt::Debug for Anchor {
 }
 
 fn add(t: Instant, d: Duration) -> Instant {
-    t.checked_add(d)
-        .unwrap_or_else(|| t + Duration::from_secs(1 << 32))
+    crate::sync::time::deadline_after(t, d)
 }
 
 fn nanos(d: Duration) -> u64 {

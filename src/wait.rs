@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use crate::cancel::{CancelReason, CancelToken, OnCancel};
-use crate::sync::thread;
+use crate::sync::{thread, time};
 
 /// How long a blocking call may wait.
 #[derive(Clone, Copy, Debug)]
@@ -35,12 +35,8 @@ impl Until<'static> {
 
     /// Wait at most `timeout` from now.
     pub(crate) fn timeout(timeout: Duration) -> Self {
-        let now = Instant::now();
         Until {
-            deadline: Some(
-                now.checked_add(timeout)
-                    .unwrap_or(now + Duration::from_secs(1 << 32)),
-            ),
+            deadline: Some(time::deadline_after(time::now(), timeout)),
             token: None,
         }
     }
@@ -84,7 +80,7 @@ impl<'a> Until<'a> {
 
     /// `Err` once the wait must stop: the token is cancelled or the deadline passed.
     pub(crate) fn check(&self) -> Result<(), Interrupted> {
-        self.check_at(Instant::now())
+        self.check_at(time::now())
     }
 
     /// As [`check`](Until::check), with the current time supplied by the caller.

@@ -65,3 +65,50 @@ fn a_manual_sleeper_wakes_at_its_tokens_real_deadline() {
     assert!(!clock.sleep_until(clock.now() + Duration::from_secs(60), Some(&token)));
     assert!(token.is_cancelled());
 }
+
+#[test]
+fn manual_clock_advanced_by_duration_max_saturates_instead_of_wrapping() {
+    let clock = ManualClock::new();
+    let t0 = clock.now();
+    clock.advance(Duration::MAX);
+    let far = clock.now();
+    assert!(far > t0);
+    // A further nanosecond used to wrap the offset back to the start.
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(clock.now(), far);
+    clock.advance(Duration::MAX);
+    assert_eq!(clock.now(), far);
+    assert_eq!(clock.elapsed(), Duration::from_nanos(u64::MAX));
+}
+
+#[test]
+fn manual_clock_never_goes_backwards_under_racing_advances() {
+    let _check = LeakCheck::new();
+    let clock = ManualClock::new();
+    corral::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..1_000 {
+                    clock.advance(Duration::from_secs(u64::MAX / 1_000));
+                }
+            });
+        }
+        let mut last = clock.now();
+        for _ in 0..1_000 {
+            let now = clock.now();
+            assert!(now >= last, "the clock went backwards");
+            last = now;
+        }
+    });
+    assert_eq!(clock.elapsed(), Duration::from_nanos(u64::MAX));
+}
+
+#[test]
+fn a_cancel_token_with_timeout_duration_max_is_not_cancelled() {
+    let token = CancelToken::with_timeout(Duration::MAX);
+    assert!(!token.is_cancelled());
+    assert!(token.deadline().is_some_and(|d| d > Instant::now()));
+    let child = token.child_with_timeout(Duration::MAX);
+    assert!(!child.is_cancelled());
+    assert_eq!(token.wait_timeout(Duration::ZERO), None);
+}
