@@ -27,13 +27,23 @@ impl ThreadSpec {
         }
     }
 
-    fn prepare(&self, at: &'static Location<'static>) -> (Builder, Tracker) {
+    /// The builder and the leak registration for this thread. A name with a NUL byte
+    /// (which std refuses with a panic) is an `InvalidInput` error instead; builders
+    /// reject such names earlier, with a [`ConfigError`](crate::ConfigError), through
+    /// [`check_name`](crate::config::check_name).
+    fn prepare(&self, at: &'static Location<'static>) -> io::Result<(Builder, Tracker)> {
+        if self.name.contains('\0') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a thread name may not contain a NUL byte",
+            ));
+        }
         let name = format!("corral-{}", self.name);
         let mut builder = Builder::new().name(name.clone());
         if let Some(size) = self.stack_size {
             builder = builder.stack_size(size);
         }
-        (builder, Tracker::register(self.owner, name, at))
+        Ok((builder, Tracker::register(self.owner, name, at)))
     }
 }
 
@@ -44,7 +54,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let (builder, tracker) = spec.prepare(Location::caller());
+    let (builder, tracker) = spec.prepare(Location::caller())?;
     builder.spawn(move || {
         tracker.enter();
         let _tracker = tracker;
@@ -63,7 +73,7 @@ where
     F: FnOnce() -> T + Send + 'scope,
     T: Send + 'scope,
 {
-    let (builder, tracker) = spec.prepare(Location::caller());
+    let (builder, tracker) = spec.prepare(Location::caller())?;
     builder.spawn_scoped(scope, move || {
         tracker.enter();
         let _tracker = tracker;
