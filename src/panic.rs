@@ -71,12 +71,25 @@ impl Panic {
 
     /// The original payload, for `std::panic::resume_unwind` or downcasting.
     pub fn into_payload(self) -> Box<dyn Any + Send + 'static> {
-        self.0.payload.into_inner()
+        std::mem::replace(&mut *self.0.payload.lock(), Box::new(()))
     }
 
     /// Re-raises the panic on the current thread with its original payload.
     pub fn resume(self) -> ! {
         std::panic::resume_unwind(self.into_payload())
+    }
+}
+
+impl Drop for Caught {
+    /// The payload is a user value too: a payload whose own `Drop` panics must not
+    /// escape from wherever corral lets go of a caught panic (a report nobody reads, a
+    /// handle dropped unjoined). Its drop runs inside the boundary; should it panic,
+    /// that second payload is leaked rather than dropped, so the chain ends here.
+    fn drop(&mut self) {
+        let payload = std::mem::replace(self.payload.get_mut(), Box::new(()));
+        if let Err(second) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            std::mem::forget(second);
+        }
     }
 }
 

@@ -135,3 +135,24 @@ fn scope_types_are_send_and_sync_where_promised() {
     assert_send_sync::<corral::Scope<'static, 'static>>();
     assert_send_sync::<corral::Panic>();
 }
+
+/// A panic payload whose own `Drop` panics, dropped by whoever lets go of the caught
+/// `Panic`, used to escape as a second panic (or abort) there.
+#[test]
+fn a_panic_payload_whose_drop_panics_is_dropped_inside_the_boundary() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("the payload's drop");
+        }
+    }
+    let _check = corral::leak::LeakCheck::new();
+    let caught = corral::try_scope(|s| {
+        s.spawn(|| std::panic::panic_any(Bomb));
+    })
+    .unwrap_err();
+    assert_eq!(caught.message(), None);
+    drop(caught); // must not panic
+    let result = corral::scope(|s| s.spawn(|| std::panic::panic_any(Bomb)).join());
+    assert!(result.is_err());
+}
