@@ -1474,3 +1474,22 @@ fn backoff_never_shortens_the_open_period_by_rounding() {
     assert_eq!(fail(&b), Err(BreakerError::Inner("boom"))); // failed trial: reopen
     assert_eq!(b.stats().open_for, open_for);
 }
+
+#[test]
+fn breaker_error_display_never_formats_the_user_error() {
+    // An error whose Display panics: the breaker's own Display describes itself only
+    // (the inner error is its `source()`), so formatting it cannot reach user code.
+    #[derive(Debug)]
+    struct Hostile;
+    impl std::fmt::Display for Hostile {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            panic!("display exploded")
+        }
+    }
+    impl std::error::Error for Hostile {}
+    let b = CircuitBreaker::new();
+    let err = b.call(|| Err::<(), _>(Hostile)).unwrap_err();
+    assert_eq!(err.to_string(), "the guarded call failed");
+    assert_eq!(format!("{err:?}"), "Inner(..)");
+    assert!(std::error::Error::source(&err).is_some());
+}
