@@ -1493,3 +1493,30 @@ fn breaker_error_display_never_formats_the_user_error() {
     assert_eq!(format!("{err:?}"), "Inner(..)");
     assert!(std::error::Error::source(&err).is_some());
 }
+
+#[test]
+fn a_per_call_predicate_with_a_panicking_drop_does_not_abort_an_unwinding_call() {
+    // `f` panics, so the predicate is dropped unused while unwinding; its panicking
+    // drop used to be a second panic during the unwind: an abort.
+    let clock = ManualClock::new();
+    let b = builder(&clock).consecutive_failures(1).build().unwrap();
+    let doomed = PanicOnDrop;
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = b.call_with(
+            move |_: &()| {
+                let _keep = &doomed;
+                true
+            },
+            || -> Result<(), ()> { panic!("upstream exploded") },
+        );
+    }));
+    assert_eq!(
+        unwound.unwrap_err().downcast_ref::<&str>(),
+        Some(&"upstream exploded")
+    );
+    let stats = b.stats();
+    assert_eq!(
+        (stats.state, stats.failures, stats.user_panics),
+        (State::Open, 1, 1)
+    );
+}

@@ -414,21 +414,26 @@ impl CircuitBreaker {
             engine: &self.engine,
             permit,
         };
+        // Dropped inside the panic boundary even while `f`'s panic unwinds.
+        let is_failure = Contained::new(is_failure, &self.engine);
         match f() {
             Ok(value) => {
                 guard.success();
-                self.discard(is_failure);
+                drop(is_failure);
                 Ok(value)
             }
             Err(error) => {
                 // The predicate is user code: a panicking one counts the error as a
                 // failure (and the panic in `user_panics`); the error is returned.
-                let ok = match Panic::catch_any(|| !is_failure(&error)) {
-                    Ok(ok) => ok,
-                    Err(_) => {
-                        self.engine.user_panic();
-                        false
-                    }
+                let ok = match is_failure.into_inner() {
+                    Some(is_failure) => match Panic::catch_any(|| !is_failure(&error)) {
+                        Ok(ok) => ok,
+                        Err(_) => {
+                            self.engine.user_panic();
+                            false
+                        }
+                    },
+                    None => false,
                 };
                 guard.record(ok);
                 Err(BreakerError::Inner(error))
@@ -583,6 +588,44 @@ impl CircuitBreaker {
     /// ```
     pub fn disable(&self) {
         self.engine.force(State::Disabled);
+    }
+}
+
+/// A user value the breaker holds while a call runs: dropped inside the panic
+/// boundary (a panicking drop is counted in `user_panics`), also while unwinding, so
+/// it can never turn an unwind into an abort.
+struct Contained<'a, V> {
+    /// `Some` until taken out by [`into_inner`](Contained::into_inner).
+    value: Option<V>,
+    engine: &'a Engine,
+}
+
+impl<'a, V> Contained<'a, V> {
+    #[inline(always)]
+    fn new(value: V, engine: &'a Engine) -> Self {
+        Contained {
+            value: Some(value),
+            engine,
+        }
+    }
+
+    /// The value, no longer contained (`Some` always: it is taken only here).
+    #[inline(always)]
+    fn into_inner(mut self) -> Option<V> {
+        self.value.take()
+    }
+}
+
+impl<V> Drop for Contained<'_, V> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if std::mem::needs_drop::<V>() {
+            if let Some(value) = self.value.take() {
+                if Panic::catch_any(move || drop(value)).is_err() {
+                    self.engine.user_panic();
+                }
+            }
+        }
     }
 }
 
