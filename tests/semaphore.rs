@@ -725,3 +725,48 @@ fn close_and_resizes_racing_every_acquire_form_lose_no_permit() {
     assert_eq!((stats.in_use, stats.waiting), (0, 0), "{stats:?}");
     assert_eq!(stats.available, stats.capacity, "{stats:?}");
 }
+
+/// Hostile use: a waiter's token cancelled at the same moment as a release (and a
+/// hand-off) reaches it, many times over. The waiter ends with the permit or with
+/// `Cancelled`, never both and never neither: afterwards every permit is back.
+#[test]
+fn a_cancel_racing_a_release_neither_loses_nor_duplicates_a_permit() {
+    let _check = LeakCheck::new();
+    let sem = Semaphore::new(1);
+    let (mut granted, mut cancelled) = (0, 0);
+    for round in 0..2_000 {
+        let held = sem.acquire().unwrap();
+        let token = CancelToken::new();
+        let barrier = std::sync::Barrier::new(2);
+        let outcome = thread::scope(|s| {
+            let waiter = s.spawn(|| sem.acquire_cancellable(&token).map(|p| p.num_permits()));
+            wait_for("the waiter to queue", || sem.stats().waiting == 1);
+            let canceller = s.spawn(|| {
+                barrier.wait();
+                token.cancel();
+            });
+            barrier.wait();
+            if round % 2 == 0 {
+                drop(held);
+            } else {
+                // Let the head starve into hand-off mode first, sometimes.
+                thread::yield_now();
+                drop(held);
+            }
+            canceller.join().unwrap();
+            waiter.join().unwrap()
+        });
+        match outcome {
+            Ok(1) => granted += 1,
+            Err(AcquireError::Cancelled(CancelReason::Cancelled)) => cancelled += 1,
+            other => panic!("round {round}: {other:?}"),
+        }
+        let stats = sem.stats();
+        assert_eq!(
+            (stats.available, stats.in_use, stats.waiting),
+            (1, 0, 0),
+            "round {round}: {stats:?}"
+        );
+    }
+    assert_eq!(granted + cancelled, 2_000);
+}

@@ -308,3 +308,25 @@ fn semaphore_close_while_waiters_queue_wakes_them_with_closed() {
         (3, 0, 0, true)
     );
 }
+
+#[test]
+fn semaphore_set_capacity_max_while_waiters_queue_serves_them() {
+    let _leaks = LeakCheck::new();
+    let sem = Semaphore::new(2);
+    let held = sem.acquire_many(2).unwrap();
+    thread::scope(|s| {
+        let first = s.spawn(|| sem.acquire_many(1).map(|p| p.num_permits()));
+        wait_for("the first waiter to queue", || sem.stats().waiting == 1);
+        let second = s.spawn(|| sem.acquire_many(2).map(|p| p.num_permits()));
+        wait_for("both waiters to queue", || sem.stats().waiting == 2);
+        assert_eq!(sem.set_capacity(MAX).unwrap(), 2);
+        assert_eq!(first.join().unwrap(), Ok(1));
+        assert_eq!(second.join().unwrap(), Ok(2));
+    });
+    drop(held);
+    let s = sem.stats();
+    assert_eq!(
+        (s.capacity, s.available, s.in_use, s.waiting),
+        (MAX, MAX, 0, 0)
+    );
+}
