@@ -734,7 +734,7 @@ fn a_cancel_racing_a_release_neither_loses_nor_duplicates_a_permit() {
     let _check = LeakCheck::new();
     let sem = Semaphore::new(1);
     let (mut granted, mut cancelled) = (0, 0);
-    for round in 0..2_000 {
+    for round in 0..1_000 {
         let held = sem.acquire().unwrap();
         let token = CancelToken::new();
         let barrier = std::sync::Barrier::new(2);
@@ -749,8 +749,12 @@ fn a_cancel_racing_a_release_neither_loses_nor_duplicates_a_permit() {
             if round % 2 == 0 {
                 drop(held);
             } else {
-                // Let the head starve into hand-off mode first, sometimes.
-                thread::yield_now();
+                // Give the head time to pass the fairness bound, so that the release
+                // is a hand-off (when the waiter has run by then; either way is fine).
+                let until = Instant::now() + Duration::from_millis(2);
+                while Instant::now() < until {
+                    thread::yield_now();
+                }
                 drop(held);
             }
             canceller.join().unwrap();
@@ -768,5 +772,5 @@ fn a_cancel_racing_a_release_neither_loses_nor_duplicates_a_permit() {
             "round {round}: {stats:?}"
         );
     }
-    assert_eq!(granted + cancelled, 2_000);
+    assert_eq!(granted + cancelled, 1_000);
 }
