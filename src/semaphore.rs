@@ -40,6 +40,20 @@ use engine::{Engine, Refusal};
 ///   as permits come back.
 /// * **Closeable.** [`close`](Semaphore::close) fails every queued and every later
 ///   acquire with `Closed`; held permits are returned normally.
+/// * **Zero, huge and past values.** `acquire_many(0)` (and every form with `n ==
+///   0`) returns an empty permit at once unless the semaphore is closed; `n` above the
+///   capacity is `AboveCapacity` at once, whatever its size. A zero timeout or a
+///   deadline already past never queues: it takes the permits if they are free now
+///   (as `try_acquire` would) and otherwise fails with `Timeout`; `Duration::MAX`
+///   waits without limit (the deadline saturates, it never panics). A cancellable
+///   form consults its token only when it would wait, so an already-cancelled token
+///   still takes free permits. Capacities above [`Semaphore::MAX_PERMITS`] are a
+///   [`ConfigError`] from [`try_new`](Semaphore::try_new),
+///   [`add_permits`](Semaphore::add_permits) and
+///   [`set_capacity`](Semaphore::set_capacity), never a wrap.
+/// * **Accounting.** At every moment `in_use + available == capacity + debt`, where
+///   `debt` is the part of a shrink not yet paid by releases (`available` is 0 while
+///   there is debt); [`stats`](Semaphore::stats) reports `in_use`.
 ///
 /// # Fairness
 ///

@@ -650,8 +650,10 @@ fn errors_and_states_display_lowercase() {
     assert_eq!(open.to_string(), "circuit breaker is open (retry after 1s)");
     assert!(open.is_refused());
     let inner = BreakerError::Inner(std::io::Error::other("reset by peer"));
-    assert_eq!(inner.to_string(), "call failed: reset by peer");
-    assert!(std::error::Error::source(&inner).is_some());
+    // Display describes the breaker's error only; the inner error is the source.
+    assert_eq!(inner.to_string(), "the guarded call failed");
+    let source = std::error::Error::source(&inner).unwrap();
+    assert_eq!(source.to_string(), "reset by peer");
     assert_eq!(format!("{:?}", BreakerError::Inner(NotDebug)), "Inner(..)");
     assert_eq!(State::ForcedOpen.to_string(), "forced open");
     struct NotDebug;
@@ -1205,4 +1207,316 @@ fn randomized_sequences_agree_with_the_reference_model() {
             run_model(cfg, (i as u64) << 32 | seed, 400);
         }
     }
+}
+
+// ---- hostile use: panics in every user piece, re-entrancy, the time horizon ----------
+
+/// A value whose `Drop` panics.
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("drop exploded");
+    }
+}
+
+/// The breaker behind a `OnceLock`, for callbacks that call back into it.
+fn reentrant(
+    clock: &ManualClock,
+    build: impl FnOnce(BreakerBuilder, Arc<OnceLock<Weak<CircuitBreaker>>>) -> BreakerBuilder,
+) -> Arc<CircuitBreaker> {
+    let me: Arc<OnceLock<Weak<CircuitBreaker>>> = Arc::default();
+    let b = Arc::new(build(builder(clock), Arc::clone(&me)).build().unwrap());
+    me.set(Arc::downgrade(&b)).unwrap();
+    b
+}
+
+#[test]
+fn a_panicking_state_change_callback_is_counted_not_raised() {
+    let clock = ManualClock::new();
+    let fired = Arc::new(AtomicUsize::new(0));
+    let b = {
+        let fired = Arc::clone(&fired);
+        builder(&clock)
+            .consecutive_failures(1)
+            .on_state_change(move |_, to| {
+                fired.fetch_add(1, Ordering::SeqCst);
+                if to == State::Open {
+                    panic!("callback exploded");
+                }
+            })
+            .build()
+            .unwrap()
+    };
+    // Each of these fires the callback; none may see its panic.
+    b.trip();
+    assert_eq!(b.state(), State::Open);
+    clock.advance(10 * SEC);
+    assert_eq!(b.state(), State::HalfOpen);
+    assert_eq!(fail(&b), Err(BreakerError::Inner("boom"))); // reopens: panics again
+    b.reset();
+    assert_eq!(fail(&b), Err(BreakerError::Inner("boom"))); // trips: panics again
+    let stats = b.stats();
+    assert_eq!(stats.state, State::Open);
+    assert_eq!(stats.user_panics, 3);
+    assert_eq!(fired.load(Ordering::SeqCst), 5);
+}
+
+#[test]
+fn a_panicking_callback_fired_by_an_unwinding_call_does_not_abort() {
+    // Before the callback ran inside the panic boundary, the guard's drop (recording
+    // the panicking call as a failure) tripped the breaker while unwinding, the
+    // callback panicked a second time and the process aborted.
+    let clock = ManualClock::new();
+    let b = builder(&clock)
+        .consecutive_failures(1)
+        .on_state_change(|_, _| panic!("callback exploded"))
+        .build()
+        .unwrap();
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = b.call(|| -> Result<(), ()> { panic!("upstream exploded") });
+    }));
+    let payload = unwound.unwrap_err();
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"upstream exploded"));
+    let stats = b.stats();
+    assert_eq!(
+        (stats.state, stats.failures, stats.user_panics),
+        (State::Open, 1, 1)
+    );
+}
+
+#[test]
+fn a_callback_may_trip_reset_and_call_the_breaker_without_deadlock() {
+    let clock = ManualClock::new();
+    let seen: Arc<Mutex<Vec<(State, State)>>> = Arc::default();
+    let b = {
+        let seen = Arc::clone(&seen);
+        reentrant(&clock, move |b, me| {
+            b.consecutive_failures(1).on_state_change(move |from, to| {
+                seen.lock().unwrap().push((from, to));
+                let b = me.get().and_then(Weak::upgrade).expect("breaker alive");
+                match to {
+                    // Opening: refuse a call from inside, then close again at once.
+                    State::Open => {
+                        assert!(b.call(|| Ok::<_, ()>(())).unwrap_err().is_refused());
+                        b.reset();
+                    }
+                    // Closed by the reset above: a call goes through, stats are readable.
+                    State::Closed => {
+                        assert_eq!(b.call(|| Ok::<_, ()>(7)), Ok(7));
+                        let _ = b.stats();
+                    }
+                    _ => {}
+                }
+            })
+        })
+    };
+    assert_eq!(fail(&b), Err(BreakerError::Inner("boom")));
+    assert_eq!(b.state(), State::Closed);
+    b.trip();
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            (State::Closed, State::Open),
+            (State::Open, State::Closed),
+            (State::Closed, State::Open),
+            (State::Open, State::Closed),
+        ]
+    );
+    let stats = b.stats();
+    assert_eq!((stats.trips, stats.rejected, stats.user_panics), (2, 2, 0));
+}
+
+#[test]
+fn a_callback_on_another_thread_reentering_the_breaker_does_not_deadlock() {
+    let _leaks = LeakCheck::new();
+    let clock = ManualClock::new();
+    let b = reentrant(&clock, |b, me| {
+        b.consecutive_failures(1).on_state_change(move |_, to| {
+            let b = me.get().and_then(Weak::upgrade).expect("breaker alive");
+            if to == State::Open {
+                b.reset();
+            }
+            let _ = b.stats();
+        })
+    });
+    let threads = 4;
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (b, barrier) = (Arc::clone(&b), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in 0..500 {
+                    if i % 3 == 0 {
+                        b.trip();
+                    }
+                    let _ = fail(&b);
+                    let _ = ok(&b);
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[test]
+fn a_panicking_is_failure_predicate_counts_a_failure_and_returns_the_error() {
+    let clock = ManualClock::new();
+    let b = builder(&clock)
+        .consecutive_failures(2)
+        .is_failure(|e: &&str| -> bool { panic!("predicate exploded on {e}") })
+        .build()
+        .unwrap();
+    assert_eq!(fail(&b), Err(BreakerError::Inner("boom")));
+    assert_eq!(
+        b.call_with(
+            |_: &u8| -> bool { panic!("per-call predicate") },
+            || Err::<(), u8>(3)
+        ),
+        Err(BreakerError::Inner(3))
+    );
+    let stats = b.stats();
+    assert_eq!(
+        (stats.state, stats.failures, stats.user_panics),
+        (State::Open, 2, 2)
+    );
+}
+
+#[test]
+fn a_refused_closure_whose_drop_panics_is_counted_not_raised() {
+    let clock = ManualClock::new();
+    let b = builder(&clock).build().unwrap();
+    b.force_open();
+    let doomed = PanicOnDrop;
+    let refused = b.call(move || {
+        let _keep = &doomed;
+        Ok::<_, ()>(())
+    });
+    assert_eq!(refused, Err(BreakerError::ForcedOpen));
+    let doomed = PanicOnDrop;
+    let refused = b.call_with(
+        move |_: &()| {
+            let _keep = &doomed;
+            true
+        },
+        || Ok::<_, ()>(()),
+    );
+    assert_eq!(refused, Err(BreakerError::ForcedOpen));
+    assert_eq!(b.stats().user_panics, 2);
+    // Admitted, the same per-call predicate is dropped unused after a success.
+    b.reset();
+    let doomed = PanicOnDrop;
+    let admitted = b.call_with(
+        move |_: &()| {
+            let _keep = &doomed;
+            true
+        },
+        || Ok::<_, ()>(5),
+    );
+    assert_eq!(admitted, Ok(5));
+    assert_eq!(b.stats().user_panics, 3);
+}
+
+#[test]
+fn an_open_period_past_the_time_horizon_lasts_until_reset() {
+    // Before: engine time saturates at the horizon, so an opening there ended at once
+    // (`now >= open_until` with both at u64::MAX) and every call became a trial.
+    let clock = ManualClock::new();
+    let b = builder(&clock).consecutive_failures(1).build().unwrap();
+    clock.advance(Duration::MAX);
+    assert_eq!(fail(&b), Err(BreakerError::Inner("boom")));
+    assert_eq!(b.state(), State::Open);
+    assert_eq!(
+        ok(&b),
+        Err(BreakerError::Open {
+            retry_after: Duration::MAX
+        })
+    );
+    clock.advance(Duration::MAX);
+    assert_eq!(b.state(), State::Open);
+    b.reset();
+    assert_eq!(ok(&b), Ok(1));
+}
+
+#[test]
+fn open_for_duration_max_means_until_reset() {
+    let clock = ManualClock::new();
+    let b = builder(&clock)
+        .open_for(Duration::MAX)
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
+    assert_eq!(b.stats().open_for, Duration::from_nanos(u64::MAX));
+    b.trip();
+    clock.advance(Duration::from_secs(1 << 40));
+    assert_eq!(b.state(), State::Open);
+    assert_eq!(ok(&b).unwrap_err().retry_after(), Some(Duration::MAX));
+}
+
+#[test]
+fn backoff_never_shortens_the_open_period_by_rounding() {
+    // 2^53 + 1 ns is not a float: times 1.0 it used to round down by a nanosecond.
+    let clock = ManualClock::new();
+    let open_for = Duration::from_nanos((1 << 53) + 1);
+    let b = builder(&clock)
+        .open_for(open_for)
+        .backoff(1.0, Duration::MAX)
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
+    b.trip();
+    clock.advance(open_for);
+    assert_eq!(fail(&b), Err(BreakerError::Inner("boom"))); // failed trial: reopen
+    assert_eq!(b.stats().open_for, open_for);
+}
+
+#[test]
+fn breaker_error_display_never_formats_the_user_error() {
+    // An error whose Display panics: the breaker's own Display describes itself only
+    // (the inner error is its `source()`), so formatting it cannot reach user code.
+    #[derive(Debug)]
+    struct Hostile;
+    impl std::fmt::Display for Hostile {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            panic!("display exploded")
+        }
+    }
+    impl std::error::Error for Hostile {}
+    let b = CircuitBreaker::new();
+    let err = b.call(|| Err::<(), _>(Hostile)).unwrap_err();
+    assert_eq!(err.to_string(), "the guarded call failed");
+    assert_eq!(format!("{err:?}"), "Inner(..)");
+    assert!(std::error::Error::source(&err).is_some());
+}
+
+#[test]
+fn a_per_call_predicate_with_a_panicking_drop_does_not_abort_an_unwinding_call() {
+    // `f` panics, so the predicate is dropped unused while unwinding; its panicking
+    // drop used to be a second panic during the unwind: an abort.
+    let clock = ManualClock::new();
+    let b = builder(&clock).consecutive_failures(1).build().unwrap();
+    let doomed = PanicOnDrop;
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = b.call_with(
+            move |_: &()| {
+                let _keep = &doomed;
+                true
+            },
+            || -> Result<(), ()> { panic!("upstream exploded") },
+        );
+    }));
+    assert_eq!(
+        unwound.unwrap_err().downcast_ref::<&str>(),
+        Some(&"upstream exploded")
+    );
+    let stats = b.stats();
+    assert_eq!(
+        (stats.state, stats.failures, stats.user_panics),
+        (State::Open, 1, 1)
+    );
 }

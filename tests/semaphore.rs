@@ -631,3 +631,146 @@ fn try_new_and_resizing_reject_capacities_above_the_maximum() {
     sem.add_permits(Semaphore::MAX_PERMITS - 1).unwrap();
     assert_eq!(sem.available(), Semaphore::MAX_PERMITS);
 }
+
+/// Hostile use: every acquire form (borrowed and owned, with timeouts and tokens)
+/// racing `forget`, `add_permits`, `set_capacity` down to 0 and back, and a `close`
+/// in the middle. Nothing may hang, every call ends in a permit or a named error,
+/// permits in use never exceed the largest capacity set, and once everything is
+/// returned the accounting balances with nobody left queued.
+#[test]
+fn close_and_resizes_racing_every_acquire_form_lose_no_permit() {
+    const THREADS: u64 = 4;
+    const OPS: usize = 20_000;
+    const TOP: usize = 8;
+    let _check = LeakCheck::new();
+    let sem = Arc::new(Semaphore::new(TOP));
+    let in_use = AtomicUsize::new(0);
+    let ended = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    corral::scope(|s| {
+        s.spawn(|| {
+            let ended = &ended;
+            let mut rng = XorShift::new(7);
+            while done.load(Ordering::SeqCst) < THREADS as usize {
+                let _ = sem.set_capacity(rng.below(TOP as u64 + 1) as usize);
+                // Close halfway through the calls.
+                if ended.load(Ordering::Relaxed) >= THREADS as usize * OPS / 2 {
+                    sem.close();
+                }
+                thread::yield_now();
+            }
+        });
+        for seed in 0..THREADS {
+            let (sem, in_use, ended, done) = (&sem, &in_use, &ended, &done);
+            s.spawn(move || {
+                let mut rng = XorShift::new(seed + 1_000);
+                for _ in 0..OPS {
+                    let n = rng.below(4) as usize;
+                    let wait = Duration::from_micros(rng.below(100));
+                    // Holds the permits while counting them in use.
+                    let hold = |k: usize| {
+                        let now = in_use.fetch_add(k, Ordering::SeqCst) + k;
+                        // A forget put back by add_permits may briefly lift the
+                        // capacity above TOP, by at most what the threads hold.
+                        assert!(now <= TOP + 3 * THREADS as usize, "{now} permits in use");
+                        in_use.fetch_sub(k, Ordering::SeqCst);
+                    };
+                    let result = match rng.below(6) {
+                        0 => sem
+                            .acquire_many_timeout(n, wait)
+                            .map(|p| hold(p.num_permits())),
+                        1 => sem
+                            .try_acquire_many(n)
+                            .map(|p| hold(p.num_permits()))
+                            .map_err(|e| match e {
+                                TryAcquireError::Closed => AcquireError::Closed,
+                                _ => AcquireError::Timeout,
+                            }),
+                        2 => sem
+                            .acquire_many_cancellable(n, &CancelToken::with_timeout(wait))
+                            .map(|p| hold(p.num_permits())),
+                        3 => sem
+                            .acquire_many_owned_timeout(n, wait)
+                            .map(|p| hold(p.num_permits())),
+                        4 => sem.acquire_many_timeout(n, wait).map(|p| {
+                            // Keep the permits out for good, then put them back.
+                            let k = p.num_permits();
+                            hold(k);
+                            p.forget();
+                            let _ = sem.add_permits(k);
+                        }),
+                        _ => sem
+                            .acquire_many_deadline(n, Instant::now())
+                            .map(|p| hold(p.num_permits())),
+                    };
+                    match result {
+                        Ok(())
+                        | Err(
+                            AcquireError::Timeout
+                            | AcquireError::Cancelled(_)
+                            | AcquireError::Closed
+                            | AcquireError::AboveCapacity { .. },
+                        ) => {}
+                        Err(other) => panic!("unexpected error {other:?}"),
+                    }
+                    ended.fetch_add(1, Ordering::Relaxed);
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    assert_eq!(ended.load(Ordering::Relaxed), THREADS as usize * OPS);
+    let stats = sem.stats();
+    assert!(stats.closed);
+    assert_eq!((stats.in_use, stats.waiting), (0, 0), "{stats:?}");
+    assert_eq!(stats.available, stats.capacity, "{stats:?}");
+}
+
+/// Hostile use: a waiter's token cancelled at the same moment as a release (and a
+/// hand-off) reaches it, many times over. The waiter ends with the permit or with
+/// `Cancelled`, never both and never neither: afterwards every permit is back.
+#[test]
+fn a_cancel_racing_a_release_neither_loses_nor_duplicates_a_permit() {
+    let _check = LeakCheck::new();
+    let sem = Semaphore::new(1);
+    let (mut granted, mut cancelled) = (0, 0);
+    for round in 0..1_000 {
+        let held = sem.acquire().unwrap();
+        let token = CancelToken::new();
+        let barrier = std::sync::Barrier::new(2);
+        let outcome = thread::scope(|s| {
+            let waiter = s.spawn(|| sem.acquire_cancellable(&token).map(|p| p.num_permits()));
+            wait_for("the waiter to queue", || sem.stats().waiting == 1);
+            let canceller = s.spawn(|| {
+                barrier.wait();
+                token.cancel();
+            });
+            barrier.wait();
+            if round % 2 == 0 {
+                drop(held);
+            } else {
+                // Give the head time to pass the fairness bound, so that the release
+                // is a hand-off (when the waiter has run by then; either way is fine).
+                let until = Instant::now() + Duration::from_millis(2);
+                while Instant::now() < until {
+                    thread::yield_now();
+                }
+                drop(held);
+            }
+            canceller.join().unwrap();
+            waiter.join().unwrap()
+        });
+        match outcome {
+            Ok(1) => granted += 1,
+            Err(AcquireError::Cancelled(CancelReason::Cancelled)) => cancelled += 1,
+            other => panic!("round {round}: {other:?}"),
+        }
+        let stats = sem.stats();
+        assert_eq!(
+            (stats.available, stats.in_use, stats.waiting),
+            (1, 0, 0),
+            "round {round}: {stats:?}"
+        );
+    }
+    assert_eq!(granted + cancelled, 1_000);
+}

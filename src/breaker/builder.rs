@@ -109,7 +109,25 @@ fn check_fraction(field: &'static str, value: f64) -> Result<f64, ConfigError> {
     }
 }
 
+/// The longest duration the breaker keeps: `u64::MAX` nanoseconds (about 584 years).
+/// Longer durations given to the builder mean the same as this one.
+const LONGEST: Duration = Duration::from_nanos(u64::MAX);
+
 impl BreakerBuilder {
+    /// The largest [`Window::Count`] size. A count window keeps the position of each
+    /// failure and slow call it holds (up to 16 bytes per call of its size), so its
+    /// size is bounded; rates over more calls than this are better taken over a
+    /// [`Window::Time`], whose memory does not grow with the traffic.
+    ///
+    /// ```
+    /// use corral::{BreakerBuilder, CircuitBreaker, Window};
+    ///
+    /// let too_big = Window::Count(BreakerBuilder::MAX_COUNT_WINDOW + 1);
+    /// let err = CircuitBreaker::builder().failure_rate(0.5).window(too_big).build().unwrap_err();
+    /// assert_eq!(err.field(), "window");
+    /// ```
+    pub const MAX_COUNT_WINDOW: u32 = 1 << 20;
+
     /// A builder with the defaults listed on the type.
     pub fn new() -> Self {
         Self::default()
@@ -141,7 +159,9 @@ impl BreakerBuilder {
 
     /// The window rates are computed over: the last `n` calls, or the calls of the
     /// last `d` (in ten buckets of `d / 10`: an outcome stops counting when its bucket
-    /// leaves the window, never later than `d` after it was recorded).
+    /// leaves the window, never later than `d` after it was recorded). A count window
+    /// holds at most [`MAX_COUNT_WINDOW`](Self::MAX_COUNT_WINDOW) calls; a time window
+    /// longer than 584 years keeps its outcomes until the breaker closes again.
     pub fn window(mut self, window: Window) -> Self {
         self.window = window;
         self
@@ -163,6 +183,21 @@ impl BreakerBuilder {
     }
 
     /// How long the breaker stays open before it admits half-open trials (positive).
+    ///
+    /// Durations are kept in nanoseconds, up to `u64::MAX` (about 584 years); a longer
+    /// one means the same. An open period that would end past that horizon (counted
+    /// from the breaker's build) lasts until [`reset`](CircuitBreaker::reset), and the
+    /// refusal's `retry_after` is then `Duration::MAX`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let breaker = corral::CircuitBreaker::builder().open_for(Duration::MAX).build()?;
+    /// breaker.trip();
+    /// let refused = breaker.call(|| Ok::<_, ()>(())).unwrap_err();
+    /// assert_eq!(refused.retry_after(), Some(Duration::MAX)); // until reset
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
     pub fn open_for(mut self, d: Duration) -> Self {
         self.open_for = d;
         self
@@ -170,7 +205,9 @@ impl BreakerBuilder {
 
     /// Each time a half-open state fails, the next open period is the previous one
     /// times `multiplier` (at least 1), capped at `max` (at least
-    /// [`open_for`](Self::open_for)). Closing resets it to `open_for`.
+    /// [`open_for`](Self::open_for)). Closing resets it to `open_for`. The product
+    /// saturates: it never wraps, never exceeds `max` (itself taken as at most 584
+    /// years, like every duration here) and never shrinks the period.
     pub fn backoff(mut self, multiplier: f64, max: Duration) -> Self {
         self.backoff = Some((multiplier, max));
         self
@@ -195,7 +232,9 @@ impl BreakerBuilder {
 
     /// Which errors count as failures; an error the predicate rejects counts as a
     /// success. [`CircuitBreaker::call`] applies it to errors of type `E`; errors of
-    /// any other type count as failures.
+    /// any other type count as failures. A panicking predicate counts the error as a
+    /// failure (and the panic in
+    /// [`BreakerStats::user_panics`](crate::BreakerStats::user_panics)).
     ///
     /// ```
     /// #[derive(Debug)]
@@ -225,10 +264,20 @@ impl BreakerBuilder {
     }
 
     /// Called with `(from, to)` after every state change, outside the breaker's lock:
-    /// the callback may call [`state`](CircuitBreaker::state) or
-    /// [`stats`](CircuitBreaker::stats). It runs on the thread whose call caused the
-    /// change. Time-based changes are noticed lazily, by the next call, `state()` or
-    /// `stats()`.
+    /// the callback may call back into the breaker ([`state`](CircuitBreaker::state),
+    /// [`stats`](CircuitBreaker::stats), [`call`](CircuitBreaker::call),
+    /// [`trip`](CircuitBreaker::trip), [`reset`](CircuitBreaker::reset)...) without
+    /// deadlock; a change it makes fires the callback again, nested, on the same
+    /// thread. It runs on the thread whose call caused the change. Time-based changes
+    /// are noticed lazily, by the next call, `state()` or `stats()`.
+    ///
+    /// A panicking callback is caught, counted in
+    /// [`BreakerStats::user_panics`](crate::BreakerStats::user_panics), and does not
+    /// stop the state change or the callbacks for the changes after it.
+    ///
+    /// Changes made by different threads may reach the callback out of order (it runs
+    /// after the lock is released); read [`state`](CircuitBreaker::state) for the
+    /// current one.
     pub fn on_state_change(
         mut self,
         callback: impl Fn(State, State) + Send + Sync + 'static,
@@ -251,7 +300,8 @@ impl BreakerBuilder {
     /// A [`ConfigError`] naming the field and the value: `consecutive_failures`,
     /// `minimum_calls` or `half_open_calls` of 0; `failure_rate` or `slow_call.rate`
     /// outside `(0, 1]` (or NaN); `window` of `Count(0)` or a time under 10 ns;
-    /// `minimum_calls` above a count window's size; a zero `open_for`,
+    /// `minimum_calls` above a count window's size; a count window above
+    /// [`MAX_COUNT_WINDOW`](Self::MAX_COUNT_WINDOW); a zero `open_for`,
     /// `half_open_timeout` or `slow_call.duration`; `backoff.multiplier` below 1 or not
     /// finite; `backoff.max` below `open_for`.
     ///
@@ -294,6 +344,13 @@ impl BreakerBuilder {
                     "window",
                     self.window,
                     "count must be at least 1",
+                ))
+            }
+            Window::Count(n) if n > Self::MAX_COUNT_WINDOW => {
+                return Err(ConfigError::new(
+                    "window",
+                    self.window,
+                    "count must be at most BreakerBuilder::MAX_COUNT_WINDOW",
                 ))
             }
             Window::Count(n) => WindowKind::Count(u64::from(n)),
@@ -376,8 +433,10 @@ impl BreakerBuilder {
             slow,
             window: if rated { window } else { WindowKind::None },
             minimum_calls: u64::from(minimum_calls),
-            open_for: self.open_for,
-            backoff: self.backoff,
+            open_for: self.open_for.min(LONGEST),
+            backoff: self
+                .backoff
+                .map(|(multiplier, max)| (multiplier, max.min(LONGEST))),
             half_open_calls: self.half_open_calls,
             half_open_timeout: u64::try_from(self.half_open_timeout.as_nanos()).unwrap_or(u64::MAX),
             is_failure: self.is_failure,

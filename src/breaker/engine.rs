@@ -36,7 +36,13 @@
 //!   or `stats()` first sees that the time has come.
 //! - **Callbacks outside the lock.** Transitions are collected in [`Events`] while the
 //!   lock is held and handed to `on_state_change` after it is released, so a callback
-//!   may call back into the breaker.
+//!   may call back into the breaker. Each callback runs inside the panic boundary: a
+//!   panicking one is counted (`user_panics`) and the remaining events still fire, so a
+//!   guard dropped while its call unwinds never meets a second panic.
+//! - **The time horizon.** Engine time saturates at `u64::MAX` nanoseconds (about 584
+//!   years after the build). An open period whose end saturates there never ends by
+//!   itself: `open_until == u64::MAX` means "until reset", so a clock run past the
+//!   horizon keeps the breaker open instead of making every open period zero long.
 
 use std::any::Any;
 use std::fmt;
@@ -46,6 +52,7 @@ use super::stripes::{bump, Stripes};
 use super::window::{Totals, WindowKind, WindowState};
 use super::State;
 use crate::clock::Clock;
+use crate::panic::Panic;
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::timeline::{Coarse, Timeline};
 
@@ -81,8 +88,23 @@ fn state_of(word: u64) -> State {
     }
 }
 
-fn nanos(d: Duration) -> u64 {
+pub(super) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// An open period ending at engine time `until` (`u64::MAX`: never, see the notes).
+fn open_ended(now: u64, until: u64) -> bool {
+    until != u64::MAX && now >= until
+}
+
+/// Time left of an open period ending at `until`: `Duration::MAX` for one that never
+/// ends by itself.
+fn time_left(now: u64, until: u64) -> Duration {
+    if until == u64::MAX {
+        Duration::MAX
+    } else {
+        Duration::from_nanos(until.saturating_sub(now))
+    }
 }
 
 pub(super) type FailurePredicate = Box<dyn Fn(&dyn Any) -> bool + Send + Sync>;
@@ -202,6 +224,7 @@ pub(super) struct Snapshot {
     pub(super) in_flight: u32,
     pub(super) window: Totals,
     pub(super) open_for: Duration,
+    pub(super) user_panics: u64,
 }
 
 pub(super) struct Engine {
@@ -214,6 +237,9 @@ pub(super) struct Engine {
     /// `Some` when the time window's buckets run on the coarse clock (window time);
     /// `None` when window time is engine time.
     coarse: Option<Coarse>,
+    /// Panics caught in user code the breaker ran for itself (callbacks, predicates,
+    /// drops of refused closures).
+    user_panics: AtomicU64,
     /// Whether a closed call's outcome needs the precise end time: for a slow-call
     /// policy, or for a time window on engine time (decided once, read per call).
     timed: bool,
@@ -260,6 +286,7 @@ impl Engine {
             origin,
             coarse,
             timed,
+            user_panics: AtomicU64::new(0),
         }
     }
 
@@ -286,6 +313,16 @@ impl Engine {
     #[cfg(test)]
     pub(super) fn window_on_coarse_clock(&self) -> bool {
         self.coarse.is_some()
+    }
+
+    /// Counts a panic caught in user code (see `user_panics`).
+    pub(super) fn user_panic(&self) {
+        self.user_panics.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Panics caught in user code so far.
+    pub(super) fn user_panics(&self) -> u64 {
+        self.user_panics.load(Ordering::Relaxed)
     }
 
     pub(super) fn is_failure<E: 'static>(&self, error: &E) -> bool {
@@ -336,9 +373,9 @@ impl Engine {
             OPEN => {
                 let now = self.now();
                 let until = self.hot.open_until.load(Ordering::Acquire);
-                if now < until {
+                if !open_ended(now, until) {
                     self.refused();
-                    Err(Refusal::Open(Duration::from_nanos(until - now)))
+                    Err(Refusal::Open(time_left(now, until)))
                 } else {
                     self.acquire_locked(now)
                 }
@@ -394,9 +431,7 @@ impl Engine {
                         Err(Refusal::HalfOpenFull)
                     }
                 }
-                State::Open => Err(Refusal::Open(Duration::from_nanos(
-                    core.open_until.saturating_sub(now),
-                ))),
+                State::Open => Err(Refusal::Open(time_left(now, core.open_until))),
                 State::ForcedOpen => Err(Refusal::ForcedOpen),
             }
         };
@@ -634,7 +669,7 @@ impl Engine {
 
     /// Applies the transitions that time alone makes due.
     fn advance_time(&self, core: &mut MutexGuard<'_, Core>, now: u64, events: &mut Events) {
-        if core.state == State::Open && now >= core.open_until {
+        if core.state == State::Open && open_ended(now, core.open_until) {
             self.transition(core, State::HalfOpen, now, events);
         }
         if core.state == State::HalfOpen
@@ -654,9 +689,13 @@ impl Engine {
     /// A failed (or timed-out) half-open state opens again, for longer.
     fn reopen(&self, core: &mut MutexGuard<'_, Core>, now: u64, events: &mut Events) {
         if let Some((multiplier, max)) = self.cfg.backoff {
-            let longer = core.open_for.as_nanos() as f64 * multiplier;
-            let capped = longer.min(max.as_nanos() as f64);
-            core.open_for = Duration::from_nanos(capped as u64);
+            // In nanoseconds: the float product saturates in the cast (the multiplier
+            // is finite and at least 1, so never NaN), and is kept between the current
+            // period and `max`, so rounding never shortens it.
+            let now_for = nanos(core.open_for);
+            let longer = (now_for as f64 * multiplier) as u64;
+            let next = longer.min(nanos(max)).max(now_for);
+            core.open_for = Duration::from_nanos(next);
         }
         self.transition(core, State::Open, now, events);
     }
@@ -702,10 +741,14 @@ impl Engine {
         core.window.clear(&self.stripes, self.window_now(now));
     }
 
+    /// Hands the collected transitions to `on_state_change`, each call inside the panic
+    /// boundary: a panicking callback is counted and the next event still fires.
     fn fire(&self, events: &Events) {
         if let Some(callback) = &self.cfg.on_state_change {
             for &(from, to) in &events.list[..events.len] {
-                callback(from, to);
+                if Panic::catch_any(|| callback(from, to)).is_err() {
+                    self.user_panic();
+                }
             }
         }
     }
@@ -715,9 +758,10 @@ impl Engine {
     /// Moves to `to` now (manual control). `Closed` also clears the window.
     pub(super) fn force(&self, to: State) {
         let mut events = Events::new();
+        // The clock is read before the lock: no user code runs under it.
+        let now = self.now();
         {
             let mut core = self.core.lock();
-            let now = self.now();
             self.transition(&mut core, to, now, &mut events);
         }
         self.fire(&events);
@@ -735,7 +779,8 @@ impl Engine {
             _ => return state_of(word),
         }
         let now = self.now();
-        if word & MODE_MASK == OPEN && now < self.hot.open_until.load(Ordering::Acquire) {
+        if word & MODE_MASK == OPEN && !open_ended(now, self.hot.open_until.load(Ordering::Acquire))
+        {
             return State::Open;
         }
         let mut events = Events::new();
@@ -771,6 +816,7 @@ impl Engine {
                 in_flight: core.in_flight,
                 window,
                 open_for: core.open_for,
+                user_panics: self.user_panics(),
             }
         };
         self.fire(&events);

@@ -18,6 +18,8 @@ use std::fmt;
 use std::mem::ManuallyDrop;
 use std::time::Duration;
 
+use crate::panic::Panic;
+
 pub use builder::BreakerBuilder;
 use engine::{Engine, Kind, Outcome, Permit, Refusal};
 
@@ -174,7 +176,11 @@ impl<E> fmt::Debug for BreakerError<E> {
     }
 }
 
-impl<E: fmt::Display> fmt::Display for BreakerError<E> {
+/// Describes this error only: the inner error of [`BreakerError::Inner`] is its
+/// [`source`](std::error::Error::source) (reach it with
+/// [`into_inner`](BreakerError::into_inner) or by matching when `E` is not an
+/// [`Error`](std::error::Error)), so the breaker never formats a user value.
+impl<E> fmt::Display for BreakerError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BreakerError::Open { retry_after } => {
@@ -184,7 +190,7 @@ impl<E: fmt::Display> fmt::Display for BreakerError<E> {
                 f.write_str("circuit breaker is half-open and its trial calls are taken")
             }
             BreakerError::ForcedOpen => f.write_str("circuit breaker is forced open"),
-            BreakerError::Inner(e) => write!(f, "call failed: {e}"),
+            BreakerError::Inner(_) => f.write_str("the guarded call failed"),
         }
     }
 }
@@ -251,6 +257,11 @@ pub struct BreakerStats {
     pub window_slow_calls: u64,
     /// The open period the next (or current) opening uses, backoff included.
     pub open_for: Duration,
+    /// Panics caught in user code the breaker runs for itself: `on_state_change`
+    /// callbacks, `is_failure` predicates, and the drop of a closure the breaker
+    /// refused. (A panic in the guarded call itself is the caller's: see
+    /// [`CircuitBreaker::call`].)
+    pub user_panics: u64,
 }
 
 impl BreakerStats {
@@ -336,9 +347,17 @@ impl CircuitBreaker {
     /// [`try_acquire`](CircuitBreaker::try_acquire) and call only once admitted);
     /// [`BreakerError::Inner`] with `f`'s error.
     ///
+    /// A panic in the [`is_failure`](BreakerBuilder::is_failure) predicate counts the
+    /// error as a failure (and the panic in [`BreakerStats::user_panics`]); the error
+    /// is still returned. So is a panic while dropping a refused `f`.
+    ///
     /// # Panics
     ///
-    /// When `f` panics: the panic is counted as a failure and continues to unwind.
+    /// When `f` panics: `f` runs on the calling thread, so its panic stays the
+    /// caller's. It is recorded as a failure (the guard's drop, while unwinding) and
+    /// continues to unwind unchanged. A `on_state_change` callback that this failure
+    /// fires runs inside the panic boundary, so a panicking callback cannot turn the
+    /// unwind into an abort.
     ///
     /// ```
     /// let breaker = corral::CircuitBreaker::new();
@@ -366,7 +385,21 @@ impl CircuitBreaker {
     ) -> Result<T, BreakerError<E>> {
         match self.engine.acquire() {
             Ok(permit) => self.run(permit, is_failure, f),
-            Err(refusal) => Err(BreakerError::refusal(refusal)),
+            Err(refusal) => {
+                // The refused closure never runs; what it captured is dropped here,
+                // inside the panic boundary.
+                self.discard((is_failure, f));
+                Err(BreakerError::refusal(refusal))
+            }
+        }
+    }
+
+    /// Drops a user value inside the panic boundary; a panicking drop is counted in
+    /// `user_panics`.
+    #[inline(always)]
+    fn discard<V>(&self, value: V) {
+        if std::mem::needs_drop::<V>() && Panic::catch_any(move || drop(value)).is_err() {
+            self.engine.user_panic();
         }
     }
 
@@ -381,13 +414,28 @@ impl CircuitBreaker {
             engine: &self.engine,
             permit,
         };
+        // Dropped inside the panic boundary even while `f`'s panic unwinds.
+        let is_failure = Contained::new(is_failure, &self.engine);
         match f() {
             Ok(value) => {
                 guard.success();
+                drop(is_failure);
                 Ok(value)
             }
             Err(error) => {
-                guard.record(!is_failure(&error));
+                // The predicate is user code: a panicking one counts the error as a
+                // failure (and the panic in `user_panics`); the error is returned.
+                let ok = match is_failure.into_inner() {
+                    Some(is_failure) => match Panic::catch_any(|| !is_failure(&error)) {
+                        Ok(ok) => ok,
+                        Err(_) => {
+                            self.engine.user_panic();
+                            false
+                        }
+                    },
+                    None => false,
+                };
+                guard.record(ok);
                 Err(BreakerError::Inner(error))
             }
         }
@@ -486,6 +534,7 @@ impl CircuitBreaker {
             window_failures: s.window.failures,
             window_slow_calls: s.window.slow,
             open_for: s.open_for,
+            user_panics: s.user_panics,
         }
     }
 
@@ -539,6 +588,44 @@ impl CircuitBreaker {
     /// ```
     pub fn disable(&self) {
         self.engine.force(State::Disabled);
+    }
+}
+
+/// A user value the breaker holds while a call runs: dropped inside the panic
+/// boundary (a panicking drop is counted in `user_panics`), also while unwinding, so
+/// it can never turn an unwind into an abort.
+struct Contained<'a, V> {
+    /// `Some` until taken out by [`into_inner`](Contained::into_inner).
+    value: Option<V>,
+    engine: &'a Engine,
+}
+
+impl<'a, V> Contained<'a, V> {
+    #[inline(always)]
+    fn new(value: V, engine: &'a Engine) -> Self {
+        Contained {
+            value: Some(value),
+            engine,
+        }
+    }
+
+    /// The value, no longer contained (`Some` always: it is taken only here).
+    #[inline(always)]
+    fn into_inner(mut self) -> Option<V> {
+        self.value.take()
+    }
+}
+
+impl<V> Drop for Contained<'_, V> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if std::mem::needs_drop::<V>() {
+            if let Some(value) = self.value.take() {
+                if Panic::catch_any(move || drop(value)).is_err() {
+                    self.engine.user_panic();
+                }
+            }
+        }
     }
 }
 

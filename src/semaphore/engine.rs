@@ -454,9 +454,9 @@ impl Engine {
     fn starved(&self, entry: &mut Entry) -> Option<Option<Instant>> {
         #[cfg(not(loom))]
         {
-            let now = Instant::now();
+            let now = crate::sync::time::now();
             let since = *entry.head_since.get_or_insert(now);
-            let fair_at = since + FAIR_AFTER;
+            let fair_at = crate::sync::time::deadline_after(since, FAIR_AFTER);
             if now >= fair_at {
                 None
             } else {
