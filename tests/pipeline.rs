@@ -957,3 +957,137 @@ fn stage_closures_can_share_state_through_arc_too() {
     assert_eq!(hits.load(Ordering::Relaxed), 100);
     assert_eq!(report.stage("count").unwrap().items_out, 100);
 }
+
+// ---- Hostile use: panicking drops, odd sizes, races, re-entrancy ----
+
+/// An item whose `Drop` panics while armed (and not already unwinding).
+struct Bomb {
+    n: u64,
+    armed: bool,
+}
+
+impl Bomb {
+    fn armed(n: u64) -> Self {
+        Bomb { n, armed: true }
+    }
+
+    fn defuse(mut self) -> u64 {
+        self.armed = false;
+        self.n
+    }
+}
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        if self.armed && !std::thread::panicking() {
+            panic!("bomb {} went off", self.n);
+        }
+    }
+}
+
+/// Runs `f` on a helper thread and fails (instead of hanging the test binary) if it
+/// does not return within `PATIENCE`.
+fn within_patience<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let helper = std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(PATIENCE) {
+        Ok(result) => {
+            helper.join().unwrap();
+            match result {
+                Ok(r) => r,
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        Err(_) => panic!("{what}: the run hung"),
+    }
+}
+
+fn expect_panicked(err: &PipelineError, stage: &str, message_part: &str) {
+    match err {
+        PipelineError::Panicked {
+            stage: s,
+            panic,
+            report,
+        } => {
+            assert_eq!(s, stage, "{err:?}");
+            assert!(
+                panic.message().unwrap_or("").contains(message_part),
+                "{:?}",
+                panic.message()
+            );
+            assert_books_balance(report);
+        }
+        other => panic!("expected Panicked in {stage}, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_panicking_item_drop_does_not_hang_the_pipeline() {
+    let _check = LeakCheck::new();
+    let err = within_patience("discard on cancel", || {
+        let token = CancelToken::new();
+        Pipeline::from_iter((0..10_000).map(Bomb::armed))
+            .stage("pass", 1, |b: Bomb| b)
+            .stage("only", 1, |b: Bomb| b)
+            .capacity(1)
+            .run_cancellable(
+                |b| {
+                    b.defuse();
+                    token.cancel();
+                },
+                &token,
+            )
+            .unwrap_err()
+    });
+    expect_panicked(&err, err.stage().unwrap_or(""), "went off");
+    assert_ne!(err.stage(), Some("sink"));
+}
+
+#[test]
+fn a_panicking_drop_of_a_shed_item_without_on_drop_is_panicked() {
+    let _check = LeakCheck::new();
+    for policy in [Overflow::DropNewest, Overflow::DropOldest] {
+        let err = within_patience("shed", move || {
+            let (release, gate) = std::sync::mpsc::channel::<()>();
+            let gate = Mutex::new(gate);
+            Pipeline::from_iter((0..1000).map(Bomb::armed))
+                .stage("id", 1, |b: Bomb| b)
+                .capacity(1)
+                .overflow(policy)
+                .for_each(|b| {
+                    b.defuse();
+                    // Hold the sink until the sender has shed something.
+                    let _ = gate.lock().unwrap().recv_timeout(Duration::from_millis(1));
+                    let _ = &release;
+                })
+                .unwrap_err()
+        });
+        match &err {
+            PipelineError::Panicked { panic, report, .. } => {
+                assert!(panic.message().unwrap().contains("went off"));
+                assert_books_balance(report);
+            }
+            other => panic!("{policy:?}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_panicking_drop_of_an_evicted_item_with_on_drop_is_panicked() {
+    let _check = LeakCheck::new();
+    let err = within_patience("on_drop", || {
+        Pipeline::from_iter((0..1000).map(Bomb::armed))
+            .on_drop(|b: Bomb| drop(b))
+            .stage("id", 1, |b: Bomb| b)
+            .capacity(1)
+            .overflow(Overflow::DropOldest)
+            .for_each(|b| {
+                b.defuse();
+                spin_for(Duration::from_micros(50));
+            })
+            .unwrap_err()
+    });
+    expect_panicked(&err, "id", "went off");
+}

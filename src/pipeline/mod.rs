@@ -51,14 +51,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cancel::{CancelReason, CancelToken};
-use crate::config::ConfigError;
+use crate::config::{check_name, ConfigError};
 use crate::panic::Panic;
 use crate::spawn::{spawn_scoped, ThreadSpec};
 use crate::Overflow;
 
 pub use report::{PipelineReport, StageStats};
 
-use run::{BoxError, Ctx, Failure, Feed, Input, OnDrop, Outbound, Pull, Settings};
+use run::{Body, BoxError, Ctx, Failure, Feed, Input, OnDrop, Outbound, Pull, Settings};
 
 #[cfg(loom)]
 #[doc(hidden)]
@@ -112,9 +112,13 @@ impl<'env, T: Send + 'env> Head<'env, T> {
                     Head::Source(pull) => {
                         let spec = ThreadSpec::new("Pipeline", "pipe-source");
                         let shared = Arc::clone(ctx);
-                        let spawned =
-                            spawn_scoped(scope, &spec, move || run::run_source(&shared, pull, out));
-                        if let Err(e) = spawned {
+                        let body = Body::new(move || {
+                            let ran = Panic::catch_any(|| run::run_source(&shared, pull, out));
+                            if let Err(panic) = ran {
+                                shared.fail(0, Failure::Panic(panic));
+                            }
+                        });
+                        if let Err(e) = spawn_thread(scope, ctx, &spec, (0, 0), body) {
                             ctx.fail(0, Failure::Spawn(e));
                         }
                     }
@@ -128,6 +132,38 @@ impl<'env, T: Send + 'env> Head<'env, T> {
 
 /// Default queue capacity, in items.
 pub(crate) const DEFAULT_CAPACITY: usize = 64;
+
+/// Most worker threads one stage may have (the worker pool's cap).
+pub(crate) const MAX_STAGE_WORKERS: usize = 4096;
+
+/// Most worker threads one run may start, over all its stages.
+pub(crate) const MAX_RUN_WORKERS: usize = 4096;
+
+/// Most items one queue may hold (the worker pool's queue cap). It also caps the
+/// batch (never more than a queue) and the reorder window.
+pub(crate) const MAX_CAPACITY: usize = 1 << 24;
+
+/// Starts one of a run's threads. `at` is (stage index, worker number), for the
+/// unit tests' injected spawn failure. If the thread does not start, `body` is
+/// dropped inside the panic boundary (see [`Body`]).
+fn spawn_thread<'s, 'env, F>(
+    scope: &'s std::thread::Scope<'s, 'env>,
+    ctx: &Ctx<'env>,
+    spec: &ThreadSpec,
+    at: (usize, usize),
+    body: Body<F>,
+) -> std::io::Result<()>
+where
+    F: FnOnce() + Send + 's,
+{
+    #[cfg(test)]
+    if ctx.settings.fail_spawn_at == Some(at) {
+        drop(body);
+        return Err(std::io::Error::other("injected spawn failure"));
+    }
+    let _ = (ctx, at);
+    spawn_scoped(scope, spec, move || body.run()).map(drop)
+}
 
 /// A backpressure pipeline under construction: a source, then stages, then a sink.
 ///
@@ -205,6 +241,9 @@ pub struct Pipeline<'env, T> {
     batch: usize,
     ordered: Option<Option<usize>>,
     invalid: Option<ConfigError>,
+    /// Unit tests: the (stage index, worker) whose thread fails to start.
+    #[cfg(test)]
+    fail_spawn_at: Option<(usize, usize)>,
 }
 
 impl<'env, T: Send + 'env> Pipeline<'env, T> {
@@ -239,6 +278,8 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             batch: 1,
             ordered: None,
             invalid: None,
+            #[cfg(test)]
+            fail_spawn_at: None,
         }
     }
 
@@ -250,7 +291,9 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// # Errors
     ///
     /// None here: the terminal call returns [`PipelineError::Config`] if `workers` is
-    /// 0 or the name is empty, contains a NUL, is `"source"`/`"sink"`, or repeats.
+    /// 0 or more than 4096 (the stages of one run together may not exceed 4096
+    /// workers either), or the name is empty, contains a NUL, is
+    /// `"source"`/`"sink"`, or repeats.
     ///
     /// # Example
     ///
@@ -327,12 +370,22 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                     let spec = ThreadSpec::new("Pipeline", format!("pipe-{stage_name}-{n}"));
                     let (input, out, f) = (input.clone(), out.clone(), Arc::clone(&f));
                     let shared = Arc::clone(ctx);
-                    let spawned = spawn_scoped(scope, &spec, move || {
-                        run::run_worker(&shared, index, input, out, &*f)
+                    let body = Body::new(move || {
+                        // Every user value the loop touches is called and dropped
+                        // inside the boundary; this catch is the last line only.
+                        let ran =
+                            Panic::catch_any(|| run::run_worker(&shared, index, input, out, &*f));
+                        if let Err(panic) = ran {
+                            shared.fail(index, Failure::Panic(panic));
+                        }
+                        // The stage closure, if this was its last reference.
+                        shared.discard(index, f);
                     });
-                    match spawned {
-                        Ok(_) => started += 1,
+                    match spawn_thread(scope, ctx, &spec, (index, n), body) {
+                        Ok(()) => started += 1,
                         Err(e) => {
+                            // The run is cancelled: the workers already started drain
+                            // and stop, and the scope joins them.
                             ctx.fail(index, Failure::Spawn(e));
                             break;
                         }
@@ -345,7 +398,9 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                     run::run_worker(ctx, index, input, out, &*f);
                 } else {
                     input.release(ctx);
+                    out.release(ctx);
                 }
+                ctx.discard(index, f);
             })),
             stages: self.stages,
             buffers: self.buffers,
@@ -355,6 +410,8 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             batch: self.batch,
             ordered: self.ordered,
             invalid: self.invalid,
+            #[cfg(test)]
+            fail_spawn_at: self.fail_spawn_at,
         }
     }
 
@@ -363,7 +420,8 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     ///
     /// # Errors
     ///
-    /// The terminal call returns [`PipelineError::Config`] for 0.
+    /// The terminal call returns [`PipelineError::Config`] for 0 or more than
+    /// 16 777 216 (2^24, the worker pool's queue cap).
     ///
     /// # Example
     ///
@@ -386,8 +444,8 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     ///
     /// # Errors
     ///
-    /// The terminal call returns [`PipelineError::Config`] naming `buffer` for 0 or
-    /// for less than the [`batch`](Pipeline::batch).
+    /// The terminal call returns [`PipelineError::Config`] naming `buffer` for 0, for
+    /// less than the [`batch`](Pipeline::batch), or for more than 16 777 216 (2^24).
     ///
     /// # Example
     ///
@@ -475,7 +533,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// # Errors
     ///
     /// The terminal call returns [`PipelineError::Config`] for 0 or a batch larger
-    /// than the capacity.
+    /// than the capacity (so never more than 2^24).
     ///
     /// # Example
     ///
@@ -517,7 +575,8 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     ///
     /// # Errors
     ///
-    /// The terminal call returns [`PipelineError::Config`] for 0.
+    /// The terminal call returns [`PipelineError::Config`] for 0 or more than
+    /// 16 777 216 (2^24).
     ///
     /// # Example
     ///
@@ -575,7 +634,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     where
         E: Into<Box<dyn Error + Send + Sync>>,
     {
-        self.execute(CancelToken::new(), &mut |item| {
+        self.execute(CancelToken::new(), move |item| {
             sink(item).map_err(Into::into)
         })
     }
@@ -638,11 +697,18 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
 
     fn collect_with(self, token: CancelToken) -> Result<(Vec<T>, PipelineReport), PipelineError> {
         let mut out = Vec::new();
-        let report = self.execute(token, &mut |item| {
+        let result = self.execute(token, |item| {
             out.push(item);
             Ok(())
-        })?;
-        Ok((out, report))
+        });
+        match result {
+            Ok(report) => Ok((out, report)),
+            // The partial output is dropped here, item by item inside the boundary.
+            Err(err) => Err(match run::drop_each(out) {
+                Some(panic) => absorb(Err(err), "sink", panic).unwrap_err(),
+                None => err,
+            }),
+        }
     }
 
     /// Runs the pipeline to the end of the source, handing every output item to
@@ -670,7 +736,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// # Ok::<(), corral::PipelineError>(())
     /// ```
     pub fn run(self, mut sink: impl FnMut(T)) -> Result<PipelineReport, PipelineError> {
-        self.execute(CancelToken::new(), &mut |item| {
+        self.execute(CancelToken::new(), move |item| {
             sink(item);
             Ok(())
         })
@@ -701,7 +767,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         mut sink: impl FnMut(T),
         token: &CancelToken,
     ) -> Result<PipelineReport, PipelineError> {
-        self.execute(token.child(), &mut |item| {
+        self.execute(token.child(), move |item| {
             sink(item);
             Ok(())
         })
@@ -718,7 +784,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         mut sink: impl FnMut(T),
         deadline: Instant,
     ) -> Result<PipelineReport, PipelineError> {
-        self.execute(CancelToken::with_deadline(deadline), &mut |item| {
+        self.execute(CancelToken::with_deadline(deadline), move |item| {
             sink(item);
             Ok(())
         })
@@ -745,7 +811,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         mut sink: impl FnMut(T),
         timeout: Duration,
     ) -> Result<PipelineReport, PipelineError> {
-        self.execute(CancelToken::with_timeout(timeout), &mut |item| {
+        self.execute(CancelToken::with_timeout(timeout), move |item| {
             sink(item);
             Ok(())
         })
@@ -762,6 +828,24 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                 "capacity",
                 self.capacity,
                 "must be at least 1",
+            ));
+        }
+        if self.capacity > MAX_CAPACITY {
+            return Err(ConfigError::new(
+                "capacity",
+                self.capacity,
+                "must be at most 16777216 (2^24) items",
+            ));
+        }
+        // `stages` lists the source (1 "worker") first; each stage's count is checked.
+        let workers = self.stages[1..]
+            .iter()
+            .fold(0usize, |sum, (_, w)| sum.saturating_add(*w));
+        if workers > MAX_RUN_WORKERS {
+            return Err(ConfigError::new(
+                "workers",
+                workers,
+                "the stages of one run must not exceed 4096 workers together",
             ));
         }
         if self.batch == 0 {
@@ -782,6 +866,13 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                     "must be at least 1 and at least the batch",
                 ));
             }
+            if *items > MAX_CAPACITY {
+                return Err(ConfigError::new(
+                    "buffer",
+                    *items,
+                    "must be at most 16777216 (2^24) items",
+                ));
+            }
         }
         let capacities: Vec<usize> = std::iter::once(self.capacity)
             .chain(self.buffers.iter().map(|b| b.unwrap_or(self.capacity)))
@@ -798,32 +889,69 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             Some(Some(0)) => {
                 return Err(ConfigError::new("ordered_window", 0, "must be at least 1"))
             }
+            Some(Some(items)) if items > MAX_CAPACITY => {
+                return Err(ConfigError::new(
+                    "ordered_window",
+                    items,
+                    "must be at most 16777216 (2^24) items",
+                ))
+            }
             Some(Some(items)) => Some(items),
             Some(None) => {
-                // `stages` lists the source (1 "worker") first. With `Block` the first
-                // stage pulls the source itself: one queue and one holder fewer.
+                // Holders: the stage workers (bounded above), the source thread unless
+                // the first stage pulls the source itself (`Block`), and the sink.
+                // With `Block` there is also one queue fewer. Capped like an explicit
+                // window: a smaller window only paces the source, it cannot block.
                 let fused = usize::from(self.overflow == Overflow::Block);
-                let workers: usize = self.stages.iter().map(|(_, w)| w).sum::<usize>() - fused;
+                let holders = workers + 2 - fused;
                 let queued = capacities[1 + fused..]
                     .iter()
                     .fold(0usize, |sum, c| sum.saturating_add(*c));
-                Some(queued.saturating_add(workers.saturating_add(1).saturating_mul(self.batch)))
+                let items = queued.saturating_add(holders.saturating_mul(self.batch));
+                Some(items.min(MAX_CAPACITY))
             }
         };
         let settings = Settings {
             overflow: self.overflow,
             batch: self.batch,
             window: window.map(|items| items.div_ceil(self.batch) as u64),
+            #[cfg(test)]
+            fail_spawn_at: self.fail_spawn_at,
         };
         Ok((settings, capacities))
     }
 
-    fn execute(
+    /// Runs the pipeline into `sink`, which it owns: every user value (the source,
+    /// the closures, the items, the sink itself) is dropped inside the panic boundary,
+    /// and a panicking `Drop` becomes [`PipelineError::Panicked`].
+    fn execute<S>(self, token: CancelToken, mut sink: S) -> Result<PipelineReport, PipelineError>
+    where
+        S: FnMut(T) -> Result<(), BoxError>,
+    {
+        let (settings, capacities) = match self.settings() {
+            Ok(settings) => settings,
+            Err(e) => {
+                // Nothing ran; the configuration error is the report. The user values
+                // are dropped inside the boundary, and a panic there is let go.
+                run::let_go(self);
+                run::let_go(sink);
+                return Err(PipelineError::Config(e));
+            }
+        };
+        let result = self.execute_with(token, settings, capacities, &mut sink);
+        match run::drop_caught(sink) {
+            Some(panic) => absorb(result, "sink", panic),
+            None => result,
+        }
+    }
+
+    fn execute_with(
         self,
         token: CancelToken,
+        settings: Settings,
+        capacities: Vec<usize>,
         sink: &mut dyn FnMut(T) -> Result<(), BoxError>,
     ) -> Result<PipelineReport, PipelineError> {
-        let (settings, capacities) = self.settings().map_err(PipelineError::Config)?;
         let started = Instant::now();
         let mut names: Vec<String> = Vec::with_capacity(self.stages.len() + 1);
         let mut workers = Vec::with_capacity(self.stages.len() + 1);
@@ -877,16 +1005,38 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     }
 }
 
+/// A panic raised after the run (dropping the sink or the collected output) joins
+/// the outcome: it replaces success or cancellation, and is let go if the run already
+/// failed (the first failure is the one reported).
+fn absorb(
+    result: Result<PipelineReport, PipelineError>,
+    stage: &str,
+    panic: Panic,
+) -> Result<PipelineReport, PipelineError> {
+    match result {
+        Ok(report) | Err(PipelineError::Cancelled { report, .. }) => Err(PipelineError::Panicked {
+            stage: stage.to_owned(),
+            panic,
+            report,
+        }),
+        other => {
+            run::let_go(panic);
+            other
+        }
+    }
+}
+
 fn check_stage(stages: &[(String, usize)], name: &str, workers: usize) -> Result<(), ConfigError> {
     if workers == 0 {
         return Err(ConfigError::new("workers", workers, "must be at least 1"));
     }
-    if name.is_empty() || name.contains('\0') {
-        return Err(ConfigError::new(
-            "name",
-            name,
-            "must be non-empty and contain no NUL",
-        ));
+    if workers > MAX_STAGE_WORKERS {
+        return Err(ConfigError::new("workers", workers, "must be at most 4096"));
+    }
+    // The name becomes part of thread names.
+    check_name("name", name)?;
+    if name.is_empty() {
+        return Err(ConfigError::new("name", name, "must be non-empty"));
     }
     if name == "source" || name == "sink" || stages.iter().any(|(n, _)| n == name) {
         return Err(ConfigError::new(
