@@ -1114,9 +1114,8 @@ fn a_panicking_drop_of_the_source_iterator_is_panicked_in_source() {
     for policy in [Overflow::Block, Overflow::DropNewest] {
         let err = within_patience("source drop", move || {
             let bomb = DropBomb("source");
-            let source = (0..100u32).map(move |x| {
+            let source = (0..100u32).inspect(move |_| {
                 let _ = &bomb;
-                x
             });
             Pipeline::from_iter(source)
                 .stage("id", 2, |x| x)
@@ -1129,9 +1128,8 @@ fn a_panicking_drop_of_the_source_iterator_is_panicked_in_source() {
     }
     // With no stage, the caller pulls the source.
     let bomb = DropBomb("source");
-    let err = Pipeline::from_iter((0..3u32).map(move |x| {
+    let err = Pipeline::from_iter((0..3u32).inspect(move |_| {
         let _ = &bomb;
-        x
     }))
     .for_each(|_| {})
     .unwrap_err();
