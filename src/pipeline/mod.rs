@@ -1183,3 +1183,60 @@ impl Error for PipelineError {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::leak::LeakCheck;
+
+    #[test]
+    fn a_failed_spawn_mid_start_stops_and_joins_the_threads_already_started() {
+        let _check = LeakCheck::new();
+        let cases = [
+            (Overflow::Block, (1, 0), "a"),
+            (Overflow::Block, (1, 2), "a"),
+            (Overflow::Block, (2, 0), "b"),
+            (Overflow::Block, (2, 3), "b"),
+            (Overflow::DropNewest, (0, 0), "source"),
+            (Overflow::DropNewest, (1, 1), "a"),
+            (Overflow::DropOldest, (2, 2), "b"),
+        ];
+        for (policy, at, name) in cases {
+            // An endless source: only the failure can end the run.
+            let mut pipeline = Pipeline::from_iter(0u64..)
+                .stage("a", 3, |x| x)
+                .stage("b", 4, |x| x)
+                .capacity(2)
+                .overflow(policy);
+            pipeline.fail_spawn_at = Some(at);
+            let err = pipeline.for_each(|_| {}).unwrap_err();
+            let PipelineError::Spawn {
+                stage,
+                error,
+                report,
+            } = &err
+            else {
+                panic!("{policy:?} {at:?}: {err:?}")
+            };
+            assert_eq!(stage, name);
+            assert_eq!(error.to_string(), "injected spawn failure");
+            for s in &report.stages {
+                assert!(s.balanced(), "{policy:?} {at:?}: {s:?}");
+            }
+        }
+        // LeakCheck (on drop) proves every started thread was joined.
+    }
+
+    #[test]
+    fn a_thread_body_that_never_runs_drops_its_captures_inside_the_boundary() {
+        struct Loud;
+        impl Drop for Loud {
+            fn drop(&mut self) {
+                panic!("captured value dropped");
+            }
+        }
+        let loud = Loud;
+        let body = Body::new(move || drop(loud));
+        drop(body); // would unwind here without the boundary
+    }
+}
