@@ -1523,3 +1523,47 @@ fn one_item_with_many_workers_per_stage_finishes() {
     assert_eq!(out, vec![16]);
     assert_books_balance(&report);
 }
+
+#[test]
+fn a_panicking_drop_of_an_on_drop_callback_that_is_never_used_is_panicked() {
+    // Under `Block` the first stage pulls the source: the source's queue, and so its
+    // callback, does not exist.
+    let _check = LeakCheck::new();
+    let bomb = DropBomb("on_drop");
+    let err = Pipeline::from_iter(0..10u32)
+        .on_drop(move |_| {
+            let _ = &bomb;
+        })
+        .stage("id", 1, |x| x)
+        .for_each(|_| {})
+        .unwrap_err();
+    expect_panicked(&err, "id", "on_drop dropped");
+}
+
+#[test]
+fn a_stage_error_whose_display_and_debug_panic_is_still_reported() {
+    #[derive(Clone, Copy)]
+    struct Rude;
+    impl std::fmt::Display for Rude {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            panic!("Display of the error")
+        }
+    }
+    impl std::fmt::Debug for Rude {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            panic!("Debug of the error")
+        }
+    }
+    impl std::error::Error for Rude {}
+    let _check = LeakCheck::new();
+    let err = Pipeline::from_iter(0..10u32)
+        .try_stage("rude", 2, |_| Err::<u32, _>(Rude))
+        .for_each(|_| {})
+        .unwrap_err();
+    assert_eq!(err.stage(), Some("rude"));
+    assert_eq!(
+        err.to_string(),
+        "stage rude failed (its error's Display panicked)"
+    );
+    assert!(format!("{err:?}").contains("<its Debug panicked>"));
+}

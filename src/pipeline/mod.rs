@@ -103,6 +103,9 @@ impl<'env, T: Send + 'env> Head<'env, T> {
     ) -> Input<'env, T> {
         match self {
             Head::Source(pull) if ctx.settings.overflow == Overflow::Block => {
+                // No queue, so nothing is ever dropped here: a callback for this
+                // queue is never called. It is user code all the same.
+                ctx.discard(index, on_drop);
                 Input::Feed(Arc::new(Feed::new(pull)))
             }
             head => {
@@ -1083,7 +1086,6 @@ impl<T> fmt::Debug for Pipeline<'_, T> {
 /// let report = err.report().unwrap();
 /// assert!(report.stages.iter().all(|s| s.balanced()));
 /// ```
-#[derive(Debug)]
 #[non_exhaustive]
 pub enum PipelineError {
     /// A builder value was rejected; nothing ran.
@@ -1125,6 +1127,62 @@ pub enum PipelineError {
     },
 }
 
+/// A stage's error, formatted inside the panic boundary (its `Display` is user code):
+/// `None` if it panicked.
+fn display(error: &(dyn Error + Send + Sync)) -> Option<String> {
+    Panic::catch_any(|| error.to_string())
+        .map_err(run::let_go)
+        .ok()
+}
+
+impl fmt::Debug for PipelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PipelineError::Config(e) => f.debug_tuple("Config").field(e).finish(),
+            PipelineError::Failed {
+                stage,
+                error,
+                report,
+            } => {
+                // The stage's error is user code: formatted inside the panic boundary.
+                let error = Panic::catch_any(|| format!("{error:?}"))
+                    .map_err(run::let_go)
+                    .unwrap_or_else(|()| "<its Debug panicked>".to_owned());
+                f.debug_struct("Failed")
+                    .field("stage", stage)
+                    .field("error", &format_args!("{error}"))
+                    .field("report", report)
+                    .finish()
+            }
+            PipelineError::Panicked {
+                stage,
+                panic,
+                report,
+            } => f
+                .debug_struct("Panicked")
+                .field("stage", stage)
+                .field("panic", panic)
+                .field("report", report)
+                .finish(),
+            PipelineError::Cancelled { reason, report } => f
+                .debug_struct("Cancelled")
+                .field("reason", reason)
+                .field("report", report)
+                .finish(),
+            PipelineError::Spawn {
+                stage,
+                error,
+                report,
+            } => f
+                .debug_struct("Spawn")
+                .field("stage", stage)
+                .field("error", error)
+                .field("report", report)
+                .finish(),
+        }
+    }
+}
+
 impl PipelineError {
     /// The stage that failed, panicked or could not start, if one did.
     pub fn stage(&self) -> Option<&str> {
@@ -1157,9 +1215,10 @@ impl fmt::Display for PipelineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PipelineError::Config(e) => write!(f, "pipeline not started: {e}"),
-            PipelineError::Failed { stage, error, .. } => {
-                write!(f, "stage {stage} failed: {error}")
-            }
+            PipelineError::Failed { stage, error, .. } => match display(&**error) {
+                Some(text) => write!(f, "stage {stage} failed: {text}"),
+                None => write!(f, "stage {stage} failed (its error's Display panicked)"),
+            },
             PipelineError::Panicked { stage, panic, .. } => match panic.message() {
                 Some(m) => write!(f, "stage {stage} panicked: {m}"),
                 None => write!(f, "stage {stage} panicked"),
