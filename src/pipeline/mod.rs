@@ -18,10 +18,8 @@
 //!   first stage; with no stage at all the caller pulls it and runs the sink. A
 //!   dedicated thread would only hand items over at the pace the first stage takes
 //!   them, and on a machine with fewer cores than threads every extra thread that
-//!   must run once per batch costs a scheduler round trip: the 3-stage benchmark
-//!   went from 5 threads to 4, and batch 64 from 0.29-0.37x to 0.16-0.30x of the
-//!   hand-rolled crossbeam pipeline (batch 16: 0.40-0.52x to 0.23-0.32x; unbatched
-//!   0.43-0.72x; runs under load, see BENCHMARKS.md). With `DropNewest` /
+//!   must run once per batch costs a scheduler round trip (BENCHMARKS.md has the
+//!   figures). With `DropNewest` /
 //!   `DropOldest` the source keeps its own thread (`corral-pipe-source`) and runs
 //!   ahead of the first stage, so that overload is dropped at the first queue as
 //!   those policies promise.
@@ -35,7 +33,18 @@
 //!   `capacity × stages + stage workers + 1` with `Block` (no first queue, no source
 //!   thread), and `capacity × (stages + 1) + stage workers + 2` with a drop policy;
 //!   a `buffer` replaces one queue's `capacity` in that sum. The default reorder
-//!   window is that sum's queue part plus one batch per holder.
+//!   window is that sum's queue part plus one batch per holder, at most 2^24 items.
+//! - Panic boundary: every user value is called, formatted and dropped inside
+//!   `Panic::catch_any`: the source iterator (`next` and its drop), stage closures,
+//!   `on_drop` callbacks, the sink, a stage error's `Display`/`Debug`, and every item
+//!   the run discards (shed, evicted, drained after a cancel, left in a queue, the
+//!   rest of a batch after a failure, a partial batch after the source panicked).
+//!   Batches are dropped item by item after the unwinding, never by it, since a second
+//!   panic during unwinding aborts. The first failure is the run's; later ones are
+//!   dropped inside the boundary too (`run::let_go`).
+//! - Limits: 4096 workers per stage and per run (the worker pool's cap), 2^24 items
+//!   per queue, batch and reorder window (the pool's queue cap); above them the
+//!   terminal call returns a `ConfigError` before any thread starts.
 
 // `PipelineError` carries the run's report and a `Panic` inline, so it is large; a run
 // returns it once, and boxing the fields would only make matching on it clumsier.
@@ -195,6 +204,36 @@ where
 ///
 /// Output is unordered by default; [`ordered`](Pipeline::ordered) restores input
 /// order with a bounded reorder window.
+///
+/// # Guarantees and limits
+///
+/// - Every thread a run starts has joined when the terminal call returns, whatever
+///   the outcome. If the OS refuses a thread, the threads already started are
+///   stopped and joined and the run returns [`PipelineError::Spawn`]. All threads are
+///   scoped to the call, so no owner can be dropped on one of its own threads.
+/// - Every item the source yields is accounted for: delivered to the sink, dropped
+///   by the overflow policy (counted, and handed to `on_drop` if set), failed, or
+///   counted as not processed; every stage's books balance
+///   ([`StageStats::balanced`]).
+/// - A panic in any user piece becomes [`PipelineError::Panicked`]: the source
+///   iterator (`next`, or its `Drop`), a stage function (or its captures' `Drop`),
+///   an item's `Drop` wherever the run discards the item, an `on_drop` callback, the
+///   sink (or its `Drop`). A stage error's `Display` and `Debug` are formatted inside
+///   the boundary too. The first failure is the one reported; no worker dies and no
+///   run hangs because of a panic.
+/// - Limits: at most 4096 workers per stage and 4096 over all stages of a run;
+///   capacities, buffers, the batch and the reorder window at most 2^24 items. Above
+///   them (and for 0) the terminal call returns [`PipelineError::Config`] naming the
+///   field and the value, before any thread starts. Stage names must be non-empty,
+///   unique, not `"source"`/`"sink"`, and contain no NUL.
+/// - Time: a timeout of [`Duration::MAX`] never expires (the deadline saturates); a
+///   zero timeout or a deadline in the past stops the run before the source is
+///   pulled, with [`PipelineError::Cancelled`] (reason `DeadlineExceeded`).
+/// - Not kept by construction: user code that is running is never interrupted, so a
+///   source `next()`, a stage function or a sink that blocks delays the end of the
+///   run until it returns; and an item whose `Drop` panics while its own stage
+///   function is already unwinding aborts the process, as Rust does for any second
+///   panic during unwinding (the run drops what it discards only outside unwinding).
 ///
 /// # Example
 ///

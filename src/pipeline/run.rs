@@ -10,17 +10,18 @@
 //!   pulled items in and out, busy = time inside the iterator, blocked = the rest of
 //!   its life until its last pull (waiting for the stage to ask again, or for the
 //!   window). For the puller the whole call is idle time (waiting for input). Two
-//!   TSC reads per packet (`crate::timeline::tsc_nanos`) pay for those times; with
-//!   `Instant::now` they cost about a tenth of an unbatched run. Once the run stops the source is not
-//!   pulled again: a worker that would only discard stops instead.
+//!   TSC reads per packet (`crate::timeline::tsc_nanos`) pay for those times, which
+//!   are cheaper than `Instant::now` on this path. Once the run stops the source is
+//!   not pulled again: a worker that would only discard stops instead.
 //! - Items travel in [`Packet`]s: one item with its sequence number, or a batch. A
 //!   queue's capacity is counted in items (`capacity / batch` packets), so batching
 //!   keeps the same memory bound.
 //! - Every send goes through `crate::queue`: `try_send` first (the fast path, no
 //!   clock read), then a plain blocking `send_until(.., Until::FOREVER)` when the
 //!   queue is full (`Block`), or `try_send` / `send_evicting` for the drop policies.
-//!   An earlier version waited in `send_until` under the run's token, but its
-//!   `select` over three channels on every full queue tripled the hand-off cost.
+//!   A blocked send does not also wait on the run's token: a `select` over three
+//!   channels on every full queue costs more than the hand-off; cancellation reaches
+//!   a blocked sender through the draining below instead.
 //! - Before parking on an empty (receive) or full (`Block` send) queue, a thread
 //!   yields and re-checks up to `SPINS` times: with more threads than cores a park
 //!   plus wake-up per hand-off dominated the cost, and yielding hands the core to the
@@ -37,6 +38,13 @@
 //!   the sender), and each ends in exactly one of `items_out`, `dropped`, `failed` or
 //!   `not_processed`. Items still queued when the run stops are counted after every
 //!   thread has joined, by draining the queues.
+//! - User values are dropped only through `drop_caught` / `drop_each` / `let_go` /
+//!   `Ctx::discard`, inside the panic boundary: a panicking `Drop` becomes the run's
+//!   failure (charged to the stage whose books hold the value), never a dead worker
+//!   (whose queue would then stay full and hang the run) or an escaped panic.
+//! - Locks and atomics come from `crate::sync`. Reference counts (`Arc`) are std's:
+//!   they only decide which thread drops a shared value, and the run's scope joins
+//!   every thread before the last one goes.
 
 use std::collections::BTreeMap;
 use std::error::Error;

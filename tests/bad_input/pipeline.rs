@@ -260,6 +260,7 @@ fn pipeline_run_timeout_zero_is_cancelled_deadline_exceeded() {
         panic!("{err:?}")
     };
     assert_eq!(*reason, CancelReason::DeadlineExceeded);
+    assert_eq!(report.stages[0].items_in, 0, "the source is not pulled");
     balanced(report);
 }
 
@@ -298,6 +299,7 @@ fn pipeline_run_deadline_in_the_past_is_cancelled_deadline_exceeded() {
             panic!("{err:?}")
         };
         assert_eq!(*reason, CancelReason::DeadlineExceeded);
+        assert_eq!(report.stages[0].items_in, 0, "the source is not pulled");
         balanced(report);
     }
 }
