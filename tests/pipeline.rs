@@ -1045,8 +1045,13 @@ fn a_panicking_item_drop_does_not_hang_the_pipeline() {
             )
             .unwrap_err()
     });
+    // Whoever discarded an item first after the cancel (a stage's only worker, or the
+    // sink draining its queue) reports the panic; the run ends either way.
+    assert!(
+        matches!(err.stage(), Some("pass" | "only" | "sink")),
+        "{err:?}"
+    );
     expect_panicked(&err, err.stage().unwrap_or(""), "went off");
-    assert_ne!(err.stage(), Some("sink"));
 }
 
 #[test]
