@@ -1326,6 +1326,28 @@ mod tests {
     }
 
     #[test]
+    fn the_default_reorder_window_is_capped_like_an_explicit_one() {
+        let pipeline = Pipeline::from_iter(0..1u8)
+            .stage("a", 4000, |x| x)
+            .buffer(MAX_CAPACITY)
+            .stage("b", 96, |x| x)
+            .buffer(MAX_CAPACITY)
+            .capacity(MAX_CAPACITY)
+            .overflow(Overflow::DropOldest)
+            .ordered();
+        let (settings, _) = pipeline.settings().unwrap();
+        assert_eq!(settings.window, Some(MAX_CAPACITY as u64));
+        // Just past the caps: a named error, before any arithmetic can overflow.
+        let err = Pipeline::from_iter(0..1u8)
+            .stage("a", 4000, |x| x)
+            .stage("b", 97, |x| x)
+            .ordered()
+            .settings()
+            .unwrap_err();
+        assert_eq!((err.field(), err.value()), ("workers", "4097"));
+    }
+
+    #[test]
     fn a_thread_body_that_never_runs_drops_its_captures_inside_the_boundary() {
         struct Loud;
         impl Drop for Loud {
