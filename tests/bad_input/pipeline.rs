@@ -329,3 +329,31 @@ fn pipeline_run_cancellable_with_a_cancelled_token_is_cancelled() {
     assert_eq!(report.delivered(), 0);
     balanced(report);
 }
+
+#[test]
+fn pipeline_report_with_maximal_counters_saturates() {
+    // A report's fields are public: its methods and `Display` take any values.
+    let _check = LeakCheck::new();
+    let mut report = Pipeline::from_iter(0..3u8)
+        .stage("s", 1, |x| x)
+        .for_each(|_| {})
+        .unwrap();
+    for s in &mut report.stages {
+        s.items_in = u64::MAX;
+        s.items_out = u64::MAX;
+        s.dropped = u64::MAX;
+        s.failed = u64::MAX;
+        s.not_processed = u64::MAX;
+        s.busy = Duration::MAX;
+        s.blocked_send = Duration::MAX;
+        s.idle_recv = Duration::MAX;
+        assert!(!s.balanced());
+        assert!((0.0..=1.0).contains(&s.utilization()));
+    }
+    report.elapsed = Duration::MAX;
+    assert_eq!(report.dropped(), u64::MAX);
+    assert_eq!(report.not_processed(), u64::MAX);
+    assert_eq!(report.delivered(), u64::MAX);
+    assert!(report.bottleneck().is_some());
+    assert!(report.to_string().contains("bottleneck"));
+}
