@@ -1694,3 +1694,24 @@ fn randomized_hostile_runs_end_and_account_for_every_item() {
         );
     }
 }
+
+#[test]
+fn panics_whose_payload_drop_panics_lose_the_race_quietly() {
+    let _check = LeakCheck::new();
+    let err = within_patience("payload storm", || {
+        Pipeline::from_iter(0..10_000u32)
+            .stage("p", 8, |_x| -> u32 {
+                std::panic::panic_any(DropBomb("payload"))
+            })
+            .capacity(8)
+            .for_each(|_| {})
+            .unwrap_err()
+    });
+    let PipelineError::Panicked { stage, report, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(stage, "p");
+    assert_books_balance(report);
+    // The reported payload is the caller's to drop.
+    std::mem::forget(err);
+}
