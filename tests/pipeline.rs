@@ -1054,32 +1054,53 @@ fn a_panicking_item_drop_does_not_hang_the_pipeline() {
     expect_panicked(&err, err.stage().unwrap_or(""), "went off");
 }
 
+/// An armed item that raises `went_off` just before its `Drop` panics, so a test can
+/// hold a consumer until the run has discarded one (instead of hoping it sheds).
+struct FlagBomb<'a> {
+    went_off: &'a AtomicBool,
+    armed: bool,
+}
+
+impl<'a> FlagBomb<'a> {
+    fn armed(went_off: &'a AtomicBool) -> Self {
+        FlagBomb {
+            went_off,
+            armed: true,
+        }
+    }
+
+    fn defuse(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for FlagBomb<'_> {
+    fn drop(&mut self) {
+        if self.armed && !std::thread::panicking() {
+            self.went_off.store(true, Ordering::SeqCst);
+            panic!("flag bomb went off");
+        }
+    }
+}
+
 #[test]
 fn a_panicking_drop_of_a_shed_item_without_on_drop_is_panicked() {
     let _check = LeakCheck::new();
     for policy in [Overflow::DropNewest, Overflow::DropOldest] {
         let err = within_patience("shed", move || {
-            let (release, gate) = std::sync::mpsc::channel::<()>();
-            let gate = Mutex::new(gate);
-            Pipeline::from_iter((0..1000).map(Bomb::armed))
-                .stage("id", 1, |b: Bomb| b)
+            let went_off = AtomicBool::new(false);
+            Pipeline::from_iter(std::iter::repeat_with(|| FlagBomb::armed(&went_off)))
                 .capacity(1)
                 .overflow(policy)
                 .for_each(|b| {
                     b.defuse();
-                    // Hold the sink until the sender has shed something.
-                    let _ = gate.lock().unwrap().recv_timeout(Duration::from_millis(1));
-                    let _ = &release;
+                    // Hold the sink until the full queue in front of it shed an item.
+                    eventually("an item to be shed", || went_off.load(Ordering::SeqCst));
                 })
                 .unwrap_err()
         });
-        match &err {
-            PipelineError::Panicked { panic, report, .. } => {
-                assert!(panic.message().unwrap().contains("went off"));
-                assert_books_balance(report);
-            }
-            other => panic!("{policy:?}: {other:?}"),
-        }
+        expect_panicked(&err, "sink", "flag bomb went off");
+        assert!(err.report().unwrap().dropped() >= 1, "{policy:?}");
     }
 }
 
@@ -1087,18 +1108,18 @@ fn a_panicking_drop_of_a_shed_item_without_on_drop_is_panicked() {
 fn a_panicking_drop_of_an_evicted_item_with_on_drop_is_panicked() {
     let _check = LeakCheck::new();
     let err = within_patience("on_drop", || {
-        Pipeline::from_iter((0..1000).map(Bomb::armed))
-            .on_drop(|b: Bomb| drop(b))
-            .stage("id", 1, |b: Bomb| b)
+        let went_off = AtomicBool::new(false);
+        Pipeline::from_iter(std::iter::repeat_with(|| FlagBomb::armed(&went_off)))
+            .on_drop(|b: FlagBomb<'_>| drop(b))
             .capacity(1)
             .overflow(Overflow::DropOldest)
             .for_each(|b| {
                 b.defuse();
-                spin_for(Duration::from_micros(50));
+                eventually("an item to be evicted", || went_off.load(Ordering::SeqCst));
             })
             .unwrap_err()
     });
-    expect_panicked(&err, "id", "went off");
+    expect_panicked(&err, "sink", "flag bomb went off");
 }
 
 /// A value whose `Drop` panics: stands for a closure, an iterator or a callback that
@@ -1199,12 +1220,20 @@ fn a_panicking_drop_of_the_on_drop_callback_is_panicked() {
 fn a_panicking_on_drop_callback_is_panicked_and_the_run_ends() {
     let _check = LeakCheck::new();
     let err = within_patience("on_drop panic", || {
-        Pipeline::from_iter(0..10_000u32)
-            .on_drop(|x| panic!("on_drop got {x}"))
-            .stage("id", 1, |x| x)
+        let called = AtomicBool::new(false);
+        Pipeline::from_iter(0u32..)
+            .on_drop(|x| {
+                called.store(true, Ordering::SeqCst);
+                panic!("on_drop got {x}")
+            })
+            .stage("id", 1, |x| {
+                // Hold the stage until the full queue in front of it evicted an item.
+                eventually("an eviction", || called.load(Ordering::SeqCst));
+                x
+            })
             .capacity(1)
             .overflow(Overflow::DropOldest)
-            .for_each(|_| spin_for(Duration::from_micros(20)))
+            .for_each(|_| {})
             .unwrap_err()
     });
     expect_panicked(&err, "id", "on_drop got");
