@@ -245,6 +245,18 @@ mod loom_locks {
                 guard: Some(self.0.lock().unwrap()),
             }
         }
+        /// As parking_lot's: the guard, or `None` if the lock is held.
+        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            let guard = self.0.try_lock().ok()?;
+            Some(MutexGuard {
+                lock: &self.0,
+                guard: Some(guard),
+            })
+        }
+        /// As parking_lot's: the value, the lock consumed.
+        pub(crate) fn into_inner(self) -> T {
+            self.0.into_inner().unwrap()
+        }
     }
 
     impl<T> Deref for MutexGuard<'_, T> {

@@ -63,3 +63,32 @@ fn within_the_window_there_is_no_wait() {
         assert!(gate.wait_for(2));
     });
 }
+
+#[test]
+fn a_deadline_passing_wakes_a_waiting_source() {
+    loom::model(|| {
+        // The run's deadline, as `run_timeout` sets it: the model decides when it
+        // passes (before, between or after the waiter's checks), never the wall clock.
+        let gate = Arc::new(Gate::with_timeout(1, std::time::Duration::from_secs(1)));
+        let clock = thread::spawn(corral::__loom_pass_every_deadline);
+        assert!(!gate.wait_for(3));
+        clock.join().unwrap();
+    });
+}
+
+#[test]
+fn a_release_racing_the_deadline_either_opens_or_stops_the_wait() {
+    loom::model(|| {
+        let gate = Arc::new(Gate::with_timeout(1, std::time::Duration::from_secs(1)));
+        let sink = {
+            let gate = Arc::clone(&gate);
+            thread::spawn(move || gate.release(1))
+        };
+        let clock = thread::spawn(corral::__loom_pass_every_deadline);
+        if gate.wait_for(1) {
+            assert_eq!(gate.released(), 1);
+        }
+        sink.join().unwrap();
+        clock.join().unwrap();
+    });
+}

@@ -117,6 +117,16 @@ impl LoomGate {
             .is_ok()
     }
 
+    /// A gate whose run stops after `timeout` (a token with a deadline, as
+    /// `run_timeout` makes). Under loom the deadline passes only when a model thread
+    /// calls `corral::__loom_pass_every_deadline`: no wall clock is read.
+    pub fn with_timeout(window: u64, timeout: std::time::Duration) -> Self {
+        LoomGate {
+            gate: ReorderGate::new(window),
+            token: crate::CancelToken::with_timeout(timeout),
+        }
+    }
+
     pub fn release(&self, next: u64) {
         self.gate.release(next);
     }

@@ -18,10 +18,8 @@
 //!   first stage; with no stage at all the caller pulls it and runs the sink. A
 //!   dedicated thread would only hand items over at the pace the first stage takes
 //!   them, and on a machine with fewer cores than threads every extra thread that
-//!   must run once per batch costs a scheduler round trip: the 3-stage benchmark
-//!   went from 5 threads to 4, and batch 64 from 0.29-0.37x to 0.16-0.30x of the
-//!   hand-rolled crossbeam pipeline (batch 16: 0.40-0.52x to 0.23-0.32x; unbatched
-//!   0.43-0.72x; runs under load, see BENCHMARKS.md). With `DropNewest` /
+//!   must run once per batch costs a scheduler round trip (BENCHMARKS.md has the
+//!   figures). With `DropNewest` /
 //!   `DropOldest` the source keeps its own thread (`corral-pipe-source`) and runs
 //!   ahead of the first stage, so that overload is dropped at the first queue as
 //!   those policies promise.
@@ -35,7 +33,18 @@
 //!   `capacity × stages + stage workers + 1` with `Block` (no first queue, no source
 //!   thread), and `capacity × (stages + 1) + stage workers + 2` with a drop policy;
 //!   a `buffer` replaces one queue's `capacity` in that sum. The default reorder
-//!   window is that sum's queue part plus one batch per holder.
+//!   window is that sum's queue part plus one batch per holder, at most 2^24 items.
+//! - Panic boundary: every user value is called, formatted and dropped inside
+//!   `Panic::catch_any`: the source iterator (`next` and its drop), stage closures,
+//!   `on_drop` callbacks, the sink, a stage error's `Display`/`Debug`, and every item
+//!   the run discards (shed, evicted, drained after a cancel, left in a queue, the
+//!   rest of a batch after a failure, a partial batch after the source panicked).
+//!   Batches are dropped item by item after the unwinding, never by it, since a second
+//!   panic during unwinding aborts. The first failure is the run's; later ones are
+//!   dropped inside the boundary too (`run::let_go`).
+//! - Limits: 4096 workers per stage and per run (the worker pool's cap), 2^24 items
+//!   per queue, batch and reorder window (the pool's queue cap); above them the
+//!   terminal call returns a `ConfigError` before any thread starts.
 
 // `PipelineError` carries the run's report and a `Panic` inline, so it is large; a run
 // returns it once, and boxing the fields would only make matching on it clumsier.
@@ -51,14 +60,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cancel::{CancelReason, CancelToken};
-use crate::config::ConfigError;
+use crate::config::{check_name, ConfigError};
 use crate::panic::Panic;
 use crate::spawn::{spawn_scoped, ThreadSpec};
 use crate::Overflow;
 
 pub use report::{PipelineReport, StageStats};
 
-use run::{BoxError, Ctx, Failure, Feed, Input, OnDrop, Outbound, Pull, Settings};
+use run::{Body, BoxError, Ctx, Failure, Feed, Input, OnDrop, Outbound, Pull, Settings};
 
 #[cfg(loom)]
 #[doc(hidden)]
@@ -103,6 +112,9 @@ impl<'env, T: Send + 'env> Head<'env, T> {
     ) -> Input<'env, T> {
         match self {
             Head::Source(pull) if ctx.settings.overflow == Overflow::Block => {
+                // No queue, so nothing is ever dropped here: a callback for this
+                // queue is never called. It is user code all the same.
+                ctx.discard(index, on_drop);
                 Input::Feed(Arc::new(Feed::new(pull)))
             }
             head => {
@@ -112,9 +124,13 @@ impl<'env, T: Send + 'env> Head<'env, T> {
                     Head::Source(pull) => {
                         let spec = ThreadSpec::new("Pipeline", "pipe-source");
                         let shared = Arc::clone(ctx);
-                        let spawned =
-                            spawn_scoped(scope, &spec, move || run::run_source(&shared, pull, out));
-                        if let Err(e) = spawned {
+                        let body = Body::new(move || {
+                            let ran = Panic::catch_any(|| run::run_source(&shared, pull, out));
+                            if let Err(panic) = ran {
+                                shared.fail(0, Failure::Panic(panic));
+                            }
+                        });
+                        if let Err(e) = spawn_thread(scope, ctx, &spec, (0, 0), body) {
                             ctx.fail(0, Failure::Spawn(e));
                         }
                     }
@@ -128,6 +144,38 @@ impl<'env, T: Send + 'env> Head<'env, T> {
 
 /// Default queue capacity, in items.
 pub(crate) const DEFAULT_CAPACITY: usize = 64;
+
+/// Most worker threads one stage may have (the worker pool's cap).
+pub(crate) const MAX_STAGE_WORKERS: usize = 4096;
+
+/// Most worker threads one run may start, over all its stages.
+pub(crate) const MAX_RUN_WORKERS: usize = 4096;
+
+/// Most items one queue may hold (the worker pool's queue cap). It also caps the
+/// batch (never more than a queue) and the reorder window.
+pub(crate) const MAX_CAPACITY: usize = 1 << 24;
+
+/// Starts one of a run's threads. `at` is (stage index, worker number), for the
+/// unit tests' injected spawn failure. If the thread does not start, `body` is
+/// dropped inside the panic boundary (see [`Body`]).
+fn spawn_thread<'s, 'env, F>(
+    scope: &'s std::thread::Scope<'s, 'env>,
+    ctx: &Ctx<'env>,
+    spec: &ThreadSpec,
+    at: (usize, usize),
+    body: Body<F>,
+) -> std::io::Result<()>
+where
+    F: FnOnce() + Send + 's,
+{
+    #[cfg(test)]
+    if ctx.settings.fail_spawn_at == Some(at) {
+        drop(body);
+        return Err(std::io::Error::other("injected spawn failure"));
+    }
+    let _ = (ctx, at);
+    spawn_scoped(scope, spec, move || body.run()).map(drop)
+}
 
 /// A backpressure pipeline under construction: a source, then stages, then a sink.
 ///
@@ -156,6 +204,36 @@ pub(crate) const DEFAULT_CAPACITY: usize = 64;
 ///
 /// Output is unordered by default; [`ordered`](Pipeline::ordered) restores input
 /// order with a bounded reorder window.
+///
+/// # Guarantees and limits
+///
+/// - Every thread a run starts has joined when the terminal call returns, whatever
+///   the outcome. If the OS refuses a thread, the threads already started are
+///   stopped and joined and the run returns [`PipelineError::Spawn`]. All threads are
+///   scoped to the call, so no owner can be dropped on one of its own threads.
+/// - Every item the source yields is accounted for: delivered to the sink, dropped
+///   by the overflow policy (counted, and handed to `on_drop` if set), failed, or
+///   counted as not processed; every stage's books balance
+///   ([`StageStats::balanced`]).
+/// - A panic in any user piece becomes [`PipelineError::Panicked`]: the source
+///   iterator (`next`, or its `Drop`), a stage function (or its captures' `Drop`),
+///   an item's `Drop` wherever the run discards the item, an `on_drop` callback, the
+///   sink (or its `Drop`). A stage error's `Display` and `Debug` are formatted inside
+///   the boundary too. The first failure is the one reported; no worker dies and no
+///   run hangs because of a panic.
+/// - Limits: at most 4096 workers per stage and 4096 over all stages of a run;
+///   capacities, buffers, the batch and the reorder window at most 2^24 items. Above
+///   them (and for 0) the terminal call returns [`PipelineError::Config`] naming the
+///   field and the value, before any thread starts. Stage names must be non-empty,
+///   unique, not `"source"`/`"sink"`, and contain no NUL.
+/// - Time: a timeout of [`Duration::MAX`] never expires (the deadline saturates); a
+///   zero timeout or a deadline in the past stops the run before the source is
+///   pulled, with [`PipelineError::Cancelled`] (reason `DeadlineExceeded`).
+/// - Not kept by construction: user code that is running is never interrupted, so a
+///   source `next()`, a stage function or a sink that blocks delays the end of the
+///   run until it returns; and an item whose `Drop` panics while its own stage
+///   function is already unwinding aborts the process, as Rust does for any second
+///   panic during unwinding (the run drops what it discards only outside unwinding).
 ///
 /// # Example
 ///
@@ -205,6 +283,9 @@ pub struct Pipeline<'env, T> {
     batch: usize,
     ordered: Option<Option<usize>>,
     invalid: Option<ConfigError>,
+    /// Unit tests: the (stage index, worker) whose thread fails to start.
+    #[cfg(test)]
+    fail_spawn_at: Option<(usize, usize)>,
 }
 
 impl<'env, T: Send + 'env> Pipeline<'env, T> {
@@ -239,6 +320,8 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             batch: 1,
             ordered: None,
             invalid: None,
+            #[cfg(test)]
+            fail_spawn_at: None,
         }
     }
 
@@ -250,7 +333,9 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// # Errors
     ///
     /// None here: the terminal call returns [`PipelineError::Config`] if `workers` is
-    /// 0 or the name is empty, contains a NUL, is `"source"`/`"sink"`, or repeats.
+    /// 0 or more than 4096 (the stages of one run together may not exceed 4096
+    /// workers either), or the name is empty, contains a NUL, is
+    /// `"source"`/`"sink"`, or repeats.
     ///
     /// # Example
     ///
@@ -327,12 +412,22 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                     let spec = ThreadSpec::new("Pipeline", format!("pipe-{stage_name}-{n}"));
                     let (input, out, f) = (input.clone(), out.clone(), Arc::clone(&f));
                     let shared = Arc::clone(ctx);
-                    let spawned = spawn_scoped(scope, &spec, move || {
-                        run::run_worker(&shared, index, input, out, &*f)
+                    let body = Body::new(move || {
+                        // Every user value the loop touches is called and dropped
+                        // inside the boundary; this catch is the last line only.
+                        let ran =
+                            Panic::catch_any(|| run::run_worker(&shared, index, input, out, &*f));
+                        if let Err(panic) = ran {
+                            shared.fail(index, Failure::Panic(panic));
+                        }
+                        // The stage closure, if this was its last reference.
+                        shared.discard(index, f);
                     });
-                    match spawned {
-                        Ok(_) => started += 1,
+                    match spawn_thread(scope, ctx, &spec, (index, n), body) {
+                        Ok(()) => started += 1,
                         Err(e) => {
+                            // The run is cancelled: the workers already started drain
+                            // and stop, and the scope joins them.
                             ctx.fail(index, Failure::Spawn(e));
                             break;
                         }
@@ -345,7 +440,9 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                     run::run_worker(ctx, index, input, out, &*f);
                 } else {
                     input.release(ctx);
+                    out.release(ctx);
                 }
+                ctx.discard(index, f);
             })),
             stages: self.stages,
             buffers: self.buffers,
@@ -355,6 +452,8 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             batch: self.batch,
             ordered: self.ordered,
             invalid: self.invalid,
+            #[cfg(test)]
+            fail_spawn_at: self.fail_spawn_at,
         }
     }
 
@@ -363,7 +462,8 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     ///
     /// # Errors
     ///
-    /// The terminal call returns [`PipelineError::Config`] for 0.
+    /// The terminal call returns [`PipelineError::Config`] for 0 or more than
+    /// 16 777 216 (2^24, the worker pool's queue cap).
     ///
     /// # Example
     ///
@@ -386,8 +486,8 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     ///
     /// # Errors
     ///
-    /// The terminal call returns [`PipelineError::Config`] naming `buffer` for 0 or
-    /// for less than the [`batch`](Pipeline::batch).
+    /// The terminal call returns [`PipelineError::Config`] naming `buffer` for 0, for
+    /// less than the [`batch`](Pipeline::batch), or for more than 16 777 216 (2^24).
     ///
     /// # Example
     ///
@@ -475,7 +575,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// # Errors
     ///
     /// The terminal call returns [`PipelineError::Config`] for 0 or a batch larger
-    /// than the capacity.
+    /// than the capacity (so never more than 2^24).
     ///
     /// # Example
     ///
@@ -517,7 +617,8 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     ///
     /// # Errors
     ///
-    /// The terminal call returns [`PipelineError::Config`] for 0.
+    /// The terminal call returns [`PipelineError::Config`] for 0 or more than
+    /// 16 777 216 (2^24).
     ///
     /// # Example
     ///
@@ -575,7 +676,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     where
         E: Into<Box<dyn Error + Send + Sync>>,
     {
-        self.execute(CancelToken::new(), &mut |item| {
+        self.execute(CancelToken::new(), move |item| {
             sink(item).map_err(Into::into)
         })
     }
@@ -638,11 +739,18 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
 
     fn collect_with(self, token: CancelToken) -> Result<(Vec<T>, PipelineReport), PipelineError> {
         let mut out = Vec::new();
-        let report = self.execute(token, &mut |item| {
+        let result = self.execute(token, |item| {
             out.push(item);
             Ok(())
-        })?;
-        Ok((out, report))
+        });
+        match result {
+            Ok(report) => Ok((out, report)),
+            // The partial output is dropped here, item by item inside the boundary.
+            Err(err) => Err(match run::drop_each(out) {
+                Some(panic) => absorb(Err(err), "sink", panic).unwrap_err(),
+                None => err,
+            }),
+        }
     }
 
     /// Runs the pipeline to the end of the source, handing every output item to
@@ -670,7 +778,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// # Ok::<(), corral::PipelineError>(())
     /// ```
     pub fn run(self, mut sink: impl FnMut(T)) -> Result<PipelineReport, PipelineError> {
-        self.execute(CancelToken::new(), &mut |item| {
+        self.execute(CancelToken::new(), move |item| {
             sink(item);
             Ok(())
         })
@@ -701,7 +809,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         mut sink: impl FnMut(T),
         token: &CancelToken,
     ) -> Result<PipelineReport, PipelineError> {
-        self.execute(token.child(), &mut |item| {
+        self.execute(token.child(), move |item| {
             sink(item);
             Ok(())
         })
@@ -718,7 +826,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         mut sink: impl FnMut(T),
         deadline: Instant,
     ) -> Result<PipelineReport, PipelineError> {
-        self.execute(CancelToken::with_deadline(deadline), &mut |item| {
+        self.execute(CancelToken::with_deadline(deadline), move |item| {
             sink(item);
             Ok(())
         })
@@ -745,7 +853,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         mut sink: impl FnMut(T),
         timeout: Duration,
     ) -> Result<PipelineReport, PipelineError> {
-        self.execute(CancelToken::with_timeout(timeout), &mut |item| {
+        self.execute(CancelToken::with_timeout(timeout), move |item| {
             sink(item);
             Ok(())
         })
@@ -762,6 +870,24 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                 "capacity",
                 self.capacity,
                 "must be at least 1",
+            ));
+        }
+        if self.capacity > MAX_CAPACITY {
+            return Err(ConfigError::new(
+                "capacity",
+                self.capacity,
+                "must be at most 16777216 (2^24) items",
+            ));
+        }
+        // `stages` lists the source (1 "worker") first; each stage's count is checked.
+        let workers = self.stages[1..]
+            .iter()
+            .fold(0usize, |sum, (_, w)| sum.saturating_add(*w));
+        if workers > MAX_RUN_WORKERS {
+            return Err(ConfigError::new(
+                "workers",
+                workers,
+                "the stages of one run must not exceed 4096 workers together",
             ));
         }
         if self.batch == 0 {
@@ -782,6 +908,13 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                     "must be at least 1 and at least the batch",
                 ));
             }
+            if *items > MAX_CAPACITY {
+                return Err(ConfigError::new(
+                    "buffer",
+                    *items,
+                    "must be at most 16777216 (2^24) items",
+                ));
+            }
         }
         let capacities: Vec<usize> = std::iter::once(self.capacity)
             .chain(self.buffers.iter().map(|b| b.unwrap_or(self.capacity)))
@@ -798,32 +931,69 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             Some(Some(0)) => {
                 return Err(ConfigError::new("ordered_window", 0, "must be at least 1"))
             }
+            Some(Some(items)) if items > MAX_CAPACITY => {
+                return Err(ConfigError::new(
+                    "ordered_window",
+                    items,
+                    "must be at most 16777216 (2^24) items",
+                ))
+            }
             Some(Some(items)) => Some(items),
             Some(None) => {
-                // `stages` lists the source (1 "worker") first. With `Block` the first
-                // stage pulls the source itself: one queue and one holder fewer.
+                // Holders: the stage workers (bounded above), the source thread unless
+                // the first stage pulls the source itself (`Block`), and the sink.
+                // With `Block` there is also one queue fewer. Capped like an explicit
+                // window: a smaller window only paces the source, it cannot block.
                 let fused = usize::from(self.overflow == Overflow::Block);
-                let workers: usize = self.stages.iter().map(|(_, w)| w).sum::<usize>() - fused;
+                let holders = workers + 2 - fused;
                 let queued = capacities[1 + fused..]
                     .iter()
                     .fold(0usize, |sum, c| sum.saturating_add(*c));
-                Some(queued.saturating_add(workers.saturating_add(1).saturating_mul(self.batch)))
+                let items = queued.saturating_add(holders.saturating_mul(self.batch));
+                Some(items.min(MAX_CAPACITY))
             }
         };
         let settings = Settings {
             overflow: self.overflow,
             batch: self.batch,
             window: window.map(|items| items.div_ceil(self.batch) as u64),
+            #[cfg(test)]
+            fail_spawn_at: self.fail_spawn_at,
         };
         Ok((settings, capacities))
     }
 
-    fn execute(
+    /// Runs the pipeline into `sink`, which it owns: every user value (the source,
+    /// the closures, the items, the sink itself) is dropped inside the panic boundary,
+    /// and a panicking `Drop` becomes [`PipelineError::Panicked`].
+    fn execute<S>(self, token: CancelToken, mut sink: S) -> Result<PipelineReport, PipelineError>
+    where
+        S: FnMut(T) -> Result<(), BoxError>,
+    {
+        let (settings, capacities) = match self.settings() {
+            Ok(settings) => settings,
+            Err(e) => {
+                // Nothing ran; the configuration error is the report. The user values
+                // are dropped inside the boundary, and a panic there is let go.
+                run::let_go(self);
+                run::let_go(sink);
+                return Err(PipelineError::Config(e));
+            }
+        };
+        let result = self.execute_with(token, settings, capacities, &mut sink);
+        match run::drop_caught(sink) {
+            Some(panic) => absorb(result, "sink", panic),
+            None => result,
+        }
+    }
+
+    fn execute_with(
         self,
         token: CancelToken,
+        settings: Settings,
+        capacities: Vec<usize>,
         sink: &mut dyn FnMut(T) -> Result<(), BoxError>,
     ) -> Result<PipelineReport, PipelineError> {
-        let (settings, capacities) = self.settings().map_err(PipelineError::Config)?;
         let started = Instant::now();
         let mut names: Vec<String> = Vec::with_capacity(self.stages.len() + 1);
         let mut workers = Vec::with_capacity(self.stages.len() + 1);
@@ -877,16 +1047,38 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     }
 }
 
+/// A panic raised after the run (dropping the sink or the collected output) joins
+/// the outcome: it replaces success or cancellation, and is let go if the run already
+/// failed (the first failure is the one reported).
+fn absorb(
+    result: Result<PipelineReport, PipelineError>,
+    stage: &str,
+    panic: Panic,
+) -> Result<PipelineReport, PipelineError> {
+    match result {
+        Ok(report) | Err(PipelineError::Cancelled { report, .. }) => Err(PipelineError::Panicked {
+            stage: stage.to_owned(),
+            panic,
+            report,
+        }),
+        other => {
+            run::let_go(panic);
+            other
+        }
+    }
+}
+
 fn check_stage(stages: &[(String, usize)], name: &str, workers: usize) -> Result<(), ConfigError> {
     if workers == 0 {
         return Err(ConfigError::new("workers", workers, "must be at least 1"));
     }
-    if name.is_empty() || name.contains('\0') {
-        return Err(ConfigError::new(
-            "name",
-            name,
-            "must be non-empty and contain no NUL",
-        ));
+    if workers > MAX_STAGE_WORKERS {
+        return Err(ConfigError::new("workers", workers, "must be at most 4096"));
+    }
+    // The name becomes part of thread names.
+    check_name("name", name)?;
+    if name.is_empty() {
+        return Err(ConfigError::new("name", name, "must be non-empty"));
     }
     if name == "source" || name == "sink" || stages.iter().any(|(n, _)| n == name) {
         return Err(ConfigError::new(
@@ -933,7 +1125,6 @@ impl<T> fmt::Debug for Pipeline<'_, T> {
 /// let report = err.report().unwrap();
 /// assert!(report.stages.iter().all(|s| s.balanced()));
 /// ```
-#[derive(Debug)]
 #[non_exhaustive]
 pub enum PipelineError {
     /// A builder value was rejected; nothing ran.
@@ -975,6 +1166,62 @@ pub enum PipelineError {
     },
 }
 
+/// A stage's error, formatted inside the panic boundary (its `Display` is user code):
+/// `None` if it panicked.
+fn display(error: &(dyn Error + Send + Sync)) -> Option<String> {
+    Panic::catch_any(|| error.to_string())
+        .map_err(run::let_go)
+        .ok()
+}
+
+impl fmt::Debug for PipelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PipelineError::Config(e) => f.debug_tuple("Config").field(e).finish(),
+            PipelineError::Failed {
+                stage,
+                error,
+                report,
+            } => {
+                // The stage's error is user code: formatted inside the panic boundary.
+                let error = Panic::catch_any(|| format!("{error:?}"))
+                    .map_err(run::let_go)
+                    .unwrap_or_else(|()| "<its Debug panicked>".to_owned());
+                f.debug_struct("Failed")
+                    .field("stage", stage)
+                    .field("error", &format_args!("{error}"))
+                    .field("report", report)
+                    .finish()
+            }
+            PipelineError::Panicked {
+                stage,
+                panic,
+                report,
+            } => f
+                .debug_struct("Panicked")
+                .field("stage", stage)
+                .field("panic", panic)
+                .field("report", report)
+                .finish(),
+            PipelineError::Cancelled { reason, report } => f
+                .debug_struct("Cancelled")
+                .field("reason", reason)
+                .field("report", report)
+                .finish(),
+            PipelineError::Spawn {
+                stage,
+                error,
+                report,
+            } => f
+                .debug_struct("Spawn")
+                .field("stage", stage)
+                .field("error", error)
+                .field("report", report)
+                .finish(),
+        }
+    }
+}
+
 impl PipelineError {
     /// The stage that failed, panicked or could not start, if one did.
     pub fn stage(&self) -> Option<&str> {
@@ -1007,9 +1254,10 @@ impl fmt::Display for PipelineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PipelineError::Config(e) => write!(f, "pipeline not started: {e}"),
-            PipelineError::Failed { stage, error, .. } => {
-                write!(f, "stage {stage} failed: {error}")
-            }
+            PipelineError::Failed { stage, error, .. } => match display(&**error) {
+                Some(text) => write!(f, "stage {stage} failed: {text}"),
+                None => write!(f, "stage {stage} failed (its error's Display panicked)"),
+            },
             PipelineError::Panicked { stage, panic, .. } => match panic.message() {
                 Some(m) => write!(f, "stage {stage} panicked: {m}"),
                 None => write!(f, "stage {stage} panicked"),
@@ -1031,5 +1279,84 @@ impl Error for PipelineError {
             PipelineError::Spawn { error, .. } => Some(error),
             PipelineError::Cancelled { .. } => None,
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::leak::LeakCheck;
+
+    #[test]
+    fn a_failed_spawn_mid_start_stops_and_joins_the_threads_already_started() {
+        let _check = LeakCheck::new();
+        let cases = [
+            (Overflow::Block, (1, 0), "a"),
+            (Overflow::Block, (1, 2), "a"),
+            (Overflow::Block, (2, 0), "b"),
+            (Overflow::Block, (2, 3), "b"),
+            (Overflow::DropNewest, (0, 0), "source"),
+            (Overflow::DropNewest, (1, 1), "a"),
+            (Overflow::DropOldest, (2, 2), "b"),
+        ];
+        for (policy, at, name) in cases {
+            // An endless source: only the failure can end the run.
+            let mut pipeline = Pipeline::from_iter(0u64..)
+                .stage("a", 3, |x| x)
+                .stage("b", 4, |x| x)
+                .capacity(2)
+                .overflow(policy);
+            pipeline.fail_spawn_at = Some(at);
+            let err = pipeline.for_each(|_| {}).unwrap_err();
+            let PipelineError::Spawn {
+                stage,
+                error,
+                report,
+            } = &err
+            else {
+                panic!("{policy:?} {at:?}: {err:?}")
+            };
+            assert_eq!(stage, name);
+            assert_eq!(error.to_string(), "injected spawn failure");
+            for s in &report.stages {
+                assert!(s.balanced(), "{policy:?} {at:?}: {s:?}");
+            }
+        }
+        // LeakCheck (on drop) proves every started thread was joined.
+    }
+
+    #[test]
+    fn the_default_reorder_window_is_capped_like_an_explicit_one() {
+        let pipeline = Pipeline::from_iter(0..1u8)
+            .stage("a", 4000, |x| x)
+            .buffer(MAX_CAPACITY)
+            .stage("b", 96, |x| x)
+            .buffer(MAX_CAPACITY)
+            .capacity(MAX_CAPACITY)
+            .overflow(Overflow::DropOldest)
+            .ordered();
+        let (settings, _) = pipeline.settings().unwrap();
+        assert_eq!(settings.window, Some(MAX_CAPACITY as u64));
+        // Just past the caps: a named error, before any arithmetic can overflow.
+        let err = Pipeline::from_iter(0..1u8)
+            .stage("a", 4000, |x| x)
+            .stage("b", 97, |x| x)
+            .ordered()
+            .settings()
+            .unwrap_err();
+        assert_eq!((err.field(), err.value()), ("workers", "4097"));
+    }
+
+    #[test]
+    fn a_thread_body_that_never_runs_drops_its_captures_inside_the_boundary() {
+        struct Loud;
+        impl Drop for Loud {
+            fn drop(&mut self) {
+                panic!("captured value dropped");
+            }
+        }
+        let loud = Loud;
+        let body = Body::new(move || drop(loud));
+        drop(body); // would unwind here without the boundary
     }
 }

@@ -77,7 +77,11 @@ impl StageStats {
     /// Share of the stage's worker time spent busy, in `0.0..=1.0`: busy time over
     /// busy + blocked + idle time.
     pub fn utilization(&self) -> f64 {
-        let total = self.busy + self.blocked_send + self.idle_recv;
+        // Saturating: the fields are public, so they may hold anything.
+        let total = self
+            .busy
+            .saturating_add(self.blocked_send)
+            .saturating_add(self.idle_recv);
         if total.is_zero() {
             0.0
         } else {
@@ -87,7 +91,17 @@ impl StageStats {
 
     /// Whether the books balance: `items_in == items_out + dropped + failed + not_processed`.
     pub fn balanced(&self) -> bool {
-        self.items_in == self.items_out + self.dropped + self.failed + self.not_processed
+        // In u128: four `u64` counters cannot overflow it.
+        let ended = [
+            self.items_out,
+            self.dropped,
+            self.failed,
+            self.not_processed,
+        ]
+        .iter()
+        .map(|&n| u128::from(n))
+        .sum::<u128>();
+        u128::from(self.items_in) == ended
     }
 }
 
@@ -128,14 +142,19 @@ impl PipelineReport {
         self.stages.last().map_or(0, |s| s.items_out)
     }
 
-    /// Items dropped by overflow policies, over all stages.
+    /// Items dropped by overflow policies, over all stages (saturating at `u64::MAX`).
     pub fn dropped(&self) -> u64 {
-        self.stages.iter().map(|s| s.dropped).sum()
+        self.stages
+            .iter()
+            .fold(0u64, |sum, s| sum.saturating_add(s.dropped))
     }
 
-    /// Items not processed because the run stopped early, over all stages.
+    /// Items not processed because the run stopped early, over all stages
+    /// (saturating at `u64::MAX`).
     pub fn not_processed(&self) -> u64 {
-        self.stages.iter().map(|s| s.not_processed).sum()
+        self.stages
+            .iter()
+            .fold(0u64, |sum, s| sum.saturating_add(s.not_processed))
     }
 
     /// The stage that limited throughput: the one whose workers were busy the largest

@@ -10,17 +10,18 @@
 //!   pulled items in and out, busy = time inside the iterator, blocked = the rest of
 //!   its life until its last pull (waiting for the stage to ask again, or for the
 //!   window). For the puller the whole call is idle time (waiting for input). Two
-//!   TSC reads per packet (`crate::timeline::tsc_nanos`) pay for those times; with
-//!   `Instant::now` they cost about a tenth of an unbatched run. Once the run stops the source is not
-//!   pulled again: a worker that would only discard stops instead.
+//!   TSC reads per packet (`crate::timeline::tsc_nanos`) pay for those times, which
+//!   are cheaper than `Instant::now` on this path. Once the run stops the source is
+//!   not pulled again: a worker that would only discard stops instead.
 //! - Items travel in [`Packet`]s: one item with its sequence number, or a batch. A
 //!   queue's capacity is counted in items (`capacity / batch` packets), so batching
 //!   keeps the same memory bound.
 //! - Every send goes through `crate::queue`: `try_send` first (the fast path, no
 //!   clock read), then a plain blocking `send_until(.., Until::FOREVER)` when the
 //!   queue is full (`Block`), or `try_send` / `send_evicting` for the drop policies.
-//!   An earlier version waited in `send_until` under the run's token, but its
-//!   `select` over three channels on every full queue tripled the hand-off cost.
+//!   A blocked send does not also wait on the run's token: a `select` over three
+//!   channels on every full queue costs more than the hand-off; cancellation reaches
+//!   a blocked sender through the draining below instead.
 //! - Before parking on an empty (receive) or full (`Block` send) queue, a thread
 //!   yields and re-checks up to `SPINS` times: with more threads than cores a park
 //!   plus wake-up per hand-off dominated the cost, and yielding hands the core to the
@@ -37,19 +38,26 @@
 //!   the sender), and each ends in exactly one of `items_out`, `dropped`, `failed` or
 //!   `not_processed`. Items still queued when the run stops are counted after every
 //!   thread has joined, by draining the queues.
+//! - User values are dropped only through `drop_caught` / `drop_each` / `let_go` /
+//!   `Ctx::discard`, inside the panic boundary: a panicking `Drop` becomes the run's
+//!   failure (charged to the stage whose books hold the value), never a dead worker
+//!   (whose queue would then stay full and hang the run) or an escaped panic.
+//! - Locks and atomics come from `crate::sync`. Reference counts (`Arc`) are std's:
+//!   they only decide which thread drops a shared value, and the run's scope joins
+//!   every thread before the last one goes.
 
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use parking_lot::Mutex;
 
 use super::gate::ReorderGate;
 use super::report::StageStats;
 use crate::cancel::CancelToken;
 use crate::panic::Panic;
 use crate::queue::{send_evicting, send_until, try_send, Refused};
+use crate::sync::{AtomicBool, Mutex, Ordering};
 use crate::timeline::tsc_nanos;
 use crate::wait::Until;
 use crate::Overflow;
@@ -76,18 +84,74 @@ impl<T> Packet<T> {
         }
     }
 
-    /// Applies `f` to the items in order, stopping at the first error.
-    fn try_for_each<E>(self, mut f: impl FnMut(T) -> Result<(), E>) -> Result<(), E> {
-        match self {
-            Packet::One(_, item) => f(item),
-            Packet::Many(_, items) => items.into_iter().try_for_each(f),
-        }
-    }
-
     fn for_each(self, mut f: impl FnMut(T)) {
         match self {
             Packet::One(_, item) => f(item),
             Packet::Many(_, items) => items.into_iter().for_each(f),
+        }
+    }
+
+    /// Drops the items, each inside the panic boundary: the first panic, if any.
+    fn discard(self) -> Option<Panic> {
+        match self {
+            Packet::One(_, item) => drop_caught(item),
+            Packet::Many(_, items) => drop_each(items),
+        }
+    }
+}
+
+/// Drops a user value (an item, a closure, the source iterator) inside the panic
+/// boundary: `Some(panic)` if its `Drop` panicked.
+pub(crate) fn drop_caught<V>(value: V) -> Option<Panic> {
+    Panic::catch_any(move || drop(value)).err()
+}
+
+/// Drops the items one at a time, each inside the panic boundary, so that a panicking
+/// `Drop` neither skips the others nor (as a second panic during unwinding would)
+/// aborts the process. Returns the first panic; later ones are let go.
+pub(crate) fn drop_each<V>(items: impl IntoIterator<Item = V>) -> Option<Panic> {
+    let mut first = None;
+    for item in items {
+        if let Some(panic) = drop_caught(item) {
+            match first {
+                None => first = Some(panic),
+                Some(_) => let_go(panic),
+            }
+        }
+    }
+    first
+}
+
+/// Drops a value whose panic nobody will read (the run already has its failure, or
+/// it is a failure that lost the race to be the first): inside the boundary, and if
+/// even that panics, the new payload is leaked rather than dropped.
+pub(crate) fn let_go<V>(value: V) {
+    if let Some(panic) = drop_caught(value) {
+        std::mem::forget(panic);
+    }
+}
+
+/// A thread body. If the thread never starts, `std` drops the closure it was given;
+/// this wrapper makes that drop (of the user values it captured) happen inside the
+/// panic boundary. The spawn error is the run's failure, so a panic there is let go.
+pub(crate) struct Body<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Body<F> {
+    pub(crate) fn new(f: F) -> Self {
+        Body(Some(f))
+    }
+
+    pub(crate) fn run(mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+impl<F: FnOnce()> Drop for Body<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            let_go(f);
         }
     }
 }
@@ -127,14 +191,17 @@ impl Counts {
         self.dropped += o.dropped;
         self.failed += o.failed;
         self.not_processed += o.not_processed;
-        self.busy += o.busy;
-        self.blocked += o.blocked;
-        self.idle += o.idle;
+        self.busy = self.busy.saturating_add(o.busy);
+        self.blocked = self.blocked.saturating_add(o.blocked);
+        self.idle = self.idle.saturating_add(o.idle);
     }
 
     /// Closes a thread's books: busy is its lifetime minus the time spent waiting.
     fn finish(&mut self, started: Instant) {
-        self.busy += started.elapsed().saturating_sub(self.blocked + self.idle);
+        let waited = self.blocked.saturating_add(self.idle);
+        self.busy = self
+            .busy
+            .saturating_add(started.elapsed().saturating_sub(waited));
     }
 }
 
@@ -145,6 +212,9 @@ pub(crate) struct Settings {
     pub(crate) batch: usize,
     /// Reorder window in packets, in ordered mode.
     pub(crate) window: Option<u64>,
+    /// Unit tests: the (stage index, worker) whose thread fails to start.
+    #[cfg(test)]
+    pub(crate) fail_spawn_at: Option<(usize, usize)>,
 }
 
 impl Settings {
@@ -154,7 +224,9 @@ impl Settings {
     }
 }
 
-type Drainer<'env> = Box<dyn FnOnce() -> u64 + Send + 'env>;
+/// Drops what is left in one queue after the run: the items it held, and the first
+/// panic a `Drop` raised.
+type Drainer<'env> = Box<dyn FnOnce() -> (u64, Option<Panic>) + Send + 'env>;
 
 /// Shared by every thread of one run.
 pub(crate) struct Ctx<'env> {
@@ -171,7 +243,7 @@ pub(crate) struct Ctx<'env> {
     /// Sequence numbers of dropped packets, for the sink's reorder buffer (ordered
     /// mode with a drop policy). Never more than `window` are outstanding.
     tombstones: Option<(Sender<u64>, Receiver<u64>)>,
-    source_done: std::sync::atomic::AtomicBool,
+    source_done: AtomicBool,
 }
 
 impl<'env> Ctx<'env> {
@@ -204,7 +276,7 @@ impl<'env> Ctx<'env> {
             drainers: Mutex::new(Vec::new()),
             gate,
             tombstones,
-            source_done: std::sync::atomic::AtomicBool::new(false),
+            source_done: AtomicBool::new(false),
         }
     }
 
@@ -213,24 +285,60 @@ impl<'env> Ctx<'env> {
         &self,
         index: usize,
     ) -> (Sender<Packet<T>>, Receiver<Packet<T>>) {
-        let (tx, rx) = crossbeam_channel::bounded(self.settings.packets(self.capacities[index]));
+        let (tx, rx) =
+            crossbeam_channel::bounded::<Packet<T>>(self.settings.packets(self.capacities[index]));
         let leftover = rx.clone();
         self.drainers.lock().push((
             index,
-            Box::new(move || leftover.try_iter().map(|p: Packet<T>| p.len()).sum()),
+            Box::new(move || {
+                let (mut items, mut first) = (0, None);
+                for packet in leftover.try_iter() {
+                    items += packet.len();
+                    if let Some(panic) = packet.discard() {
+                        match first {
+                            None => first = Some(panic),
+                            Some(_) => let_go(panic),
+                        }
+                    }
+                }
+                (items, first)
+            }),
         ));
         (tx, rx)
     }
 
     /// Records the first failure and cancels the run.
     pub(crate) fn fail(&self, index: usize, failure: Failure) {
-        {
+        let lost = {
             let mut slot = self.failure.lock();
             if slot.is_none() {
                 *slot = Some((index, failure));
+                None
+            } else {
+                Some(failure)
             }
-        }
+        };
         self.token.cancel();
+        // A later failure is not reported; its error (user code) is dropped here,
+        // outside the lock and inside the panic boundary.
+        if let Some(lost) = lost {
+            let_go(lost);
+        }
+    }
+
+    /// Drops a user value inside the panic boundary; a panicking `Drop` fails the run,
+    /// charged to stage `index`.
+    pub(crate) fn discard<V>(&self, index: usize, value: V) {
+        if let Some(panic) = drop_caught(value) {
+            self.fail(index, Failure::Panic(panic));
+        }
+    }
+
+    /// As [`discard`](Ctx::discard), item by item.
+    fn discard_packet<T>(&self, index: usize, packet: Packet<T>) {
+        if let Some(panic) = packet.discard() {
+            self.fail(index, Failure::Panic(panic));
+        }
     }
 
     fn merge(&self, index: usize, counts: &Counts) {
@@ -242,10 +350,14 @@ impl<'env> Ctx<'env> {
     /// After every thread has joined: counts what was left in the queues and returns
     /// the per-stage statistics and the first failure.
     fn finish(self) -> (Vec<StageStats>, Option<(usize, Failure)>, bool) {
-        for (index, drain) in self.drainers.into_inner() {
-            let left = drain();
+        let drainers = std::mem::take(&mut *self.drainers.lock());
+        for (index, drain) in drainers {
+            let (left, panic) = drain();
             if let Some(cell) = self.stats.get(index) {
                 cell.lock().not_processed += left;
+            }
+            if let Some(panic) = panic {
+                self.fail(index, Failure::Panic(panic));
             }
         }
         let stats = self
@@ -255,7 +367,7 @@ impl<'env> Ctx<'env> {
             .zip(self.stats)
             .map(|((name, workers), counts)| StageStats::new(name, workers, counts.into_inner()))
             .collect();
-        let source_done = self.source_done.load(std::sync::atomic::Ordering::Acquire);
+        let source_done = self.source_done.load(Ordering::Acquire);
         (stats, self.failure.into_inner(), source_done)
     }
 }
@@ -291,6 +403,16 @@ impl<T> Clone for Outbound<'_, T> {
             on_drop: self.on_drop.clone(),
             stage: self.stage,
         }
+    }
+}
+
+impl<T> Outbound<'_, T> {
+    /// Lets go of this sender once its thread is done with it: the `on_drop` callback,
+    /// if this held its last reference, is user code and is dropped inside the panic
+    /// boundary.
+    pub(crate) fn release(self, ctx: &Ctx<'_>) {
+        let stage = self.stage;
+        ctx.discard(stage, self);
     }
 }
 
@@ -352,7 +474,9 @@ impl<'env, T> Outbound<'env, T> {
                             }
                             Err(Refused::Full(back)) => packet = back,
                             Err(other) => {
-                                next.not_processed += refused(other).len();
+                                let packet = refused(other);
+                                next.not_processed += packet.len();
+                                ctx.discard_packet(self.stage, packet);
                                 return Err(Stopped);
                             }
                         }
@@ -367,7 +491,9 @@ impl<'env, T> Outbound<'env, T> {
                 Err(other) => other,
             },
         };
-        next.not_processed += refused(refusal).len();
+        let packet = refused(refusal);
+        next.not_processed += packet.len();
+        ctx.discard_packet(self.stage, packet);
         Err(Stopped)
     }
 
@@ -385,7 +511,7 @@ impl<'env, T> Outbound<'env, T> {
                     ctx.fail(self.stage, Failure::Panic(panic));
                 }
             }),
-            None => drop(packet),
+            None => ctx.discard_packet(self.stage, packet),
         }
     }
 }
@@ -441,21 +567,32 @@ fn map_packet<T, U>(
             .map(|out| Packet::One(seq, out))
             .map_err(|f| (f, 0)),
         Packet::Many(seq, items) => {
-            // One unwind boundary per batch keeps the loop tight; `out.len()` says
-            // how far it got if an item panics.
+            // One unwind boundary per batch keeps the loop tight. The closure owns no
+            // item: what is left of the batch and what it already produced are
+            // dropped below, item by item inside the boundary, never by the unwinding
+            // (where a panicking `Drop` would abort the process).
             let n = items.len() as u64;
             let mut out = Vec::with_capacity(items.len());
+            let mut rest = items.into_iter();
             let mapped = Panic::catch_any(|| {
-                for item in items {
+                for item in rest.by_ref() {
                     out.push(f(item)?);
                 }
                 Ok(())
             });
-            match mapped {
-                Ok(Ok(())) => Ok(Packet::Many(seq, out)),
-                Ok(Err(error)) => Err((Failure::Error(error), n - 1)),
-                Err(panic) => Err((Failure::Panic(panic), n - 1)),
+            let failure = match mapped {
+                Ok(Ok(())) => return Ok(Packet::Many(seq, out)),
+                Ok(Err(error)) => Failure::Error(error),
+                Err(panic) => Failure::Panic(panic),
+            };
+            // The run fails with `failure`; a panic dropping the rest is let go.
+            if let Some(panic) = drop_each(rest) {
+                let_go(panic);
             }
+            if let Some(panic) = drop_each(out) {
+                let_go(panic);
+            }
+            Err((failure, n - 1))
         }
     }
 }
@@ -486,6 +623,7 @@ pub(crate) fn run_worker<T, U>(
         if discarding || ctx.token.is_cancelled() {
             discarding = true;
             own.not_processed += packet.len();
+            ctx.discard_packet(index, packet);
             continue;
         }
         let n = packet.len();
@@ -508,29 +646,48 @@ pub(crate) fn run_worker<T, U>(
     ctx.merge(index, &own);
     ctx.merge(out.stage, &next);
     input.release(ctx);
+    out.release(ctx);
 }
 
-/// Pulls the source: `(seq, batch)` to the next packet, `None` once it is exhausted.
-/// Boxed where the iterator's type is known, so the batching loop is compiled for it
-/// and the engine pays one indirect call per packet.
-pub(crate) type Pull<'env, T> = Box<dyn FnMut(u64, usize) -> Option<Packet<T>> + Send + 'env>;
+/// Pulls the source: `(seq, batch, partial)` to the next packet, `None` once it is
+/// exhausted. A batch is gathered in `partial`, which the caller owns: if the
+/// iterator panics halfway through a batch, the items already pulled stay there, to
+/// be counted and dropped inside the panic boundary. Boxed where the iterator's type
+/// is known, so the batching loop is compiled for it and the engine pays one indirect
+/// call per packet.
+pub(crate) type Pull<'env, T> =
+    Box<dyn FnMut(u64, usize, &mut Vec<T>) -> Option<Packet<T>> + Send + 'env>;
 
 /// The [`Pull`] of an iterator.
 pub(crate) fn pull_from<'env, I>(mut iter: I) -> Pull<'env, I::Item>
 where
     I: Iterator + Send + 'env,
 {
-    Box::new(move |seq, batch| {
+    Box::new(move |seq, batch, partial| {
         if batch == 1 {
             iter.next().map(|item| Packet::One(seq, item))
         } else {
             let first = iter.next()?;
-            let mut items = Vec::with_capacity(batch);
-            items.push(first);
-            items.extend(iter.by_ref().take(batch - 1));
-            Some(Packet::Many(seq, items))
+            partial.reserve_exact(batch);
+            partial.push(first);
+            partial.extend(iter.by_ref().take(batch - 1));
+            Some(Packet::Many(seq, std::mem::take(partial)))
         }
     })
+}
+
+/// Books a source iterator that panicked with `partial` items of a batch pulled:
+/// the panic counts as one failed item, the partial batch as pulled and not
+/// processed, and those items are dropped inside the boundary.
+fn source_panicked<T>(ctx: &Ctx<'_>, counts: &mut Counts, panic: Panic, partial: Vec<T>) {
+    let n = partial.len() as u64;
+    counts.items_in += n + 1;
+    counts.failed += 1;
+    counts.not_processed += n;
+    ctx.fail(0, Failure::Panic(panic));
+    if let Some(panic) = drop_each(partial) {
+        let_go(panic);
+    }
 }
 
 /// The loop of the source thread (stage 0), used with the drop policies: pulls,
@@ -553,7 +710,8 @@ pub(crate) fn run_source<T>(ctx: &Ctx<'_>, mut pull: Pull<'_, T>, out: Outbound<
                 break;
             }
         }
-        match Panic::catch_any(|| pull(seq, batch)) {
+        let mut partial = Vec::new();
+        match Panic::catch_any(|| pull(seq, batch, &mut partial)) {
             Ok(Some(packet)) => {
                 own.items_in += packet.len();
                 own.out += packet.len();
@@ -563,14 +721,11 @@ pub(crate) fn run_source<T>(ctx: &Ctx<'_>, mut pull: Pull<'_, T>, out: Outbound<
                 }
             }
             Ok(None) => {
-                ctx.source_done
-                    .store(true, std::sync::atomic::Ordering::Release);
+                ctx.source_done.store(true, Ordering::Release);
                 break;
             }
             Err(panic) => {
-                own.items_in += 1;
-                own.failed += 1;
-                ctx.fail(0, Failure::Panic(panic));
+                source_panicked(ctx, &mut own, panic, partial);
                 break;
             }
         }
@@ -578,6 +733,8 @@ pub(crate) fn run_source<T>(ctx: &Ctx<'_>, mut pull: Pull<'_, T>, out: Outbound<
     own.finish(started);
     ctx.merge(0, &own);
     ctx.merge(out.stage, &next);
+    ctx.discard(0, pull);
+    out.release(ctx);
 }
 
 /// The source pulled directly by the threads of the first stage (or by the sink, if
@@ -650,7 +807,8 @@ impl<'env, T> Feed<'env, T> {
         }
         let (seq, batch) = (state.seq, ctx.settings.batch);
         let pull = &mut state.pull;
-        let pulled = Panic::catch_any(|| pull(seq, batch));
+        let mut partial = Vec::new();
+        let pulled = Panic::catch_any(|| pull(seq, batch, &mut partial));
         let now = tsc_nanos();
         state.counts.busy += nanos(now.saturating_sub(started));
         state.last = state.last.max(now);
@@ -666,15 +824,12 @@ impl<'env, T> Feed<'env, T> {
             }
             Ok(None) => {
                 state.done = true;
-                ctx.source_done
-                    .store(true, std::sync::atomic::Ordering::Release);
+                ctx.source_done.store(true, Ordering::Release);
                 None
             }
             Err(panic) => {
                 state.done = true;
-                state.counts.items_in += 1;
-                state.counts.failed += 1;
-                ctx.fail(0, Failure::Panic(panic));
+                source_panicked(ctx, &mut state.counts, panic, partial);
                 None
             }
         }
@@ -684,10 +839,20 @@ impl<'env, T> Feed<'env, T> {
     /// it was not spent in the iterator it spent waiting for the first stage to ask
     /// again (backpressure) or for the reorder window: its blocked time.
     fn finish(self, ctx: &Ctx<'_>) {
-        let mut state = self.state.into_inner();
-        let life = nanos(state.last.saturating_sub(state.started));
-        state.counts.blocked += life.saturating_sub(state.counts.busy);
-        ctx.merge(0, &state.counts);
+        let FeedState {
+            pull,
+            mut counts,
+            started,
+            last,
+            ..
+        } = self.state.into_inner();
+        let life = nanos(last.saturating_sub(started));
+        counts.blocked = counts
+            .blocked
+            .saturating_add(life.saturating_sub(counts.busy));
+        ctx.merge(0, &counts);
+        // The source iterator is user code.
+        ctx.discard(0, pull);
     }
 }
 
@@ -804,14 +969,32 @@ fn deliver<T>(
 ) -> bool {
     let n = packet.len();
     let mut done = 0;
-    // One unwind boundary per packet, as in `map_packet`: `done` says how far it got.
-    let delivered = Panic::catch_any(|| {
-        packet.try_for_each(|item| {
-            sink(item)?;
-            done += 1;
-            Ok(())
-        })
-    });
+    // One unwind boundary per packet, as in `map_packet` (and owning no item, for the
+    // same reason): `done` says how far it got.
+    let delivered = match packet {
+        Packet::One(_, item) => {
+            let delivered = Panic::catch_any(|| sink(item));
+            if matches!(delivered, Ok(Ok(()))) {
+                done = 1;
+            }
+            delivered
+        }
+        Packet::Many(_, items) => {
+            let mut rest = items.into_iter();
+            let delivered = Panic::catch_any(|| {
+                for item in rest.by_ref() {
+                    sink(item)?;
+                    done += 1;
+                }
+                Ok(())
+            });
+            // Left only after a failure, which the run reports.
+            if let Some(panic) = drop_each(rest) {
+                let_go(panic);
+            }
+            delivered
+        }
+    };
     own.out += done;
     let failure = match delivered {
         Ok(Ok(())) => None,
@@ -858,6 +1041,7 @@ pub(crate) fn run_sink<T>(
             failed = true;
             if let Arrival::Packet(packet) = arrival {
                 own.not_processed += packet.len();
+                ctx.discard_packet(index, packet);
             }
             continue;
         }
@@ -890,6 +1074,7 @@ pub(crate) fn run_sink<T>(
             let Some(packet) = packet else { continue };
             if failed || ctx.token.is_cancelled() {
                 own.not_processed += packet.len();
+                ctx.discard_packet(index, packet);
             } else if !deliver(ctx, index, packet, sink, &mut own) {
                 failed = true;
             }
@@ -977,6 +1162,7 @@ mod tests {
             overflow: Overflow::Block,
             batch: 8,
             window: None,
+            fail_spawn_at: None,
         };
         let ctx = Ctx::new(
             CancelToken::new(),
@@ -1030,6 +1216,7 @@ mod tests {
             overflow: Overflow::Block,
             batch,
             window: None,
+            fail_spawn_at: None,
         };
         assert_eq!(settings(1).packets(64), 64);
         assert_eq!(settings(16).packets(64), 4);
