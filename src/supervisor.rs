@@ -401,9 +401,11 @@ impl Supervisor {
 }
 
 impl Drop for Supervisor {
-    /// As [`stop`](Supervisor::stop), discarding the report. A panic in an
-    /// `on_cancel` callback of the supervisor's token is not re-raised here (the
-    /// panic hook has reported it).
+    /// As [`stop`](Supervisor::stop), discarding the report: it waits for every child
+    /// to return, like `stop` (use [`stop_timeout`](Supervisor::stop_timeout) to bound
+    /// the wait for children that ignore their token). A panic in an `on_cancel`
+    /// callback of the supervisor's token is not re-raised here (the panic hook has
+    /// reported it).
     fn drop(&mut self) {
         if self.monitor.is_some() {
             let _ = self.cancel();
