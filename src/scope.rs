@@ -96,7 +96,12 @@ where
         .iter()
         .find_map(|slot| slot.lock().take());
     match uncollected {
-        Some(panic) => Err(panic),
+        Some(panic) => {
+            // `f`'s value is not returned: dropped inside the panic boundary, so a
+            // panicking `Drop` of it cannot replace the panic being reported.
+            let _ = Panic::catch_any(move || drop(value));
+            Err(panic)
+        }
         None => Ok(value),
     }
 }

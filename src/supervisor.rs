@@ -743,8 +743,12 @@ impl Monitor {
 
     fn record(&mut self, index: usize, exit: Exit) {
         if self.exits.len() == MAX_EXITS_KEPT {
-            self.exits.pop_front();
+            let evicted = self.exits.pop_front();
             self.exits_omitted += 1;
+            // A panic's payload is a user value: its `Drop` may panic too.
+            if let Err(panic) = Panic::catch_any(move || drop(evicted)) {
+                self.panics.push(panic);
+            }
         }
         let name = self.children[index].spec.name.clone();
         self.exits.push_back((name, exit));

@@ -235,3 +235,14 @@ fn a_handle_joined_from_its_own_thread_is_an_error_not_a_deadlock_panic() {
         Some("corral: a scoped thread cannot join its own handle")
     );
 }
+
+#[test]
+fn a_scope_value_whose_drop_panics_does_not_replace_the_reported_panic() {
+    let _check = LeakCheck::new();
+    let outcome = corral::try_scope(|s| {
+        s.spawn(|| panic!("the thread failed"));
+        DropBomb
+    });
+    let panic = outcome.map(std::mem::forget).unwrap_err();
+    assert_eq!(panic.message(), Some("the thread failed"));
+}

@@ -704,3 +704,37 @@ fn the_exit_record_keeps_the_most_recent_exits_and_counts_the_rest() {
     assert_eq!(report.exits_omitted, 6);
     assert!(matches!(report.exits.last().unwrap().1, Exit::Finished));
 }
+
+/// A panic payload whose `Drop` panics.
+struct PayloadBomb;
+
+impl Drop for PayloadBomb {
+    fn drop(&mut self) {
+        panic!("drop of a panic payload");
+    }
+}
+
+#[test]
+fn an_evicted_exit_whose_panic_payload_panics_on_drop_is_reported_not_fatal() {
+    let _check = LeakCheck::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let report = Supervisor::builder()
+        .backoff(Duration::ZERO, Duration::ZERO)
+        .intensity(1_000_000, Duration::MAX)
+        .child("churn", Restart::Transient, move |_| {
+            match r.fetch_add(1, Ordering::SeqCst) {
+                0 => std::panic::panic_any(PayloadBomb),
+                1..=10_000 => Err("again"),
+                _ => Ok(()),
+            }
+        })
+        .start()
+        .unwrap()
+        .join_timeout(Duration::from_secs(120))
+        .expect("the supervisor finishes");
+    assert_eq!(report.reason, StopReason::AllExited);
+    assert_eq!(report.exits_omitted, 2);
+    assert_eq!(report.panics.len(), 1);
+    assert_eq!(report.panics[0].message(), Some("drop of a panic payload"));
+}
