@@ -386,8 +386,8 @@ impl<T> Drop for ScopedHandle<'_, T> {
 impl<T> fmt::Debug for ScopedHandle<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScopedHandle")
-            .field("thread", &self.inner.as_ref().map(|h| h.thread().name()))
-            .field("finished", &self.inner.as_ref().map(|h| h.is_finished()))
+            .field("thread", &self.thread().name())
+            .field("finished", &self.is_finished())
             .finish()
     }
 }
