@@ -114,12 +114,15 @@ impl State {
         }
     }
 
-    fn remove(&mut self, key: usize) {
-        if let Some(slot) = self.slots.get_mut(key) {
-            if slot.take().is_some() {
-                self.free.push(key);
-            }
+    /// Takes the entry out; the caller drops it after releasing the lock, since
+    /// dropping a callback runs user code (which may re-enter the token or panic).
+    #[must_use = "drop the entry after releasing the lock"]
+    fn remove(&mut self, key: usize) -> Option<Entry> {
+        let entry = self.slots.get_mut(key)?.take();
+        if entry.is_some() {
+            self.free.push(key);
         }
+        entry
     }
 }
 
@@ -184,9 +187,19 @@ impl Node {
 }
 
 impl Drop for Handle {
+    /// Unregisters from the parent, then walks up the chain of parents this was the
+    /// last handle to, one at a time: a chain of a million nested children is dropped
+    /// in a loop, not a million nested drops.
     fn drop(&mut self) {
-        if let Some((parent, key)) = &self.parent {
-            parent.node.state.lock().remove(*key);
+        let mut next = self.parent.take();
+        while let Some((parent, key)) = next.take() {
+            let entry = parent.node.state.lock().remove(key);
+            drop(entry);
+            // Only the last reference is unwrapped; its own parent is taken out before
+            // it drops, so that drop does not recurse. Any other reference just goes.
+            if let Ok(mut handle) = Arc::try_unwrap(parent) {
+                next = handle.parent.take();
+            }
         }
     }
 }
@@ -262,6 +275,13 @@ impl CancelToken {
 
     /// Cancels this token and every descendant, waking everything waiting on them.
     /// Idempotent: the first reason sticks.
+    ///
+    /// # Panics
+    ///
+    /// If an [`on_cancel`](CancelToken::on_cancel) callback panics, the first such
+    /// panic is re-raised here, after every other callback has run and every
+    /// descendant is cancelled (the token is fully cancelled either way). corral's own
+    /// primitives catch it where they cancel on a thread of theirs.
     pub fn cancel(&self) {
         let reason = match self.deadline() {
             Some(deadline) if time::now() >= deadline => CancelReason::DeadlineExceeded,
@@ -353,6 +373,11 @@ impl CancelToken {
     /// if it has not run yet.
     ///
     /// Callbacks should be short and must not block: they typically wake a thread.
+    /// They run with no lock held, so a callback may use the token (cancel it again,
+    /// register another callback, which then runs at once, make a child, drop its
+    /// clone); a panicking callback is described under [`cancel`](CancelToken::cancel).
+    /// A callback that never runs is dropped when its registration is, with no lock
+    /// held either.
     /// A deadline passing does not run them (no thread watches the clock, and
     /// observers never run callbacks); a waiter bounds its wait by
     /// [`deadline`](CancelToken::deadline) instead, as every corral wait does. A
@@ -504,8 +529,10 @@ impl Drop for OnCancel {
     fn drop(&mut self) {
         if let Some((token, key)) = self.registration.take() {
             // After a cancel the slab is emptied and never refilled, so a stale key
-            // can never remove somebody else's entry.
-            token.handle.node.state.lock().remove(key);
+            // can never remove somebody else's entry. The callback is dropped with
+            // no lock held: its captures may use the token or panic.
+            let entry = token.handle.node.state.lock().remove(key);
+            drop(entry);
         }
     }
 }
@@ -535,9 +562,17 @@ impl CancelOnDrop {
 }
 
 impl Drop for CancelOnDrop {
+    /// Cancels the token. While the thread is already unwinding, a panic from an
+    /// [`on_cancel`](CancelToken::on_cancel) callback is not re-raised (a second panic
+    /// would abort the process); the panic hook has reported it, and every callback
+    /// and descendant was still reached.
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
-            token.cancel();
+            if std::thread::panicking() {
+                let _ = catch_unwind(AssertUnwindSafe(|| token.cancel()));
+            } else {
+                token.cancel();
+            }
         }
     }
 }

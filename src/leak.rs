@@ -220,6 +220,10 @@ pub struct LeakCheckBuilder {
 
 impl LeakCheckBuilder {
     /// How long the check waits for threads to end before failing (default 1 s).
+    ///
+    /// Zero checks once, without waiting. A grace too large to represent
+    /// (`Duration::MAX`) waits for as long as the threads run. Threads started during
+    /// the grace period by threads the check covers are covered too, and waited for.
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self
@@ -325,7 +329,7 @@ impl LeakCheck {
 
     fn run(&self) -> Result<(), LeakReport> {
         CHECKS.with(|c| c.borrow_mut().retain(|&id| id != self.id));
-        let deadline = Instant::now() + self.grace;
+        let deadline = crate::sync::time::deadline_after(Instant::now(), self.grace);
         match &self.os {
             None => self.wait_corral(deadline),
             Some(os) => os.wait(deadline),

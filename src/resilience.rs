@@ -28,6 +28,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::ConfigError;
 use crate::rate::{RateLimiter, WaitError};
 use crate::semaphore::{AcquireError, Permit, Semaphore};
+use crate::sync::time;
 
 /// Why a call through a [`Resilience`] stack produced no value.
 ///
@@ -201,6 +202,14 @@ impl Resilience {
     /// Calls `f` through the stack; every error counts as a failure (for the breaker
     /// and for retries). `f` runs on the calling thread, once per attempt; a panic in
     /// it propagates (the breaker records it as a failure, the permit is released).
+    /// So does a panic in `is_failure` ([`call_with`](Resilience::call_with)) or in
+    /// the `Drop` of an earlier attempt's error: all user code runs on the caller's
+    /// own thread, where its panic is the caller's, and the stack is left consistent.
+    ///
+    /// Calling the same stack again from inside `f` is allowed; with a bulkhead, each
+    /// level holds a permit while it waits for the next, so nest at most `permits - 1`
+    /// levels deep or set a [`timeout`](ResilienceBuilder::timeout), which bounds the
+    /// wait (it then ends in [`ResilienceError::Cancelled`]).
     ///
     /// # Errors
     ///
@@ -410,7 +419,7 @@ impl Resilience {
         if delay.is_zero() {
             return !token.is_cancelled();
         }
-        let until = self.config.clock.now() + delay;
+        let until = time::deadline_after(self.config.clock.now(), delay);
         self.config.clock.sleep_until(until, Some(token))
     }
 }
@@ -497,13 +506,16 @@ impl ResilienceBuilder {
     }
 
     /// The whole call's deadline, retries and backoffs included; the closure's token
-    /// carries it.
+    /// carries it. Zero is refused by [`build`](ResilienceBuilder::build); a timeout
+    /// too large to represent (`Duration::MAX`) saturates to "never".
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 
-    /// Attempts after the first failure (default 0). Stops early at the deadline.
+    /// Attempts after the first failure (default 0, a single attempt). Stops early at
+    /// the deadline. At most 1,000,000 ([`build`](ResilienceBuilder::build) refuses
+    /// more).
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
         self
@@ -511,6 +523,9 @@ impl ResilienceBuilder {
 
     /// The wait before retry `n` is `initial * 2^(n-1)`, capped at `max` (default
     /// 10 ms, capped at 1 s). A wait that would outlast the deadline is not taken.
+    /// Both may be zero (retry at once) or as large as `Duration::MAX` (the wait
+    /// saturates; the call's token still ends it); `initial` above `max` is refused by
+    /// [`build`](ResilienceBuilder::build).
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.backoff = (initial, max);
         self

@@ -10,21 +10,52 @@
 //! so that [`Supervisor::stop`] interrupts it. Every child thread is joined by the
 //! monitor before it restarts that child and before it exits; the monitor is joined by
 //! `stop` and by `Drop`. Children must honour their token for `stop` to return.
+//!
+//! Every piece of user code runs inside the panic boundary: a child's function, the
+//! `Display` and `Drop` of the error it returns, the drop of the function itself,
+//! `on_cancel` callbacks reached when the monitor cancels a token, and the injected
+//! clock. Whatever panics there becomes an [`Exit::Panicked`] or an entry of
+//! [`SupervisorReport::panics`], never a dead monitor. A supervisor stopped or dropped
+//! from one of its own threads never joins that thread (a thread cannot join itself):
+//! the others are joined, the report is produced, and that one thread finishes on its
+//! own. That is the one place the "every thread is joined" promise cannot be kept.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::error::Error;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
 
 use crate::cancel::CancelToken;
 use crate::clock::{Clock, SystemClock};
-use crate::config::ConfigError;
+use crate::config::{check_name, ConfigError};
 use crate::panic::Panic;
 use crate::spawn::{spawn, ThreadSpec};
+use crate::sync::time;
+
+/// The largest `max_restarts` [`SupervisorBuilder::intensity`] accepts (1,000,000):
+/// the monitor remembers one instant per restart within the period, so the limit
+/// bounds that memory.
+const MAX_RESTARTS: usize = 1_000_000;
+
+/// How many exits a [`SupervisorReport`] keeps (10,000): the most recent ones, with a
+/// count of the older ones left out ([`SupervisorReport::exits_omitted`]), so a
+/// long-lived supervisor's record stays bounded.
+const MAX_EXITS_KEPT: usize = 10_000;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The id of the supervisor whose child runs on this thread (0 elsewhere), so that
+    /// a supervisor stopped from one of its own children knows not to wait for it.
+    static CHILD_OF: Cell<u64> = const { Cell::new(0) };
+}
 
 /// When a child is restarted after it exits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,7 +85,9 @@ pub enum Strategy {
 }
 
 /// The function a child runs. It should return when its token is cancelled.
-type ChildFn = Arc<dyn Fn(&CancelToken) -> Result<(), Box<dyn Error + Send + Sync>> + Send + Sync>;
+type ChildFn = Arc<dyn Fn(&CancelToken) -> Result<(), BoxError> + Send + Sync>;
+
+type BoxError = Box<dyn Error + Send + Sync>;
 
 struct ChildSpec {
     name: String,
@@ -64,6 +97,8 @@ struct ChildSpec {
 
 /// Configures and starts a [`Supervisor`].
 pub struct SupervisorBuilder {
+    /// The first bad child name, reported by `start`.
+    bad_name: Option<ConfigError>,
     strategy: Strategy,
     max_restarts: usize,
     period: Duration,
@@ -81,7 +116,8 @@ pub enum Exit {
     Finished,
     /// The function returned an error (its `Display` text).
     Failed(String),
-    /// The function panicked.
+    /// The function panicked, or the error it returned panicked while being formatted
+    /// or dropped (restarted like a failure).
     Panicked(Panic),
 }
 
@@ -95,6 +131,10 @@ pub enum StopReason {
     IntensityExceeded,
     /// Every child exited and none was to be restarted.
     AllExited,
+    /// The supervisor's own machinery hit a panic in user code it runs (the injected
+    /// [`Clock`]), or the OS refused to restart a child: every child was stopped and
+    /// joined; the panic is in [`SupervisorReport::panics`].
+    Failed,
 }
 
 /// What a supervisor did, returned by [`Supervisor::stop`] and [`Supervisor::join`].
@@ -105,11 +145,30 @@ pub struct SupervisorReport {
     pub reason: StopReason,
     /// Restarts per child, in the order the children were added.
     pub restarts: Vec<(String, usize)>,
-    /// Every exit seen, in order: child name and how it exited.
+    /// Every exit seen, in order: child name and how it exited (the most recent
+    /// 10,000 of them).
     pub exits: Vec<(String, Exit)>,
+    /// Exits left out of `exits` because there were more than 10,000.
+    pub exits_omitted: usize,
+    /// Panics in user code that were not a child's exit: an
+    /// [`on_cancel`](CancelToken::on_cancel) callback run when the supervisor cancelled
+    /// a token, the drop of a child's function, the injected clock.
+    pub panics: Vec<Panic>,
 }
 
 impl SupervisorReport {
+    /// The report of a supervisor stopped from its own monitor thread, which is the
+    /// thread producing the real one: nothing is known there.
+    fn unknown() -> Self {
+        SupervisorReport {
+            reason: StopReason::Stopped,
+            restarts: Vec::new(),
+            exits: Vec::new(),
+            exits_omitted: 0,
+            panics: Vec::new(),
+        }
+    }
+
     /// Total restarts across all children.
     pub fn total_restarts(&self) -> usize {
         self.restarts.iter().map(|(_, n)| n).sum()
@@ -144,12 +203,28 @@ impl SupervisorReport {
 /// assert_eq!(attempts.load(Ordering::SeqCst), 3);
 /// assert_eq!(report.total_restarts(), 2);
 /// ```
+/// # Stopping from inside
+///
+/// A supervisor may be stopped or dropped from one of its own children (or from user
+/// code its monitor runs, such as the drop of a child's function). It never joins the
+/// thread it is called on: every other thread is cancelled and joined, the report is
+/// produced (without that child's last exit, which has not happened yet), and the
+/// calling thread finishes on its own when it returns. Called on the monitor thread,
+/// the report is empty ([`StopReason::Stopped`], no exits): that thread is the one
+/// building the real report.
 pub struct Supervisor {
     token: CancelToken,
     monitor: Option<JoinHandle<Option<SupervisorReport>>>,
     /// Disconnected when the monitor thread is about to return (every child joined):
     /// what the bounded `stop`/`join` forms wait on, since `JoinHandle` has no timeout.
     finished: Receiver<()>,
+    /// Unique per supervisor: what its children's threads are marked with.
+    id: u64,
+    /// Tells the monitor that the given child thread is stopping the supervisor and
+    /// must not be waited for.
+    detach: Sender<ThreadId>,
+    /// Which children have a thread the monitor has not joined yet.
+    running: Arc<Mutex<Vec<(String, bool)>>>,
 }
 
 impl Supervisor {
@@ -164,7 +239,20 @@ impl Supervisor {
             max_backoff: Duration::from_secs(1),
             clock: Arc::new(SystemClock),
             children: Vec::new(),
+            bad_name: None,
         }
+    }
+
+    /// The names of the children whose threads have not been joined yet: after a
+    /// bounded [`stop_timeout`](Supervisor::stop_timeout) fails, the ones that ignore
+    /// their token.
+    pub fn running_children(&self) -> Vec<String> {
+        self.running
+            .lock()
+            .iter()
+            .filter(|(_, running)| *running)
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// The supervisor's token; every child token is a child of it.
@@ -179,9 +267,29 @@ impl Supervisor {
     }
 
     /// Cancels every child, joins every thread, and reports.
+    ///
+    /// A panic in an [`on_cancel`](CancelToken::on_cancel) callback registered on the
+    /// supervisor's token is caught and added to [`SupervisorReport::panics`]. Called
+    /// from one of the supervisor's own threads, see [Stopping from
+    /// inside](Supervisor#stopping-from-inside).
     pub fn stop(mut self) -> SupervisorReport {
-        self.token.cancel();
-        self.join_monitor()
+        let panic = self.cancel();
+        let mut report = self.join_monitor();
+        report.panics.extend(panic);
+        report
+    }
+
+    /// Cancels the supervisor's token, catching a panicking callback.
+    fn cancel(&self) -> Option<Panic> {
+        Panic::catch_any(|| self.token.cancel()).err()
+    }
+
+    /// On one of this supervisor's child threads: tells the monitor not to wait for
+    /// it (it cannot finish while it waits for the monitor).
+    fn detach_current_child(&self) {
+        if CHILD_OF.with(Cell::get) == self.id {
+            let _ = self.detach.try_send(std::thread::current().id());
+        }
     }
 
     /// Waits until the supervisor stops by itself (intensity exceeded, or every child
@@ -198,9 +306,10 @@ impl Supervisor {
     /// # Errors
     ///
     /// The supervisor itself, when the children were not all joined in time.
+    ///
+    /// A `timeout` too large to represent waits as long as [`stop`](Supervisor::stop).
     pub fn stop_timeout(self, timeout: Duration) -> Result<SupervisorReport, Supervisor> {
-        self.token.cancel();
-        self.join_deadline(Instant::now() + timeout)
+        self.stop_deadline(time::deadline_after(time::now(), timeout))
     }
 
     /// As [`stop_timeout`](Supervisor::stop_timeout), with a deadline.
@@ -208,9 +317,15 @@ impl Supervisor {
     /// # Errors
     ///
     /// The supervisor itself, when the children were not all joined by `deadline`.
+    ///
+    /// A deadline already past still cancels, then reports only if every thread has
+    /// already been joined.
     pub fn stop_deadline(self, deadline: Instant) -> Result<SupervisorReport, Supervisor> {
-        self.token.cancel();
-        self.join_deadline(deadline)
+        let panic = self.cancel();
+        self.join_deadline(deadline).map(|mut report| {
+            report.panics.extend(panic);
+            report
+        })
     }
 
     /// As [`join`](Supervisor::join), waiting at most `timeout`; on timeout the
@@ -219,8 +334,10 @@ impl Supervisor {
     /// # Errors
     ///
     /// The supervisor itself, when it had not stopped in time.
+    ///
+    /// A `timeout` too large to represent waits as long as [`join`](Supervisor::join).
     pub fn join_timeout(self, timeout: Duration) -> Result<SupervisorReport, Supervisor> {
-        self.join_deadline(Instant::now() + timeout)
+        self.join_deadline(time::deadline_after(time::now(), timeout))
     }
 
     /// As [`join`](Supervisor::join), waiting until `deadline` at most; then the
@@ -230,6 +347,10 @@ impl Supervisor {
     ///
     /// The supervisor itself, when it had not stopped by `deadline`.
     pub fn join_deadline(mut self, deadline: Instant) -> Result<SupervisorReport, Supervisor> {
+        if self.on_monitor_thread() {
+            return Ok(self.join_monitor());
+        }
+        self.detach_current_child();
         match self.finished.recv_deadline(deadline) {
             Err(RecvTimeoutError::Timeout) => Err(self),
             // Disconnected: the monitor has joined every child and is returning.
@@ -244,6 +365,10 @@ impl Supervisor {
     ///
     /// The supervisor itself, when `token` was cancelled first.
     pub fn join_cancellable(mut self, token: &CancelToken) -> Result<SupervisorReport, Supervisor> {
+        if self.on_monitor_thread() {
+            return Ok(self.join_monitor());
+        }
+        self.detach_current_child();
         select! {
             recv(self.finished) -> _ => Ok(self.join_monitor()),
             recv(token.done()) -> _ => Err(self),
@@ -251,7 +376,21 @@ impl Supervisor {
         }
     }
 
+    fn on_monitor_thread(&self) -> bool {
+        self.monitor
+            .as_ref()
+            .is_some_and(|m| m.thread().id() == std::thread::current().id())
+    }
+
+    /// Joins the monitor, which has joined every child but the calling one. On the
+    /// monitor thread itself, nothing is joined: it finishes on its own.
     fn join_monitor(&mut self) -> SupervisorReport {
+        if self.on_monitor_thread() {
+            let _ = self.cancel();
+            drop(self.monitor.take());
+            return SupervisorReport::unknown();
+        }
+        self.detach_current_child();
         let monitor = self.monitor.take().expect("monitor joined once");
         match monitor.join() {
             Ok(report) => report.expect("the monitor was handed its state"),
@@ -262,9 +401,14 @@ impl Supervisor {
 }
 
 impl Drop for Supervisor {
+    /// As [`stop`](Supervisor::stop), discarding the report: it waits for every child
+    /// to return, like `stop` (use [`stop_timeout`](Supervisor::stop_timeout) to bound
+    /// the wait for children that ignore their token). A panic in an `on_cancel`
+    /// callback of the supervisor's token is not re-raised here (the panic hook has
+    /// reported it).
     fn drop(&mut self) {
         if self.monitor.is_some() {
-            self.token.cancel();
+            let _ = self.cancel();
             let _ = self.join_monitor();
         }
     }
@@ -288,6 +432,11 @@ impl SupervisorBuilder {
 
     /// At most `max_restarts` restarts within any `period`; one more stops the
     /// supervisor with [`StopReason::IntensityExceeded`].
+    ///
+    /// `max_restarts` 0 means no restart at all: the first exit that calls for one
+    /// stops the supervisor. It must be at most 1,000,000, and `period` above
+    /// zero ([`start`](SupervisorBuilder::start) says which is wrong); a `period` of
+    /// `Duration::MAX` counts every restart ever made.
     pub fn intensity(mut self, max_restarts: usize, period: Duration) -> Self {
         self.max_restarts = max_restarts;
         self.period = period;
@@ -295,7 +444,9 @@ impl SupervisorBuilder {
     }
 
     /// Delay before a child's restart: `base`, doubled for each consecutive restart
-    /// of that child, capped at `max`. Zero disables it.
+    /// of that child, capped at `max`. Zero disables it. Both may be as large as
+    /// `Duration::MAX` (the delay saturates; a stop interrupts it); `max` below `base`
+    /// is refused by [`start`](SupervisorBuilder::start).
     pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
         self.backoff = base;
         self.max_backoff = max;
@@ -312,11 +463,18 @@ impl SupervisorBuilder {
 
     /// Adds a child. It runs `run(&token)` on its own thread named `corral-sup-<name>`
     /// and should return when the token is cancelled.
+    ///
+    /// A name with a NUL byte is refused by [`start`](SupervisorBuilder::start) with a
+    /// [`ConfigError`] for field `child name`; an empty name is allowed (the thread is
+    /// then `corral-sup-`), and names need not be unique.
     pub fn child<F, E>(mut self, name: &str, restart: Restart, run: F) -> Self
     where
         F: Fn(&CancelToken) -> Result<(), E> + Send + Sync + 'static,
         E: Into<Box<dyn Error + Send + Sync>>,
     {
+        if let Err(e) = check_name("child name", name) {
+            self.bad_name.get_or_insert(e);
+        }
         self.children.push(ChildSpec {
             name: name.to_owned(),
             restart,
@@ -329,9 +487,35 @@ impl SupervisorBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] for no children (`children`), a zero `period`, or a `max` backoff
-    /// below its `base`; an OS refusal to start a thread is reported as field `thread`.
-    pub fn start(self) -> Result<Supervisor, ConfigError> {
+    /// [`ConfigError`] for no children (`children`), a NUL byte in a child's name
+    /// (`child name`), `max_restarts` above 1,000,000, a zero `period`, or a
+    /// `max` backoff below its `base`; an OS refusal to start a thread is reported as
+    /// field `thread`. The children's functions are dropped (inside the panic boundary)
+    /// when the supervisor is not started.
+    pub fn start(mut self) -> Result<Supervisor, ConfigError> {
+        let refusal = self.refusal();
+        if let Some(e) = refusal {
+            drop_quietly(std::mem::take(&mut self.children));
+            return Err(e);
+        }
+        self.start_checked()
+    }
+
+    fn refusal(&mut self) -> Option<ConfigError> {
+        if let Some(e) = self.bad_name.take() {
+            return Some(e);
+        }
+        if self.max_restarts > MAX_RESTARTS {
+            return Some(ConfigError::new(
+                "max_restarts",
+                self.max_restarts,
+                "must be at most 1000000",
+            ));
+        }
+        None
+    }
+
+    fn start_checked(mut self) -> Result<Supervisor, ConfigError> {
         if self.children.is_empty() {
             return Err(ConfigError::new(
                 "children",
@@ -340,6 +524,7 @@ impl SupervisorBuilder {
             ));
         }
         if self.period.is_zero() {
+            drop_quietly(std::mem::take(&mut self.children));
             return Err(ConfigError::new(
                 "period",
                 self.period,
@@ -347,6 +532,7 @@ impl SupervisorBuilder {
             ));
         }
         if self.max_backoff < self.backoff {
+            drop_quietly(std::mem::take(&mut self.children));
             return Err(ConfigError::new(
                 "backoff max",
                 self.max_backoff,
@@ -354,6 +540,14 @@ impl SupervisorBuilder {
             ));
         }
         let token = CancelToken::new();
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let (detach, detached) = crossbeam_channel::bounded(1);
+        let running = Arc::new(Mutex::new(
+            self.children
+                .iter()
+                .map(|c| (c.name.clone(), false))
+                .collect::<Vec<_>>(),
+        ));
         let (exits_tx, exits_rx) = crossbeam_channel::unbounded();
         let mut monitor = Monitor {
             token: token.clone(),
@@ -378,7 +572,13 @@ impl SupervisorBuilder {
             exits_tx,
             exits_rx,
             recent: VecDeque::new(),
-            exits: Vec::new(),
+            exits: VecDeque::new(),
+            exits_omitted: 0,
+            panics: Vec::new(),
+            id,
+            detached,
+            detached_thread: None,
+            running: Arc::clone(&running),
         };
         // The monitor thread starts first and waits for its state, so that whatever
         // fails below, every thread already started is joined here.
@@ -397,6 +597,7 @@ impl SupervisorBuilder {
                 monitor.stop_all();
                 drop(hand_over);
                 let _ = handle.join();
+                drop_quietly(monitor.children.drain(..).map(|c| c.spec).collect());
                 return Err(ConfigError::new(
                     "thread",
                     e.to_string(),
@@ -411,7 +612,37 @@ impl SupervisorBuilder {
             token,
             monitor: Some(handle),
             finished,
+            id,
+            detach,
+            running,
         })
+    }
+}
+
+/// Drops the children's functions inside the panic boundary; returns the panics.
+fn drop_quietly(specs: Vec<ChildSpec>) -> Vec<Panic> {
+    specs
+        .into_iter()
+        .filter_map(|spec| Panic::catch_any(move || drop(spec)).err())
+        .collect()
+}
+
+/// How a child's function ended, formatting and dropping its error inside the panic
+/// boundary: a panicking `Display` or `Drop` of the error is the exit.
+fn describe(outcome: Result<Result<(), BoxError>, Panic>) -> Exit {
+    match outcome {
+        Ok(Ok(())) => Exit::Finished,
+        Ok(Err(error)) => {
+            // Formatted by reference, so a panicking `Display` does not drop the error
+            // while unwinding (a panicking `Drop` on top would abort the process).
+            let text = Panic::catch_any(|| error.to_string());
+            let dropped = Panic::catch_any(move || drop(error));
+            match (text, dropped) {
+                (Ok(text), Ok(())) => Exit::Failed(text),
+                (Err(panic), _) | (_, Err(panic)) => Exit::Panicked(panic),
+            }
+        }
+        Err(panic) => Exit::Panicked(panic),
     }
 }
 
@@ -426,9 +657,17 @@ impl fmt::Debug for SupervisorBuilder {
     }
 }
 
+/// A child's thread while the monitor has not joined it.
+struct Running {
+    token: CancelToken,
+    handle: JoinHandle<()>,
+    /// Disconnected when the thread's function has returned.
+    done: Receiver<()>,
+}
+
 struct Child {
     spec: ChildSpec,
-    running: Option<(CancelToken, JoinHandle<()>)>,
+    running: Option<Running>,
     /// Bumped at every start; exits of an older generation were caused by the
     /// supervisor itself (a one-for-all restart) and are recorded, not acted on.
     generation: u64,
@@ -454,7 +693,15 @@ struct Monitor {
     exits_tx: Sender<ExitMsg>,
     exits_rx: Receiver<ExitMsg>,
     recent: VecDeque<Instant>,
-    exits: Vec<(String, Exit)>,
+    exits: VecDeque<(String, Exit)>,
+    exits_omitted: usize,
+    panics: Vec<Panic>,
+    /// The supervisor's id, marked on its children's threads.
+    id: u64,
+    detached: Receiver<ThreadId>,
+    /// A child thread that is stopping the supervisor: never waited for.
+    detached_thread: Option<ThreadId>,
+    running: Arc<Mutex<Vec<(String, bool)>>>,
 }
 
 impl Monitor {
@@ -467,48 +714,106 @@ impl Monitor {
         let exits = self.exits_tx.clone();
         let child_token = token.clone();
         let spec = ThreadSpec::new("Supervisor", format!("sup-{}", child.spec.name));
+        let (finishing, done) = crossbeam_channel::bounded::<()>(0);
+        let id = self.id;
         let handle = spawn(&spec, move || {
-            let exit = match Panic::catch_any(|| run(&child_token)) {
-                Ok(Ok(())) => Exit::Finished,
-                Ok(Err(e)) => Exit::Failed(e.to_string()),
-                Err(panic) => Exit::Panicked(panic),
-            };
+            let _finishing = finishing;
+            CHILD_OF.with(|c| c.set(id));
+            let exit = describe(Panic::catch_any(|| run(&child_token)));
             let _ = exits.send((index, generation, exit));
+            // Usually not the last reference (the monitor keeps the spec); it is when
+            // this thread was left to finish on its own, with nobody to report to.
+            let _ = Panic::catch_any(move || drop(run));
         })?;
-        child.running = Some((token, handle));
+        child.running = Some(Running {
+            token,
+            handle,
+            done,
+        });
+        self.running.lock()[index].1 = true;
         Ok(())
     }
 
+    /// Cancels a token, keeping a panicking callback's panic for the report.
+    fn cancel(&mut self, token: &CancelToken) {
+        if let Err(panic) = Panic::catch_any(|| token.cancel()) {
+            self.panics.push(panic);
+        }
+    }
+
+    fn record(&mut self, index: usize, exit: Exit) {
+        if self.exits.len() == MAX_EXITS_KEPT {
+            let evicted = self.exits.pop_front();
+            self.exits_omitted += 1;
+            // A panic's payload is a user value: its `Drop` may panic too.
+            if let Err(panic) = Panic::catch_any(move || drop(evicted)) {
+                self.panics.push(panic);
+            }
+        }
+        let name = self.children[index].spec.name.clone();
+        self.exits.push_back((name, exit));
+    }
+
+    /// Cancels a child and waits for its thread, unless that thread is the one
+    /// stopping the supervisor (then it is left to finish on its own).
     fn join_child(&mut self, index: usize) {
-        if let Some((token, handle)) = self.children[index].running.take() {
-            token.cancel();
-            let _ = handle.join();
+        let Some(running) = self.children[index].running.take() else {
+            return;
+        };
+        self.cancel(&running.token);
+        loop {
+            if self.detached_thread == Some(running.handle.thread().id()) {
+                break;
+            }
+            select! {
+                recv(running.done) -> _ => {
+                    let _ = running.handle.join();
+                    self.running.lock()[index].1 = false;
+                    break;
+                }
+                recv(self.detached) -> thread => match thread {
+                    Ok(thread) => self.detached_thread = Some(thread),
+                    // The supervisor value is gone: no child can be stopping it.
+                    Err(_) => self.detached = crossbeam_channel::never(),
+                },
+            }
         }
     }
 
     fn stop_all(&mut self) {
-        self.token.cancel();
+        let token = self.token.clone();
+        self.cancel(&token);
         for index in 0..self.children.len() {
             self.join_child(index);
         }
         // Exits reported while stopping are part of the record.
         while let Ok((index, _, exit)) = self.exits_rx.try_recv() {
-            let name = self.children[index].spec.name.clone();
-            self.exits.push((name, exit));
+            self.record(index, exit);
         }
     }
 
     fn run(mut self) -> SupervisorReport {
-        let reason = self.supervise();
+        let reason = match Panic::catch_any(|| self.supervise()) {
+            Ok(reason) => reason,
+            Err(panic) => {
+                self.panics.push(panic);
+                StopReason::Failed
+            }
+        };
         self.stop_all();
+        let restarts = self
+            .children
+            .iter()
+            .map(|c| (c.spec.name.clone(), c.restarts))
+            .collect();
+        let specs = self.children.drain(..).map(|c| c.spec).collect();
+        self.panics.extend(drop_quietly(specs));
         SupervisorReport {
             reason,
-            restarts: self
-                .children
-                .iter()
-                .map(|c| (c.spec.name.clone(), c.restarts))
-                .collect(),
-            exits: self.exits,
+            restarts,
+            exits: self.exits.into(),
+            exits_omitted: self.exits_omitted,
+            panics: self.panics,
         }
     }
 
@@ -523,8 +828,7 @@ impl Monitor {
                 recv(stop) -> _ => return StopReason::Stopped,
             };
             if generation != self.children[index].generation {
-                let name = self.children[index].spec.name.clone();
-                self.exits.push((name, exit));
+                self.record(index, exit);
                 continue;
             }
             self.join_child(index);
@@ -535,8 +839,7 @@ impl Monitor {
             if matches!(exit, Exit::Finished) {
                 self.children[index].streak = 0;
             }
-            let name = self.children[index].spec.name.clone();
-            self.exits.push((name, exit));
+            self.record(index, exit);
             if !restart {
                 self.children[index].done = true;
                 continue;
@@ -560,8 +863,13 @@ impl Monitor {
                 }
             };
             let delay = self.delay_for(index);
-            let resume_at = self.clock.now() + delay;
-            if !self.clock.sleep_until(resume_at, Some(&self.token)) {
+            if !delay.is_zero() {
+                let resume_at = time::deadline_after(self.clock.now(), delay);
+                if !self.clock.sleep_until(resume_at, Some(&self.token)) {
+                    return StopReason::Stopped;
+                }
+            }
+            if self.token.is_cancelled() {
                 return StopReason::Stopped;
             }
             for i in group {
@@ -569,7 +877,7 @@ impl Monitor {
                 child.restarts += 1;
                 child.streak = child.streak.saturating_add(1);
                 if self.start_child(i).is_err() {
-                    return StopReason::Stopped;
+                    return StopReason::Failed;
                 }
             }
         }
@@ -589,6 +897,8 @@ impl Monitor {
         self.recent.len() <= self.max_restarts
     }
 
+    /// `backoff * 2^streak`, capped at `max_backoff`; the shift stays below 32 and
+    /// the product saturates, so no setting overflows.
     fn delay_for(&self, index: usize) -> Duration {
         let streak = self.children[index].streak.min(20);
         self.backoff

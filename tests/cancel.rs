@@ -267,3 +267,186 @@ fn tokens_are_send_and_sync() {
     assert_send_sync::<CancelToken>();
     assert_send_sync::<corral::OnCancel>();
 }
+
+/// Runs `f` on a thread with a small, known stack, so a drop that recursed once per
+/// level would overflow it (and abort the test binary) long before the chain ends.
+fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+#[test]
+fn dropping_a_million_deep_chain_of_children_does_not_overflow_the_stack() {
+    on_small_stack(|| {
+        let root = CancelToken::new();
+        let mut leaf = root.child();
+        for _ in 0..1_000_000 {
+            leaf = leaf.child();
+        }
+        drop(leaf);
+        assert_eq!(root.registered(), 0);
+    });
+}
+
+#[test]
+fn dropping_a_deep_chain_whose_root_is_gone_too_does_not_overflow_the_stack() {
+    on_small_stack(|| {
+        let mut leaf = CancelToken::new();
+        for _ in 0..1_000_000 {
+            leaf = leaf.child();
+        }
+        let deep = leaf.clone();
+        drop(leaf);
+        assert!(!deep.is_cancelled());
+        drop(deep);
+    });
+}
+
+#[test]
+fn cancelling_a_deep_chain_reaches_the_leaf_on_a_small_stack() {
+    on_small_stack(|| {
+        let root = CancelToken::new();
+        let mut leaf = root.child();
+        for _ in 0..100_000 {
+            leaf = leaf.child();
+        }
+        root.cancel();
+        assert_eq!(leaf.reason(), Some(CancelReason::Cancelled));
+    });
+}
+
+#[test]
+fn a_panicking_callback_does_not_stop_the_others_and_is_re_raised_by_cancel() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let token = CancelToken::new();
+    let child = token.child();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r1 = ran.clone();
+    let r2 = ran.clone();
+    let _a = token.on_cancel(move || {
+        r1.fetch_add(1, Ordering::SeqCst);
+    });
+    let _b = token.on_cancel(|| panic!("callback failed"));
+    let _c = child.on_cancel(move || {
+        r2.fetch_add(1, Ordering::SeqCst);
+    });
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| token.cancel()));
+    let payload = caught.expect_err("the callback's panic is re-raised");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"callback failed"));
+    assert_eq!(ran.load(Ordering::SeqCst), 2);
+    assert!(child.is_cancelled());
+}
+
+#[test]
+fn a_callback_may_cancel_register_on_and_drop_its_own_token() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::sync::Mutex;
+    let token = CancelToken::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let own = Arc::new(Mutex::new(Some(token.clone())));
+    let (t, r, o) = (token.clone(), ran.clone(), own.clone());
+    let _guard = token.on_cancel(move || {
+        t.cancel();
+        let r2 = r.clone();
+        let again = t.on_cancel(move || {
+            r2.fetch_add(1, Ordering::SeqCst);
+        });
+        drop(again);
+        let _child = t.child();
+        drop(o.lock().unwrap().take());
+        drop(t);
+        r.fetch_add(1, Ordering::SeqCst);
+    });
+    token.cancel();
+    assert_eq!(ran.load(Ordering::SeqCst), 2);
+    assert!(own.lock().unwrap().is_none());
+}
+
+#[test]
+fn dropping_a_registration_whose_callback_re_enters_the_token_on_drop_does_not_deadlock() {
+    struct Reenter(CancelToken);
+    impl Drop for Reenter {
+        fn drop(&mut self) {
+            // Takes the token's lock: must not be called with it held.
+            let _ = self.0.registered();
+            let _ = self.0.child();
+        }
+    }
+    let token = CancelToken::new();
+    let probe = Reenter(token.clone());
+    let guard = token.on_cancel(move || drop(probe));
+    drop(guard);
+    assert_eq!(token.registered(), 0);
+}
+
+#[test]
+fn a_registration_whose_callback_panics_on_drop_unregisters_and_reports_the_panic() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("callback drop");
+        }
+    }
+    let token = CancelToken::new();
+    let bomb = Bomb;
+    let guard = token.on_cancel(move || drop(bomb));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(guard)));
+    assert!(caught.is_err());
+    assert_eq!(token.registered(), 0);
+    // The token still works.
+    token.cancel();
+    assert!(token.is_cancelled());
+}
+
+#[test]
+fn cancel_on_drop_while_unwinding_with_a_panicking_callback_does_not_abort() {
+    let token = CancelToken::new();
+    let _cb = token.on_cancel(|| panic!("callback failed"));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _guard = token.cancel_on_drop();
+        panic!("the work failed");
+    }));
+    let payload = caught.expect_err("the work's panic comes through");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"the work failed"));
+    assert!(token.is_cancelled());
+}
+
+#[test]
+fn cancel_racing_child_creation_and_drop_leaves_no_child_uncancelled_or_registered() {
+    let _check = LeakCheck::new();
+    for _ in 0..200 {
+        let root = CancelToken::new();
+        let barrier = std::sync::Barrier::new(3);
+        corral::scope(|s| {
+            let makers: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        let mut kept = Vec::new();
+                        for i in 0..50 {
+                            let child = root.child();
+                            if i % 2 == 0 {
+                                kept.push(child);
+                            }
+                        }
+                        kept
+                    })
+                })
+                .collect();
+            barrier.wait();
+            root.cancel();
+            for maker in makers {
+                for child in maker.join().unwrap() {
+                    assert!(child.is_cancelled());
+                }
+            }
+        });
+        assert_eq!(root.registered(), 0);
+    }
+}

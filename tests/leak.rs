@@ -151,3 +151,75 @@ fn threads_spawned_by_corral_threads_inherit_the_attribution() {
         release_tx.send(()).unwrap();
     });
 }
+
+#[test]
+fn a_grace_of_duration_max_does_not_overflow_and_passes_when_nothing_leaked() {
+    let check = LeakCheck::builder().grace(Duration::MAX).build();
+    corral::scope(|s| {
+        s.spawn(|| ());
+    });
+    assert!(check.verify().is_ok());
+}
+
+#[test]
+fn a_grace_of_duration_max_in_os_mode_does_not_overflow() {
+    // Other tests' threads may come and go in this binary: only the arithmetic is
+    // checked here (the OS mode has its own binary for leak detection).
+    let check = LeakCheck::builder()
+        .grace(Duration::MAX)
+        .os_threads()
+        .ignore_name_prefix("")
+        .build();
+    assert!(check.verify().is_ok());
+}
+
+#[test]
+fn a_grace_of_zero_checks_once_without_waiting() {
+    let (release_tx, release_rx) = bounded::<()>(0);
+    let (started_tx, started_rx) = bounded::<()>(0);
+    corral::scope(|s| {
+        let check = LeakCheck::builder().grace(Duration::ZERO).build();
+        s.spawn_named("zero-grace", move || {
+            started_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        });
+        started_rx.recv().unwrap();
+        let report = check.verify().expect_err("still running, no grace");
+        assert_eq!(report.corral[0].name, "corral-zero-grace");
+        release_tx.send(()).unwrap();
+    });
+    let check = LeakCheck::builder().grace(Duration::ZERO).build();
+    assert!(check.verify().is_ok());
+}
+
+#[test]
+fn threads_started_during_the_grace_period_are_covered_and_waited_for() {
+    use corral::{Restart, StopReason, Supervisor};
+    let check = LeakCheck::builder().grace(Duration::from_secs(30)).build();
+    let (release_tx, release_rx) = bounded::<()>(0);
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let r = runs.clone();
+    // A transient child that fails once: the restart (a new corral thread, spawned by
+    // the monitor, which the check covers) happens while the check may be waiting.
+    let supervisor = Supervisor::builder()
+        .backoff(Duration::ZERO, Duration::ZERO)
+        .child("restarted", Restart::Transient, move |_| {
+            let _ = release_rx.recv();
+            if r.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                Err("first run fails")
+            } else {
+                Ok(())
+            }
+        })
+        .start()
+        .unwrap();
+    let driver = std::thread::spawn(move || {
+        release_tx.send(()).unwrap();
+        release_tx.send(()).unwrap();
+        supervisor.join()
+    });
+    assert!(check.verify().is_ok(), "the restarted child was waited for");
+    let report = driver.join().unwrap();
+    assert_eq!(report.reason, StopReason::AllExited);
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

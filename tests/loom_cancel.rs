@@ -82,3 +82,20 @@ fn dropping_a_child_while_the_parent_cancels_is_safe() {
         assert_eq!(root.registered(), 0);
     });
 }
+
+#[test]
+fn concurrent_drops_of_a_chain_racing_cancel_unregister_every_link_once() {
+    loom::model(|| {
+        let root = CancelToken::new();
+        let leaf = root.child().child();
+        let other = leaf.clone();
+        let dropper = thread::spawn(move || drop(other));
+        let r = root.clone();
+        let canceller = thread::spawn(move || r.cancel());
+        drop(leaf);
+        dropper.join().unwrap();
+        canceller.join().unwrap();
+        assert_eq!(root.registered(), 0);
+        assert_eq!(root.reason(), Some(CancelReason::Cancelled));
+    });
+}

@@ -395,3 +395,86 @@ fn the_stack_is_shared_across_threads() {
     both::<ResilienceError<String>>();
     both::<corral::ResilienceStats>();
 }
+
+#[test]
+fn a_call_refused_by_every_layer_reports_the_first_refusal_and_never_runs() {
+    let bulkhead = Arc::new(Semaphore::new(1));
+    bulkhead.close();
+    let limiter = Arc::new(
+        RateLimiter::per_second(1)
+            .burst(1)
+            .clock(ManualClock::new())
+            .build()
+            .unwrap(),
+    );
+    assert!(limiter.check().is_ok()); // the only slot is used
+    let breaker = Arc::new(CircuitBreaker::builder().build().unwrap());
+    breaker.trip();
+    let stack = Resilience::builder()
+        .bulkhead(bulkhead)
+        .rate_limiter(limiter)
+        .breaker(breaker)
+        .timeout(Duration::from_millis(20))
+        .retries(3)
+        .build()
+        .unwrap();
+    let outcome = stack.call(|_| -> Result<(), ()> { panic!("must not run") });
+    assert_eq!(outcome, Err(ResilienceError::BulkheadClosed));
+    let stats = stack.stats();
+    assert_eq!((stats.calls, stats.refused, stats.retries), (1, 1, 0));
+}
+
+#[test]
+fn a_panicking_failure_predicate_releases_the_permit_and_counts_against_the_breaker() {
+    let bulkhead = Arc::new(Semaphore::new(1));
+    let breaker = Arc::new(
+        CircuitBreaker::builder()
+            .consecutive_failures(1)
+            .build()
+            .unwrap(),
+    );
+    let stack = Resilience::builder()
+        .bulkhead(bulkhead.clone())
+        .breaker(breaker.clone())
+        .build()
+        .unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        stack.call_with(
+            &CancelToken::new(),
+            |_: &&str| panic!("predicate failed"),
+            |_| Err::<(), _>("down"),
+        )
+    }));
+    assert!(caught.is_err());
+    assert_eq!(bulkhead.available(), 1);
+    assert_eq!(breaker.state(), State::Open);
+}
+
+#[test]
+fn a_stack_called_from_inside_its_own_closure_is_bounded_by_its_timeout() {
+    let stack = Resilience::builder()
+        .bulkhead(Arc::new(Semaphore::new(1)))
+        .timeout(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let outcome = stack.call(|_| {
+        // The only permit is held by this attempt: the nested call waits for it until
+        // the deadline, then is refused.
+        Ok::<_, ()>(stack.call(|_| Ok::<_, ()>(1)))
+    });
+    assert_eq!(
+        outcome,
+        Ok(Err(ResilienceError::Cancelled(
+            CancelReason::DeadlineExceeded
+        )))
+    );
+    // With a permit to spare, nesting works.
+    let roomy = Resilience::builder()
+        .bulkhead(Arc::new(Semaphore::new(2)))
+        .build()
+        .unwrap();
+    assert_eq!(
+        roomy.call(|_| Ok::<_, ()>(roomy.call(|_| Ok::<_, ()>(2)))),
+        Ok(Ok(2))
+    );
+}

@@ -156,3 +156,114 @@ fn a_panic_payload_whose_drop_panics_is_dropped_inside_the_boundary() {
     let result = corral::scope(|s| s.spawn(|| std::panic::panic_any(Bomb)).join());
     assert!(result.is_err());
 }
+
+/// A value whose `Drop` panics.
+struct DropBomb;
+
+impl Drop for DropBomb {
+    fn drop(&mut self) {
+        panic!("drop of the thread's value");
+    }
+}
+
+#[test]
+fn a_thread_value_whose_drop_panics_with_no_one_joining_is_a_panic_value_not_an_abort() {
+    let _check = LeakCheck::new();
+    let outcome = corral::try_scope(|s| {
+        let handle = s.spawn(|| DropBomb);
+        drop(handle);
+    });
+    let panic = outcome.expect_err("the drop's panic is reported");
+    assert_eq!(panic.message(), Some("drop of the thread's value"));
+}
+
+#[test]
+fn a_thread_value_whose_drop_panics_is_handed_to_the_joiner() {
+    let _check = LeakCheck::new();
+    let outcome = corral::try_scope(|s| {
+        let value = s.spawn(|| DropBomb).join();
+        let bomb = value.expect("the value itself is fine");
+        std::mem::forget(bomb);
+    });
+    assert!(outcome.is_ok());
+}
+
+#[test]
+fn a_nul_byte_in_a_thread_name_is_an_error_from_try_spawn_named() {
+    let _check = LeakCheck::new();
+    corral::scope(|s| {
+        let err = s
+            .try_spawn_named("bad\0name", || 1)
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert_eq!(s.try_spawn_named("good", || 2).unwrap().join().unwrap(), 2);
+    });
+}
+
+#[test]
+fn a_nul_byte_in_spawn_named_is_escaped_not_a_std_panic() {
+    let _check = LeakCheck::new();
+    let name = corral::scope(|s| {
+        s.spawn_named("bad\0name", || {
+            std::thread::current().name().map(str::to_owned)
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(name.as_deref(), Some("corral-bad\\0name"));
+}
+
+#[test]
+fn a_panicking_on_cancel_callback_of_the_scope_token_is_a_panic_value() {
+    let _check = LeakCheck::new();
+    let outcome = corral::try_scope(|s| {
+        let _guard = s
+            .token()
+            .on_cancel(|| panic!("callback on the scope token"));
+        s.spawn(|| panic!("the thread failed"));
+        // Keep the callback registered until the panicking thread has cancelled.
+        s.token().wait();
+    });
+    // The thread's own panic comes first; the callback's is not an unrelated abort.
+    assert_eq!(outcome.unwrap_err().message(), Some("the thread failed"));
+}
+
+/// Hands a thread its own handle (behind a boxed closure, so its type can name it).
+fn spawn_self_joiner<'scope>(
+    s: &corral::Scope<'scope, '_>,
+    out: crossbeam_channel::Sender<Option<String>>,
+) {
+    let (tx, rx) = crossbeam_channel::bounded::<Box<dyn FnOnce() + Send + 'scope>>(1);
+    let handle = s.spawn(move || (rx.recv().unwrap())());
+    tx.send(Box::new(move || {
+        let joined = handle.join();
+        out.send(joined.err().and_then(|p| p.message().map(str::to_owned)))
+            .unwrap();
+    }))
+    .unwrap();
+}
+
+#[test]
+fn a_handle_joined_from_its_own_thread_is_an_error_not_a_deadlock_panic() {
+    let _check = LeakCheck::new();
+    let (out_tx, out_rx) = crossbeam_channel::bounded(1);
+    let outcome = corral::try_scope(|s| spawn_self_joiner(s, out_tx));
+    assert!(outcome.is_ok(), "{outcome:?}");
+    let message = out_rx.recv_timeout(PROMPT).unwrap();
+    assert_eq!(
+        message.as_deref(),
+        Some("corral: a scoped thread cannot join its own handle")
+    );
+}
+
+#[test]
+fn a_scope_value_whose_drop_panics_does_not_replace_the_reported_panic() {
+    let _check = LeakCheck::new();
+    let outcome = corral::try_scope(|s| {
+        s.spawn(|| panic!("the thread failed"));
+        DropBomb
+    });
+    let panic = outcome.map(std::mem::forget).unwrap_err();
+    assert_eq!(panic.message(), Some("the thread failed"));
+}

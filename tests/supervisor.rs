@@ -335,3 +335,406 @@ fn bounded_joins_return_the_running_supervisor() {
     assert!(!supervisor.token().is_cancelled());
     assert_eq!(supervisor.stop().reason, StopReason::Stopped);
 }
+
+/// An error whose `Display` and/or `Drop` panic, as a hostile child returns.
+#[derive(Debug)]
+struct Hostile {
+    display_panics: bool,
+    drop_panics: bool,
+}
+
+impl std::fmt::Display for Hostile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.display_panics {
+            panic!("display of the error");
+        }
+        f.write_str("hostile error")
+    }
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        if self.drop_panics {
+            panic!("drop of the error");
+        }
+    }
+}
+
+impl std::error::Error for Hostile {}
+
+/// A transient child that fails once with `error`, then finishes.
+fn fails_once_with(display_panics: bool, drop_panics: bool) -> corral::SupervisorReport {
+    let runs = Arc::new(AtomicUsize::new(0));
+    no_backoff()
+        .child("hostile", Restart::Transient, move |_| {
+            if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(Hostile {
+                    display_panics,
+                    drop_panics,
+                })
+            } else {
+                Ok(())
+            }
+        })
+        .start()
+        .unwrap()
+        .join_timeout(PROMPT)
+        .expect("the supervisor finishes")
+}
+
+#[test]
+fn a_child_error_whose_display_panics_is_reported_and_restarted() {
+    let _check = LeakCheck::new();
+    let report = fails_once_with(true, false);
+    assert_eq!(report.reason, StopReason::AllExited);
+    assert_eq!(report.restarts, vec![("hostile".to_string(), 1)]);
+    assert!(matches!(
+        &report.exits[0].1,
+        Exit::Panicked(p) if p.message() == Some("display of the error")
+    ));
+    assert!(matches!(report.exits[1].1, Exit::Finished));
+}
+
+#[test]
+fn a_child_error_whose_drop_panics_is_reported_and_restarted() {
+    let _check = LeakCheck::new();
+    let report = fails_once_with(false, true);
+    assert_eq!(report.reason, StopReason::AllExited);
+    assert_eq!(report.total_restarts(), 1);
+    assert!(matches!(
+        &report.exits[0].1,
+        Exit::Panicked(p) if p.message() == Some("drop of the error")
+    ));
+}
+
+#[test]
+fn a_child_error_whose_display_and_drop_both_panic_does_not_abort() {
+    let _check = LeakCheck::new();
+    let report = fails_once_with(true, true);
+    assert_eq!(report.reason, StopReason::AllExited);
+    assert_eq!(report.total_restarts(), 1);
+    assert!(matches!(&report.exits[0].1, Exit::Panicked(_)));
+}
+
+struct DropBomb;
+
+impl Drop for DropBomb {
+    fn drop(&mut self) {
+        panic!("drop of the child's function");
+    }
+}
+
+#[test]
+fn a_child_function_whose_drop_panics_is_reported_and_the_supervisor_finishes() {
+    let _check = LeakCheck::new();
+    let bomb = DropBomb;
+    let report = no_backoff()
+        .child("bomb", Restart::Temporary, move |_| {
+            let _keep = &bomb;
+            Ok::<(), String>(())
+        })
+        .start()
+        .unwrap()
+        .join_timeout(PROMPT)
+        .expect("the supervisor finishes");
+    assert_eq!(report.reason, StopReason::AllExited);
+    assert_eq!(report.panics.len(), 1);
+    assert_eq!(
+        report.panics[0].message(),
+        Some("drop of the child's function")
+    );
+}
+
+#[test]
+fn a_child_function_whose_drop_panics_is_dropped_quietly_when_start_refuses() {
+    let bomb = DropBomb;
+    let err = Supervisor::builder()
+        .intensity(1, Duration::ZERO)
+        .child("bomb", Restart::Temporary, move |_| {
+            let _keep = &bomb;
+            Ok::<(), String>(())
+        })
+        .start()
+        .unwrap_err();
+    assert_eq!(err.field(), "period");
+}
+
+#[test]
+fn a_nul_byte_in_a_child_name_is_a_config_error_not_a_std_panic() {
+    let _check = LeakCheck::new();
+    let err = no_backoff()
+        .child("ok", Restart::Temporary, |_| Ok::<(), String>(()))
+        .child("bad\0name", Restart::Temporary, |_| Ok::<(), String>(()))
+        .start()
+        .unwrap_err();
+    assert_eq!(err.field(), "child name");
+    assert_eq!(err.value(), "\"bad\\0name\"");
+}
+
+type Slot = Arc<std::sync::Mutex<Option<Supervisor>>>;
+
+/// A supervisor whose child "stopper" takes the supervisor out of a slot and hands it
+/// to `finish` on its own thread; a sibling "sibling" waits on its token.
+fn stopped_from_inside(finish: fn(Supervisor) -> Option<corral::SupervisorReport>) {
+    let _check = LeakCheck::builder().grace(PROMPT).build();
+    let slot: Slot = Arc::new(std::sync::Mutex::new(None));
+    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
+    let (report_tx, report_rx) = crossbeam_channel::bounded(1);
+    let (sibling_done_tx, sibling_done_rx) = unbounded::<()>();
+    let s = slot.clone();
+    let supervisor = no_backoff()
+        .child("sibling", Restart::Temporary, move |token| {
+            token.wait();
+            sibling_done_tx.send(()).unwrap();
+            Ok::<(), String>(())
+        })
+        .child("stopper", Restart::Temporary, move |_| {
+            go_rx.recv().unwrap();
+            let supervisor = s.lock().unwrap().take().unwrap();
+            report_tx.send(finish(supervisor)).unwrap();
+            Ok::<(), String>(())
+        })
+        .start()
+        .unwrap();
+    *slot.lock().unwrap() = Some(supervisor);
+    go_tx.send(()).unwrap();
+    let report = report_rx.recv_timeout(PROMPT).expect("stop returned");
+    sibling_done_rx
+        .recv_timeout(PROMPT)
+        .expect("the sibling ran to its end");
+    if let Some(report) = report {
+        assert_eq!(report.reason, StopReason::Stopped);
+        // The sibling was cancelled and joined before stop returned.
+        assert!(report.exits.iter().any(|(name, _)| name == "sibling"));
+        assert!(report.exits.iter().all(|(name, _)| name != "stopper"));
+    }
+}
+
+#[test]
+fn a_supervisor_stopped_from_its_own_child_joins_the_others_and_reports() {
+    stopped_from_inside(|supervisor| Some(supervisor.stop()));
+}
+
+#[test]
+fn a_supervisor_dropped_from_its_own_child_does_not_join_that_thread() {
+    stopped_from_inside(|supervisor| {
+        drop(supervisor);
+        None
+    });
+}
+
+#[test]
+fn a_supervisor_stop_timeout_from_its_own_child_returns_the_report() {
+    stopped_from_inside(|supervisor| Some(supervisor.stop_timeout(PROMPT).ok().unwrap()));
+}
+
+#[test]
+fn a_supervisor_stopped_on_its_own_monitor_thread_does_not_join_itself() {
+    struct StopOnDrop(Slot, crossbeam_channel::Sender<StopReason>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            if let Some(supervisor) = self.0.lock().unwrap().take() {
+                let _ = self.1.send(supervisor.stop().reason);
+            }
+        }
+    }
+    let _check = LeakCheck::builder().grace(PROMPT).build();
+    let slot: Slot = Arc::new(std::sync::Mutex::new(None));
+    let (reason_tx, reason_rx) = crossbeam_channel::bounded(1);
+    let on_drop = StopOnDrop(slot.clone(), reason_tx);
+    let supervisor = no_backoff()
+        .child("svc", Restart::Temporary, move |token| {
+            let _keep = &on_drop;
+            token.wait();
+            Ok::<(), String>(())
+        })
+        .start()
+        .unwrap();
+    let token = supervisor.token().clone();
+    *slot.lock().unwrap() = Some(supervisor);
+    drop(slot);
+    // The monitor stops, drops the child's function, which stops the supervisor
+    // on the monitor thread itself.
+    token.cancel();
+    assert_eq!(reason_rx.recv_timeout(PROMPT), Ok(StopReason::Stopped));
+}
+
+#[test]
+fn a_child_that_ignores_its_token_is_named_while_stop_timeout_gives_up() {
+    let _check = LeakCheck::new();
+    let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
+    let (started_tx, started_rx) = unbounded::<()>();
+    let supervisor = no_backoff()
+        .child("polite", Restart::Permanent, |token| {
+            token.wait();
+            Ok::<(), String>(())
+        })
+        .child("deaf", Restart::Permanent, move |_| {
+            started_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            Ok::<(), String>(())
+        })
+        .start()
+        .unwrap();
+    started_rx.recv_timeout(PROMPT).unwrap();
+    let supervisor = supervisor
+        .stop_timeout(Duration::from_millis(10))
+        .expect_err("the deaf child still runs");
+    // "polite" may or may not have been joined yet: the monitor joins in order.
+    assert!(supervisor.running_children().contains(&"deaf".to_string()));
+    release_tx.send(()).unwrap();
+    let report = supervisor.stop_timeout(PROMPT).expect("joined now");
+    assert_eq!(report.reason, StopReason::Stopped);
+}
+
+#[test]
+fn children_that_all_panic_in_a_tight_loop_end_in_intensity_exceeded() {
+    let _check = LeakCheck::new();
+    let mut builder = Supervisor::builder()
+        .backoff(Duration::ZERO, Duration::ZERO)
+        .intensity(20, Duration::MAX);
+    for i in 0..4 {
+        builder = builder.child(
+            &format!("crash{i}"),
+            Restart::Permanent,
+            |_| -> Result<(), String> { panic!("always") },
+        );
+    }
+    let report = builder
+        .start()
+        .unwrap()
+        .join_timeout(PROMPT)
+        .expect("intensity ends it");
+    assert_eq!(report.reason, StopReason::IntensityExceeded);
+    assert_eq!(report.total_restarts(), 20);
+}
+
+#[test]
+fn a_panicking_on_cancel_callback_on_a_child_token_is_reported_and_every_thread_joined() {
+    let check = LeakCheck::builder().grace(Duration::from_millis(1)).build();
+    let (registered_tx, registered_rx) = unbounded::<()>();
+    let supervisor = no_backoff()
+        .child("trap", Restart::Permanent, move |token| {
+            let _guard = token.on_cancel(|| panic!("callback on the child token"));
+            registered_tx.send(()).unwrap();
+            token.wait();
+            Ok::<(), String>(())
+        })
+        .start()
+        .unwrap();
+    registered_rx.recv_timeout(PROMPT).unwrap();
+    let report = supervisor.stop();
+    assert_eq!(report.reason, StopReason::Stopped);
+    assert!(report
+        .panics
+        .iter()
+        .any(|p| p.message() == Some("callback on the child token")));
+    assert!(check.verify().is_ok());
+}
+
+#[test]
+fn a_panicking_on_cancel_callback_on_the_supervisor_token_is_in_the_report() {
+    let _check = LeakCheck::new();
+    let supervisor = no_backoff()
+        .child("svc", Restart::Permanent, |token| {
+            token.wait();
+            Ok::<(), String>(())
+        })
+        .start()
+        .unwrap();
+    let _guard = supervisor
+        .token()
+        .on_cancel(|| panic!("callback on the supervisor token"));
+    let report = supervisor.stop();
+    assert_eq!(report.reason, StopReason::Stopped);
+    assert_eq!(report.panics.len(), 1);
+}
+
+#[derive(Debug)]
+struct PanickingClock;
+
+impl corral::Clock for PanickingClock {
+    fn now(&self) -> Instant {
+        panic!("clock broke")
+    }
+    fn sleep_until(&self, _: Instant, _: Option<&corral::CancelToken>) -> bool {
+        panic!("clock broke")
+    }
+}
+
+#[test]
+fn a_panicking_clock_stops_the_supervisor_with_a_report_not_a_dead_monitor() {
+    let _check = LeakCheck::new();
+    let report = no_backoff()
+        .clock(PanickingClock)
+        .child("fails", Restart::Permanent, |_| Err("down"))
+        .child("steady", Restart::Permanent, |token| {
+            token.wait();
+            Ok::<(), String>(())
+        })
+        .start()
+        .unwrap()
+        .join_timeout(PROMPT)
+        .expect("the monitor stops");
+    assert_eq!(report.reason, StopReason::Failed);
+    assert_eq!(report.panics[0].message(), Some("clock broke"));
+    assert!(report.exits.iter().any(|(name, _)| name == "steady"));
+}
+
+#[test]
+fn the_exit_record_keeps_the_most_recent_exits_and_counts_the_rest() {
+    let _check = LeakCheck::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let report = Supervisor::builder()
+        .backoff(Duration::ZERO, Duration::ZERO)
+        .intensity(1_000_000, Duration::MAX)
+        .child("churn", Restart::Transient, move |_| {
+            if r.fetch_add(1, Ordering::SeqCst) < 10_005 {
+                Err("again")
+            } else {
+                Ok(())
+            }
+        })
+        .start()
+        .unwrap()
+        .join();
+    assert_eq!(runs.load(Ordering::SeqCst), 10_006);
+    assert_eq!(report.exits.len(), 10_000);
+    assert_eq!(report.exits_omitted, 6);
+    assert!(matches!(report.exits.last().unwrap().1, Exit::Finished));
+}
+
+/// A panic payload whose `Drop` panics.
+struct PayloadBomb;
+
+impl Drop for PayloadBomb {
+    fn drop(&mut self) {
+        panic!("drop of a panic payload");
+    }
+}
+
+#[test]
+fn an_evicted_exit_whose_panic_payload_panics_on_drop_is_reported_not_fatal() {
+    let _check = LeakCheck::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let report = Supervisor::builder()
+        .backoff(Duration::ZERO, Duration::ZERO)
+        .intensity(1_000_000, Duration::MAX)
+        .child("churn", Restart::Transient, move |_| {
+            match r.fetch_add(1, Ordering::SeqCst) {
+                0 => std::panic::panic_any(PayloadBomb),
+                1..=10_000 => Err("again"),
+                _ => Ok(()),
+            }
+        })
+        .start()
+        .unwrap()
+        .join_timeout(Duration::from_secs(120))
+        .expect("the supervisor finishes");
+    assert_eq!(report.reason, StopReason::AllExited);
+    assert_eq!(report.exits_omitted, 2);
+    assert_eq!(report.panics.len(), 1);
+    assert_eq!(report.panics[0].message(), Some("drop of a panic payload"));
+}
