@@ -8,8 +8,8 @@
 //! slot with one CAS (failing at once, claiming nothing, when the slot lies past its
 //! deadline) and then sleeps on the clock until the slot's instant, so a
 //! [`ManualClock`](crate::ManualClock) test wakes it by advancing time. A waiter cancelled
-//! while sleeping gives its slot back through the engine's `give_back`, which undoes
-//! the claim exactly when nobody built on it. [`Reservation`] exposes the claim itself
+//! while sleeping gives its slot back through the engine's `give_back`, which returns
+//! what no later claim was judged against, and nothing once the slot has passed. [`Reservation`] exposes the claim itself
 //! (the x/time/rate model). The keyed limiter (`keyed.rs`) keeps one TAT per key in
 //! sharded maps and evicts keys that are indistinguishable from fresh ones first.
 
@@ -34,7 +34,7 @@ pub use keyed::{KeyedRateLimiter, KeyedRateLimiterBuilder, KeyedStats};
 pub use redis::{RedisRateError, RedisRateLimiter, RedisRateLimiterBuilder};
 pub use reservation::Reservation;
 
-use gcra::{Gcra, Grant, Refusal, MAX_SPAN_NANOS};
+use gcra::{Gcra, Grant, Refusal, MAX_SPAN_NANOS, NEVER};
 use time::Timeline;
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
@@ -81,7 +81,8 @@ impl Quota {
                 "period must not exceed 100 years",
             ))
         } else {
-            Ok(nanos as u64)
+            // At most MAX_SPAN_NANOS, checked above.
+            Ok(u64::try_from(nanos).unwrap_or(MAX_SPAN_NANOS))
         };
         Quota {
             interval,
@@ -110,6 +111,25 @@ fn check_burst(burst: u32, interval: u64) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// Sleeps on `time`'s clock until offset `ready`; `false` when `token` stopped it. A
+/// slot at [`NEVER`] (a claim past the horizon, which claimed nothing) is never
+/// reached: the sleep ends only by the token.
+fn sleep_until_ready<C: Clock + ?Sized>(
+    time: &Timeline<C>,
+    ready: u128,
+    token: Option<&CancelToken>,
+) -> bool {
+    let wake = time.anchor().instant_wide(ready);
+    loop {
+        if !time.clock().sleep_until(wake, token) {
+            return false;
+        }
+        if ready < NEVER {
+            return true;
+        }
+    }
 }
 
 /// The latest slot a bounded wait accepts, as an offset on the limiter's timeline.
@@ -174,6 +194,22 @@ impl Bound {
 ///
 /// Waiters are served in the order they claim slots (each claim is one CAS), which is
 /// first come, first served up to the instant of the claim.
+///
+/// # Limits
+///
+/// - Rates: at most one cell per nanosecond; `burst × interval` at most 2^62 ns (about
+///   146 years); burst at most `u32::MAX` within that.
+/// - **Time horizon.** The limiter keeps time as `u64` nanoseconds since it was built
+///   (about 584 years) and its arithmetic is exact: nothing saturates into an
+///   admission. Its time runs until `b·T` before that end; a clock that runs past it
+///   (a [`ManualClock`](crate::ManualClock) advanced by `Duration::MAX`, or a custom
+///   clock) sees the limiter's time stand still there: it keeps limiting, admitting
+///   what it had (a full burst at most) and then refusing with
+///   [`NotUntil::is_never`]. A reservation or unbounded wait whose slot would lie past
+///   the end claims nothing and is never ready ([`Reservation::is_never`]).
+/// - Giving back (x/time/rate's `CancelAt`): a cancelled reservation or wait returns
+///   nothing once its slot has passed, and otherwise only the cells no later claim
+///   was judged against; a reconfiguration in between returns nothing.
 ///
 /// # Example
 ///
@@ -372,7 +408,7 @@ impl<C: Clock> RateLimiter<C> {
         self.time.now()
     }
 
-    fn not_until(&self, at: u64, now: u64) -> NotUntil {
+    fn not_until(&self, at: u128, now: u64) -> NotUntil {
         NotUntil::new(self.time.anchor(), at, now)
     }
 
@@ -400,7 +436,7 @@ impl<C: Clock> RateLimiter<C> {
             Ok(()) => Ok(()),
             Err(Refusal::NotUntil { at, now }) => Err(self.not_until(at, now)),
             // The burst is at least 1, so one cell always fits eventually.
-            Err(Refusal::TooMany { .. }) => Err(self.not_until(now, now)),
+            Err(Refusal::TooMany { .. }) => Err(self.not_until(u128::from(now), now)),
         }
     }
 
@@ -476,6 +512,10 @@ impl<C: Clock> RateLimiter<C> {
     }
 
     /// Waits (sleeping on the clock, never spinning) until one cell is admitted.
+    ///
+    /// Unbounded by design: a slot past the limiter's time horizon (see
+    /// [`RateLimiter`]'s limits) is never reached, so such a wait never returns; use a
+    /// bounded form to be told instead.
     ///
     /// # Example
     ///
@@ -599,10 +639,7 @@ impl<C: Clock> RateLimiter<C> {
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     pub fn wait_n_timeout(&self, cells: u32, timeout: Duration) -> Result<(), WaitError> {
-        let now = self.time.clock().now();
-        let deadline = now
-            .checked_add(timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(1 << 32));
+        let deadline = crate::sync::time::deadline_after(self.time.clock().now(), timeout);
         self.wait_until(cells, Until::deadline(deadline))
     }
 
@@ -673,15 +710,11 @@ impl<C: Clock> RateLimiter<C> {
         now: u64,
         token: Option<&CancelToken>,
     ) -> Result<(), WaitError> {
-        if grant.ready <= now {
+        if grant.ready <= u128::from(now) {
             return Ok(());
         }
         self.slept.fetch_add(1, Ordering::Relaxed);
-        if self
-            .time
-            .clock()
-            .sleep_until(self.time.anchor().instant(grant.ready), token)
-        {
+        if sleep_until_ready(&self.time, grant.ready, token) {
             return Ok(());
         }
         if self.gcra.give_back(grant, self.now()) {
@@ -805,6 +838,13 @@ impl<C: Clock> RateLimiter<C> {
             ));
         }
         let interval = Quota::per(cells, period_nanos, "set_rate").interval?;
+        if interval > MAX_SPAN_NANOS {
+            return Err(ConfigError::new(
+                "set_rate",
+                period,
+                "one cell must not be worth more than 2^62 ns (about 146 years)",
+            ));
+        }
         let burst = u32::try_from(self.gcra.burst()).unwrap_or(u32::MAX);
         check_burst(burst, interval)?;
         self.gcra.set_interval(interval, self.now());
