@@ -246,6 +246,13 @@ pub struct KeyedRateLimiterBuilder<K, C = SystemClock> {
     key: PhantomData<fn(K)>,
 }
 
+impl<K> KeyedRateLimiter<K> {
+    /// The largest [`max_keys`](KeyedRateLimiterBuilder::max_keys) accepted: 2^26
+    /// (about 67 million keys). Above it `build` returns a [`ConfigError`] naming
+    /// `max_keys`.
+    pub const MAX_KEYS: usize = 1 << 26;
+}
+
 impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     /// Each key gets `cells` per second, with a burst of `cells` by default.
     ///
@@ -318,7 +325,8 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiterBuilder<K, C> {
         self
     }
 
-    /// The most keys remembered at once (100,000 by default). `0` is reported by `build`.
+    /// The most keys remembered at once (100,000 by default). `0`, or more than
+    /// [`KeyedRateLimiter::MAX_KEYS`], is reported by `build`.
     ///
     /// # Example
     ///
@@ -336,7 +344,8 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiterBuilder<K, C> {
     }
 
     /// The number of independently locked shards (rounded up to a power of two; four
-    /// per CPU by default, never more than `max_keys`). `0` is reported by `build`.
+    /// per CPU by default, never more than `max_keys` nor 65,536: a larger value is
+    /// capped there). `0` is reported by `build`.
     ///
     /// # Example
     ///
@@ -377,7 +386,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiterBuilder<K, C> {
     ///
     /// A [`ConfigError`] naming the field: `per_second`/`per_minute`/`with_period`
     /// for a zero rate or period, `burst` for a zero (or too large) burst, `max_keys`
-    /// or `shards` for 0.
+    /// for 0 or more than [`KeyedRateLimiter::MAX_KEYS`], `shards` for 0.
     ///
     /// # Example
     ///
@@ -389,6 +398,13 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiterBuilder<K, C> {
         let (interval, burst) = self.quota.resolve(self.burst)?;
         if self.max_keys == 0 {
             return Err(ConfigError::new("max_keys", 0, "must be at least 1"));
+        }
+        if self.max_keys > KeyedRateLimiter::<K>::MAX_KEYS {
+            return Err(ConfigError::new(
+                "max_keys",
+                self.max_keys,
+                "must be at most KeyedRateLimiter::MAX_KEYS (2^26)",
+            ));
         }
         let shards = match self.shards {
             Some(0) => return Err(ConfigError::new("shards", 0, "must be at least 1")),

@@ -78,7 +78,7 @@ impl Quota {
             Err(ConfigError::new(
                 "with_period",
                 period,
-                "period must not exceed 100 years",
+                "period must not exceed 2^62 ns (about 146 years)",
             ))
         } else {
             // At most MAX_SPAN_NANOS, checked above.
@@ -107,7 +107,7 @@ fn check_burst(burst: u32, interval: u64) -> Result<(), ConfigError> {
         return Err(ConfigError::new(
             "burst",
             burst,
-            "burst times period must not exceed 100 years",
+            "burst times period must not exceed 2^62 ns (about 146 years)",
         ));
     }
     Ok(())
@@ -353,7 +353,7 @@ impl<C: Clock> RateLimiterBuilder<C> {
     ///
     /// A [`ConfigError`] naming the field: `per_second`/`per_minute` for a zero rate
     /// (or more than one cell per nanosecond), `with_period` for a zero period, `burst`
-    /// for a zero burst or a burst worth more than 100 years.
+    /// for a zero burst or a burst worth more than 2^62 ns (about 146 years).
     ///
     /// # Example
     ///
@@ -623,7 +623,9 @@ impl<C: Clock> RateLimiter<C> {
         self.wait_n_cancellable(1, token)
     }
 
-    /// [`wait_timeout`](RateLimiter::wait_timeout) for `cells` at once.
+    /// [`wait_timeout`](RateLimiter::wait_timeout) for `cells` at once. Zero cells
+    /// pass at once whatever the bound; a `timeout` too large for an instant
+    /// (`Duration::MAX`) saturates to "no deadline".
     ///
     /// # Errors
     ///
@@ -643,7 +645,8 @@ impl<C: Clock> RateLimiter<C> {
         self.wait_until(cells, Until::deadline(deadline))
     }
 
-    /// [`wait_deadline`](RateLimiter::wait_deadline) for `cells` at once.
+    /// [`wait_deadline`](RateLimiter::wait_deadline) for `cells` at once. A deadline
+    /// already past still admits cells that are free now (no sleep is needed).
     ///
     /// # Errors
     ///
@@ -662,7 +665,8 @@ impl<C: Clock> RateLimiter<C> {
         self.wait_until(cells, Until::deadline(deadline))
     }
 
-    /// [`wait_cancellable`](RateLimiter::wait_cancellable) for `cells` at once.
+    /// [`wait_cancellable`](RateLimiter::wait_cancellable) for `cells` at once. Zero
+    /// cells pass at once, even with a cancelled token.
     ///
     /// # Errors
     ///
@@ -809,9 +813,10 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] naming `set_rate` for zero cells, a zero period, or more than
-    /// one cell per nanosecond; naming `burst` when the burst would be worth more than
-    /// 100 years. The limiter is unchanged on error.
+    /// [`ConfigError`] naming `set_rate` for zero cells, a zero period, more than one
+    /// cell per nanosecond, or one cell worth more than 2^62 ns (about 146 years, so
+    /// `Duration::MAX` is refused); naming `burst` when the burst would be worth more
+    /// than 2^62 ns. The limiter is unchanged on error.
     ///
     /// # Example
     ///
@@ -829,22 +834,39 @@ impl<C: Clock> RateLimiter<C> {
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     pub fn set_rate(&self, cells: u32, period: Duration) -> Result<(), ConfigError> {
-        let period_nanos = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX);
-        if period_nanos == 0 {
+        if period.is_zero() {
             return Err(ConfigError::new(
                 "set_rate",
                 period,
                 "period must be positive",
             ));
         }
-        let interval = Quota::per(cells, period_nanos, "set_rate").interval?;
-        if interval > MAX_SPAN_NANOS {
+        if cells == 0 {
             return Err(ConfigError::new(
                 "set_rate",
-                period,
-                "one cell must not be worth more than 2^62 ns (about 146 years)",
+                cells,
+                "rate must be at least 1",
             ));
         }
+        // Exact in u128: a period too long for a u64 of nanoseconds is not cut short.
+        let interval = period.as_nanos() / u128::from(cells);
+        if interval == 0 {
+            return Err(ConfigError::new(
+                "set_rate",
+                cells,
+                "more than one cell per nanosecond is not supported",
+            ));
+        }
+        let interval = match u64::try_from(interval) {
+            Ok(interval) if interval <= MAX_SPAN_NANOS => interval,
+            _ => {
+                return Err(ConfigError::new(
+                    "set_rate",
+                    period,
+                    "one cell must not be worth more than 2^62 ns (about 146 years)",
+                ))
+            }
+        };
         let burst = u32::try_from(self.gcra.burst()).unwrap_or(u32::MAX);
         check_burst(burst, interval)?;
         self.gcra.set_interval(interval, self.now());
@@ -856,7 +878,7 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] naming `burst` for 0 or a burst worth more than 100 years.
+    /// [`ConfigError`] naming `burst` for 0 or a burst worth more than 2^62 ns (about 146 years).
     ///
     /// # Example
     ///
