@@ -115,8 +115,10 @@ impl<C: Clock> Reservation<'_, C> {
     /// let limiter = RateLimiter::per_second(1).clock(clock.clone()).build()?;
     /// assert!(!limiter.reserve().is_never());
     /// clock.advance(Duration::MAX); // the clock's end of time
-    /// limiter.check().unwrap_err(); // the reservation above used this instant's cell
-    /// assert!(limiter.reserve().is_never());
+    /// limiter.check().unwrap(); // the limiter's time stops with one cell of room
+    /// let never = limiter.reserve(); // a slot after that cannot be represented
+    /// assert!(never.is_never());
+    /// assert_eq!(never.delay(), Duration::MAX);
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     pub fn is_never(&self) -> bool {
