@@ -1,3 +1,4 @@
+#![cfg(not(loom))]
 //! Property tests of the rate limiter's GCRA core against a reference model.
 //!
 //! The limiter runs on a `ManualClock` through its public API (`check_n`,
