@@ -810,8 +810,8 @@ fn a_limiter_near_its_horizon_still_refills_at_its_rate() {
         assert!(limiter.check().is_ok(), "one cell per second");
         assert!(limiter.check().is_err());
     }
-    // The limiter's time stops b·T (2 s) before the end, with its TAT at the end:
-    // the last two seconds admit nothing more (never more than the limit).
+    // The TAT has reached the end of the timeline: a cell in the last b·T (2 s)
+    // would need a TAT past it, so it is refused for good (never more than the limit).
     clock.advance(Duration::MAX);
     assert_eq!((0..10).filter(|_| limiter.check().is_ok()).count(), 0);
     assert!(limiter.check().unwrap_err().is_never());

@@ -31,15 +31,16 @@
 //! A reconfiguration in between (tracked by an epoch counter) returns nothing.
 //!
 //! **The horizon.** Offsets are `u64` nanoseconds since the timeline's base, so a TAT
-//! can hold at most about 584 years. All arithmetic is exact: a TAT that would not fit
-//! is never stored (no saturation, which would make every later request look
-//! conforming). The limiter's "now" is clamped at `u64::MAX - b·T`, the last instant at
-//! which a full burst still fits; a clock that runs past it (a `ManualClock` advanced
-//! by `Duration::MAX`, or a custom clock) sees the limiter's time stand still there:
-//! it keeps limiting, admitting what it had at the horizon and nothing more, and a
-//! request refused there is told it would pass [`NEVER`]. A claim whose TAT would not
-//! fit (a reservation more than ~584 years after the base) claims nothing and is never
-//! ready.
+//! can hold at most about 584 years (`END`). All arithmetic is exact: a TAT that would
+//! not fit is never stored (no saturation, which would make every later request look
+//! conforming). A step is taken at `now` clamped to `END - b·T`, where a full burst
+//! still fits; a request still conforms only when its slot (`TAT - b·T`) is at most the
+//! real now, so past the clamp the limiter keeps admitting exactly at its rate as the
+//! clock moves on, until its TAT reaches `END`. From then on, and for any claim whose
+//! TAT would land past `END`, the request is refused at [`NEVER`] (a reservation or
+//! unbounded wait claims nothing and is never ready). So a clock advanced by
+//! `Duration::MAX` sees a limiter that keeps limiting: never more than the limit, and
+//! at most `b` cells short of it in the last `b·T` of the timeline.
 
 use crate::sync::{AtomicU64, Mutex, Ordering};
 

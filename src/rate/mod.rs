@@ -201,12 +201,13 @@ impl Bound {
 ///   146 years); burst at most `u32::MAX` within that.
 /// - **Time horizon.** The limiter keeps time as `u64` nanoseconds since it was built
 ///   (about 584 years) and its arithmetic is exact: nothing saturates into an
-///   admission. Its time runs until `b·T` before that end; a clock that runs past it
-///   (a [`ManualClock`](crate::ManualClock) advanced by `Duration::MAX`, or a custom
-///   clock) sees the limiter's time stand still there: it keeps limiting, admitting
-///   what it had (a full burst at most) and then refusing with
-///   [`NotUntil::is_never`]. A reservation or unbounded wait whose slot would lie past
-///   the end claims nothing and is never ready ([`Reservation::is_never`]).
+///   admission. It limits exactly at its rate up to that end, with a clock of any
+///   kind (a [`ManualClock`](crate::ManualClock) advanced by `Duration::MAX` included),
+///   except that a cell whose slot would land past the end is refused for good
+///   ([`NotUntil::is_never`]): never more than the limit, at most one burst short of
+///   it in the last `burst × interval` of the timeline. A reservation or unbounded
+///   wait whose slot would lie past the end claims nothing and is never ready
+///   ([`Reservation::is_never`]).
 /// - Giving back (x/time/rate's `CancelAt`): a cancelled reservation or wait returns
 ///   nothing once its slot has passed, and otherwise only the cells no later claim
 ///   was judged against; a reconfiguration in between returns nothing.

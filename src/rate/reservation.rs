@@ -115,7 +115,7 @@ impl<C: Clock> Reservation<'_, C> {
     /// let limiter = RateLimiter::per_second(1).clock(clock.clone()).build()?;
     /// assert!(!limiter.reserve().is_never());
     /// clock.advance(Duration::MAX); // the clock's end of time
-    /// limiter.check().unwrap(); // the limiter's time stops with one cell of room
+    /// limiter.check().unwrap(); // the last cell whose TAT fits the timeline
     /// let never = limiter.reserve(); // a slot after that cannot be represented
     /// assert!(never.is_never());
     /// assert_eq!(never.delay(), Duration::MAX);
