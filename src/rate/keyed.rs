@@ -648,7 +648,9 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     }
 
     /// Waits (sleeping on the limiter's clock, never spinning) until one cell is
-    /// admitted for `key`.
+    /// admitted for `key`. Unbounded by design: a slot past the limiter's time horizon
+    /// (see [`RateLimiter`](crate::RateLimiter)'s limits) is never reached, so such a
+    /// wait never returns; use a bounded form to be told instead.
     ///
     /// # Example
     ///
