@@ -62,7 +62,8 @@ impl NotUntil {
     }
 
     /// Whether the request can never pass on this limiter: its slot would lie past
-    /// the limiter's time horizon.
+    /// the limiter's time horizon (short of reservations ahead of it being cancelled,
+    /// the only way capacity already claimed comes back).
     ///
     /// # Example
     ///
