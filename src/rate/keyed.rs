@@ -200,7 +200,9 @@ impl<K: Hash + Eq> ShardMap<K> {
         let before = forgotten.len();
         forgotten.extend(self.entries.extract_if(|e| e.tat <= now));
         let idle = forgotten.len() - before;
-        self.evicted_idle = self.evicted_idle.saturating_add(idle as u64);
+        self.evicted_idle = self
+            .evicted_idle
+            .saturating_add(u64::try_from(idle).unwrap_or(u64::MAX));
         idle
     }
 
@@ -221,7 +223,7 @@ impl<K: Hash + Eq> ShardMap<K> {
         forgotten.extend(self.entries.extract_if(|e| e.tat <= threshold));
         self.evicted_active = self
             .evicted_active
-            .saturating_add((forgotten.len() - before) as u64);
+            .saturating_add(u64::try_from(forgotten.len() - before).unwrap_or(u64::MAX));
     }
 }
 
