@@ -50,6 +50,7 @@ fn op(interval: u64) -> impl Strategy<Value = Op> {
 /// A reservation as the model keeps it.
 #[derive(Clone, Debug)]
 struct Claim {
+    before: u128,
     after: u128,
     ready: u128,
     span: u128,
@@ -117,6 +118,7 @@ impl Model {
         let span = u128::from(n) * self.interval;
         Some(match self.step(n) {
             None => Claim {
+                before: self.tat,
                 after: self.tat,
                 ready: u128::MAX,
                 span: 0,
@@ -125,8 +127,9 @@ impl Model {
                 never: true,
             },
             Some((new_tat, ready)) => {
-                self.tat = new_tat;
+                let before = std::mem::replace(&mut self.tat, new_tat);
                 Claim {
+                    before,
                     after: new_tat,
                     ready,
                     span,
@@ -138,18 +141,16 @@ impl Model {
         })
     }
 
-    /// x/time/rate's `CancelAt`: nothing once the slot has passed or after a
-    /// reconfiguration; otherwise the cells minus those claimed after this one.
+    /// Nothing once the slot has passed, after a reconfiguration, or while a claim
+    /// stands after this one; otherwise the claim is undone exactly.
     fn cancel(&mut self, claim: &Claim) -> bool {
         if claim.span == 0 || claim.epoch != self.epoch || claim.ready < self.now {
             return false;
         }
-        let later = self.tat.saturating_sub(claim.after);
-        let restore = claim.span.saturating_sub(later);
-        if restore == 0 {
+        if self.tat != claim.after {
             return false;
         }
-        self.tat = self.tat.saturating_sub(restore);
+        self.tat = claim.before;
         true
     }
 
@@ -222,7 +223,7 @@ struct Record {
 
 impl Record {
     /// Whether its cells count as used by `now`: its slot has come and it was not
-    /// cancelled at or before that slot (a cancel at the slot's instant gives back).
+    /// cancelled at or before that slot (a cancel at the slot's instant may give back).
     fn used_by(&self, now: u128) -> bool {
         !self.claim.never
             && match self.cancelled_at {
@@ -296,6 +297,7 @@ fn run(interval: u64, burst: u32, ops: Vec<Op>, compare: bool) -> Result<(), Tes
                 if !compare {
                     // The limiter's own report stands in for the model.
                     want = got.as_ref().ok().map(|r| Claim {
+                        before: 0,
                         after: 0,
                         ready: model.now + r.delay().as_nanos(),
                         span: 0,
@@ -389,7 +391,14 @@ fn run(interval: u64, burst: u32, ops: Vec<Op>, compare: bool) -> Result<(), Tes
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    // 512 cases by default; `PROPTEST_CASES` overrides it for a longer run.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|cases| cases.parse().ok())
+            .unwrap_or(512),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn the_gcra_core_matches_the_reference_model_and_never_over_admits(

@@ -335,15 +335,51 @@ fn cancelling_a_reservation_keeps_cells_reserved_after_it() {
     let b = limiter.reserve();
     assert_eq!(a.delay(), 2 * SECOND);
     assert_eq!(b.delay(), 3 * SECOND);
-    assert!(a.cancel()); // gives back 2 cells minus the 1 reserved after it
+    // b's slot was placed after a's cells: freeing them would let a later claim
+    // share b's slot, so nothing comes back while b stands.
+    assert!(!a.cancel());
     let c = limiter.reserve();
     assert_eq!(
         c.delay(),
-        3 * SECOND,
-        "b keeps its slot; one of a's cells came back"
+        4 * SECOND,
+        "b keeps its slot, and c comes after it"
     );
+    assert!(c.cancel(), "c is the last claim: undone exactly");
+    assert!(b.cancel(), "then b is");
     clock.advance(3 * SECOND);
-    assert!(b.is_ready() && c.is_ready());
+    assert!(limiter.check().is_ok(), "one cell refilled since a's slot");
+    assert!(limiter.check().is_err(), "a's cells were not returned");
+}
+
+#[test]
+fn cancelling_two_reservations_in_turn_never_lets_a_third_share_a_slot() {
+    // The sequence the property tests found against x/time/rate's partial return
+    // (the cells minus those reserved after): b gave back part of its cells, which
+    // hid c from a's cancel; a later claim then shared c's slot.
+    let clock = ManualClock::new();
+    let t = Duration::from_nanos(1145);
+    let limiter = RateLimiter::with_period(t)
+        .burst(4)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let a = limiter.reserve_n(4).unwrap();
+    let b = limiter.reserve_n(3).unwrap();
+    let c = limiter.reserve_n(1).unwrap();
+    assert_eq!((a.delay(), b.delay(), c.delay()), (t * 0, t * 3, t * 4));
+    assert!(!b.cancel(), "c stands after b");
+    assert!(!a.cancel(), "b and c stand after a");
+    clock.advance(Duration::from_nanos(3680));
+    // a's four cells are used at 0 and c's one at 4580 ns: within one burst window
+    // of c's slot no more than four cells may pass.
+    let admitted = (0..5).filter(|_| limiter.check().is_ok()).count();
+    clock.advance(Duration::from_nanos(900));
+    assert!(c.is_ready());
+    let more = (0..5).filter(|_| limiter.check().is_ok()).count();
+    assert!(
+        admitted + more + 1 <= 4,
+        "{admitted} + {more} + c's cell in 900 ns"
+    );
 }
 
 #[test]

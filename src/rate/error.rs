@@ -201,8 +201,9 @@ impl From<InsufficientCapacity> for CheckError {
 
 /// Why a blocking [`wait`](crate::RateLimiter::wait_timeout) did not get its cells.
 ///
-/// A failed wait has used no capacity: it either failed before claiming a slot, or
-/// gave its slot back (as far as no later caller had built on it).
+/// A failed wait either failed before claiming a slot (using no capacity), or was
+/// cancelled while asleep and gave its slot back, unless a later caller's slot was
+/// placed after it (then the slot stays used: it is never handed out twice).
 ///
 /// # Example
 ///

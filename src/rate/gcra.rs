@@ -22,13 +22,18 @@
 //! than both: a call racing with a reconfiguration may be refused a little early,
 //! never admitted beyond either configuration.
 //!
-//! Giving capacity back (a cancelled wait or reservation) follows x/time/rate's
-//! `CancelAt`: once the grant's slot has passed (`ready < now`) nothing comes back, since
-//! its holder may have used the cells and later callers were judged against a window
-//! that included them. Before that, the grant's cells minus the span claimed after it
-//! come back (those later claims were judged with this grant counted, so its share of
-//! the TAT they built on stays), which is the exact undo when nobody claimed after it.
-//! A reconfiguration in between (tracked by an epoch counter) returns nothing.
+//! Giving capacity back (a cancelled wait or reservation): nothing once the grant's
+//! slot has passed (`ready < now`), as in x/time/rate's `CancelAt`, since its holder
+//! may have used the cells and later callers were judged against a window that
+//! included them. Before that, the grant is undone exactly (the TAT put back to what
+//! it was before the claim) when no claim stands after it (the TAT still equals what
+//! the grant set), and nothing comes back otherwise: every later claim's slot was
+//! placed after this grant's cells, so they cannot be freed without moving it.
+//! (x/time/rate returns the cells minus those reserved after; with the TAT as the only
+//! state that rule over-admits once two reservations are cancelled in turn, since the
+//! first partial return hides how much was reserved after the second: the property
+//! tests found such a sequence.) A reconfiguration in between (tracked by an epoch
+//! counter) returns nothing.
 //!
 //! **The horizon.** Offsets are `u64` nanoseconds since the timeline's base, so a TAT
 //! can hold at most about 584 years (`END`). All arithmetic is exact: a TAT that would
@@ -150,15 +155,11 @@ pub(crate) fn decide(
 }
 
 /// The TAT after giving `grant` back from `tat` at `now`, or `None` if nothing can
-/// come back: nothing once the grant's slot has passed (`ready < now`), otherwise its
-/// cells minus those claimed after it (x/time/rate's `CancelAt`).
+/// come back: nothing once the grant's slot has passed (`ready < now`) or while any
+/// claim stands after it (`tat != after`); otherwise the exact undo (`before`).
 pub(crate) fn returned(tat: u64, grant: &Grant, now: u64) -> Option<u64> {
-    if grant.span == 0 || grant.ready < u128::from(now) {
-        return None;
-    }
-    let later = tat.saturating_sub(grant.after);
-    let restore = grant.span.saturating_sub(later);
-    (restore > 0).then(|| tat.saturating_sub(restore))
+    let passed = grant.ready < u128::from(now);
+    (grant.span > 0 && !passed && tat == grant.after).then_some(grant.before)
 }
 
 /// The state and parameters of one direct limiter.
@@ -381,8 +382,10 @@ mod tests {
         let a = g.reserve(2, 0, None).unwrap(); // ready at 2T
         let b = g.reserve(1, 0, None).unwrap(); // ready at 3T
         assert_eq!((a.ready, b.ready), (2 * W, 3 * W));
-        assert!(g.give_back(&a, 0)); // returns 2 - 1 cells
-        assert_eq!(g.reserve(1, 0, None).unwrap().ready, 3 * W);
+        assert!(!g.give_back(&a, 0)); // b's slot was placed after a's cells
+        assert!(g.give_back(&b, 0)); // b is the last claim: undone exactly
+        assert!(g.give_back(&a, 0)); // and now a is the last one
+        assert_eq!(g.reserve(1, 0, None).unwrap().ready, W);
     }
 
     #[test]

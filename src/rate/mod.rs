@@ -8,8 +8,9 @@
 //! slot with one CAS (failing at once, claiming nothing, when the slot lies past its
 //! deadline) and then sleeps on the clock until the slot's instant, so a
 //! [`ManualClock`](crate::ManualClock) test wakes it by advancing time. A waiter cancelled
-//! while sleeping gives its slot back through the engine's `give_back`, which returns
-//! what no later claim was judged against, and nothing once the slot has passed. [`Reservation`] exposes the claim itself
+//! while sleeping gives its slot back through the engine's `give_back`, which undoes
+//! the claim exactly when no claim stands after it and its slot has not passed, and
+//! returns nothing otherwise. [`Reservation`] exposes the claim itself
 //! (the x/time/rate model). The keyed limiter (`keyed.rs`) keeps one TAT per key in
 //! sharded maps and evicts keys that are indistinguishable from fresh ones first.
 
@@ -208,9 +209,11 @@ impl Bound {
 ///   it in the last `burst × interval` of the timeline. A reservation or unbounded
 ///   wait whose slot would lie past the end claims nothing and is never ready
 ///   ([`Reservation::is_never`]).
-/// - Giving back (x/time/rate's `CancelAt`): a cancelled reservation or wait returns
-///   nothing once its slot has passed, and otherwise only the cells no later claim
-///   was judged against; a reconfiguration in between returns nothing.
+/// - Giving back: a cancelled reservation or wait returns nothing once its slot has
+///   passed (as x/time/rate's `CancelAt`: the cells may have been used), nothing while
+///   a later claim stands after it (that claim's slot was placed after these cells),
+///   and nothing after a reconfiguration; otherwise it is undone exactly. So a give-back
+///   never lets more than the limit through.
 ///
 /// # Example
 ///

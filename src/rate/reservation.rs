@@ -2,9 +2,9 @@
 //!
 //! Implementation notes. A reservation is the engine's `Grant` (the TAT before and
 //! after the claim, the slot's offset, the span and the configuration epoch) plus a
-//! borrow of its limiter. `cancel` hands the grant to `Gcra::give_back`, which
-//! returns nothing once the slot has passed and otherwise the cells not built on by
-//! later claims (x/time/rate's `CancelAt`).
+//! borrow of its limiter. `cancel` hands the grant to `Gcra::give_back`, which undoes
+//! it exactly when no claim stands after it and its slot has not passed, and returns
+//! nothing otherwise.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -20,11 +20,11 @@ use crate::timeline::duration_from_nanos;
 ///
 /// The claim stands until [`cancel`](Reservation::cancel) gives it back; dropping a
 /// reservation keeps it (the cells count as used), as in x/time/rate. Cancelling
-/// follows x/time/rate's `CancelAt`: once the slot has passed (`ready_at` before now)
-/// nothing comes back, since the cells may have been used; before that, the cells
-/// minus those claimed after this reservation come back (all of them when nobody
-/// claimed since). A reservation is cancelled at most once: `cancel` and the waits
-/// take it by value.
+/// returns nothing once the slot has passed (`ready_at` before now: the cells may
+/// have been used, as in x/time/rate's `CancelAt`), nothing while a later claim
+/// stands after this one (its slot was placed after these cells), and otherwise
+/// undoes the claim exactly. A reservation is cancelled at most once: `cancel` and
+/// the waits take it by value.
 ///
 /// # Example
 ///
@@ -178,10 +178,11 @@ impl<C: Clock> Reservation<'_, C> {
             .sleep_for(&self.grant, self.limiter.now(), Some(token))
     }
 
-    /// Gives the cells back, as x/time/rate's `CancelAt` does: nothing once the slot
-    /// has passed (the cells may have been used); before that, the cells minus those
-    /// claimed after this reservation (all of them when nobody claimed since).
-    /// Returns whether any capacity came back.
+    /// Gives the cells back: all of them when no claim stands after this one and
+    /// its slot has not passed; nothing once the slot has passed (the cells may have
+    /// been used) or while a later claim stands (it was placed after these cells;
+    /// cancel the later claims first, last one first, to undo them all). Returns
+    /// whether the cells came back.
     ///
     /// # Example
     ///
