@@ -366,7 +366,10 @@ fn cancelling_two_reservations_in_turn_never_lets_a_third_share_a_slot() {
     let a = limiter.reserve_n(4).unwrap();
     let b = limiter.reserve_n(3).unwrap();
     let c = limiter.reserve_n(1).unwrap();
-    assert_eq!((a.delay(), b.delay(), c.delay()), (t * 0, t * 3, t * 4));
+    assert_eq!(
+        (a.delay(), b.delay(), c.delay()),
+        (Duration::ZERO, t * 3, t * 4)
+    );
     assert!(!b.cancel(), "c stands after b");
     assert!(!a.cancel(), "b and c stand after a");
     clock.advance(Duration::from_nanos(3680));
@@ -377,7 +380,7 @@ fn cancelling_two_reservations_in_turn_never_lets_a_third_share_a_slot() {
     assert!(c.is_ready());
     let more = (0..5).filter(|_| limiter.check().is_ok()).count();
     assert!(
-        admitted + more + 1 <= 4,
+        admitted + more < 4, // c's own cell is the fourth
         "{admitted} + {more} + c's cell in 900 ns"
     );
 }
