@@ -734,7 +734,8 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     }
 
     /// Waits for one cell for `key` until it is admitted or `token` is cancelled; a
-    /// wait cancelled while asleep gives its slot back.
+    /// wait cancelled while asleep gives its slot back (unless a later claim for the
+    /// key stands after it).
     ///
     /// # Errors
     ///

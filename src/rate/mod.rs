@@ -187,7 +187,8 @@ impl Bound {
 ///   lock-free, and say when a refused request would pass ([`NotUntil`]).
 /// - [`wait`](RateLimiter::wait) and its bounded forms sleep on the limiter's [`Clock`]
 ///   until the caller's slot. A slot past the deadline fails at once without using
-///   capacity; a wait cancelled while sleeping gives its slot back.
+///   capacity; a wait cancelled while sleeping gives its slot back unless a later
+///   claim stands after it.
 /// - [`reserve_n`](RateLimiter::reserve_n) claims cells and says when they may be used;
 ///   [`Reservation::cancel`] gives them back (all-or-nothing across several limiters).
 /// - [`set_rate`](RateLimiter::set_rate) / [`set_burst`](RateLimiter::set_burst) change
@@ -603,7 +604,8 @@ impl<C: Clock> RateLimiter<C> {
     }
 
     /// Waits for one cell until it is admitted or `token` is cancelled. A token
-    /// cancelled while the caller sleeps gives the caller's slot back.
+    /// cancelled while the caller sleeps gives the caller's slot back (unless a later
+    /// caller's slot was placed after it).
     ///
     /// # Errors
     ///
@@ -763,8 +765,9 @@ impl<C: Clock> RateLimiter<C> {
     }
 
     /// Claims `cells` now (the x/time/rate `ReserveN` model). The [`Reservation`] says
-    /// when they may be used; [`cancel`](Reservation::cancel) gives them back, so a
-    /// caller can take cells from several limiters all-or-nothing.
+    /// when they may be used; [`cancel`](Reservation::cancel) gives them back (when no
+    /// later claim stands after them and their slot has not passed), so a caller can
+    /// take cells from several limiters all-or-nothing.
     ///
     /// # Errors
     ///
