@@ -101,6 +101,22 @@ impl Anchor {
         }
     }
 
+    /// The instant at a wide offset: [`instant`](Anchor::instant) for offsets that fit
+    /// in a `u64`, and the latest instant that can be represented ("never") past that
+    /// (a slot beyond the timeline's horizon).
+    pub(crate) fn instant_wide(&self, at: u128) -> Instant {
+        match u64::try_from(at) {
+            Ok(at) => self.instant(at),
+            Err(_) => {
+                let from = match *self {
+                    Anchor::Fixed(base) => base,
+                    Anchor::Tsc(_) => Instant::now(),
+                };
+                add(from, Duration::MAX)
+            }
+        }
+    }
+
     /// The offset of `t` (0 for instants before the base).
     pub(crate) fn offset(&self, t: Instant) -> u64 {
         match *self {
@@ -143,6 +159,17 @@ fn add(t: Instant, d: Duration) -> Instant {
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A duration of `n` nanoseconds, saturating at [`Duration::MAX`] (for the difference
+/// of two wide offsets).
+pub(crate) fn duration_from_nanos(n: u128) -> Duration {
+    const PER_SEC: u128 = 1_000_000_000;
+    match u64::try_from(n / PER_SEC) {
+        // The remainder is below 10^9, so it fits a u32.
+        Ok(secs) => Duration::new(secs, u32::try_from(n % PER_SEC).unwrap_or(0)),
+        Err(_) => Duration::MAX,
+    }
 }
 
 /// A clock plus the anchor that state offsets count from. The clock comes last so
@@ -222,9 +249,10 @@ impl Coarse {
 #[allow(unsafe_code)]
 mod coarse {
     fn nanos(ts: &libc::timespec) -> u64 {
-        (ts.tv_sec as u64)
-            .wrapping_mul(1_000_000_000)
-            .wrapping_add(ts.tv_nsec as u64)
+        // Both fields are non-negative for a monotonic clock; saturate rather than wrap.
+        let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+        let subsec = u64::try_from(ts.tv_nsec).unwrap_or(0);
+        secs.saturating_mul(1_000_000_000).saturating_add(subsec)
     }
 
     /// `CLOCK_MONOTONIC_COARSE` now, in nanoseconds.
@@ -321,7 +349,7 @@ mod tests {
         assert!(matches!(timeline.anchor(), Anchor::Tsc(_)));
         // Live conversions round-trip up to the time between their clock reads
         // (generous bound: the build machine is heavily loaded).
-        let later = Instant::now() + Duration::from_secs(3600);
+        let later = crate::sync::time::deadline_after(Instant::now(), Duration::from_secs(3600));
         let back = timeline.anchor().instant(timeline.anchor().offset(later));
         let error = back.max(later) - back.min(later);
         assert!(

@@ -3,8 +3,10 @@
 //! Time-based logic runs on `ManualClock`, so nothing here sleeps: a waiter's progress
 //! is observed through `stats()` and channels, and time moves only when a test says so.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Barrier};
+use std::hash::{Hash, Hasher};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -28,7 +30,9 @@ fn manual(per_second: u32, burst: u32) -> (ManualClock, RateLimiter<ManualClock>
 
 /// Polls `cond` until it holds, failing the test after a generous deadline.
 fn eventually(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now()
+        .checked_add(Duration::from_secs(30))
+        .expect("30 s from now is an instant");
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         thread::yield_now();
@@ -331,15 +335,54 @@ fn cancelling_a_reservation_keeps_cells_reserved_after_it() {
     let b = limiter.reserve();
     assert_eq!(a.delay(), 2 * SECOND);
     assert_eq!(b.delay(), 3 * SECOND);
-    assert!(a.cancel()); // gives back 2 cells minus the 1 reserved after it
+    // b's slot was placed after a's cells: freeing them would let a later claim
+    // share b's slot, so nothing comes back while b stands.
+    assert!(!a.cancel());
     let c = limiter.reserve();
     assert_eq!(
         c.delay(),
-        3 * SECOND,
-        "b keeps its slot; one of a's cells came back"
+        4 * SECOND,
+        "b keeps its slot, and c comes after it"
     );
+    assert!(c.cancel(), "c is the last claim: undone exactly");
+    assert!(b.cancel(), "then b is");
     clock.advance(3 * SECOND);
-    assert!(b.is_ready() && c.is_ready());
+    assert!(limiter.check().is_ok(), "one cell refilled since a's slot");
+    assert!(limiter.check().is_err(), "a's cells were not returned");
+}
+
+#[test]
+fn cancelling_two_reservations_in_turn_never_lets_a_third_share_a_slot() {
+    // The sequence the property tests found against x/time/rate's partial return
+    // (the cells minus those reserved after): b gave back part of its cells, which
+    // hid c from a's cancel; a later claim then shared c's slot.
+    let clock = ManualClock::new();
+    let t = Duration::from_nanos(1145);
+    let limiter = RateLimiter::with_period(t)
+        .burst(4)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let a = limiter.reserve_n(4).unwrap();
+    let b = limiter.reserve_n(3).unwrap();
+    let c = limiter.reserve_n(1).unwrap();
+    assert_eq!(
+        (a.delay(), b.delay(), c.delay()),
+        (Duration::ZERO, t * 3, t * 4)
+    );
+    assert!(!b.cancel(), "c stands after b");
+    assert!(!a.cancel(), "b and c stand after a");
+    clock.advance(Duration::from_nanos(3680));
+    // a's four cells are used at 0 and c's one at 4580 ns: within one burst window
+    // of c's slot no more than four cells may pass.
+    let admitted = (0..5).filter(|_| limiter.check().is_ok()).count();
+    clock.advance(Duration::from_nanos(900));
+    assert!(c.is_ready());
+    let more = (0..5).filter(|_| limiter.check().is_ok()).count();
+    assert!(
+        admitted + more < 4, // c's own cell is the fourth
+        "{admitted} + {more} + c's cell in 900 ns"
+    );
 }
 
 #[test]
@@ -743,4 +786,479 @@ fn keyed_waits_sleep_per_key_fail_fast_and_give_back_on_cancel() {
         let woke = rx.recv_timeout(Duration::from_secs(30)).unwrap();
         assert_eq!(woke, clock.now());
     });
+}
+
+// ---------------------------------------------------------------------------------
+// The time horizon: exact arithmetic, and a limiter that keeps limiting past it.
+
+/// A hundred years: about the longest period a limiter accepts.
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+#[test]
+fn a_limiter_past_its_time_horizon_keeps_limiting() {
+    let (clock, limiter) = manual(1, 3);
+    limiter.check_n(3).unwrap();
+    clock.advance(Duration::MAX); // the clock's end of time: it stands still there
+    let admitted = (0..100).filter(|_| limiter.check().is_ok()).count();
+    assert_eq!(admitted, 3, "the refilled burst, and not one cell more");
+    clock.advance(Duration::MAX);
+    clock.advance(SECOND);
+    assert!(limiter.check().is_err(), "time no longer moves");
+    let refused = limiter.check().unwrap_err();
+    assert!(refused.is_never());
+    assert_eq!(refused.wait_time(), Duration::MAX);
+    let _ = refused.earliest(); // a far instant, no panic
+    let _ = refused.to_string();
+    assert!(matches!(
+        limiter.check_n(2),
+        Err(CheckError::NotUntil(e)) if e.is_never()
+    ));
+    // Bounded waits are refused at once; reservations claim nothing.
+    assert!(matches!(
+        limiter.wait_timeout(Duration::MAX),
+        Err(WaitError::Timeout(e)) if e.is_never()
+    ));
+    assert!(matches!(
+        limiter.wait_deadline(clock.now()),
+        Err(WaitError::Timeout(_))
+    ));
+    let r = limiter.reserve();
+    assert!(r.is_never() && !r.is_ready());
+    assert_eq!(r.delay(), Duration::MAX);
+    let _ = r.ready_at();
+    assert!(!r.cancel(), "it claimed nothing");
+    assert_eq!(limiter.available(), 0);
+    // Reconfiguring at the end of time does not reopen the gate either.
+    limiter.set_rate(1_000, SECOND).unwrap();
+    limiter.set_burst(5).unwrap();
+    assert!(limiter.check().is_err());
+}
+
+#[test]
+fn a_limiter_near_its_horizon_still_refills_at_its_rate() {
+    let (clock, limiter) = manual(1, 2);
+    limiter.check_n(2).unwrap();
+    // Ten seconds before the clock's end (the limiter was built at the clock's start).
+    clock.advance(Duration::from_nanos(u64::MAX) - 10 * SECOND);
+    assert_eq!((0..10).filter(|_| limiter.check().is_ok()).count(), 2);
+    let refused = limiter.check().unwrap_err();
+    assert_eq!(refused.wait_time(), SECOND);
+    assert_eq!(refused.earliest(), clock.now() + SECOND);
+    for _ in 0..8 {
+        clock.advance(SECOND);
+        assert!(limiter.check().is_ok(), "one cell per second");
+        assert!(limiter.check().is_err());
+    }
+    // The TAT has reached the end of the timeline: a cell in the last b·T (2 s)
+    // would need a TAT past it, so it is refused for good (never more than the limit).
+    clock.advance(Duration::MAX);
+    assert_eq!((0..10).filter(|_| limiter.check().is_ok()).count(), 0);
+    assert!(limiter.check().unwrap_err().is_never());
+}
+
+#[test]
+fn reservations_past_the_horizon_claim_nothing_and_are_never_ready() {
+    let _check = LeakCheck::new();
+    let clock = ManualClock::new();
+    let limiter = RateLimiter::with_period(CENTURY)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    // Five centuries fit in the timeline's 584 years; the sixth slot does not.
+    let fitting: Vec<_> = (0..5).map(|_| limiter.reserve()).collect();
+    for (i, r) in (0u32..).zip(&fitting) {
+        assert_eq!(r.delay(), CENTURY * i, "slots a century apart, exactly");
+        assert!(!r.is_never());
+    }
+    let never = limiter.reserve();
+    assert!(never.is_never());
+    assert_eq!(never.delay(), Duration::MAX);
+    assert!(limiter.reserve().is_never(), "and every claim after it");
+    assert!(matches!(
+        limiter.wait_timeout(Duration::MAX),
+        Err(WaitError::Timeout(e)) if e.is_never()
+    ));
+    // A never-ready reservation waits until its token is cancelled, then says so.
+    let token = CancelToken::new();
+    thread::scope(|s| {
+        let waiter = s.spawn(|| never.wait_cancellable(&token));
+        clock.advance(Duration::MAX); // even the clock's end does not make it ready
+        token.cancel();
+        assert_eq!(
+            waiter.join().unwrap(),
+            Err(WaitError::Cancelled(CancelReason::Cancelled))
+        );
+    });
+    for r in fitting {
+        assert!(r.is_ready(), "the clock's end is past every fitting slot");
+        r.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Giving back: x/time/rate's CancelAt, never cells a later grant relied on.
+
+#[test]
+fn cancelling_a_reservation_after_its_slot_passed_gives_nothing_back() {
+    let (clock, limiter) = manual(1, 2);
+    limiter.check_n(2).unwrap();
+    let r = limiter.reserve_n(2).unwrap();
+    assert_eq!(r.delay(), 2 * SECOND);
+    // Its slot comes (its holder may use both cells then) and passes.
+    clock.advance(2500 * Duration::from_millis(1));
+    assert!(r.is_ready());
+    assert!(!r.cancel(), "the slot passed: nothing comes back");
+    assert_eq!(limiter.stats().gave_back, 0);
+    assert_eq!(limiter.available(), 0);
+    assert!(
+        limiter.check_n(2).is_err(),
+        "two more cells half a second after two were used would exceed the limit"
+    );
+    clock.advance(Duration::from_millis(500));
+    assert!(limiter.check().is_ok());
+    assert!(limiter.check().is_err());
+}
+
+#[test]
+fn cancelling_a_ready_reservation_at_its_own_instant_gives_it_back() {
+    // x/time/rate's CancelAt restores when the slot is exactly now (not yet passed).
+    let (clock, limiter) = manual(1, 1);
+    let r = limiter.reserve();
+    assert!(r.is_ready());
+    assert!(r.cancel());
+    assert!(limiter.check().is_ok());
+    clock.advance(SECOND);
+    let r = limiter.reserve();
+    assert!(r.is_ready());
+    clock.advance(Duration::from_nanos(1));
+    assert!(!r.cancel(), "one nanosecond later the slot has passed");
+}
+
+#[test]
+fn a_wait_sleeping_through_set_rate_wakes_at_its_slot_and_gives_nothing_back_on_cancel() {
+    let _check = LeakCheck::new();
+    let (clock, limiter) = manual(1, 1);
+    limiter.check().unwrap();
+    let token = CancelToken::new();
+    thread::scope(|s| {
+        let first = s.spawn(|| limiter.wait_timeout(Duration::from_secs(5)));
+        eventually("the first waiter to sleep", || limiter.stats().slept == 1);
+        let second = s.spawn(|| limiter.wait_cancellable(&token));
+        eventually("the second waiter to sleep", || limiter.stats().slept == 2);
+        limiter.set_rate(10, SECOND).unwrap();
+        token.cancel();
+        assert!(matches!(
+            second.join().unwrap(),
+            Err(WaitError::Cancelled(_))
+        ));
+        assert_eq!(
+            limiter.stats().gave_back,
+            0,
+            "a slot claimed under the old rate is not returned under the new"
+        );
+        clock.advance(SECOND);
+        assert_eq!(first.join().unwrap(), Ok(()), "woken at its slot");
+    });
+}
+
+#[test]
+fn cancels_racing_sleeping_waits_never_over_admit() {
+    let _check = LeakCheck::new();
+    const WAITERS: usize = 6;
+    let (clock, limiter) = manual(10, 2);
+    let admitted = AtomicUsize::new(0);
+    let tokens: Vec<CancelToken> = (0..WAITERS).map(|_| CancelToken::new()).collect();
+    let done = AtomicBool::new(false);
+    thread::scope(|s| {
+        for token in &tokens {
+            let (limiter, admitted, done) = (&limiter, &admitted, &done);
+            s.spawn(move || {
+                while !done.load(Ordering::Acquire) && !token.is_cancelled() {
+                    if limiter.wait_cancellable(token).is_ok() {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        // Time moves in 100 ms steps (one cell each); every other step one waiter is
+        // cancelled, racing its own sleep and the clock.
+        for step in 0..40 {
+            if step % 7 == 3 {
+                tokens[(step / 7) % WAITERS].cancel();
+            }
+            clock.advance(Duration::from_millis(100));
+            thread::yield_now();
+        }
+        done.store(true, Ordering::Release);
+        for token in &tokens {
+            token.cancel();
+        }
+    });
+    // 4 s of 10 cells a second, plus the burst of 2.
+    let admitted = admitted.into_inner();
+    assert!(admitted <= 2 + 40, "admitted {admitted}");
+}
+
+// ---------------------------------------------------------------------------------
+// The keyed limiter: forgotten keys, panicking keys, keys that call back.
+
+#[test]
+fn a_wait_cancelled_after_its_key_was_forgotten_gives_nothing_to_the_key_seen_again() {
+    let _check = LeakCheck::new();
+    let clock = ManualClock::new();
+    let limiter = KeyedRateLimiter::per_second(1)
+        .burst(1)
+        .max_keys(1)
+        .shards(1)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    limiter.check_key(&"a").unwrap();
+    let token = CancelToken::new();
+    thread::scope(|s| {
+        let waiter = s.spawn(|| limiter.wait_key_cancellable(&"a", &token));
+        eventually("the waiter to claim its slot", || {
+            limiter
+                .check_key(&"a")
+                .is_err_and(|e| e.wait_time() == 2 * SECOND)
+        });
+        limiter.check_key(&"b").unwrap(); // room is needed: "a" is forgotten
+        limiter.check_key(&"a").unwrap(); // and seen again, fresh
+        assert_eq!(limiter.stats().evicted_active, 2);
+        token.cancel();
+        assert!(matches!(
+            waiter.join().unwrap(),
+            Err(WaitError::Cancelled(_))
+        ));
+    });
+    assert!(
+        limiter.check_key(&"a").is_err(),
+        "the old wait's slot is not given to the new entry"
+    );
+}
+
+/// What a [`Touchy`] key does wrong.
+const CALM: u8 = 0;
+const PANIC_HASH: u8 = 1;
+const PANIC_EQ: u8 = 2;
+const PANIC_CLONE: u8 = 3;
+const PANIC_DROP: u8 = 4;
+
+/// A key whose `Hash`, `Eq`, `Clone` or `Drop` panics on demand.
+#[derive(Debug)]
+struct Touchy {
+    id: u32,
+    mode: Arc<AtomicU8>,
+    drops: Arc<AtomicUsize>,
+}
+
+impl Touchy {
+    fn new(id: u32, mode: &Arc<AtomicU8>, drops: &Arc<AtomicUsize>) -> Touchy {
+        Touchy {
+            id,
+            mode: Arc::clone(mode),
+            drops: Arc::clone(drops),
+        }
+    }
+
+    fn fails(&self, what: u8) -> bool {
+        self.mode.load(Ordering::SeqCst) == what
+    }
+}
+
+impl Hash for Touchy {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        assert!(!self.fails(PANIC_HASH), "hash panics");
+        self.id.hash(state);
+    }
+}
+
+impl PartialEq for Touchy {
+    fn eq(&self, other: &Touchy) -> bool {
+        assert!(!self.fails(PANIC_EQ), "eq panics");
+        self.id == other.id
+    }
+}
+
+impl Eq for Touchy {}
+
+impl Clone for Touchy {
+    fn clone(&self) -> Touchy {
+        assert!(!self.fails(PANIC_CLONE), "clone panics");
+        Touchy::new(self.id, &self.mode, &self.drops)
+    }
+}
+
+impl Drop for Touchy {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+        if self.fails(PANIC_DROP) && !thread::panicking() {
+            panic!("drop panics");
+        }
+    }
+}
+
+fn touchy_limiter(max_keys: usize) -> (ManualClock, KeyedRateLimiter<Touchy, ManualClock>) {
+    let clock = ManualClock::new();
+    let limiter = KeyedRateLimiter::per_second(1)
+        .burst(1)
+        .max_keys(max_keys)
+        .shards(1)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    (clock, limiter)
+}
+
+#[test]
+fn a_key_whose_hash_eq_or_clone_panics_leaves_its_shard_usable_and_counts_nothing() {
+    let (clock, limiter) = touchy_limiter(16);
+    let (mode, drops) = (Arc::new(AtomicU8::new(CALM)), Arc::new(AtomicUsize::new(0)));
+    let one = Touchy::new(1, &mode, &drops);
+    let two = Touchy::new(2, &mode, &drops);
+    limiter.check_key(&one).unwrap();
+    // (`Eq` runs only against a remembered key with the same hash: tried on `one`.)
+    for what in [PANIC_HASH, PANIC_CLONE] {
+        mode.store(what, Ordering::SeqCst);
+        let caught = catch_unwind(AssertUnwindSafe(|| limiter.check_key(&two)));
+        mode.store(CALM, Ordering::SeqCst);
+        assert!(
+            caught.is_err(),
+            "mode {what}: the key's panic reaches its caller"
+        );
+        assert_eq!(
+            limiter.len(),
+            1,
+            "mode {what}: the new key was not remembered"
+        );
+    }
+    mode.store(PANIC_EQ, Ordering::SeqCst);
+    assert!(catch_unwind(AssertUnwindSafe(|| limiter.check_key(&one))).is_err());
+    mode.store(CALM, Ordering::SeqCst);
+    // The shard is usable (the lock was released) and nothing was counted.
+    assert!(limiter.check_key(&one).is_err(), "one's cell is still used");
+    assert!(limiter.check_key(&two).is_ok(), "two was never charged");
+    clock.advance(SECOND);
+    assert!(limiter.check_key(&one).is_ok());
+    assert_eq!(limiter.stats().key_drop_panics, 0);
+}
+
+#[test]
+fn a_forgotten_key_whose_drop_panics_is_counted_and_the_limiter_carries_on() {
+    let (clock, limiter) = touchy_limiter(1);
+    let (mode, drops) = (Arc::new(AtomicU8::new(CALM)), Arc::new(AtomicUsize::new(0)));
+    let one = Touchy::new(1, &mode, &drops);
+    let two = Touchy::new(2, &mode, &drops);
+    limiter.check_key(&one).unwrap();
+    mode.store(PANIC_DROP, Ordering::SeqCst);
+    // Room is needed: the limiter's copy of `one` is forgotten, and its drop panics.
+    assert!(limiter.check_key(&two).is_ok());
+    clock.advance(SECOND);
+    assert_eq!(
+        limiter.retain_recent(),
+        1,
+        "two is forgotten too, panicking"
+    );
+    mode.store(CALM, Ordering::SeqCst);
+    let stats = limiter.stats();
+    assert_eq!((stats.keys, stats.key_drop_panics), (0, 2));
+    assert!(limiter.check_key(&one).is_ok());
+}
+
+#[test]
+fn dropping_a_keyed_limiter_drops_every_key_even_when_their_drops_panic() {
+    let (_clock, limiter) = touchy_limiter(16);
+    let (mode, drops) = (Arc::new(AtomicU8::new(CALM)), Arc::new(AtomicUsize::new(0)));
+    let keys: Vec<Touchy> = (0..5).map(|id| Touchy::new(id, &mode, &drops)).collect();
+    for key in &keys {
+        limiter.check_key(key).unwrap();
+    }
+    mode.store(PANIC_DROP, Ordering::SeqCst);
+    drop(limiter); // must neither unwind nor leak the other keys
+    mode.store(CALM, Ordering::SeqCst);
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        5,
+        "every remembered copy was dropped"
+    );
+    drop(keys);
+}
+
+/// A key whose `Eq` calls back into the limiter that holds it (set in `REENTRANT`).
+#[derive(Clone, Debug)]
+struct CallsBack(u32);
+
+impl Hash for CallsBack {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+static REENTRANT: OnceLock<KeyedRateLimiter<CallsBack, ManualClock>> = OnceLock::new();
+static CALL_BACK: AtomicBool = AtomicBool::new(false);
+
+impl PartialEq for CallsBack {
+    fn eq(&self, other: &CallsBack) -> bool {
+        if CALL_BACK.swap(false, Ordering::SeqCst) {
+            let _ = REENTRANT.get().expect("set").check_key(&CallsBack(99));
+        }
+        self.0 == other.0
+    }
+}
+
+impl Eq for CallsBack {}
+
+#[test]
+fn a_key_whose_eq_calls_back_into_its_own_shard_panics_instead_of_deadlocking() {
+    let limiter = REENTRANT.get_or_init(|| {
+        KeyedRateLimiter::per_second(1)
+            .burst(1)
+            .shards(1)
+            .clock(ManualClock::new())
+            .build()
+            .unwrap()
+    });
+    limiter.check_key(&CallsBack(1)).unwrap();
+    CALL_BACK.store(true, Ordering::SeqCst);
+    let caught = catch_unwind(AssertUnwindSafe(|| limiter.check_key(&CallsBack(1))));
+    let message = caught.unwrap_err();
+    let message = message
+        .downcast_ref::<&str>()
+        .copied()
+        .or(message.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("deadlock"), "{message}");
+    // The shard was released and nothing was counted for the call.
+    assert!(limiter.check_key(&CallsBack(1)).is_err());
+    assert!(limiter.check_key(&CallsBack(2)).is_ok());
+}
+
+#[test]
+fn a_keyed_limiter_past_its_time_horizon_keeps_limiting() {
+    let clock = ManualClock::new();
+    let limiter = KeyedRateLimiter::per_second(1)
+        .burst(2)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    limiter.check_key_n(&"a", 2).unwrap();
+    clock.advance(Duration::MAX);
+    assert_eq!(
+        (0..50).filter(|_| limiter.check_key(&"a").is_ok()).count(),
+        2
+    );
+    assert_eq!(
+        (0..50).filter(|_| limiter.check_key(&"b").is_ok()).count(),
+        2
+    );
+    assert!(limiter.check_key(&"a").unwrap_err().is_never());
+    assert!(matches!(
+        limiter.wait_key_timeout(&"a", Duration::MAX),
+        Err(WaitError::Timeout(e)) if e.is_never()
+    ));
+    assert!(matches!(
+        limiter.wait_key_deadline(&"a", clock.now()),
+        Err(WaitError::Timeout(_))
+    ));
 }

@@ -3,8 +3,10 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use super::gcra::NEVER;
 use super::time::Anchor;
 use crate::cancel::CancelReason;
+use crate::timeline::duration_from_nanos;
 
 /// A request was refused now; it would conform at [`earliest`](NotUntil::earliest).
 ///
@@ -29,24 +31,57 @@ use crate::cancel::CancelReason;
 pub struct NotUntil {
     // Kept raw so that a refusal costs no instant arithmetic until someone asks.
     anchor: Anchor,
-    at: u64,
+    /// Wide so that "never" (a slot past the limiter's horizon) is representable.
+    at: u128,
     now: u64,
 }
 
 impl NotUntil {
     /// Refused at offset `now` on `anchor`'s timeline; conforms at offset `at`.
-    pub(crate) fn new(anchor: Anchor, at: u64, now: u64) -> Self {
+    pub(crate) fn new(anchor: Anchor, at: u128, now: u64) -> Self {
         NotUntil { anchor, at, now }
     }
 
     /// The earliest instant (on the limiter's clock) at which the request would pass.
+    ///
+    /// A request that can never pass (its slot would lie past the limiter's time
+    /// horizon, about 584 years after the limiter was built; see
+    /// [`RateLimiter`](crate::RateLimiter)) gets the latest instant that can be
+    /// represented, and [`wait_time`](NotUntil::wait_time) is then [`Duration::MAX`].
     pub fn earliest(&self) -> Instant {
-        self.anchor.instant(self.at)
+        self.anchor.instant_wide(self.at)
     }
 
-    /// How long the caller would have to wait, measured when the request was refused.
+    /// How long the caller would have to wait, measured when the request was refused
+    /// ([`Duration::MAX`] when it can never pass).
     pub fn wait_time(&self) -> Duration {
-        Duration::from_nanos(self.at.saturating_sub(self.now))
+        if self.at >= NEVER {
+            return Duration::MAX;
+        }
+        duration_from_nanos(self.at.saturating_sub(u128::from(self.now)))
+    }
+
+    /// Whether the request can never pass on this limiter: its slot would lie past
+    /// the limiter's time horizon (short of reservations ahead of it being cancelled,
+    /// the only way capacity already claimed comes back).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{ManualClock, RateLimiter};
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let limiter = RateLimiter::per_second(1).clock(clock.clone()).build()?;
+    /// limiter.check().unwrap();
+    /// assert!(!limiter.check().unwrap_err().is_never()); // one second away
+    /// clock.advance(Duration::MAX); // the clock's end of time
+    /// assert!(limiter.check().is_ok()); // the refilled burst is there
+    /// assert!(limiter.check().unwrap_err().is_never()); // and time no longer moves
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn is_never(&self) -> bool {
+        self.at >= NEVER
     }
 
     /// How long from `now` until [`earliest`](NotUntil::earliest) (zero once it passed).
@@ -166,8 +201,9 @@ impl From<InsufficientCapacity> for CheckError {
 
 /// Why a blocking [`wait`](crate::RateLimiter::wait_timeout) did not get its cells.
 ///
-/// A failed wait has used no capacity: it either failed before claiming a slot, or
-/// gave its slot back (as far as no later caller had built on it).
+/// A failed wait either failed before claiming a slot (using no capacity), or was
+/// cancelled while asleep and gave its slot back, unless a later caller's slot was
+/// placed after it (then the slot stays used: it is never handed out twice).
 ///
 /// # Example
 ///

@@ -22,25 +22,55 @@
 //! than both: a call racing with a reconfiguration may be refused a little early,
 //! never admitted beyond either configuration.
 //!
-//! Giving capacity back (a cancelled wait or reservation): if the TAT still equals the
-//! value this grant set, nobody has built on it and the TAT is put back exactly (one
-//! CAS). Otherwise, as in x/time/rate, the grant's cells minus the span reserved after
-//! it are returned, but only while the grant's slot still lies ahead (once its instant
-//! has passed, later callers may have been judged against a window that included it).
-//! A reconfiguration in between (tracked by an epoch counter) returns nothing.
+//! Giving capacity back (a cancelled wait or reservation): nothing once the grant's
+//! slot has passed (`ready < now`), as in x/time/rate's `CancelAt`, since its holder
+//! may have used the cells and later callers were judged against a window that
+//! included them. Before that, the grant is undone exactly (the TAT put back to what
+//! it was before the claim) when no claim stands after it (the TAT still equals what
+//! the grant set), and nothing comes back otherwise: every later claim's slot was
+//! placed after this grant's cells, so they cannot be freed without moving it.
+//! (x/time/rate returns the cells minus those reserved after; with the TAT as the only
+//! state that rule over-admits once two reservations are cancelled in turn, since the
+//! first partial return hides how much was reserved after the second: the property
+//! tests found such a sequence.) A reconfiguration in between (tracked by an epoch
+//! counter) returns nothing.
+//!
+//! **The horizon.** Offsets are `u64` nanoseconds since the timeline's base, so a TAT
+//! can hold at most about 584 years (`END`). All arithmetic is exact: a TAT that would
+//! not fit is never stored (no saturation, which would make every later request look
+//! conforming). A step is taken at `now` clamped to `END - b·T`, where a full burst
+//! still fits; a request still conforms only when its slot (`TAT - b·T`) is at most the
+//! real now, so past the clamp the limiter keeps admitting exactly at its rate as the
+//! clock moves on, until its TAT reaches `END`. From then on, and for any claim whose
+//! TAT would land past `END`, the request is refused at [`NEVER`] (a reservation or
+//! unbounded wait claims nothing and is never ready). So a clock advanced by
+//! `Duration::MAX` sees a limiter that keeps limiting: never more than the limit, and
+//! at most `b` cells short of it in the last `b·T` of the timeline.
 
 use crate::sync::{AtomicU64, Mutex, Ordering};
 
-/// The largest `burst × interval` accepted: about 146 years, far from overflow.
+/// The largest `burst × interval` accepted: 2^62 ns, about 146 years, far from overflow.
 pub(crate) const MAX_SPAN_NANOS: u64 = 1 << 62;
+
+/// The offset standing for "never": past every offset a `u64` holds. A refusal at
+/// `NEVER` can never pass; a grant ready at `NEVER` claimed nothing.
+pub(crate) const NEVER: u128 = 1 << 64;
+
+/// The last offset the limiter's time reaches for burst `burst` and interval
+/// `interval`: a TAT up to `b·T` ahead of it still fits in a `u64`.
+#[inline]
+pub(crate) fn horizon(interval: u64, burst: u64) -> u64 {
+    u64::MAX.saturating_sub(burst.saturating_mul(interval))
+}
 
 /// Why a request was not admitted now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Refusal {
     /// `n` exceeds the burst: it can never pass.
     TooMany { burst: u64 },
-    /// It would conform at this offset.
-    NotUntil { at: u64, now: u64 },
+    /// It would conform at offset `at` ([`NEVER`] past the horizon); `now` is the
+    /// (clamped) offset it was judged at.
+    NotUntil { at: u128, now: u64 },
 }
 
 /// A successful claim on capacity, as needed to give it back.
@@ -48,10 +78,12 @@ pub(crate) enum Refusal {
 pub(crate) struct Grant {
     pub(crate) before: u64,
     pub(crate) after: u64,
-    /// The offset at which the cells may be used (may be in the past).
-    pub(crate) ready: u64,
-    /// `n × T` at grant time.
+    /// The offset at which the cells may be used (may be in the past); [`NEVER`] for a
+    /// claim past the horizon, which claimed nothing.
+    pub(crate) ready: u128,
+    /// `n × T` at grant time (0 for a claim on nothing).
     pub(crate) span: u64,
+    /// The configuration epoch (direct limiter) or the key's generation (keyed).
     pub(crate) epoch: u64,
 }
 
@@ -61,37 +93,73 @@ impl Grant {
         Grant {
             before: now,
             after: now,
-            ready: now,
+            ready: u128::from(now),
             span: 0,
             epoch: 0,
         }
     }
+
+    /// A claim on nothing that is never ready: its TAT would not fit the timeline.
+    pub(crate) fn never(tat: u64, epoch: u64) -> Grant {
+        Grant {
+            before: tat,
+            after: tat,
+            ready: NEVER,
+            span: 0,
+            epoch,
+        }
+    }
 }
 
-/// One pure GCRA step: the new TAT and the instant the request conforms.
+/// One exact GCRA step for `n` cells at `now`: the new TAT (`None` when it would not
+/// fit in a `u64`) and the offset at which the request conforms (exact, wide).
 #[inline]
-pub(crate) fn step(tat: u64, now: u64, n: u64, interval: u64, burst: u64) -> (u64, u64) {
-    let new_tat = tat.max(now).saturating_add(n.saturating_mul(interval));
-    let ready = new_tat.saturating_sub(burst.saturating_mul(interval));
-    (new_tat, ready)
+pub(crate) fn step(tat: u64, now: u64, n: u64, interval: u64, burst: u64) -> (Option<u64>, u128) {
+    let base = tat.max(now);
+    let cost = n.saturating_mul(interval);
+    let tolerance = burst.saturating_mul(interval);
+    match base.checked_add(cost) {
+        Some(new_tat) => (Some(new_tat), u128::from(new_tat.saturating_sub(tolerance))),
+        None => {
+            let wide = u128::from(base) + u128::from(cost);
+            (None, wide.saturating_sub(u128::from(tolerance)))
+        }
+    }
+}
+
+/// A claim of `n` cells against `tat` at `now`, refused when it would conform only
+/// after `latest`: the new TAT to store and the offset the cells are ready at, or why
+/// not. The step is taken at `now` clamped to the horizon, so a full burst still fits
+/// there; a claim whose TAT would not fit is refused at [`NEVER`].
+#[inline]
+pub(crate) fn decide(
+    tat: u64,
+    now: u64,
+    n: u64,
+    interval: u64,
+    burst: u64,
+    latest: Option<u64>,
+) -> Result<(u64, u128), Refusal> {
+    if n > burst {
+        return Err(Refusal::TooMany { burst });
+    }
+    let judged = now.min(horizon(interval, burst));
+    let (new_tat, ready) = step(tat, judged, n, interval, burst);
+    match new_tat {
+        None => Err(Refusal::NotUntil { at: NEVER, now }),
+        Some(_) if latest.is_some_and(|latest| ready > u128::from(latest)) => {
+            Err(Refusal::NotUntil { at: ready, now })
+        }
+        Some(new_tat) => Ok((new_tat, ready.max(u128::from(now)))),
+    }
 }
 
 /// The TAT after giving `grant` back from `tat` at `now`, or `None` if nothing can
-/// come back. Exact undo when nobody built on the grant; otherwise its cells minus
-/// those claimed after it, while its slot still lies ahead (x/time/rate's `CancelAt`).
+/// come back: nothing once the grant's slot has passed (`ready < now`) or while any
+/// claim stands after it (`tat != after`); otherwise the exact undo (`before`).
 pub(crate) fn returned(tat: u64, grant: &Grant, now: u64) -> Option<u64> {
-    if grant.span == 0 {
-        return None;
-    }
-    if tat == grant.after {
-        return Some(grant.before);
-    }
-    if grant.ready < now {
-        return None;
-    }
-    let later = tat.saturating_sub(grant.after);
-    let restore = grant.span.saturating_sub(later);
-    (restore > 0).then(|| tat.saturating_sub(restore))
+    let passed = grant.ready < u128::from(now);
+    (grant.span > 0 && !passed && tat == grant.after).then_some(grant.before)
 }
 
 /// The state and parameters of one direct limiter.
@@ -133,13 +201,7 @@ impl Gcra {
         loop {
             let interval = self.interval.load(Ordering::Acquire);
             let burst = self.burst.load(Ordering::Acquire);
-            if n > burst {
-                return Err(Refusal::TooMany { burst });
-            }
-            let (new_tat, ready) = step(tat, now, n, interval, burst);
-            if ready > now {
-                return Err(Refusal::NotUntil { at: ready, now });
-            }
+            let (new_tat, _) = decide(tat, now, n, interval, burst, Some(now))?;
             match self
                 .tat
                 .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Acquire)
@@ -151,20 +213,22 @@ impl Gcra {
     }
 
     /// Claims `n` cells at `now` whatever their instant, unless that instant lies past
-    /// `latest` (then nothing is claimed and the instant is returned).
+    /// `latest` (then nothing is claimed and the instant is returned). Without a bound,
+    /// a claim whose TAT would not fit the timeline claims nothing and is ready
+    /// [`NEVER`].
     pub(crate) fn reserve(&self, n: u64, now: u64, latest: Option<u64>) -> Result<Grant, Refusal> {
         let epoch = self.epoch.load(Ordering::Acquire);
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
             let interval = self.interval.load(Ordering::Acquire);
             let burst = self.burst.load(Ordering::Acquire);
-            if n > burst {
-                return Err(Refusal::TooMany { burst });
-            }
-            let (new_tat, ready) = step(tat, now, n, interval, burst);
-            if latest.is_some_and(|latest| ready > latest) {
-                return Err(Refusal::NotUntil { at: ready, now });
-            }
+            let (new_tat, ready) = match decide(tat, now, n, interval, burst, latest) {
+                Ok(claim) => claim,
+                Err(Refusal::NotUntil { at: NEVER, .. }) if latest.is_none() => {
+                    return Ok(Grant::never(tat, epoch))
+                }
+                Err(refusal) => return Err(refusal),
+            };
             match self
                 .tat
                 .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Acquire)
@@ -173,7 +237,7 @@ impl Gcra {
                     return Ok(Grant {
                         before: tat,
                         after: new_tat,
-                        ready: ready.max(now),
+                        ready,
                         span: n.saturating_mul(interval),
                         epoch,
                     })
@@ -208,6 +272,7 @@ impl Gcra {
         let tat = self.tat.load(Ordering::Acquire);
         let interval = self.interval.load(Ordering::Acquire);
         let burst = self.burst.load(Ordering::Acquire);
+        let now = now.min(horizon(interval, burst));
         let debt = tat.saturating_sub(now);
         // The cells still owed, rounded up: a partly refilled cell is not available.
         let owed = debt.div_ceil(interval.max(1));
@@ -286,6 +351,7 @@ mod tests {
     use super::*;
 
     const T: u64 = 1_000; // one cell per microsecond, in nanoseconds
+    const W: u128 = T as u128;
 
     #[test]
     fn burst_then_one_per_interval() {
@@ -293,9 +359,9 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(g.check(1, 0), Ok(()));
         }
-        assert_eq!(g.check(1, 0), Err(Refusal::NotUntil { at: T, now: 0 }));
+        assert_eq!(g.check(1, 0), Err(Refusal::NotUntil { at: W, now: 0 }));
         assert_eq!(g.check(1, T), Ok(()));
-        assert_eq!(g.check(1, T), Err(Refusal::NotUntil { at: 2 * T, now: T }));
+        assert_eq!(g.check(1, T), Err(Refusal::NotUntil { at: 2 * W, now: T }));
         assert_eq!(g.check(4, 10 * T), Err(Refusal::TooMany { burst: 3 }));
         assert_eq!(g.check(3, 10 * T), Ok(()));
     }
@@ -315,9 +381,11 @@ mod tests {
         g.check(2, 0).unwrap();
         let a = g.reserve(2, 0, None).unwrap(); // ready at 2T
         let b = g.reserve(1, 0, None).unwrap(); // ready at 3T
-        assert_eq!((a.ready, b.ready), (2 * T, 3 * T));
-        assert!(g.give_back(&a, 0)); // returns 2 - 1 cells
-        assert_eq!(g.reserve(1, 0, None).unwrap().ready, 3 * T);
+        assert_eq!((a.ready, b.ready), (2 * W, 3 * W));
+        assert!(!g.give_back(&a, 0)); // b's slot was placed after a's cells
+        assert!(g.give_back(&b, 0)); // b is the last claim: undone exactly
+        assert!(g.give_back(&a, 0)); // and now a is the last one
+        assert_eq!(g.reserve(1, 0, None).unwrap().ready, W);
     }
 
     #[test]

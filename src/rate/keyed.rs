@@ -28,13 +28,17 @@ use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-use super::gcra::{returned, step, Grant, Refusal};
+use super::gcra::{decide, returned, Grant, Refusal, NEVER};
 use super::time::Timeline;
-use super::{Bound, CheckError, InsufficientCapacity, NotUntil, Quota, WaitError, NANOS_PER_SEC};
+use super::{
+    sleep_until_ready, Bound, CheckError, InsufficientCapacity, NotUntil, Quota, WaitError,
+    NANOS_PER_SEC,
+};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ConfigError;
-use crate::sync::Mutex;
+use crate::panic::Panic;
+use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::wait::Until;
 
 use hashbrown::HashTable;
@@ -57,6 +61,19 @@ const DEFAULT_MAX_KEYS: usize = 100_000;
 /// Keys whose state is indistinguishable from a fresh key's are forgotten first when
 /// the bound is reached, so a key is never refused for lack of room and memory never
 /// exceeds the bound. See [`KeyedStats`] for what eviction cost.
+///
+/// # Keys that panic or call back
+///
+/// The key's `Hash` runs before any lock is taken; `Eq` and (for a key not yet
+/// remembered) `Clone` run under its shard's lock and change nothing when they panic:
+/// the panic reaches the caller that passed the key, the lock is released (it does not
+/// poison), no cell is counted for that call, and the shard stays usable. Keys the
+/// limiter forgets (eviction, [`retain_recent`](KeyedRateLimiter::retain_recent), its
+/// own drop) are dropped outside every lock, each inside the panic boundary; a
+/// panicking `Drop` is caught and counted in [`KeyedStats::key_drop_panics`]. A key's
+/// `Eq` or `Clone` that calls back into the limiter for a key of the same shard would
+/// deadlock on that shard's lock; it panics instead (the panic reaches the outer
+/// caller as above). Calls back from `Hash` or `Drop` work normally.
 ///
 /// # Example
 ///
@@ -81,6 +98,8 @@ pub struct KeyedRateLimiter<K, C: Clock = SystemClock> {
     interval: u64,
     burst: u64,
     max_keys: usize,
+    /// Keys whose `Drop` panicked when the limiter forgot them (caught, counted).
+    key_drop_panics: AtomicU64,
     time: Timeline<C>,
 }
 
@@ -95,28 +114,101 @@ struct ShardMap<K> {
     cap: usize,
     evicted_idle: u64,
     evicted_active: u64,
+    /// The generation the next inserted key gets.
+    next_gen: u64,
 }
 
 /// One key's state, with its hash kept so the table never rehashes a key.
 struct Entry<K> {
     hash: u64,
     tat: u64,
+    /// Which insertion of the key this is: a give-back applies only to the entry its
+    /// grant was claimed on, never to a key forgotten and seen again since.
+    gen: u64,
     key: K,
 }
 
+std::thread_local! {
+    /// The shard whose lock this thread holds while it runs the key's own code (`Eq`,
+    /// `Clone`): a call back into that shard from there would deadlock, so it panics.
+    static IN_KEY_CODE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as running key code under `shard`'s lock until dropped
+/// (also on unwind).
+struct KeyCode(usize);
+
+impl KeyCode {
+    fn enter<K>(shard: &Shard<K>) -> KeyCode {
+        let id = shard as *const Shard<K> as usize;
+        let outer = IN_KEY_CODE.with(|held| held.replace(id));
+        KeyCode(outer)
+    }
+}
+
+impl Drop for KeyCode {
+    fn drop(&mut self) {
+        IN_KEY_CODE.with(|held| held.set(self.0));
+    }
+}
+
+impl<K> Shard<K> {
+    /// Locks the shard; panics instead of deadlocking when called from the key's own
+    /// `Eq` or `Clone` running under this very lock.
+    #[cfg(not(loom))]
+    fn lock(&self) -> MutexGuard<'_, ShardMap<K>> {
+        if let Some(map) = self.map.try_lock() {
+            return map;
+        }
+        let id = self as *const Shard<K> as usize;
+        if IN_KEY_CODE.with(std::cell::Cell::get) == id {
+            panic!(
+                "KeyedRateLimiter called from a key's Eq or Clone while that key's shard is locked (it would deadlock)"
+            );
+        }
+        self.map.lock()
+    }
+
+    /// Under loom (one OS thread runs every model thread) the re-entrancy check
+    /// would be meaningless; no model calls back from key code.
+    #[cfg(loom)]
+    fn lock(&self) -> MutexGuard<'_, ShardMap<K>> {
+        self.map.lock()
+    }
+}
+
+/// Drops `value`, catching a panic from its `Drop` (and from dropping that panic's
+/// payload); returns whether it dropped cleanly.
+fn drop_quietly<T>(value: T) -> bool {
+    match Panic::catch_any(move || drop(value)) {
+        Ok(()) => true,
+        Err(panic) => {
+            let payload = panic.into_payload();
+            if let Err(again) = Panic::catch_any(move || drop(payload)) {
+                // A payload whose own Drop panics: leak it rather than unwind again.
+                std::mem::forget(again);
+            }
+            false
+        }
+    }
+}
+
 impl<K: Hash + Eq> ShardMap<K> {
-    /// Drops every key whose state is that of a fresh key at `now`; returns how many.
-    fn drop_idle(&mut self, now: u64) -> usize {
-        let before = self.entries.len();
-        self.entries.retain(|e| e.tat > now);
-        let idle = before - self.entries.len();
-        self.evicted_idle += idle as u64;
+    /// Takes out every key whose state is that of a fresh key at `now` (into
+    /// `forgotten`, to be dropped once the lock is released); returns how many.
+    fn drop_idle(&mut self, now: u64, forgotten: &mut Vec<Entry<K>>) -> usize {
+        let before = forgotten.len();
+        forgotten.extend(self.entries.extract_if(|e| e.tat <= now));
+        let idle = forgotten.len() - before;
+        self.evicted_idle = self
+            .evicted_idle
+            .saturating_add(u64::try_from(idle).unwrap_or(u64::MAX));
         idle
     }
 
-    /// Makes room for one more key at `now`.
-    fn make_room(&mut self, now: u64) {
-        self.drop_idle(now);
+    /// Makes room for one more key at `now`; the keys taken out go to `forgotten`.
+    fn make_room(&mut self, now: u64, forgotten: &mut Vec<Entry<K>>) {
+        self.drop_idle(now, forgotten);
         let batch = (self.cap / 8).max(1);
         if self.entries.len() + batch <= self.cap {
             return;
@@ -127,9 +219,11 @@ impl<K: Hash + Eq> ShardMap<K> {
         let mut tats: Vec<u64> = self.entries.iter().map(|e| e.tat).collect();
         let (_, threshold, _) = tats.select_nth_unstable(want - 1);
         let threshold = *threshold;
-        let before = self.entries.len();
-        self.entries.retain(|e| e.tat > threshold);
-        self.evicted_active += (before - self.entries.len()) as u64;
+        let before = forgotten.len();
+        forgotten.extend(self.entries.extract_if(|e| e.tat <= threshold));
+        self.evicted_active = self
+            .evicted_active
+            .saturating_add(u64::try_from(forgotten.len() - before).unwrap_or(u64::MAX));
     }
 }
 
@@ -152,6 +246,13 @@ pub struct KeyedRateLimiterBuilder<K, C = SystemClock> {
     shards: Option<usize>,
     clock: C,
     key: PhantomData<fn(K)>,
+}
+
+impl<K> KeyedRateLimiter<K> {
+    /// The largest [`max_keys`](KeyedRateLimiterBuilder::max_keys) accepted: 2^26
+    /// (about 67 million keys). Above it `build` returns a [`ConfigError`] naming
+    /// `max_keys`.
+    pub const MAX_KEYS: usize = 1 << 26;
 }
 
 impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
@@ -226,7 +327,8 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiterBuilder<K, C> {
         self
     }
 
-    /// The most keys remembered at once (100,000 by default). `0` is reported by `build`.
+    /// The most keys remembered at once (100,000 by default). `0`, or more than
+    /// [`KeyedRateLimiter::MAX_KEYS`], is reported by `build`.
     ///
     /// # Example
     ///
@@ -244,7 +346,8 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiterBuilder<K, C> {
     }
 
     /// The number of independently locked shards (rounded up to a power of two; four
-    /// per CPU by default, never more than `max_keys`). `0` is reported by `build`.
+    /// per CPU by default, never more than `max_keys` nor 65,536: a larger value is
+    /// capped there). `0` is reported by `build`.
     ///
     /// # Example
     ///
@@ -285,7 +388,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiterBuilder<K, C> {
     ///
     /// A [`ConfigError`] naming the field: `per_second`/`per_minute`/`with_period`
     /// for a zero rate or period, `burst` for a zero (or too large) burst, `max_keys`
-    /// or `shards` for 0.
+    /// for 0 or more than [`KeyedRateLimiter::MAX_KEYS`], `shards` for 0.
     ///
     /// # Example
     ///
@@ -297,6 +400,13 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiterBuilder<K, C> {
         let (interval, burst) = self.quota.resolve(self.burst)?;
         if self.max_keys == 0 {
             return Err(ConfigError::new("max_keys", 0, "must be at least 1"));
+        }
+        if self.max_keys > KeyedRateLimiter::<K>::MAX_KEYS {
+            return Err(ConfigError::new(
+                "max_keys",
+                self.max_keys,
+                "must be at most KeyedRateLimiter::MAX_KEYS (2^26)",
+            ));
         }
         let shards = match self.shards {
             Some(0) => return Err(ConfigError::new("shards", 0, "must be at least 1")),
@@ -315,6 +425,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiterBuilder<K, C> {
                     cap: per + usize::from(i < extra),
                     evicted_idle: 0,
                     evicted_active: 0,
+                    next_gen: 0,
                 }),
             })
             .collect();
@@ -325,6 +436,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiterBuilder<K, C> {
             interval,
             burst,
             max_keys: self.max_keys,
+            key_drop_panics: AtomicU64::new(0),
             time: Timeline::new(self.clock),
         })
     }
@@ -361,6 +473,9 @@ pub struct KeyedStats {
     /// Keys forgotten while still limited, because every remembered key was active
     /// and room was needed; each may have been admitted early once it came back.
     pub evicted_active: u64,
+    /// Forgotten keys whose `Drop` panicked. The panic is caught (the key is gone, the
+    /// limiter unaffected) and counted here.
+    pub key_drop_panics: u64,
 }
 
 impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
@@ -432,43 +547,96 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     }
 
     /// Claims `cells` for `key` at `now` unless their slot lies past `latest`.
+    ///
+    /// The key's `Hash` runs before the shard's lock is taken; its `Eq` and (for a new
+    /// key) `Clone` run under the lock and change nothing if they panic; keys forgotten
+    /// to make room are dropped after the lock is released.
     fn claim(&self, key: &K, cells: u32, now: u64, latest: Option<u64>) -> Result<Grant, Refusal> {
         let n = u64::from(cells);
         if n > self.burst {
             return Err(Refusal::TooMany { burst: self.burst });
         }
         let (hash, shard) = self.locate(key);
-        let mut map = shard.map.lock();
+        let mut forgotten = Vec::new();
+        let claimed = self.claim_locked(shard, hash, key, n, now, latest, &mut forgotten);
+        self.forget(forgotten);
+        claimed
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn claim_locked(
+        &self,
+        shard: &Shard<K>,
+        hash: u64,
+        key: &K,
+        n: u64,
+        now: u64,
+        latest: Option<u64>,
+        forgotten: &mut Vec<Entry<K>>,
+    ) -> Result<Grant, Refusal> {
         let span = n.saturating_mul(self.interval);
-        if let Some(entry) = map.entries.find_mut(hash, |e| e.key == *key) {
-            let (new_tat, ready) = step(entry.tat, now, n, self.interval, self.burst);
-            if latest.is_some_and(|latest| ready > latest) {
-                return Err(Refusal::NotUntil { at: ready, now });
-            }
+        let mut map = shard.lock();
+        let found = {
+            let _key_code = KeyCode::enter(shard);
+            map.entries.find_mut(hash, |e| e.key == *key)
+        };
+        if let Some(entry) = found {
+            let (new_tat, ready) =
+                match decide(entry.tat, now, n, self.interval, self.burst, latest) {
+                    Ok(claim) => claim,
+                    Err(Refusal::NotUntil { at: NEVER, .. }) if latest.is_none() => {
+                        return Ok(Grant::never(entry.tat, entry.gen))
+                    }
+                    Err(refusal) => return Err(refusal),
+                };
             let before = std::mem::replace(&mut entry.tat, new_tat);
             return Ok(Grant {
                 before,
                 after: new_tat,
-                ready: ready.max(now),
+                ready,
                 span,
-                epoch: 0,
+                epoch: entry.gen,
             });
         }
-        // A fresh key always conforms at once (n <= burst).
-        let (tat, _) = step(0, now, n, self.interval, self.burst);
+        // A fresh key always conforms at once (n <= burst, and a whole burst fits at
+        // the horizon).
+        let (tat, ready) = decide(0, now, n, self.interval, self.burst, latest)?;
+        let key = {
+            let _key_code = KeyCode::enter(shard);
+            key.clone()
+        };
         if map.entries.len() >= map.cap {
-            map.make_room(now);
+            map.make_room(now, forgotten);
         }
-        let key = key.clone();
-        map.entries
-            .insert_unique(hash, Entry { hash, tat, key }, |e| e.hash);
+        let gen = map.next_gen;
+        map.next_gen = gen.wrapping_add(1);
+        map.entries.insert_unique(
+            hash,
+            Entry {
+                hash,
+                tat,
+                gen,
+                key,
+            },
+            |e| e.hash,
+        );
         Ok(Grant {
             before: 0,
             after: tat,
-            ready: now,
+            ready,
             span,
-            epoch: 0,
+            epoch: gen,
         })
+    }
+
+    /// Drops forgotten keys outside every lock, each inside the panic boundary: a
+    /// panicking `Drop` is counted in [`KeyedStats::key_drop_panics`].
+    fn forget(&self, forgotten: Vec<Entry<K>>) {
+        for entry in forgotten {
+            if !drop_quietly(entry) {
+                self.key_drop_panics.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// The table hash of `key` and its shard.
@@ -482,7 +650,9 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     }
 
     /// Waits (sleeping on the limiter's clock, never spinning) until one cell is
-    /// admitted for `key`.
+    /// admitted for `key`. Unbounded by design: a slot past the limiter's time horizon
+    /// (see [`RateLimiter`](crate::RateLimiter)'s limits) is never reached, so such a
+    /// wait never returns; use a bounded form to be told instead.
     ///
     /// # Example
     ///
@@ -539,10 +709,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     pub fn wait_key_timeout(&self, key: &K, timeout: Duration) -> Result<(), WaitError> {
-        let now = self.time.clock().now();
-        let deadline = now
-            .checked_add(timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(1 << 32));
+        let deadline = crate::sync::time::deadline_after(self.time.clock().now(), timeout);
         self.wait_key_until(key, 1, Until::deadline(deadline))
     }
 
@@ -567,7 +734,8 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     }
 
     /// Waits for one cell for `key` until it is admitted or `token` is cancelled; a
-    /// wait cancelled while asleep gives its slot back.
+    /// wait cancelled while asleep gives its slot back (unless a later claim for the
+    /// key stands after it).
     ///
     /// # Errors
     ///
@@ -606,20 +774,26 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
                 return Err(bound.refusal(self.not_until(at, now)))
             }
         };
-        if grant.ready <= now {
+        if grant.ready <= u128::from(now) {
             return Ok(());
         }
-        let wake_at = self.time.anchor().instant(grant.ready);
-        if self.time.clock().sleep_until(wake_at, until.token()) {
+        if sleep_until_ready(&self.time, grant.ready, until.token()) {
             return Ok(());
         }
-        // Cancelled while asleep: give the slot back if the key is still remembered.
+        // Cancelled while asleep: give the slot back if the key is still remembered
+        // as the entry the slot was claimed on.
         let (hash, shard) = self.locate(key);
         let now = self.time.now();
-        let mut map = shard.map.lock();
-        if let Some(entry) = map.entries.find_mut(hash, |e| e.key == *key) {
-            if let Some(tat) = returned(entry.tat, &grant, now) {
-                entry.tat = tat;
+        {
+            let mut map = shard.lock();
+            let found = {
+                let _key_code = KeyCode::enter(shard);
+                map.entries.find_mut(hash, |e| e.key == *key)
+            };
+            if let Some(entry) = found.filter(|e| e.gen == grant.epoch) {
+                if let Some(tat) = returned(entry.tat, &grant, now) {
+                    entry.tat = tat;
+                }
             }
         }
         let reason = until
@@ -629,7 +803,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         Err(WaitError::Cancelled(reason))
     }
 
-    fn not_until(&self, at: u64, now: u64) -> NotUntil {
+    fn not_until(&self, at: u128, now: u64) -> NotUntil {
         NotUntil::new(self.time.anchor(), at, now)
     }
 
@@ -654,7 +828,9 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         let now = self.time.now();
         let mut dropped = 0;
         for shard in self.shards.iter() {
-            dropped += shard.map.lock().drop_idle(now);
+            let mut forgotten = Vec::new();
+            dropped += shard.lock().drop_idle(now, &mut forgotten);
+            self.forget(forgotten);
         }
         dropped
     }
@@ -671,7 +847,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.map.lock().entries.len()).sum()
+        self.shards.iter().map(|s| s.lock().entries.len()).sum()
     }
 
     /// Whether no key is remembered.
@@ -744,14 +920,28 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
             max_keys: self.max_keys,
             evicted_idle: 0,
             evicted_active: 0,
+            key_drop_panics: self.key_drop_panics.load(Ordering::Relaxed),
         };
         for shard in self.shards.iter() {
-            let map = shard.map.lock();
+            let map = shard.lock();
             stats.keys += map.entries.len();
             stats.evicted_idle += map.evicted_idle;
             stats.evicted_active += map.evicted_active;
         }
         stats
+    }
+}
+
+impl<K, C: Clock> Drop for KeyedRateLimiter<K, C> {
+    /// Drops every remembered key inside the panic boundary, so one key's panicking
+    /// `Drop` neither unwinds out of the limiter's drop nor leaks the other keys.
+    fn drop(&mut self) {
+        for shard in self.shards.iter() {
+            let entries = std::mem::take(&mut shard.map.lock().entries);
+            for entry in entries {
+                drop_quietly(entry);
+            }
+        }
     }
 }
 

@@ -9,7 +9,8 @@
 //! deadline) and then sleeps on the clock until the slot's instant, so a
 //! [`ManualClock`](crate::ManualClock) test wakes it by advancing time. A waiter cancelled
 //! while sleeping gives its slot back through the engine's `give_back`, which undoes
-//! the claim exactly when nobody built on it. [`Reservation`] exposes the claim itself
+//! the claim exactly when no claim stands after it and its slot has not passed, and
+//! returns nothing otherwise. [`Reservation`] exposes the claim itself
 //! (the x/time/rate model). The keyed limiter (`keyed.rs`) keeps one TAT per key in
 //! sharded maps and evicts keys that are indistinguishable from fresh ones first.
 
@@ -34,7 +35,7 @@ pub use keyed::{KeyedRateLimiter, KeyedRateLimiterBuilder, KeyedStats};
 pub use redis::{RedisRateError, RedisRateLimiter, RedisRateLimiterBuilder};
 pub use reservation::Reservation;
 
-use gcra::{Gcra, Grant, Refusal, MAX_SPAN_NANOS};
+use gcra::{Gcra, Grant, Refusal, MAX_SPAN_NANOS, NEVER};
 use time::Timeline;
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
@@ -78,10 +79,11 @@ impl Quota {
             Err(ConfigError::new(
                 "with_period",
                 period,
-                "period must not exceed 100 years",
+                "period must not exceed 2^62 ns (about 146 years)",
             ))
         } else {
-            Ok(nanos as u64)
+            // At most MAX_SPAN_NANOS, checked above.
+            Ok(u64::try_from(nanos).unwrap_or(MAX_SPAN_NANOS))
         };
         Quota {
             interval,
@@ -106,10 +108,29 @@ fn check_burst(burst: u32, interval: u64) -> Result<(), ConfigError> {
         return Err(ConfigError::new(
             "burst",
             burst,
-            "burst times period must not exceed 100 years",
+            "burst times period must not exceed 2^62 ns (about 146 years)",
         ));
     }
     Ok(())
+}
+
+/// Sleeps on `time`'s clock until offset `ready`; `false` when `token` stopped it. A
+/// slot at [`NEVER`] (a claim past the horizon, which claimed nothing) is never
+/// reached: the sleep ends only by the token.
+fn sleep_until_ready<C: Clock + ?Sized>(
+    time: &Timeline<C>,
+    ready: u128,
+    token: Option<&CancelToken>,
+) -> bool {
+    let wake = time.anchor().instant_wide(ready);
+    loop {
+        if !time.clock().sleep_until(wake, token) {
+            return false;
+        }
+        if ready < NEVER {
+            return true;
+        }
+    }
 }
 
 /// The latest slot a bounded wait accepts, as an offset on the limiter's timeline.
@@ -166,7 +187,8 @@ impl Bound {
 ///   lock-free, and say when a refused request would pass ([`NotUntil`]).
 /// - [`wait`](RateLimiter::wait) and its bounded forms sleep on the limiter's [`Clock`]
 ///   until the caller's slot. A slot past the deadline fails at once without using
-///   capacity; a wait cancelled while sleeping gives its slot back.
+///   capacity; a wait cancelled while sleeping gives its slot back unless a later
+///   claim stands after it.
 /// - [`reserve_n`](RateLimiter::reserve_n) claims cells and says when they may be used;
 ///   [`Reservation::cancel`] gives them back (all-or-nothing across several limiters).
 /// - [`set_rate`](RateLimiter::set_rate) / [`set_burst`](RateLimiter::set_burst) change
@@ -174,6 +196,25 @@ impl Bound {
 ///
 /// Waiters are served in the order they claim slots (each claim is one CAS), which is
 /// first come, first served up to the instant of the claim.
+///
+/// # Limits
+///
+/// - Rates: at most one cell per nanosecond; `burst × interval` at most 2^62 ns (about
+///   146 years); burst at most `u32::MAX` within that.
+/// - **Time horizon.** The limiter keeps time as `u64` nanoseconds since it was built
+///   (about 584 years) and its arithmetic is exact: nothing saturates into an
+///   admission. It limits exactly at its rate up to that end, with a clock of any
+///   kind (a [`ManualClock`](crate::ManualClock) advanced by `Duration::MAX` included),
+///   except that a cell whose slot would land past the end is refused for good
+///   ([`NotUntil::is_never`]): never more than the limit, at most one burst short of
+///   it in the last `burst × interval` of the timeline. A reservation or unbounded
+///   wait whose slot would lie past the end claims nothing and is never ready
+///   ([`Reservation::is_never`]).
+/// - Giving back: a cancelled reservation or wait returns nothing once its slot has
+///   passed (as x/time/rate's `CancelAt`: the cells may have been used), nothing while
+///   a later claim stands after it (that claim's slot was placed after these cells),
+///   and nothing after a reconfiguration; otherwise it is undone exactly. So a give-back
+///   never lets more than the limit through.
 ///
 /// # Example
 ///
@@ -317,7 +358,7 @@ impl<C: Clock> RateLimiterBuilder<C> {
     ///
     /// A [`ConfigError`] naming the field: `per_second`/`per_minute` for a zero rate
     /// (or more than one cell per nanosecond), `with_period` for a zero period, `burst`
-    /// for a zero burst or a burst worth more than 100 years.
+    /// for a zero burst or a burst worth more than 2^62 ns (about 146 years).
     ///
     /// # Example
     ///
@@ -372,7 +413,7 @@ impl<C: Clock> RateLimiter<C> {
         self.time.now()
     }
 
-    fn not_until(&self, at: u64, now: u64) -> NotUntil {
+    fn not_until(&self, at: u128, now: u64) -> NotUntil {
         NotUntil::new(self.time.anchor(), at, now)
     }
 
@@ -400,7 +441,7 @@ impl<C: Clock> RateLimiter<C> {
             Ok(()) => Ok(()),
             Err(Refusal::NotUntil { at, now }) => Err(self.not_until(at, now)),
             // The burst is at least 1, so one cell always fits eventually.
-            Err(Refusal::TooMany { .. }) => Err(self.not_until(now, now)),
+            Err(Refusal::TooMany { .. }) => Err(self.not_until(u128::from(now), now)),
         }
     }
 
@@ -476,6 +517,10 @@ impl<C: Clock> RateLimiter<C> {
     }
 
     /// Waits (sleeping on the clock, never spinning) until one cell is admitted.
+    ///
+    /// Unbounded by design: a slot past the limiter's time horizon (see
+    /// [`RateLimiter`]'s limits) is never reached, so such a wait never returns; use a
+    /// bounded form to be told instead.
     ///
     /// # Example
     ///
@@ -559,7 +604,8 @@ impl<C: Clock> RateLimiter<C> {
     }
 
     /// Waits for one cell until it is admitted or `token` is cancelled. A token
-    /// cancelled while the caller sleeps gives the caller's slot back.
+    /// cancelled while the caller sleeps gives the caller's slot back (unless a later
+    /// caller's slot was placed after it).
     ///
     /// # Errors
     ///
@@ -583,7 +629,9 @@ impl<C: Clock> RateLimiter<C> {
         self.wait_n_cancellable(1, token)
     }
 
-    /// [`wait_timeout`](RateLimiter::wait_timeout) for `cells` at once.
+    /// [`wait_timeout`](RateLimiter::wait_timeout) for `cells` at once. Zero cells
+    /// pass at once whatever the bound; a `timeout` too large for an instant
+    /// (`Duration::MAX`) saturates to "no deadline".
     ///
     /// # Errors
     ///
@@ -599,14 +647,12 @@ impl<C: Clock> RateLimiter<C> {
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     pub fn wait_n_timeout(&self, cells: u32, timeout: Duration) -> Result<(), WaitError> {
-        let now = self.time.clock().now();
-        let deadline = now
-            .checked_add(timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(1 << 32));
+        let deadline = crate::sync::time::deadline_after(self.time.clock().now(), timeout);
         self.wait_until(cells, Until::deadline(deadline))
     }
 
-    /// [`wait_deadline`](RateLimiter::wait_deadline) for `cells` at once.
+    /// [`wait_deadline`](RateLimiter::wait_deadline) for `cells` at once. A deadline
+    /// already past still admits cells that are free now (no sleep is needed).
     ///
     /// # Errors
     ///
@@ -625,7 +671,8 @@ impl<C: Clock> RateLimiter<C> {
         self.wait_until(cells, Until::deadline(deadline))
     }
 
-    /// [`wait_cancellable`](RateLimiter::wait_cancellable) for `cells` at once.
+    /// [`wait_cancellable`](RateLimiter::wait_cancellable) for `cells` at once. Zero
+    /// cells pass at once, even with a cancelled token.
     ///
     /// # Errors
     ///
@@ -673,15 +720,11 @@ impl<C: Clock> RateLimiter<C> {
         now: u64,
         token: Option<&CancelToken>,
     ) -> Result<(), WaitError> {
-        if grant.ready <= now {
+        if grant.ready <= u128::from(now) {
             return Ok(());
         }
         self.slept.fetch_add(1, Ordering::Relaxed);
-        if self
-            .time
-            .clock()
-            .sleep_until(self.time.anchor().instant(grant.ready), token)
-        {
+        if sleep_until_ready(&self.time, grant.ready, token) {
             return Ok(());
         }
         if self.gcra.give_back(grant, self.now()) {
@@ -722,8 +765,9 @@ impl<C: Clock> RateLimiter<C> {
     }
 
     /// Claims `cells` now (the x/time/rate `ReserveN` model). The [`Reservation`] says
-    /// when they may be used; [`cancel`](Reservation::cancel) gives them back, so a
-    /// caller can take cells from several limiters all-or-nothing.
+    /// when they may be used; [`cancel`](Reservation::cancel) gives them back (when no
+    /// later claim stands after them and their slot has not passed), so a caller can
+    /// take cells from several limiters all-or-nothing.
     ///
     /// # Errors
     ///
@@ -776,9 +820,10 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] naming `set_rate` for zero cells, a zero period, or more than
-    /// one cell per nanosecond; naming `burst` when the burst would be worth more than
-    /// 100 years. The limiter is unchanged on error.
+    /// [`ConfigError`] naming `set_rate` for zero cells, a zero period, more than one
+    /// cell per nanosecond, or one cell worth more than 2^62 ns (about 146 years, so
+    /// `Duration::MAX` is refused); naming `burst` when the burst would be worth more
+    /// than 2^62 ns. The limiter is unchanged on error.
     ///
     /// # Example
     ///
@@ -796,15 +841,39 @@ impl<C: Clock> RateLimiter<C> {
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     pub fn set_rate(&self, cells: u32, period: Duration) -> Result<(), ConfigError> {
-        let period_nanos = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX);
-        if period_nanos == 0 {
+        if period.is_zero() {
             return Err(ConfigError::new(
                 "set_rate",
                 period,
                 "period must be positive",
             ));
         }
-        let interval = Quota::per(cells, period_nanos, "set_rate").interval?;
+        if cells == 0 {
+            return Err(ConfigError::new(
+                "set_rate",
+                cells,
+                "rate must be at least 1",
+            ));
+        }
+        // Exact in u128: a period too long for a u64 of nanoseconds is not cut short.
+        let interval = period.as_nanos() / u128::from(cells);
+        if interval == 0 {
+            return Err(ConfigError::new(
+                "set_rate",
+                cells,
+                "more than one cell per nanosecond is not supported",
+            ));
+        }
+        let interval = match u64::try_from(interval) {
+            Ok(interval) if interval <= MAX_SPAN_NANOS => interval,
+            _ => {
+                return Err(ConfigError::new(
+                    "set_rate",
+                    period,
+                    "one cell must not be worth more than 2^62 ns (about 146 years)",
+                ))
+            }
+        };
         let burst = u32::try_from(self.gcra.burst()).unwrap_or(u32::MAX);
         check_burst(burst, interval)?;
         self.gcra.set_interval(interval, self.now());
@@ -816,7 +885,7 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] naming `burst` for 0 or a burst worth more than 100 years.
+    /// [`ConfigError`] naming `burst` for 0 or a burst worth more than 2^62 ns (about 146 years).
     ///
     /// # Example
     ///

@@ -194,7 +194,7 @@ impl RedisRateLimiter {
         match reply {
             (1, _) => Ok(()),
             (0, wait_us) => Err(RedisRateError::NotUntil(Duration::from_micros(
-                wait_us.max(0) as u64,
+                u64::try_from(wait_us).unwrap_or(0),
             ))),
             (-1, burst) => Err(RedisRateError::InsufficientCapacity {
                 requested: cells,
@@ -261,7 +261,7 @@ impl RedisRateLimiter {
                 Err(RedisRateError::NotUntil(wait)) => wait,
                 other => return other,
             };
-            let wake = Instant::now() + wait;
+            let wake = crate::sync::time::deadline_after(crate::sync::time::now(), wait);
             if until.limit().is_some_and(|limit| wake > limit) {
                 // Past the caller's deadline (or the token's): fail now, not later.
                 return Err(match until.token().and_then(CancelToken::reason) {
@@ -389,7 +389,7 @@ impl RedisRateLimiterBuilder {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the field: `addr` that does not resolve, `rate`
-    /// missing or below 1 µs per cell, `burst` of 0 or a `burst × interval` over 100
+    /// missing, below 1 µs per cell or above 100 years per cell, `burst` of 0 or a `burst × interval` over 100
     /// years, `io_timeout` of zero.
     pub fn build(self) -> Result<RedisRateLimiter, ConfigError> {
         let interval = self.interval.ok_or_else(|| {
@@ -404,6 +404,13 @@ impl RedisRateLimiterBuilder {
             ));
         }
         const CENTURY_US: u64 = 100 * 365 * 24 * 3600 * 1_000_000;
+        if interval_us > CENTURY_US {
+            return Err(ConfigError::new(
+                "rate",
+                interval,
+                "one cell must not be worth more than 100 years",
+            ));
+        }
         if self.burst == 0 || interval_us.saturating_mul(u64::from(self.burst)) > CENTURY_US {
             return Err(ConfigError::new(
                 "burst",
@@ -544,16 +551,18 @@ fn read_reply(input: &mut impl BufRead, depth: usize) -> io::Result<Reply> {
         b':' => Ok(Reply::Int(number()?)),
         b'$' => match number()? {
             -1 => Ok(Reply::Bulk(None)),
-            len if (0..=MAX_REPLY as i64).contains(&len) => {
-                let mut data = vec![0; len as usize + 2];
-                input.read_exact(&mut data)?;
-                if !data.ends_with(b"\r\n") {
-                    return Err(protocol("bulk string not terminated".into()));
+            len => match usize::try_from(len) {
+                Ok(len) if len <= MAX_REPLY => {
+                    let mut data = vec![0; len + 2];
+                    input.read_exact(&mut data)?;
+                    if !data.ends_with(b"\r\n") {
+                        return Err(protocol("bulk string not terminated".into()));
+                    }
+                    data.truncate(len);
+                    Ok(Reply::Bulk(Some(data)))
                 }
-                data.truncate(len as usize);
-                Ok(Reply::Bulk(Some(data)))
-            }
-            len => Err(protocol(format!("bulk string of {len} bytes"))),
+                _ => Err(protocol(format!("bulk string of {len} bytes"))),
+            },
         },
         b'*' if depth < 2 => match number()? {
             -1 => Ok(Reply::Array(Vec::new())),

@@ -3,25 +3,28 @@
 //! Implementation notes. A reservation is the engine's `Grant` (the TAT before and
 //! after the claim, the slot's offset, the span and the configuration epoch) plus a
 //! borrow of its limiter. `cancel` hands the grant to `Gcra::give_back`, which undoes
-//! it exactly when the TAT still equals what the claim set, and otherwise returns the
-//! cells not built on by later claims (x/time/rate's `CancelAt`), only while the slot
-//! lies ahead.
+//! it exactly when no claim stands after it and its slot has not passed, and returns
+//! nothing otherwise.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::gcra::Grant;
+use super::gcra::{Grant, NEVER};
 use super::{RateLimiter, WaitError};
 use crate::cancel::CancelToken;
 use crate::clock::{Clock, SystemClock};
 use crate::sync::Ordering;
+use crate::timeline::duration_from_nanos;
 
 /// Cells claimed by [`RateLimiter::reserve_n`], usable from [`ready_at`](Reservation::ready_at).
 ///
 /// The claim stands until [`cancel`](Reservation::cancel) gives it back; dropping a
 /// reservation keeps it (the cells count as used), as in x/time/rate. Cancelling
-/// returns every cell when no later caller has claimed cells after this one, and
-/// otherwise the cells minus those claimed since, while the slot still lies ahead.
+/// returns nothing once the slot has passed (`ready_at` before now: the cells may
+/// have been used, as in x/time/rate's `CancelAt`), nothing while a later claim
+/// stands after this one (its slot was placed after these cells), and otherwise
+/// undoes the claim exactly. A reservation is cancelled at most once: `cancel` and
+/// the waits take it by value.
 ///
 /// # Example
 ///
@@ -59,7 +62,7 @@ impl<C: Clock> Reservation<'_, C> {
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     pub fn ready_at(&self) -> Instant {
-        self.limiter.time.anchor().instant(self.grant.ready)
+        self.limiter.time.anchor().instant_wide(self.grant.ready)
     }
 
     /// How long from now until the cells may be used (zero when they may be used now).
@@ -72,7 +75,14 @@ impl<C: Clock> Reservation<'_, C> {
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     pub fn delay(&self) -> Duration {
-        Duration::from_nanos(self.grant.ready.saturating_sub(self.limiter.now()))
+        if self.is_never() {
+            return Duration::MAX;
+        }
+        duration_from_nanos(
+            self.grant
+                .ready
+                .saturating_sub(u128::from(self.limiter.now())),
+        )
     }
 
     /// Whether the cells may be used now.
@@ -85,7 +95,34 @@ impl<C: Clock> Reservation<'_, C> {
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     pub fn is_ready(&self) -> bool {
-        self.grant.ready <= self.limiter.now()
+        self.grant.ready <= u128::from(self.limiter.now())
+    }
+
+    /// Whether the reservation can never be used: its slot would lie past the
+    /// limiter's time horizon (about 584 years after the limiter was built), so it
+    /// claimed nothing. Its [`delay`](Reservation::delay) is [`Duration::MAX`],
+    /// [`wait`](Reservation::wait) never returns, [`wait_cancellable`](Reservation::wait_cancellable)
+    /// returns only when the token is cancelled, and [`cancel`](Reservation::cancel)
+    /// gives nothing back.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{ManualClock, RateLimiter};
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let limiter = RateLimiter::per_second(1).clock(clock.clone()).build()?;
+    /// assert!(!limiter.reserve().is_never());
+    /// clock.advance(Duration::MAX); // the clock's end of time
+    /// limiter.check().unwrap(); // the last cell whose TAT fits the timeline
+    /// let never = limiter.reserve(); // a slot after that cannot be represented
+    /// assert!(never.is_never());
+    /// assert_eq!(never.delay(), Duration::MAX);
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn is_never(&self) -> bool {
+        self.grant.ready >= NEVER
     }
 
     /// The number of cells claimed.
@@ -141,18 +178,29 @@ impl<C: Clock> Reservation<'_, C> {
             .sleep_for(&self.grant, self.limiter.now(), Some(token))
     }
 
-    /// Gives the cells back (those no later caller has built on, while the slot still
-    /// lies ahead, or all of them when nobody claimed cells after this reservation).
-    /// Returns whether any capacity came back.
+    /// Gives the cells back: all of them when no claim stands after this one and
+    /// its slot has not passed; nothing once the slot has passed (the cells may have
+    /// been used) or while a later claim stands (it was placed after these cells;
+    /// cancel the later claims first, last one first, to undo them all). Returns
+    /// whether the cells came back.
     ///
     /// # Example
     ///
     /// ```
-    /// let limiter = corral::RateLimiter::per_second(1).build()?;
+    /// use corral::{ManualClock, RateLimiter};
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let limiter = RateLimiter::per_second(1).clock(clock.clone()).build()?;
     /// let r = limiter.reserve();
     /// assert_eq!(limiter.available(), 0);
-    /// assert!(r.cancel());
+    /// assert!(r.cancel()); // still at its instant: the cell comes back
     /// assert_eq!(limiter.available(), 1);
+    ///
+    /// let late = limiter.reserve();
+    /// clock.advance(Duration::from_millis(1)); // its slot has passed
+    /// assert!(!late.cancel()); // the cell may have been used: nothing comes back
+    /// assert_eq!(limiter.available(), 0);
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     pub fn cancel(self) -> bool {
