@@ -75,7 +75,6 @@ impl std::error::Error for ConfigError {}
 
 /// Checks a user-supplied name that becomes part of a thread name: a NUL byte is
 /// refused (std would panic on it).
-#[allow(dead_code)] // adopted by the builders one by one
 pub(crate) fn check_name(field: &'static str, name: &str) -> Result<(), ConfigError> {
     if name.contains('\0') {
         return Err(ConfigError::new(field, name, "must not contain a NUL byte"));

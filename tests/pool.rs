@@ -1309,3 +1309,337 @@ fn cancelling_the_pool_token_closes_the_pool() {
     assert!(pool.try_execute(|| ()).unwrap_err().is_closed());
     assert_eq!(pool.shutdown().rejected, 2);
 }
+
+// ---- The pool stopped from inside one of its own tasks (a thread cannot join itself).
+
+/// A leak check that gives a worker left to finish its own task time to exit.
+fn patient_check() -> LeakCheck {
+    LeakCheck::builder().grace(LONG).build()
+}
+
+#[test]
+fn dropping_the_last_arc_of_a_pool_inside_its_own_task_joins_the_others_and_runs_the_queue() {
+    let _check = patient_check();
+    for workers in [1, 3] {
+        let pool = Arc::new(
+            WorkerPool::builder()
+                .workers(workers)
+                .queue_capacity(64)
+                .build()
+                .unwrap(),
+        );
+        let ran = Arc::new(AtomicUsize::new(0));
+        let (open, gate) = mpsc::channel::<()>();
+        let last = Arc::clone(&pool);
+        let dropper = pool
+            .submit(move || {
+                gate.recv().unwrap();
+                drop(last); // the last reference: the pool shuts down on this worker
+                "finished"
+            })
+            .unwrap();
+        let counted: Vec<_> = (0..20)
+            .map(|_| {
+                let ran = Arc::clone(&ran);
+                pool.submit(move || ran.fetch_add(1, Ordering::SeqCst))
+                    .unwrap()
+            })
+            .collect();
+        drop(pool);
+        open.send(()).unwrap();
+        // Without the fix std panics ("Resource deadlock avoided") inside the task.
+        assert_eq!(dropper.join().unwrap(), "finished");
+        for handle in counted {
+            handle.join().unwrap();
+        }
+        assert_eq!(ran.load(Ordering::SeqCst), 20);
+    }
+}
+
+/// Hands `pool` to a task already queued on it, which shuts it down with `stop`, and
+/// returns what `stop` returned (sent back from inside the task).
+fn stop_inside<R: Send + 'static>(
+    workers: usize,
+    queued: usize,
+    stop: impl FnOnce(WorkerPool) -> R + Send + 'static,
+) -> (R, Arc<AtomicUsize>) {
+    let pool = WorkerPool::builder()
+        .workers(workers)
+        .queue_capacity(64)
+        .build()
+        .unwrap();
+    let (give, take) = mpsc::channel::<WorkerPool>();
+    let (back, out) = mpsc::channel::<R>();
+    let stopper = pool
+        .submit(move || {
+            let pool = take.recv().unwrap();
+            back.send(stop(pool)).unwrap();
+        })
+        .unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    for _ in 0..queued {
+        let ran = Arc::clone(&ran);
+        pool.execute(move || {
+            ran.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    }
+    give.send(pool).unwrap();
+    let result = out.recv_timeout(LONG).expect("the stopping task finished");
+    stopper.join().unwrap();
+    (result, ran)
+}
+
+#[test]
+fn shutdown_called_inside_a_task_of_its_own_pool_runs_the_queue_and_reports() {
+    let _check = patient_check();
+    for workers in [1, 2] {
+        let (report, ran) = stop_inside(workers, 10, WorkerPool::shutdown);
+        assert_eq!(ran.load(Ordering::SeqCst), 10);
+        // The task that shut the pool down was still running: not counted.
+        assert_eq!((report.completed, report.never_ran), (10, 0));
+    }
+}
+
+#[test]
+fn shutdown_now_called_inside_a_task_of_its_own_pool_reports_what_never_ran() {
+    let _check = patient_check();
+    let (report, ran) = stop_inside(1, 10, WorkerPool::shutdown_now);
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    assert_eq!((report.completed, report.never_ran), (0, 10));
+}
+
+#[test]
+fn shutdown_timeout_called_inside_a_task_of_its_own_pool_does_not_wait_for_itself() {
+    let _check = patient_check();
+    for workers in [1, 3] {
+        let (report, ran) = stop_inside(workers, 5, |pool| {
+            pool.shutdown_timeout(LONG)
+                .map_err(|_| "handed back")
+                .unwrap()
+        });
+        assert_eq!(ran.load(Ordering::SeqCst), 5);
+        assert_eq!(report.completed, 5);
+    }
+}
+
+#[test]
+fn a_scoped_pool_dropped_inside_its_own_task_joins_the_others() {
+    let _check = patient_check();
+    let ran = AtomicUsize::new(0);
+    corral::scope(|s| {
+        let pool = WorkerPool::builder().workers(2).build_scoped(s).unwrap();
+        let (give, take) = mpsc::channel::<ScopedPool<'_>>();
+        let dropper = pool.submit(move || drop(take.recv().unwrap())).unwrap();
+        for _ in 0..10 {
+            pool.execute(|| {
+                ran.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        }
+        give.send(pool).unwrap();
+        dropper.join().unwrap();
+    });
+    assert_eq!(ran.load(Ordering::SeqCst), 10);
+}
+
+// ---- Re-entrancy.
+
+#[test]
+fn a_blocking_submit_from_a_worker_to_its_own_full_pool_runs_the_task_instead_of_deadlocking() {
+    let _check = LeakCheck::new();
+    let pool = Arc::new(
+        WorkerPool::builder()
+            .workers(1)
+            .queue_capacity(1)
+            .build()
+            .unwrap(),
+    );
+    let inner = Arc::clone(&pool);
+    let outer = pool
+        .submit(move || {
+            // The only worker is here: the first fills the queue, the rest find it full.
+            let handles: Vec<_> = (0..3)
+                .map(|i| inner.submit(move || i * 10).unwrap())
+                .collect();
+            drop(inner);
+            handles
+        })
+        .unwrap();
+    let handles = outer.join_timeout(LONG).expect("no deadlock").unwrap();
+    let values: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(values, vec![0, 10, 20]);
+    let pool = Arc::try_unwrap(pool).unwrap();
+    assert_eq!(pool.stats().caller_ran, 2);
+    assert_eq!(pool.shutdown().completed, 4);
+}
+
+#[test]
+fn caller_runs_recursion_is_refused_beyond_its_depth_instead_of_overflowing_the_stack() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(
+        WorkerPool::builder()
+            .queue_capacity(1)
+            .overflow(Overflow::CallerRuns),
+    );
+    pool.execute(|| ()).unwrap(); // fills the queue: every submit now runs on the caller
+    fn nest(pool: &WorkerPool, level: u32, deepest: &AtomicU64, refused: &AtomicBool) {
+        deepest.fetch_max(u64::from(level), Ordering::SeqCst);
+        // Borrowing closures need a scoped pool; carry raw addresses instead.
+        let (p, d, r) = (
+            pool as *const WorkerPool as usize,
+            deepest as *const AtomicU64 as usize,
+            refused as *const AtomicBool as usize,
+        );
+        let submitted = pool.execute(move || {
+            // SAFETY (test): the caller runs this inline, while the references live.
+            let (pool, deepest, refused) = unsafe {
+                (
+                    &*(p as *const WorkerPool),
+                    &*(d as *const AtomicU64),
+                    &*(r as *const AtomicBool),
+                )
+            };
+            nest(pool, level + 1, deepest, refused);
+        });
+        if let Err(e) = submitted {
+            assert!(e.is_full());
+            refused.store(true, Ordering::SeqCst);
+        }
+    }
+    let deepest = AtomicU64::new(0);
+    let refused = AtomicBool::new(false);
+    nest(&pool, 0, &deepest, &refused);
+    assert!(
+        refused.load(Ordering::SeqCst),
+        "a depth limit refused the deepest submit"
+    );
+    assert_eq!(deepest.load(Ordering::SeqCst), 64);
+    open.send(()).unwrap();
+    pool.shutdown();
+}
+
+// ---- User values that panic where the pool drops them.
+
+/// A panic payload whose destructor panics too.
+struct PayloadBomb;
+
+impl Drop for PayloadBomb {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            panic!("a panic payload that panics when dropped");
+        }
+    }
+}
+
+#[test]
+fn a_panic_payload_that_panics_on_drop_does_not_cost_a_worker() {
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder().workers(1).build().unwrap();
+    for _ in 0..3 {
+        pool.execute(|| std::panic::panic_any(PayloadBomb)).unwrap();
+    }
+    // The worker dropped the second and third payloads (the first is kept).
+    let after = pool.submit(|| 5).unwrap();
+    assert_eq!(
+        after
+            .join_timeout(LONG)
+            .expect("the worker is alive")
+            .unwrap(),
+        5
+    );
+    let report = pool.shutdown();
+    assert_eq!(report.panicked, 3);
+    // The kept payload is the user's to drop.
+    std::mem::forget(
+        report
+            .first_panic
+            .expect("the first panic is kept")
+            .into_payload(),
+    );
+}
+
+// ---- Races of close / cancel against submit and map.
+
+#[test]
+fn cancelling_the_pool_token_while_submitters_race_loses_no_task() {
+    let _check = LeakCheck::new();
+    for round in 0..10 {
+        let pool = Arc::new(two_workers(4));
+        let refused = Arc::new(AtomicU64::new(0));
+        let submitters: Vec<_> = (0..3)
+            .map(|_| {
+                let (pool, refused) = (Arc::clone(&pool), Arc::clone(&refused));
+                thread::spawn(move || {
+                    let mut handles = Vec::new();
+                    for i in 0..200u64 {
+                        match pool.submit(move || i) {
+                            Ok(handle) => handles.push(handle),
+                            Err(e) => {
+                                assert!(e.is_closed());
+                                refused.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    handles
+                })
+            })
+            .collect();
+        wait_for("some tasks to run", || pool.stats().completed > 10 * round);
+        if round % 2 == 0 {
+            pool.token().cancel();
+        } else {
+            pool.close();
+        }
+        let handles: Vec<_> = submitters
+            .into_iter()
+            .flat_map(|s| s.join().unwrap())
+            .collect();
+        let accepted = handles.len() as u64;
+        let (mut ok, mut cancelled) = (0, 0);
+        for handle in handles {
+            match handle.join() {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    assert!(e.is_cancelled());
+                    cancelled += 1;
+                }
+            }
+        }
+        let report = Arc::try_unwrap(pool).unwrap().shutdown();
+        assert_eq!(accepted + refused.load(Ordering::SeqCst), 600);
+        assert_eq!((report.completed, report.never_ran), (ok, cancelled));
+        assert_eq!(report.rejected, refused.load(Ordering::SeqCst));
+    }
+}
+
+#[test]
+fn cancelling_the_pool_token_during_a_map_yields_one_result_per_item() {
+    let _check = LeakCheck::new();
+    let pool = two_workers(8);
+    let token = pool.token().clone();
+    let mut results = 0usize;
+    let mut cancelled = 0usize;
+    for (i, result) in pool
+        .map(0..20_000u64, |n| {
+            thread::yield_now();
+            n
+        })
+        .enumerate()
+    {
+        if i == 500 {
+            token.cancel();
+        }
+        results += 1;
+        match result {
+            Ok(n) => assert!(n < 20_000),
+            Err(e) => {
+                assert!(e.is_cancelled());
+                cancelled += 1;
+            }
+        }
+    }
+    assert_eq!(results, 20_000);
+    assert!(cancelled > 0);
+    pool.shutdown();
+}

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::cancel::CancelToken;
 use crate::config::ConfigError;
 use crate::panic::Panic;
-use crate::pool::SubmitError;
+use crate::pool::{drop_quietly, SubmitError};
 use crate::scope::{Scope, ScopedHandle};
 use crate::semaphore::{AcquireError, OwnedPermit, Semaphore};
 use crate::spawn::ThreadSpec;
@@ -126,6 +126,15 @@ enum Entry<'scope, T, E> {
 }
 
 impl<T, E> Entry<'_, T, E> {
+    /// Whether this is the calling thread's own task (the group waited on or dropped
+    /// inside one of its tasks), which cannot be joined from here.
+    fn is_current(&self) -> bool {
+        match self {
+            Entry::Running(handle) => handle.thread().id() == std::thread::current().id(),
+            Entry::NotStarted(_) => false,
+        }
+    }
+
     fn join(self) -> Outcome<T, E> {
         match self {
             Entry::Running(handle) => match handle.join() {
@@ -155,6 +164,15 @@ type Joined<T, E> = (Vec<(TaskId, Outcome<T, E>)>, Failures);
 ///   joined, `wait_all` returns it as [`GroupError::Panicked`]. Never lost.
 /// * Dropping the group without waiting cancels its token, joins every task and
 ///   re-raises a panic if there was one (errors are then dropped).
+/// * Whatever the group discards (the values and errors `wait` does not return, every
+///   outcome when the group is dropped) is dropped inside the panic boundary: a
+///   destructor that panics does not cut the others short; its panic is re-raised like
+///   a task's, after everything else is dropped, when no task panic is.
+/// * Waited on or dropped inside one of its own tasks (the group moved into it), the
+///   group joins every other task; that task is still running, so its own outcome is
+///   left out (`wait` and `wait_all` return the others'), and the scope joins its
+///   thread when it ends (re-raising its panic, if it has one). A thread cannot join
+///   itself: this is the one case where the group does not join all of its tasks.
 ///
 /// # Example
 ///
@@ -372,11 +390,14 @@ where
         self.spawn_until(f, Some(&Until::cancellable(token)))
     }
 
-    /// Joins every task; outcomes in spawn order, and the first failure by time.
+    /// Joins every task; outcomes in spawn order, and the first failure by time. On
+    /// one of the group's own tasks, that task is left out: it is still running (its
+    /// thread is joined by the scope, which re-raises its panic if it has one).
     fn join_all(&self) -> Joined<T, E> {
         let tasks = std::mem::take(&mut *self.tasks.lock());
         let outcomes = tasks
             .into_iter()
+            .filter(|(_, entry)| !entry.is_current())
             .map(|(id, entry)| (id, entry.join()))
             .collect();
         let failures = std::mem::take(&mut *self.failures.lock());
@@ -393,28 +414,60 @@ where
     /// # Panics
     ///
     /// Re-raises, with its original payload, the first task panic, once every task has
-    /// joined. Use [`wait_all`](TaskGroup::wait_all) to get panics as values.
+    /// joined. Use [`wait_all`](TaskGroup::wait_all) to get panics as values. Without a
+    /// task panic, re-raises the first panic of a destructor of a value or error that
+    /// `wait` discards (the values when it returns an error, the errors after the
+    /// first), once everything else is dropped.
     pub fn wait(self) -> Result<Vec<T>, E> {
         let (outcomes, failures) = self.join_all();
         let mut first_error = None;
         let mut values = Vec::with_capacity(outcomes.len());
         let mut first_panic = None;
+        // The first panic of a destructor of something `wait` discards.
+        let mut drop_panic = None;
         for (id, outcome) in outcomes {
             match outcome {
                 Ok(value) => values.push(value),
                 Err(GroupError::Failed(e)) => {
                     if first_error.is_none() || failures.first_error == Some(id) {
-                        first_error = Some(e);
+                        if let Some(older) = first_error.replace(e) {
+                            discard(older, &mut drop_panic);
+                        }
+                    } else {
+                        discard(e, &mut drop_panic);
                     }
                 }
                 Err(GroupError::Panicked(panic)) => {
                     if first_panic.is_none() || failures.first_panic == Some(id) {
-                        first_panic = Some(panic);
+                        if let Some(older) = first_panic.replace(panic) {
+                            drop_quietly(older);
+                        }
+                    } else {
+                        drop_quietly(panic);
                     }
                 }
             }
         }
+        if first_panic.is_some() || first_error.is_some() {
+            for value in values.drain(..) {
+                discard(value, &mut drop_panic);
+            }
+        }
+        if first_panic.is_some() {
+            if let Some(e) = first_error.take() {
+                discard(e, &mut drop_panic);
+            }
+        }
         if let Some(panic) = first_panic {
+            if let Some(other) = drop_panic {
+                drop_quietly(other);
+            }
+            panic.resume();
+        }
+        if let Some(panic) = drop_panic {
+            if let Some(e) = first_error.take() {
+                drop_quietly(e);
+            }
             panic.resume();
         }
         match first_error {
@@ -469,6 +522,18 @@ fn fail(failures: &Mutex<Failures>, token: &CancelToken, id: TaskId, panicked: b
     token.cancel();
 }
 
+/// Drops something `wait` or the group's `Drop` discards (a value or error nobody will
+/// read) inside the panic boundary: the first destructor panic is kept in `first`,
+/// later ones are dropped quietly.
+fn discard<V>(value: V, first: &mut Option<Panic>) {
+    if let Err(panic) = Panic::catch_any(move || drop(value)) {
+        match first {
+            None => *first = Some(panic),
+            Some(_) => drop_quietly(panic),
+        }
+    }
+}
+
 impl<T, E> Drop for TaskGroup<'_, '_, T, E> {
     fn drop(&mut self) {
         let tasks = std::mem::take(&mut *self.tasks.lock());
@@ -477,13 +542,33 @@ impl<T, E> Drop for TaskGroup<'_, '_, T, E> {
         }
         self.token.cancel();
         let mut first_panic = None;
+        let mut drop_panic = None;
         for (_, entry) in tasks {
-            if let Err(GroupError::Panicked(panic)) = entry.join() {
-                first_panic.get_or_insert(panic);
+            if entry.is_current() {
+                // Dropped inside one of its own tasks: the scope joins this thread.
+                continue;
+            }
+            match entry.join() {
+                Err(GroupError::Panicked(panic)) if first_panic.is_none() => {
+                    first_panic = Some(panic);
+                }
+                Err(GroupError::Panicked(panic)) => drop_quietly(panic),
+                outcome => discard(outcome, &mut drop_panic),
             }
         }
-        if let Some(panic) = first_panic {
-            if !std::thread::panicking() {
+        let raise = match (first_panic, drop_panic) {
+            (Some(panic), other) => {
+                if let Some(other) = other {
+                    drop_quietly(other);
+                }
+                Some(panic)
+            }
+            (None, other) => other,
+        };
+        if let Some(panic) = raise {
+            if std::thread::panicking() {
+                drop_quietly(panic);
+            } else {
                 panic.resume();
             }
         }

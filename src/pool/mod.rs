@@ -11,6 +11,7 @@
 
 mod claim;
 mod core;
+mod exits;
 mod handle;
 mod job;
 mod map;
@@ -26,15 +27,17 @@ use self::handle::Packet;
 use self::job::Runnable;
 use self::task::{Call, Plain, Shared, Tokened};
 use crate::cancel::{CancelReason, CancelToken};
-use crate::config::ConfigError;
+use crate::config::{check_name, ConfigError};
 use crate::overflow::Overflow;
 use crate::panic::Panic;
 use crate::scope::{Scope, ScopedHandle};
 use crate::spawn::{spawn, ThreadSpec};
+use crate::sync::time;
 use std::sync::Arc;
 
 use crate::wait::Until;
 
+pub(crate) use self::core::drop_quietly;
 pub(crate) use self::handle::packet;
 pub use self::handle::{TaskError, TaskHandle};
 pub use self::map::PoolMap;
@@ -377,14 +380,7 @@ impl PoolBuilder {
                 ));
             }
         }
-        if self.name.contains('\0') {
-            return Err(ConfigError::new(
-                "thread_name",
-                &self.name,
-                "must not contain NUL",
-            ));
-        }
-        Ok(())
+        check_name("thread_name", &self.name)
     }
 
     fn spec(&self, index: usize, owner: &'static str) -> ThreadSpec {
@@ -519,12 +515,6 @@ impl fmt::Debug for PoolBuilder {
 /// handle keeps that cell alive until it is joined or dropped, so a bigger closure
 /// gets a separate slot instead (two allocations, but no pinned bytes).
 const INLINE_CLOSURE_MAX: usize = 256;
-
-fn deadline_after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d)
-        .unwrap_or(now + Duration::from_secs(1 << 32))
-}
 
 /// The task-facing methods, the same for both pools. `$lt` is the lifetime a task must
 /// outlive (`'static` for [`WorkerPool`], `'scope` for [`ScopedPool`]); each pool
@@ -876,11 +866,23 @@ macro_rules! pool_methods {
                 self.core.is_closed() || self.core.token().is_cancelled()
             }
 
+            /// Disconnects the queue, joins every worker and reports. Called on one of
+            /// the pool's own workers (the pool dropped or shut down inside one of its
+            /// tasks), it joins every other worker, runs what is still queued there,
+            /// and leaves that worker to finish its task and exit by itself: a thread
+            /// cannot join itself.
             fn stop(&mut self) -> ShutdownReport {
                 self.core.disconnect();
-                for handle in self.handles.drain(..) {
+                let own = self.core.own_worker();
+                for (index, handle) in self.handles.drain(..).enumerate() {
+                    if own == Some(index) {
+                        continue; // the current thread: it exits once its task returns
+                    }
                     // Workers catch every task panic, so a join error cannot carry one.
                     let _ = handle.join();
+                }
+                if let Some(index) = own {
+                    self.core.finish_here(index);
                 }
                 self.core.drain();
                 self.core.report()
@@ -945,11 +947,14 @@ macro_rules! pool_methods {
             /// # Ok::<(), corral::ConfigError>(())
             /// ```
             pub fn shutdown_timeout(mut self, timeout: Duration) -> Result<ShutdownReport, Self> {
-                let deadline = deadline_after(timeout);
+                let deadline = time::deadline_after(time::now(), timeout);
+                // Called from inside one of the pool's tasks, that worker cannot exit
+                // while it waits here: wait for the others.
+                let own = usize::from(self.core.own_worker().is_some());
                 self.core.disconnect();
-                if !self.core.wait_exit(deadline) {
+                if !self.core.wait_exit(deadline, own) {
                     self.core.cancel();
-                    if !self.core.settle() {
+                    if !self.core.settle(own) {
                         return Err(self);
                     }
                 }
@@ -1197,7 +1202,7 @@ mod tests {
 
     /// Waits (bounded) until the pool's one worker is busy.
     fn until_busy(stats: impl Fn() -> PoolStats) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = time::deadline_after(Instant::now(), Duration::from_secs(60));
         while stats().busy == 0 {
             assert!(
                 Instant::now() < deadline,

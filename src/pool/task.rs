@@ -29,9 +29,12 @@ use crate::cancel::CancelToken;
 use crate::panic::Panic;
 use crate::pool::handle::{AsPacket, Packet, TaskError, TaskHandle};
 use crate::pool::job::{Job, Runnable, Thin};
-use std::cell::UnsafeCell;
+use crate::sync::cell::UnsafeCell;
+use crate::sync::{AtomicU64, Ordering};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+// A std `Arc`, also under loom: the handle shares the cell as a trait object
+// (`Arc<dyn AsPacket<T>>`), which loom's `Arc` cannot coerce to, and the job carries
+// it as a thin pointer (`Thin`). Its contents synchronise through `crate::sync`.
 use std::sync::Arc;
 
 /// How a job ended, for the worker's counters.
@@ -172,7 +175,7 @@ impl<C, D> Shared<C, D> {
     fn take(&mut self) -> Option<C> {
         // SAFETY: only a `Shared` reaches `call`, there is one per cell, and `&mut
         // self` excludes any other use of it meanwhile (see `Sync for Cell`).
-        unsafe { (*self.0.call.get()).take() }
+        self.0.call.with_mut(|call| unsafe { (*call).take() })
     }
 }
 
