@@ -198,7 +198,7 @@ pub(crate) struct Core<'a> {
     rx: Receiver<Job<'a>>,
     pub(crate) state: Arc<State>,
     overflow: Overflow,
-    on_drop: Option<Arc<OnDropFn>>,
+    on_drop: Option<std::sync::Arc<OnDropFn>>,
     _closed_on_cancel: OnCancel,
 }
 
@@ -207,7 +207,7 @@ impl<'a> Core<'a> {
         workers: usize,
         capacity: usize,
         overflow: Overflow,
-        on_drop: Option<Arc<OnDropFn>>,
+        on_drop: Option<std::sync::Arc<OnDropFn>>,
     ) -> Self {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let token = CancelToken::new();
