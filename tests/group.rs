@@ -362,7 +362,12 @@ fn a_discarded_value_that_panics_on_drop_is_reraised_after_everything_else_is_dr
             let group = TaskGroup::<Loud<'_>, Loud<'_>>::new(s);
             let drops = &drops;
             for i in 0..4 {
-                group.spawn(move |_| Ok(Loud { loud: i == 1, drops }));
+                group.spawn(move |_| {
+                    Ok(Loud {
+                        loud: i == 1,
+                        drops,
+                    })
+                });
             }
             group.spawn(move |_| Err(Loud { loud: false, drops }));
             // The values are discarded (an error is returned): all four are dropped,
