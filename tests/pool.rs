@@ -1639,3 +1639,73 @@ fn cancelling_the_pool_token_during_a_map_yields_one_result_per_item() {
     assert!(cancelled > 0);
     pool.shutdown();
 }
+
+#[test]
+fn an_on_drop_callback_that_resubmits_to_its_full_pool_does_not_overflow_the_stack() {
+    let _check = LeakCheck::new();
+    let pool_slot: Arc<std::sync::OnceLock<std::sync::Weak<WorkerPool>>> = Arc::default();
+    let calls = Arc::new(AtomicU64::new(0));
+    let (slot, counter) = (Arc::clone(&pool_slot), Arc::clone(&calls));
+    let pool = Arc::new(
+        WorkerPool::builder()
+            .workers(1)
+            .queue_capacity(1)
+            .overflow(Overflow::DropNewest)
+            .on_drop(move |task| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(task);
+                // Retry: the queue is still full, so this sheds again, re-entering here.
+                if let Some(pool) = slot.get().and_then(std::sync::Weak::upgrade) {
+                    pool.execute(|| ()).unwrap();
+                }
+            })
+            .build()
+            .unwrap(),
+    );
+    let (open, blocker) = gate();
+    pool.execute(blocker).unwrap();
+    wait_for("the worker to take the blocker", || pool.stats().busy == 1);
+    pool.execute(|| ()).unwrap(); // fills the queue
+    pool_slot.set(Arc::downgrade(&pool)).unwrap();
+    pool.execute(|| ()).unwrap(); // shed: the callback re-submits, nested, until the cap
+    let calls = calls.load(Ordering::SeqCst);
+    assert_eq!(calls, 64, "nested callbacks stop at the depth limit");
+    open.send(()).unwrap();
+    let pool = Arc::try_unwrap(pool).unwrap_or_else(|_| panic!("pool still shared"));
+    let report = pool.shutdown();
+    assert_eq!(report.dropped, calls + 1);
+}
+
+#[test]
+fn an_on_drop_callback_that_cancels_the_pool_loses_no_task() {
+    let _check = LeakCheck::new();
+    let token_slot: Arc<std::sync::OnceLock<CancelToken>> = Arc::default();
+    let slot = Arc::clone(&token_slot);
+    let (pool, open) = blocked_pool(
+        WorkerPool::builder()
+            .queue_capacity(2)
+            .overflow(Overflow::DropOldest)
+            .on_drop(move |task| {
+                drop(task);
+                slot.get().unwrap().cancel();
+            }),
+    );
+    token_slot.set(pool.token().clone()).unwrap();
+    let handles: Vec<_> = (0..2).map(|i| pool.submit(move || i).unwrap()).collect();
+    // Evicts the oldest: the callback cancels the pool, which now refuses everything.
+    let third = pool.submit(|| 2);
+    assert!(pool.submit(|| 3).unwrap_err().is_closed());
+    open.send(()).unwrap();
+    let report = pool.shutdown();
+    let mut resolved = 0;
+    for handle in handles.into_iter().chain(third.ok()) {
+        let _ = handle.join(); // resolves: a value or `Cancelled`, never a hang
+        resolved += 1;
+    }
+    assert!(resolved >= 2);
+    assert_eq!(
+        report.completed + report.never_ran + report.dropped,
+        1 + resolved,
+        "{report:?}"
+    );
+}

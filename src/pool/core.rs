@@ -421,10 +421,22 @@ impl<'a> Core<'a> {
     /// Hands a task an overflow policy displaced to `on_drop`, or drops it. A panic
     /// there (the callback's, or a capture's destructor) is kept for the shutdown
     /// report rather than thrown at the submitter, whose own task is still in hand.
+    /// A callback that submits again (or runs the task, which submits) nests on this
+    /// thread: beyond [`MAX_INLINE_DEPTH`] nested calls the task is dropped without
+    /// the callback, so a callback that re-submits to a full queue cannot grow the
+    /// stack without end.
     fn discard(&self, job: Job<'a>) {
+        let depth = INLINE_DEPTH.with(Cell::get);
         let discarded = Panic::catch_any(|| match &self.on_drop {
-            Some(on_drop) => on_drop(DroppedTask::new(job)),
-            None => drop(job),
+            Some(on_drop) if depth < MAX_INLINE_DEPTH => {
+                INLINE_DEPTH.with(|d| d.set(depth + 1));
+                let called = Panic::catch_any(|| on_drop(DroppedTask::new(job)));
+                INLINE_DEPTH.with(|d| d.set(depth));
+                if let Err(panic) = called {
+                    panic.resume();
+                }
+            }
+            _ => drop(job),
         });
         if let Err(panic) = discarded {
             self.state.keep_panic(panic);
