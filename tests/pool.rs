@@ -1709,3 +1709,52 @@ fn an_on_drop_callback_that_cancels_the_pool_loses_no_task() {
         "{report:?}"
     );
 }
+
+/// A value whose destructor panics.
+struct LoudDrop(u32);
+
+impl Drop for LoudDrop {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            panic!("a value that panics when dropped");
+        }
+    }
+}
+
+#[test]
+fn a_result_that_panics_on_drop_behind_a_dropped_handle_does_not_cost_a_worker() {
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder().workers(1).build().unwrap();
+    let (open, gate) = mpsc::channel::<()>();
+    let handle = pool
+        .submit(move || {
+            gate.recv().ok();
+            LoudDrop(1)
+        })
+        .unwrap();
+    drop(handle); // before the task ends: the worker drops the result
+    open.send(()).unwrap();
+    let after = pool.submit(|| 2).unwrap();
+    assert_eq!(
+        after
+            .join_timeout(LONG)
+            .expect("the worker is alive")
+            .unwrap(),
+        2
+    );
+    assert_eq!(pool.shutdown().completed, 2);
+}
+
+#[test]
+fn map_items_that_panic_on_drop_yield_one_result_each() {
+    let _check = LeakCheck::new();
+    let pool = two_workers(4);
+    let items: Vec<LoudDrop> = (0..500).map(LoudDrop).collect();
+    let results: Vec<_> = pool.map(items, |item| item.0).collect();
+    assert_eq!(results.len(), 500);
+    // Each item is dropped inside the closure's call: its panic is that item's result.
+    assert!(results
+        .iter()
+        .all(|r| r.as_ref().unwrap_err().is_panicked()));
+    pool.shutdown();
+}

@@ -208,6 +208,9 @@ pub struct PoolStats {
 
 /// What a shutdown found: how the pool's tasks ended.
 ///
+/// A shutdown made inside one of the pool's own tasks reports every task but that
+/// one, which is still running when the report is made.
+///
 /// # Example
 ///
 /// ```
@@ -318,7 +321,9 @@ impl PoolBuilder {
         self
     }
 
-    /// Threads are named `corral-{name}-{index}`.
+    /// Threads are named `corral-{name}-{index}` (an empty name gives
+    /// `corral--{index}`). A name with a NUL byte is refused by `build` with a
+    /// [`ConfigError`] naming `thread_name`.
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
@@ -336,7 +341,9 @@ impl PoolBuilder {
     /// displaced tasks are dropped that way and only counted. A panic in the callback
     /// (or in the destructor of a displaced task's captures) does not reach the
     /// submitter, whose own task is queued as usual: it is kept in
-    /// [`ShutdownReport::first_panic`].
+    /// [`ShutdownReport::first_panic`]. A callback that submits to the pool again
+    /// (a retry) nests on the submitting thread: past 64 nested calls, displaced tasks
+    /// are dropped without the callback (still counted in `dropped`).
     pub fn on_drop(mut self, f: impl Fn(DroppedTask<'_>) + Send + Sync + 'static) -> Self {
         self.on_drop = Some(Arc::new(f));
         self
@@ -531,8 +538,13 @@ macro_rules! pool_methods {
             /// # Errors
             ///
             /// [`SubmitError::Closed`] once the pool is closed or shut down;
-            /// [`SubmitError::Full`] when a `Reject` pool's queue is full. The closure is
-            /// handed back.
+            /// [`SubmitError::Full`] when a `Reject` pool's queue is full, or when tasks
+            /// run on this thread (see [`WorkerPool`]'s re-entrancy) are already nested
+            /// 64 deep. The closure is handed back.
+            ///
+            /// Called from inside one of the pool's own tasks while the queue is full, it
+            /// runs `f` on the current thread instead of waiting (counted in
+            /// [`PoolStats::caller_ran`]).
             ///
             /// # Example
             ///
@@ -890,6 +902,11 @@ macro_rules! pool_methods {
 
             /// Stops accepting tasks, runs everything already queued, joins every worker and
             /// reports how the pool's tasks ended.
+            ///
+            /// Called inside one of the pool's own tasks, it joins every other worker, runs
+            /// what is still queued on the current thread, and reports; the current worker
+            /// exits by itself once its task returns (a thread cannot join itself), and
+            /// that task is not counted in the report.
             pub fn shutdown(mut self) -> ShutdownReport {
                 self.stop()
             }
@@ -924,6 +941,11 @@ macro_rules! pool_methods {
             /// the pool token (queued tasks will not run) and, if a task is still running once
             /// the idle workers have exited, hands the pool back instead of detaching the
             /// thread: call `shutdown` on it to wait, or drop it.
+            ///
+            /// `Duration::ZERO` cancels at once unless every worker has already exited;
+            /// `Duration::MAX` (or any timeout past what an `Instant` holds) waits as long
+            /// as `shutdown` does. Called inside one of the pool's own tasks, it does not
+            /// wait for the current worker (see [`shutdown`](Self::shutdown)).
             ///
             /// # Errors
             ///
@@ -995,6 +1017,19 @@ macro_rules! pool_methods {
 ///   hands the pool back rather than detach a thread that is still running.
 ///   Dropping the pool is `shutdown()` (or `shutdown_now()` while the thread is
 ///   already panicking, so a failing test does not wait on queued work).
+/// * **Stopped from inside.** A pool shut down (or its last `Arc` dropped) inside one
+///   of its own tasks joins every other worker, runs what is still queued on the
+///   current worker and reports; the current worker, which cannot join itself, exits
+///   by itself once its task returns. That task is not in the report (it is still
+///   running). This is the one case where the pool returns before every one of its
+///   threads has ended.
+/// * **Re-entrancy.** A task that submits to its own pool while the queue is full
+///   runs the new task itself instead of waiting (under [`Overflow::Block`] waiting
+///   could deadlock: every worker might be waiting for room only workers make).
+///   Tasks run on the submitting thread (that, [`Overflow::CallerRuns`], and
+///   `on_drop` callbacks that submit again) nest at most 64 deep; deeper, a submit is
+///   refused with [`SubmitError::Full`] and a displaced task is dropped without the
+///   callback, so no user recursion through the pool can overflow the stack.
 ///
 /// For tasks that borrow from the stack, build a [`ScopedPool`] inside a
 /// [`corral::scope`](crate::scope) with [`PoolBuilder::build_scoped`].
