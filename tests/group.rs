@@ -400,3 +400,25 @@ fn a_dropped_group_whose_outcomes_panic_on_drop_drops_them_all() {
     assert!(caught.is_err());
     assert_eq!(drops.load(Ordering::SeqCst), 4);
 }
+
+#[test]
+fn a_task_spawning_into_its_own_group_at_the_limit_runs_the_task_instead_of_deadlocking() {
+    let _check = LeakCheck::new();
+    let values = corral::scope(|s| {
+        let group = std::sync::Arc::new(TaskGroup::<u64, ()>::new(s).limit(1).unwrap());
+        let inner = std::sync::Arc::clone(&group);
+        let (done_tx, done) = mpsc::channel::<()>();
+        group.spawn(move |_| {
+            // This task holds the only slot: waiting for one would never end.
+            let id = inner.spawn(|_| Ok(20));
+            drop(inner);
+            done_tx.send(()).unwrap();
+            Ok(id.index() * 10)
+        });
+        done.recv_timeout(LONG).expect("no deadlock");
+        // The task dropped its reference before it signalled.
+        let group = std::sync::Arc::try_unwrap(group).unwrap_or_else(|_| panic!("shared"));
+        group.wait().unwrap()
+    });
+    assert_eq!(values, vec![10, 20]);
+}

@@ -11,6 +11,7 @@
 //! token. The limit is the crate's [`Semaphore`]: an owned permit is taken before the
 //! thread starts and dropped when the task's closure returns.
 
+use std::cell::Cell;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -123,6 +124,8 @@ type Outcome<T, E> = Result<T, GroupError<E>>;
 enum Entry<'scope, T, E> {
     Running(ScopedHandle<'scope, Outcome<T, E>>),
     NotStarted(Panic),
+    /// Run on the spawning thread (one of the group's own tasks, at the limit).
+    Finished(Outcome<T, E>),
 }
 
 impl<T, E> Entry<'_, T, E> {
@@ -131,7 +134,7 @@ impl<T, E> Entry<'_, T, E> {
     fn is_current(&self) -> bool {
         match self {
             Entry::Running(handle) => handle.thread().id() == std::thread::current().id(),
-            Entry::NotStarted(_) => false,
+            Entry::NotStarted(_) | Entry::Finished(_) => false,
         }
     }
 
@@ -142,6 +145,7 @@ impl<T, E> Entry<'_, T, E> {
                 Err(panic) => Err(GroupError::Panicked(panic)),
             },
             Entry::NotStarted(panic) => Err(GroupError::Panicked(panic)),
+            Entry::Finished(outcome) => outcome,
         }
     }
 }
@@ -250,6 +254,20 @@ where
     {
         let permit = match (&self.limit, until) {
             (None, _) => None,
+            // From inside one of the group's own tasks, an unbounded wait for a slot
+            // may never end (this task holds one, and every other holder may be
+            // waiting the same way): with no slot free, the task runs right here, in
+            // the slot of the task that spawns it.
+            (Some(limit), Some(until))
+                if until.token().is_none()
+                    && until.caller_deadline().is_none()
+                    && self.is_own_task() =>
+            {
+                match limit.try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => return Ok(self.run_here(f)),
+                }
+            }
             (Some(limit), None) => match limit.try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => return Err(SubmitError::Full(f)),
@@ -267,6 +285,33 @@ where
         Ok(self.start(f, permit))
     }
 
+    /// Whether the calling thread is one of this group's tasks.
+    fn is_own_task(&self) -> bool {
+        CURRENT_GROUP.with(Cell::get) == Arc::as_ptr(&self.failures) as usize
+    }
+
+    /// Runs a task on the calling thread (one of the group's own, at the limit) and
+    /// records its outcome like any other task's.
+    fn run_here<F>(&self, f: F) -> TaskId
+    where
+        F: FnOnce(&CancelToken) -> Result<T, E> + Send + 'scope,
+    {
+        let id = TaskId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let outcome = match Panic::catch_any(|| f(&self.token)) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                fail(&self.failures, &self.token, id, false);
+                Err(GroupError::Failed(e))
+            }
+            Err(panic) => {
+                fail(&self.failures, &self.token, id, true);
+                Err(GroupError::Panicked(panic))
+            }
+        };
+        self.tasks.lock().push((id, Entry::Finished(outcome)));
+        id
+    }
+
     /// Starts a task; `permit` (its limit slot, if any) is released when the task's
     /// closure is done, or at once if its thread never starts.
     fn start<F>(&self, f: F, permit: Option<OwnedPermit>) -> TaskId
@@ -278,7 +323,9 @@ where
         let token = self.token.clone();
         let failures = Arc::clone(&self.failures);
         let spec = ThreadSpec::new("TaskGroup", format!("group-{}", id.0));
+        let group = Arc::as_ptr(&failures) as usize;
         let started = self.scope.try_spawn_as(spec, move || {
+            CURRENT_GROUP.with(|g| g.set(group));
             let outcome = Panic::catch_any(|| f(&token));
             drop(slot);
             match outcome {
@@ -313,6 +360,11 @@ where
     ///
     /// If the OS refuses to start the thread, that is recorded as the task's panic
     /// (and cancels the group), surfacing from `wait` like any task panic.
+    ///
+    /// Called from inside one of the group's own tasks when no slot is free, it runs
+    /// `f` right there, on the calling task's thread and in its slot, instead of
+    /// waiting (a task waiting for a slot while holding one could wait for ever); its
+    /// outcome is recorded under its own id like any task's.
     pub fn spawn<F>(&self, f: F) -> TaskId
     where
         F: FnOnce(&CancelToken) -> Result<T, E> + Send + 'scope,
@@ -394,7 +446,9 @@ where
     /// one of the group's own tasks, that task is left out: it is still running (its
     /// thread is joined by the scope, which re-raises its panic if it has one).
     fn join_all(&self) -> Joined<T, E> {
-        let tasks = std::mem::take(&mut *self.tasks.lock());
+        let mut tasks = std::mem::take(&mut *self.tasks.lock());
+        // Spawns from several threads (or from inside a task) may record out of order.
+        tasks.sort_by_key(|(id, _)| *id);
         let outcomes = tasks
             .into_iter()
             .filter(|(_, entry)| !entry.is_current())
@@ -507,6 +561,11 @@ where
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+thread_local! {
+    /// The group whose task this thread runs (the address of its `failures`), or 0.
+    static CURRENT_GROUP: Cell<usize> = const { Cell::new(0) };
 }
 
 fn fail(failures: &Mutex<Failures>, token: &CancelToken, id: TaskId, panicked: bool) {
