@@ -310,15 +310,17 @@ fn a_group_waited_on_inside_its_own_task_joins_the_others_and_leaves_itself_out(
 fn a_group_dropped_inside_its_own_task_cancels_and_joins_the_others() {
     let _check = LeakCheck::new();
     let stopped = AtomicUsize::new(0);
+    let finished = AtomicBool::new(false);
     corral::scope(|s| {
         let group = TaskGroup::<(), ()>::new(s);
         let (give, take) = mpsc::channel::<TaskGroup<'_, '_, (), ()>>();
         let dropper = {
-            let stopped = &stopped;
+            let (stopped, finished) = (&stopped, &finished);
             group.spawn(move |_| {
                 drop(take.recv().unwrap());
                 // Every other task was joined by the drop, before this line.
                 assert_eq!(stopped.load(Ordering::SeqCst), 3);
+                finished.store(true, Ordering::SeqCst);
                 Ok(())
             })
         };
@@ -334,6 +336,9 @@ fn a_group_dropped_inside_its_own_task_cancels_and_joins_the_others() {
         give.send(group).unwrap();
     });
     assert_eq!(stopped.load(Ordering::SeqCst), 3);
+    // Without the fix the drop panics inside the task (std: "Resource deadlock
+    // avoided"), which the task's own catch swallowed: the task never got here.
+    assert!(finished.load(Ordering::SeqCst), "the dropping task ran to its end");
 }
 
 // ---- What the group discards is dropped inside the panic boundary.
