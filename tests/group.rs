@@ -338,7 +338,10 @@ fn a_group_dropped_inside_its_own_task_cancels_and_joins_the_others() {
     assert_eq!(stopped.load(Ordering::SeqCst), 3);
     // Without the fix the drop panics inside the task (std: "Resource deadlock
     // avoided"), which the task's own catch swallowed: the task never got here.
-    assert!(finished.load(Ordering::SeqCst), "the dropping task ran to its end");
+    assert!(
+        finished.load(Ordering::SeqCst),
+        "the dropping task ran to its end"
+    );
 }
 
 // ---- What the group discards is dropped inside the panic boundary.

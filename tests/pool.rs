@@ -1742,7 +1742,11 @@ fn a_result_that_panics_on_drop_behind_a_dropped_handle_does_not_cost_a_worker()
             .unwrap(),
         2
     );
-    assert_eq!(pool.shutdown().completed, 2);
+    let report = pool.shutdown();
+    assert_eq!(report.completed, 2);
+    // Nobody could receive the destructor's panic: the report keeps it.
+    let kept = report.first_panic.expect("the destructor's panic is kept");
+    assert_eq!(kept.message(), Some("a value that panics when dropped"));
 }
 
 #[test]
@@ -1757,4 +1761,26 @@ fn map_items_that_panic_on_drop_yield_one_result_each() {
         .iter()
         .all(|r| r.as_ref().unwrap_err().is_panicked()));
     pool.shutdown();
+}
+
+#[test]
+fn a_never_run_task_whose_capture_panics_on_drop_is_reported_not_lost() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(4));
+    let loud = LoudDrop(3);
+    let handle = pool
+        .submit(move || {
+            let _keep = &loud;
+        })
+        .unwrap();
+    let stopper = thread::spawn(move || pool.shutdown_now());
+    wait_for("the queued task to be dropped unrun", || {
+        handle.is_finished()
+    });
+    open.send(()).unwrap();
+    let report = stopper.join().unwrap();
+    assert!(handle.join().unwrap_err().is_cancelled());
+    assert_eq!(report.never_ran, 1);
+    let kept = report.first_panic.expect("the capture's panic is kept");
+    assert_eq!(kept.message(), Some("a value that panics when dropped"));
 }

@@ -133,8 +133,11 @@ impl State {
 
     /// Drops a job that will never run (its handle resolves to `Cancelled`).
     fn abandon(&self, job: Job<'_>) {
-        // A capture's destructor may panic; that must not cost a worker.
-        let _ = Panic::catch_any(move || drop(job));
+        // A capture's destructor may panic; that must not cost a worker. Its panic
+        // has no handle to go to: it is kept for the report.
+        if let Err(panic) = Panic::catch_any(move || drop(job)) {
+            self.keep_panic(panic);
+        }
         bump(&self.cancelled);
     }
 

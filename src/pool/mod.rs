@@ -240,9 +240,10 @@ pub struct ShutdownReport {
     /// Tasks run by their submitter under `CallerRuns`.
     pub caller_ran: u64,
     /// The first panic that had no handle to go to: a fire-and-forget task's
-    /// ([`execute`](WorkerPool::execute)), the `on_drop` callback's, or that of a
-    /// displaced task's captures when dropped. Panics of tasks with handles went to
-    /// the handles.
+    /// ([`execute`](WorkerPool::execute)), the `on_drop` callback's, that of a
+    /// displaced or never-run task's captures when dropped, or that of a result
+    /// whose handle was dropped unjoined. Panics of tasks with handles went to the
+    /// handles.
     pub first_panic: Option<Panic>,
 }
 

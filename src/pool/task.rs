@@ -27,6 +27,7 @@ use std::fmt;
 
 use crate::cancel::CancelToken;
 use crate::panic::Panic;
+use crate::pool::core::drop_quietly;
 use crate::pool::handle::{AsPacket, Packet, TaskError, TaskHandle};
 use crate::pool::job::{Job, Runnable, Thin};
 use crate::sync::cell::UnsafeCell;
@@ -219,8 +220,16 @@ where
         };
         // This may be the last reference (the handle is gone), dropping a result
         // nobody will join, whose destructor may panic: that must not cost the worker.
-        let _ = Panic::catch_any(move || drop(self));
-        outcome
+        // The panic has no handle to go to: it goes to the report, uncounted (the
+        // task itself completed).
+        match (Panic::catch_any(move || drop(self)), outcome) {
+            (Err(panic), Outcome::Done | Outcome::Panicked(None)) => Outcome::Panicked(Some(panic)),
+            (Err(panic), outcome) => {
+                drop_quietly(panic);
+                outcome
+            }
+            (Ok(()), outcome) => outcome,
+        }
     }
 
     /// Drops the closure and resolves the handle to `Cancelled`, even if a capture
@@ -405,6 +414,10 @@ mod tests {
         let handle = task.handle();
         drop(handle); // nobody will join: the job holds the last reference
         let outcome = Job::new(task).run(&CancelToken::new(), Tally::NONE);
-        assert!(matches!(outcome, Outcome::Done));
+        // The destructor's panic goes to the report, as no handle takes it.
+        match outcome {
+            Outcome::Panicked(Some(panic)) => assert_eq!(panic.message(), Some("result dropped")),
+            _ => panic!("the destructor's panic was lost"),
+        }
     }
 }
