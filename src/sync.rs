@@ -67,7 +67,7 @@ pub(crate) mod time {
 
     /// A century: what "wait forever" is worth in corral's arithmetic, and the base
     /// a loom model jumps by when its deadlines pass.
-    #[cfg_attr(not(loom), allow(dead_code))]
+    #[allow(dead_code)]
     pub(crate) const HORIZON: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
     /// `start + timeout`, saturating: where the sum does not fit in an `Instant`, the
@@ -116,11 +116,17 @@ pub(crate) mod time {
     }
 
     /// The model's current instant: the base until [`pass_every_deadline`] is called,
-    /// then a century later.
+    /// then the latest instant there is, so that every deadline has passed, even one
+    /// computed after the jump (a fixed jump would leave those in the future for
+    /// ever, and a waiter on one would spin until loom gives up). Read with a
+    /// read-modify-write, which always sees the latest value: loom lets a plain load
+    /// read a stale `false` for ever (it models `SeqCst` as acquire/release), so a
+    /// waiter polling the clock in a loop might never see its deadline pass.
     #[cfg(loom)]
     pub(crate) fn now() -> Instant {
-        if PASSED.load(loom::sync::atomic::Ordering::SeqCst) {
-            deadline_after(base(), HORIZON)
+        static LATEST: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        if PASSED.fetch_or(false, loom::sync::atomic::Ordering::SeqCst) {
+            *LATEST.get_or_init(|| deadline_after(base(), Duration::MAX))
         } else {
             base()
         }
@@ -130,7 +136,7 @@ pub(crate) mod time {
     /// loom decides where the timeout falls among the waiters' checks).
     #[cfg(loom)]
     pub fn pass_every_deadline() {
-        PASSED.store(true, loom::sync::atomic::Ordering::SeqCst);
+        PASSED.swap(true, loom::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -273,3 +273,160 @@ fn stress_limit_and_counts() {
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     assert_eq!(failed, (0..300).filter(|i| i % 7 == 0).count());
 }
+
+// ---- The group waited on or dropped inside one of its own tasks.
+
+#[test]
+fn a_group_waited_on_inside_its_own_task_joins_the_others_and_leaves_itself_out() {
+    let _check = LeakCheck::new();
+    let finished = AtomicUsize::new(0);
+    let seen = corral::scope(|s| {
+        let group = TaskGroup::<usize, ()>::new(s);
+        let (give, take) = mpsc::channel::<TaskGroup<'_, '_, usize, ()>>();
+        let (back, out) = mpsc::channel();
+        group.spawn(move |_| {
+            let group = take.recv().unwrap();
+            // Without the fix std panics: "Resource deadlock avoided".
+            back.send(group.wait_all()).unwrap();
+            Ok(0)
+        });
+        for i in 1..=4 {
+            let finished = &finished;
+            group.spawn(move |_| {
+                finished.fetch_add(1, Ordering::SeqCst);
+                Ok(i)
+            });
+        }
+        give.send(group).unwrap();
+        out.recv_timeout(LONG).unwrap()
+    });
+    assert_eq!(finished.load(Ordering::SeqCst), 4);
+    let ids: Vec<u64> = seen.iter().map(|(id, _)| id.index()).collect();
+    assert_eq!(ids, vec![1, 2, 3, 4]);
+    assert!(seen.iter().all(|(_, outcome)| outcome.is_ok()));
+}
+
+#[test]
+fn a_group_dropped_inside_its_own_task_cancels_and_joins_the_others() {
+    let _check = LeakCheck::new();
+    let stopped = AtomicUsize::new(0);
+    let finished = AtomicBool::new(false);
+    corral::scope(|s| {
+        let group = TaskGroup::<(), ()>::new(s);
+        let (give, take) = mpsc::channel::<TaskGroup<'_, '_, (), ()>>();
+        let dropper = {
+            let (stopped, finished) = (&stopped, &finished);
+            group.spawn(move |_| {
+                drop(take.recv().unwrap());
+                // Every other task was joined by the drop, before this line.
+                assert_eq!(stopped.load(Ordering::SeqCst), 3);
+                finished.store(true, Ordering::SeqCst);
+                Ok(())
+            })
+        };
+        assert_eq!(dropper.index(), 0);
+        for _ in 0..3 {
+            let stopped = &stopped;
+            group.spawn(move |token| {
+                token.wait_timeout(LONG);
+                stopped.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            });
+        }
+        give.send(group).unwrap();
+    });
+    assert_eq!(stopped.load(Ordering::SeqCst), 3);
+    // Without the fix the drop panics inside the task (std: "Resource deadlock
+    // avoided"), which the task's own catch swallowed: the task never got here.
+    assert!(
+        finished.load(Ordering::SeqCst),
+        "the dropping task ran to its end"
+    );
+}
+
+// ---- What the group discards is dropped inside the panic boundary.
+
+/// A value or error whose destructor panics when `loud`, counting every drop.
+struct Loud<'a> {
+    loud: bool,
+    drops: &'a AtomicUsize,
+}
+
+impl Drop for Loud<'_> {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+        if self.loud {
+            panic!("a discarded value panicked on drop");
+        }
+    }
+}
+
+#[test]
+fn a_discarded_value_that_panics_on_drop_is_reraised_after_everything_else_is_dropped() {
+    let _check = LeakCheck::new();
+    let drops = AtomicUsize::new(0);
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        corral::scope(|s| {
+            let group = TaskGroup::<Loud<'_>, Loud<'_>>::new(s);
+            let drops = &drops;
+            for i in 0..4 {
+                group.spawn(move |_| {
+                    Ok(Loud {
+                        loud: i == 1,
+                        drops,
+                    })
+                });
+            }
+            group.spawn(move |_| Err(Loud { loud: false, drops }));
+            // The values are discarded (an error is returned): all four are dropped,
+            // then the loud one's panic comes back, the error dropped with it.
+            let _ = group.wait();
+        })
+    }));
+    assert_eq!(
+        caught.unwrap_err().downcast_ref::<&str>(),
+        Some(&"a discarded value panicked on drop")
+    );
+    assert_eq!(drops.load(Ordering::SeqCst), 5);
+}
+
+#[test]
+fn a_dropped_group_whose_outcomes_panic_on_drop_drops_them_all() {
+    let _check = LeakCheck::new();
+    let drops = AtomicUsize::new(0);
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        corral::scope(|s| {
+            let group = TaskGroup::<Loud<'_>, Loud<'_>>::new(s);
+            let drops = &drops;
+            for _ in 0..3 {
+                group.spawn(move |_| Ok(Loud { loud: true, drops }));
+            }
+            group.spawn(move |_| Err(Loud { loud: true, drops }));
+            drop(group);
+        })
+    }));
+    assert!(caught.is_err());
+    assert_eq!(drops.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn a_task_spawning_into_its_own_group_at_the_limit_runs_the_task_instead_of_deadlocking() {
+    let _check = LeakCheck::new();
+    let values = corral::scope(|s| {
+        let group = std::sync::Arc::new(TaskGroup::<u64, ()>::new(s).limit(1).unwrap());
+        let inner = std::sync::Arc::clone(&group);
+        let (done_tx, done) = mpsc::channel::<()>();
+        group.spawn(move |_| {
+            // This task holds the only slot: waiting for one would never end.
+            let id = inner.spawn(|_| Ok(20));
+            drop(inner);
+            done_tx.send(()).unwrap();
+            Ok(id.index() * 10)
+        });
+        done.recv_timeout(LONG).expect("no deadlock");
+        // The task dropped its reference before it signalled.
+        let group = std::sync::Arc::try_unwrap(group).unwrap_or_else(|_| panic!("shared"));
+        group.wait().unwrap()
+    });
+    assert_eq!(values, vec![10, 20]);
+}

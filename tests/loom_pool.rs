@@ -9,10 +9,16 @@
 //! claim: the worker and the caller race to take a chunk's input; it runs exactly
 //! once, and a job dropped unrun takes the input with it. The group's limit is the
 //! crate's `Semaphore`, modelled in tests/loom_semaphore.rs.
+//! Also the wait of `shutdown_timeout` for the workers to exit (src/pool/exits.rs).
 //! The queue itself is crossbeam-channel, which does not run under loom; the stress
 //! tests in tests/pool.rs cover it.
 //!
-//! Run: `LOOM_MAX_PREEMPTIONS=3 RUSTFLAGS="--cfg loom" cargo test --release
+//! No model reads the wall clock: under loom, `crate::sync::time::now()` stands still
+//! until a model thread calls `pass_every_deadline()`, so loom itself explores the
+//! deadline passing before, between and after every check a waiter makes, and every
+//! execution replays exactly.
+//!
+//! Run: `LOOM_MAX_PREEMPTIONS=5 RUSTFLAGS="--cfg loom" cargo test --release
 //! --target-dir target/loom --test loom_pool`
 #![cfg(loom)]
 #![allow(dead_code, unreachable_pub, missing_docs)]
@@ -23,6 +29,8 @@
 mod cancel;
 #[path = "../src/pool/claim.rs"]
 mod claim;
+#[path = "../src/pool/exits.rs"]
+mod exits;
 #[path = "../src/pool/handle.rs"]
 mod handle;
 #[path = "../src/panic.rs"]
@@ -73,17 +81,51 @@ fn a_join_that_gives_up_at_once_races_the_setter_and_loses_nothing() {
     });
 }
 
+/// A bounded join whose deadline passes at a point loom chooses (a model thread makes
+/// every deadline pass, before, between or after the joiner's checks; no model reads
+/// the wall clock): it gives up only once the deadline has passed, and the result is
+/// never lost.
 #[test]
 fn a_bounded_join_that_gives_up_keeps_the_result() {
+    use loom::sync::atomic::{AtomicBool, Ordering};
+    use loom::sync::Arc;
     loom::model(|| {
         let (slot, handle) = packet::<u32>();
+        let passed = Arc::new(AtomicBool::new(false));
         let worker = loom::thread::spawn(move || slot.set(Ok(3)));
-        let value = match handle.join_timeout(Duration::from_millis(1)) {
+        let clock = {
+            let passed = Arc::clone(&passed);
+            loom::thread::spawn(move || {
+                passed.store(true, Ordering::SeqCst);
+                sync::time::pass_every_deadline();
+            })
+        };
+        let value = match handle.join_timeout(Duration::from_secs(1)) {
             Ok(result) => result.unwrap(),
-            Err(handle) => handle.join().unwrap(),
+            Err(handle) => {
+                assert!(passed.load(Ordering::SeqCst), "gave up before the deadline");
+                handle.join().unwrap()
+            }
         };
         assert_eq!(value, 3);
         worker.join().unwrap();
+        clock.join().unwrap();
+    });
+}
+
+/// With no result coming, a bounded join ends exactly when the model makes its
+/// deadline pass, and hands the handle back.
+#[test]
+fn a_bounded_join_with_no_result_gives_up_when_its_deadline_passes() {
+    loom::model(|| {
+        let (slot, handle) = packet::<u32>();
+        let clock = loom::thread::spawn(sync::time::pass_every_deadline);
+        let handle = handle
+            .join_timeout(Duration::from_secs(1))
+            .expect_err("no result was ever set");
+        clock.join().unwrap();
+        slot.set(Ok(4));
+        assert_eq!(handle.join().unwrap(), 4);
     });
 }
 
@@ -245,5 +287,59 @@ fn a_chunk_whose_job_is_dropped_unrun_never_runs_on_the_caller_after() {
         }
         evictor.join().unwrap();
         assert_eq!(input.take(), None, "the input is gone either way");
+    });
+}
+
+/// `shutdown_timeout`'s wait for the workers to exit (src/pool/exits.rs), with the
+/// deadline passing wherever loom puts it: `true` only once every worker has exited,
+/// `false` only once the deadline has passed, and never a wait that outlives both.
+#[test]
+fn a_shutdown_waiting_for_exits_ends_when_they_exit_or_its_deadline_passes() {
+    use loom::sync::atomic::{AtomicBool, Ordering};
+    use loom::sync::Arc;
+    loom::model(|| {
+        let alive = Arc::new((sync::Mutex::new(2usize), sync::Condvar::new()));
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let alive = Arc::clone(&alive);
+                loom::thread::spawn(move || exits::exit(&alive.0, &alive.1))
+            })
+            .collect();
+        let passed = Arc::new(AtomicBool::new(false));
+        let clock = {
+            let passed = Arc::clone(&passed);
+            loom::thread::spawn(move || {
+                passed.store(true, Ordering::SeqCst);
+                sync::time::pass_every_deadline();
+            })
+        };
+        let deadline = sync::time::deadline_after(sync::time::now(), Duration::from_secs(1));
+        if exits::wait_exit(&alive.0, &alive.1, deadline, 0) {
+            assert_eq!(*alive.0.lock(), 0);
+        } else {
+            assert!(passed.load(Ordering::SeqCst), "gave up before the deadline");
+        }
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        clock.join().unwrap();
+    });
+}
+
+/// Waiting on one of the pool's own workers (a shutdown from inside a task): the
+/// waiter's own count stays, and the wait ends once the others have exited.
+#[test]
+fn a_shutdown_on_a_worker_waits_only_for_the_others() {
+    use loom::sync::Arc;
+    loom::model(|| {
+        let alive = Arc::new((sync::Mutex::new(2usize), sync::Condvar::new()));
+        let other = {
+            let alive = Arc::clone(&alive);
+            loom::thread::spawn(move || exits::exit(&alive.0, &alive.1))
+        };
+        let never = sync::time::deadline_after(sync::time::now(), Duration::MAX);
+        assert!(exits::wait_exit(&alive.0, &alive.1, never, 1));
+        assert_eq!(*alive.0.lock(), 1);
+        other.join().unwrap();
     });
 }

@@ -14,9 +14,9 @@ use corral::{
 const LONG: Duration = Duration::from_secs(30);
 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LONG;
+    let start = Instant::now();
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(start.elapsed() < LONG, "timed out waiting for {what}");
         thread::yield_now();
     }
 }
@@ -786,11 +786,7 @@ fn submitted_never_goes_back_never_runs_ahead_and_adds_up() {
     done.store(true, Ordering::SeqCst);
     monitor.join().unwrap();
     // Once every task has run, nothing is in transit: the count is exact.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pool.stats().completed < 40_000 {
-        assert!(Instant::now() < deadline, "tasks still running after 30 s");
-        thread::yield_now();
-    }
+    wait_for("every task to run", || pool.stats().completed == 40_000);
     assert_eq!(pool.stats().submitted, 40_000);
     let pool = Arc::try_unwrap(pool).unwrap_or_else(|_| panic!("pool still shared"));
     assert_eq!(pool.shutdown().completed, 40_000);
@@ -1308,4 +1304,483 @@ fn cancelling_the_pool_token_closes_the_pool() {
     assert!(pool.submit(|| 1).unwrap_err().is_closed());
     assert!(pool.try_execute(|| ()).unwrap_err().is_closed());
     assert_eq!(pool.shutdown().rejected, 2);
+}
+
+// ---- The pool stopped from inside one of its own tasks (a thread cannot join itself).
+
+/// A leak check that gives a worker left to finish its own task time to exit.
+fn patient_check() -> LeakCheck {
+    LeakCheck::builder().grace(LONG).build()
+}
+
+#[test]
+fn dropping_the_last_arc_of_a_pool_inside_its_own_task_joins_the_others_and_runs_the_queue() {
+    let _check = patient_check();
+    for workers in [1, 3] {
+        let pool = Arc::new(
+            WorkerPool::builder()
+                .workers(workers)
+                .queue_capacity(64)
+                .build()
+                .unwrap(),
+        );
+        let ran = Arc::new(AtomicUsize::new(0));
+        let (open, gate) = mpsc::channel::<()>();
+        let last = Arc::clone(&pool);
+        let dropper = pool
+            .submit(move || {
+                gate.recv().unwrap();
+                drop(last); // the last reference: the pool shuts down on this worker
+                "finished"
+            })
+            .unwrap();
+        let counted: Vec<_> = (0..20)
+            .map(|_| {
+                let ran = Arc::clone(&ran);
+                pool.submit(move || ran.fetch_add(1, Ordering::SeqCst))
+                    .unwrap()
+            })
+            .collect();
+        drop(pool);
+        open.send(()).unwrap();
+        // Without the fix std panics ("Resource deadlock avoided") inside the task.
+        assert_eq!(dropper.join().unwrap(), "finished");
+        for handle in counted {
+            handle.join().unwrap();
+        }
+        assert_eq!(ran.load(Ordering::SeqCst), 20);
+    }
+}
+
+/// Hands `pool` to a task already queued on it, which shuts it down with `stop`, and
+/// returns what `stop` returned (sent back from inside the task).
+fn stop_inside<R: Send + 'static>(
+    workers: usize,
+    queued: usize,
+    stop: impl FnOnce(WorkerPool) -> R + Send + 'static,
+) -> (R, Arc<AtomicUsize>) {
+    let pool = WorkerPool::builder()
+        .workers(workers)
+        .queue_capacity(64)
+        .build()
+        .unwrap();
+    let (give, take) = mpsc::channel::<WorkerPool>();
+    let (back, out) = mpsc::channel::<R>();
+    let stopper = pool
+        .submit(move || {
+            let pool = take.recv().unwrap();
+            back.send(stop(pool)).unwrap();
+        })
+        .unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    for _ in 0..queued {
+        let ran = Arc::clone(&ran);
+        pool.execute(move || {
+            ran.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    }
+    give.send(pool).unwrap();
+    let result = out.recv_timeout(LONG).expect("the stopping task finished");
+    stopper.join().unwrap();
+    (result, ran)
+}
+
+#[test]
+fn shutdown_called_inside_a_task_of_its_own_pool_runs_the_queue_and_reports() {
+    let _check = patient_check();
+    for workers in [1, 2] {
+        let (report, ran) = stop_inside(workers, 10, WorkerPool::shutdown);
+        assert_eq!(ran.load(Ordering::SeqCst), 10);
+        // The task that shut the pool down was still running: not counted.
+        assert_eq!((report.completed, report.never_ran), (10, 0));
+    }
+}
+
+#[test]
+fn shutdown_now_called_inside_a_task_of_its_own_pool_reports_what_never_ran() {
+    let _check = patient_check();
+    let (report, ran) = stop_inside(1, 10, WorkerPool::shutdown_now);
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    assert_eq!((report.completed, report.never_ran), (0, 10));
+}
+
+#[test]
+fn shutdown_timeout_called_inside_a_task_of_its_own_pool_does_not_wait_for_itself() {
+    let _check = patient_check();
+    for workers in [1, 3] {
+        let (report, ran) = stop_inside(workers, 5, |pool| {
+            pool.shutdown_timeout(LONG)
+                .map_err(|_| "handed back")
+                .unwrap()
+        });
+        assert_eq!(ran.load(Ordering::SeqCst), 5);
+        assert_eq!(report.completed, 5);
+    }
+}
+
+#[test]
+fn a_scoped_pool_dropped_inside_its_own_task_joins_the_others() {
+    let _check = patient_check();
+    let ran = AtomicUsize::new(0);
+    corral::scope(|s| {
+        let pool = WorkerPool::builder().workers(2).build_scoped(s).unwrap();
+        let (give, take) = mpsc::channel::<ScopedPool<'_>>();
+        let dropper = pool.submit(move || drop(take.recv().unwrap())).unwrap();
+        for _ in 0..10 {
+            pool.execute(|| {
+                ran.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        }
+        give.send(pool).unwrap();
+        dropper.join().unwrap();
+    });
+    assert_eq!(ran.load(Ordering::SeqCst), 10);
+}
+
+// ---- Re-entrancy.
+
+#[test]
+fn a_blocking_submit_from_a_worker_to_its_own_full_pool_runs_the_task_instead_of_deadlocking() {
+    let _check = LeakCheck::new();
+    let pool = Arc::new(
+        WorkerPool::builder()
+            .workers(1)
+            .queue_capacity(1)
+            .build()
+            .unwrap(),
+    );
+    let inner = Arc::clone(&pool);
+    let outer = pool
+        .submit(move || {
+            // The only worker is here: the first fills the queue, the rest find it full.
+            let handles: Vec<_> = (0..3)
+                .map(|i| inner.submit(move || i * 10).unwrap())
+                .collect();
+            drop(inner);
+            handles
+        })
+        .unwrap();
+    let handles = outer.join_timeout(LONG).expect("no deadlock").unwrap();
+    let values: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(values, vec![0, 10, 20]);
+    let pool = Arc::try_unwrap(pool).unwrap();
+    assert_eq!(pool.stats().caller_ran, 2);
+    assert_eq!(pool.shutdown().completed, 4);
+}
+
+#[test]
+fn caller_runs_recursion_is_refused_beyond_its_depth_instead_of_overflowing_the_stack() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(
+        WorkerPool::builder()
+            .queue_capacity(1)
+            .overflow(Overflow::CallerRuns),
+    );
+    pool.execute(|| ()).unwrap(); // fills the queue: every submit now runs on the caller
+    fn nest(pool: &WorkerPool, level: u32, deepest: &AtomicU64, refused: &AtomicBool) {
+        deepest.fetch_max(u64::from(level), Ordering::SeqCst);
+        // Borrowing closures need a scoped pool; carry raw addresses instead.
+        let (p, d, r) = (
+            pool as *const WorkerPool as usize,
+            deepest as *const AtomicU64 as usize,
+            refused as *const AtomicBool as usize,
+        );
+        let submitted = pool.execute(move || {
+            // SAFETY (test): the caller runs this inline, while the references live.
+            let (pool, deepest, refused) = unsafe {
+                (
+                    &*(p as *const WorkerPool),
+                    &*(d as *const AtomicU64),
+                    &*(r as *const AtomicBool),
+                )
+            };
+            nest(pool, level + 1, deepest, refused);
+        });
+        if let Err(e) = submitted {
+            assert!(e.is_full());
+            refused.store(true, Ordering::SeqCst);
+        }
+    }
+    let deepest = AtomicU64::new(0);
+    let refused = AtomicBool::new(false);
+    nest(&pool, 0, &deepest, &refused);
+    assert!(
+        refused.load(Ordering::SeqCst),
+        "a depth limit refused the deepest submit"
+    );
+    assert_eq!(deepest.load(Ordering::SeqCst), 64);
+    open.send(()).unwrap();
+    pool.shutdown();
+}
+
+// ---- User values that panic where the pool drops them.
+
+/// A panic payload whose destructor panics too.
+struct PayloadBomb;
+
+impl Drop for PayloadBomb {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            panic!("a panic payload that panics when dropped");
+        }
+    }
+}
+
+#[test]
+fn a_panic_payload_that_panics_on_drop_does_not_cost_a_worker() {
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder().workers(1).build().unwrap();
+    for _ in 0..3 {
+        pool.execute(|| std::panic::panic_any(PayloadBomb)).unwrap();
+    }
+    // The worker dropped the second and third payloads (the first is kept).
+    let after = pool.submit(|| 5).unwrap();
+    assert_eq!(
+        after
+            .join_timeout(LONG)
+            .expect("the worker is alive")
+            .unwrap(),
+        5
+    );
+    let report = pool.shutdown();
+    assert_eq!(report.panicked, 3);
+    // The kept payload is the user's to drop.
+    std::mem::forget(
+        report
+            .first_panic
+            .expect("the first panic is kept")
+            .into_payload(),
+    );
+}
+
+// ---- Races of close / cancel against submit and map.
+
+#[test]
+fn cancelling_the_pool_token_while_submitters_race_loses_no_task() {
+    let _check = LeakCheck::new();
+    for round in 0..10 {
+        let pool = Arc::new(two_workers(4));
+        let refused = Arc::new(AtomicU64::new(0));
+        let submitters: Vec<_> = (0..3)
+            .map(|_| {
+                let (pool, refused) = (Arc::clone(&pool), Arc::clone(&refused));
+                thread::spawn(move || {
+                    let mut handles = Vec::new();
+                    for i in 0..200u64 {
+                        match pool.submit(move || i) {
+                            Ok(handle) => handles.push(handle),
+                            Err(e) => {
+                                assert!(e.is_closed());
+                                refused.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    handles
+                })
+            })
+            .collect();
+        wait_for("some tasks to run", || pool.stats().completed > 10 * round);
+        if round % 2 == 0 {
+            pool.token().cancel();
+        } else {
+            pool.close();
+        }
+        let handles: Vec<_> = submitters
+            .into_iter()
+            .flat_map(|s| s.join().unwrap())
+            .collect();
+        let accepted = handles.len() as u64;
+        let (mut ok, mut cancelled) = (0, 0);
+        for handle in handles {
+            match handle.join() {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    assert!(e.is_cancelled());
+                    cancelled += 1;
+                }
+            }
+        }
+        let report = Arc::try_unwrap(pool).unwrap().shutdown();
+        assert_eq!(accepted + refused.load(Ordering::SeqCst), 600);
+        assert_eq!((report.completed, report.never_ran), (ok, cancelled));
+        assert_eq!(report.rejected, refused.load(Ordering::SeqCst));
+    }
+}
+
+#[test]
+fn cancelling_the_pool_token_during_a_map_yields_one_result_per_item() {
+    let _check = LeakCheck::new();
+    let pool = two_workers(8);
+    let token = pool.token().clone();
+    let mut results = 0usize;
+    let mut cancelled = 0usize;
+    for (i, result) in pool
+        .map(0..20_000u64, |n| {
+            thread::yield_now();
+            n
+        })
+        .enumerate()
+    {
+        if i == 500 {
+            token.cancel();
+        }
+        results += 1;
+        match result {
+            Ok(n) => assert!(n < 20_000),
+            Err(e) => {
+                assert!(e.is_cancelled());
+                cancelled += 1;
+            }
+        }
+    }
+    assert_eq!(results, 20_000);
+    assert!(cancelled > 0);
+    pool.shutdown();
+}
+
+#[test]
+fn an_on_drop_callback_that_resubmits_to_its_full_pool_does_not_overflow_the_stack() {
+    let _check = LeakCheck::new();
+    let pool_slot: Arc<std::sync::OnceLock<std::sync::Weak<WorkerPool>>> = Arc::default();
+    let calls = Arc::new(AtomicU64::new(0));
+    let (slot, counter) = (Arc::clone(&pool_slot), Arc::clone(&calls));
+    let pool = Arc::new(
+        WorkerPool::builder()
+            .workers(1)
+            .queue_capacity(1)
+            .overflow(Overflow::DropNewest)
+            .on_drop(move |task| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(task);
+                // Retry: the queue is still full, so this sheds again, re-entering here.
+                if let Some(pool) = slot.get().and_then(std::sync::Weak::upgrade) {
+                    pool.execute(|| ()).unwrap();
+                }
+            })
+            .build()
+            .unwrap(),
+    );
+    let (open, blocker) = gate();
+    pool.execute(blocker).unwrap();
+    wait_for("the worker to take the blocker", || pool.stats().busy == 1);
+    pool.execute(|| ()).unwrap(); // fills the queue
+    pool_slot.set(Arc::downgrade(&pool)).unwrap();
+    pool.execute(|| ()).unwrap(); // shed: the callback re-submits, nested, until the cap
+    let calls = calls.load(Ordering::SeqCst);
+    assert_eq!(calls, 64, "nested callbacks stop at the depth limit");
+    open.send(()).unwrap();
+    let pool = Arc::try_unwrap(pool).unwrap_or_else(|_| panic!("pool still shared"));
+    let report = pool.shutdown();
+    assert_eq!(report.dropped, calls + 1);
+}
+
+#[test]
+fn an_on_drop_callback_that_cancels_the_pool_loses_no_task() {
+    let _check = LeakCheck::new();
+    let token_slot: Arc<std::sync::OnceLock<CancelToken>> = Arc::default();
+    let slot = Arc::clone(&token_slot);
+    let (pool, open) = blocked_pool(
+        WorkerPool::builder()
+            .queue_capacity(2)
+            .overflow(Overflow::DropOldest)
+            .on_drop(move |task| {
+                drop(task);
+                slot.get().unwrap().cancel();
+            }),
+    );
+    token_slot.set(pool.token().clone()).unwrap();
+    let handles: Vec<_> = (0..2).map(|i| pool.submit(move || i).unwrap()).collect();
+    // Evicts the oldest: the callback cancels the pool, which now refuses everything.
+    let third = pool.submit(|| 2);
+    assert!(pool.submit(|| 3).unwrap_err().is_closed());
+    open.send(()).unwrap();
+    let report = pool.shutdown();
+    let mut resolved = 0;
+    for handle in handles.into_iter().chain(third.ok()) {
+        let _ = handle.join(); // resolves: a value or `Cancelled`, never a hang
+        resolved += 1;
+    }
+    assert!(resolved >= 2);
+    assert_eq!(
+        report.completed + report.never_ran + report.dropped,
+        1 + resolved,
+        "{report:?}"
+    );
+}
+
+/// A value whose destructor panics.
+struct LoudDrop(u32);
+
+impl Drop for LoudDrop {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            panic!("a value that panics when dropped");
+        }
+    }
+}
+
+#[test]
+fn a_result_that_panics_on_drop_behind_a_dropped_handle_does_not_cost_a_worker() {
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder().workers(1).build().unwrap();
+    let (open, gate) = mpsc::channel::<()>();
+    let handle = pool
+        .submit(move || {
+            gate.recv().ok();
+            LoudDrop(1)
+        })
+        .unwrap();
+    drop(handle); // before the task ends: the worker drops the result
+    open.send(()).unwrap();
+    let after = pool.submit(|| 2).unwrap();
+    assert_eq!(
+        after
+            .join_timeout(LONG)
+            .expect("the worker is alive")
+            .unwrap(),
+        2
+    );
+    let report = pool.shutdown();
+    assert_eq!(report.completed, 2);
+    // Nobody could receive the destructor's panic: the report keeps it.
+    let kept = report.first_panic.expect("the destructor's panic is kept");
+    assert_eq!(kept.message(), Some("a value that panics when dropped"));
+}
+
+#[test]
+fn map_items_that_panic_on_drop_yield_one_result_each() {
+    let _check = LeakCheck::new();
+    let pool = two_workers(4);
+    let items: Vec<LoudDrop> = (0..500).map(LoudDrop).collect();
+    let results: Vec<_> = pool.map(items, |item| item.0).collect();
+    assert_eq!(results.len(), 500);
+    // Each item is dropped inside the closure's call: its panic is that item's result.
+    assert!(results
+        .iter()
+        .all(|r| r.as_ref().unwrap_err().is_panicked()));
+    pool.shutdown();
+}
+
+#[test]
+fn a_never_run_task_whose_capture_panics_on_drop_is_reported_not_lost() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(4));
+    let loud = LoudDrop(3);
+    let handle = pool
+        .submit(move || {
+            let _keep = &loud;
+        })
+        .unwrap();
+    let stopper = thread::spawn(move || pool.shutdown_now());
+    wait_for("the queued task to be dropped unrun", || {
+        handle.is_finished()
+    });
+    open.send(()).unwrap();
+    let report = stopper.join().unwrap();
+    assert!(handle.join().unwrap_err().is_cancelled());
+    assert_eq!(report.never_ran, 1);
+    let kept = report.first_panic.expect("the capture's panic is kept");
+    assert_eq!(kept.message(), Some("a value that panics when dropped"));
 }

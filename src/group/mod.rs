@@ -11,13 +11,14 @@
 //! token. The limit is the crate's [`Semaphore`]: an owned permit is taken before the
 //! thread starts and dropped when the task's closure returns.
 
+use std::cell::Cell;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::cancel::CancelToken;
 use crate::config::ConfigError;
 use crate::panic::Panic;
-use crate::pool::SubmitError;
+use crate::pool::{drop_quietly, SubmitError};
 use crate::scope::{Scope, ScopedHandle};
 use crate::semaphore::{AcquireError, OwnedPermit, Semaphore};
 use crate::spawn::ThreadSpec;
@@ -123,9 +124,20 @@ type Outcome<T, E> = Result<T, GroupError<E>>;
 enum Entry<'scope, T, E> {
     Running(ScopedHandle<'scope, Outcome<T, E>>),
     NotStarted(Panic),
+    /// Run on the spawning thread (one of the group's own tasks, at the limit).
+    Finished(Outcome<T, E>),
 }
 
 impl<T, E> Entry<'_, T, E> {
+    /// Whether this is the calling thread's own task (the group waited on or dropped
+    /// inside one of its tasks), which cannot be joined from here.
+    fn is_current(&self) -> bool {
+        match self {
+            Entry::Running(handle) => handle.thread().id() == std::thread::current().id(),
+            Entry::NotStarted(_) | Entry::Finished(_) => false,
+        }
+    }
+
     fn join(self) -> Outcome<T, E> {
         match self {
             Entry::Running(handle) => match handle.join() {
@@ -133,6 +145,7 @@ impl<T, E> Entry<'_, T, E> {
                 Err(panic) => Err(GroupError::Panicked(panic)),
             },
             Entry::NotStarted(panic) => Err(GroupError::Panicked(panic)),
+            Entry::Finished(outcome) => outcome,
         }
     }
 }
@@ -155,6 +168,15 @@ type Joined<T, E> = (Vec<(TaskId, Outcome<T, E>)>, Failures);
 ///   joined, `wait_all` returns it as [`GroupError::Panicked`]. Never lost.
 /// * Dropping the group without waiting cancels its token, joins every task and
 ///   re-raises a panic if there was one (errors are then dropped).
+/// * Whatever the group discards (the values and errors `wait` does not return, every
+///   outcome when the group is dropped) is dropped inside the panic boundary: a
+///   destructor that panics does not cut the others short; its panic is re-raised like
+///   a task's, after everything else is dropped, when no task panic is.
+/// * Waited on or dropped inside one of its own tasks (the group moved into it), the
+///   group joins every other task; that task is still running, so its own outcome is
+///   left out (`wait` and `wait_all` return the others'), and the scope joins its
+///   thread when it ends (re-raising its panic, if it has one). A thread cannot join
+///   itself: this is the one case where the group does not join all of its tasks.
 ///
 /// # Example
 ///
@@ -232,6 +254,20 @@ where
     {
         let permit = match (&self.limit, until) {
             (None, _) => None,
+            // From inside one of the group's own tasks, an unbounded wait for a slot
+            // may never end (this task holds one, and every other holder may be
+            // waiting the same way): with no slot free, the task runs right here, in
+            // the slot of the task that spawns it.
+            (Some(limit), Some(until))
+                if until.token().is_none()
+                    && until.caller_deadline().is_none()
+                    && self.is_own_task() =>
+            {
+                match limit.try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => return Ok(self.run_here(f)),
+                }
+            }
             (Some(limit), None) => match limit.try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => return Err(SubmitError::Full(f)),
@@ -249,6 +285,33 @@ where
         Ok(self.start(f, permit))
     }
 
+    /// Whether the calling thread is one of this group's tasks.
+    fn is_own_task(&self) -> bool {
+        CURRENT_GROUP.with(Cell::get) == Arc::as_ptr(&self.failures) as usize
+    }
+
+    /// Runs a task on the calling thread (one of the group's own, at the limit) and
+    /// records its outcome like any other task's.
+    fn run_here<F>(&self, f: F) -> TaskId
+    where
+        F: FnOnce(&CancelToken) -> Result<T, E> + Send + 'scope,
+    {
+        let id = TaskId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let outcome = match Panic::catch_any(|| f(&self.token)) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                fail(&self.failures, &self.token, id, false);
+                Err(GroupError::Failed(e))
+            }
+            Err(panic) => {
+                fail(&self.failures, &self.token, id, true);
+                Err(GroupError::Panicked(panic))
+            }
+        };
+        self.tasks.lock().push((id, Entry::Finished(outcome)));
+        id
+    }
+
     /// Starts a task; `permit` (its limit slot, if any) is released when the task's
     /// closure is done, or at once if its thread never starts.
     fn start<F>(&self, f: F, permit: Option<OwnedPermit>) -> TaskId
@@ -260,7 +323,9 @@ where
         let token = self.token.clone();
         let failures = Arc::clone(&self.failures);
         let spec = ThreadSpec::new("TaskGroup", format!("group-{}", id.0));
+        let group = Arc::as_ptr(&failures) as usize;
         let started = self.scope.try_spawn_as(spec, move || {
+            CURRENT_GROUP.with(|g| g.set(group));
             let outcome = Panic::catch_any(|| f(&token));
             drop(slot);
             match outcome {
@@ -295,6 +360,11 @@ where
     ///
     /// If the OS refuses to start the thread, that is recorded as the task's panic
     /// (and cancels the group), surfacing from `wait` like any task panic.
+    ///
+    /// Called from inside one of the group's own tasks when no slot is free, it runs
+    /// `f` right there, on the calling task's thread and in its slot, instead of
+    /// waiting (a task waiting for a slot while holding one could wait for ever); its
+    /// outcome is recorded under its own id like any task's.
     pub fn spawn<F>(&self, f: F) -> TaskId
     where
         F: FnOnce(&CancelToken) -> Result<T, E> + Send + 'scope,
@@ -372,11 +442,16 @@ where
         self.spawn_until(f, Some(&Until::cancellable(token)))
     }
 
-    /// Joins every task; outcomes in spawn order, and the first failure by time.
+    /// Joins every task; outcomes in spawn order, and the first failure by time. On
+    /// one of the group's own tasks, that task is left out: it is still running (its
+    /// thread is joined by the scope, which re-raises its panic if it has one).
     fn join_all(&self) -> Joined<T, E> {
-        let tasks = std::mem::take(&mut *self.tasks.lock());
+        let mut tasks = std::mem::take(&mut *self.tasks.lock());
+        // Spawns from several threads (or from inside a task) may record out of order.
+        tasks.sort_by_key(|(id, _)| *id);
         let outcomes = tasks
             .into_iter()
+            .filter(|(_, entry)| !entry.is_current())
             .map(|(id, entry)| (id, entry.join()))
             .collect();
         let failures = std::mem::take(&mut *self.failures.lock());
@@ -393,28 +468,60 @@ where
     /// # Panics
     ///
     /// Re-raises, with its original payload, the first task panic, once every task has
-    /// joined. Use [`wait_all`](TaskGroup::wait_all) to get panics as values.
+    /// joined. Use [`wait_all`](TaskGroup::wait_all) to get panics as values. Without a
+    /// task panic, re-raises the first panic of a destructor of a value or error that
+    /// `wait` discards (the values when it returns an error, the errors after the
+    /// first), once everything else is dropped.
     pub fn wait(self) -> Result<Vec<T>, E> {
         let (outcomes, failures) = self.join_all();
         let mut first_error = None;
         let mut values = Vec::with_capacity(outcomes.len());
         let mut first_panic = None;
+        // The first panic of a destructor of something `wait` discards.
+        let mut drop_panic = None;
         for (id, outcome) in outcomes {
             match outcome {
                 Ok(value) => values.push(value),
                 Err(GroupError::Failed(e)) => {
                     if first_error.is_none() || failures.first_error == Some(id) {
-                        first_error = Some(e);
+                        if let Some(older) = first_error.replace(e) {
+                            discard(older, &mut drop_panic);
+                        }
+                    } else {
+                        discard(e, &mut drop_panic);
                     }
                 }
                 Err(GroupError::Panicked(panic)) => {
                     if first_panic.is_none() || failures.first_panic == Some(id) {
-                        first_panic = Some(panic);
+                        if let Some(older) = first_panic.replace(panic) {
+                            drop_quietly(older);
+                        }
+                    } else {
+                        drop_quietly(panic);
                     }
                 }
             }
         }
+        if first_panic.is_some() || first_error.is_some() {
+            for value in values.drain(..) {
+                discard(value, &mut drop_panic);
+            }
+        }
+        if first_panic.is_some() {
+            if let Some(e) = first_error.take() {
+                discard(e, &mut drop_panic);
+            }
+        }
         if let Some(panic) = first_panic {
+            if let Some(other) = drop_panic {
+                drop_quietly(other);
+            }
+            panic.resume();
+        }
+        if let Some(panic) = drop_panic {
+            if let Some(e) = first_error.take() {
+                drop_quietly(e);
+            }
             panic.resume();
         }
         match first_error {
@@ -456,6 +563,11 @@ where
     }
 }
 
+thread_local! {
+    /// The group whose task this thread runs (the address of its `failures`), or 0.
+    static CURRENT_GROUP: Cell<usize> = const { Cell::new(0) };
+}
+
 fn fail(failures: &Mutex<Failures>, token: &CancelToken, id: TaskId, panicked: bool) {
     {
         let mut failures = failures.lock();
@@ -469,6 +581,18 @@ fn fail(failures: &Mutex<Failures>, token: &CancelToken, id: TaskId, panicked: b
     token.cancel();
 }
 
+/// Drops something `wait` or the group's `Drop` discards (a value or error nobody will
+/// read) inside the panic boundary: the first destructor panic is kept in `first`,
+/// later ones are dropped quietly.
+fn discard<V>(value: V, first: &mut Option<Panic>) {
+    if let Err(panic) = Panic::catch_any(move || drop(value)) {
+        match first {
+            None => *first = Some(panic),
+            Some(_) => drop_quietly(panic),
+        }
+    }
+}
+
 impl<T, E> Drop for TaskGroup<'_, '_, T, E> {
     fn drop(&mut self) {
         let tasks = std::mem::take(&mut *self.tasks.lock());
@@ -477,13 +601,33 @@ impl<T, E> Drop for TaskGroup<'_, '_, T, E> {
         }
         self.token.cancel();
         let mut first_panic = None;
+        let mut drop_panic = None;
         for (_, entry) in tasks {
-            if let Err(GroupError::Panicked(panic)) = entry.join() {
-                first_panic.get_or_insert(panic);
+            if entry.is_current() {
+                // Dropped inside one of its own tasks: the scope joins this thread.
+                continue;
+            }
+            match entry.join() {
+                Err(GroupError::Panicked(panic)) if first_panic.is_none() => {
+                    first_panic = Some(panic);
+                }
+                Err(GroupError::Panicked(panic)) => drop_quietly(panic),
+                outcome => discard(outcome, &mut drop_panic),
             }
         }
-        if let Some(panic) = first_panic {
-            if !std::thread::panicking() {
+        let raise = match (first_panic, drop_panic) {
+            (Some(panic), other) => {
+                if let Some(other) = other {
+                    drop_quietly(other);
+                }
+                Some(panic)
+            }
+            (None, other) => other,
+        };
+        if let Some(panic) = raise {
+            if std::thread::panicking() {
+                drop_quietly(panic);
+            } else {
                 panic.resume();
             }
         }

@@ -13,7 +13,15 @@
 //! `Cancelled` and counts it; they still drain, so a blocked submitter always
 //! progresses. `alive` (under a mutex with a condvar) lets `shutdown_timeout` wait for
 //! workers with a deadline, which `JoinHandle` cannot.
+//!
+//! Atomics, locks and time come from `crate::sync`, so the parts that run without the
+//! channel (the exit count a shutdown waits on) are model-checked under loom
+//! (tests/loom_pool.rs). Each worker records, in a thread-local written once when it
+//! starts, which pool it belongs to: a shutdown or a blocking submit made on one of the
+//! pool's own workers (from inside a task) must not wait for that worker, and only
+//! those cold paths read it.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -21,15 +29,13 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::cancel::{CancelToken, OnCancel};
 use crate::overflow::Overflow;
 use crate::panic::Panic;
+use crate::pool::exits;
 use crate::pool::job::{Job, Runnable};
 use crate::pool::task::{DroppedTask, Outcome, Tally};
 use crate::pool::{PoolStats, ShutdownReport};
 use crate::queue::{send_evicting, send_until, try_send, Refused};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-
+use crate::sync::{time, Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
 use crate::wait::Until;
-use parking_lot::{Condvar, Mutex};
 
 pub(crate) type OnDropFn = dyn Fn(DroppedTask<'_>) + Send + Sync;
 
@@ -92,18 +98,46 @@ fn unqueued(front: &Front) {
     front.unqueued.fetch_add(1, Ordering::Release);
 }
 
+/// How deep tasks may nest when run on the submitting thread (under
+/// [`Overflow::CallerRuns`], or a blocking submit from one of the pool's own workers):
+/// a task that submits a task that submits ... to a full queue would otherwise grow
+/// the stack with every level. Deeper submits are refused with `Full`.
+pub(crate) const MAX_INLINE_DEPTH: u32 = 64;
+
+thread_local! {
+    /// The pool this thread is a worker of (its `State`'s address, 0 for none) and
+    /// the worker's index.
+    static WORKER_OF: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    /// Tasks run inline on this thread, nested, right now.
+    static INLINE_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Drops a panic payload nobody will read; a payload whose own destructor panics must
+/// not cost the thread dropping it (that second payload is leaked, not dropped).
+pub(crate) fn drop_quietly<T>(value: T) {
+    if let Err(panic) = Panic::catch_any(move || drop(value)) {
+        std::mem::forget(panic.into_payload());
+    }
+}
+
 impl State {
     fn keep_panic(&self, panic: Panic) {
         let mut first = self.first_panic.lock();
         if first.is_none() {
             *first = Some(panic);
+        } else {
+            drop(first);
+            drop_quietly(panic);
         }
     }
 
     /// Drops a job that will never run (its handle resolves to `Cancelled`).
     fn abandon(&self, job: Job<'_>) {
-        // A capture's destructor may panic; that must not cost a worker.
-        let _ = Panic::catch_any(move || drop(job));
+        // A capture's destructor may panic; that must not cost a worker. Its panic
+        // has no handle to go to: it is kept for the report.
+        if let Err(panic) = Panic::catch_any(move || drop(job)) {
+            self.keep_panic(panic);
+        }
         bump(&self.cancelled);
     }
 
@@ -120,14 +154,25 @@ pub(crate) struct AliveGuard(Arc<State>);
 
 impl Drop for AliveGuard {
     fn drop(&mut self) {
-        *self.0.alive.lock() -= 1;
-        self.0.exited.notify_all();
+        exits::exit(&self.0.alive, &self.0.exited);
     }
 }
 
 /// The worker loop: run jobs until the queue is closed and empty.
 pub(crate) fn work(rx: Receiver<Job<'_>>, guard: AliveGuard, index: usize) {
     let state = &*guard.0;
+    WORKER_OF.with(|w| w.set((Arc::as_ptr(&guard.0) as usize, index)));
+    for job in rx.iter() {
+        take_job(state, index, job);
+    }
+    WORKER_OF.with(|w| w.set((0, 0)));
+    drop(guard);
+}
+
+/// Runs (or, once the pool token is cancelled, abandons) a job worker `index` took
+/// from the queue, counting it in the worker's own slot.
+#[inline(always)]
+fn take_job(state: &State, index: usize, job: Job<'_>) {
     let slot = &state.slots[index];
     let token = &state.token;
     let tally = Tally {
@@ -135,23 +180,20 @@ pub(crate) fn work(rx: Receiver<Job<'_>>, guard: AliveGuard, index: usize) {
         panicked: Some(&slot.panicked),
         exclusive: true,
     };
-    for job in rx.iter() {
-        // Only this worker writes its slot: a load and a store, no locked operation.
-        let received = slot.received.load(Ordering::Relaxed);
-        // Release: a snapshot that sees the count also sees the task gone from the queue.
-        slot.received.store(received + 1, Ordering::Release);
-        if token.is_cancelled() {
-            state.abandon(job);
-            continue;
-        }
-        slot.busy.store(true, Ordering::Relaxed);
-        let outcome = job.run(token, tally);
-        slot.busy.store(false, Ordering::Relaxed);
-        if let Outcome::Panicked(Some(panic)) = outcome {
-            state.keep_panic(panic);
-        }
+    // Only this worker writes its slot: a load and a store, no locked operation.
+    let received = slot.received.load(Ordering::Relaxed);
+    // Release: a snapshot that sees the count also sees the task gone from the queue.
+    slot.received.store(received + 1, Ordering::Release);
+    if token.is_cancelled() {
+        state.abandon(job);
+        return;
     }
-    drop(guard);
+    slot.busy.store(true, Ordering::Relaxed);
+    let outcome = job.run(token, tally);
+    slot.busy.store(false, Ordering::Relaxed);
+    if let Outcome::Panicked(Some(panic)) = outcome {
+        state.keep_panic(panic);
+    }
 }
 
 pub(crate) struct Core<'a> {
@@ -159,7 +201,7 @@ pub(crate) struct Core<'a> {
     rx: Receiver<Job<'a>>,
     pub(crate) state: Arc<State>,
     overflow: Overflow,
-    on_drop: Option<Arc<OnDropFn>>,
+    on_drop: Option<std::sync::Arc<OnDropFn>>,
     _closed_on_cancel: OnCancel,
 }
 
@@ -168,7 +210,7 @@ impl<'a> Core<'a> {
         workers: usize,
         capacity: usize,
         overflow: Overflow,
-        on_drop: Option<Arc<OnDropFn>>,
+        on_drop: Option<std::sync::Arc<OnDropFn>>,
     ) -> Self {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let token = CancelToken::new();
@@ -241,18 +283,19 @@ impl<'a> Core<'a> {
         };
         let job = Job::new(task);
         let sent_job = job.addr();
+        // An unbounded blocking submit tries first: a full queue goes to the cold
+        // path, which waits there (unless this thread is one of the pool's workers).
         let sent = match (self.overflow, until) {
             (Overflow::Block, Some(until))
-                if until.token().is_none() && until.caller_deadline().is_none() =>
+                if until.token().is_some() || until.caller_deadline().is_some() =>
             {
-                tx.send(job).map_err(|e| Refused::Closed(e.into_inner()))
+                send_until(tx, job, until)
             }
-            (Overflow::Block, Some(until)) => send_until(tx, job, until),
             _ => try_send(tx, job),
         };
         match sent {
             Ok(()) => Ok(()),
-            Err(refused) => self.overflowed(tx, refused).map_err(|(job, why)| {
+            Err(refused) => self.overflowed(tx, refused, until).map_err(|(job, why)| {
                 debug_assert_eq!(job.addr(), sent_job, "a refusal returned another job");
                 // SAFETY: a refusal hands back the job it was given (crossbeam's
                 // errors and `crate::queue::Refused` return the item passed in, as
@@ -270,9 +313,26 @@ impl<'a> Core<'a> {
         &self,
         tx: &Sender<Job<'a>>,
         refused: Refused<Job<'a>>,
+        until: Option<&Until<'_>>,
     ) -> Result<(), (Job<'a>, Refusal)> {
         let front = &self.state.front;
         let refused = match refused {
+            // An unbounded blocking submit (bounded ones waited in `send_until`). From
+            // one of the pool's own workers, waiting for room only workers can make
+            // may never end (every worker may be waiting so): it runs the task here.
+            Refused::Full(job)
+                if self.overflow == Overflow::Block
+                    && until
+                        .is_some_and(|u| u.token().is_none() && u.caller_deadline().is_none()) =>
+            {
+                if self.own_worker().is_some() {
+                    return self.run_inline(job);
+                }
+                match tx.send(job) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => (e.into_inner(), Refusal::Closed),
+                }
+            }
             Refused::Full(job) => match self.overflow {
                 Overflow::DropNewest => {
                     unqueued(front);
@@ -293,19 +353,7 @@ impl<'a> Core<'a> {
                         Err(Refused::Cancelled(job, r)) => (job, Refusal::Cancelled(r)),
                     }
                 }
-                Overflow::CallerRuns => {
-                    unqueued(front);
-                    bump(&front.caller_ran);
-                    let tally = Tally {
-                        completed: Some(&front.caller_completed),
-                        panicked: Some(&front.caller_panicked),
-                        exclusive: false,
-                    };
-                    if let Outcome::Panicked(Some(panic)) = job.run(&self.state.token, tally) {
-                        self.state.keep_panic(panic);
-                    }
-                    return Ok(());
-                }
+                Overflow::CallerRuns => return self.run_inline(job),
                 _ => (job, Refusal::Full),
             },
             Refused::Closed(job) => (job, Refusal::Closed),
@@ -314,6 +362,47 @@ impl<'a> Core<'a> {
         };
         bump(&front.rejected);
         Err(refused)
+    }
+
+    /// Runs a task the queue had no room for on the submitting thread, counted as run
+    /// by the caller; refused with `Full` beyond [`MAX_INLINE_DEPTH`] nested runs.
+    fn run_inline(&self, job: Job<'a>) -> Result<(), (Job<'a>, Refusal)> {
+        let depth = INLINE_DEPTH.with(Cell::get);
+        if depth >= MAX_INLINE_DEPTH {
+            bump(&self.state.front.rejected);
+            return Err((job, Refusal::Full));
+        }
+        let front = &self.state.front;
+        unqueued(front);
+        bump(&front.caller_ran);
+        let tally = Tally {
+            completed: Some(&front.caller_completed),
+            panicked: Some(&front.caller_panicked),
+            exclusive: false,
+        };
+        INLINE_DEPTH.with(|d| d.set(depth + 1));
+        let outcome = job.run(&self.state.token, tally);
+        INLINE_DEPTH.with(|d| d.set(depth));
+        if let Outcome::Panicked(Some(panic)) = outcome {
+            self.state.keep_panic(panic);
+        }
+        Ok(())
+    }
+
+    /// The index of the worker the calling thread is, if it is one of this pool's.
+    pub(crate) fn own_worker(&self) -> Option<usize> {
+        let (pool, index) = WORKER_OF.with(Cell::get);
+        (pool == Arc::as_ptr(&self.state) as usize).then_some(index)
+    }
+
+    /// Called on worker `index` of this pool, after every other worker was joined:
+    /// runs (or abandons, once cancelled) what is still queued, as the worker would
+    /// once its current task returns, so a shutdown from inside a task still runs
+    /// everything queued before it reports.
+    pub(crate) fn finish_here(&self, index: usize) {
+        for job in self.rx.try_iter() {
+            take_job(&self.state, index, job);
+        }
     }
 
     /// Queues `job` if there is room now, whatever the overflow policy (used by
@@ -335,10 +424,22 @@ impl<'a> Core<'a> {
     /// Hands a task an overflow policy displaced to `on_drop`, or drops it. A panic
     /// there (the callback's, or a capture's destructor) is kept for the shutdown
     /// report rather than thrown at the submitter, whose own task is still in hand.
+    /// A callback that submits again (or runs the task, which submits) nests on this
+    /// thread: beyond [`MAX_INLINE_DEPTH`] nested calls the task is dropped without
+    /// the callback, so a callback that re-submits to a full queue cannot grow the
+    /// stack without end.
     fn discard(&self, job: Job<'a>) {
+        let depth = INLINE_DEPTH.with(Cell::get);
         let discarded = Panic::catch_any(|| match &self.on_drop {
-            Some(on_drop) => on_drop(DroppedTask::new(job)),
-            None => drop(job),
+            Some(on_drop) if depth < MAX_INLINE_DEPTH => {
+                INLINE_DEPTH.with(|d| d.set(depth + 1));
+                let called = Panic::catch_any(|| on_drop(DroppedTask::new(job)));
+                INLINE_DEPTH.with(|d| d.set(depth));
+                if let Err(panic) = called {
+                    panic.resume();
+                }
+            }
+            _ => drop(job),
         });
         if let Err(panic) = discarded {
             self.state.keep_panic(panic);
@@ -365,31 +466,27 @@ impl<'a> Core<'a> {
         self.tx.is_some() || *self.state.alive.lock() > 0
     }
 
-    /// Waits until every worker has exited, or `deadline`. `true` if they all have.
-    pub(crate) fn wait_exit(&self, deadline: Instant) -> bool {
-        let mut alive = self.state.alive.lock();
-        while *alive > 0 {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            self.state.exited.wait_until(&mut alive, deadline);
-        }
-        true
+    /// Waits until at most `own` workers are alive (1 when called on one of the
+    /// pool's workers, which cannot exit while it waits), or `deadline`. `true` if
+    /// every other worker has exited.
+    pub(crate) fn wait_exit(&self, deadline: Instant, own: usize) -> bool {
+        exits::wait_exit(&self.state.alive, &self.state.exited, deadline, own)
     }
 
-    /// After the token is cancelled: waits until every worker has exited (`true`) or
-    /// every worker still alive is inside a task (`false`: those may never return).
-    pub(crate) fn settle(&self) -> bool {
+    /// After the token is cancelled: waits until every worker but `own` has exited
+    /// (`true`) or every worker still alive is inside a task (`false`: those may never
+    /// return).
+    pub(crate) fn settle(&self, own: usize) -> bool {
         let mut alive = self.state.alive.lock();
         loop {
-            if *alive == 0 {
+            if *alive <= own {
                 return true;
             }
             if self.state.busy() >= *alive {
                 return false;
             }
             // Idle workers are draining and exit soon; re-check the busy flags often.
-            let tick = Instant::now() + Duration::from_millis(1);
+            let tick = time::deadline_after(time::now(), Duration::from_millis(1));
             self.state.exited.wait_until(&mut alive, tick);
         }
     }

@@ -298,7 +298,7 @@ where
             let mut now = None;
             if let Some(since) = self.inline_since.take() {
                 let end = Instant::now();
-                self.observe(end - since, self.run);
+                self.observe(end.saturating_duration_since(since), self.run);
                 now = Some(end);
             }
             if self.local

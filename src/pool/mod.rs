@@ -11,6 +11,7 @@
 
 mod claim;
 mod core;
+mod exits;
 mod handle;
 mod job;
 mod map;
@@ -26,15 +27,17 @@ use self::handle::Packet;
 use self::job::Runnable;
 use self::task::{Call, Plain, Shared, Tokened};
 use crate::cancel::{CancelReason, CancelToken};
-use crate::config::ConfigError;
+use crate::config::{check_name, ConfigError};
 use crate::overflow::Overflow;
 use crate::panic::Panic;
 use crate::scope::{Scope, ScopedHandle};
 use crate::spawn::{spawn, ThreadSpec};
+use crate::sync::time;
 use std::sync::Arc;
 
 use crate::wait::Until;
 
+pub(crate) use self::core::drop_quietly;
 pub(crate) use self::handle::packet;
 pub use self::handle::{TaskError, TaskHandle};
 pub use self::map::PoolMap;
@@ -205,6 +208,9 @@ pub struct PoolStats {
 
 /// What a shutdown found: how the pool's tasks ended.
 ///
+/// A shutdown made inside one of the pool's own tasks reports every task but that
+/// one, which is still running when the report is made.
+///
 /// # Example
 ///
 /// ```
@@ -234,9 +240,10 @@ pub struct ShutdownReport {
     /// Tasks run by their submitter under `CallerRuns`.
     pub caller_ran: u64,
     /// The first panic that had no handle to go to: a fire-and-forget task's
-    /// ([`execute`](WorkerPool::execute)), the `on_drop` callback's, or that of a
-    /// displaced task's captures when dropped. Panics of tasks with handles went to
-    /// the handles.
+    /// ([`execute`](WorkerPool::execute)), the `on_drop` callback's, that of a
+    /// displaced or never-run task's captures when dropped, or that of a result
+    /// whose handle was dropped unjoined. Panics of tasks with handles went to the
+    /// handles.
     pub first_panic: Option<Panic>,
 }
 
@@ -315,7 +322,9 @@ impl PoolBuilder {
         self
     }
 
-    /// Threads are named `corral-{name}-{index}`.
+    /// Threads are named `corral-{name}-{index}` (an empty name gives
+    /// `corral--{index}`). A name with a NUL byte is refused by `build` with a
+    /// [`ConfigError`] naming `thread_name`.
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
@@ -333,7 +342,9 @@ impl PoolBuilder {
     /// displaced tasks are dropped that way and only counted. A panic in the callback
     /// (or in the destructor of a displaced task's captures) does not reach the
     /// submitter, whose own task is queued as usual: it is kept in
-    /// [`ShutdownReport::first_panic`].
+    /// [`ShutdownReport::first_panic`]. A callback that submits to the pool again
+    /// (a retry) nests on the submitting thread: past 64 nested calls, displaced tasks
+    /// are dropped without the callback (still counted in `dropped`).
     pub fn on_drop(mut self, f: impl Fn(DroppedTask<'_>) + Send + Sync + 'static) -> Self {
         self.on_drop = Some(Arc::new(f));
         self
@@ -377,14 +388,7 @@ impl PoolBuilder {
                 ));
             }
         }
-        if self.name.contains('\0') {
-            return Err(ConfigError::new(
-                "thread_name",
-                &self.name,
-                "must not contain NUL",
-            ));
-        }
-        Ok(())
+        check_name("thread_name", &self.name)
     }
 
     fn spec(&self, index: usize, owner: &'static str) -> ThreadSpec {
@@ -520,12 +524,6 @@ impl fmt::Debug for PoolBuilder {
 /// gets a separate slot instead (two allocations, but no pinned bytes).
 const INLINE_CLOSURE_MAX: usize = 256;
 
-fn deadline_after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d)
-        .unwrap_or(now + Duration::from_secs(1 << 32))
-}
-
 /// The task-facing methods, the same for both pools. `$lt` is the lifetime a task must
 /// outlive (`'static` for [`WorkerPool`], `'scope` for [`ScopedPool`]); each pool
 /// supplies its own `submit_call` and `execute_call` (how a task is built: only the
@@ -541,8 +539,13 @@ macro_rules! pool_methods {
             /// # Errors
             ///
             /// [`SubmitError::Closed`] once the pool is closed or shut down;
-            /// [`SubmitError::Full`] when a `Reject` pool's queue is full. The closure is
-            /// handed back.
+            /// [`SubmitError::Full`] when a `Reject` pool's queue is full, or when tasks
+            /// run on this thread (see [`WorkerPool`]'s re-entrancy) are already nested
+            /// 64 deep. The closure is handed back.
+            ///
+            /// Called from inside one of the pool's own tasks while the queue is full, it
+            /// runs `f` on the current thread instead of waiting (counted in
+            /// [`PoolStats::caller_ran`]).
             ///
             /// # Example
             ///
@@ -876,11 +879,23 @@ macro_rules! pool_methods {
                 self.core.is_closed() || self.core.token().is_cancelled()
             }
 
+            /// Disconnects the queue, joins every worker and reports. Called on one of
+            /// the pool's own workers (the pool dropped or shut down inside one of its
+            /// tasks), it joins every other worker, runs what is still queued there,
+            /// and leaves that worker to finish its task and exit by itself: a thread
+            /// cannot join itself.
             fn stop(&mut self) -> ShutdownReport {
                 self.core.disconnect();
-                for handle in self.handles.drain(..) {
+                let own = self.core.own_worker();
+                for (index, handle) in self.handles.drain(..).enumerate() {
+                    if own == Some(index) {
+                        continue; // the current thread: it exits once its task returns
+                    }
                     // Workers catch every task panic, so a join error cannot carry one.
                     let _ = handle.join();
+                }
+                if let Some(index) = own {
+                    self.core.finish_here(index);
                 }
                 self.core.drain();
                 self.core.report()
@@ -888,6 +903,11 @@ macro_rules! pool_methods {
 
             /// Stops accepting tasks, runs everything already queued, joins every worker and
             /// reports how the pool's tasks ended.
+            ///
+            /// Called inside one of the pool's own tasks, it joins every other worker, runs
+            /// what is still queued on the current thread, and reports; the current worker
+            /// exits by itself once its task returns (a thread cannot join itself), and
+            /// that task is not counted in the report.
             pub fn shutdown(mut self) -> ShutdownReport {
                 self.stop()
             }
@@ -923,6 +943,11 @@ macro_rules! pool_methods {
             /// the idle workers have exited, hands the pool back instead of detaching the
             /// thread: call `shutdown` on it to wait, or drop it.
             ///
+            /// `Duration::ZERO` cancels at once unless every worker has already exited;
+            /// `Duration::MAX` (or any timeout past what an `Instant` holds) waits as long
+            /// as `shutdown` does. Called inside one of the pool's own tasks, it does not
+            /// wait for the current worker (see [`shutdown`](Self::shutdown)).
+            ///
             /// # Errors
             ///
             /// The pool itself (closed, token cancelled) when a task was still running.
@@ -945,11 +970,14 @@ macro_rules! pool_methods {
             /// # Ok::<(), corral::ConfigError>(())
             /// ```
             pub fn shutdown_timeout(mut self, timeout: Duration) -> Result<ShutdownReport, Self> {
-                let deadline = deadline_after(timeout);
+                let deadline = time::deadline_after(time::now(), timeout);
+                // Called from inside one of the pool's tasks, that worker cannot exit
+                // while it waits here: wait for the others.
+                let own = usize::from(self.core.own_worker().is_some());
                 self.core.disconnect();
-                if !self.core.wait_exit(deadline) {
+                if !self.core.wait_exit(deadline, own) {
                     self.core.cancel();
-                    if !self.core.settle() {
+                    if !self.core.settle(own) {
                         return Err(self);
                     }
                 }
@@ -990,6 +1018,19 @@ macro_rules! pool_methods {
 ///   hands the pool back rather than detach a thread that is still running.
 ///   Dropping the pool is `shutdown()` (or `shutdown_now()` while the thread is
 ///   already panicking, so a failing test does not wait on queued work).
+/// * **Stopped from inside.** A pool shut down (or its last `Arc` dropped) inside one
+///   of its own tasks joins every other worker, runs what is still queued on the
+///   current worker and reports; the current worker, which cannot join itself, exits
+///   by itself once its task returns. That task is not in the report (it is still
+///   running). This is the one case where the pool returns before every one of its
+///   threads has ended.
+/// * **Re-entrancy.** A task that submits to its own pool while the queue is full
+///   runs the new task itself instead of waiting (under [`Overflow::Block`] waiting
+///   could deadlock: every worker might be waiting for room only workers make).
+///   Tasks run on the submitting thread (that, [`Overflow::CallerRuns`], and
+///   `on_drop` callbacks that submit again) nest at most 64 deep; deeper, a submit is
+///   refused with [`SubmitError::Full`] and a displaced task is dropped without the
+///   callback, so no user recursion through the pool can overflow the stack.
 ///
 /// For tasks that borrow from the stack, build a [`ScopedPool`] inside a
 /// [`corral::scope`](crate::scope) with [`PoolBuilder::build_scoped`].
@@ -1197,7 +1238,7 @@ mod tests {
 
     /// Waits (bounded) until the pool's one worker is busy.
     fn until_busy(stats: impl Fn() -> PoolStats) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = time::deadline_after(Instant::now(), Duration::from_secs(60));
         while stats().busy == 0 {
             assert!(
                 Instant::now() < deadline,

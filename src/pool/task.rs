@@ -27,11 +27,15 @@ use std::fmt;
 
 use crate::cancel::CancelToken;
 use crate::panic::Panic;
+use crate::pool::core::drop_quietly;
 use crate::pool::handle::{AsPacket, Packet, TaskError, TaskHandle};
 use crate::pool::job::{Job, Runnable, Thin};
-use std::cell::UnsafeCell;
+use crate::sync::cell::UnsafeCell;
+use crate::sync::{AtomicU64, Ordering};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+// A std `Arc`, also under loom: the handle shares the cell as a trait object
+// (`Arc<dyn AsPacket<T>>`), which loom's `Arc` cannot coerce to, and the job carries
+// it as a thin pointer (`Thin`). Its contents synchronise through `crate::sync`.
 use std::sync::Arc;
 
 /// How a job ended, for the worker's counters.
@@ -172,7 +176,7 @@ impl<C, D> Shared<C, D> {
     fn take(&mut self) -> Option<C> {
         // SAFETY: only a `Shared` reaches `call`, there is one per cell, and `&mut
         // self` excludes any other use of it meanwhile (see `Sync for Cell`).
-        unsafe { (*self.0.call.get()).take() }
+        self.0.call.with_mut(|call| unsafe { (*call).take() })
     }
 }
 
@@ -216,8 +220,16 @@ where
         };
         // This may be the last reference (the handle is gone), dropping a result
         // nobody will join, whose destructor may panic: that must not cost the worker.
-        let _ = Panic::catch_any(move || drop(self));
-        outcome
+        // The panic has no handle to go to: it goes to the report, uncounted (the
+        // task itself completed).
+        match (Panic::catch_any(move || drop(self)), outcome) {
+            (Err(panic), Outcome::Done | Outcome::Panicked(None)) => Outcome::Panicked(Some(panic)),
+            (Err(panic), outcome) => {
+                drop_quietly(panic);
+                outcome
+            }
+            (Ok(()), outcome) => outcome,
+        }
     }
 
     /// Drops the closure and resolves the handle to `Cancelled`, even if a capture
@@ -402,6 +414,10 @@ mod tests {
         let handle = task.handle();
         drop(handle); // nobody will join: the job holds the last reference
         let outcome = Job::new(task).run(&CancelToken::new(), Tally::NONE);
-        assert!(matches!(outcome, Outcome::Done));
+        // The destructor's panic goes to the report, as no handle takes it.
+        match outcome {
+            Outcome::Panicked(Some(panic)) => assert_eq!(panic.message(), Some("result dropped")),
+            _ => panic!("the destructor's panic was lost"),
+        }
     }
 }
