@@ -65,11 +65,6 @@ pub(crate) mod cell {
 pub(crate) mod time {
     use std::time::{Duration, Instant};
 
-    /// A century: what "wait forever" is worth in corral's arithmetic, and the base
-    /// a loom model jumps by when its deadlines pass.
-    #[allow(dead_code)]
-    pub(crate) const HORIZON: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
     /// `start + timeout`, saturating: where the sum does not fit in an `Instant`, the
     /// latest instant that does (found by halving the step), so a huge timeout means
     /// "never" instead of a panic.
