@@ -7,6 +7,9 @@
 //! nothing handed to it is lost without a record.** It runs on plain OS threads, with
 //! no async runtime.
 //!
+//! What each promise means exactly, the documented maxima, and what every extreme
+//! input does are in [`guarantees`].
+//!
 //! The pieces they stand on are public too: [`CancelToken`] trees with deadlines,
 //! [`scope`]s whose threads may borrow and whose panics become data, an injectable
 //! [`Clock`], and [`leak::LeakCheck`], a goleak-style guard that fails a test when
@@ -316,6 +319,7 @@ mod cancel;
 mod clock;
 mod config;
 mod group;
+pub mod guarantees;
 pub mod leak;
 mod overflow;
 mod panic;

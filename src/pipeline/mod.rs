@@ -146,14 +146,14 @@ impl<'env, T: Send + 'env> Head<'env, T> {
 pub(crate) const DEFAULT_CAPACITY: usize = 64;
 
 /// Most worker threads one stage may have (the worker pool's cap).
-pub(crate) const MAX_STAGE_WORKERS: usize = 4096;
+pub(crate) const MAX_STAGE_WORKERS: usize = crate::pool::WorkerPool::MAX_WORKERS;
 
 /// Most worker threads one run may start, over all its stages.
-pub(crate) const MAX_RUN_WORKERS: usize = 4096;
+pub(crate) const MAX_RUN_WORKERS: usize = crate::pool::WorkerPool::MAX_WORKERS;
 
 /// Most items one queue may hold (the worker pool's queue cap). It also caps the
 /// batch (never more than a queue) and the reorder window.
-pub(crate) const MAX_CAPACITY: usize = 1 << 24;
+pub(crate) const MAX_CAPACITY: usize = crate::pool::WorkerPool::MAX_QUEUE_CAPACITY;
 
 /// Starts one of a run's threads. `at` is (stage index, worker number), for the
 /// unit tests' injected spawn failure. If the thread does not start, `body` is

@@ -283,8 +283,8 @@ pub struct PoolBuilder {
     fail_spawn_at: Option<usize>,
 }
 
-const MAX_WORKERS: usize = 4096;
-const MAX_CAPACITY: usize = 1 << 24;
+const MAX_WORKERS: usize = WorkerPool::MAX_WORKERS;
+const MAX_CAPACITY: usize = WorkerPool::MAX_QUEUE_CAPACITY;
 const MIN_STACK: usize = 16 * 1024;
 const MAX_STACK: usize = 1 << 30;
 
@@ -1057,6 +1057,13 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
+    /// The most workers a pool may have; more is a [`ConfigError`] (`workers`).
+    pub const MAX_WORKERS: usize = 4096;
+
+    /// The largest queue a pool may have, in tasks; more is a [`ConfigError`]
+    /// (`queue_capacity`).
+    pub const MAX_QUEUE_CAPACITY: usize = 1 << 24;
+
     /// A builder with the defaults (one worker per CPU, a queue of 1024).
     pub fn builder() -> PoolBuilder {
         PoolBuilder::default()
