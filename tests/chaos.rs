@@ -900,14 +900,20 @@ fn last_arc_in_own_task_round(rng: &mut Rng, sh: &Shared, round: u64) {
     let (tx, rx) = mpsc::channel::<()>();
     let inner = Arc::clone(&pool);
     let l = Arc::clone(&ledger);
-    pool.execute(move || {
-        rx.recv().ok();
-        l.bump(0, Ev::Ran);
-        drop(inner); // the last one: the pool shuts down from its own worker
-    })
-    .unwrap();
+    let handle = pool
+        .submit(move || {
+            rx.recv().ok();
+            l.bump(0, Ev::Ran);
+            drop(inner); // the last one: the pool shuts down from its own worker
+        })
+        .unwrap();
     drop(pool);
     tx.send(()).unwrap();
+    match handle.join_timeout(Duration::from_secs(30)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => ledger.fail(format!("the task that dropped the last Arc failed: {e:?}")),
+        Err(_) => ledger.fail("the task that dropped the last Arc never finished"),
+    }
     // Every corral thread of the pool must go; wait (bounded) for the worker itself.
     let deadline = Instant::now() + Duration::from_secs(30);
     while leak::live_threads()
@@ -1444,9 +1450,9 @@ fn rate_round(rng: &mut Rng, sh: &Shared, round: u64) {
                             while !res.is_ready() {
                                 clock.advance(interval);
                             }
-                            if !res.cancel() {
-                                keep(at, 1);
-                            }
+                            // The slot has come: the cell is used, whatever `cancel` says.
+                            let _ = res.cancel();
+                            keep(at, 1);
                         }
                         _ => {
                             let res = limiter.reserve();
