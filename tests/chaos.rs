@@ -162,9 +162,11 @@ enum Ev {
     Failed,
     /// Its `on_cancel` callback fired.
     Fired,
+    /// It ran on the submitting thread (`CallerRuns`).
+    RanOnCaller,
 }
 
-const EVENTS: usize = 9;
+const EVENTS: usize = 10;
 
 /// Exact per-id tallies, so a loss or a double count names the id.
 struct Ledger {
@@ -215,6 +217,7 @@ impl Ledger {
             Ev::OnDrop,
             Ev::Failed,
             Ev::Fired,
+            Ev::RanOnCaller,
         ];
         let parts: Vec<String> = NAMES
             .iter()
@@ -453,9 +456,12 @@ impl Shared {
             }
         };
         let t = &self.res_tally;
-        let result = match token {
-            Some(token) => self.resilience.call_cancellable(token, f),
-            None => self.resilience.call(f),
+        let result = match (token, key % 3) {
+            (Some(token), 0) => self
+                .resilience
+                .call_with(token, |e: &ChaosErr| e.id % 2 == 0, f),
+            (Some(token), _) => self.resilience.call_cancellable(token, f),
+            (None, _) => self.resilience.call(f),
         };
         t.calls.fetch_add(1, SeqCst);
         let ran = attempts.get();
@@ -558,6 +564,12 @@ fn task_body(
         Ev::Ran
     };
     ledger.bump(id, ev);
+    let on_worker = std::thread::current()
+        .name()
+        .is_some_and(|n| n.starts_with("corral-chaos-pool"));
+    if ev == Ev::Ran && !on_worker {
+        ledger.bump(id, Ev::RanOnCaller);
+    }
     match plan.act {
         Act::Value => {}
         Act::Panic => panic!("{MARK}: task {} #{id}", ledger.what),
@@ -684,12 +696,20 @@ fn pool_round(rng: &mut Rng, sh: &Shared, round: u64) {
     });
 
     // Shut down while the handles are being joined on another thread.
-    let ending = rng.below(4);
+    let ending = rng.below(5);
     let handles = handles.into_inner().unwrap();
     let mut pool = Some(pool);
     let pool_ref = &mut pool;
     let report = corral::scope(|s| {
         let joiner = s.spawn(|| join_all(sh, &ledger, handles));
+        if ending == 4 {
+            // The last Arc goes on another thread while the handles are joined: the
+            // drop is a shutdown, and nobody gets a report.
+            let last = pool_ref.take().unwrap();
+            s.spawn(move || drop(last));
+            joiner.join().unwrap();
+            return None;
+        }
         let mut pool = loop {
             match Arc::try_unwrap(pool_ref.take().unwrap()) {
                 Ok(pool) => break pool,
@@ -712,10 +732,21 @@ fn pool_round(rng: &mut Rng, sh: &Shared, round: u64) {
             _ => s.spawn(move || pool.shutdown()).join().unwrap(),
         };
         joiner.join().unwrap();
-        report
+        Some(report)
     });
     sh.mon
         .note("pool", format!("{}: checking {report:?}", ledger.what));
+    // No thread of the pool outlives it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leak::live_threads()
+        .iter()
+        .any(|t| t.name.starts_with("corral-chaos-pool"))
+    {
+        ledger.check(Instant::now() < deadline, || {
+            format!("pool threads outlived the pool: {:?}", leak::live_threads())
+        });
+        std::thread::yield_now();
+    }
 
     // Per id: dropped exactly once, and exactly one fate at most.
     ledger.expect_each(|_| true, Ev::Dropped, 1);
@@ -741,6 +772,16 @@ fn pool_round(rng: &mut Rng, sh: &Shared, round: u64) {
         })
         .len() as u64;
     let on_drop_calls = on_drop_calls.load(SeqCst);
+    let Some(report) = report else {
+        return; // dropped: the handles and the per-id books above are all there is
+    };
+    let caller_ran = ledger.sum(Ev::RanOnCaller);
+    ledger.check(report.caller_ran == caller_ran, || {
+        format!(
+            "report says {} ran on the caller, but {caller_ran} did ({report:?})",
+            report.caller_ran
+        )
+    });
     ledger.check(report.completed + report.panicked == ran, || {
         format!(
             "report says {} completed + {} panicked, but {ran} tasks ran on the pool ({report:?})",
@@ -1526,6 +1567,53 @@ fn rate_round(rng: &mut Rng, sh: &Shared, round: u64) {
             });
         }
     }
+
+    // Keyed, crowded: far more keys than room; the bound on remembered keys holds.
+    let max_keys = rng.range(1, 4);
+    let crowded = Arc::new(
+        KeyedRateLimiter::<u64>::per_second(per_sec)
+            .burst(burst)
+            .max_keys(max_keys)
+            .clock(clock.clone())
+            .build()
+            .unwrap(),
+    );
+    sh.mon
+        .watch(format!("crowded keyed round {round}"), &crowded, |l| {
+            format!("{:?}", l.stats())
+        });
+    let mut rngs: Vec<Rng> = (0..threads).map(|_| rng.fork()).collect();
+    corral::scope(|s| {
+        for mut r in rngs.drain(..) {
+            let (crowded, clock, ledger) = (&crowded, &clock, &ledger);
+            s.spawn(move || {
+                for _ in 0..ops {
+                    let key = r.below(50);
+                    let _ = crowded.check_key(&key);
+                    if r.chance(5) {
+                        clock.advance(interval);
+                    }
+                    if r.chance(3) {
+                        crowded.retain_recent();
+                    }
+                    let len = crowded.len();
+                    ledger.check(len <= max_keys, || {
+                        format!(
+                            "{len} keys remembered, max_keys {max_keys} ({:?})",
+                            crowded.stats()
+                        )
+                    });
+                }
+            });
+        }
+    });
+    let stats = crowded.stats();
+    ledger.check(stats.keys <= max_keys && crowded.len() <= max_keys, || {
+        format!(
+            "{} keys remembered, max_keys {max_keys} ({stats:?})",
+            crowded.len()
+        )
+    });
 }
 
 // ---- circuit breaker ---------------------------------------------------------------------
@@ -1914,9 +2002,15 @@ fn pipeline_round(rng: &mut Rng, sh: &Shared, round: u64) {
         if with_on_drop {
             p = p.on_drop(on_drop);
         }
+        if rng.chance(20) {
+            p = p.buffer(rng.range(batch, 2 * capacity));
+        }
     }
     if ordered {
-        p = p.ordered();
+        p = match rng.below(3) {
+            0 => p.ordered_window(rng.range(1, 16)),
+            _ => p.ordered(),
+        };
     }
     let deliver = |item: Item| {
         let id = item.id();
@@ -2195,6 +2289,13 @@ fn token_round(rng: &mut Rng, sh: &Shared, round: u64) {
 // ---- the storm, the stack, and the body --------------------------------------------------
 
 fn storm(rng: &mut Rng, sh: &Shared) {
+    if std::env::var_os("CORRAL_CHAOS_SELFTEST_HANG").is_some() {
+        // Shows the watchdog at work: this actor never returns.
+        sh.mon.note("storm", "self-test: hanging on purpose");
+        loop {
+            std::thread::park();
+        }
+    }
     while sh.running() {
         {
             let mut storm = sh.storm.lock().unwrap();
