@@ -1307,8 +1307,10 @@ fn semaphore_round(rng: &mut Rng, sh: &Shared, round: u64) {
                     }
                     if r.chance(5) {
                         let add = r.range(1, 2);
-                        if sem.add_permits(add).is_ok() {
-                            capacity.fetch_add(add, SeqCst);
+                        // Counted first, so that `capacity` is never below the truth.
+                        capacity.fetch_add(add, SeqCst);
+                        if sem.add_permits(add).is_err() {
+                            capacity.fetch_sub(add, SeqCst);
                         }
                     }
                     let cap_now = capacity.load(SeqCst);
