@@ -68,6 +68,12 @@ const INJECT_DROP_PANIC_IN_MAP_ITEMS: bool = true;
 /// Blocked on: `map` drops unrun items outside the panic boundary, so the panic
 /// escapes from the iterator's `next` instead of becoming the item's result.
 const INJECT_DROP_PANIC_IN_UNRUN_MAP_ITEMS: bool = false;
+/// Pool tasks that run `map` on their own pool while the pool's token is cancelled
+/// (`token().cancel()`, `shutdown_now`, a `shutdown_timeout` that gives up).
+/// Blocked on: once the token is cancelled, `map` joins a chunk still in the queue
+/// without claiming it; when the map runs on the pool's only free worker, no worker
+/// will ever take that chunk, so the map, the task and any shutdown hang for good.
+const INJECT_MAP_ON_ITS_OWN_POOL_THEN_CANCEL: bool = false;
 /// Token trees whose root is a storm token, so that an ancestor may be cancelled by
 /// another thread while the round cancels the root, and the round then checks at once
 /// that every descendant is cancelled.
@@ -529,6 +535,10 @@ enum Act {
     Slow,
     UntilCancelled,
     Resilient,
+    /// Submits a child task to its own pool (ids `n..2n`).
+    NestedSubmit,
+    /// Runs a `map` on its own pool.
+    NestedMap,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -544,6 +554,12 @@ enum Form {
     ExecuteCancellable,
 }
 
+/// A pool round's plans, and its pool for tasks that re-enter it.
+struct Plans {
+    list: Vec<Plan>,
+    pool: std::sync::OnceLock<Weak<WorkerPool>>,
+}
+
 struct Plan {
     act: Act,
     form: Form,
@@ -551,25 +567,45 @@ struct Plan {
     nap: u64,
 }
 
+thread_local! {
+    /// Set while this thread is inside a pool's submit call: a task that runs then
+    /// runs on the caller (`CallerRuns`), or from `on_drop`.
+    static IN_SUBMIT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs a submit call with [`IN_SUBMIT`] set.
+fn submitting<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            IN_SUBMIT.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(IN_SUBMIT.with(|s| s.replace(true)));
+    f()
+}
+
+/// Records that task `id` runs, and how.
+fn ran(ledger: &Ledger, id: usize) {
+    if VIA_DROP.with(Cell::get) {
+        ledger.bump(id, Ev::RanViaDrop);
+    } else {
+        ledger.bump(id, Ev::Ran);
+        if IN_SUBMIT.with(Cell::get) {
+            ledger.bump(id, Ev::RanOnCaller);
+        }
+    }
+}
+
 fn task_body(
     sh: &Shared,
-    ledger: &Ledger,
+    ledger: &Arc<Ledger>,
     id: usize,
-    plan: &Plan,
+    plans: &Plans,
     token: Option<&CancelToken>,
 ) -> usize {
-    let ev = if VIA_DROP.with(Cell::get) {
-        Ev::RanViaDrop
-    } else {
-        Ev::Ran
-    };
-    ledger.bump(id, ev);
-    let on_worker = std::thread::current()
-        .name()
-        .is_some_and(|n| n.starts_with("corral-chaos-pool"));
-    if ev == Ev::Ran && !on_worker {
-        ledger.bump(id, Ev::RanOnCaller);
-    }
+    ran(ledger, id);
+    let plan = &plans.list[id];
     match plan.act {
         Act::Value => {}
         Act::Panic => panic!("{MARK}: task {} #{id}", ledger.what),
@@ -582,6 +618,40 @@ fn task_body(
             }
         }
         Act::Resilient => sh.resilient_call(id as u64 ^ plan.nap, token),
+        Act::NestedSubmit => {
+            // Re-entrant: a task submits to its own pool (never blocking: the queue
+            // may be full of tasks waiting for this worker).
+            let pool = plans.pool.get().and_then(Weak::upgrade);
+            if let Some(pool) = pool {
+                let child = plans.list.len() + id;
+                ledger.bump(child, Ev::Created);
+                let guard = Guard::new(ledger, child, false);
+                let l = Arc::clone(ledger);
+                let task = move || {
+                    let _g = &guard;
+                    ran(&l, child);
+                };
+                if let Err(e) = submitting(|| pool.try_execute(task)) {
+                    hand_back(ledger, child, e);
+                }
+            }
+        }
+        Act::NestedMap => {
+            let pool = plans.pool.get().and_then(Weak::upgrade);
+            if let Some(pool) = pool {
+                let k = (plan.nap % 20) as usize;
+                let mut got = 0;
+                for (i, r) in pool.map(0..k, |x| x * 2).enumerate() {
+                    match r {
+                        Ok(v) => assert_eq!(v, i * 2, "a nested map's result {i}"),
+                        Err(TaskError::Cancelled) => {}
+                        Err(e) => panic!("a nested map's item {i}: {e:?}"),
+                    }
+                    got += 1;
+                }
+                assert_eq!(got, k, "a nested map yielded {got} of {k} results");
+            }
+        }
     }
     id
 }
@@ -598,39 +668,58 @@ fn pool_round(rng: &mut Rng, sh: &Shared, round: u64) {
     let workers = rng.range(1, 3);
     let capacity = rng.range(1, 6);
     let with_on_drop = rng.chance(60);
+    let ending = rng.below(5);
     let ledger = Ledger::new(
-        format!("pool round {round} ({n} tasks, {workers} workers, queue {capacity}, {overflow:?}, on_drop {with_on_drop})"),
+        format!("pool round {round} ({n} tasks, {workers} workers, queue {capacity}, {overflow:?}, on_drop {with_on_drop}, ending {ending})"),
         sh.seed,
-        n,
+        2 * n,
     );
+    // A task's temporary Arc could be the last one if the round drops its own first.
+    let reentrant = ending != 4 || INJECT_LAST_POOL_ARC_DROPPED_IN_OWN_TASK;
+    // A nested `map` queues chunks the ledger does not see: the report's totals are
+    // then checked against the ledger only in the other rounds.
+    let disrupt = rng.below(4); // 0 close, 1 cancel the pool token, else nothing
+    let disrupt_after = rng.below(n as u64 + 1) as usize;
+    // Nothing cancels the pool token while a task may be inside a nested map, unless
+    // the switch is on (endings 1 and 2 cancel it, and so does disruption 1).
+    let map_round = rng.chance(15)
+        && (INJECT_MAP_ON_ITS_OWN_POOL_THEN_CANCEL || disrupt != 1 && matches!(ending, 0 | 3));
     sh.mon.note("pool", ledger.what.clone());
-    let plans: Arc<Vec<Plan>> = Arc::new(
-        (0..n)
-            .map(|_| Plan {
-                act: rng.pick(&[
-                    Act::Value,
-                    Act::Value,
-                    Act::Panic,
-                    Act::Slow,
-                    Act::UntilCancelled,
-                    Act::Resilient,
-                ]),
-                form: rng.pick(&[
-                    Form::Submit,
-                    Form::TrySubmit,
-                    Form::Timeout,
-                    Form::Cancellable,
-                    Form::WithToken,
-                    Form::WithTokenTimeout,
-                    Form::Execute,
-                    Form::TryExecute,
-                    Form::ExecuteCancellable,
-                ]),
-                bomb: INJECT_DROP_PANIC_IN_POOL_TASKS && rng.chance(10),
-                nap: rng.next(),
-            })
-            .collect(),
-    );
+    let list = (0..n)
+        .map(|_| Plan {
+            act: match rng.pick(&[
+                Act::Value,
+                Act::Value,
+                Act::Panic,
+                Act::Slow,
+                Act::UntilCancelled,
+                Act::Resilient,
+                Act::NestedSubmit,
+                Act::NestedMap,
+            ]) {
+                Act::NestedSubmit | Act::NestedMap if !reentrant => Act::Value,
+                Act::NestedMap if !map_round => Act::Value,
+                act => act,
+            },
+            form: rng.pick(&[
+                Form::Submit,
+                Form::TrySubmit,
+                Form::Timeout,
+                Form::Cancellable,
+                Form::WithToken,
+                Form::WithTokenTimeout,
+                Form::Execute,
+                Form::TryExecute,
+                Form::ExecuteCancellable,
+            ]),
+            bomb: INJECT_DROP_PANIC_IN_POOL_TASKS && rng.chance(10),
+            nap: rng.next(),
+        })
+        .collect();
+    let plans = Arc::new(Plans {
+        list,
+        pool: std::sync::OnceLock::new(),
+    });
     let on_drop_calls = Arc::new(AtomicU64::new(0));
     let mut builder = WorkerPool::builder()
         .workers(workers)
@@ -658,14 +747,13 @@ fn pool_round(rng: &mut Rng, sh: &Shared, round: u64) {
         });
     }
     let pool = Arc::new(builder.build().expect("a valid pool"));
+    let _ = plans.pool.set(Arc::downgrade(&pool));
     sh.mon.watch(format!("pool round {round}"), &pool, |p| {
         format!("{:?}", p.stats())
     });
 
     let handles: Mutex<Vec<(usize, corral::TaskHandle<usize>)>> = Mutex::new(Vec::new());
     let submitters = rng.range(1, 3);
-    let disrupt = rng.below(4); // 0 close, 1 cancel the pool token, else nothing
-    let disrupt_after = rng.below(n as u64 + 1) as usize;
     let submitted = AtomicUsize::new(0);
     let mut srngs: Vec<Rng> = (0..submitters).map(|_| rng.fork()).collect();
     corral::scope(|s| {
@@ -696,7 +784,6 @@ fn pool_round(rng: &mut Rng, sh: &Shared, round: u64) {
     });
 
     // Shut down while the handles are being joined on another thread.
-    let ending = rng.below(5);
     let handles = handles.into_inner().unwrap();
     let mut pool = Some(pool);
     let pool_ref = &mut pool;
@@ -749,7 +836,12 @@ fn pool_round(rng: &mut Rng, sh: &Shared, round: u64) {
     }
 
     // Per id: dropped exactly once, and exactly one fate at most.
-    ledger.expect_each(|_| true, Ev::Dropped, 1);
+    let created = |id: usize| ledger.get(id, Ev::Created) == 1;
+    ledger.expect_each(created, Ev::Dropped, 1);
+    ledger.expect_each(|id| !created(id), Ev::Dropped, 0);
+    ledger.expect_each(|id| !created(id), Ev::Ran, 0);
+    let twice = ledger.ids(|id| ledger.get(id, Ev::Created) > 1);
+    ledger.check(twice.is_empty(), || format!("ids created twice: {twice:?}"));
     let multi = ledger.ids(|id| {
         ledger.get(id, Ev::Ran) + ledger.get(id, Ev::RanViaDrop) + ledger.get(id, Ev::HandedBack)
             > 1
@@ -765,10 +857,11 @@ fn pool_round(rng: &mut Rng, sh: &Shared, round: u64) {
     let handed_back = ledger.sum(Ev::HandedBack);
     let unran = ledger
         .ids(|id| {
-            ledger.get(id, Ev::Ran)
-                + ledger.get(id, Ev::RanViaDrop)
-                + ledger.get(id, Ev::HandedBack)
-                == 0
+            created(id)
+                && ledger.get(id, Ev::Ran)
+                    + ledger.get(id, Ev::RanViaDrop)
+                    + ledger.get(id, Ev::HandedBack)
+                    == 0
         })
         .len() as u64;
     let on_drop_calls = on_drop_calls.load(SeqCst);
@@ -782,6 +875,13 @@ fn pool_round(rng: &mut Rng, sh: &Shared, round: u64) {
             report.caller_ran
         )
     });
+    let nested_maps = (0..n).any(|id| {
+        matches!(plans.list[id].act, Act::NestedMap)
+            && ledger.get(id, Ev::Ran) + ledger.get(id, Ev::RanViaDrop) > 0
+    });
+    if nested_maps {
+        return; // chunks the ledger does not see went through the pool
+    }
     ledger.check(report.completed + report.panicked == ran, || {
         format!(
             "report says {} completed + {} panicked, but {ran} tasks ran on the pool ({report:?})",
@@ -816,19 +916,20 @@ fn submit_one(
     sh: &Shared,
     pool: &WorkerPool,
     ledger: &Arc<Ledger>,
-    plans: &Arc<Vec<Plan>>,
+    plans: &Arc<Plans>,
     id: usize,
     rng: &mut Rng,
     handles: &Mutex<Vec<(usize, corral::TaskHandle<usize>)>>,
 ) {
-    let plan = &plans[id];
+    let plan = &plans.list[id];
+    ledger.bump(id, Ev::Created);
     let shared = shared_static();
     let new_body = || {
         let guard = Guard::new(ledger, id, plan.bomb);
         let (l, p) = (Arc::clone(ledger), Arc::clone(plans));
         move || {
             let _g = &guard;
-            task_body(shared, &l, id, &p[id], None)
+            task_body(shared, &l, id, &p, None)
         }
     };
     let new_tokened = || {
@@ -836,13 +937,13 @@ fn submit_one(
         let (l, p) = (Arc::clone(ledger), Arc::clone(plans));
         move |token: &CancelToken| {
             let _g = &guard;
-            task_body(shared, &l, id, &p[id], Some(token))
+            task_body(shared, &l, id, &p, Some(token))
         }
     };
     let tick = Duration::from_micros(rng.below(500));
     macro_rules! handled {
         ($r:expr) => {
-            match $r {
+            match submitting(|| $r) {
                 Ok(h) => handles.lock().unwrap().push((id, h)),
                 Err(e) => hand_back(ledger, id, e),
             }
@@ -850,7 +951,7 @@ fn submit_one(
     }
     macro_rules! fire {
         ($r:expr) => {
-            if let Err(e) = $r {
+            if let Err(e) = submitting(|| $r) {
                 hand_back(ledger, id, e)
             }
         };
