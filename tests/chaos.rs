@@ -1737,6 +1737,9 @@ fn breaker_round(rng: &mut Rng, sh: &Shared, round: u64) {
     let trips = Arc::new(AtomicU64::new(0));
     let changes = Arc::new(AtomicU64::new(0));
     let (t, c) = (Arc::clone(&trips), Arc::clone(&changes));
+    // The callback reads the breaker it belongs to (documented as allowed).
+    let me: Arc<std::sync::OnceLock<Weak<CircuitBreaker>>> = Arc::default();
+    let me_cb = Arc::clone(&me);
     let breaker = Arc::new(
         CircuitBreaker::builder()
             .consecutive_failures(consecutive)
@@ -1748,6 +1751,9 @@ fn breaker_round(rng: &mut Rng, sh: &Shared, round: u64) {
                 if to == State::Open {
                     t.fetch_add(1, SeqCst);
                 }
+                if let Some(b) = me_cb.get().and_then(Weak::upgrade) {
+                    let _ = (b.state(), b.stats());
+                }
                 if panicky && k % 3 == 0 && !std::thread::panicking() {
                     panic!("{MARK}: on_state_change");
                 }
@@ -1755,6 +1761,7 @@ fn breaker_round(rng: &mut Rng, sh: &Shared, round: u64) {
             .build()
             .unwrap(),
     );
+    let _ = me.set(Arc::downgrade(&breaker));
     sh.mon
         .watch(format!("breaker round {round}"), &breaker, |b| {
             format!("{:?}", b.stats())
@@ -1899,7 +1906,7 @@ fn supervisor_round(rng: &mut Rng, sh: &Shared, round: u64) {
         builder = builder.child(&format!("c{i}"), restart, move |token: &CancelToken| {
             let t = &tallies[i];
             let k = t.runs.fetch_add(1, SeqCst);
-            match mix(seed ^ k) % 5 {
+            match mix(seed ^ k) % 7 {
                 0 => {
                     t.err.fetch_add(1, SeqCst);
                     Err(ChaosErr {
@@ -1912,6 +1919,37 @@ fn supervisor_round(rng: &mut Rng, sh: &Shared, round: u64) {
                     panic!("{MARK}: child c{i}");
                 }
                 2 => {
+                    t.ok.fetch_add(1, SeqCst);
+                    Ok(())
+                }
+                5 => {
+                    // A child that runs a pipeline until it is told to stop.
+                    let stop = token.child_with_timeout(Duration::from_millis(20));
+                    let result = Pipeline::from_iter(0u64..)
+                        .stage("work", 2, |x| x.wrapping_mul(3))
+                        .capacity(4)
+                        .run_cancellable(|_| {}, &stop);
+                    assert!(
+                        matches!(result, Err(PipelineError::Cancelled { .. })),
+                        "an endless pipeline ended without its token: {result:?}"
+                    );
+                    t.ok.fetch_add(1, SeqCst);
+                    Ok(())
+                }
+                6 => {
+                    // A child that owns a pool, dropped (joined) when it returns.
+                    let pool = WorkerPool::builder()
+                        .workers(2)
+                        .thread_name("chaos-sup-pool")
+                        .build()
+                        .unwrap();
+                    for _ in 0..4 {
+                        let stop = token.clone();
+                        let _ = pool.try_execute(move || {
+                            stop.wait_timeout(Duration::from_millis(5));
+                        });
+                    }
+                    token.wait_timeout(Duration::from_millis(10));
                     t.ok.fetch_add(1, SeqCst);
                     Ok(())
                 }
@@ -2253,15 +2291,15 @@ fn pipeline_round(rng: &mut Rng, sh: &Shared, round: u64) {
 
 fn token_round(rng: &mut Rng, sh: &Shared, round: u64) {
     let callbacks = rng.range(0, 40);
+    let storm_root = rng.chance(50);
     let threads = rng.range(2, 4);
     let ops = rng.range(10, 60);
     let ledger = Ledger::new(
-        format!("token round {round} ({callbacks} callbacks, {threads} threads x {ops})"),
+        format!("token round {round} ({callbacks} callbacks, {threads} threads x {ops}, storm root {storm_root})"),
         sh.seed,
         callbacks,
     );
     sh.mon.note("tokens", ledger.what.clone());
-    let storm_root = rng.chance(50);
     let root = if storm_root {
         sh.storm_token()
     } else {
@@ -2300,10 +2338,26 @@ fn token_round(rng: &mut Rng, sh: &Shared, round: u64) {
                                 let guard = Guard::new(ledger, id, false);
                                 let l = Arc::clone(ledger);
                                 let bomb = INJECT_PANIC_IN_ON_CANCEL && r.chance(20);
+                                // Re-entrant: the callback cancels another token of
+                                // the tree and makes a child of its own.
+                                let me = node.clone();
+                                let other = if r.chance(30) {
+                                    let nodes = nodes.lock().unwrap();
+                                    Some(nodes[r.below(nodes.len() as u64) as usize].clone())
+                                } else {
+                                    None
+                                };
+                                let born_cancelled = Arc::clone(ledger);
                                 let reg = quietly(|| {
                                     node.on_cancel(move || {
                                         let _g = &guard;
                                         l.bump(id, Ev::Fired);
+                                        if !me.child().is_cancelled() {
+                                            born_cancelled.bump(id, Ev::Failed);
+                                        }
+                                        if let Some(other) = other {
+                                            other.cancel();
+                                        }
                                         if bomb {
                                             panic!("{MARK}: on_cancel #{id}");
                                         }
@@ -2348,10 +2402,14 @@ fn token_round(rng: &mut Rng, sh: &Shared, round: u64) {
         }
     });
     quietly(|| root.cancel());
-    if !(INJECT_CANCEL_RACING_AN_ANCESTOR_CANCEL && storm_root) {
+    if storm_root && !INJECT_CANCEL_RACING_AN_ANCESTOR_CANCEL {
         // Another thread may still be cancelling an ancestor: wait until it is done.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while nodes.lock().unwrap().iter().any(|n| !n.is_cancelled()) && Instant::now() < deadline {
+        let kept_ids: Vec<usize> = kept.lock().unwrap().iter().map(|(id, _)| *id).collect();
+        while (nodes.lock().unwrap().iter().any(|n| !n.is_cancelled())
+            || kept_ids.iter().any(|&id| ledger.get(id, Ev::Fired) == 0))
+            && Instant::now() < deadline
+        {
             std::thread::yield_now();
         }
     }
@@ -2365,6 +2423,8 @@ fn token_round(rng: &mut Rng, sh: &Shared, round: u64) {
     let made = next_cb.load(SeqCst).min(ledger.len());
     let kept_ids: Vec<usize> = kept.lock().unwrap().iter().map(|(id, _)| *id).collect();
     ledger.expect_each(|id| kept_ids.contains(&id), Ev::Fired, 1);
+    // A callback runs once its token reads as cancelled: children made then are too.
+    ledger.expect_each(|_| true, Ev::Failed, 0);
     let twice = ledger.ids(|id| ledger.get(id, Ev::Fired) > 1);
     ledger.check(twice.is_empty(), || {
         format!("callbacks fired twice: {twice:?}")
