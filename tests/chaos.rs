@@ -639,9 +639,14 @@ fn task_body(
         Act::NestedMap => {
             let pool = plans.pool.get().and_then(Weak::upgrade);
             if let Some(pool) = pool {
-                let k = (plan.nap % 20) as usize;
+                let k = (plan.nap % 40) as usize;
                 let mut got = 0;
-                for (i, r) in pool.map(0..k, |x| x * 2).enumerate() {
+                // Not cheap, so that chunks go through the queue.
+                let slow = |x: usize| {
+                    std::thread::sleep(Duration::from_micros(100));
+                    x * 2
+                };
+                for (i, r) in pool.map(0..k, slow).enumerate() {
                     match r {
                         Ok(v) => assert_eq!(v, i * 2, "a nested map's result {i}"),
                         Err(TaskError::Cancelled) => {}
