@@ -1180,6 +1180,7 @@ fn map_round(rng: &mut Rng, sh: &Shared, round: u64) {
             ledger.check(k == n, || format!("map yielded {k} results for {n} items"));
         }
     };
+    let ran: Vec<AtomicU32> = (0..rng.range(0, 20)).map(|_| AtomicU32::new(0)).collect();
     if scoped {
         corral::scope(|s| {
             let pool = WorkerPool::builder()
@@ -1191,11 +1192,59 @@ fn map_round(rng: &mut Rng, sh: &Shared, round: u64) {
             consume(&mut pool.map(items, f), &|| pool.close(), &|| {
                 pool.token().cancel()
             });
-            if rng.chance(50) {
-                pool.shutdown_now();
-            } else {
-                pool.shutdown();
+            // Then tasks that borrow from this stack frame, through every form.
+            let mut handles = Vec::new();
+            let mut handed_back = 0;
+            for (i, flag) in ran.iter().enumerate() {
+                let task = move || {
+                    flag.fetch_add(1, SeqCst);
+                    if i % 7 == 3 {
+                        panic!("{MARK}: scoped task {i}");
+                    }
+                    i
+                };
+                let submitted = match rng.below(3) {
+                    0 => pool.submit(task),
+                    1 => pool.try_submit(task),
+                    _ => pool.submit_timeout(task, Duration::from_micros(rng.below(300))),
+                };
+                match submitted {
+                    Ok(h) => handles.push((i, h)),
+                    Err(e) => {
+                        handed_back += 1;
+                        let _ = e.into_inner();
+                    }
+                }
             }
+            let report = if rng.chance(50) {
+                pool.shutdown_now()
+            } else {
+                pool.shutdown()
+            };
+            let mut cancelled = 0;
+            for (i, h) in handles {
+                let n = ran[i].load(SeqCst);
+                match h.join() {
+                    Ok(v) => ledger.check(v == i && n == 1, || {
+                        format!("scoped task {i}: Ok({v}), ran {n}")
+                    }),
+                    Err(TaskError::Panicked(p)) => ledger.check(is_injected(&p) && n == 1, || {
+                        format!("scoped task {i}: {p:?}, ran {n}")
+                    }),
+                    Err(TaskError::Cancelled) => {
+                        cancelled += 1;
+                        ledger.check(n == 0, || format!("scoped task {i}: Cancelled but ran {n}"))
+                    }
+                    Err(e) => ledger.fail(format!("scoped task {i}: {e:?}")),
+                }
+            }
+            // `never_ran` also counts the map's chunks that the pool dropped unrun.
+            ledger.check(
+                report.rejected == handed_back && report.never_ran >= cancelled,
+                || format!("{handed_back} scoped tasks handed back and {cancelled} cancelled, but {report:?}"),
+            );
+            let twice = ran.iter().filter(|f| f.load(SeqCst) > 1).count();
+            ledger.check(twice == 0, || format!("{twice} scoped tasks ran twice"));
         });
     } else {
         let pool = WorkerPool::builder()
