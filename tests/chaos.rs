@@ -58,6 +58,16 @@ const INJECT_DEEP_CANCEL_TOKEN_CHAINS: bool = false;
 /// (issue 13, class 7).
 const INJECT_RESERVATION_CANCEL_AFTER_SLOT: bool = false;
 
+/// Supervisor children whose error's `Drop` panics (the supervisor drops them).
+/// Blocked on: the drop escapes on the child's thread, so its exit never reaches the
+/// monitor: `join` hangs, and `stop` returns a report that lacks the exit.
+const INJECT_DROP_PANIC_IN_SUPERVISOR_ERRORS: bool = false;
+/// Pipeline stage (and sink) errors whose `Drop` panics; the run's own error is
+/// defused before the test drops it, so only the errors the pipeline drops can panic.
+/// Blocked on: the run keeps the first failure and drops later ones in `Ctx::fail`,
+/// outside the panic boundary: the panic kills the worker and escapes from the run as
+/// "a scoped thread panicked".
+const INJECT_DROP_PANIC_IN_PIPELINE_ERRORS: bool = false;
 /// Pool tasks whose captures panic when dropped (run or unrun).
 const INJECT_DROP_PANIC_IN_POOL_TASKS: bool = true;
 /// Pool `map` items whose `Drop` panics when the closure consumes them (the item's
@@ -291,11 +301,20 @@ impl Drop for Guard {
     }
 }
 
-/// A user error whose `Display` may panic.
+/// A user error whose `Display` (or `Drop`) may panic.
 #[derive(Debug)]
 struct ChaosErr {
     id: usize,
     display_bomb: bool,
+    drop_bomb: bool,
+}
+
+impl Drop for ChaosErr {
+    fn drop(&mut self) {
+        if self.drop_bomb && !std::thread::panicking() {
+            panic!("{MARK}: drop of error #{}", self.id);
+        }
+    }
 }
 
 impl fmt::Display for ChaosErr {
@@ -457,6 +476,7 @@ impl Shared {
                 0 => Err(ChaosErr {
                     id: key as usize,
                     display_bomb: true,
+                    drop_bomb: false,
                 }),
                 _ => Ok(key),
             }
@@ -1317,6 +1337,7 @@ fn group_round(rng: &mut Rng, sh: &Shared, round: u64) {
                     0 => Err(ChaosErr {
                         id,
                         display_bomb: true,
+                        drop_bomb: false,
                     }),
                     1 => panic!("{MARK}: group task #{id}"),
                     2 => {
@@ -1966,6 +1987,7 @@ fn supervisor_round(rng: &mut Rng, sh: &Shared, round: u64) {
                     Err(ChaosErr {
                         id: i,
                         display_bomb: INJECT_DISPLAY_PANIC_IN_SUPERVISOR_ERRORS && k % 2 == 0,
+                        drop_bomb: INJECT_DROP_PANIC_IN_SUPERVISOR_ERRORS && k % 3 == 1,
                     })
                 }
                 1 => {
@@ -2179,6 +2201,7 @@ fn pipeline_round(rng: &mut Rng, sh: &Shared, round: u64) {
                         Err(ChaosErr {
                             id,
                             display_bomb: true,
+                            drop_bomb: INJECT_DROP_PANIC_IN_PIPELINE_ERRORS,
                         })
                     }
                     2 => {
@@ -2231,6 +2254,7 @@ fn pipeline_round(rng: &mut Rng, sh: &Shared, round: u64) {
             return Err(ChaosErr {
                 id,
                 display_bomb: true,
+                drop_bomb: INJECT_DROP_PANIC_IN_PIPELINE_ERRORS,
             });
         }
         deliver(item);
@@ -2246,6 +2270,12 @@ fn pipeline_round(rng: &mut Rng, sh: &Shared, round: u64) {
         }),
         _ => p.run(deliver),
     };
+    let mut result = result;
+    if let Err(PipelineError::Failed { error, .. }) = &mut result {
+        if let Some(e) = error.downcast_mut::<ChaosErr>() {
+            e.drop_bomb = false;
+        }
+    }
     let report = match &result {
         Ok(report) => report.clone(),
         Err(PipelineError::Config(e)) => ledger.fail(format!("config error: {e}")),
@@ -2685,8 +2715,9 @@ fn chaos() {
 
     // Injected panics are expected by the thousand: keep them off stderr.
     let default_hook = std::panic::take_hook();
+    let verbose = std::env::var_os("CORRAL_CHAOS_VERBOSE").is_some();
     std::panic::set_hook(Box::new(move |info| {
-        if message(info.payload()).is_some_and(|m| m.starts_with(MARK)) {
+        if !verbose && message(info.payload()).is_some_and(|m| m.starts_with(MARK)) {
             return;
         }
         default_hook(info);
