@@ -13,6 +13,11 @@
 //!   threads still interleave differently, but every random choice is the same).
 //! * `CORRAL_CHAOS_SECS=<secs>` sets how long the actors keep starting new rounds
 //!   (default 2 s; minutes for a soak run).
+//! * `CORRAL_CHAOS_ONLY=pool,map,...` runs only the named actors (see `ACTORS`).
+//! * `CORRAL_CHAOS_VERBOSE=1` prints the injected panics too (they are kept off
+//!   stderr otherwise).
+//! * `CORRAL_CHAOS_SELFTEST_HANG=1` makes one actor hang on purpose, to see the
+//!   watchdog's report.
 //!
 //! A watchdog fails the test, with the seed and a snapshot of every live primitive's
 //! `stats()`, instead of hanging.
