@@ -2521,6 +2521,14 @@ fn token_round(rng: &mut Rng, sh: &Shared, round: u64) {
     drop(kept.into_inner().unwrap());
     drop(nodes.into_inner().unwrap());
     drop(root);
+    if storm_root {
+        // A callback fired by the storm's thread may still be running (its captures
+        // are dropped when it returns).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (0..made).any(|id| ledger.get(id, Ev::Dropped) == 0) && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+    }
     ledger.expect_each(|id| id < made, Ev::Dropped, 1);
     ledger.expect_each(|id| id >= made, Ev::Dropped, 0);
 
