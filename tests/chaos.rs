@@ -46,33 +46,33 @@ use corral::{
 /// Pipeline items whose `Drop` panics when the pipeline discards them.
 /// Blocked on: a pipeline item whose Drop panics kills the stage's worker and hangs the
 /// run (issue 13, class 2).
-const INJECT_DROP_PANIC_IN_PIPELINE_ITEMS: bool = false;
+const INJECT_DROP_PANIC_IN_PIPELINE_ITEMS: bool = true;
 /// Supervisor children whose error's `Display` panics.
 /// Blocked on: a child error whose Display panics is never reported and the supervisor
 /// never finishes (issue 13, class 2).
-const INJECT_DISPLAY_PANIC_IN_SUPERVISOR_ERRORS: bool = false;
+const INJECT_DISPLAY_PANIC_IN_SUPERVISOR_ERRORS: bool = true;
 /// The last `Arc<WorkerPool>` dropped inside one of the pool's own tasks.
 /// Blocked on: the pool joins the current thread, std panics "Resource deadlock
 /// avoided" and the other workers are left unjoined (issue 13, class 5).
-const INJECT_LAST_POOL_ARC_DROPPED_IN_OWN_TASK: bool = false;
+const INJECT_LAST_POOL_ARC_DROPPED_IN_OWN_TASK: bool = true;
 /// Very deep chains of child `CancelToken`s, dropped.
 /// Blocked on: dropping a deep chain recurses and overflows the stack (issue 13, class 6).
-const INJECT_DEEP_CANCEL_TOKEN_CHAINS: bool = false;
+const INJECT_DEEP_CANCEL_TOKEN_CHAINS: bool = true;
 /// Rate-limiter reservations cancelled after their slot has passed.
 /// Blocked on: the cancel still gives the cells back and the limiter over-admits
 /// (issue 13, class 7).
-const INJECT_RESERVATION_CANCEL_AFTER_SLOT: bool = false;
+const INJECT_RESERVATION_CANCEL_AFTER_SLOT: bool = true;
 
 /// Supervisor children whose error's `Drop` panics (the supervisor drops them).
 /// Blocked on: the drop escapes on the child's thread, so its exit never reaches the
 /// monitor: `join` hangs, and `stop` returns a report that lacks the exit.
-const INJECT_DROP_PANIC_IN_SUPERVISOR_ERRORS: bool = false;
+const INJECT_DROP_PANIC_IN_SUPERVISOR_ERRORS: bool = true;
 /// Pipeline stage (and sink) errors whose `Drop` panics; the run's own error is
 /// defused before the test drops it, so only the errors the pipeline drops can panic.
 /// Blocked on: the run keeps the first failure and drops later ones in `Ctx::fail`,
 /// outside the panic boundary: the panic kills the worker and escapes from the run as
 /// "a scoped thread panicked".
-const INJECT_DROP_PANIC_IN_PIPELINE_ERRORS: bool = false;
+const INJECT_DROP_PANIC_IN_PIPELINE_ERRORS: bool = true;
 /// Pool tasks whose captures panic when dropped (run or unrun).
 const INJECT_DROP_PANIC_IN_POOL_TASKS: bool = true;
 /// Pool `map` items whose `Drop` panics when the closure consumes them (the item's
@@ -82,13 +82,13 @@ const INJECT_DROP_PANIC_IN_MAP_ITEMS: bool = true;
 /// cancelled pool, an iterator dropped early).
 /// Blocked on: `map` drops unrun items outside the panic boundary, so the panic
 /// escapes from the iterator's `next` instead of becoming the item's result.
-const INJECT_DROP_PANIC_IN_UNRUN_MAP_ITEMS: bool = false;
+const INJECT_DROP_PANIC_IN_UNRUN_MAP_ITEMS: bool = true;
 /// Pool tasks that run `map` on their own pool while the pool's token is cancelled
 /// (`token().cancel()`, `shutdown_now`, a `shutdown_timeout` that gives up).
 /// Blocked on: once the token is cancelled, `map` joins a chunk still in the queue
 /// without claiming it; when the map runs on the pool's only free worker, no worker
 /// will ever take that chunk, so the map, the task and any shutdown hang for good.
-const INJECT_MAP_ON_ITS_OWN_POOL_THEN_CANCEL: bool = false;
+const INJECT_MAP_ON_ITS_OWN_POOL_THEN_CANCEL: bool = true;
 /// Token trees whose root is a storm token, so that an ancestor may be cancelled by
 /// another thread while the round cancels the root, and the round then checks at once
 /// that every descendant is cancelled.
@@ -96,7 +96,7 @@ const INJECT_MAP_ON_ITS_OWN_POOL_THEN_CANCEL: bool = false;
 /// already flagged the token but not yet its descendants, so right after `cancel()`
 /// returns a descendant may still read as not cancelled. With the switch off the
 /// round waits (bounded) for the descendants instead.
-const INJECT_CANCEL_RACING_AN_ANCESTOR_CANCEL: bool = false;
+const INJECT_CANCEL_RACING_AN_ANCESTOR_CANCEL: bool = true;
 /// Panics in the pool's and the pipeline's `on_drop` callbacks.
 const INJECT_PANIC_IN_ON_DROP: bool = true;
 /// Panics in `on_cancel` callbacks.
@@ -105,7 +105,7 @@ const INJECT_PANIC_IN_ON_CANCEL: bool = true;
 /// Blocked on: a callback that panics on Open -> HalfOpen escapes from `call` and
 /// leaks the trial slot it was taken for: the breaker then refuses every call with
 /// `HalfOpenFull` for good (`half_open_in_flight` stays 1).
-const INJECT_PANIC_IN_ON_STATE_CHANGE: bool = false;
+const INJECT_PANIC_IN_ON_STATE_CHANGE: bool = true;
 
 /// Every injected panic carries this marker; the panic hook keeps them off stderr.
 const MARK: &str = "chaos-injected";
@@ -1674,8 +1674,12 @@ fn rate_round(rng: &mut Rng, sh: &Shared, round: u64) {
                             while !res.is_ready() {
                                 clock.advance(interval);
                             }
-                            // The slot has come: the cell is used, whatever `cancel` says.
-                            let _ = res.cancel();
+                            // Past the slot (x/time/rate's rule: a cancel at the very
+                            // instant still gives back, one nanosecond later nothing does).
+                            clock.advance(Duration::from_nanos(1));
+                            ledger.check(!res.cancel(), || {
+                                "a reservation cancelled after its slot gave cells back".into()
+                            });
                             keep(at, 1);
                         }
                         _ => {
@@ -1988,11 +1992,19 @@ fn supervisor_round(rng: &mut Rng, sh: &Shared, round: u64) {
             let k = t.runs.fetch_add(1, SeqCst);
             match mix(seed ^ k) % 7 {
                 0 => {
-                    t.err.fetch_add(1, SeqCst);
+                    let display_bomb = INJECT_DISPLAY_PANIC_IN_SUPERVISOR_ERRORS && k % 2 == 0;
+                    let drop_bomb = INJECT_DROP_PANIC_IN_SUPERVISOR_ERRORS && k % 3 == 1;
+                    // The supervisor formats and drops the error inside its boundary: a
+                    // panic in either is the exit, as `Exit::Panicked`.
+                    if display_bomb || drop_bomb {
+                        t.panicked.fetch_add(1, SeqCst);
+                    } else {
+                        t.err.fetch_add(1, SeqCst);
+                    }
                     Err(ChaosErr {
                         id: i,
-                        display_bomb: INJECT_DISPLAY_PANIC_IN_SUPERVISOR_ERRORS && k % 2 == 0,
-                        drop_bomb: INJECT_DROP_PANIC_IN_SUPERVISOR_ERRORS && k % 3 == 1,
+                        display_bomb,
+                        drop_bomb,
                     })
                 }
                 1 => {

@@ -1262,3 +1262,53 @@ fn a_keyed_limiter_past_its_time_horizon_keeps_limiting() {
         Err(WaitError::Timeout(_))
     ));
 }
+
+/// A clock that can hand out an older reading on demand, as a thread that read the
+/// time and was then preempted would use.
+#[derive(Debug, Clone)]
+struct StaleClock {
+    real: ManualClock,
+    stale: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl Clock for StaleClock {
+    fn now(&self) -> Instant {
+        self.stale
+            .lock()
+            .unwrap()
+            .unwrap_or_else(|| self.real.now())
+    }
+
+    fn sleep_until(&self, deadline: Instant, cancel: Option<&CancelToken>) -> bool {
+        self.real.sleep_until(deadline, cancel)
+    }
+}
+
+/// `retain_recent` forgot a key that was idle at the latest instant, and a check that
+/// had read the clock earlier brought it back with a full burst as of that earlier
+/// instant: over three seconds, nine cells passed a limit of three plus one a second.
+#[test]
+fn a_key_forgotten_as_idle_is_not_refilled_as_of_an_older_clock_reading() {
+    let clock = StaleClock {
+        real: ManualClock::new(),
+        stale: Arc::default(),
+    };
+    let keyed = KeyedRateLimiter::per_second(1)
+        .burst(3)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let start = clock.now();
+    let mut admitted = 0;
+    admitted += (0..3).filter(|_| keyed.check_key(&"k").is_ok()).count();
+    clock.real.advance(Duration::from_secs(3));
+    // Full again at the real time; forgotten as idle.
+    assert_eq!(keyed.retain_recent(), 1);
+    // A check that read the clock before the advance.
+    *clock.stale.lock().unwrap() = Some(start);
+    admitted += (0..3).filter(|_| keyed.check_key(&"k").is_ok()).count();
+    *clock.stale.lock().unwrap() = None;
+    admitted += (0..3).filter(|_| keyed.check_key(&"k").is_ok()).count();
+    // Three at the start, then at most one a second for three seconds.
+    assert!(admitted <= 6, "{admitted} cells passed a limit of 6");
+}

@@ -116,6 +116,10 @@ struct ShardMap<K> {
     evicted_active: u64,
     /// The generation the next inserted key gets.
     next_gen: u64,
+    /// The latest instant at which a key was forgotten as idle. A caller that read
+    /// the time before then must not bring such a key back with a full burst as of
+    /// its older instant, so a fresh key never starts earlier than this.
+    forgotten_at: u64,
 }
 
 /// One key's state, with its hash kept so the table never rehashes a key.
@@ -200,6 +204,9 @@ impl<K: Hash + Eq> ShardMap<K> {
         let before = forgotten.len();
         forgotten.extend(self.entries.extract_if(|e| e.tat <= now));
         let idle = forgotten.len() - before;
+        if idle > 0 {
+            self.forgotten_at = self.forgotten_at.max(now);
+        }
         self.evicted_idle = self
             .evicted_idle
             .saturating_add(u64::try_from(idle).unwrap_or(u64::MAX));
@@ -426,6 +433,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiterBuilder<K, C> {
                     evicted_idle: 0,
                     evicted_active: 0,
                     next_gen: 0,
+                    forgotten_at: 0,
                 }),
             })
             .collect();
@@ -599,7 +607,12 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
             });
         }
         // A fresh key always conforms at once (n <= burst, and a whole burst fits at
-        // the horizon).
+        // the horizon). It starts no earlier than the last time a key of this shard
+        // was forgotten as idle: that instant has already been seen, and a key
+        // forgotten then (full as of then) must not come back fuller as of a caller's
+        // older reading of the clock.
+        let now = now.max(map.forgotten_at);
+        let latest = latest.map(|latest| latest.max(now));
         let (tat, ready) = decide(0, now, n, self.interval, self.burst, latest)?;
         let key = {
             let _key_code = KeyCode::enter(shard);
