@@ -721,6 +721,7 @@ fn map_items_of_a_chunk_the_pool_evicted_yield_cancelled_and_never_run() {
     );
     assert_eq!(*ran.lock().unwrap(), vec![0, 2, 3, 4, 5]);
     assert_eq!(shed.load(Ordering::SeqCst), 2);
+    drop(map);
     open.send(()).unwrap();
     assert_eq!((first.join().unwrap(), second.join().unwrap()), (10, 11));
     assert_eq!(pool.shutdown().dropped, 2);
@@ -1783,4 +1784,121 @@ fn a_never_run_task_whose_capture_panics_on_drop_is_reported_not_lost() {
     assert_eq!(report.never_ran, 1);
     let kept = report.first_panic.expect("the capture's panic is kept");
     assert_eq!(kept.message(), Some("a value that panics when dropped"));
+}
+
+/// An input item whose `Drop` panics (when it is item 3) if `map` lets go of it
+/// without running it: the mapped function forgets the items it runs.
+struct LoudItem(u32);
+
+impl Drop for LoudItem {
+    fn drop(&mut self) {
+        if self.0 == 3 && !thread::panicking() {
+            panic!("item 3's drop");
+        }
+    }
+}
+
+fn forget_item(item: LoudItem) -> u32 {
+    let id = item.0;
+    std::mem::forget(item);
+    id
+}
+
+/// On a closed pool, `map` dropped its unrun items outside the panic boundary: the
+/// item's panic escaped from `next()`. Now each item yields `Cancelled` and the panic
+/// is kept for the shutdown report.
+#[test]
+fn map_items_dropped_unrun_with_a_panicking_drop_yield_cancelled_and_the_panic_is_reported() {
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder()
+        .workers(1)
+        .queue_capacity(1)
+        .build()
+        .unwrap();
+    pool.close();
+    let results: Vec<_> = pool.map((0..8).map(LoudItem), forget_item).collect();
+    assert_eq!(results.len(), 8);
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Err(TaskError::Cancelled))));
+    let report = pool.shutdown();
+    assert_eq!(
+        report.first_panic.as_ref().and_then(|p| p.message()),
+        Some("item 3's drop")
+    );
+}
+
+/// A map dropped early lets go of the items it pulled but did not run inside the
+/// panic boundary too.
+#[test]
+fn a_map_dropped_early_drops_its_unrun_items_inside_the_boundary() {
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder()
+        .workers(1)
+        .queue_capacity(3)
+        .build()
+        .unwrap();
+    let (started_tx, started_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    // Keep the only worker busy and its queue full: the map's chunks stay with the
+    // map, and those it has not run are still there when it is dropped.
+    let gate = pool
+        .submit(move || {
+            started_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+        })
+        .unwrap();
+    started_rx.recv().unwrap();
+    let fillers: Vec<_> = (0..3).map(|_| pool.try_submit(|| ()).unwrap()).collect();
+    let mut map = pool.map((0..16).map(LoudItem), forget_item);
+    assert_eq!(map.next().unwrap().unwrap(), 0);
+    drop(map); // must not panic
+    go_tx.send(()).unwrap();
+    gate.join().unwrap();
+    fillers
+        .into_iter()
+        .for_each(|filler| filler.join().unwrap());
+    let report = pool.shutdown();
+    assert_eq!(
+        report.first_panic.as_ref().and_then(|p| p.message()),
+        Some("item 3's drop")
+    );
+}
+
+/// `map` run on the pool's only worker joined a chunk still in the queue once the
+/// pool's token was cancelled: no worker would ever take it, so the map, the task and
+/// every shutdown hung. Now the map takes such a chunk back and yields `Cancelled`.
+#[test]
+fn map_on_its_own_pools_only_worker_ends_after_the_token_is_cancelled() {
+    let _check = LeakCheck::new();
+    let pool = Arc::new(
+        WorkerPool::builder()
+            .workers(1)
+            .queue_capacity(8)
+            .build()
+            .unwrap(),
+    );
+    let (first_tx, first_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let me = Arc::downgrade(&pool);
+    let handle = pool
+        .submit(move || {
+            let pool = me.upgrade().unwrap();
+            let mut results = pool.map(0..100usize, |x| x);
+            first_tx.send(results.next()).unwrap();
+            go_rx.recv().unwrap();
+            let rest: Vec<_> = results.collect();
+            (rest.len(), rest.iter().any(Result::is_err))
+        })
+        .unwrap();
+    assert!(matches!(first_rx.recv().unwrap(), Some(Ok(0))));
+    pool.token().cancel();
+    go_tx.send(()).unwrap();
+    let (rest, some_cancelled) = handle
+        .join_timeout(Duration::from_secs(60))
+        .expect("the map on the pool's only worker ended")
+        .unwrap();
+    assert_eq!(rest, 99, "every item yields one result");
+    assert!(some_cancelled);
+    drop(pool); // whichever side lets go last shuts the pool down
 }

@@ -248,6 +248,15 @@ impl<'a> Core<'a> {
         &self.state.token
     }
 
+    /// Drops a user value that will never be used (an item of a chunk that will not
+    /// run, a result nobody will read), inside the panic boundary: a panic from its
+    /// `Drop` is kept for the shutdown report.
+    pub(crate) fn drop_unused<T>(&self, value: T) {
+        if let Err(panic) = Panic::catch_any(move || drop(value)) {
+            self.state.keep_panic(panic);
+        }
+    }
+
     pub(crate) fn capacity(&self) -> usize {
         self.state.capacity
     }

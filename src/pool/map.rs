@@ -246,7 +246,7 @@ where
             };
             let n = batch.len();
             if n < self.chunk {
-                self.input = None; // ran out: never ask it again
+                self.end_input(); // ran out: never ask it again
             }
             if n == 0 {
                 return;
@@ -270,10 +270,13 @@ where
                     // Take the input back before the job goes (its guard would
                     // clear it): nothing was queued, so nothing is counted.
                     let batch = claim.take();
-                    drop(job);
+                    self.core.drop_unused(job);
                     match batch {
                         Some(batch) if !closed => Pending::Local(batch),
-                        _ => Pending::Refused(n),
+                        batch => {
+                            self.core.drop_unused(batch);
+                            Pending::Refused(n)
+                        }
                     }
                 }
             };
@@ -308,7 +311,7 @@ where
             {
                 let item = self.input.as_mut().and_then(Iterator::next);
                 let Some(item) = item else {
-                    self.input = None;
+                    self.end_input();
                     return None;
                 };
                 self.inline_left = self.run - 1;
@@ -323,6 +326,7 @@ where
                 }
                 Pending::Local(batch) if self.core.token().is_cancelled() => {
                     self.cancelled_left = batch.len();
+                    self.core.drop_unused(batch);
                     continue;
                 }
                 Pending::Local(batch) => {
@@ -335,13 +339,21 @@ where
                 }
                 Pending::Queued(handle, claim, n) => (handle, claim, n),
             };
-            if !self.core.token().is_cancelled() {
-                let unstarted = claim.take();
-                if let Some(batch) = unstarted {
-                    drop(handle); // its job will find the input gone
+            // A chunk no worker has started is taken back: run here, or, once the
+            // pool's token is cancelled, yielded as `Cancelled` (no worker will start
+            // it then, and when this map runs on the pool's own last free worker,
+            // waiting for one would wait for ever).
+            if let Some(batch) = claim.take() {
+                drop(handle); // its job will find the input gone
+                if self.core.token().is_cancelled() {
+                    self.cancelled_left = n;
+                    self.core.drop_unused(batch);
+                } else {
                     self.run_here(batch);
-                    continue;
                 }
+                continue;
+            }
+            if !self.core.token().is_cancelled() {
                 self.help_until_finished(&handle);
             }
             match handle.join() {
@@ -363,7 +375,14 @@ where
     /// The input ran out in the middle of a run on the caller.
     fn end_inline_run(&mut self) {
         self.inline_left = 0;
-        self.input = None;
+        self.end_input();
+    }
+
+    /// Lets go of the input iterator (a user value) inside the panic boundary.
+    fn end_input(&mut self) {
+        if let Some(input) = self.input.take() {
+            self.core.drop_unused(input);
+        }
     }
 
     /// While a worker runs the oldest chunk, the caller runs later ones no worker has
@@ -476,7 +495,9 @@ where
                             }
                         }
                     }
-                    if !exhausted {
+                    if exhausted {
+                        self.core.drop_unused(input);
+                    } else {
                         self.input = Some(input);
                     }
                 }
@@ -510,6 +531,21 @@ where
     F: Fn(I::Item) -> R + Send + Sync + 'a,
     R: Send + 'a,
 {
+}
+
+/// Dropping the map early lets go of every user value it still holds (input items
+/// of chunks not yet run, results not yet yielded, the input iterator) inside the
+/// panic boundary; a panic from one of their destructors is kept for the pool's
+/// shutdown report. Chunks already queued still run, their results dropped.
+impl<I: Iterator, F, R> Drop for PoolMap<'_, '_, I, F, R> {
+    fn drop(&mut self) {
+        for pending in std::mem::take(&mut self.pending) {
+            self.core.drop_unused(pending);
+        }
+        self.core
+            .drop_unused(std::mem::replace(&mut self.current, Chunk::empty()));
+        self.core.drop_unused(self.input.take());
+    }
 }
 
 impl<I: Iterator, F, R> fmt::Debug for PoolMap<'_, '_, I, F, R> {
