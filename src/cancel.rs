@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::sync::{thread, time, Arc, AtomicUsize, Mutex, Ordering};
+use crate::sync::{thread, time, Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
 
 /// Why a [`CancelToken`] is cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,6 +79,9 @@ struct Handle {
 struct Node {
     /// `NONE`, `CANCELLED` or `DEADLINE`; written under `state`'s lock, read without it.
     reason: AtomicUsize,
+    /// Set once this node and every descendant registered on it are flagged: a
+    /// cancel reaching a settled node has nothing left to do below it.
+    settled: AtomicBool,
     deadline: Option<Instant>,
     state: Mutex<State>,
 }
@@ -145,6 +148,7 @@ impl Node {
     fn new(deadline: Option<Instant>) -> Arc<Node> {
         Arc::new(Node {
             reason: AtomicUsize::new(NONE),
+            settled: AtomicBool::new(false),
             deadline,
             state: Mutex::new(State::default()),
         })
@@ -155,28 +159,49 @@ impl Node {
     }
 
     /// Cancels this node and its subtree; runs callbacks with no lock held.
+    ///
+    /// Returns once every node of the subtree is flagged, also when another thread is
+    /// cancelling an ancestor at the same time: a node that thread flagged first is
+    /// walked too (its children stay registered for that reason), because its
+    /// descendants may not be flagged yet. Each node's callbacks run once, on the
+    /// thread that flagged it. The walk is iterative (a stack, children before their
+    /// parent is marked settled), so depth never grows the call stack.
     fn cancel(this: &Arc<Node>, reason: CancelReason) {
-        let mut pending = vec![Arc::clone(this)];
+        let mut pending = vec![(Arc::clone(this), false)];
         let mut first_panic: Option<Box<dyn Any + Send>> = None;
-        while let Some(node) = pending.pop() {
-            let (slots, done) = {
+        while let Some((node, below_done)) = pending.pop() {
+            if below_done {
+                node.settled.store(true, Ordering::Release);
+                continue;
+            }
+            if node.settled.load(Ordering::Acquire) {
+                continue;
+            }
+            pending.push((Arc::clone(&node), true));
+            let (callbacks, done) = {
                 let mut state = node.state.lock();
-                if node.flagged().is_some() {
-                    continue;
+                let mut callbacks = Vec::new();
+                let first = node.flagged().is_none();
+                if first {
+                    node.reason.store(encode(reason), Ordering::Release);
                 }
-                node.reason.store(encode(reason), Ordering::Release);
-                state.free.clear();
-                (std::mem::take(&mut state.slots), state.done.take())
+                for slot in &mut state.slots {
+                    match slot {
+                        Some(Entry::Child(child)) => pending.push((Arc::clone(child), false)),
+                        Some(Entry::Callback(_)) if first => {
+                            if let Some(Entry::Callback(callback)) = slot.take() {
+                                callbacks.push(callback);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                (callbacks, if first { state.done.take() } else { None })
             };
             drop(done);
-            for entry in slots.into_iter().flatten() {
-                match entry {
-                    Entry::Child(child) => pending.push(child),
-                    Entry::Callback(callback) => {
-                        if let Err(payload) = catch_unwind(AssertUnwindSafe(callback)) {
-                            first_panic.get_or_insert(payload);
-                        }
-                    }
+            for callback in callbacks {
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(callback)) {
+                    first_panic.get_or_insert(payload);
                 }
             }
         }

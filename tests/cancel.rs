@@ -450,3 +450,35 @@ fn cancel_racing_child_creation_and_drop_leaves_no_child_uncancelled_or_register
         assert_eq!(root.registered(), 0);
     }
 }
+
+/// `cancel()` returned while a descendant still read as not cancelled when another
+/// thread was cancelling an ancestor at the same moment: it skipped a node the other
+/// thread had flagged but whose subtree it had not reached yet.
+#[test]
+fn cancel_racing_an_ancestor_cancel_returns_only_once_every_descendant_is_cancelled() {
+    let _check = LeakCheck::new();
+    for round in 0..2_000 {
+        let parent = CancelToken::new();
+        let root = parent.child();
+        let mut tip = root.clone();
+        let mut chain = Vec::new();
+        for _ in 0..50 {
+            tip = tip.child();
+            chain.push(tip.clone());
+        }
+        let both = std::sync::Barrier::new(2);
+        corral::scope(|s| {
+            s.spawn(|| {
+                both.wait();
+                parent.cancel();
+            });
+            both.wait();
+            root.cancel();
+            let missed = chain.iter().filter(|t| !t.is_cancelled()).count();
+            assert_eq!(
+                missed, 0,
+                "round {round}: cancel() returned before its subtree"
+            );
+        });
+    }
+}
