@@ -22,8 +22,9 @@
 //! A watchdog fails the test, with the seed and a snapshot of every live primitive's
 //! `stats()`, instead of hanging.
 //!
-//! Injections blocked on a crate bug stay behind the switches below, each naming the
-//! bug; turn one on once its fix has landed.
+//! Each injection once found a bug (a hang, an escaped panic, an over-admission, a
+//! lost record); the regression tests named after those bugs live beside each
+//! primitive's own tests.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -40,72 +41,6 @@ use corral::{
     ResilienceError, Restart, Semaphore, State, Strategy, SubmitError, Supervisor, TaskError,
     TaskGroup, TaskId, TryAcquireError, WaitError, WorkerPool,
 };
-
-// ---- injection switches ----------------------------------------------------------------
-
-/// Pipeline items whose `Drop` panics when the pipeline discards them.
-/// Blocked on: a pipeline item whose Drop panics kills the stage's worker and hangs the
-/// run (issue 13, class 2).
-const INJECT_DROP_PANIC_IN_PIPELINE_ITEMS: bool = true;
-/// Supervisor children whose error's `Display` panics.
-/// Blocked on: a child error whose Display panics is never reported and the supervisor
-/// never finishes (issue 13, class 2).
-const INJECT_DISPLAY_PANIC_IN_SUPERVISOR_ERRORS: bool = true;
-/// The last `Arc<WorkerPool>` dropped inside one of the pool's own tasks.
-/// Blocked on: the pool joins the current thread, std panics "Resource deadlock
-/// avoided" and the other workers are left unjoined (issue 13, class 5).
-const INJECT_LAST_POOL_ARC_DROPPED_IN_OWN_TASK: bool = true;
-/// Very deep chains of child `CancelToken`s, dropped.
-/// Blocked on: dropping a deep chain recurses and overflows the stack (issue 13, class 6).
-const INJECT_DEEP_CANCEL_TOKEN_CHAINS: bool = true;
-/// Rate-limiter reservations cancelled after their slot has passed.
-/// Blocked on: the cancel still gives the cells back and the limiter over-admits
-/// (issue 13, class 7).
-const INJECT_RESERVATION_CANCEL_AFTER_SLOT: bool = true;
-
-/// Supervisor children whose error's `Drop` panics (the supervisor drops them).
-/// Blocked on: the drop escapes on the child's thread, so its exit never reaches the
-/// monitor: `join` hangs, and `stop` returns a report that lacks the exit.
-const INJECT_DROP_PANIC_IN_SUPERVISOR_ERRORS: bool = true;
-/// Pipeline stage (and sink) errors whose `Drop` panics; the run's own error is
-/// defused before the test drops it, so only the errors the pipeline drops can panic.
-/// Blocked on: the run keeps the first failure and drops later ones in `Ctx::fail`,
-/// outside the panic boundary: the panic kills the worker and escapes from the run as
-/// "a scoped thread panicked".
-const INJECT_DROP_PANIC_IN_PIPELINE_ERRORS: bool = true;
-/// Pool tasks whose captures panic when dropped (run or unrun).
-const INJECT_DROP_PANIC_IN_POOL_TASKS: bool = true;
-/// Pool `map` items whose `Drop` panics when the closure consumes them (the item's
-/// result is then `Panicked`).
-const INJECT_DROP_PANIC_IN_MAP_ITEMS: bool = true;
-/// Pool `map` items whose `Drop` panics when the map discards them unrun (a closed or
-/// cancelled pool, an iterator dropped early).
-/// Blocked on: `map` drops unrun items outside the panic boundary, so the panic
-/// escapes from the iterator's `next` instead of becoming the item's result.
-const INJECT_DROP_PANIC_IN_UNRUN_MAP_ITEMS: bool = true;
-/// Pool tasks that run `map` on their own pool while the pool's token is cancelled
-/// (`token().cancel()`, `shutdown_now`, a `shutdown_timeout` that gives up).
-/// Blocked on: once the token is cancelled, `map` joins a chunk still in the queue
-/// without claiming it; when the map runs on the pool's only free worker, no worker
-/// will ever take that chunk, so the map, the task and any shutdown hang for good.
-const INJECT_MAP_ON_ITS_OWN_POOL_THEN_CANCEL: bool = true;
-/// Token trees whose root is a storm token, so that an ancestor may be cancelled by
-/// another thread while the round cancels the root, and the round then checks at once
-/// that every descendant is cancelled.
-/// Blocked on: `cancel()` returns early when a concurrent cancel of an ancestor has
-/// already flagged the token but not yet its descendants, so right after `cancel()`
-/// returns a descendant may still read as not cancelled. With the switch off the
-/// round waits (bounded) for the descendants instead.
-const INJECT_CANCEL_RACING_AN_ANCESTOR_CANCEL: bool = true;
-/// Panics in the pool's and the pipeline's `on_drop` callbacks.
-const INJECT_PANIC_IN_ON_DROP: bool = true;
-/// Panics in `on_cancel` callbacks.
-const INJECT_PANIC_IN_ON_CANCEL: bool = true;
-/// Panics in the breaker's `on_state_change` callback.
-/// Blocked on: a callback that panics on Open -> HalfOpen escapes from `call` and
-/// leaks the trial slot it was taken for: the breaker then refuses every call with
-/// `HalfOpenFull` for good (`half_open_in_flight` stays 1).
-const INJECT_PANIC_IN_ON_STATE_CHANGE: bool = true;
 
 /// Every injected panic carries this marker; the panic hook keeps them off stderr.
 const MARK: &str = "chaos-injected";
@@ -704,16 +639,13 @@ fn pool_round(rng: &mut Rng, sh: &Shared, round: u64) {
         sh.seed,
         2 * n,
     );
-    // A task's temporary Arc could be the last one if the round drops its own first.
-    let reentrant = ending != 4 || INJECT_LAST_POOL_ARC_DROPPED_IN_OWN_TASK;
     // A nested `map` queues chunks the ledger does not see: the report's totals are
     // then checked against the ledger only in the other rounds.
     let disrupt = rng.below(4); // 0 close, 1 cancel the pool token, else nothing
     let disrupt_after = rng.below(n as u64 + 1) as usize;
-    // Nothing cancels the pool token while a task may be inside a nested map, unless
-    // the switch is on (endings 1 and 2 cancel it, and so does disruption 1).
-    let map_round = rng.chance(15)
-        && (INJECT_MAP_ON_ITS_OWN_POOL_THEN_CANCEL || disrupt != 1 && matches!(ending, 0 | 3));
+    // A task may run a nested `map` on its own pool while the pool's token is
+    // cancelled (endings 1 and 2 cancel it, and so does disruption 1).
+    let map_round = rng.chance(15);
     sh.mon.note("pool", ledger.what.clone());
     let list = (0..n)
         .map(|_| Plan {
@@ -727,7 +659,6 @@ fn pool_round(rng: &mut Rng, sh: &Shared, round: u64) {
                 Act::NestedSubmit,
                 Act::NestedMap,
             ]) {
-                Act::NestedSubmit | Act::NestedMap if !reentrant => Act::Value,
                 Act::NestedMap if !map_round => Act::Value,
                 act => act,
             },
@@ -742,7 +673,7 @@ fn pool_round(rng: &mut Rng, sh: &Shared, round: u64) {
                 Form::TryExecute,
                 Form::ExecuteCancellable,
             ]),
-            bomb: INJECT_DROP_PANIC_IN_POOL_TASKS && rng.chance(10),
+            bomb: rng.chance(10),
             nap: rng.next(),
         })
         .collect();
@@ -769,9 +700,7 @@ fn pool_round(rng: &mut Rng, sh: &Shared, round: u64) {
                 2 | 3 => drop(task),
                 _ => {
                     drop(task);
-                    if INJECT_PANIC_IN_ON_DROP {
-                        panic!("{MARK}: pool on_drop");
-                    }
+                    panic!("{MARK}: pool on_drop");
                 }
             }
         });
@@ -1140,9 +1069,7 @@ fn map_round(rng: &mut Rng, sh: &Shared, round: u64) {
             .map(|_| {
                 (
                     rng.pick(&[Act::Value, Act::Value, Act::Value, Act::Panic, Act::Slow]),
-                    (INJECT_DROP_PANIC_IN_UNRUN_MAP_ITEMS
-                        || INJECT_DROP_PANIC_IN_MAP_ITEMS && disrupt >= 2 && stop_at == usize::MAX)
-                        && rng.chance(5),
+                    rng.chance(5),
                     rng.next(),
                 )
             })
@@ -1604,7 +1531,7 @@ fn rate_round(rng: &mut Rng, sh: &Shared, round: u64) {
     // The latest slot of a reservation that kept its cells.
     let horizon = Mutex::new(t0);
     // Held (shared) around a reserve-then-cancel, so the clock cannot pass the slot in
-    // between (a cancel after the slot is the over-admission bug behind its switch).
+    // between (the cancel-after-the-slot case is its own arm below).
     let gate = std::sync::RwLock::new(());
     let workers_done = AtomicBool::new(false);
     let mut rngs: Vec<Rng> = (0..threads).map(|_| rng.fork()).collect();
@@ -1667,7 +1594,7 @@ fn rate_round(rng: &mut Rng, sh: &Shared, round: u64) {
                                 keep(at, 1);
                             }
                         }
-                        4 if INJECT_RESERVATION_CANCEL_AFTER_SLOT => {
+                        4 => {
                             // Cancel once the slot has passed: nothing may come back.
                             let res = limiter.reserve();
                             let at = res.ready_at();
@@ -1810,7 +1737,7 @@ fn breaker_round(rng: &mut Rng, sh: &Shared, round: u64) {
     let ops = rng.range(10, 80);
     let consecutive = rng.range(1, 5) as u32;
     let half_open = rng.range(1, 3) as u32;
-    let panicky = INJECT_PANIC_IN_ON_STATE_CHANGE && rng.chance(30);
+    let panicky = rng.chance(30);
     let ledger = Ledger::new(
         format!("breaker round {round} ({threads} threads x {ops}, {consecutive} consecutive, {half_open} trials, panicking callback {panicky})"),
         sh.seed,
@@ -1992,8 +1919,8 @@ fn supervisor_round(rng: &mut Rng, sh: &Shared, round: u64) {
             let k = t.runs.fetch_add(1, SeqCst);
             match mix(seed ^ k) % 7 {
                 0 => {
-                    let display_bomb = INJECT_DISPLAY_PANIC_IN_SUPERVISOR_ERRORS && k % 2 == 0;
-                    let drop_bomb = INJECT_DROP_PANIC_IN_SUPERVISOR_ERRORS && k % 3 == 1;
+                    let display_bomb = k % 2 == 0;
+                    let drop_bomb = k % 3 == 1;
                     // The supervisor formats and drops the error inside its boundary: a
                     // panic in either is the exit, as `Exit::Panicked`.
                     if display_bomb || drop_bomb {
@@ -2169,10 +2096,8 @@ fn pipeline_round(rng: &mut Rng, sh: &Shared, round: u64) {
                 .collect()
         })
         .collect();
-    let bombs: Vec<bool> = (0..n)
-        .map(|_| INJECT_DROP_PANIC_IN_PIPELINE_ITEMS && rng.chance(10))
-        .collect();
-    let drop_panic_at = if INJECT_PANIC_IN_ON_DROP && rng.chance(20) {
+    let bombs: Vec<bool> = (0..n).map(|_| rng.chance(10)).collect();
+    let drop_panic_at = if rng.chance(20) {
         Some(rng.below(8))
     } else {
         None
@@ -2218,7 +2143,7 @@ fn pipeline_round(rng: &mut Rng, sh: &Shared, round: u64) {
                         Err(ChaosErr {
                             id,
                             display_bomb: true,
-                            drop_bomb: INJECT_DROP_PANIC_IN_PIPELINE_ERRORS,
+                            drop_bomb: true,
                         })
                     }
                     2 => {
@@ -2271,7 +2196,7 @@ fn pipeline_round(rng: &mut Rng, sh: &Shared, round: u64) {
             return Err(ChaosErr {
                 id,
                 display_bomb: true,
-                drop_bomb: INJECT_DROP_PANIC_IN_PIPELINE_ERRORS,
+                drop_bomb: true,
             });
         }
         deliver(item);
@@ -2438,7 +2363,7 @@ fn token_round(rng: &mut Rng, sh: &Shared, round: u64) {
                             if id < ledger.len() {
                                 let guard = Guard::new(ledger, id, false);
                                 let l = Arc::clone(ledger);
-                                let bomb = INJECT_PANIC_IN_ON_CANCEL && r.chance(20);
+                                let bomb = r.chance(20);
                                 // Re-entrant: the callback cancels another token of
                                 // the tree and makes a child of its own.
                                 let me = node.clone();
@@ -2503,23 +2428,24 @@ fn token_round(rng: &mut Rng, sh: &Shared, round: u64) {
         }
     });
     quietly(|| root.cancel());
-    if storm_root && !INJECT_CANCEL_RACING_AN_ANCESTOR_CANCEL {
-        // Another thread may still be cancelling an ancestor: wait until it is done.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let kept_ids: Vec<usize> = kept.lock().unwrap().iter().map(|(id, _)| *id).collect();
-        while (nodes.lock().unwrap().iter().any(|n| !n.is_cancelled())
-            || kept_ids.iter().any(|&id| ledger.get(id, Ev::Fired) == 0))
-            && Instant::now() < deadline
-        {
-            std::thread::yield_now();
-        }
-    }
+    // `cancel()` returns once every descendant reads as cancelled, even while the
+    // storm's thread is cancelling an ancestor at the same moment.
     for (i, node) in nodes.lock().unwrap().iter().enumerate() {
         ledger.check(node.is_cancelled(), || {
             format!(
                 "node {i} ({node:?}), a descendant of the cancelled root ({root:?}), is not cancelled"
             )
         });
+    }
+    if storm_root {
+        // A callback runs on the thread that flagged its token: one the storm's
+        // thread flagged may still be about to run. Wait for it (bounded).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let kept_ids: Vec<usize> = kept.lock().unwrap().iter().map(|(id, _)| *id).collect();
+        while kept_ids.iter().any(|&id| ledger.get(id, Ev::Fired) == 0) && Instant::now() < deadline
+        {
+            std::thread::yield_now();
+        }
     }
     let made = next_cb.load(SeqCst).min(ledger.len());
     let kept_ids: Vec<usize> = kept.lock().unwrap().iter().map(|(id, _)| *id).collect();
@@ -2544,7 +2470,7 @@ fn token_round(rng: &mut Rng, sh: &Shared, round: u64) {
     ledger.expect_each(|id| id < made, Ev::Dropped, 1);
     ledger.expect_each(|id| id >= made, Ev::Dropped, 0);
 
-    if INJECT_DEEP_CANCEL_TOKEN_CHAINS && rng.chance(10) {
+    if rng.chance(10) {
         let root = CancelToken::new();
         let mut tip = root.clone();
         for _ in 0..200_000 {
@@ -2669,7 +2595,7 @@ fn body(seed: u64, secs: f64, mon: Arc<Monitor>) -> String {
                 let mut round = 0;
                 while sh.running() {
                     round_fn(&mut r, sh, round);
-                    if *name == "pool" && INJECT_LAST_POOL_ARC_DROPPED_IN_OWN_TASK && r.chance(20) {
+                    if *name == "pool" && r.chance(20) {
                         last_arc_in_own_task_round(&mut r, sh, round);
                     }
                     round += 1;
