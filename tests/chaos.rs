@@ -293,12 +293,18 @@ fn is_injected(p: &corral::Panic) -> bool {
     p.message().is_some_and(|m| m.starts_with(MARK))
 }
 
+/// Simulated slow work (a stand-in for I/O in a task, a stage or a consumer). It only
+/// shapes the load: no check ever waits on it for another thread to reach a point.
+fn work_for(duration: Duration) {
+    std::thread::sleep(duration);
+}
+
 /// A short pause that does not depend on timing for correctness.
 fn nap(rng_value: u64) {
     match rng_value % 4 {
         0 => std::thread::yield_now(),
-        1 => std::thread::sleep(Duration::from_micros(50)),
-        2 => std::thread::sleep(Duration::from_micros(300)),
+        1 => work_for(Duration::from_micros(50)),
+        2 => work_for(Duration::from_micros(300)),
         _ => {}
     }
 }
@@ -603,7 +609,7 @@ fn task_body(
                 let mut got = 0;
                 // Not cheap, so that chunks go through the queue.
                 let slow = |x: usize| {
-                    std::thread::sleep(Duration::from_micros(100));
+                    work_for(Duration::from_micros(100));
                     x * 2
                 };
                 for (i, r) in pool.map(0..k, slow).enumerate() {
@@ -2506,7 +2512,7 @@ fn storm(rng: &mut Rng, sh: &Shared) {
                 quietly(|| victim.cancel());
             }
         }
-        std::thread::sleep(Duration::from_micros(rng.below(400)));
+        work_for(Duration::from_micros(rng.below(400)));
     }
 }
 

@@ -25,7 +25,7 @@
 //!   and `eval_after`) are counted in: engine time, except for a `SystemClock` breaker
 //!   whose buckets are at least 64 ticks of the OS's coarse monotonic clock wide and
 //!   that has no slow-call policy. Those read the coarse clock (`Coarse` in
-//!   `src/timeline.rs`: 4.4 ns a read on the benchmark VM, against 9.6 ns for the TSC),
+//!   `src/timeline.rs`, about half the cost of a TSC read; BENCHMARKS.md has figures),
 //!   at most about a tick late, a sixty-fourth of a bucket (see `window_clock`). Window
 //!   time sits on its own base and is only ever compared with window time; open
 //!   deadlines, half-open timeouts, slow-call durations and `retry_after` stay on

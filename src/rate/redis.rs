@@ -389,8 +389,8 @@ impl RedisRateLimiterBuilder {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the field: `addr` that does not resolve, `rate`
-    /// missing, below 1 µs per cell or above 100 years per cell, `burst` of 0 or a `burst × interval` over 100
-    /// years, `io_timeout` of zero.
+    /// missing, below one microsecond per cell or above 100 years per cell, `burst` of
+    /// 0 or a burst whose cells span over 100 years, `io_timeout` of zero.
     pub fn build(self) -> Result<RedisRateLimiter, ConfigError> {
         let interval = self.interval.ok_or_else(|| {
             ConfigError::new("rate", "unset", "set per_second, per_minute or interval")
