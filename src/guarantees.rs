@@ -84,6 +84,12 @@
 //!   thread: a panic there is recorded (as a failure) and keeps unwinding unchanged,
 //!   as the caller's own panic. Likewise a custom [`Clock`](crate::Clock) that panics
 //!   panics its caller (a supervisor turns it into `StopReason::Failed`).
+//! - **A task waiting for work of its own pool.** A task that joins its *own* handle
+//!   gets [`TaskError::JoinedFromItself`](crate::TaskError::JoinedFromItself) at once.
+//!   But a task that waits without a bound for *another* task of the same pool (a
+//!   plain `join`) can wait for ever when every worker is busy waiting the same way:
+//!   no pool can run queued work while all its workers are blocked. Use a bounded
+//!   join, `map`, or a [`scope`](crate::scope) for fork-join work inside a pool.
 //! - **Running user code is never interrupted.** corral cancels through tokens; a
 //!   task, stage or child that ignores its token runs until it returns. The bounded
 //!   forms (`shutdown_timeout`, `stop_timeout`, ...) hand the owner back instead of

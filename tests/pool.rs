@@ -1902,3 +1902,37 @@ fn map_on_its_own_pools_only_worker_ends_after_the_token_is_cancelled() {
     assert!(some_cancelled);
     drop(pool); // whichever side lets go last shuts the pool down
 }
+
+/// A task that joined its own handle waited for itself for ever (it cannot finish
+/// while it waits). Every join form now gives up at once with `JoinedFromItself`.
+#[test]
+fn a_task_joining_its_own_handle_gets_an_error_instead_of_waiting_for_ever() {
+    let _check = LeakCheck::new();
+    let pool = WorkerPool::builder().workers(1).build().unwrap();
+    for bounded in [false, true] {
+        let (handle_tx, handle_rx) = mpsc::channel::<TaskHandle<()>>();
+        let (out_tx, out_rx) = mpsc::channel();
+        let handle = pool
+            .submit(move || {
+                let me = handle_rx.recv().unwrap();
+                let joined = if bounded {
+                    me.join_timeout(Duration::MAX)
+                        .expect("no waiting for itself")
+                } else {
+                    me.join()
+                };
+                out_tx.send(joined).unwrap();
+            })
+            .unwrap();
+        handle_tx.send(handle).unwrap();
+        let joined = out_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the task's join of itself returned");
+        assert!(
+            matches!(joined, Err(TaskError::JoinedFromItself)),
+            "{joined:?}"
+        );
+    }
+    let report = pool.shutdown();
+    assert_eq!(report.completed, 2);
+}

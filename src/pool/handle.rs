@@ -46,6 +46,10 @@ pub enum TaskError {
     /// The task never ran: the pool was shut down with `shutdown_now`, its token was
     /// cancelled, or an overflow policy discarded it.
     Cancelled,
+    /// The handle was joined from inside the very task it waits for, which cannot
+    /// finish while it waits: the join gives up at once instead of waiting for ever.
+    /// The task itself runs on; its result is dropped when it finishes.
+    JoinedFromItself,
 }
 
 impl TaskError {
@@ -63,7 +67,7 @@ impl TaskError {
     pub fn into_panic(self) -> Option<Panic> {
         match self {
             TaskError::Panicked(panic) => Some(panic),
-            TaskError::Cancelled => None,
+            TaskError::Cancelled | TaskError::JoinedFromItself => None,
         }
     }
 }
@@ -73,6 +77,9 @@ impl fmt::Display for TaskError {
         match self {
             TaskError::Panicked(panic) => write!(f, "task panicked: {panic}"),
             TaskError::Cancelled => f.write_str("task was cancelled before it ran"),
+            TaskError::JoinedFromItself => {
+                f.write_str("task joined its own handle, which cannot finish while it waits")
+            }
         }
     }
 }
@@ -81,8 +88,50 @@ impl std::error::Error for TaskError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             TaskError::Panicked(panic) => Some(panic),
-            TaskError::Cancelled => None,
+            TaskError::Cancelled | TaskError::JoinedFromItself => None,
         }
+    }
+}
+
+#[cfg(not(loom))]
+std::thread_local! {
+    /// The address of the result slot of the task the current thread is running (0
+    /// when none), so that a task joining its own handle is told so instead of
+    /// waiting for itself for ever.
+    static RUNNING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as running the task whose result slot is at `slot` until
+/// dropped (also on unwind), restoring the outer mark (a task run inline inside
+/// another). Loom models never join from inside a task, so it is a no-op there.
+pub(crate) struct Running(#[cfg_attr(loom, allow(dead_code))] usize);
+
+impl Running {
+    #[inline]
+    pub(crate) fn enter(slot: usize) -> Running {
+        #[cfg(not(loom))]
+        return Running(RUNNING.with(|running| running.replace(slot)));
+        #[cfg(loom)]
+        Running(slot)
+    }
+}
+
+impl Drop for Running {
+    #[inline]
+    fn drop(&mut self) {
+        #[cfg(not(loom))]
+        RUNNING.with(|running| running.set(self.0));
+    }
+}
+
+/// Whether the current thread is running the task whose result slot is `slot`.
+fn running_here(slot: usize) -> bool {
+    #[cfg(not(loom))]
+    return slot != 0 && RUNNING.with(std::cell::Cell::get) == slot;
+    #[cfg(loom)]
+    {
+        let _ = slot;
+        false
     }
 }
 
@@ -354,8 +403,11 @@ impl<T> TaskHandle<T> {
                 thread::yield_now();
             }
         }
-        let _wake = until.unpark_on_cancel();
         let packet = self.slot();
+        if running_here(packet as *const Packet<T> as usize) {
+            return Ok(Err(TaskError::JoinedFromItself));
+        }
+        let _wake = until.unpark_on_cancel();
         if packet.register() {
             // Parks may end early (a spurious wake-up, a cancel's unpark): re-check.
             while packet.state.load(Ordering::Acquire) != DONE {

@@ -28,7 +28,7 @@ use std::fmt;
 use crate::cancel::CancelToken;
 use crate::panic::Panic;
 use crate::pool::core::drop_quietly;
-use crate::pool::handle::{AsPacket, Packet, TaskError, TaskHandle};
+use crate::pool::handle::{AsPacket, Packet, Running, TaskError, TaskHandle};
 use crate::pool::job::{Job, Runnable, Thin};
 use crate::sync::cell::UnsafeCell;
 use crate::sync::{AtomicU64, Ordering};
@@ -115,6 +115,12 @@ impl<F: FnOnce(&CancelToken) -> T + Send, T> Call for Tokened<F> {
 pub(crate) trait Deliver<T>: Send + Sync {
     /// Hands the result on; a panic nobody receives comes back.
     fn deliver(&self, result: Result<T, TaskError>) -> Option<Panic>;
+
+    /// The address of the result slot a handle joins (0 when there is none), marked
+    /// while the task runs so that joining it from inside is an error, not a hang.
+    fn slot(&self) -> usize {
+        0
+    }
 }
 
 /// Fire-and-forget: the value is dropped, a panic goes back to the worker.
@@ -131,12 +137,20 @@ impl<T: Send> Deliver<T> for Packet<T> {
         self.set(result);
         None
     }
+
+    fn slot(&self) -> usize {
+        self as *const Packet<T> as usize
+    }
 }
 
 impl<T: Send> Deliver<T> for crate::sync::Arc<Packet<T>> {
     fn deliver(&self, result: Result<T, TaskError>) -> Option<Panic> {
         self.set(result);
         None
+    }
+
+    fn slot(&self) -> usize {
+        &**self as *const Packet<T> as usize
     }
 }
 
@@ -215,7 +229,10 @@ where
 
     fn run(mut self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
         let outcome = match self.take() {
-            Some(call) => call_and_deliver(call, &self.0.done, token, tally),
+            Some(call) => {
+                let _running = Running::enter(self.0.done.slot());
+                call_and_deliver(call, &self.0.done, token, tally)
+            }
             None => Outcome::Done,
         };
         // This may be the last reference (the handle is gone), dropping a result
