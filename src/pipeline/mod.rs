@@ -36,7 +36,7 @@
 //!   window is that sum's queue part plus one batch per holder, at most 2^24 items.
 //! - Panic boundary: every user value is called, formatted and dropped inside
 //!   `Panic::catch_any`: the source iterator (`next` and its drop), stage closures,
-//!   `on_drop` callbacks, the sink, a stage error's `Display`/`Debug`, and every item
+//!   `on_drop` callbacks, the sink, a stage error's `Debug`, and every item
 //!   the run discards (shed, evicted, drained after a cancel, left in a queue, the
 //!   rest of a batch after a failure, a partial batch after the source panicked).
 //!   Batches are dropped item by item after the unwinding, never by it, since a second

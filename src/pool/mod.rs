@@ -45,6 +45,11 @@ pub use self::task::DroppedTask;
 
 /// Why a task was not accepted. The task travels back inside, untouched.
 ///
+/// Carrying the task makes this error as `Send`/`Sync` as the task and gives it a type
+/// parameter; [`without_task`](SubmitError::without_task) (or `?` into a
+/// [`SubmitErrorKind`]) drops the task and keeps only why, for error enums and
+/// `Box<dyn Error + Send + Sync>`.
+///
 /// # Example
 ///
 /// ```
