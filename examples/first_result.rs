@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use corral::{leak::LeakCheck, CancelToken, TaskGroup};
+use corral::{leak::LeakCheck, CancelToken, GroupError, TaskGroup};
 
 /// A replica that answers after `latency`, unless it is cancelled first.
 fn query(replica: &str, latency: Duration, token: &CancelToken) -> Result<String, String> {
@@ -53,7 +53,10 @@ fn main() {
     for (id, outcome) in &outcomes {
         match outcome {
             Ok(()) => println!("  {id}: answered"),
-            Err(e) => println!("  {id}: {e}"),
+            // `GroupError`'s Display says only "task failed"; the reason is the error
+            // inside (a `String` here, so not reachable through `source()`).
+            Err(GroupError::Failed(why)) => println!("  {id}: {why}"),
+            Err(other) => println!("  {id}: {other:?}"),
         }
     }
     check

@@ -149,7 +149,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         .for_each(drop)
         .unwrap_err();
     let report = err.report().expect("a run happened");
-    println!("strict run: {err}");
+    // Display names the stage; the parse error itself is the source.
+    let cause = std::error::Error::source(&err).map(|e| e.to_string());
+    println!("strict run: {err}: {}", cause.unwrap_or_default());
     println!(
         "  pulled {} of {LINES} lines, parsed {}, not processed {}",
         report.stage("source").map_or(0, |s| s.items_out),

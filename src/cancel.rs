@@ -441,16 +441,18 @@ impl CancelToken {
     }
 
     /// A receiver that becomes ready (disconnected) when this token is cancelled, for
-    /// use in [`crossbeam_channel::select!`] beside other channels.
+    /// use in [`select!`](crate::channel::select) beside other channels.
     ///
     /// The receiver does not see a deadline pass by itself (no thread fires it); select
-    /// on [`expired`](CancelToken::expired) as well for tokens with deadlines.
+    /// on [`expired`](CancelToken::expired) as well for tokens with deadlines. The
+    /// channel types come from crossbeam-channel, re-exported as
+    /// [`corral::channel`](crate::channel), so no other dependency is needed.
     ///
     /// # Example
     ///
     /// ```
+    /// use corral::channel::{bounded, select};
     /// use corral::CancelToken;
-    /// use crossbeam_channel::{bounded, select};
     ///
     /// let token = CancelToken::new();
     /// let (_tx, jobs) = bounded::<u32>(1);
@@ -476,7 +478,23 @@ impl CancelToken {
     }
 
     /// A receiver that delivers once at this token's deadline, or never without one.
-    /// Pair it with [`done`](CancelToken::done) in a `select!`.
+    /// Pair it with [`done`](CancelToken::done) in a
+    /// [`select!`](crate::channel::select).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::channel::select;
+    /// use corral::CancelToken;
+    /// use std::time::Duration;
+    ///
+    /// let token = CancelToken::with_timeout(Duration::from_millis(5));
+    /// let why = select! {
+    ///     recv(token.done()) -> _ => "cancelled",
+    ///     recv(token.expired()) -> _ => "deadline passed",
+    /// };
+    /// assert_eq!(why, "deadline passed");
+    /// ```
     pub fn expired(&self) -> Receiver<Instant> {
         match self.deadline() {
             Some(deadline) => crossbeam_channel::at(deadline),

@@ -212,6 +212,7 @@ struct OsMode {
 
 /// Configures a [`LeakCheck`].
 #[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct LeakCheckBuilder {
     grace: Duration,
     os: bool,

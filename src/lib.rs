@@ -50,7 +50,7 @@
 //! A [`CancelToken`] is a clone-able stop signal. Children are cancelled with their
 //! parent, never the reverse; deadlines need no timer thread; waiting is a blocking
 //! [`wait`](CancelToken::wait), a bounded `wait_timeout`, or a receiver for
-//! `crossbeam_channel::select!`.
+//! [`channel::select!`] (crossbeam-channel, re-exported as [`channel`]).
 //!
 //! ```
 //! use corral::CancelToken;
@@ -338,6 +338,10 @@ mod sync;
 mod timeline;
 mod wait;
 
+/// crossbeam-channel, re-exported: the channels behind [`CancelToken::done`] and
+/// [`CancelToken::expired`], and its `select!`, without a dependency of your own.
+pub use crossbeam_channel as channel;
+
 pub use breaker::{
     BreakerBuilder, BreakerError, BreakerGuard, BreakerStats, CircuitBreaker, State, Window,
 };
@@ -353,7 +357,7 @@ pub use pipeline::LoomGate as __LoomReorderGate;
 pub use pipeline::{Pipeline, PipelineError, PipelineReport, StageStats};
 pub use pool::{
     DroppedTask, PoolBuilder, PoolMap, PoolStats, ScopedPool, ShutdownReport, SubmitError,
-    TaskError, TaskHandle, WorkerPool,
+    SubmitErrorKind, TaskError, TaskHandle, WorkerPool,
 };
 pub use rate::{
     CheckError, InsufficientCapacity, KeyedRateLimiter, KeyedRateLimiterBuilder, KeyedStats,

@@ -84,11 +84,15 @@ impl<E> ResilienceError<E> {
     }
 }
 
-impl<E: fmt::Display> fmt::Display for ResilienceError<E> {
+/// Describes this error only: the last attempt's error is the
+/// [`source`](std::error::Error::source) of [`ResilienceError::Failed`] (when `E` is not
+/// an [`Error`](std::error::Error), reach it with
+/// [`into_inner`](ResilienceError::into_inner) or by matching; `Debug` shows it).
+impl<E> fmt::Display for ResilienceError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ResilienceError::Failed { error, attempts } => {
-                write!(f, "call failed after {attempts} attempt(s): {error}")
+            ResilienceError::Failed { attempts, .. } => {
+                write!(f, "call failed after {attempts} attempt(s)")
             }
             ResilienceError::BreakerOpen {
                 retry_after: Some(d),
@@ -102,7 +106,14 @@ impl<E: fmt::Display> fmt::Display for ResilienceError<E> {
     }
 }
 
-impl<E: fmt::Debug + fmt::Display> std::error::Error for ResilienceError<E> {}
+impl<E: std::error::Error + 'static> std::error::Error for ResilienceError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ResilienceError::Failed { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
 
 thread_local! {
     /// A token a finished call left untouched, for the next call on this thread.
@@ -458,6 +469,7 @@ impl Admitted<'_> {
 
 /// Configures a [`Resilience`] stack. Every layer is optional.
 #[derive(Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct ResilienceBuilder {
     bulkhead: Option<Arc<Semaphore>>,
     limiter: Option<Arc<dyn Admit>>,

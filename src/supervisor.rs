@@ -96,6 +96,7 @@ struct ChildSpec {
 }
 
 /// Configures and starts a [`Supervisor`].
+#[must_use = "a builder does nothing until `start` is called"]
 pub struct SupervisorBuilder {
     /// The first bad child name, reported by `start`.
     bad_name: Option<ConfigError>,
@@ -212,6 +213,7 @@ impl SupervisorReport {
 /// calling thread finishes on its own when it returns. Called on the monitor thread,
 /// the report is empty ([`StopReason::Stopped`], no exits): that thread is the one
 /// building the real report.
+#[must_use = "dropping a Supervisor stops its children at once; keep it, then `join` or `stop` it"]
 pub struct Supervisor {
     token: CancelToken,
     monitor: Option<JoinHandle<Option<SupervisorReport>>>,

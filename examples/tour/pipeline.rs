@@ -69,8 +69,10 @@ pub fn run() {
         .for_each(drop)
         .unwrap_err();
     let report = err.report().expect("the run happened");
+    let cause = std::error::Error::source(&err).map(|e| e.to_string());
     println!(
-        "  {err} after {:.1?}: source pulled {}, {} queued items not processed, all threads joined",
+        "  {err} ({}) after {:.1?}: source pulled {}, {} queued items not processed, all threads joined",
+        cause.unwrap_or_default(),
         started.elapsed(),
         report.stage("source").map_or(0, |s| s.items_out),
         report.not_processed()

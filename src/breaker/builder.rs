@@ -41,7 +41,7 @@ use crate::timeline::Timeline;
 /// # let _ = breaker;
 /// # Ok::<(), corral::ConfigError>(())
 /// ```
-#[must_use = "a builder does nothing until build() is called"]
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct BreakerBuilder {
     consecutive: Option<u32>,
     failure_rate: Option<f64>,

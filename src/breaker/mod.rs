@@ -162,7 +162,9 @@ impl<E> BreakerError<E> {
     }
 }
 
-impl<E> fmt::Debug for BreakerError<E> {
+/// Shows the call's own error too (unlike `Display`, which leaves it to
+/// [`source`](std::error::Error::source)).
+impl<E: fmt::Debug> fmt::Debug for BreakerError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BreakerError::Open { retry_after } => f
@@ -171,7 +173,7 @@ impl<E> fmt::Debug for BreakerError<E> {
                 .finish(),
             BreakerError::HalfOpenFull => f.write_str("HalfOpenFull"),
             BreakerError::ForcedOpen => f.write_str("ForcedOpen"),
-            BreakerError::Inner(_) => f.write_str("Inner(..)"),
+            BreakerError::Inner(e) => f.debug_tuple("Inner").field(e).finish(),
         }
     }
 }

@@ -93,11 +93,15 @@ impl<E> GroupError<E> {
     }
 }
 
-impl<E: fmt::Display> fmt::Display for GroupError<E> {
+/// Describes this error only: the task's error, or its [`Panic`], is the
+/// [`source`](std::error::Error::source) (when `E` is not an
+/// [`Error`](std::error::Error), reach it with [`into_failed`](GroupError::into_failed)
+/// or by matching; `Debug` shows it).
+impl<E> fmt::Display for GroupError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            GroupError::Failed(e) => write!(f, "task failed: {e}"),
-            GroupError::Panicked(panic) => write!(f, "task panicked: {panic}"),
+            GroupError::Failed(_) => f.write_str("task failed"),
+            GroupError::Panicked(_) => f.write_str("task panicked"),
         }
     }
 }

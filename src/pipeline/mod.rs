@@ -36,7 +36,7 @@
 //!   window is that sum's queue part plus one batch per holder, at most 2^24 items.
 //! - Panic boundary: every user value is called, formatted and dropped inside
 //!   `Panic::catch_any`: the source iterator (`next` and its drop), stage closures,
-//!   `on_drop` callbacks, the sink, a stage error's `Display`/`Debug`, and every item
+//!   `on_drop` callbacks, the sink, a stage error's `Debug`, and every item
 //!   the run discards (shed, evicted, drained after a cancel, left in a queue, the
 //!   rest of a batch after a failure, a partial batch after the source panicked).
 //!   Batches are dropped item by item after the unwinding, never by it, since a second
@@ -270,6 +270,7 @@ where
 /// } // `table` dies here while the pipeline still borrows it
 /// pipeline.for_each(|_| {}).unwrap();
 /// ```
+#[must_use = "a pipeline does nothing until it is run (`run`, `for_each`, `collect` or their bounded forms)"]
 pub struct Pipeline<'env, T> {
     head: Head<'env, T>,
     /// Stage names and worker counts, source first.
@@ -366,12 +367,17 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// # Example
     ///
     /// ```
+    /// use std::error::Error;
+    ///
     /// let err = corral::Pipeline::from_iter(["1", "2", "oops"])
     ///     .try_stage("parse", 1, |s| s.parse::<i32>())
     ///     .for_each(|_| {})
     ///     .unwrap_err();
     /// assert_eq!(err.stage(), Some("parse"));
-    /// assert_eq!(err.to_string(), "stage parse failed: invalid digit found in string");
+    /// assert_eq!(err.to_string(), "stage parse failed");
+    /// let cause = err.source().unwrap(); // the stage's own error
+    /// assert_eq!(cause.to_string(), "invalid digit found in string");
+    /// assert!(cause.is::<std::num::ParseIntError>());
     /// ```
     pub fn try_stage<U, E, F>(
         self,
@@ -1166,14 +1172,6 @@ pub enum PipelineError {
     },
 }
 
-/// A stage's error, formatted inside the panic boundary (its `Display` is user code):
-/// `None` if it panicked.
-fn display(error: &(dyn Error + Send + Sync)) -> Option<String> {
-    Panic::catch_any(|| error.to_string())
-        .map_err(run::let_go)
-        .ok()
-}
-
 impl fmt::Debug for PipelineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -1250,21 +1248,18 @@ impl PipelineError {
     }
 }
 
+/// Describes this error only: the [`ConfigError`], the stage's error, the [`Panic`] or
+/// the OS error is its [`source`](Error::source). It never formats a user value, so it
+/// cannot panic on a stage error whose `Display` does.
 impl fmt::Display for PipelineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PipelineError::Config(e) => write!(f, "pipeline not started: {e}"),
-            PipelineError::Failed { stage, error, .. } => match display(&**error) {
-                Some(text) => write!(f, "stage {stage} failed: {text}"),
-                None => write!(f, "stage {stage} failed (its error's Display panicked)"),
-            },
-            PipelineError::Panicked { stage, panic, .. } => match panic.message() {
-                Some(m) => write!(f, "stage {stage} panicked: {m}"),
-                None => write!(f, "stage {stage} panicked"),
-            },
+            PipelineError::Config(_) => f.write_str("pipeline not started"),
+            PipelineError::Failed { stage, .. } => write!(f, "stage {stage} failed"),
+            PipelineError::Panicked { stage, .. } => write!(f, "stage {stage} panicked"),
             PipelineError::Cancelled { reason, .. } => write!(f, "pipeline stopped: {reason}"),
-            PipelineError::Spawn { stage, error, .. } => {
-                write!(f, "could not start a thread for stage {stage}: {error}")
+            PipelineError::Spawn { stage, .. } => {
+                write!(f, "could not start a thread for stage {stage}")
             }
         }
     }

@@ -72,10 +72,12 @@ impl TaskError {
     }
 }
 
+/// Describes this error only: the [`Panic`] of [`TaskError::Panicked`] is its
+/// [`source`](std::error::Error::source).
 impl fmt::Display for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TaskError::Panicked(panic) => write!(f, "task panicked: {panic}"),
+            TaskError::Panicked(_) => f.write_str("task panicked"),
             TaskError::Cancelled => f.write_str("task was cancelled before it ran"),
             TaskError::JoinedFromItself => {
                 f.write_str("task joined its own handle, which cannot finish while it waits")

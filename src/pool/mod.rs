@@ -45,6 +45,11 @@ pub use self::task::DroppedTask;
 
 /// Why a task was not accepted. The task travels back inside, untouched.
 ///
+/// Carrying the task makes this error as `Send`/`Sync` as the task and gives it a type
+/// parameter; [`without_task`](SubmitError::without_task) (or `?` into a
+/// [`SubmitErrorKind`]) drops the task and keeps only why, for error enums and
+/// `Box<dyn Error + Send + Sync>`.
+///
 /// # Example
 ///
 /// ```
@@ -107,6 +112,55 @@ impl<F> SubmitError<F> {
         matches!(self, SubmitError::Cancelled(..))
     }
 
+    /// Why the task was not accepted, keeping the task in `self`.
+    ///
+    /// ```
+    /// use corral::{SubmitError, SubmitErrorKind};
+    ///
+    /// let err = SubmitError::Full(|| 7);
+    /// assert_eq!(err.kind(), SubmitErrorKind::Full);
+    /// assert_eq!(err.into_inner()(), 7); // the task is still there
+    /// ```
+    pub fn kind(&self) -> SubmitErrorKind {
+        match self {
+            SubmitError::Full(_) => SubmitErrorKind::Full,
+            SubmitError::Closed(_) => SubmitErrorKind::Closed,
+            SubmitError::Timeout(_) => SubmitErrorKind::Timeout,
+            SubmitError::Cancelled(_, reason) => SubmitErrorKind::Cancelled(*reason),
+        }
+    }
+
+    /// Drops the task and keeps only why it was refused: an error without the closure's
+    /// type, for `?` into `Box<dyn Error + Send + Sync>` or an error enum of your own.
+    ///
+    /// The closure (and whatever it captured) is dropped here, on the calling thread,
+    /// like any value of the caller's: should a captured value's `Drop` panic, the
+    /// panic reaches the caller. Use [`into_inner`](SubmitError::into_inner) first to
+    /// keep or retry the task.
+    ///
+    /// ```
+    /// use corral::{SubmitErrorKind, WorkerPool};
+    ///
+    /// #[derive(Debug)]
+    /// enum AppError {
+    ///     Busy(SubmitErrorKind),
+    /// }
+    ///
+    /// let pool = WorkerPool::builder().workers(1).build()?;
+    /// pool.close();
+    /// let err = pool
+    ///     .try_submit(|| 1)
+    ///     .map_err(|e| AppError::Busy(e.without_task()))
+    ///     .unwrap_err();
+    /// assert!(matches!(err, AppError::Busy(SubmitErrorKind::Closed)));
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn without_task(self) -> SubmitErrorKind {
+        let kind = self.kind();
+        drop(self);
+        kind
+    }
+
     pub(crate) fn from_refusal(task: F, why: Refusal) -> Self {
         match why {
             Refusal::Full => SubmitError::Full(task),
@@ -118,6 +172,8 @@ impl<F> SubmitError<F> {
 }
 
 impl<F> fmt::Debug for SubmitError<F> {
+    /// Shows the variant and the cancel reason, never the task (`F` need not be
+    /// `Debug`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SubmitError::Full(_) => f.write_str("Full(..)"),
@@ -129,19 +185,76 @@ impl<F> fmt::Debug for SubmitError<F> {
 }
 
 impl<F> fmt::Display for SubmitError<F> {
+    /// The same text as its [`SubmitErrorKind`].
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.kind(), f)
+    }
+}
+
+impl<F> std::error::Error for SubmitError<F> {}
+
+/// Why a task was not accepted, without the task: a [`SubmitError`] whose closure was
+/// dropped ([`SubmitError::without_task`]), or described ([`SubmitError::kind`]).
+///
+/// `SubmitError<F>` carries the closure so that nothing handed to the pool is lost;
+/// that also makes it only as `Send`/`Sync` as the closure, and gives it a type
+/// parameter that an error enum or `Box<dyn Error + Send + Sync>` cannot name. This
+/// kind is `Copy`, `'static`, `Send + Sync`, and goes through `?` into any of them.
+///
+/// # Example
+///
+/// ```
+/// use corral::{SubmitErrorKind, WorkerPool};
+///
+/// fn start(pool: &WorkerPool) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+///     let tally = std::cell::Cell::new(1); // `Send` but not `Sync`, and so is the task
+///     // `SubmitError<F>` is not `Sync` here; its kind is.
+///     let _handle = pool.try_submit(move || tally.get()).map_err(|e| e.without_task())?;
+///     Ok(())
+/// }
+///
+/// let pool = WorkerPool::builder().workers(1).build()?;
+/// pool.close();
+/// let err = start(&pool).unwrap_err();
+/// assert_eq!(err.downcast_ref(), Some(&SubmitErrorKind::Closed));
+/// assert_eq!(err.to_string(), "not accepting tasks: closed");
+/// # Ok::<(), corral::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SubmitErrorKind {
+    /// No room, and the call does not wait ([`SubmitError::Full`]).
+    Full,
+    /// The pool is closed or shut down ([`SubmitError::Closed`]).
+    Closed,
+    /// The timeout or deadline passed while waiting for room ([`SubmitError::Timeout`]).
+    Timeout,
+    /// The caller's token was cancelled while waiting for room
+    /// ([`SubmitError::Cancelled`]).
+    Cancelled(CancelReason),
+}
+
+impl fmt::Display for SubmitErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SubmitError::Full(_) => f.write_str("no room for the task"),
-            SubmitError::Closed(_) => f.write_str("not accepting tasks: closed"),
-            SubmitError::Timeout(_) => f.write_str("timed out waiting for room for the task"),
-            SubmitError::Cancelled(_, reason) => {
+            SubmitErrorKind::Full => f.write_str("no room for the task"),
+            SubmitErrorKind::Closed => f.write_str("not accepting tasks: closed"),
+            SubmitErrorKind::Timeout => f.write_str("timed out waiting for room for the task"),
+            SubmitErrorKind::Cancelled(reason) => {
                 write!(f, "stopped waiting for room for the task: {reason}")
             }
         }
     }
 }
 
-impl<F> std::error::Error for SubmitError<F> {}
+impl std::error::Error for SubmitErrorKind {}
+
+/// Drops the task, as [`SubmitError::without_task`].
+impl<F> From<SubmitError<F>> for SubmitErrorKind {
+    fn from(error: SubmitError<F>) -> Self {
+        error.without_task()
+    }
+}
 
 impl<F: PartialEq> PartialEq for SubmitError<F> {
     fn eq(&self, other: &Self) -> bool {
@@ -272,6 +385,7 @@ pub struct ShutdownReport {
 /// # Ok::<(), corral::ConfigError>(())
 /// ```
 #[derive(Clone)]
+#[must_use = "a builder does nothing until `build` or `build_scoped` is called"]
 pub struct PoolBuilder {
     workers: usize,
     queue_capacity: usize,

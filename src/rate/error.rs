@@ -169,12 +169,14 @@ pub enum CheckError {
     InsufficientCapacity(InsufficientCapacity),
 }
 
+/// Describes this error only: the [`NotUntil`] or [`InsufficientCapacity`] inside is
+/// its [`source`](std::error::Error::source).
 impl fmt::Display for CheckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CheckError::NotUntil(e) => e.fmt(f),
-            CheckError::InsufficientCapacity(e) => e.fmt(f),
-        }
+        f.write_str(match self {
+            CheckError::NotUntil(_) => "request refused for now",
+            CheckError::InsufficientCapacity(_) => "request refused for good",
+        })
     }
 }
 
@@ -232,12 +234,14 @@ pub enum WaitError {
     InsufficientCapacity(InsufficientCapacity),
 }
 
+/// Describes this error only: the [`NotUntil`] of [`WaitError::Timeout`] and the
+/// [`InsufficientCapacity`] are its [`source`](std::error::Error::source).
 impl fmt::Display for WaitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WaitError::Timeout(e) => write!(f, "timed out: {e}"),
+            WaitError::Timeout(_) => f.write_str("wait timed out"),
             WaitError::Cancelled(reason) => write!(f, "wait {reason}"),
-            WaitError::InsufficientCapacity(e) => e.fmt(f),
+            WaitError::InsufficientCapacity(_) => f.write_str("wait refused for good"),
         }
     }
 }

@@ -94,6 +94,8 @@ pub enum RedisRateError {
     Backend(io::Error),
 }
 
+/// Describes this error only: the `io::Error` of [`RedisRateError::Backend`] is its
+/// [`source`](std::error::Error::source).
 impl fmt::Display for RedisRateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -105,7 +107,7 @@ impl fmt::Display for RedisRateError {
                 f.write_str("deadline passes before the request would conform")
             }
             RedisRateError::Cancelled(reason) => write!(f, "wait cancelled: {reason}"),
-            RedisRateError::Backend(e) => write!(f, "redis unavailable: {e}"),
+            RedisRateError::Backend(_) => f.write_str("redis unavailable"),
         }
     }
 }
@@ -332,6 +334,7 @@ fn protocol(message: String) -> io::Error {
 
 /// Configures a [`RedisRateLimiter`].
 #[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct RedisRateLimiterBuilder {
     addr: String,
     prefix: String,
