@@ -4,18 +4,20 @@
 //! state, the circuit breaker's open deadline and time-window buckets) want "now" as a
 //! `u64` of nanoseconds since a fixed base. For any clock that is `clock.now() - base`,
 //! which keeps [`ManualClock`](crate::ManualClock) semantics exact. Reading
-//! [`Instant::now`] is most of the cost of a `check()` or of a breaker's closed-state
-//! call, so when the clock is exactly [`SystemClock`] (decided by type when the
-//! [`Timeline`] is built) the timeline reads the CPU's time-stamp counter through
-//! `quanta` instead, which is cheaper (BENCHMARKS.md has the figures): nanoseconds
-//! since one process-wide TSC reading. The [`Clock`] trait is unchanged; `quanta`
-//! falls back to the OS clock where the TSC is unusable.
+//! [`Instant::now`](std::time::Instant::now) is most of the cost of a `check()` or of
+//! a breaker's closed-state call, so when the clock is exactly [`SystemClock`]
+//! (decided by type when the [`Timeline`](crate::timeline::Timeline) is built) the
+//! timeline reads the CPU's time-stamp counter through `quanta` instead, which is
+//! cheaper (BENCHMARKS.md has the figures): nanoseconds since one process-wide TSC
+//! reading. The [`Clock`] trait is unchanged; `quanta` falls back to the OS clock
+//! where the TSC is unusable.
 //!
 //! Decisions (is a cell free, is the breaker still open, which window bucket is
 //! current) compare offsets alone, and durations reported from them (a `retry_after`)
-//! are differences of offsets; conversions to a std [`Instant`] are made live by
-//! [`Anchor`]. [`Coarse`] is a second, cheaper time source for the breaker's
-//! time-window buckets, and holds the module's only `unsafe`.
+//! are differences of offsets; conversions to a std [`Instant`](std::time::Instant)
+//! are made live by [`Anchor`](crate::timeline::Anchor). A second, cheaper time
+//! source, [`Coarse`](crate::timeline::Coarse), serves the breaker's time-window
+//! buckets and holds the module's only `unsafe`.
 
 use std::any::TypeId;
 use std::sync::OnceLock;
