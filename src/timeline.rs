@@ -4,39 +4,20 @@
 //! state, the circuit breaker's open deadline and time-window buckets) want "now" as a
 //! `u64` of nanoseconds since a fixed base. For any clock that is `clock.now() - base`,
 //! which keeps [`ManualClock`](crate::ManualClock) semantics exact. Reading
-//! [`Instant::now`] costs 20-60 ns on the VMs this crate is benchmarked on, which is
-//! most of the cost of a `check()` or of a breaker's closed-state call, so when the
-//! clock is exactly [`SystemClock`] (decided by type when the [`Timeline`] is built)
-//! the timeline reads the CPU's time-stamp counter through `quanta` instead (a fraction
-//! of the cost): nanoseconds since one process-wide TSC reading. The [`Clock`] trait is
-//! unchanged; `quanta` falls back to the OS clock where the TSC is unusable.
+//! [`Instant::now`](std::time::Instant::now) is most of the cost of a `check()` or of
+//! a breaker's closed-state call, so when the clock is exactly [`SystemClock`]
+//! (decided by type when the [`Timeline`](crate::timeline::Timeline) is built) the
+//! timeline reads the CPU's time-stamp counter through `quanta` instead, which is
+//! cheaper (BENCHMARKS.md has the figures): nanoseconds since one process-wide TSC
+//! reading. The [`Clock`] trait is unchanged; `quanta` falls back to the OS clock
+//! where the TSC is unusable.
 //!
-//! The TSC and the OS clock tick at rates that differ by quanta's calibration error
-//! (parts per million, more when calibrated under load), so a fixed mapping between
-//! the two would drift apart by milliseconds per hour. Every conversion between an
-//! offset and a std [`Instant`] (a sleeper's deadline, a rate limiter's
-//! `NotUntil::earliest`, a caller's deadline) is therefore made *live* by [`Anchor`]:
-//! it reads both clocks now and converts the difference, so the error is parts per
-//! million of the interval converted, never of the process's age. Decisions (is a
-//! cell free, is the breaker still open, which window bucket is current) compare
-//! offsets alone, and durations reported from them (a `retry_after`) are differences
-//! of offsets.
-//!
-//! **The coarse clock.** [`Coarse`] is a second, cheaper time source for one use: the
-//! breaker's time-window buckets, which only need time to a small fraction of a
-//! bucket's width. On Linux it reads `CLOCK_MONOTONIC_COARSE` (the kernel's time as of
-//! its last tick, served from the vDSO without a system call: 4.4 ns on the benchmark
-//! VM against 9.6 ns for the TSC read above), which is at most about one tick (its
-//! `clock_getres`, 4 ms there) behind. Its readings live on their own base (the OS's
-//! monotonic clock: nanoseconds since boot on Linux, used as they are) and are never
-//! compared with or converted to [`Timeline`] offsets, so the two sources cannot
-//! drift apart in any decision. It is the one place in the crate
-//! with `unsafe` (two `libc` calls, each with its `// SAFETY:` note); elsewhere, and
-//! under loom, [`Coarse::tick`] is `None` and callers keep the timeline.
-//!
-//! A [`Timeline`] may hold an unsized clock: `Box<Timeline<C>>` coerces to
-//! `Box<Timeline<dyn Clock>>`, which keeps the fast path of a `SystemClock` chosen by
-//! type even where the clock is stored as a trait object (the breaker's builder).
+//! Decisions (is a cell free, is the breaker still open, which window bucket is
+//! current) compare offsets alone, and durations reported from them (a `retry_after`)
+//! are differences of offsets; conversions to a std [`Instant`](std::time::Instant)
+//! are made live by [`Anchor`](crate::timeline::Anchor). A second, cheaper time
+//! source, [`Coarse`](crate::timeline::Coarse), serves the breaker's time-window
+//! buckets and holds the module's only `unsafe`.
 
 use std::any::TypeId;
 use std::sync::OnceLock;
@@ -61,7 +42,7 @@ static TSC: OnceLock<Tsc> = OnceLock::new();
 
 fn tsc() -> &'static Tsc {
     TSC.get_or_init(|| {
-        let clock = quanta::Clock::new(); // calibrates once per process (~0.6 ms here)
+        let clock = quanta::Clock::new(); // calibrates once per process
         let raw0 = clock.raw();
         Tsc { clock, raw0 }
     })
@@ -76,6 +57,14 @@ pub(crate) fn tsc_nanos() -> u64 {
 }
 
 /// How offsets map onto std instants.
+///
+/// The TSC and the OS clock tick at rates that differ by quanta's calibration error
+/// (parts per million, more when calibrated under load), so a fixed mapping between
+/// the two would drift apart by milliseconds per hour. Every conversion between an
+/// offset and a std [`Instant`] (a sleeper's deadline, a rate limiter's
+/// `NotUntil::earliest`, a caller's deadline) is therefore made *live*: it reads both
+/// clocks now and converts the difference, so the error is parts per million of the
+/// interval converted, never of the process's age.
 #[derive(Clone, Copy)]
 pub(crate) enum Anchor {
     /// Offset `n` is `base + n` exactly (the clock itself yields the offsets).
@@ -173,7 +162,9 @@ pub(crate) fn duration_from_nanos(n: u128) -> Duration {
 }
 
 /// A clock plus the anchor that state offsets count from. The clock comes last so
-/// that it may be unsized (`Timeline<dyn Clock>`).
+/// that it may be unsized (`Timeline<dyn Clock>`): `Box<Timeline<C>>` coerces to
+/// `Box<Timeline<dyn Clock>>`, which keeps the fast path of a `SystemClock` chosen by
+/// type even where the clock is stored as a trait object (the breaker's builder).
 pub(crate) struct Timeline<C: ?Sized> {
     anchor: Anchor,
     clock: C,
@@ -220,8 +211,19 @@ impl<C: Clock + ?Sized> Timeline<C> {
     }
 }
 
-/// The coarse monotonic clock (see the module notes). A value proves the clock is
-/// there; readings are the OS's nanoseconds since its own base (boot on Linux).
+/// The coarse monotonic clock. A value proves the clock is there; readings are the
+/// OS's nanoseconds since its own base (boot on Linux).
+///
+/// It serves one use: the breaker's time-window buckets, which only need time to a
+/// small fraction of a bucket's width. On Linux it reads `CLOCK_MONOTONIC_COARSE` (the
+/// kernel's time as of its last tick, served from the vDSO without a system call,
+/// cheaper than the TSC read of [`Tsc`]; BENCHMARKS.md has the figures), which is at
+/// most about one tick (its `clock_getres`) behind. Its readings live on their own
+/// base (the OS's monotonic clock, used as it is) and are never compared with or
+/// converted to [`Timeline`] offsets, so the two sources cannot drift apart in any
+/// decision. It is this module's only `unsafe` (two `libc` calls, each with its
+/// `// SAFETY:` note); elsewhere, and under loom, [`Coarse::tick`] is `None`
+/// and callers keep the timeline.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Coarse(());
 

@@ -7,42 +7,18 @@
 //!   every transition increments. Admission in the closed state is one acquire load
 //!   of it. A permit remembers the word it was admitted under; an outcome reported
 //!   after the word changed belongs to an older state and only reaches the stats.
-//! - **Closed successes write nothing shared.** They bump the caller's stripe
-//!   (`stripes.rs`), reset the consecutive-failure count only when it is non-zero, and
-//!   read `eval_after` to learn whether a success could trip the breaker at all (when
-//!   it brings a window holding failures up to `minimum_calls`, or when expired
-//!   successes have left the failures over a threshold). Everything else,
-//!   failures, slow calls, half-open trials, transitions, takes the `core` mutex.
-//! - **Windows** (`window.rs`) keep failures and slow calls under the lock and add
-//!   the striped successes when they are looked at.
-//! - **Engine time** is a `u64` of nanoseconds since the breaker was built, read from
-//!   the crate's timeline (`src/timeline.rs`): the TSC when the clock is
-//!   [`SystemClock`](crate::SystemClock), so a time-window success pays a few
-//!   nanoseconds, not an `Instant::now()`; exactly `clock.now()` minus the build
-//!   instant for any other clock. The breaker reports only durations (`retry_after`,
-//!   `open_for`), differences of engine times, so no conversion to `Instant` is needed.
-//! - **Window time** is what a time window's buckets (successes and failures alike,
-//!   and `eval_after`) are counted in: engine time, except for a `SystemClock` breaker
-//!   whose buckets are at least 64 ticks of the OS's coarse monotonic clock wide and
-//!   that has no slow-call policy. Those read the coarse clock (`Coarse` in
-//!   `src/timeline.rs`, about half the cost of a TSC read; BENCHMARKS.md has figures),
-//!   at most about a tick late, a sixty-fourth of a bucket (see `window_clock`). Window
-//!   time sits on its own base and is only ever compared with window time; open
-//!   deadlines, half-open timeouts, slow-call durations and `retry_after` stay on
-//!   engine time. With a slow-call policy every call reads the precise clock anyway,
-//!   so its window uses that reading rather than pay for a second clock.
+//! - **Closed successes write nothing shared** (`Engine::record_closed`); failures,
+//!   slow calls, half-open trials and transitions take the `core` mutex. Windows
+//!   (`window.rs`) keep failures and slow calls under the lock and add the striped
+//!   successes (`stripes.rs`) when they are looked at.
+//! - **Time** is a `u64` of nanoseconds since the build, read from the crate's
+//!   timeline (`Engine::now`); a time window's buckets may run on the OS's coarse
+//!   clock instead (`Engine::window_now`). Only durations are reported, so no
+//!   conversion to `Instant` is needed.
 //! - **Lazy time.** No thread runs timers: Open -> HalfOpen (after `open_for`) and
 //!   HalfOpen -> Open (after `half_open_timeout`) happen in whichever call, `state()`
 //!   or `stats()` first sees that the time has come.
-//! - **Callbacks outside the lock.** Transitions are collected in [`Events`] while the
-//!   lock is held and handed to `on_state_change` after it is released, so a callback
-//!   may call back into the breaker. Each callback runs inside the panic boundary: a
-//!   panicking one is counted (`user_panics`) and the remaining events still fire, so a
-//!   guard dropped while its call unwinds never meets a second panic.
-//! - **The time horizon.** Engine time saturates at `u64::MAX` nanoseconds (about 584
-//!   years after the build). An open period whose end saturates there never ends by
-//!   itself: `open_until == u64::MAX` means "until reset", so a clock run past the
-//!   horizon keeps the breaker open instead of making every open period zero long.
+//! - **Callbacks outside the lock** ([`Events`]), so a callback may call back in.
 
 use std::any::Any;
 use std::fmt;
@@ -161,6 +137,12 @@ pub(super) struct Permit {
 }
 
 /// Transitions made under the lock, reported once it is released.
+///
+/// They are collected here while the lock is held and handed to `on_state_change`
+/// after it is released, so a callback may call back into the breaker. Each callback
+/// runs inside the panic boundary: a panicking one is counted (`user_panics`) and the
+/// remaining events still fire, so a guard dropped while its call unwinds never meets
+/// a second panic.
 struct Events {
     list: [(State, State); 4],
     len: usize,
@@ -195,6 +177,11 @@ struct Core {
     state: State,
     epoch: u64,
     open_for: Duration,
+    /// When the open period ends, in engine time. Engine time saturates at `u64::MAX`
+    /// nanoseconds (about 584 years after the build), and an open period whose end
+    /// saturates there never ends by itself: `u64::MAX` means "until reset", so a
+    /// clock run past the horizon keeps the breaker open instead of making every open
+    /// period zero long.
     open_until: u64,
     half_open_since: u64,
     /// Trials running now, whichever half-open state admitted them: a trial keeps its
@@ -290,8 +277,11 @@ impl Engine {
         }
     }
 
-    /// Engine time: nanoseconds since the breaker was built, on its timeline (the TSC
-    /// for `SystemClock`, exactly `clock.now() - build time` for any other clock).
+    /// Engine time: nanoseconds since the breaker was built, on the crate's timeline
+    /// (`src/timeline.rs`): the TSC for [`SystemClock`](crate::SystemClock), so a
+    /// time-window success does not pay for an `Instant::now()`; exactly
+    /// `clock.now() - build time` for any other clock. The breaker reports only
+    /// durations (`retry_after`, `open_for`), differences of engine times.
     #[inline]
     fn now(&self) -> u64 {
         self.cfg.timeline.now().saturating_sub(self.origin)
@@ -301,6 +291,14 @@ impl Engine {
     /// itself) unless the window runs on the coarse clock, whose readings are
     /// nanoseconds on the OS's own base, compared only with each other (bucket ids,
     /// `eval_after`).
+    ///
+    /// The coarse clock (`Coarse` in `src/timeline.rs`, cheaper to read than the TSC;
+    /// BENCHMARKS.md has the figures) serves a `SystemClock` breaker whose buckets are
+    /// at least [`COARSE_TICKS_PER_BUCKET`] ticks wide and that has no slow-call policy
+    /// ([`window_clock`]). Open deadlines, half-open timeouts, slow-call durations and
+    /// `retry_after` stay on engine time. With a slow-call policy every call reads the
+    /// precise clock anyway, so its window uses that reading rather than pay for a
+    /// second clock.
     #[inline]
     fn window_now(&self, now: u64) -> u64 {
         match self.coarse {
@@ -461,6 +459,12 @@ impl Engine {
         }
     }
 
+    /// Records a closed-state outcome. A success writes nothing shared: it bumps the
+    /// caller's stripe (`stripes.rs`), resets the consecutive-failure count only when
+    /// it is non-zero, and reads `eval_after` to learn whether a success could trip the
+    /// breaker at all (when it brings a window holding failures up to
+    /// `minimum_calls`, or when expired successes have left the failures over a
+    /// threshold). Everything else takes the `core` mutex.
     #[inline(always)]
     fn record_closed(&self, permit: &Permit, outcome: Outcome) {
         if outcome == Outcome::Ignore {
@@ -831,8 +835,8 @@ impl Engine {
 /// the TSC alone). A coarse reading is up to about one tick late, so an outcome may be
 /// counted in the bucket before its own for at most 1/64 of a bucket's width: a
 /// sixty-fourth of the window's own quantisation (it already expires a whole bucket,
-/// a tenth of the window, at a time). At the 4 ms tick measured on the benchmark VM
-/// (`clock_getres`), windows of 2.56 s and more qualify.
+/// a tenth of the window, at a time). A 4 ms tick (`clock_getres`), for instance,
+/// admits windows of 2.56 s and more.
 fn window_clock(cfg: &Config) -> Option<Coarse> {
     let WindowKind::Time { width } = cfg.window else {
         return None;

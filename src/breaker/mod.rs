@@ -3,8 +3,9 @@
 //! Implementation notes. [`CircuitBreaker`] is a thin wrapper over the crate-private
 //! engine in `engine.rs` (state machine, transitions); `window.rs` keeps the count and
 //! time windows, `stripes.rs` the per-thread counters a closed-state success writes,
-//! and `builder.rs` the validated configuration. The closed state costs one atomic load to admit a call and, for a
-//! success, writes only the calling thread's stripe: see the notes in `engine.rs`.
+//! and `builder.rs` the validated configuration. The closed state costs one atomic
+//! load to admit a call and, for a success, writes only the calling thread's stripe:
+//! see the notes in `engine.rs`.
 //! The breaker never blocks and never starts a thread: a refused call returns at once,
 //! and time-based transitions are computed lazily from the [`Clock`](crate::Clock).
 

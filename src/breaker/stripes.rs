@@ -5,29 +5,15 @@
 //! per call. So every counter a success touches lives in a [`Stripe`]: a
 //! 128-byte-aligned block per thread.
 //!
-//! - Each live thread holds a small process-wide slot number (`SLOT`), handed out
-//!   lowest-free-first and returned when the thread exits, so no two live threads
-//!   hold the same number. Slots below `EXCLUSIVE` own a stripe outright: its only
-//!   writer is that thread, so a count is a plain relaxed load and store, not a
-//!   locked read-modify-write (which costs several nanoseconds even uncontended).
-//!   A slot's previous owner has exited before the slot is reused, and the free
-//!   list's lock orders the two.
-//! - Threads with higher slot numbers (more than `EXCLUSIVE` threads alive in the
-//!   process), threads whose slot is already torn down, and every thread under loom
-//!   (where model threads share one OS thread's thread-locals) write one of `SHARED`
-//!   stripes with atomic read-modify-writes: still exact, just slower.
+//! - Each live thread holds a small process-wide slot number ([`SLOTS`]); the first
+//!   `EXCLUSIVE` slots own a stripe outright and count with plain relaxed loads and
+//!   stores, every other thread shares one of `SHARED` stripes with atomic
+//!   read-modify-writes: still exact, just more expensive.
 //! - `successes` is cumulative since the breaker was built. The count window reads
 //!   the sum over all stripes as "calls so far" and never resets it; a reset records
 //!   the sum as a base instead.
-//! - `buckets` serve the time window: slot `k % BUCKETS` holds bucket id `k` (low 32
-//!   bits) in its high half and that bucket's success count in its low half, updated
-//!   with one compare-and-swap (one plain store by an owning thread), so a slot is
-//!   recycled exactly when its bucket leaves the window. A count saturates only past 2^32 successes per thread slot per bucket.
-//! - An owning thread also keeps the slot index and end of the bucket it last counted
-//!   into (`hint_*`), so a success inside that bucket skips the division by the width
-//!   and the id check: since that count, only the owner has written the slot, so it
-//!   still holds that bucket (or a newer one that took the slot, which a late report
-//!   counts into anyway), and a plain increment is what `add_to_bucket` would do.
+//! - `buckets` serve the time window, one compare-and-swap (or one plain store by an
+//!   owning thread) per success ([`Stripe::add_at`]).
 //! - Failures and slow calls are rare and take the breaker's lock; they are not here.
 
 use crate::sync::{AtomicU64, Ordering};
@@ -40,9 +26,16 @@ pub(super) const BUCKETS: usize = 10;
 /// descheduled between reading the clock and counting): 2^16 windows.
 const LATE_LIMIT: u32 = (BUCKETS as u32) << 16;
 
-/// Stripes owned by one thread each (slots `0..EXCLUSIVE`).
+/// Stripes owned by one thread each (slots `0..EXCLUSIVE`). Its only writer is that
+/// thread, so a count is a plain relaxed load and store, not a locked
+/// read-modify-write (which costs a locked instruction even uncontended). A slot's
+/// previous owner has exited before the slot is reused, and the free list's lock
+/// orders the two.
 const EXCLUSIVE: usize = 32;
-/// Stripes shared, with atomic read-modify-writes, by every other thread.
+/// Stripes shared, with atomic read-modify-writes, by every other thread: threads with
+/// higher slot numbers (more than `EXCLUSIVE` threads alive in the process), threads
+/// whose slot is already torn down, and every thread under loom (where model threads
+/// share one OS thread's thread-locals).
 const SHARED: usize = 4;
 
 /// Counters written by the threads mapped to one stripe.
@@ -56,10 +49,19 @@ pub(super) struct Stripe {
     pub(super) plain: AtomicU64,
     /// Calls refused by this stripe's threads.
     pub(super) rejected: AtomicU64,
-    /// Time-window buckets: `(bucket id as u32) << 32 | successes`.
+    /// Time-window buckets: `(bucket id as u32) << 32 | successes`. Slot
+    /// `k % BUCKETS` holds bucket id `k` (low 32 bits) in its high half and that
+    /// bucket's success count in its low half, updated with one compare-and-swap (one
+    /// plain store by an owning thread), so a slot is recycled exactly when its bucket
+    /// leaves the window. A count saturates only past 2^32 successes per thread slot
+    /// per bucket.
     buckets: [AtomicU64; BUCKETS],
     /// The owning thread's last bucket: its slot index and the window time it ends,
     /// so that a success within it needs no division (written by the owner only).
+    /// A success inside that bucket also skips the id check: since that count, only
+    /// the owner has written the slot, so it still holds that bucket (or a newer one
+    /// that took the slot, which a late report counts into anyway), and a plain
+    /// increment is what `add_to_bucket` would do.
     hint_slot: AtomicU64,
     hint_end: AtomicU64,
 }
@@ -85,7 +87,7 @@ impl Stripe {
         let end = self.hint_end.load(Ordering::Relaxed);
         if now < end && now >= end - width {
             // Within the bucket this owner counted into last: its slot holds that
-            // bucket or a newer one (module notes), so count into it as is.
+            // bucket or a newer one (see `hint_slot`), so count into it as is.
             let hinted = self.hint_slot.load(Ordering::Relaxed) as usize;
             if let Some(slot) = self.buckets.get(hinted) {
                 let current = slot.load(Ordering::Relaxed);
@@ -156,7 +158,9 @@ pub(super) struct Stripes {
     stripes: Box<[Stripe]>,
 }
 
-/// Slot numbers of live threads: the next never-used one, and those returned.
+/// Slot numbers of live threads: the next never-used one, and those returned. Each
+/// live thread holds one, handed out lowest-free-first and returned when the thread
+/// exits, so no two live threads hold the same number.
 /// A process-wide registry, not part of the loom-modelled core (under loom no thread
 /// uses its slot as an exclusive stripe), hence the std lock.
 static SLOTS: std::sync::Mutex<(usize, Vec<usize>)> = std::sync::Mutex::new((0, Vec::new()));

@@ -4,16 +4,8 @@
 //! module keeps what is recorded under the breaker's lock (failures and slow calls)
 //! and combines both. All of it runs with the lock held.
 //!
-//! - **Count window, without a shared index.** The window is "the last N calls". The
-//!   index of a call is (successes summed over stripes) + (calls recorded under the
-//!   lock); failures and slow calls store their index in a ring, and a look at the
-//!   window drops the indices that fell out of the last N. Clearing stores the current
-//!   index as the base instead of zeroing stripes.
-//! - **Time window in buckets.** The window is split into `BUCKETS` buckets of
-//!   `window / BUCKETS`; an outcome counts while its bucket is one of the last
-//!   `BUCKETS`, so outcomes a full window old never count. Successes live in striped
-//!   buckets, locked outcomes in `TimeWindow::buckets`. Clearing records what the
-//!   stripes hold per bucket as an offset to subtract.
+//! - **Count window, without a shared index** ([`CountWindow`]), and **time window in
+//!   buckets** ([`TimeWindow`]).
 //! - **Window time.** Every time here is the engine's window time (engine time, or the
 //!   coarse clock for wide `SystemClock` buckets: see `engine.rs`); bucket ids and
 //!   `eval_after` are never compared with anything else.
@@ -44,6 +36,10 @@ pub(super) struct Totals {
     pub(super) slow: u64,
 }
 
+/// The window "the last N calls". The index of a call is (successes summed over
+/// stripes) + (calls recorded under the lock); failures and slow calls store their
+/// index in a ring, and a look at the window drops the indices that fell out of the
+/// last N. Clearing stores the current index as the base instead of zeroing stripes.
 #[derive(Debug)]
 pub(super) struct CountWindow {
     size: u64,
@@ -61,6 +57,10 @@ struct LockedBucket {
     slow: u64,
 }
 
+/// The window split into `BUCKETS` buckets of `window / BUCKETS`; an outcome counts
+/// while its bucket is one of the last `BUCKETS`, so outcomes a full window old never
+/// count. Successes live in striped buckets, locked outcomes in `buckets` here.
+/// Clearing records what the stripes hold per bucket as an offset to subtract.
 #[derive(Debug)]
 pub(super) struct TimeWindow {
     width: u64,

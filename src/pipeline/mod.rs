@@ -12,39 +12,13 @@
 //!   `corral-pipe-<stage>-<n>`), so closures and the source may borrow, and every
 //!   thread has joined when the terminal call returns. The sink runs on the caller's
 //!   thread.
-//! - Who pulls the source depends on the overflow policy. With `Overflow::Block` (the
-//!   default) the first stage's workers pull it themselves, a packet at a time under
-//!   one lock (uncontended with one worker), and there is no queue in front of the
-//!   first stage; with no stage at all the caller pulls it and runs the sink. A
-//!   dedicated thread would only hand items over at the pace the first stage takes
-//!   them, and on a machine with fewer cores than threads every extra thread that
-//!   must run once per batch costs a scheduler round trip (BENCHMARKS.md has the
-//!   figures). With `DropNewest` /
-//!   `DropOldest` the source keeps its own thread (`corral-pipe-source`) and runs
-//!   ahead of the first stage, so that overload is dropped at the first queue as
-//!   those policies promise.
+//! - Under `Overflow::Block` the first stage's workers pull the source themselves;
+//!   under a drop policy the source has a thread of its own (`Head::start` says why).
+//!   Memory is bounded by the queues, the batches and the reorder window
+//!   (`Pipeline::settings` gives the sum); every user value is called, formatted and
+//!   dropped inside the panic boundary (`run::drop_each`).
 //! - The engine (queues, sends, worker loops) is in `run.rs`, the reorder window in
 //!   `gate.rs`, the report in `report.rs`.
-//! - Bounded memory: each queue holds at most its capacity in items (`capacity`, or
-//!   the `buffer` set after the stage that feeds it), each worker (and the source
-//!   thread, if any, and the sink) at most one batch, and in ordered mode the sink's
-//!   reorder buffer at most the reorder window. With a batch of 1, no reordering and
-//!   no `buffer`, the items alive inside a run never exceed
-//!   `capacity × stages + stage workers + 1` with `Block` (no first queue, no source
-//!   thread), and `capacity × (stages + 1) + stage workers + 2` with a drop policy;
-//!   a `buffer` replaces one queue's `capacity` in that sum. The default reorder
-//!   window is that sum's queue part plus one batch per holder, at most 2^24 items.
-//! - Panic boundary: every user value is called, formatted and dropped inside
-//!   `Panic::catch_any`: the source iterator (`next` and its drop), stage closures,
-//!   `on_drop` callbacks, the sink, a stage error's `Debug`, and every item
-//!   the run discards (shed, evicted, drained after a cancel, left in a queue, the
-//!   rest of a batch after a failure, a partial batch after the source panicked).
-//!   Batches are dropped item by item after the unwinding, never by it, since a second
-//!   panic during unwinding aborts. The first failure is the run's; later ones are
-//!   dropped inside the boundary too (`run::let_go`).
-//! - Limits: 4096 workers per stage and per run (the worker pool's cap), 2^24 items
-//!   per queue, batch and reorder window (the pool's queue cap); above them the
-//!   terminal call returns a `ConfigError` before any thread starts.
 
 // `PipelineError` carries the run's report and a `Panic` inline, so it is large; a run
 // returns it once, and boxing the fields would only make matching on it clumsier.
@@ -99,10 +73,14 @@ impl<'env, T: Send + 'env> Head<'env, T> {
     /// Starts everything upstream of stage `index` and returns that stage's input.
     ///
     /// Straight after the source, with `Overflow::Block`, there is no thread and no
-    /// queue: the stage's threads pull the source themselves (a dedicated thread
-    /// would only hand items over at the pace the stage takes them). With a drop
-    /// policy the source runs on its own thread, ahead of the stage, so that overload
-    /// is dropped at the stage's queue.
+    /// queue: the stage's threads pull the source themselves, a packet at a time under
+    /// one lock (uncontended with one worker); with no stage at all the caller pulls it
+    /// and runs the sink. A dedicated thread would only hand items over at the pace the
+    /// stage takes them, and on a machine with fewer cores than threads every extra
+    /// thread that must run once per batch costs a scheduler round trip (BENCHMARKS.md
+    /// has the figures). With a drop policy the source runs on its own thread
+    /// (`corral-pipe-source`), ahead of the stage, so that overload is dropped at the
+    /// stage's queue as those policies promise.
     fn start<'s>(
         self,
         scope: &'s std::thread::Scope<'s, 'env>,
@@ -218,7 +196,7 @@ where
 /// - A panic in any user piece becomes [`PipelineError::Panicked`]: the source
 ///   iterator (`next`, or its `Drop`), a stage function (or its captures' `Drop`),
 ///   an item's `Drop` wherever the run discards the item, an `on_drop` callback, the
-///   sink (or its `Drop`). A stage error's `Display` and `Debug` are formatted inside
+///   sink (or its `Drop`). A stage error's `Debug` is formatted inside
 ///   the boundary too. The first failure is the one reported; no worker dies and no
 ///   run hangs because of a panic.
 /// - Limits: at most 4096 workers per stage and 4096 over all stages of a run;
@@ -867,6 +845,19 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
 
     /// The run's settings, and the capacity in items of the queue in front of each
     /// stage index (source first, the sink last; index 0 has no queue).
+    ///
+    /// Bounded memory: each queue holds at most its capacity in items (`capacity`, or
+    /// the `buffer` set after the stage that feeds it), each worker (and the source
+    /// thread, if any, and the sink) at most one batch, and in ordered mode the sink's
+    /// reorder buffer at most the reorder window. With a batch of 1, no reordering and
+    /// no `buffer`, the items alive inside a run never exceed
+    /// `capacity × stages + stage workers + 1` with `Block` (no first queue, no source
+    /// thread), and `capacity × (stages + 1) + stage workers + 2` with a drop policy;
+    /// a `buffer` replaces one queue's `capacity` in that sum. The default reorder
+    /// window is that sum's queue part plus one batch per holder, at most 2^24 items.
+    /// Above the limits (4096 workers per stage and per run, 2^24 items per queue,
+    /// batch and reorder window: the worker pool's caps) the terminal call returns a
+    /// `ConfigError` before any thread starts.
     fn settings(&self) -> Result<(Settings, Vec<usize>), ConfigError> {
         if let Some(invalid) = &self.invalid {
             return Err(invalid.clone());

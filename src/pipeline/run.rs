@@ -3,45 +3,18 @@
 //! stage workers and the sink.
 //!
 //! Implementation notes:
-//! - Under `Overflow::Block` the first stage's workers (or the sink, if there is no
-//!   stage) take packets from a [`Feed`]: the source's iterator behind one lock,
-//!   pulled a packet at a time, numbered under the lock (so ordered mode works
-//!   unchanged) and waiting for the reorder window there. Its books are stage 0's:
-//!   pulled items in and out, busy = time inside the iterator, blocked = the rest of
-//!   its life until its last pull (waiting for the stage to ask again, or for the
-//!   window). For the puller the whole call is idle time (waiting for input). Two
-//!   TSC reads per packet (`crate::timeline::tsc_nanos`) pay for those times, which
-//!   are cheaper than `Instant::now` on this path. Once the run stops the source is
-//!   not pulled again: a worker that would only discard stops instead.
-//! - Items travel in [`Packet`]s: one item with its sequence number, or a batch. A
-//!   queue's capacity is counted in items (`capacity / batch` packets), so batching
-//!   keeps the same memory bound.
-//! - Every send goes through `crate::queue`: `try_send` first (the fast path, no
-//!   clock read), then a plain blocking `send_until(.., Until::FOREVER)` when the
-//!   queue is full (`Block`), or `try_send` / `send_evicting` for the drop policies.
-//!   A blocked send does not also wait on the run's token: a `select` over three
-//!   channels on every full queue costs more than the hand-off; cancellation reaches
-//!   a blocked sender through the draining below instead.
-//! - Before parking on an empty (receive) or full (`Block` send) queue, a thread
-//!   yields and re-checks up to `SPINS` times: with more threads than cores a park
-//!   plus wake-up per hand-off dominated the cost, and yielding hands the core to the
-//!   other side directly. An idle stage still parks after a few tens of microseconds.
+//! - Items travel in [`Packet`]s; a queue's capacity is counted in items, so batching
+//!   keeps the same memory bound. Under `Overflow::Block` the first stage pulls the
+//!   source through a [`Feed`] instead of a queue.
+//! - Every send goes through `crate::queue` ([`Outbound::send`]); before parking on an
+//!   empty or full queue a thread yields and re-checks up to [`SPINS`] times.
 //! - Cancellation needs no wake-up channel: once the run's token is cancelled the
 //!   source stops being pulled, and every worker (and the sink) keeps receiving but only
 //!   to count and drop what arrives, until its upstream has gone. Draining is what
 //!   unblocks the senders upstream, so the cascade reaches the sink within one pass
 //!   over the (bounded) queues. Only user code that is running delays it.
-//! - Counters are kept per worker in plain integers and merged once when the worker
-//!   exits; times are read only around waits that actually block, and busy time is
-//!   the worker's lifetime minus those waits.
-//! - Accounting: a stage's `items_in` are the items offered to its queue (counted by
-//!   the sender), and each ends in exactly one of `items_out`, `dropped`, `failed` or
-//!   `not_processed`. Items still queued when the run stops are counted after every
-//!   thread has joined, by draining the queues.
-//! - User values are dropped only through `drop_caught` / `drop_each` / `let_go` /
-//!   `Ctx::discard`, inside the panic boundary: a panicking `Drop` becomes the run's
-//!   failure (charged to the stage whose books hold the value), never a dead worker
-//!   (whose queue would then stay full and hang the run) or an escaped panic.
+//! - Books are kept per thread and merged once ([`Counts`]); user values are dropped
+//!   only inside the panic boundary ([`drop_each`]).
 //! - Locks and atomics come from `crate::sync`. Reference counts (`Arc`) are std's:
 //!   they only decide which thread drops a shared value, and the run's scope joins
 //!   every thread before the last one goes.
@@ -64,7 +37,9 @@ use crate::Overflow;
 
 pub(crate) type BoxError = Box<dyn Error + Send + Sync + 'static>;
 
-/// One item with its sequence number, or a batch of consecutive items.
+/// One item with its sequence number, or a batch of consecutive items. A queue's
+/// capacity is counted in items (`capacity / batch` packets), so batching keeps the
+/// same memory bound.
 pub(crate) enum Packet<T> {
     One(u64, T),
     Many(u64, Vec<T>),
@@ -109,6 +84,19 @@ pub(crate) fn drop_caught<V>(value: V) -> Option<Panic> {
 /// Drops the items one at a time, each inside the panic boundary, so that a panicking
 /// `Drop` neither skips the others nor (as a second panic during unwinding would)
 /// aborts the process. Returns the first panic; later ones are let go.
+///
+/// The panic boundary: every user value is called, formatted and dropped inside
+/// `Panic::catch_any`: the source iterator (`next` and its drop), stage closures,
+/// `on_drop` callbacks, the sink, a stage error's `Debug`, and every item
+/// the run discards (shed, evicted, drained after a cancel, left in a queue, the rest
+/// of a batch after a failure, a partial batch after the source panicked). Batches
+/// are dropped item by item after the unwinding, never by it. The first failure is
+/// the run's; later ones are dropped inside the boundary too ([`let_go`]).
+///
+/// User values are dropped only through [`drop_caught`], this, [`let_go`] and
+/// `Ctx::discard`: a panicking `Drop` becomes the run's failure (charged to the stage
+/// whose books hold the value), never a dead worker (whose queue would then stay full
+/// and hang the run) or an escaped panic.
 pub(crate) fn drop_each<V>(items: impl IntoIterator<Item = V>) -> Option<Panic> {
     let mut first = None;
     for item in items {
@@ -172,6 +160,13 @@ pub(crate) enum Failure {
 }
 
 /// Per-stage counters, kept locally by each thread and merged on exit.
+///
+/// Counters are plain integers per worker, merged once when the worker exits; times
+/// are read only around waits that actually block, and busy time is the worker's
+/// lifetime minus those waits. Accounting: a stage's `items_in` are the items offered
+/// to its queue (counted by the sender), and each ends in exactly one of `items_out`,
+/// `dropped`, `failed` or `not_processed`. Items still queued when the run stops are
+/// counted after every thread has joined, by draining the queues.
 #[derive(Default, Clone, Copy, Debug)]
 pub(crate) struct Counts {
     pub(crate) items_in: u64,
@@ -438,6 +433,13 @@ impl<'env, T> Outbound<'env, T> {
 
     /// Offers `packet` to the queue under the run's overflow policy. Blocked time goes
     /// to `own`; the receiving stage's counters go to `next`.
+    ///
+    /// `try_send` first (the fast path, no clock read), then a plain blocking
+    /// `send_until(.., Until::FOREVER)` when the queue is full (`Block`), or
+    /// `try_send` / `send_evicting` for the drop policies. A blocked send does not also
+    /// wait on the run's token: a `select` over three channels on every full queue
+    /// costs more than the hand-off; cancellation reaches a blocked sender through the
+    /// draining of the stages downstream instead.
     fn send(
         &self,
         ctx: &Ctx<'_>,
@@ -740,6 +742,13 @@ pub(crate) fn run_source<T>(ctx: &Ctx<'_>, mut pull: Pull<'_, T>, out: Outbound<
 /// The source pulled directly by the threads of the first stage (or by the sink, if
 /// there is no stage), used with `Overflow::Block`: one lock around the iterator,
 /// taken once per packet, replaces the source thread and the first queue.
+///
+/// Packets are numbered under the lock (so ordered mode works unchanged), which is
+/// also where a puller waits for the reorder window. Its books are stage 0's: pulled
+/// items in and out, busy = time inside the iterator, blocked = the rest of its life
+/// until its last pull (waiting for the stage to ask again, or for the window). For
+/// the puller the whole call is idle time (waiting for input). Once the run stops the
+/// source is not pulled again: a worker that would only discard stops instead.
 pub(crate) struct Feed<'env, T> {
     state: Mutex<FeedState<'env, T>>,
 }
@@ -779,7 +788,8 @@ impl<'env, T> Feed<'env, T> {
     /// source is exhausted, has panicked or the run is cancelled. The time spent
     /// waiting for the lock, the reorder window and the iterator goes to the caller's
     /// idle time; the time inside the iterator is also the source's busy time. Timed
-    /// on the TSC: two std clock reads per packet were a tenth of an unbatched run.
+    /// on the TSC (`crate::timeline::tsc_nanos`), which is cheaper than two std clock
+    /// reads per packet on this path (BENCHMARKS.md has the figures).
     fn take(&self, ctx: &Ctx<'_>, own: &mut Counts) -> Option<Packet<T>> {
         let asked = tsc_nanos();
         let (mut state, mut started) = match self.state.try_lock() {

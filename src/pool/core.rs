@@ -16,10 +16,7 @@
 //!
 //! Atomics, locks and time come from `crate::sync`, so the parts that run without the
 //! channel (the exit count a shutdown waits on) are model-checked under loom
-//! (tests/loom_pool.rs). Each worker records, in a thread-local written once when it
-//! starts, which pool it belongs to: a shutdown or a blocking submit made on one of the
-//! pool's own workers (from inside a task) must not wait for that worker, and only
-//! those cold paths read it.
+//! (tests/loom_pool.rs).
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -63,7 +60,8 @@ struct Front {
     /// Accepted tasks that never reach a worker: shed by `DropNewest`, run by the
     /// caller, evicted by `DropOldest` or drained from the queue unrun. A queued task
     /// is counted by the worker that takes it, so the submit path does no atomic
-    /// read-modify-write of its own (1-3% of an `execute` in `scripts/ab-pool`).
+    /// read-modify-write of its own (`scripts/ab-pool` measures the gain on `execute`;
+    /// BENCHMARKS.md has the figure).
     unqueued: AtomicU64,
     rejected: AtomicU64,
     dropped: AtomicU64,
@@ -106,7 +104,9 @@ pub(crate) const MAX_INLINE_DEPTH: u32 = 64;
 
 thread_local! {
     /// The pool this thread is a worker of (its `State`'s address, 0 for none) and
-    /// the worker's index.
+    /// the worker's index, written once when the worker starts. A shutdown or a
+    /// blocking submit made on one of the pool's own workers (from inside a task) must
+    /// not wait for that worker, and only those cold paths read it.
     static WORKER_OF: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
     /// Tasks run inline on this thread, nested, right now.
     static INLINE_DEPTH: Cell<u32> = const { Cell::new(0) };

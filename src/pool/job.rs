@@ -8,20 +8,15 @@
 //! closure's own size, no result slot, no reference count, no lock: the cost of a
 //! hand-rolled pool's `Box<dyn FnOnce()>`), while a task with a handle is the
 //! reference-counted cell its handle shares (`task.rs`). An enum of the two shapes
-//! carries a tag and grows every channel slot: tried at 24 and at 32 bytes, both
-//! measured slower than the 16-byte job they replaced (BENCHMARKS.md).
+//! would carry a tag and grow every channel slot, and a bigger slot costs the hot path
+//! more than it saves (BENCHMARKS.md).
 //!
 //! A refused task goes back to its submitter as the very value it was queued as
-//! ([`Job::into_task`]). Only the code that built the job can name that type, and the
-//! queue hands back the job it was given, never another: that is the contract the one
-//! `unsafe` call site (`Core::push`) relies on.
-//!
-//! This module, that call site, in `task.rs` the closure slot of `Cell` and `Shared`'s
-//! `Thin` impl, and the lock-free result slot in `handle.rs` (loom-modelled) are the
-//! pool's only `unsafe` code. Every pool test runs
-//! through it, and `scripts/test` runs the pool's unit tests under Miri when a nightly
-//! toolchain with Miri is installed: this module's (every shape of job down every
-//! path) and `pool::tests`, which refuse tasks through a real pool's `Core::push`.
+//! ([`Job::into_task`]). This module, its one call site (`Core::push`), the closure
+//! slot in `task.rs` and the result slot in `handle.rs` are the pool's only `unsafe`
+//! code; `scripts/test` runs this module's tests and `pool::tests` (which refuse tasks
+//! through a real pool's `Core::push`) under Miri when a nightly toolchain with Miri is
+//! installed.
 #![allow(unsafe_code)]
 
 use std::marker::PhantomData;
@@ -161,6 +156,10 @@ impl<'a> Job<'a> {
     }
 
     /// The task this job was made from, without running or abandoning it.
+    ///
+    /// Only the code that built the job can name `R`, and the queue hands back the job
+    /// it was given, never another: that is the contract the one call site
+    /// (`Core::push`) relies on.
     ///
     /// # Safety
     ///

@@ -6,51 +6,18 @@
 //! where `window = queue_capacity + workers`: the iterator never pulls more than
 //! `window` input items ahead of what it has yielded, so an endless input runs in
 //! bounded memory. Results come back in input order because chunks are joined in
-//! submission order. A panic is caught per item, so one panicking
-//! item yields `Err(TaskError::Panicked)` in its place and its neighbours still run.
-//! One `catch_unwind` guards a whole chunk until something panics.
+//! submission order. A panic is caught per item, so one panicking item yields
+//! `Err(TaskError::Panicked)` in its place and its neighbours still run.
 //!
-//! The calling thread helps: when it needs the results of a chunk that no worker has
-//! started yet, it takes the chunk's input back and runs it itself (the queued job
-//! then finds nothing to do). A chunk's input is claimed once, by whichever comes
-//! first, and goes with its job if the pool drops the job unrun (an eviction, a
-//! `shutdown_now`): those items yield `Cancelled`, as the pool reported them. A chunk
-//! that finds the queue full is not queued at all: the caller keeps it and runs it
-//! when it is due. Without this the caller would wait for a worker to wake up (a few
-//! microseconds per chunk on a busy machine, which dominated the cost of tiny items)
-//! or for queue room; with it, `map` never waits for work that is merely queued and
-//! never blocks on a full queue. And when the chunk it needs is already running on a
-//! worker, the caller runs the next chunks no worker has started (soonest due first)
-//! and keeps their results until they are due, instead of waiting idle: with a
-//! window of three chunks and two workers, waiting left a worker idle for every
-//! refill, and `map` of 30 ns items was no faster than one thread. The in-flight
-//! bound is unchanged: the caller runs only chunks already counted in it.
+//! The calling thread helps: it runs a due chunk no worker has started, keeps a chunk
+//! the full queue refused, and runs later chunks while a worker runs the one it needs
+//! ([`PoolMap::next_chunk`], [`PoolMap::help_until_finished`]), so `map` never waits
+//! for work that is merely queued and never blocks on a full queue. Cheap items stay on
+//! the caller, pulled one by one as a plain `Iterator::map` would ([`LOCAL_BELOW`]).
+//! Order, the in-flight bound and panic isolation are the same on either side.
 //!
-//! Cheap items stay on the caller. Handing a chunk to a worker has a price of its own
-//! (the job, a wake-up, and the chunk's input and results crossing between cores),
-//! about two microseconds here on each side; when a chunk computes in less than about
-//! twice that, the caller finishes sooner running every chunk itself than handing
-//! them off and waiting for their results. So each chunk is timed where it runs, and
-//! `map` switches between handing chunks to the workers and running them on the
-//! caller, with hysteresis ([`LOCAL_BELOW`], [`PARALLEL_ABOVE`]).
-//!
-//! On the caller there are no chunks: each item is pulled and run when it is asked
-//! for, as a plain `Iterator::map` would, so nothing is buffered and one item is in
-//! flight. The clock is read once per run of up to [`MAX_RUN`] items (a window, if
-//! smaller), and the run's time, scaled to a chunk, decides where the next items go:
-//! items that turn expensive go back to the workers after the run they turn in, so
-//! at most one run's worth of work runs serially by mistake. The run's time includes
-//! whatever the consumer does between items, which errs towards the workers, where a
-//! slow consumer overlaps with the work. `fold` (and so `for_each`, `sum`, `count`)
-//! runs each run as a loop over the input held in a local, which the compiler keeps in
-//! registers; `next` must keep it in the iterator, in memory, between calls. Order,
-//! the in-flight bound and panic isolation are the same on either side.
-//!
-//! Counting: each queued chunk is one submitted task. One the caller ran leaves an
-//! empty job in the queue, which a worker counts as completed when it reaches it (or
-//! `shutdown_now` as never run: its items were run and yielded all the same). A chunk
-//! kept on the caller because the queue was full is not counted at all, and neither
-//! are items run on the caller because chunks were cheap.
+//! Counting: each queued chunk is one submitted task; chunks and items run on the
+//! caller without being queued are not counted ([`PoolMap::fill`]).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -74,6 +41,22 @@ const MAX_RUN: usize = 4096;
 
 /// A chunk that computes in less than this is cheaper to run on the caller than to
 /// hand to a worker: `map` then keeps the following chunks on the caller.
+///
+/// Handing a chunk to a worker has a price of its own (the job, a wake-up, and the
+/// chunk's input and results crossing between cores) on each side; when a chunk
+/// computes in less than about twice that, the caller finishes sooner running every
+/// chunk itself than handing them off and waiting for their results. So each chunk is
+/// timed where it runs, and `map` switches between handing chunks to the workers and
+/// running them on the caller, with hysteresis ([`PARALLEL_ABOVE`]).
+///
+/// On the caller there are no chunks: each item is pulled and run when it is asked
+/// for, as a plain `Iterator::map` would, so nothing is buffered and one item is in
+/// flight. The clock is read once per run of up to [`MAX_RUN`] items (a window, if
+/// smaller), and the run's time, scaled to a chunk, decides where the next items go
+/// ([`PoolMap::observe`]): items that turn expensive go back to the workers after the
+/// run they turn in, so at most one run's worth of work runs serially by mistake. The
+/// run's time includes whatever the consumer does between items, which errs towards
+/// the workers, where a slow consumer overlaps with the work.
 const LOCAL_BELOW: Duration = Duration::from_micros(4);
 
 /// A chunk run on the caller that takes longer than this goes back to the workers
@@ -237,6 +220,14 @@ where
         }
     }
 
+    /// Pulls input and queues chunks until the window is full (one chunk ahead while
+    /// chunks are cheap and stay on the caller).
+    ///
+    /// Counting: each queued chunk is one submitted task. One the caller ran leaves an
+    /// empty job in the queue, which a worker counts as completed when it reaches it
+    /// (or `shutdown_now` as never run: its items were run and yielded all the same).
+    /// A chunk kept on the caller because the queue was full is not counted at all,
+    /// and neither are items run on the caller because chunks were cheap.
     fn fill(&mut self) {
         let ahead = if self.local { 1 } else { self.max_chunks };
         while self.pending.len() < ahead {
@@ -287,6 +278,15 @@ where
     /// The current chunk is exhausted: refill the window, then run the oldest chunk
     /// here if no worker has started it, or wait for it (or yield the `Cancelled`
     /// items of a refused one).
+    ///
+    /// When the caller needs the results of a chunk that no worker has started yet, it
+    /// takes the chunk's input back and runs it itself (the queued job then finds
+    /// nothing to do). A chunk's input is claimed once, by whichever comes first, and
+    /// goes with its job if the pool drops the job unrun (an eviction, a
+    /// `shutdown_now`): those items yield `Cancelled`, as the pool reported them. A
+    /// chunk that finds the queue full is not queued at all: the caller keeps it and
+    /// runs it when it is due. Without this the caller would wait for a worker to wake
+    /// up (which dominates the cost of tiny items on a busy machine) or for queue room.
     #[inline(never)]
     fn next_chunk(&mut self) -> Option<Result<R, TaskError>> {
         loop {
@@ -386,9 +386,11 @@ where
     }
 
     /// While a worker runs the oldest chunk, the caller runs later ones no worker has
-    /// started, keeping their results until they are due, rather than wait idle. The
-    /// soonest due first (measured: about 15% faster than the newest first, since the
-    /// window refills sooner). Each is tried once.
+    /// started, keeping their results until they are due, rather than wait idle:
+    /// waiting would leave a worker idle for every refill of a small window. The
+    /// soonest due first, since the window then refills sooner. Each is tried once.
+    /// The in-flight bound is unchanged: the caller runs only chunks already counted
+    /// in it.
     fn help_until_finished<T>(&mut self, oldest: &TaskHandle<T>) {
         for i in 0..self.pending.len() {
             if oldest.is_finished() {

@@ -6,22 +6,15 @@
 //! through an `Arc` by the job ([`Shared`]) and the handle. The closure needs no lock:
 //! a job has one owner at a time (the queue, a worker, an `on_drop` callback, or the
 //! submitter after a refusal), only the job's `Shared` can reach the closure, and the
-//! handle reads only the result slot, whose own synchronisation is model-checked. A
-//! task with a handle on an owned pool keeps its result slot inside the same cell, and
-//! the [`TaskHandle`](crate::TaskHandle) holds the cell too: one allocation per task
-//! instead of a closure plus a separate slot. The submitter
-//! usually drops the last reference when it joins, so the memory goes back to the
-//! submitting thread's allocator cache, which is where the next submit asks for it.
-//! A closure larger than `INLINE_CLOSURE_MAX` (pool/mod.rs) gets a separate slot
-//! instead, so a handle nobody joins yet never pins a big closure's bytes. Both shapes
-//! travel the queue as a [`Job`](crate::pool::job::Job) (`job.rs`).
+//! handle reads only the result slot, whose own synchronisation is model-checked. Both
+//! shapes travel the queue as a [`Job`](crate::pool::job::Job) (`job.rs`).
 //!
 //! A task dropped without running is abandoned (the closure is dropped and the
 //! handle resolves to `Cancelled`, even if a capture panics on drop), so no handle
 //! waits for a task that is gone. After a run, the worker drops its reference under
 //! `catch_unwind`: when the handle is gone it is the last one, and a result nobody
-//! joined may panic on drop without costing the worker. A refused task goes back to its submitter as the
-//! original closure.
+//! joined may panic on drop without costing the worker. A refused task goes back to
+//! its submitter as the original closure.
 
 use std::fmt;
 
@@ -157,6 +150,12 @@ impl<T: Send> Deliver<T> for crate::sync::Arc<Packet<T>> {
 /// A task with a handle, as shared by its job and its [`TaskHandle`](crate::TaskHandle):
 /// the closure and where its result goes. Owned pools put the result slot inline, so
 /// such a task is one allocation.
+///
+/// The [`TaskHandle`](crate::TaskHandle) holds the cell too. The submitter usually
+/// drops the last reference when it joins, so the memory goes back to the submitting
+/// thread's allocator cache, which is where the next submit asks for it. A closure
+/// larger than `INLINE_CLOSURE_MAX` (pool/mod.rs) gets a separate slot instead, so a
+/// handle nobody joins yet never pins a big closure's bytes.
 pub(crate) struct Cell<C, D> {
     /// Reached only through the task's one [`Shared`], which takes it out once (to
     /// run it, to drop it unrun, or to give it back to its submitter): no lock.

@@ -14,38 +14,9 @@
 //! cell is counted exactly once: the CAS totally orders the updates, and each update
 //! conforms against the TAT it replaces.
 //!
-//! `T` and `b` live in two more atomics so that `set_rate`/`set_burst` can change them
-//! while callers run. Writers are serialised by a lock and convert the TAT so that the
-//! available capacity is kept (x/time/rate's `SetLimit`/`SetBurst` semantics). Readers
-//! load the TAT first and the parameters second, and writers order their two stores so
-//! that any mix a reader can observe is the old pair, the new pair, or a pair stricter
-//! than both: a call racing with a reconfiguration may be refused a little early,
-//! never admitted beyond either configuration.
-//!
-//! Giving capacity back (a cancelled wait or reservation): nothing once the grant's
-//! slot has passed (`ready < now`), as in x/time/rate's `CancelAt`, since its holder
-//! may have used the cells and later callers were judged against a window that
-//! included them. Before that, the grant is undone exactly (the TAT put back to what
-//! it was before the claim) when no claim stands after it (the TAT still equals what
-//! the grant set), and nothing comes back otherwise: every later claim's slot was
-//! placed after this grant's cells, so they cannot be freed without moving it.
-//! (x/time/rate returns the cells minus those reserved after; with the TAT as the only
-//! state that rule over-admits once two reservations are cancelled in turn, since the
-//! first partial return hides how much was reserved after the second: the property
-//! tests found such a sequence.) A reconfiguration in between (tracked by an epoch
-//! counter) returns nothing.
-//!
-//! **The horizon.** Offsets are `u64` nanoseconds since the timeline's base, so a TAT
-//! can hold at most about 584 years (`END`). All arithmetic is exact: a TAT that would
-//! not fit is never stored (no saturation, which would make every later request look
-//! conforming). A step is taken at `now` clamped to `END - b·T`, where a full burst
-//! still fits; a request still conforms only when its slot (`TAT - b·T`) is at most the
-//! real now, so past the clamp the limiter keeps admitting exactly at its rate as the
-//! clock moves on, until its TAT reaches `END`. From then on, and for any claim whose
-//! TAT would land past `END`, the request is refused at [`NEVER`] (a reservation or
-//! unbounded wait claims nothing and is never ready). So a clock advanced by
-//! `Duration::MAX` sees a limiter that keeps limiting: never more than the limit, and
-//! at most `b` cells short of it in the last `b·T` of the timeline.
+//! Reconfiguring while callers run is described on [`Gcra`], giving capacity back on
+//! [`returned`], and the time horizon (a clock advanced by `Duration::MAX` still
+//! limits) on [`horizon`].
 
 use crate::sync::{AtomicU64, Mutex, Ordering};
 
@@ -58,6 +29,18 @@ pub(crate) const NEVER: u128 = 1 << 64;
 
 /// The last offset the limiter's time reaches for burst `burst` and interval
 /// `interval`: a TAT up to `b·T` ahead of it still fits in a `u64`.
+///
+/// The horizon: offsets are `u64` nanoseconds since the timeline's base, so a TAT can
+/// hold at most about 584 years (`END`). All arithmetic is exact: a TAT that would not
+/// fit is never stored (no saturation, which would make every later request look
+/// conforming). A step is taken at `now` clamped to `END - b·T`, where a full burst
+/// still fits; a request still conforms only when its slot (`TAT - b·T`) is at most the
+/// real now, so past the clamp the limiter keeps admitting exactly at its rate as the
+/// clock moves on, until its TAT reaches `END`. From then on, and for any claim whose
+/// TAT would land past `END`, the request is refused at [`NEVER`] (a reservation or
+/// unbounded wait claims nothing and is never ready). So a clock advanced by
+/// `Duration::MAX` sees a limiter that keeps limiting: never more than the limit, and
+/// at most `b` cells short of it in the last `b·T` of the timeline.
 #[inline]
 pub(crate) fn horizon(interval: u64, burst: u64) -> u64 {
     u64::MAX.saturating_sub(burst.saturating_mul(interval))
@@ -157,12 +140,33 @@ pub(crate) fn decide(
 /// The TAT after giving `grant` back from `tat` at `now`, or `None` if nothing can
 /// come back: nothing once the grant's slot has passed (`ready < now`) or while any
 /// claim stands after it (`tat != after`); otherwise the exact undo (`before`).
+///
+/// Giving capacity back (a cancelled wait or reservation): nothing once the grant's
+/// slot has passed, as in x/time/rate's `CancelAt`, since its holder may have used the
+/// cells and later callers were judged against a window that included them. Before
+/// that, the grant is undone exactly (the TAT put back to what it was before the
+/// claim) when no claim stands after it (the TAT still equals what the grant set), and
+/// nothing comes back otherwise: every later claim's slot was placed after this
+/// grant's cells, so they cannot be freed without moving it. (x/time/rate returns the
+/// cells minus those reserved after; with the TAT as the only state that rule
+/// over-admits once two reservations are cancelled in turn, since the first partial
+/// return hides how much was reserved after the second: the property tests found such
+/// a sequence.) A reconfiguration in between (tracked by an epoch counter) returns
+/// nothing.
 pub(crate) fn returned(tat: u64, grant: &Grant, now: u64) -> Option<u64> {
     let passed = grant.ready < u128::from(now);
     (grant.span > 0 && !passed && tat == grant.after).then_some(grant.before)
 }
 
 /// The state and parameters of one direct limiter.
+///
+/// `T` and `b` live in two more atomics so that `set_rate`/`set_burst` can change them
+/// while callers run. Writers are serialised by a lock and convert the TAT so that the
+/// available capacity is kept (x/time/rate's `SetLimit`/`SetBurst` semantics). Readers
+/// load the TAT first and the parameters second, and writers order their two stores so
+/// that any mix a reader can observe is the old pair, the new pair, or a pair stricter
+/// than both: a call racing with a reconfiguration may be refused a little early,
+/// never admitted beyond either configuration.
 #[derive(Debug)]
 pub(crate) struct Gcra {
     tat: AtomicU64,
@@ -194,7 +198,7 @@ impl Gcra {
     /// Admits `n` cells at `now` if they conform (the lock-free fast path).
     ///
     /// Deliberately its own loop rather than `reserve(n, now, Some(now))`: folding the
-    /// two into one helper measured ~0.2 ns slower here, and this is the hot path.
+    /// two into one helper costs the hot path a little.
     #[inline]
     pub(crate) fn check(&self, n: u64, now: u64) -> Result<(), Refusal> {
         let mut tat = self.tat.load(Ordering::Acquire);

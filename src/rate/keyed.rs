@@ -1,22 +1,15 @@
 //! One GCRA limit per key, in sharded maps with a bound on the keys remembered.
 //!
 //! Implementation notes. A key's whole state is its TAT (a `u64`, see `gcra.rs`), kept
-//! in one of N shards, each a hash table of `(key, TAT)` behind its own lock (N a power of two,
-//! four per CPU by default), chosen by the top bits of the key's hash (computed once per call and
-//! stored with the key, so the table never rehashes): different keys rarely share a
-//! lock, and a decision holds it for one map lookup and a few integer operations. The
-//! clock is read before the lock is taken.
+//! in one of N shards, each a hash table of `(key, TAT)` behind its own lock (N a power
+//! of two, four per CPU by default), chosen by the top bits of the key's hash (computed
+//! once per call and stored with the key, so the table never rehashes): different keys
+//! rarely share a lock, and a decision holds it for one map lookup and a few integer
+//! operations. The clock is read before the lock is taken.
 //!
-//! Memory is bounded by `max_keys`, split across the shards. When a new key meets a
-//! full shard, the shard first drops every key whose TAT is at or before now: such a
-//! key is indistinguishable from one never seen, so forgetting it changes no decision.
-//! Only if that frees less than an eighth of the shard are the keys closest to fresh
-//! (smallest TAT) dropped too, up to an eighth, so the scan is paid once per many
-//! inserts. A forgotten active key is treated as fresh when it comes back: it may be
-//! admitted early, which is counted in [`KeyedStats::evicted_active`] and avoided by a
-//! `max_keys` comfortably above the number of keys active within one burst window
-//! (the bound is split evenly across shards, so one shard can fill before the rest). A new key is
-//! never refused for lack of room.
+//! Memory is bounded by `max_keys`, split across the shards; a full shard forgets
+//! first the keys that are as good as fresh, then the keys closest to fresh
+//! (`ShardMap::make_room`). A new key is never refused for lack of room.
 //!
 //! Waits claim the key's slot under the shard lock (or fail at once past their
 //! deadline), sleep on the clock with no lock held, and, if cancelled, give the slot
@@ -214,6 +207,16 @@ impl<K: Hash + Eq> ShardMap<K> {
     }
 
     /// Makes room for one more key at `now`; the keys taken out go to `forgotten`.
+    ///
+    /// The shard first drops every key whose TAT is at or before now: such a key is
+    /// indistinguishable from one never seen, so forgetting it changes no decision.
+    /// Only if that frees less than an eighth of the shard are the keys closest to
+    /// fresh (smallest TAT) dropped too, up to an eighth, so the scan is paid once per
+    /// many inserts. A forgotten active key is treated as fresh when it comes back: it
+    /// may be admitted early, which is counted in [`KeyedStats::evicted_active`] and
+    /// avoided by a `max_keys` comfortably above the number of keys active within one
+    /// burst window (the bound is split evenly across shards, so one shard can fill
+    /// before the rest).
     fn make_room(&mut self, now: u64, forgotten: &mut Vec<Entry<K>>) {
         self.drop_idle(now, forgotten);
         let batch = (self.cap / 8).max(1);

@@ -11,12 +11,9 @@
 //! once its TAT has passed, when it is indistinguishable from a fresh one, so Redis
 //! memory stays bounded by the keys in active use.
 //!
-//! The client speaks the Redis protocol (RESP) over one `TcpStream` per limiter,
-//! behind a mutex, with connect, read and write timeouts: no call waits on the
-//! network longer than `io_timeout`, and a broken connection is dropped and opened
-//! again by the next call. The script is loaded once per connection (`SCRIPT LOAD`)
-//! and run with `EVALSHA`, loaded again if the server lost it. No dependency: the
-//! few commands used need a small subset of RESP, and replies are size-checked.
+//! The client speaks the Redis protocol (RESP) over one connection per limiter
+//! ([`Conn`]), with no dependency; no call waits on the network longer than
+//! `io_timeout`.
 //!
 //! Waits sleep on [`SystemClock`] until the instant the server named (never spin),
 //! then ask again; a slot that lies past the caller's deadline fails at once. Unlike
@@ -452,6 +449,13 @@ impl RedisRateLimiterBuilder {
 }
 
 /// One connection and the script's SHA on it.
+///
+/// One `TcpStream` per limiter, behind a mutex, with connect, read and write timeouts:
+/// no call waits on the network longer than `io_timeout`, and a broken connection is
+/// dropped and opened again by the next call. The script is loaded once per connection
+/// (`SCRIPT LOAD`) and run with `EVALSHA`, loaded again if the server lost it. No
+/// dependency: the few commands used need a small subset of RESP, and replies are
+/// size-checked.
 struct Conn {
     stream: BufReader<TcpStream>,
     sha: Option<String>,

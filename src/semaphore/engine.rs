@@ -7,35 +7,15 @@
 //! * **One word for the fast path.** `state` holds the available permits shifted left
 //!   by [`SHIFT`] and four flag bits. An uncontended `try_acquire` is one load and one
 //!   compare-and-swap; an uncontended release is the same. The flags say when a side
-//!   must take the slow path instead: `QUEUED` (somebody waits, so a release must
-//!   wake them) and `DEBT` (a shrink is pending, so a release pays it off first) stop
-//!   the release fast path; `FAIR` (hand-off mode, see below) and `CLOSED` stop the
-//!   acquire fast path. Flags change only under the lock; permits move by CAS, so a
-//!   fast-path thread never misses a flag that was set before its CAS.
-//! * **Capacity and debt.** `capacity` is the total the semaphore manages. With
-//!   `held` the permits out in guards, `available + held == capacity + debt`, and
-//!   `debt > 0` implies `available == 0`. Shrinking takes what it can from the
-//!   available permits and records the rest as debt, which releases pay off before
-//!   they make permits available again; a held permit is never revoked.
-//! * **Fairness.** Queued waiters are served strictly in arrival order: only the head
-//!   of the queue may take permits, so a large request at the head blocks smaller
-//!   ones behind it. A *newcomer* (an acquire that finds enough permits free) may take
-//!   them ahead of the queue ("barging"), which is what keeps a busy semaphore from
-//!   paying a sleep and a wake-up per release. Barging ends once the head has been the
-//!   head for [`FAIR_AFTER`] without being served: it then sets `FAIR`, which sends
-//!   every newcomer into the queue and makes releasers hand permits directly to the
-//!   head, in order, until that head is served. The next head starts its own clock.
-//! * **Waking.** A release that finds `QUEUED` takes the lock and wakes the head if
-//!   its request now fits (once: `notified` suppresses repeated unparks while it is
-//!   awake). A waiter that has just become the head is woken once even if it does not
-//!   fit, so that it starts its fairness clock (and parks with that clock's deadline);
-//!   otherwise a large head behind a departed one could sleep while newcomers barge
-//!   forever. A woken head spins briefly on the counter before parking again. A
-//!   waiter that leaves the queue (timeout, cancel) re-runs the same serving step, so
-//!   when a head gives up, the waiters behind it that now fit are woken at once.
-//! * **Spinning** is a short burst of spin hints (about a microsecond), never
-//!   `yield_now`: on a loaded machine a yield can cost a time slice, which would add
-//!   milliseconds to a wait that the fairness bound promises to keep near 1 ms.
+//!   must take the slow path instead: `QUEUED` and `DEBT` stop the release fast path,
+//!   `FAIR` and `CLOSED` the acquire fast path. Flags change only under the lock;
+//!   permits move by CAS, so a fast-path thread never misses a flag that was set
+//!   before its CAS.
+//! * **Capacity and debt** ([`Engine::set_capacity`]): a held permit is never revoked.
+//! * **Fairness** ([`FAIR_AFTER`]): waiters are served in arrival order; newcomers may
+//!   barge until the head has waited too long. **Waking** ([`Engine::serve`]): a
+//!   release wakes the head once its request fits. **Spinning** ([`backoff`]) never
+//!   yields.
 //! * Everything imports from `crate::sync`, so `--cfg loom` model-checks this file.
 //!   Under loom there is no time: the fairness bound counts failed wake-ups instead.
 
@@ -67,6 +47,15 @@ pub(crate) const MAX_PERMITS: usize = usize::MAX >> (SHIFT + 1);
 
 /// How long the head of the queue may be overtaken by newcomers before the semaphore
 /// switches to hand-off mode for it.
+///
+/// Queued waiters are served strictly in arrival order: only the head of the queue may
+/// take permits, so a large request at the head blocks smaller ones behind it. A
+/// *newcomer* (an acquire that finds enough permits free) may take them ahead of the
+/// queue ("barging"), which is what keeps a busy semaphore from paying a sleep and a
+/// wake-up per release. Barging ends once the head has been the head for this long
+/// without being served: it then sets `FAIR`, which sends every newcomer into the
+/// queue and makes releasers hand permits directly to the head, in order, until that
+/// head is served. The next head starts its own clock.
 #[cfg(not(loom))]
 pub(crate) const FAIR_AFTER: Duration = Duration::from_millis(1);
 
@@ -183,9 +172,10 @@ fn available_in(state: usize) -> usize {
     state >> SHIFT
 }
 
-/// One round of back-off: a growing burst of spin hints (1, 2, 4, ... 64). No
-/// `yield_now`: on a loaded machine a yield can cost a whole time slice, which would
-/// add milliseconds of latency to a waiter that the fairness bound promises ~1 ms.
+/// One round of back-off: a growing burst of spin hints (1, 2, 4, ... 64; a few
+/// rounds make a short burst, about a microsecond). No `yield_now`: on a loaded
+/// machine a yield can cost a whole time slice, which would add milliseconds of
+/// latency to a waiter that the fairness bound promises ~1 ms.
 fn backoff(round: u32) {
     if cfg!(loom) {
         thread::yield_now();
@@ -506,6 +496,15 @@ impl Engine {
 
     /// Gives the queue what it can have now, then brings the flags up to date. Called
     /// under the lock after anything that adds permits or changes the queue's head.
+    ///
+    /// A release that finds `QUEUED` takes the lock and comes here, which wakes the
+    /// head if its request now fits (once: `notified` suppresses repeated unparks while
+    /// it is awake). A waiter that has just become the head is woken once even if it
+    /// does not fit, so that it starts its fairness clock (and parks with that clock's
+    /// deadline); otherwise a large head behind a departed one could sleep while
+    /// newcomers barge forever. A woken head spins briefly on the counter before
+    /// parking again. A waiter that leaves the queue (timeout, cancel) runs this too,
+    /// so when a head gives up, the waiters behind it that now fit are woken at once.
     fn serve(&self, guard: &mut MutexGuard<'_, Inner>) {
         let inner: &mut Inner = guard;
         while let Some(head) = inner.queue.front_mut() {
@@ -629,6 +628,12 @@ impl Engine {
 
     /// Sets the capacity to `capacity` (at most [`MAX_PERMITS`], checked by the caller).
     /// Returns the previous capacity.
+    ///
+    /// `capacity` is the total the semaphore manages. With `held` the permits out in
+    /// guards, `available + held == capacity + debt`, and `debt > 0` implies
+    /// `available == 0`. Shrinking takes what it can from the available permits and
+    /// records the rest as debt, which releases pay off before they make permits
+    /// available again; a held permit is never revoked.
     pub(crate) fn set_capacity(&self, capacity: usize) -> usize {
         let mut inner = self.inner.lock();
         let old = inner.capacity;
