@@ -101,7 +101,7 @@ pub(crate) fn send_evicting<T>(
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::CancelToken;
+    use crate::cancel::CancelToken;
     use std::time::Duration;
 
     #[test]

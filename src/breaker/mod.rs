@@ -776,7 +776,7 @@ mod tests {
             time(Duration::from_secs(60)).slow_call(Duration::from_secs(1), 0.5)
         ));
         assert!(!coarse(
-            time(Duration::from_secs(60)).clock(crate::ManualClock::new())
+            time(Duration::from_secs(60)).clock(crate::clock::ManualClock::new())
         ));
         assert!(!coarse(CircuitBreaker::builder().failure_rate(0.5)));
         assert!(!coarse(CircuitBreaker::builder().consecutive_failures(3)));

@@ -97,7 +97,7 @@ impl ReorderGate {
 #[derive(Debug)]
 pub struct LoomGate {
     gate: ReorderGate,
-    token: crate::CancelToken,
+    token: crate::cancel::CancelToken,
 }
 
 #[cfg(loom)]
@@ -106,7 +106,7 @@ impl LoomGate {
     pub fn new(window: u64) -> Self {
         LoomGate {
             gate: ReorderGate::new(window),
-            token: crate::CancelToken::new(),
+            token: crate::cancel::CancelToken::new(),
         }
     }
 
@@ -123,7 +123,7 @@ impl LoomGate {
     pub fn with_timeout(window: u64, timeout: std::time::Duration) -> Self {
         LoomGate {
             gate: ReorderGate::new(window),
-            token: crate::CancelToken::with_timeout(timeout),
+            token: crate::cancel::CancelToken::with_timeout(timeout),
         }
     }
 

@@ -37,7 +37,7 @@ use crate::cancel::{CancelReason, CancelToken};
 use crate::config::{check_name, ConfigError};
 use crate::panic::Panic;
 use crate::spawn::{spawn_scoped, ThreadSpec};
-use crate::Overflow;
+use crate::overflow::Overflow;
 
 pub use report::{PipelineReport, StageStats};
 

@@ -33,7 +33,7 @@ use crate::queue::{send_evicting, send_until, try_send, Refused};
 use crate::sync::{AtomicBool, Mutex, Ordering};
 use crate::timeline::tsc_nanos;
 use crate::wait::Until;
-use crate::Overflow;
+use crate::overflow::Overflow;
 
 pub(crate) type BoxError = Box<dyn Error + Send + Sync + 'static>;
 
