@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::gcra::NEVER;
-use super::time::Anchor;
+use crate::timeline::Anchor;
 use crate::cancel::CancelReason;
 use crate::timeline::duration_from_nanos;
 

@@ -22,7 +22,7 @@ use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 use super::gcra::{decide, returned, Grant, Refusal, NEVER};
-use super::time::Timeline;
+use crate::timeline::Timeline;
 use super::{
     sleep_until_ready, Bound, CheckError, InsufficientCapacity, NotUntil, Quota, WaitError,
     NANOS_PER_SEC,

@@ -19,7 +19,6 @@ mod gcra;
 mod keyed;
 mod redis;
 mod reservation;
-mod time;
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -36,7 +35,7 @@ pub use redis::{RedisRateError, RedisRateLimiter, RedisRateLimiterBuilder};
 pub use reservation::Reservation;
 
 use gcra::{Gcra, Grant, Refusal, MAX_SPAN_NANOS, NEVER};
-use time::Timeline;
+use crate::timeline::{Anchor, Timeline};
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
@@ -141,7 +140,7 @@ struct Bound {
 }
 
 impl Bound {
-    fn new(anchor: time::Anchor, until: &Until<'_>, now: u64) -> Bound {
+    fn new(anchor: Anchor, until: &Until<'_>, now: u64) -> Bound {
         let caller = until.caller_deadline().map(|d| anchor.offset(d));
         let token = until
             .token()
