@@ -35,9 +35,9 @@ use std::time::{Duration, Instant};
 
 use crate::cancel::{CancelReason, CancelToken};
 use crate::config::{check_name, ConfigError};
+use crate::overflow::Overflow;
 use crate::panic::Panic;
 use crate::spawn::{spawn_scoped, ThreadSpec};
-use crate::overflow::Overflow;
 
 pub use report::{PipelineReport, StageStats};
 

@@ -28,12 +28,12 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use super::gate::ReorderGate;
 use super::report::StageStats;
 use crate::cancel::CancelToken;
+use crate::overflow::Overflow;
 use crate::panic::Panic;
 use crate::queue::{send_evicting, send_until, try_send, Refused};
 use crate::sync::{AtomicBool, Mutex, Ordering};
 use crate::timeline::tsc_nanos;
 use crate::wait::Until;
-use crate::overflow::Overflow;
 
 pub(crate) type BoxError = Box<dyn Error + Send + Sync + 'static>;
 

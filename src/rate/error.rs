@@ -4,9 +4,9 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::gcra::NEVER;
-use crate::timeline::Anchor;
 use crate::cancel::CancelReason;
 use crate::timeline::duration_from_nanos;
+use crate::timeline::Anchor;
 
 /// A request was refused now; it would conform at [`earliest`](NotUntil::earliest).
 ///

@@ -21,17 +21,15 @@ use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
+use super::error::{CheckError, InsufficientCapacity, NotUntil, WaitError};
 use super::gcra::{decide, returned, Grant, Refusal, NEVER};
-use crate::timeline::Timeline;
-use super::{
-    sleep_until_ready, Bound, CheckError, InsufficientCapacity, NotUntil, Quota, WaitError,
-    NANOS_PER_SEC,
-};
+use super::quota::{sleep_until_ready, Bound, Quota, NANOS_PER_SEC};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ConfigError;
 use crate::panic::Panic;
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
+use crate::timeline::Timeline;
 use crate::wait::Until;
 
 use hashbrown::HashTable;
