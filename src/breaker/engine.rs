@@ -26,11 +26,48 @@ use std::time::Duration;
 
 use super::stripes::{bump, Stripes};
 use super::window::{Totals, WindowKind, WindowState};
-use super::State;
 use crate::clock::Clock;
 use crate::panic::Panic;
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::timeline::{Coarse, Timeline};
+
+/// The state of a [`CircuitBreaker`](super::CircuitBreaker).
+///
+/// `Closed` admits every call and watches outcomes; `Open` refuses calls until its
+/// open period ends; `HalfOpen` admits a bounded number of trial calls whose outcomes
+/// decide between `Closed` and `Open`. `ForcedOpen` and `Disabled` are the manual
+/// modes set by [`CircuitBreaker::force_open`](super::CircuitBreaker::force_open) and [`CircuitBreaker::disable`](super::CircuitBreaker::disable).
+///
+/// ```
+/// assert_eq!(corral::State::HalfOpen.to_string(), "half-open");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum State {
+    /// Calls go through; failures are counted.
+    Closed,
+    /// Calls are refused until the open period ends.
+    Open,
+    /// A few trial calls go through; the rest are refused.
+    HalfOpen,
+    /// Manually opened: every call is refused until [`CircuitBreaker::reset`](super::CircuitBreaker::reset).
+    ForcedOpen,
+    /// Manually disabled: every call goes through and is counted in the stats, and
+    /// the state never changes until [`CircuitBreaker::reset`](super::CircuitBreaker::reset).
+    Disabled,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half-open",
+            State::ForcedOpen => "forced open",
+            State::Disabled => "disabled",
+        })
+    }
+}
 
 /// A time window's buckets run on the coarse clock only when a bucket is at least this
 /// many coarse ticks wide (see `window_clock`).

@@ -22,45 +22,8 @@ use std::time::Duration;
 use crate::panic::Panic;
 
 pub use builder::BreakerBuilder;
+pub use engine::State;
 use engine::{Engine, Kind, Outcome, Permit, Refusal};
-
-/// The state of a [`CircuitBreaker`].
-///
-/// `Closed` admits every call and watches outcomes; `Open` refuses calls until its
-/// open period ends; `HalfOpen` admits a bounded number of trial calls whose outcomes
-/// decide between `Closed` and `Open`. `ForcedOpen` and `Disabled` are the manual
-/// modes set by [`CircuitBreaker::force_open`] and [`CircuitBreaker::disable`].
-///
-/// ```
-/// assert_eq!(corral::State::HalfOpen.to_string(), "half-open");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum State {
-    /// Calls go through; failures are counted.
-    Closed,
-    /// Calls are refused until the open period ends.
-    Open,
-    /// A few trial calls go through; the rest are refused.
-    HalfOpen,
-    /// Manually opened: every call is refused until [`CircuitBreaker::reset`].
-    ForcedOpen,
-    /// Manually disabled: every call goes through and is counted in the stats, and
-    /// the state never changes until [`CircuitBreaker::reset`].
-    Disabled,
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            State::Closed => "closed",
-            State::Open => "open",
-            State::HalfOpen => "half-open",
-            State::ForcedOpen => "forced open",
-            State::Disabled => "disabled",
-        })
-    }
-}
 
 /// The window failure and slow-call rates are computed over.
 ///
