@@ -13,7 +13,9 @@
 //!    owner's `drop`, `shutdown`, `stop` or `run` returns only after joining it. There
 //!    are no detached, global or timer threads: time-based state is computed lazily
 //!    from a [`Clock`](crate::Clock). A partial start (a thread spawn failing half-way)
-//!    stops and joins the threads already started and returns the `io::Error`.
+//!    stops and joins the threads already started and reports the failure as an
+//!    error (the pool and the pipeline keep the `io::Error`; a supervisor stops with
+//!    `StopReason::Failed`).
 //!    [`leak::LeakCheck`](crate::leak::LeakCheck) measures it in tests and
 //!    [`leak::live_threads`](crate::leak::live_threads) at any moment.
 //! 2. **Every queue and every wait is bounded.** Every queue has a capacity with a
@@ -38,11 +40,21 @@
 //!    [`Panic`](crate::Panic). A worker thread never dies of a user panic and a waiter
 //!    never hangs because of one. Where a callback panics while corral is already
 //!    delivering an earlier panic (an `on_drop` callback that panics while a task is
-//!    being discarded, say), the first panic is kept and the later ones are counted.
+//!    being discarded, say), the first panic is kept and the later ones are contained:
+//!    counted where the primitive has a counter for them
+//!    ([`BreakerStats::user_panics`](crate::BreakerStats::user_panics),
+//!    [`KeyedStats::key_drop_panics`](crate::KeyedStats::key_drop_panics)), dropped
+//!    quietly otherwise. A panic nobody waits for (a fire-and-forget task's, a
+//!    discarded item's destructor) is kept in the owner's report
+//!    ([`ShutdownReport::first_panic`](crate::ShutdownReport::first_panic),
+//!    `SupervisorReport::panics`).
 //! 5. **Bad input gets a named error, never a panic or a hang.** Builders reject bad
 //!    configuration with a [`ConfigError`](crate::ConfigError) naming the field and the
-//!    value; operations reject bad arguments with a documented error variant; names
-//!    that become thread names may not contain a NUL byte. The table below lists every
+//!    value; operations reject bad arguments with a documented error variant; a name
+//!    that becomes a thread name may not contain a NUL byte (builders refuse it;
+//!    [`Scope::spawn_named`](crate::Scope::spawn_named) escapes it and
+//!    [`Scope::try_spawn_named`](crate::Scope::try_spawn_named) returns the error).
+//!    The table below lists every
 //!    parameter and what each extreme value does.
 //!
 //! ## Documented maxima
