@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use crate::cancel::CancelToken;
 use crate::config::ConfigError;
+use crate::panic::drop_quietly;
 use crate::panic::Panic;
-use crate::pool::{drop_quietly, SubmitError};
+use crate::pool::SubmitError;
 use crate::scope::{Scope, ScopedHandle};
 use crate::semaphore::{AcquireError, OwnedPermit, Semaphore};
 use crate::spawn::ThreadSpec;

@@ -80,6 +80,17 @@ impl Panic {
     }
 }
 
+/// Drops a user value inside the panic boundary; returns the panic its `Drop` raised,
+/// if any. Dropping that panic in turn is safe (see `Caught`'s drop).
+pub(crate) fn drop_caught<T>(value: T) -> Option<Panic> {
+    Panic::catch_any(move || drop(value)).err()
+}
+
+/// Drops a user value whose panic nobody will read, inside the panic boundary.
+pub(crate) fn drop_quietly<T>(value: T) {
+    drop(drop_caught(value));
+}
+
 impl Drop for Caught {
     /// The payload is a user value too: a payload whose own `Drop` panics must not
     /// escape from wherever corral lets go of a caught panic (a report nobody reads, a

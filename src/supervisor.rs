@@ -35,7 +35,7 @@ use parking_lot::Mutex;
 use crate::cancel::CancelToken;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{check_name, ConfigError};
-use crate::panic::Panic;
+use crate::panic::{drop_caught, Panic};
 use crate::spawn::{spawn, ThreadSpec};
 use crate::sync::time;
 
@@ -623,10 +623,7 @@ impl SupervisorBuilder {
 
 /// Drops the children's functions inside the panic boundary; returns the panics.
 fn drop_quietly(specs: Vec<ChildSpec>) -> Vec<Panic> {
-    specs
-        .into_iter()
-        .filter_map(|spec| Panic::catch_any(move || drop(spec)).err())
-        .collect()
+    specs.into_iter().filter_map(drop_caught).collect()
 }
 
 /// How a child's function ended, formatting and dropping its error inside the panic

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::config::{check_name, ConfigError};
 use crate::overflow::Overflow;
-use crate::panic::Panic;
+use crate::panic::{drop_caught, drop_quietly, Panic};
 use crate::spawn::{spawn_scoped, ThreadSpec};
 
 pub use report::{PipelineReport, StageStats};
@@ -972,13 +972,13 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             Err(e) => {
                 // Nothing ran; the configuration error is the report. The user values
                 // are dropped inside the boundary, and a panic there is let go.
-                run::let_go(self);
-                run::let_go(sink);
+                drop_quietly(self);
+                drop_quietly(sink);
                 return Err(PipelineError::Config(e));
             }
         };
         let result = self.execute_with(token, settings, capacities, &mut sink);
-        match run::drop_caught(sink) {
+        match drop_caught(sink) {
             Some(panic) => absorb(result, "sink", panic),
             None => result,
         }
@@ -1059,7 +1059,7 @@ fn absorb(
             report,
         }),
         other => {
-            run::let_go(panic);
+            drop_quietly(panic);
             other
         }
     }
@@ -1174,8 +1174,7 @@ impl fmt::Debug for PipelineError {
             } => {
                 // The stage's error is user code: formatted inside the panic boundary.
                 let error = Panic::catch_any(|| format!("{error:?}"))
-                    .map_err(run::let_go)
-                    .unwrap_or_else(|()| "<its Debug panicked>".to_owned());
+                    .unwrap_or_else(|_| "<its Debug panicked>".to_owned());
                 f.debug_struct("Failed")
                     .field("stage", stage)
                     .field("error", &format_args!("{error}"))

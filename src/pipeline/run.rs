@@ -29,7 +29,7 @@ use super::gate::ReorderGate;
 use super::report::StageStats;
 use crate::cancel::CancelToken;
 use crate::overflow::Overflow;
-use crate::panic::Panic;
+use crate::panic::{drop_caught, drop_quietly, Panic};
 use crate::queue::{send_evicting, send_until, try_send, Refused};
 use crate::sync::{AtomicBool, Mutex, Ordering};
 use crate::timeline::tsc_nanos;
@@ -75,12 +75,6 @@ impl<T> Packet<T> {
     }
 }
 
-/// Drops a user value (an item, a closure, the source iterator) inside the panic
-/// boundary: `Some(panic)` if its `Drop` panicked.
-pub(crate) fn drop_caught<V>(value: V) -> Option<Panic> {
-    Panic::catch_any(move || drop(value)).err()
-}
-
 /// Drops the items one at a time, each inside the panic boundary, so that a panicking
 /// `Drop` neither skips the others nor (as a second panic during unwinding would)
 /// aborts the process. Returns the first panic; later ones are let go.
@@ -91,9 +85,9 @@ pub(crate) fn drop_caught<V>(value: V) -> Option<Panic> {
 /// the run discards (shed, evicted, drained after a cancel, left in a queue, the rest
 /// of a batch after a failure, a partial batch after the source panicked). Batches
 /// are dropped item by item after the unwinding, never by it. The first failure is
-/// the run's; later ones are dropped inside the boundary too ([`let_go`]).
+/// the run's; later ones are dropped inside the boundary too ([`drop_quietly`]).
 ///
-/// User values are dropped only through [`drop_caught`], this, [`let_go`] and
+/// User values are dropped only through [`drop_caught`], this, [`drop_quietly`] and
 /// `Ctx::discard`: a panicking `Drop` becomes the run's failure (charged to the stage
 /// whose books hold the value), never a dead worker (whose queue would then stay full
 /// and hang the run) or an escaped panic.
@@ -103,20 +97,11 @@ pub(crate) fn drop_each<V>(items: impl IntoIterator<Item = V>) -> Option<Panic> 
         if let Some(panic) = drop_caught(item) {
             match first {
                 None => first = Some(panic),
-                Some(_) => let_go(panic),
+                Some(_) => drop_quietly(panic),
             }
         }
     }
     first
-}
-
-/// Drops a value whose panic nobody will read (the run already has its failure, or
-/// it is a failure that lost the race to be the first): inside the boundary, and if
-/// even that panics, the new payload is leaked rather than dropped.
-pub(crate) fn let_go<V>(value: V) {
-    if let Some(panic) = drop_caught(value) {
-        std::mem::forget(panic);
-    }
 }
 
 /// A thread body. If the thread never starts, `std` drops the closure it was given;
@@ -139,7 +124,7 @@ impl<F: FnOnce()> Body<F> {
 impl<F: FnOnce()> Drop for Body<F> {
     fn drop(&mut self) {
         if let Some(f) = self.0.take() {
-            let_go(f);
+            drop_quietly(f);
         }
     }
 }
@@ -292,7 +277,7 @@ impl<'env> Ctx<'env> {
                     if let Some(panic) = packet.discard() {
                         match first {
                             None => first = Some(panic),
-                            Some(_) => let_go(panic),
+                            Some(_) => drop_quietly(panic),
                         }
                     }
                 }
@@ -317,7 +302,7 @@ impl<'env> Ctx<'env> {
         // A later failure is not reported; its error (user code) is dropped here,
         // outside the lock and inside the panic boundary.
         if let Some(lost) = lost {
-            let_go(lost);
+            drop_quietly(lost);
         }
     }
 
@@ -589,10 +574,10 @@ fn map_packet<T, U>(
             };
             // The run fails with `failure`; a panic dropping the rest is let go.
             if let Some(panic) = drop_each(rest) {
-                let_go(panic);
+                drop_quietly(panic);
             }
             if let Some(panic) = drop_each(out) {
-                let_go(panic);
+                drop_quietly(panic);
             }
             Err((failure, n - 1))
         }
@@ -688,7 +673,7 @@ fn source_panicked<T>(ctx: &Ctx<'_>, counts: &mut Counts, panic: Panic, partial:
     counts.not_processed += n;
     ctx.fail(0, Failure::Panic(panic));
     if let Some(panic) = drop_each(partial) {
-        let_go(panic);
+        drop_quietly(panic);
     }
 }
 
@@ -1000,7 +985,7 @@ fn deliver<T>(
             });
             // Left only after a failure, which the run reports.
             if let Some(panic) = drop_each(rest) {
-                let_go(panic);
+                drop_quietly(panic);
             }
             delivered
         }

@@ -25,7 +25,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::cancel::{CancelToken, OnCancel};
 use crate::overflow::Overflow;
-use crate::panic::Panic;
+use crate::panic::{drop_quietly, Panic};
 use crate::pool::exits;
 use crate::pool::job::{Job, Runnable};
 use crate::pool::task::{DroppedTask, Outcome, Tally};
@@ -110,14 +110,6 @@ thread_local! {
     static WORKER_OF: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
     /// Tasks run inline on this thread, nested, right now.
     static INLINE_DEPTH: Cell<u32> = const { Cell::new(0) };
-}
-
-/// Drops a panic payload nobody will read; a payload whose own destructor panics must
-/// not cost the thread dropping it (that second payload is leaked, not dropped).
-pub(crate) fn drop_quietly<T>(value: T) {
-    if let Err(panic) = Panic::catch_any(move || drop(value)) {
-        std::mem::forget(panic.into_payload());
-    }
 }
 
 impl State {

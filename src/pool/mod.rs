@@ -37,7 +37,6 @@ use std::sync::Arc;
 
 use crate::wait::Until;
 
-pub(crate) use self::core::drop_quietly;
 pub(crate) use self::handle::packet;
 pub use self::handle::{TaskError, TaskHandle};
 pub use self::map::PoolMap;

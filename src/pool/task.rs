@@ -19,8 +19,8 @@
 use std::fmt;
 
 use crate::cancel::CancelToken;
+use crate::panic::drop_quietly;
 use crate::panic::Panic;
-use crate::pool::core::drop_quietly;
 use crate::pool::handle::{AsPacket, Packet, Running, TaskError, TaskHandle};
 use crate::pool::job::{Job, Runnable, Thin};
 use crate::sync::cell::UnsafeCell;

@@ -27,7 +27,7 @@ use super::quota::{sleep_until_ready, Bound, Quota, NANOS_PER_SEC};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ConfigError;
-use crate::panic::Panic;
+use crate::panic::{drop_caught, drop_quietly};
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::timeline::Timeline;
 use crate::wait::Until;
@@ -169,22 +169,6 @@ impl<K> Shard<K> {
     #[cfg(loom)]
     fn lock(&self) -> MutexGuard<'_, ShardMap<K>> {
         self.map.lock()
-    }
-}
-
-/// Drops `value`, catching a panic from its `Drop` (and from dropping that panic's
-/// payload); returns whether it dropped cleanly.
-fn drop_quietly<T>(value: T) -> bool {
-    match Panic::catch_any(move || drop(value)) {
-        Ok(()) => true,
-        Err(panic) => {
-            let payload = panic.into_payload();
-            if let Err(again) = Panic::catch_any(move || drop(payload)) {
-                // A payload whose own Drop panics: leak it rather than unwind again.
-                std::mem::forget(again);
-            }
-            false
-        }
     }
 }
 
@@ -647,7 +631,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// panicking `Drop` is counted in [`KeyedStats::key_drop_panics`].
     fn forget(&self, forgotten: Vec<Entry<K>>) {
         for entry in forgotten {
-            if !drop_quietly(entry) {
+            if drop_caught(entry).is_some() {
                 self.key_drop_panics.fetch_add(1, Ordering::Relaxed);
             }
         }
