@@ -16,24 +16,31 @@ use corral::{CancelReason, CancelToken, RedisRateError, RedisRateLimiter};
 const LONG: Duration = Duration::from_secs(30);
 
 /// A `redis-server` on a free port, killed when dropped.
+///
+/// Each server listens on a loopback address of its own (`127.x.y.z`, from this
+/// process's id and a counter): tests run in parallel, and with one shared
+/// `127.0.0.1` a port freed by one test (a server stopped on purpose, or the probe
+/// listener below) could be picked by another, whose probe would then reach the
+/// wrong server.
 struct Server {
     child: Child,
+    ip: String,
+    port: u16,
     addr: String,
 }
 
+static SERVERS: AtomicU32 = AtomicU32::new(0);
+
 impl Server {
     fn start() -> Option<Server> {
-        let port = TcpListener::bind("127.0.0.1:0")
+        let n = SERVERS.fetch_add(1, Ordering::Relaxed) + 1;
+        let pid = std::process::id();
+        let ip = format!("127.{}.{}.{}", (pid >> 8) & 0xff, pid & 0xff, n.min(254));
+        let port = TcpListener::bind((ip.as_str(), 0))
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free port");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match child {
+        let child = match spawn_redis(&ip, port) {
             Ok(child) => child,
             Err(e) => {
                 assert!(
@@ -44,16 +51,37 @@ impl Server {
                 return None;
             }
         };
-        let server = Server {
+        let mut server = Server {
             child,
-            addr: format!("127.0.0.1:{port}"),
+            addr: format!("{ip}:{port}"),
+            ip,
+            port,
         };
+        server.wait_until_listening();
+        Some(server)
+    }
+
+    /// Starts a new server on this one's address, after the old one was stopped.
+    fn restart(&mut self) {
+        self.stop();
+        self.child = spawn_redis(&self.ip, self.port).expect("redis-server restarts");
+        self.wait_until_listening();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn wait_until_listening(&mut self) {
         let deadline = Instant::now() + LONG;
-        while std::net::TcpStream::connect(&server.addr).is_err() {
+        while std::net::TcpStream::connect(&self.addr).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("redis-server on {} exited: {status}", self.addr);
+            }
             assert!(Instant::now() < deadline, "redis-server did not start");
             thread::yield_now();
         }
-        Some(server)
     }
 
     fn limiter(&self, per_second: u32, burst: u32) -> RedisRateLimiter {
@@ -67,9 +95,17 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
+}
+
+fn spawn_redis(ip: &str, port: u16) -> std::io::Result<Child> {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", ip])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
 }
 
 #[test]
@@ -172,7 +208,7 @@ fn waits_sleep_until_the_server_admits_and_refuse_past_the_deadline_at_once() {
 
 #[test]
 fn a_server_that_goes_away_is_a_backend_error_and_a_new_one_is_used_again() {
-    let Some(server) = Server::start() else {
+    let Some(mut server) = Server::start() else {
         return;
     };
     let limiter = RedisRateLimiter::builder(&server.addr)
@@ -182,8 +218,7 @@ fn a_server_that_goes_away_is_a_backend_error_and_a_new_one_is_used_again() {
         .build()
         .unwrap();
     limiter.check("k").unwrap();
-    let addr = server.addr.clone();
-    drop(server); // killed
+    server.stop();
     let started = Instant::now();
     assert!(matches!(
         limiter.check("k"),
@@ -194,22 +229,7 @@ fn a_server_that_goes_away_is_a_backend_error_and_a_new_one_is_used_again() {
         "a dead server must not hang the caller"
     );
     // A server back on the same address: the limiter reconnects and loads the script.
-    let port = addr.rsplit(':').next().unwrap().to_owned();
-    let mut child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    server.restart();
     let deadline = Instant::now() + LONG;
     let outcome = loop {
         match limiter.check("k") {
@@ -217,8 +237,6 @@ fn a_server_that_goes_away_is_a_backend_error_and_a_new_one_is_used_again() {
             other => break other,
         }
     };
-    let _ = child.kill();
-    let _ = child.wait();
     outcome.unwrap();
 }
 
