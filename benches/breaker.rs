@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use corral::{CircuitBreaker, Window};
+use corral::{breaker::Window, CircuitBreaker};
 use criterion::{criterion_group, criterion_main, Criterion};
 use failsafe::CircuitBreaker as _;
 
@@ -143,7 +143,7 @@ fn closed_call(c: &mut Criterion) {
                 });
             }
             g.finish();
-            assert_eq!(corral.state(), corral::State::Closed);
+            assert_eq!(corral.state(), corral::breaker::State::Closed);
         }
     }
 }

@@ -17,7 +17,7 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use corral::{CancelToken, Clock, KeyedRateLimiter, RateLimiter};
+use corral::{clock::Clock, CancelToken, KeyedRateLimiter, RateLimiter};
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 
 /// A user clock on `Instant::now`: corral without its TSC fast path.
@@ -29,7 +29,7 @@ impl Clock for StdClock {
         Instant::now()
     }
     fn sleep_until(&self, deadline: Instant, cancel: Option<&CancelToken>) -> bool {
-        corral::SystemClock.sleep_until(deadline, cancel)
+        corral::clock::SystemClock.sleep_until(deadline, cancel)
     }
 }
 

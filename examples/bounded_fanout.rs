@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use corral::{AcquireError, CancelToken, Semaphore};
+use corral::{semaphore::AcquireError, CancelToken, Semaphore};
 
 const MAX_IN_FLIGHT: usize = 4;
 const JOBS: u64 = 40;

@@ -13,7 +13,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use corral::{BreakerError, CircuitBreaker, Window};
+use corral::{
+    breaker::{BreakerError, Window},
+    CircuitBreaker,
+};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
 /// A request carries its deadline, so the upstream can skip work nobody waits for.

@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use corral::{leak::LeakCheck, CancelToken, GroupError, TaskGroup};
+use corral::{group::GroupError, leak::LeakCheck, CancelToken, TaskGroup};
 
 /// A replica that answers after `latency`, unless it is cancelled first.
 fn query(replica: &str, latency: Duration, token: &CancelToken) -> Result<String, String> {

@@ -7,7 +7,10 @@
 use std::time::{Duration, Instant};
 
 use corral::leak::LeakCheck;
-use corral::{CancelToken, Restart, StopReason, Supervisor};
+use corral::{
+    supervisor::{Restart, StopReason},
+    CancelToken, Supervisor,
+};
 use crossbeam_channel::{bounded, select};
 
 fn main() {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use corral::{KeyedRateLimiter, RateLimiter, WaitError};
+use corral::{rate::WaitError, KeyedRateLimiter, RateLimiter};
 
 /// What happened to one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

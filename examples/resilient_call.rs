@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corral::{CancelToken, CircuitBreaker, RateLimiter, Resilience, ResilienceError, Semaphore};
+use corral::{
+    resilience::ResilienceError, CancelToken, CircuitBreaker, RateLimiter, Resilience, Semaphore,
+};
 
 #[derive(Debug, PartialEq)]
 enum LookupError {

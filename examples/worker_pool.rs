@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use corral::{leak::LeakCheck, TaskError, WorkerPool};
+use corral::{leak::LeakCheck, pool::TaskError, WorkerPool};
 
 /// Stand-in for real CPU work (checksumming a block of a file, resizing a tile...).
 fn checksum(block: u64) -> u64 {

@@ -1,16 +1,23 @@
 //! Cancellation tokens: a tree of "stop now" signals with optional deadlines.
 //!
-//! Implementation notes. Each token is a handle (`Arc<Handle>`) onto a node. A node
-//! keeps, under one lock, its cancel reason and a slab of registrations: child nodes
-//! and wake-up callbacks. Cancelling takes the slab out under the lock and then, with
-//! no lock held, cancels the children (iteratively, so deep trees cannot overflow the
-//! stack) and runs the callbacks. A child handle holds its parent's handle, so a
-//! parent's registration for a child lives exactly as long as some clone of the child,
-//! or one of its descendants, does: the last drop removes it, which keeps a long-lived
-//! parent's memory bounded however many children come and go. Deadlines are checked
-//! lazily against the clock when the token is observed; no thread ever fires them, and
-//! observing a token never runs callbacks (so it is safe under any lock). Waiters bound
-//! their sleeps by the deadline; `select!` users pair `done()` with `expired()`.
+//! A [`CancelToken`] is a clone-able signal. [`child`](CancelToken::child) tokens are
+//! cancelled with their parent, never the reverse; a token with a deadline
+//! ([`with_timeout`](CancelToken::with_timeout)) cancels itself when it passes, with
+//! [`CancelReason::DeadlineExceeded`]. Waiting is [`wait`](CancelToken::wait), a bounded
+//! [`wait_timeout`](CancelToken::wait_timeout), a callback
+//! ([`on_cancel`](CancelToken::on_cancel), unregistered when its [`OnCancel`] drops), or
+//! receivers for [`select!`](crate::channel::select) ([`done`](CancelToken::done) with
+//! [`expired`](CancelToken::expired)). [`CancelOnDrop`] cancels a token when a scope
+//! ends.
+//!
+//! # How it works
+//!
+//! No thread fires deadlines: they are checked when a token is observed, and waiters
+//! bound their sleeps by them. Observing a token never runs callbacks, so it is safe
+//! under any lock; cancelling runs them on the cancelling thread, with no lock held. A
+//! parent keeps a registration for a child only while some clone of the child (or a
+//! descendant) lives, so a long-lived parent's memory stays bounded however many
+//! children come and go; deep trees are cancelled iteratively, never by recursion.
 
 use std::any::Any;
 use std::fmt;
@@ -51,7 +58,7 @@ impl fmt::Display for CancelReason {
 /// # Example
 ///
 /// ```
-/// use corral::{CancelReason, CancelToken};
+/// use corral::{cancel::CancelReason, CancelToken};
 /// use std::time::Duration;
 ///
 /// let root = CancelToken::new();

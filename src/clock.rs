@@ -19,7 +19,7 @@ use crate::sync::{time, Arc, AtomicU64, Condvar, Mutex, Ordering};
 /// # Example
 ///
 /// ```
-/// use corral::{Clock, ManualClock};
+/// use corral::clock::{Clock, ManualClock};
 /// use std::time::Duration;
 ///
 /// let clock = ManualClock::new();
@@ -68,7 +68,7 @@ impl Clock for SystemClock {
 /// # Example
 ///
 /// ```
-/// use corral::{Clock, ManualClock};
+/// use corral::clock::{Clock, ManualClock};
 /// use std::time::Duration;
 ///
 /// let clock = ManualClock::new();

@@ -1,15 +1,14 @@
-//! `TaskGroup`: Go's errgroup on scoped OS threads, with a concurrency limit, the
-//! first error cancelling the rest, every result keyed by task id, and panics kept.
+//! [`TaskGroup`]: Go's errgroup on scoped OS threads, with a concurrency limit, the
+//! first error cancelling the rest, every result keyed by [`TaskId`], and panics kept.
 //!
-//! Implementation notes. Each task is one thread of the enclosing
-//! [`corral::scope`](crate::scope), started with `Scope::try_spawn_as` (named
-//! `corral-group-N`, registered for leak checks). The task's closure runs under
-//! `catch_unwind` inside the thread, so the scope never sees the panic: the group
-//! owns it, and re-raises it from [`wait`](TaskGroup::wait) (or returns it from
-//! [`wait_all`](TaskGroup::wait_all)) after every task has joined. A failure records
-//! the task's id (first one wins) and cancels the group token, a child of the scope's
-//! token. The limit is the crate's [`Semaphore`]: an owned permit is taken before the
-//! thread starts and dropped when the task's closure returns.
+//! Each task is one thread of the enclosing [`corral::scope`](crate::scope()), named
+//! `corral-group-N` and seen by leak checks. Tasks receive the group's token, a child
+//! of the scope's: the first failure cancels it, so the other tasks can stop early, and
+//! [`GroupError`] names the task that failed first. A panic stays with the group and is
+//! re-raised by [`wait`](TaskGroup::wait) (or returned by
+//! [`wait_all`](TaskGroup::wait_all)) once every task has joined. The
+//! [`limit`](TaskGroup::limit) is a [`Semaphore`]: a permit
+//! is taken before a task's thread starts and given back when its closure returns.
 
 use std::cell::Cell;
 use std::fmt;
@@ -61,7 +60,7 @@ impl fmt::Display for TaskId {
 /// # Example
 ///
 /// ```
-/// use corral::{GroupError, TaskGroup};
+/// use corral::{group::GroupError, TaskGroup};
 ///
 /// let results = corral::scope(|s| {
 ///     let group = TaskGroup::<u32, String>::new(s);
@@ -157,7 +156,7 @@ impl<T, E> Entry<'_, T, E> {
 
 type Joined<T, E> = (Vec<(TaskId, Outcome<T, E>)>, Failures);
 
-/// A set of fallible tasks on the threads of a [`corral::scope`](crate::scope), in the
+/// A set of fallible tasks on the threads of a [`corral::scope`](crate::scope()), in the
 /// manner of Go's errgroup.
 ///
 /// * [`spawn`](TaskGroup::spawn) starts `f(&token) -> Result<T, E>` on its own scoped

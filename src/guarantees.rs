@@ -12,7 +12,7 @@
 //!    [`Pipeline`](crate::Pipeline) run, a [`Supervisor`](crate::Supervisor)), and that
 //!    owner's `drop`, `shutdown`, `stop` or `run` returns only after joining it. There
 //!    are no detached, global or timer threads: time-based state is computed lazily
-//!    from a [`Clock`](crate::Clock). A partial start (a thread spawn failing half-way)
+//!    from a [`Clock`](crate::clock::Clock). A partial start (a thread spawn failing half-way)
 //!    stops and joins the threads already started and reports the failure as an
 //!    error (the pool and the pipeline keep the `io::Error`; a supervisor stops with
 //!    `StopReason::Failed`).
@@ -34,19 +34,19 @@
 //! 4. **A panic in user code becomes a value.** Every user-supplied value (task,
 //!    closure, item, iterator, callback, error, result) is called, formatted and
 //!    dropped inside corral's panic boundary. The panic is delivered to whoever waits
-//!    ([`TaskError::Panicked`](crate::TaskError::Panicked),
-//!    [`PipelineError::Panicked`](crate::PipelineError::Panicked), a scope's or group's
+//!    ([`TaskError::Panicked`](crate::pool::TaskError::Panicked),
+//!    [`PipelineError::Panicked`](crate::pipeline::PipelineError::Panicked), a scope's or group's
 //!    result, a supervisor's report) with its original payload as a
 //!    [`Panic`](crate::Panic). A worker thread never dies of a user panic and a waiter
 //!    never hangs because of one. Where a callback panics while corral is already
 //!    delivering an earlier panic (an `on_drop` callback that panics while a task is
 //!    being discarded, say), the first panic is kept and the later ones are contained:
 //!    counted where the primitive has a counter for them
-//!    ([`BreakerStats::user_panics`](crate::BreakerStats::user_panics),
-//!    [`KeyedStats::key_drop_panics`](crate::KeyedStats::key_drop_panics)), dropped
+//!    ([`BreakerStats::user_panics`](crate::breaker::BreakerStats::user_panics),
+//!    [`KeyedStats::key_drop_panics`](crate::rate::KeyedStats::key_drop_panics)), dropped
 //!    quietly otherwise. A panic nobody waits for (a fire-and-forget task's, a
 //!    discarded item's destructor) is kept in the owner's report
-//!    ([`ShutdownReport::first_panic`](crate::ShutdownReport::first_panic),
+//!    ([`ShutdownReport::first_panic`](crate::pool::ShutdownReport::first_panic),
 //!    `SupervisorReport::panics`).
 //! 5. **Bad input gets a named error, never a panic or a hang.** Builders reject bad
 //!    configuration with a [`ConfigError`](crate::ConfigError) naming the field and the
@@ -68,7 +68,7 @@
 //! | semaphore permits; task group `limit` | [`Semaphore::MAX_PERMITS`](crate::Semaphore::MAX_PERMITS) (`usize::MAX >> 5`) | `ConfigError` |
 //! | rate limiter `burst × interval` | 2⁶² ns (about 146 years) | `ConfigError` (`burst` or the period) |
 //! | keyed rate limiter keys | [`KeyedRateLimiter::MAX_KEYS`](crate::KeyedRateLimiter::MAX_KEYS) (2²⁶); 65,536 shards | `ConfigError` (`max_keys`); shards are capped |
-//! | breaker count window | [`BreakerBuilder::MAX_COUNT_WINDOW`](crate::BreakerBuilder::MAX_COUNT_WINDOW) (2²⁰ calls) | `ConfigError` (`window`) |
+//! | breaker count window | [`BreakerBuilder::MAX_COUNT_WINDOW`](crate::breaker::BreakerBuilder::MAX_COUNT_WINDOW) (2²⁰ calls) | `ConfigError` (`window`) |
 //! | supervisor restarts per period; resilience retries | 1,000,000 | `ConfigError` (`max_restarts`, `retries`) |
 //! | supervisor exit record | the last 10,000 exits | older ones are counted in `exits_omitted` |
 //! | time | `Duration::MAX` anywhere means "never"; a clock may move by `u64::MAX` ns (about 584 years) | saturates; limits keep holding (a rate limiter refuses a cell whose slot lies past the end, `NotUntil::is_never`; a breaker opened past it stays open until `reset`) |
@@ -86,22 +86,22 @@
 //!   [`leak::live_threads`](crate::leak::live_threads) and to a `LeakCheck` until then,
 //!   and its own task is not in the report (a supervisor stopped on its monitor thread
 //!   returns an empty report). A group's and a scoped pool's threads are still joined
-//!   by their enclosing [`scope`](crate::scope). Joining a
-//!   [`ScopedHandle`](crate::ScopedHandle) from its own thread is an error. This is
+//!   by their enclosing [`scope`](crate::scope()). Joining a
+//!   [`ScopedHandle`](crate::scope::ScopedHandle) from its own thread is an error. This is
 //!   the one place the join promise is weaker; everywhere else the join is
 //!   unconditional.
 //! - **Code on the caller's own thread panics on the caller's thread.**
 //!   [`CircuitBreaker::call`](crate::CircuitBreaker::call) and
 //!   [`Resilience::call`](crate::Resilience::call) run the closure on the calling
 //!   thread: a panic there is recorded (as a failure) and keeps unwinding unchanged,
-//!   as the caller's own panic. Likewise a custom [`Clock`](crate::Clock) that panics
+//!   as the caller's own panic. Likewise a custom [`Clock`](crate::clock::Clock) that panics
 //!   panics its caller (a supervisor turns it into `StopReason::Failed`).
 //! - **A task waiting for work of its own pool.** A task that joins its *own* handle
-//!   gets [`TaskError::JoinedFromItself`](crate::TaskError::JoinedFromItself) at once.
+//!   gets [`TaskError::JoinedFromItself`](crate::pool::TaskError::JoinedFromItself) at once.
 //!   But a task that waits without a bound for *another* task of the same pool (a
 //!   plain `join`) can wait for ever when every worker is busy waiting the same way:
 //!   no pool can run queued work while all its workers are blocked. Use a bounded
-//!   join, `map`, or a [`scope`](crate::scope) for fork-join work inside a pool.
+//!   join, `map`, or a [`scope`](crate::scope()) for fork-join work inside a pool.
 //! - **Running user code is never interrupted.** corral cancels through tokens; a
 //!   task, stage or child that ignores its token runs until it returns. The bounded
 //!   forms (`shutdown_timeout`, `stop_timeout`, ...) hand the owner back instead of

@@ -11,8 +11,8 @@
 //! input does are in [`guarantees`].
 //!
 //! The pieces they stand on are public too: [`CancelToken`] trees with deadlines,
-//! [`scope`]s whose threads may borrow and whose panics become data, an injectable
-//! [`Clock`], and [`leak::LeakCheck`], a goleak-style guard that fails a test when
+//! [`scope`](scope())s whose threads may borrow and whose panics become data, an injectable
+//! [`Clock`](clock::Clock), and [`leak::LeakCheck`], a goleak-style guard that fails a test when
 //! threads outlive it.
 //!
 //! ## Quick start
@@ -43,7 +43,8 @@
 //! Every blocking operation `op` comes in five forms with the same names across the
 //! crate (the names follow std and crossbeam-channel): `op()`, `try_op()`,
 //! `op_timeout(Duration)`, `op_deadline(Instant)` and `op_cancellable(&CancelToken)`.
-//! A refused item always travels back inside the error.
+//! A refused item always travels back inside the error. (The rate limiters' `try_`
+//! form is named `check`, as in governor.)
 //!
 //! ## Cancellation
 //!
@@ -65,7 +66,7 @@
 //!
 //! ## Scopes
 //!
-//! [`scope`] wraps [`std::thread::scope`]: threads borrow from the caller, are named
+//! [`scope`](scope()) wraps [`std::thread::scope`]: threads borrow from the caller, are named
 //! `corral-...`, share a token that a panic cancels, and an uncollected panic is
 //! re-raised with its original payload once every thread has joined ([`try_scope`]
 //! returns it instead).
@@ -81,8 +82,8 @@
 //!
 //! ## Time
 //!
-//! Everything that decides by time takes a [`Clock`]: [`SystemClock`] by default,
-//! [`ManualClock`] in tests, so time-based logic is tested without sleeping.
+//! Everything that decides by time takes a [`Clock`](clock::Clock): [`SystemClock`](clock::SystemClock) by default,
+//! [`ManualClock`](clock::ManualClock) in tests, so time-based logic is tested without sleeping.
 //!
 //! ## Semaphore
 //!
@@ -93,7 +94,7 @@
 //! the capacity is an immediate error, never a hang.
 //!
 //! ```
-//! use corral::{AcquireError, Semaphore};
+//! use corral::{semaphore::AcquireError, Semaphore};
 //! use std::time::Duration;
 //!
 //! let downloads = Semaphore::new(4);
@@ -113,14 +114,14 @@
 //!
 //! A [`WorkerPool`] is a fixed set of workers fed by a bounded queue: `submit` waits
 //! while it is full (backpressure), `try_submit` and the bounded forms hand the closure
-//! back in a [`SubmitError`], and an [`Overflow`] policy can shed or run work instead,
+//! back in a [`SubmitError`](pool::SubmitError), and an [`Overflow`] policy can shed or run work instead,
 //! handing every displaced task to an `on_drop` callback and counting it. A panicking
-//! task costs only its own [`TaskHandle`] result. `shutdown` joins every worker and
+//! task costs only its own [`TaskHandle`](pool::TaskHandle) result. `shutdown` joins every worker and
 //! reports what ran; `map` gives ordered results with bounded in-flight work.
-//! [`PoolBuilder::build_scoped`] puts the workers in a [`scope`], so tasks may borrow.
+//! [`PoolBuilder::build_scoped`](pool::PoolBuilder::build_scoped) puts the workers in a [`scope`](scope()), so tasks may borrow.
 //!
 //! ```
-//! use corral::{SubmitError, WorkerPool};
+//! use corral::{pool::SubmitError, WorkerPool};
 //!
 //! let pool = WorkerPool::builder().workers(2).queue_capacity(64).build()?;
 //! let answer = pool.submit(|| 6 * 7).unwrap();
@@ -141,7 +142,7 @@
 //!
 //! A [`TaskGroup`] is Go's errgroup on scoped threads: fallible tasks that receive the
 //! group token, an optional concurrency [`limit`](TaskGroup::limit), the first error
-//! cancelling the rest, and every outcome keyed by [`TaskId`]. Panics are kept and
+//! cancelling the rest, and every outcome keyed by [`TaskId`](group::TaskId). Panics are kept and
 //! re-raised (or returned) once every task has joined.
 //!
 //! ```
@@ -169,7 +170,7 @@
 //! key within a bound on remembered keys.
 //!
 //! ```
-//! use corral::{KeyedRateLimiter, ManualClock, RateLimiter};
+//! use corral::{KeyedRateLimiter, clock::ManualClock, RateLimiter};
 //! use std::time::Duration;
 //!
 //! let clock = ManualClock::new();
@@ -192,12 +193,12 @@
 //!
 //! A [`CircuitBreaker`] stops calling a dependency that keeps failing: it opens on
 //! consecutive failures or on a failure (or slow-call) rate over a count or time
-//! [`Window`], refuses calls at once while open ([`BreakerError::Open`] says for how
+//! [`Window`](breaker::Window), refuses calls at once while open ([`BreakerError::Open`](breaker::BreakerError::Open) says for how
 //! long), then lets at most `half_open_calls` trials through to decide whether to
 //! close. A closed-state call costs one atomic load and a per-thread counter.
 //!
 //! ```
-//! use corral::{BreakerError, CircuitBreaker, State};
+//! use corral::{breaker::{BreakerError, State}, CircuitBreaker};
 //! use std::time::Duration;
 //!
 //! let breaker = CircuitBreaker::builder()
@@ -225,7 +226,7 @@
 //! receives. It runs the call on the caller's thread and starts no thread of its own.
 //!
 //! ```
-//! use corral::{CircuitBreaker, Resilience, ResilienceError, Semaphore};
+//! use corral::{CircuitBreaker, Resilience, resilience::ResilienceError, Semaphore};
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //!
@@ -255,7 +256,7 @@
 //! threads and a bounded queue in front of it. A full queue blocks the sender
 //! (backpressure) or drops by policy ([`Overflow`]), counting and handing back every
 //! dropped item; the first `Err` or panic cancels the run; output can keep source
-//! order within a bounded reorder window; the [`PipelineReport`] shows per-stage
+//! order within a bounded reorder window; the [`PipelineReport`](pipeline::PipelineReport) shows per-stage
 //! counts and times and names the bottleneck. All threads are scoped, so stages may
 //! borrow.
 //!
@@ -273,17 +274,17 @@
 //! assert_eq!(words, [4, 3, 3, 5, 4, 3, 3, 5]);
 //! assert!(report.stages.iter().all(|s| s.balanced()));
 //! println!("{report}"); // a table, ending with the bottleneck stage
-//! # Ok::<(), corral::PipelineError>(())
+//! # Ok::<(), corral::pipeline::PipelineError>(())
 //! ```
 //!
 //! ## Supervisor
 //!
 //! A [`Supervisor`] keeps long-lived children running: each is restarted on error or
-//! panic according to its [`Restart`] type and the [`Strategy`], within an intensity
+//! panic according to its [`Restart`](supervisor::Restart) type and the [`Strategy`](supervisor::Strategy), within an intensity
 //! limit, with backoff; [`Supervisor::stop`] cancels and joins every child.
 //!
 //! ```
-//! use corral::{Restart, StopReason, Supervisor};
+//! use corral::{supervisor::{Restart, StopReason}, Supervisor};
 //!
 //! let supervisor = Supervisor::builder()
 //!     .child("listener", Restart::Permanent, |token| {
@@ -314,27 +315,28 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-mod breaker;
-mod cancel;
-mod clock;
+pub mod breaker;
+pub mod cancel;
+pub mod clock;
 mod config;
-mod group;
+pub mod group;
 pub mod guarantees;
 pub mod leak;
 mod overflow;
 mod panic;
-mod pipeline;
-mod pool;
+pub mod pipeline;
+pub mod pool;
 mod queue;
-mod rate;
-mod resilience;
-mod scope;
-mod semaphore;
+pub mod rate;
+pub mod resilience;
+pub mod scope;
+pub mod semaphore;
 mod spawn;
-mod supervisor;
+pub mod supervisor;
 mod sync;
-/// Nanoseconds since a base on a [`Clock`], with a TSC fast path for [`SystemClock`]
-/// (shared by the rate limiter and the circuit breaker).
+/// Nanoseconds since a base on a [`Clock`](clock::Clock), with a TSC fast path for
+/// [`SystemClock`](clock::SystemClock) (shared by the rate limiter and the circuit
+/// breaker).
 mod timeline;
 mod wait;
 
@@ -342,36 +344,26 @@ mod wait;
 /// [`CancelToken::expired`], and its `select!`, without a dependency of your own.
 pub use crossbeam_channel as channel;
 
-pub use breaker::{
-    BreakerBuilder, BreakerError, BreakerGuard, BreakerStats, CircuitBreaker, State, Window,
-};
-pub use cancel::{CancelOnDrop, CancelReason, CancelToken, OnCancel};
-pub use clock::{Clock, ManualClock, SystemClock};
+// The main type of each primitive, and the few types every module shares. Everything
+// else lives in its primitive's module (`corral::pool::SubmitError`,
+// `corral::breaker::State`, ...).
+pub use breaker::CircuitBreaker;
+pub use cancel::CancelToken;
 pub use config::ConfigError;
-pub use group::{GroupError, TaskGroup, TaskId};
+pub use group::TaskGroup;
+pub use leak::LeakCheck;
 pub use overflow::Overflow;
 pub use panic::Panic;
 #[cfg(loom)]
 #[doc(hidden)]
 pub use pipeline::LoomGate as __LoomReorderGate;
-pub use pipeline::{Pipeline, PipelineError, PipelineReport, StageStats};
-pub use pool::{
-    DroppedTask, PoolBuilder, PoolMap, PoolStats, ScopedPool, ShutdownReport, SubmitError,
-    SubmitErrorKind, TaskError, TaskHandle, WorkerPool,
-};
-pub use rate::{
-    CheckError, InsufficientCapacity, KeyedRateLimiter, KeyedRateLimiterBuilder, KeyedStats,
-    NotUntil, RateLimiter, RateLimiterBuilder, RateStats, RedisRateError, RedisRateLimiter,
-    RedisRateLimiterBuilder, Reservation, WaitError,
-};
-pub use resilience::{Resilience, ResilienceBuilder, ResilienceError, ResilienceStats};
-pub use scope::{scope, try_scope, Scope, ScopedHandle};
-pub use semaphore::{
-    AcquireError, OwnedPermit, Permit, Semaphore, SemaphoreStats, TryAcquireError,
-};
-pub use supervisor::{
-    Exit, Restart, StopReason, Strategy, Supervisor, SupervisorBuilder, SupervisorReport,
-};
+pub use pipeline::Pipeline;
+pub use pool::{ScopedPool, WorkerPool};
+pub use rate::{KeyedRateLimiter, RateLimiter, RedisRateLimiter};
+pub use resilience::Resilience;
+pub use scope::{scope, try_scope, Scope};
+pub use semaphore::Semaphore;
+pub use supervisor::Supervisor;
 /// Loom models that use the public API make their deadlines pass with this.
 #[cfg(loom)]
 #[doc(hidden)]

@@ -1,20 +1,23 @@
 //! One call through a bulkhead, a rate limiter, a circuit breaker and a deadline, with
 //! retries, all under one cancellation token.
 //!
-//! Implementation notes. [`Resilience`] owns no threads and no state of its own beyond
-//! counters: it orders the crate's primitives around the caller's closure, on the
-//! caller's thread. Per attempt: a bulkhead permit ([`Semaphore`]), then a rate-limiter
-//! slot ([`RateLimiter`]), then a breaker guard ([`CircuitBreaker`]), then the call;
-//! the permit is held only for the attempt, never across a backoff. Every wait (for
-//! the permit, the slot, the backoff) is bounded by one [`CancelToken`] that carries
-//! the call's deadline and the caller's cancellation, and the closure receives that
-//! same token, so a cooperative call stops at the deadline too. A call that ignores
-//! its token cannot be pre-empted (threads are not killed); it is reported as it
-//! ends. The breaker is asked last, so its slow-call timing covers the call alone, not
-//! the waits before it (a call the breaker then refuses may have used a rate-limiter
-//! slot). Once an attempt has failed, a later refusal (the breaker opened, the deadline
-//! came) ends the call with that failure, so the caller always gets the error of the
-//! last attempt that ran rather than a refusal that hides it.
+//! A [`Resilience`] stack starts no thread and owns no state beyond counters
+//! ([`ResilienceStats`]): it orders the crate's primitives around the caller's
+//! closure, on the caller's thread. [`ResilienceError`] says which layer refused a
+//! call, or carries the last attempt's error.
+//!
+//! # Order of the layers
+//!
+//! Per attempt: a bulkhead permit ([`Semaphore`]), then a rate-limiter slot
+//! ([`RateLimiter`]), then a breaker guard ([`CircuitBreaker`]), then the call. The
+//! permit is held only for the attempt, never across a backoff. Every wait (permit,
+//! slot, backoff) is bounded by one [`CancelToken`] that carries the call's deadline
+//! and the caller's cancellation, and the closure receives that token, so a
+//! cooperative call stops at the deadline too; a call that ignores it cannot be
+//! pre-empted and is reported when it ends. The breaker is asked last, so its
+//! slow-call timing covers the call alone (a call it then refuses may have used a
+//! rate-limiter slot). Once an attempt has failed, a later refusal ends the call with
+//! that failure, so the caller always sees the error of the last attempt that ran.
 
 use std::cell::Cell;
 use std::fmt;
@@ -35,7 +38,7 @@ use crate::sync::time;
 /// # Example
 ///
 /// ```
-/// use corral::{Resilience, ResilienceError};
+/// use corral::{Resilience, resilience::ResilienceError};
 ///
 /// let stack = Resilience::builder().retries(2).build()?;
 /// let outcome: Result<u32, _> = stack.call(|_token| Err::<u32, _>("upstream down"));
@@ -268,7 +271,7 @@ impl Resilience {
     /// # Example
     ///
     /// ```
-    /// use corral::{CancelToken, Resilience, ResilienceError};
+    /// use corral::{CancelToken, Resilience, resilience::ResilienceError};
     ///
     /// let stack = Resilience::builder().retries(3).build()?;
     /// let mut attempts = 0;

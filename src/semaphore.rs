@@ -1,13 +1,22 @@
 //! A counting, weighted, FIFO-fair, resizable, closeable semaphore for OS threads.
 //!
-//! Implementation notes. [`Semaphore`] is a thin wrapper over the crate-private
-//! engine in `semaphore/engine.rs` (permit counter in one atomic word, FIFO wait queue
-//! under a lock, eventual fairness via a hand-off mode); read that file's header for
-//! the state machine. This file holds the public surface: the five forms of every
-//! acquire (plain, `try_`, `_timeout`, `_deadline`, `_cancellable`) for one permit,
-//! for `n` permits and for owned permits, the RAII guards [`Permit`] and
-//! [`OwnedPermit`], the errors and the stats snapshot. Every blocking form funnels
-//! into one private `acquire_until`.
+//! [`Semaphore`] bounds how many things happen at once. Every acquire comes in the
+//! crate's five forms (plain, `try_`, `_timeout`, `_deadline`, `_cancellable`), for one
+//! permit, for `n` at once ([`acquire_many`](Semaphore::acquire_many)) and as an
+//! [`OwnedPermit`] that can move to another thread. Permits are RAII guards: dropping
+//! one gives its permits back.
+//!
+//! # How it works
+//!
+//! Waiters queue in FIFO order; a release hands permits to the head of the queue, and
+//! a thread arriving while others wait may barge ahead only within a bound (see
+//! [`Semaphore`]). A request above the capacity fails at once with
+//! [`AcquireError::AboveCapacity`] instead of waiting for ever. [`close`](Semaphore::close)
+//! wakes every waiter with an error.
+//
+// Layout: this file is the public surface; the engine (one atomic permit word, the
+// FIFO queue under a lock, the hand-off mode) is in `semaphore/engine.rs`, whose header
+// describes the state machine. Every blocking form funnels into `acquire_until`.
 
 mod engine;
 
@@ -150,7 +159,7 @@ pub struct OwnedPermit {
 /// # Example
 ///
 /// ```
-/// use corral::{AcquireError, Semaphore};
+/// use corral::{semaphore::AcquireError, Semaphore};
 ///
 /// let sem = Semaphore::new(2);
 /// let err = sem.acquire_many(5).unwrap_err();
@@ -181,7 +190,7 @@ pub enum AcquireError {
 /// # Example
 ///
 /// ```
-/// use corral::{Semaphore, TryAcquireError};
+/// use corral::{Semaphore, semaphore::TryAcquireError};
 ///
 /// let sem = Semaphore::new(1);
 /// let _held = sem.acquire().unwrap();
@@ -429,7 +438,7 @@ impl Semaphore {
     /// let sem = corral::Semaphore::new(1);
     /// let _held = sem.acquire().unwrap();
     /// let err = sem.acquire_timeout(Duration::from_millis(5)).unwrap_err();
-    /// assert_eq!(err, corral::AcquireError::Timeout);
+    /// assert_eq!(err, corral::semaphore::AcquireError::Timeout);
     /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<Permit<'_>, AcquireError> {
         self.acquire_until(1, &Until::timeout(timeout))
@@ -464,7 +473,7 @@ impl Semaphore {
     /// # Example
     ///
     /// ```
-    /// use corral::{AcquireError, CancelReason, CancelToken, Semaphore};
+    /// use corral::{semaphore::AcquireError, cancel::CancelReason, CancelToken, Semaphore};
     ///
     /// let sem = Semaphore::new(1);
     /// let _held = sem.acquire().unwrap();
@@ -940,7 +949,7 @@ impl Semaphore {
     /// # Example
     ///
     /// ```
-    /// use corral::{AcquireError, Semaphore};
+    /// use corral::{semaphore::AcquireError, Semaphore};
     ///
     /// let sem = Semaphore::new(1);
     /// assert!(sem.close());

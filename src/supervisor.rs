@@ -1,24 +1,27 @@
 //! A supervisor for long-lived worker threads: restart on failure, within limits.
 //!
-//! Implementation notes. Each child runs on its own owned thread, started through
-//! `crate::spawn` (so leak checks see it) with a child token of the supervisor's
-//! token. When a child's function returns or panics, its thread reports the exit on a
-//! channel to the monitor thread, which decides what happens next from the child's
-//! [`Restart`] type and the supervisor's [`Strategy`], counts restarts against the
-//! intensity limit (at most `max_restarts` within `period`; past it the supervisor
-//! stops everything and reports), and waits out the backoff on the supervisor's token
-//! so that [`Supervisor::stop`] interrupts it. Every child thread is joined by the
-//! monitor before it restarts that child and before it exits; the monitor is joined by
-//! `stop` and by `Drop`. Children must honour their token for `stop` to return.
+//! A [`Supervisor`] runs each child on a thread of its own with a [`CancelToken`]
+//! (a child of the supervisor's). When a child returns or panics, its [`Restart`] type
+//! and the supervisor's [`Strategy`] decide what is restarted, after a backoff, as long
+//! as the restarts stay within the intensity limit (at most `max_restarts` within
+//! `period`); past it the supervisor stops every child and reports why
+//! ([`StopReason`]). Each ending is an [`Exit`]; [`SupervisorReport`] has them all.
 //!
-//! Every piece of user code runs inside the panic boundary: a child's function, the
-//! `Display` and `Drop` of the error it returns, the drop of the function itself,
-//! `on_cancel` callbacks reached when the monitor cancels a token, and the injected
-//! clock. Whatever panics there becomes an [`Exit::Panicked`] or an entry of
-//! [`SupervisorReport::panics`], never a dead monitor. A supervisor stopped or dropped
-//! from one of its own threads never joins that thread (a thread cannot join itself):
-//! the others are joined, the report is produced, and that one thread finishes on its
-//! own. That is the one place the "every thread is joined" promise cannot be kept.
+//! # What a child must do
+//!
+//! Honour its token: [`Supervisor::stop`] cancels every child and joins it, so a child
+//! that never looks at its token keeps `stop` waiting. Every piece of user code (the
+//! child's function, the `Display` and `Drop` of its error, the function's own drop,
+//! `on_cancel` callbacks, an injected clock) runs inside the panic boundary: whatever
+//! panics becomes an [`Exit::Panicked`] or an entry of [`SupervisorReport::panics`].
+//! A supervisor stopped or dropped from one of its own children's threads cannot join
+//! that thread (a thread cannot join itself): the others are joined, the report is
+//! produced, and that thread finishes on its own.
+//
+// Layout: one monitor thread receives exits on a channel, applies the strategy and
+// the intensity limit, waits out backoffs on the supervisor's token (so `stop`
+// interrupts them), and joins every child thread before restarting it and before it
+// exits. The monitor is joined by `stop` and by `Drop`.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -182,7 +185,7 @@ impl SupervisorReport {
 /// # Example
 ///
 /// ```
-/// use corral::{Restart, Supervisor};
+/// use corral::{supervisor::Restart, Supervisor};
 /// use std::sync::atomic::{AtomicUsize, Ordering};
 /// use std::sync::Arc;
 /// use std::time::Duration;
@@ -456,7 +459,7 @@ impl SupervisorBuilder {
     }
 
     /// The clock that restart intensity and backoff are measured on (default
-    /// [`SystemClock`]); a [`ManualClock`](crate::ManualClock) makes them testable
+    /// [`SystemClock`]); a [`ManualClock`](crate::clock::ManualClock) makes them testable
     /// without sleeping.
     pub fn clock<C: Clock>(mut self, clock: C) -> Self {
         self.clock = Arc::new(clock);

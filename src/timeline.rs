@@ -3,7 +3,7 @@
 //! Implementation notes. Cores that keep time in atomics (the rate limiter's GCRA
 //! state, the circuit breaker's open deadline and time-window buckets) want "now" as a
 //! `u64` of nanoseconds since a fixed base. For any clock that is `clock.now() - base`,
-//! which keeps [`ManualClock`](crate::ManualClock) semantics exact. Reading
+//! which keeps [`ManualClock`](crate::clock::ManualClock) semantics exact. Reading
 //! [`Instant::now`](std::time::Instant::now) is most of the cost of a `check()` or of
 //! a breaker's closed-state call, so when the clock is exactly [`SystemClock`]
 //! (decided by type when the [`Timeline`](crate::timeline::Timeline) is built) the

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use corral::leak::LeakCheck;
 use corral::{
-    BreakerBuilder, BreakerError, BreakerStats, CircuitBreaker, Clock, ManualClock, State, Window,
+    breaker::{BreakerBuilder, BreakerError, BreakerStats, State, Window},
+    clock::{Clock, ManualClock},
+    CircuitBreaker,
 };
 
 const SEC: Duration = Duration::from_secs(1);
@@ -670,7 +672,7 @@ fn public_types_are_send_and_sync() {
     assert_send_sync::<CircuitBreaker>();
     assert_send_sync::<BreakerStats>();
     assert_send_sync::<BreakerError<std::io::Error>>();
-    assert_send_sync::<corral::BreakerGuard<'static>>();
+    assert_send_sync::<corral::breaker::BreakerGuard<'static>>();
 }
 
 /// Many threads, random outcomes: every call is counted exactly once, and half-open
@@ -1057,7 +1059,7 @@ fn run_model(cfg: ModelConfig, seed: u64, steps: usize) {
     let now = || (clock.now() - start).as_nanos() as u64;
     let mut model = Model::new(cfg);
     let mut rng = XorShift::new(seed);
-    let mut held: Vec<(corral::BreakerGuard<'_>, ModelPermit)> = Vec::new();
+    let mut held: Vec<(corral::breaker::BreakerGuard<'_>, ModelPermit)> = Vec::new();
     let mut log: Vec<String> = Vec::new();
 
     for step in 0..steps {

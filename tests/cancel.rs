@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use corral::leak::LeakCheck;
-use corral::{CancelReason, CancelToken};
+use corral::{cancel::CancelReason, CancelToken};
 use crossbeam_channel::{bounded, select};
 
 /// Generous bound for "should happen promptly" under heavy machine load.
@@ -265,7 +265,7 @@ fn concurrent_cancel_and_child_creation_never_leaves_a_child_uncancelled() {
 fn tokens_are_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<CancelToken>();
-    assert_send_sync::<corral::OnCancel>();
+    assert_send_sync::<corral::cancel::OnCancel>();
 }
 
 /// Runs `f` on a thread with a small, known stack, so a drop that recursed once per

@@ -36,10 +36,17 @@ use std::time::{Duration, Instant};
 
 use corral::leak::{self, LeakCheck};
 use corral::{
-    AcquireError, BreakerError, CancelToken, CircuitBreaker, Clock, Exit, GroupError,
-    KeyedRateLimiter, ManualClock, Overflow, Pipeline, PipelineError, RateLimiter, Resilience,
-    ResilienceError, Restart, Semaphore, State, Strategy, SubmitError, Supervisor, TaskError,
-    TaskGroup, TaskId, TryAcquireError, WaitError, WorkerPool,
+    breaker::{BreakerError, State},
+    clock::{Clock, ManualClock},
+    group::{GroupError, TaskId},
+    pipeline::PipelineError,
+    pool::{SubmitError, TaskError},
+    rate::WaitError,
+    resilience::ResilienceError,
+    semaphore::{AcquireError, TryAcquireError},
+    supervisor::{Exit, Restart, Strategy},
+    CancelToken, CircuitBreaker, KeyedRateLimiter, Overflow, Pipeline, RateLimiter, Resilience,
+    Semaphore, Supervisor, TaskGroup, WorkerPool,
 };
 
 /// Every injected panic carries this marker; the panic hook keeps them off stderr.
@@ -717,7 +724,7 @@ fn pool_round(rng: &mut Rng, sh: &Shared, round: u64) {
         format!("{:?}", p.stats())
     });
 
-    let handles: Mutex<Vec<(usize, corral::TaskHandle<usize>)>> = Mutex::new(Vec::new());
+    let handles: Mutex<Vec<(usize, corral::pool::TaskHandle<usize>)>> = Mutex::new(Vec::new());
     let submitters = rng.range(1, 3);
     let submitted = AtomicUsize::new(0);
     let mut srngs: Vec<Rng> = (0..submitters).map(|_| rng.fork()).collect();
@@ -884,7 +891,7 @@ fn submit_one(
     plans: &Arc<Plans>,
     id: usize,
     rng: &mut Rng,
-    handles: &Mutex<Vec<(usize, corral::TaskHandle<usize>)>>,
+    handles: &Mutex<Vec<(usize, corral::pool::TaskHandle<usize>)>>,
 ) {
     let plan = &plans.list[id];
     ledger.bump(id, Ev::Created);
@@ -958,7 +965,7 @@ fn hand_back<F>(ledger: &Ledger, id: usize, e: SubmitError<F>) {
     quietly(move || drop(e.into_inner()));
 }
 
-fn join_all(sh: &Shared, ledger: &Ledger, handles: Vec<(usize, corral::TaskHandle<usize>)>) {
+fn join_all(sh: &Shared, ledger: &Ledger, handles: Vec<(usize, corral::pool::TaskHandle<usize>)>) {
     for (id, handle) in handles {
         let result = match handle.join_timeout(Duration::from_secs(30)) {
             Ok(result) => result,
@@ -1433,7 +1440,9 @@ fn semaphore_round(rng: &mut Rng, sh: &Shared, round: u64) {
                     } else {
                         r.range(1, cap_now.min(3))
                     };
-                    let outcome: Result<Option<corral::OwnedPermit>, String> = match r.below(6) {
+                    let outcome: Result<Option<corral::semaphore::OwnedPermit>, String> = match r
+                        .below(6)
+                    {
                         0 => sem
                             .acquire_many_owned(want)
                             .map(Some)
@@ -1577,7 +1586,7 @@ fn rate_round(rng: &mut Rng, sh: &Shared, round: u64) {
                                 Ok(()) => {
                                     admitted.fetch_add(u64::from(cells), SeqCst);
                                 }
-                                Err(corral::CheckError::InsufficientCapacity(_)) => {
+                                Err(corral::rate::CheckError::InsufficientCapacity(_)) => {
                                     ledger.check(cells > burst, || {
                                         format!("{cells} cells refused as above burst {burst}")
                                     });
@@ -2017,7 +2026,7 @@ fn supervisor_round(rng: &mut Rng, sh: &Shared, round: u64) {
         token.is_cancelled()
             || report
                 .as_ref()
-                .is_some_and(|r| r.reason != corral::StopReason::Stopped),
+                .is_some_and(|r| r.reason != corral::supervisor::StopReason::Stopped),
         || "the supervisor token is not cancelled after stop".into(),
     );
     let Some(report) = report else { return };
@@ -2339,7 +2348,7 @@ fn token_round(rng: &mut Rng, sh: &Shared, round: u64) {
     };
     let nodes: Mutex<Vec<CancelToken>> = Mutex::new(vec![root.clone()]);
     let next_cb = AtomicUsize::new(0);
-    let kept: Mutex<Vec<(usize, corral::OnCancel)>> = Mutex::new(Vec::new());
+    let kept: Mutex<Vec<(usize, corral::cancel::OnCancel)>> = Mutex::new(Vec::new());
     let mut rngs: Vec<Rng> = (0..threads).map(|_| rng.fork()).collect();
     corral::scope(|s| {
         for mut r in rngs.drain(..) {

@@ -3,7 +3,10 @@
 use std::time::{Duration, Instant};
 
 use corral::leak::LeakCheck;
-use corral::{CancelToken, Clock, ManualClock, SystemClock};
+use corral::{
+    clock::{Clock, ManualClock, SystemClock},
+    CancelToken,
+};
 use crossbeam_channel::bounded;
 
 #[test]

@@ -12,11 +12,17 @@ use std::time::Duration;
 
 use corral::leak::{LeakCheck, LeakReport};
 use corral::{
-    AcquireError, BreakerError, CancelReason, CancelToken, CheckError, CircuitBreaker, ConfigError,
-    GroupError, InsufficientCapacity, ManualClock, NotUntil, Overflow, Panic, Pipeline,
-    PipelineError, RateLimiter, RedisRateError, RedisRateLimiter, Resilience, ResilienceError,
-    Semaphore, SubmitError, SubmitErrorKind, TaskError, TaskGroup, TryAcquireError, WaitError,
-    WorkerPool,
+    breaker::BreakerError,
+    cancel::CancelReason,
+    clock::ManualClock,
+    group::GroupError,
+    pipeline::PipelineError,
+    pool::{SubmitError, SubmitErrorKind, TaskError},
+    rate::{CheckError, InsufficientCapacity, NotUntil, RedisRateError, WaitError},
+    resilience::ResilienceError,
+    semaphore::{AcquireError, TryAcquireError},
+    CancelToken, CircuitBreaker, ConfigError, Overflow, Panic, Pipeline, RateLimiter,
+    RedisRateLimiter, Resilience, Semaphore, TaskGroup, WorkerPool,
 };
 
 /// The `Display` text of every level of `error`'s chain, outermost first.

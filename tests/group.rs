@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use corral::leak::LeakCheck;
-use corral::{CancelReason, CancelToken, GroupError, SubmitError, TaskGroup};
+use corral::{cancel::CancelReason, group::GroupError, pool::SubmitError, CancelToken, TaskGroup};
 
 const LONG: Duration = Duration::from_secs(30);
 

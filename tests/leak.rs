@@ -194,7 +194,10 @@ fn a_grace_of_zero_checks_once_without_waiting() {
 
 #[test]
 fn threads_started_during_the_grace_period_are_covered_and_waited_for() {
-    use corral::{Restart, StopReason, Supervisor};
+    use corral::{
+        supervisor::{Restart, StopReason},
+        Supervisor,
+    };
     let check = LeakCheck::builder().grace(Duration::from_secs(30)).build();
     let (release_tx, release_rx) = bounded::<()>(0);
     let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

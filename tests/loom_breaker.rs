@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use corral::{CircuitBreaker, ManualClock, State};
+use corral::{breaker::State, clock::ManualClock, CircuitBreaker};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;

@@ -6,7 +6,7 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
-use corral::{CancelReason, CancelToken};
+use corral::{cancel::CancelReason, CancelToken};
 
 #[test]
 fn cancel_racing_child_creation_always_reaches_the_child() {

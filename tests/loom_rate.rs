@@ -8,7 +8,7 @@
 use loom::sync::Arc;
 use loom::thread;
 
-use corral::{ManualClock, RateLimiter};
+use corral::{clock::ManualClock, RateLimiter};
 
 fn limiter(burst: u32) -> RateLimiter<ManualClock> {
     RateLimiter::per_second(1)
@@ -85,7 +85,7 @@ fn cancelling_while_others_reserve_never_overbooks() {
 
 #[test]
 fn a_waiter_cancelled_while_asleep_gives_its_slot_back() {
-    use corral::{CancelToken, WaitError};
+    use corral::{rate::WaitError, CancelToken};
     use std::time::Duration;
 
     loom::model(|| {

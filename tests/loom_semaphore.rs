@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use corral::{AcquireError, CancelReason, CancelToken, Semaphore};
+use corral::{cancel::CancelReason, semaphore::AcquireError, CancelToken, Semaphore};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 

@@ -7,7 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use corral::leak::LeakCheck;
-use corral::{CancelReason, CancelToken, Overflow, Pipeline, PipelineError, PipelineReport};
+use corral::{
+    cancel::CancelReason,
+    pipeline::{PipelineError, PipelineReport},
+    CancelToken, Overflow, Pipeline,
+};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -879,7 +883,7 @@ fn public_types_are_thread_safe_where_promised() {
     fn send<T: Send>() {}
     fn send_sync<T: Send + Sync>() {}
     send_sync::<PipelineReport>();
-    send_sync::<corral::StageStats>();
+    send_sync::<corral::pipeline::StageStats>();
     send_sync::<PipelineError>();
     send::<Pipeline<'static, u64>>();
 }

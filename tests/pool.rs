@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use corral::leak::LeakCheck;
 use corral::{
-    CancelReason, CancelToken, Overflow, ScopedPool, SubmitError, TaskError, TaskHandle, WorkerPool,
+    cancel::CancelReason,
+    pool::{SubmitError, TaskError, TaskHandle},
+    CancelToken, Overflow, ScopedPool, WorkerPool,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -39,7 +41,7 @@ fn two_workers(capacity: usize) -> WorkerPool {
 }
 
 /// A pool of one worker, blocked, with `capacity` free queue slots.
-fn blocked_pool(builder: corral::PoolBuilder) -> (WorkerPool, mpsc::Sender<()>) {
+fn blocked_pool(builder: corral::pool::PoolBuilder) -> (WorkerPool, mpsc::Sender<()>) {
     let pool = builder.workers(1).build().unwrap();
     let (open, blocker) = gate();
     pool.execute(blocker).unwrap();
@@ -55,7 +57,7 @@ fn public_types_are_send_and_sync() {
     both::<TaskHandle<String>>();
     both::<SubmitError<fn()>>();
     both::<TaskError>();
-    both::<corral::PoolStats>();
+    both::<corral::pool::PoolStats>();
 }
 
 #[test]

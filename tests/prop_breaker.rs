@@ -13,7 +13,11 @@
 
 use std::time::Duration;
 
-use corral::{BreakerError, BreakerGuard, CircuitBreaker, Clock, ManualClock, State, Window};
+use corral::{
+    breaker::{BreakerError, BreakerGuard, State, Window},
+    clock::{Clock, ManualClock},
+    CircuitBreaker,
+};
 use proptest::prelude::*;
 
 const MS: u64 = 1_000_000;

@@ -11,7 +11,11 @@
 
 use std::time::Duration;
 
-use corral::{CheckError, ManualClock, RateLimiter, Reservation};
+use corral::{
+    clock::ManualClock,
+    rate::{CheckError, Reservation},
+    RateLimiter,
+};
 use proptest::prelude::*;
 
 /// The last nanosecond offset a `u64` holds: the end of a `ManualClock`.

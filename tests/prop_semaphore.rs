@@ -9,7 +9,10 @@
 
 use std::time::Duration;
 
-use corral::{AcquireError, Permit, Semaphore, TryAcquireError};
+use corral::{
+    semaphore::{AcquireError, Permit, TryAcquireError},
+    Semaphore,
+};
 use proptest::prelude::*;
 
 const MAX: usize = Semaphore::MAX_PERMITS;

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use corral::leak::LeakCheck;
 use corral::{
-    CancelReason, CancelToken, CheckError, Clock, KeyedRateLimiter, ManualClock, NotUntil,
-    RateLimiter, Reservation, WaitError,
+    cancel::CancelReason,
+    clock::{Clock, ManualClock},
+    rate::{CheckError, NotUntil, Reservation, WaitError},
+    CancelToken, KeyedRateLimiter, RateLimiter,
 };
 
 const SECOND: Duration = Duration::from_secs(1);

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use corral::{CancelReason, CancelToken, RedisRateError, RedisRateLimiter};
+use corral::{cancel::CancelReason, rate::RedisRateError, CancelToken, RedisRateLimiter};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -242,7 +242,7 @@ fn a_server_that_goes_away_is_a_backend_error_and_a_new_one_is_used_again() {
 
 #[test]
 fn bad_settings_name_the_field() {
-    let field = |b: corral::RedisRateLimiterBuilder| b.build().unwrap_err().field();
+    let field = |b: corral::rate::RedisRateLimiterBuilder| b.build().unwrap_err().field();
     assert_eq!(field(RedisRateLimiter::builder("127.0.0.1:6379")), "rate");
     assert_eq!(
         field(RedisRateLimiter::builder("127.0.0.1:6379").per_second(0)),

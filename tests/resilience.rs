@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 
 use corral::leak::LeakCheck;
 use corral::{
-    CancelReason, CancelToken, CircuitBreaker, Clock, ManualClock, RateLimiter, Resilience,
-    ResilienceError, Semaphore, State,
+    breaker::State,
+    cancel::CancelReason,
+    clock::{Clock, ManualClock},
+    resilience::ResilienceError,
+    CancelToken, CircuitBreaker, RateLimiter, Resilience, Semaphore,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -391,9 +394,9 @@ fn a_token_a_call_kept_or_cancelled_is_never_handed_to_the_next_call() {
 fn the_stack_is_shared_across_threads() {
     fn both<T: Send + Sync>() {}
     both::<Resilience>();
-    both::<corral::ResilienceBuilder>();
+    both::<corral::resilience::ResilienceBuilder>();
     both::<ResilienceError<String>>();
-    both::<corral::ResilienceStats>();
+    both::<corral::resilience::ResilienceStats>();
 }
 
 #[test]

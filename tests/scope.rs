@@ -4,8 +4,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use corral::cancel::CancelReason;
 use corral::leak::LeakCheck;
-use corral::CancelReason;
 
 const PROMPT: Duration = Duration::from_secs(10);
 

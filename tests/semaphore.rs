@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use corral::leak::LeakCheck;
 use corral::{
-    AcquireError, CancelReason, CancelToken, OwnedPermit, Permit, Semaphore, TryAcquireError,
+    cancel::CancelReason,
+    semaphore::{AcquireError, OwnedPermit, Permit, TryAcquireError},
+    CancelToken, Semaphore,
 };
 
 /// "Should happen" bound: generous, the machine is loaded.

@@ -5,12 +5,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corral::leak::LeakCheck;
-use corral::{Exit, Restart, StopReason, Strategy, Supervisor};
+use corral::{
+    supervisor::{Exit, Restart, StopReason, Strategy},
+    Supervisor,
+};
 use crossbeam_channel::unbounded;
 
 const PROMPT: Duration = Duration::from_secs(10);
 
-fn no_backoff() -> corral::SupervisorBuilder {
+fn no_backoff() -> corral::supervisor::SupervisorBuilder {
     Supervisor::builder()
         .backoff(Duration::ZERO, Duration::ZERO)
         .intensity(100, Duration::from_secs(60))
@@ -265,7 +268,7 @@ fn bad_configuration_names_the_field() {
 #[test]
 fn restart_intensity_is_measured_on_the_injected_clock() {
     let _check = LeakCheck::new();
-    let clock = corral::ManualClock::new();
+    let clock = corral::clock::ManualClock::new();
     let (fail_tx, fail_rx) = crossbeam_channel::bounded::<()>(0);
     let (ran_tx, ran_rx) = unbounded::<()>();
     // At most 1 restart within 10 s (of the manual clock); each run fails on command.
@@ -366,7 +369,10 @@ impl Drop for Hostile {
 impl std::error::Error for Hostile {}
 
 /// A transient child that fails once with `error`, then finishes.
-fn fails_once_with(display_panics: bool, drop_panics: bool) -> corral::SupervisorReport {
+fn fails_once_with(
+    display_panics: bool,
+    drop_panics: bool,
+) -> corral::supervisor::SupervisorReport {
     let runs = Arc::new(AtomicUsize::new(0));
     no_backoff()
         .child("hostile", Restart::Transient, move |_| {
@@ -478,7 +484,7 @@ type Slot = Arc<std::sync::Mutex<Option<Supervisor>>>;
 
 /// A supervisor whose child "stopper" takes the supervisor out of a slot and hands it
 /// to `finish` on its own thread; a sibling "sibling" waits on its token.
-fn stopped_from_inside(finish: fn(Supervisor) -> Option<corral::SupervisorReport>) {
+fn stopped_from_inside(finish: fn(Supervisor) -> Option<corral::supervisor::SupervisorReport>) {
     let _check = LeakCheck::builder().grace(PROMPT).build();
     let slot: Slot = Arc::new(std::sync::Mutex::new(None));
     let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
@@ -656,7 +662,7 @@ fn a_panicking_on_cancel_callback_on_the_supervisor_token_is_in_the_report() {
 #[derive(Debug)]
 struct PanickingClock;
 
-impl corral::Clock for PanickingClock {
+impl corral::clock::Clock for PanickingClock {
     fn now(&self) -> Instant {
         panic!("clock broke")
     }

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use corral::{BreakerError, CircuitBreaker, Window};
+use corral::{
+    breaker::{BreakerError, Window},
+    CircuitBreaker,
+};
 
 /// The upstream: 2% errors, except between 100 and 250 ms when 80% of calls fail.
 fn upstream(started: Instant, roll: u64) -> Result<u64, &'static str> {

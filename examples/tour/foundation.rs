@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use corral::{CancelReason, CancelToken};
+use corral::{cancel::CancelReason, CancelToken};
 
 pub fn run() {
     println!("\n[scope] 4 workers hash a shared buffer under a 300 ms deadline");

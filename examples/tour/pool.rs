@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corral::{Overflow, TaskGroup, TaskHandle, WorkerPool};
+use corral::{pool::TaskHandle, Overflow, TaskGroup, WorkerPool};
 
 pub fn run() {
     println!("\n[pool] 4 workers, queue of 8: 2,000 CPU jobs submitted with backpressure");

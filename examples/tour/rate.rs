@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use corral::{KeyedRateLimiter, ManualClock, RateLimiter};
+use corral::{clock::ManualClock, KeyedRateLimiter, RateLimiter};
 
 pub fn run() {
     println!("\n[rate] 1 cell/s, burst 5, on a ManualClock: 15 concurrent checks at one instant");

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corral::{CircuitBreaker, RateLimiter, Resilience, ResilienceError, Semaphore};
+use corral::{resilience::ResilienceError, CircuitBreaker, RateLimiter, Resilience, Semaphore};
 
 /// The upstream: 10% transient errors; down from 80 to 160 ms; slow (and cooperative
 /// with its token) from 200 to 240 ms.

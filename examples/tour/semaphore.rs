@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use corral::{AcquireError, Semaphore};
+use corral::{semaphore::AcquireError, Semaphore};
 
 pub fn run() {
     println!("\n[semaphore] 6 workers share a budget of 8 connections (1-3 per request); shrunk to 3, grown to 6");

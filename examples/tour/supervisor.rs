@@ -5,7 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral::{Exit, Restart, Supervisor};
+use corral::{
+    supervisor::{Exit, Restart},
+    Supervisor,
+};
 
 pub fn run() {
     println!("\n[supervisor] an ingest service that crashes on every 3rd batch, and a cache warmer that fails twice");

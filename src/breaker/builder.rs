@@ -26,7 +26,7 @@ use crate::timeline::Timeline;
 /// # Example
 ///
 /// ```
-/// use corral::{CircuitBreaker, Window};
+/// use corral::{CircuitBreaker, breaker::Window};
 /// use std::time::Duration;
 ///
 /// let breaker = CircuitBreaker::builder()
@@ -120,7 +120,7 @@ impl BreakerBuilder {
     /// [`Window::Time`], whose memory does not grow with the traffic.
     ///
     /// ```
-    /// use corral::{BreakerBuilder, CircuitBreaker, Window};
+    /// use corral::{breaker::{BreakerBuilder, Window}, CircuitBreaker};
     ///
     /// let too_big = Window::Count(BreakerBuilder::MAX_COUNT_WINDOW + 1);
     /// let err = CircuitBreaker::builder().failure_rate(0.5).window(too_big).build().unwrap_err();
@@ -141,7 +141,7 @@ impl BreakerBuilder {
     /// for _ in 0..3 {
     ///     let _ = breaker.call(|| Err::<(), _>("down"));
     /// }
-    /// assert_eq!(breaker.state(), corral::State::Open);
+    /// assert_eq!(breaker.state(), corral::breaker::State::Open);
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     pub fn consecutive_failures(mut self, n: u32) -> Self {
@@ -234,7 +234,7 @@ impl BreakerBuilder {
     /// success. [`CircuitBreaker::call`] applies it to errors of type `E`; errors of
     /// any other type count as failures. A panicking predicate counts the error as a
     /// failure (and the panic in
-    /// [`BreakerStats::user_panics`](crate::BreakerStats::user_panics)).
+    /// [`BreakerStats::user_panics`](crate::breaker::BreakerStats::user_panics)).
     ///
     /// ```
     /// #[derive(Debug)]
@@ -245,9 +245,9 @@ impl BreakerBuilder {
     ///     .is_failure(|e: &ApiError| matches!(e, ApiError::Unavailable))
     ///     .build()?;
     /// let _ = breaker.call(|| Err::<(), _>(ApiError::NotFound)); // the caller's fault
-    /// assert_eq!(breaker.state(), corral::State::Closed);
+    /// assert_eq!(breaker.state(), corral::breaker::State::Closed);
     /// let _ = breaker.call(|| Err::<(), _>(ApiError::Unavailable));
-    /// assert_eq!(breaker.state(), corral::State::Open);
+    /// assert_eq!(breaker.state(), corral::breaker::State::Open);
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     pub fn is_failure<E: 'static>(
@@ -272,7 +272,7 @@ impl BreakerBuilder {
     /// are noticed lazily, by the next call, `state()` or `stats()`.
     ///
     /// A panicking callback is caught, counted in
-    /// [`BreakerStats::user_panics`](crate::BreakerStats::user_panics), and does not
+    /// [`BreakerStats::user_panics`](crate::breaker::BreakerStats::user_panics), and does not
     /// stop the state change or the callbacks for the changes after it.
     ///
     /// Changes made by different threads may reach the callback out of order (it runs
@@ -286,7 +286,7 @@ impl BreakerBuilder {
         self
     }
 
-    /// The clock every time-based decision reads ([`ManualClock`](crate::ManualClock)
+    /// The clock every time-based decision reads ([`ManualClock`](crate::clock::ManualClock)
     /// in tests).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.timeline = Some(Box::new(Timeline::new(clock)));

@@ -39,7 +39,7 @@ use crate::timeline::{Coarse, Timeline};
 /// modes set by [`CircuitBreaker::force_open`](super::CircuitBreaker::force_open) and [`CircuitBreaker::disable`](super::CircuitBreaker::disable).
 ///
 /// ```
-/// assert_eq!(corral::State::HalfOpen.to_string(), "half-open");
+/// assert_eq!(corral::breaker::State::HalfOpen.to_string(), "half-open");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -315,7 +315,7 @@ impl Engine {
     }
 
     /// Engine time: nanoseconds since the breaker was built, on the crate's timeline
-    /// (`src/timeline.rs`): the TSC for [`SystemClock`](crate::SystemClock), so a
+    /// (`src/timeline.rs`): the TSC for [`SystemClock`](crate::clock::SystemClock), so a
     /// time-window success does not pay for an `Instant::now()`; exactly
     /// `clock.now() - build time` for any other clock. The breaker reports only
     /// durations (`retry_after`, `open_for`), differences of engine times.
@@ -866,7 +866,7 @@ impl Engine {
 }
 
 /// The coarse clock for a time window's buckets, when the breaker's clock is
-/// [`SystemClock`](crate::SystemClock), the window's buckets are at least
+/// [`SystemClock`](crate::clock::SystemClock), the window's buckets are at least
 /// [`COARSE_TICKS_PER_BUCKET`] coarse ticks wide, and no slow-call policy needs the
 /// precise end time of every call anyway (reading both clocks would cost more than
 /// the TSC alone). A coarse reading is up to about one tick late, so an outcome may be

@@ -1,13 +1,23 @@
 //! A circuit breaker: stop calling a failing dependency, probe it carefully, resume.
 //!
-//! Implementation notes. [`CircuitBreaker`] is a thin wrapper over the crate-private
-//! engine in `engine.rs` (state machine, transitions); `window.rs` keeps the count and
-//! time windows, `stripes.rs` the per-thread counters a closed-state success writes,
-//! and `builder.rs` the validated configuration. The closed state costs one atomic
-//! load to admit a call and, for a success, writes only the calling thread's stripe:
-//! see the notes in `engine.rs`.
+//! A [`CircuitBreaker`] is closed while calls succeed. It opens on consecutive
+//! failures or on a failure (or slow-call) rate over a count or time [`Window`]; while
+//! open it refuses every call at once with [`BreakerError::Open`], which says how
+//! long until the next probe. After that it is half-open: at most `half_open_calls`
+//! trial calls go through, and their outcome closes or re-opens it. [`State`] is the
+//! state it reports, [`BreakerStats`] the counters.
+//!
+//! # How it works
+//!
 //! The breaker never blocks and never starts a thread: a refused call returns at once,
-//! and time-based transitions are computed lazily from the [`Clock`](crate::Clock).
+//! and time-based transitions are computed when the breaker is next asked, from its
+//! [`Clock`](crate::clock::Clock), so a [`ManualClock`](crate::clock::ManualClock) drives
+//! it in tests. Admitting a call in the closed state costs one atomic load; a success
+//! writes only a per-thread counter.
+//
+// Layout: this file is the public surface over the engine in `engine.rs` (state
+// machine, transitions); `window.rs` keeps the count and time windows, `stripes.rs`
+// the per-thread success counters, `builder.rs` the validated configuration.
 
 mod builder;
 mod engine;
@@ -28,7 +38,7 @@ use engine::{Engine, Kind, Outcome, Permit, Refusal};
 /// The window failure and slow-call rates are computed over.
 ///
 /// ```
-/// use corral::Window;
+/// use corral::breaker::Window;
 /// use std::time::Duration;
 ///
 /// let last_100_calls = Window::Count(100);
@@ -51,7 +61,7 @@ pub enum Window {
 /// error. [`map_inner`](BreakerError::map_inner) converts between the two.
 ///
 /// ```
-/// use corral::{BreakerError, CircuitBreaker};
+/// use corral::{breaker::BreakerError, CircuitBreaker};
 ///
 /// let breaker = CircuitBreaker::new();
 /// breaker.trip();
@@ -100,7 +110,7 @@ impl<E> BreakerError<E> {
     /// Converts the inner error, keeping refusals as they are.
     ///
     /// ```
-    /// use corral::{BreakerError, CircuitBreaker};
+    /// use corral::{breaker::BreakerError, CircuitBreaker};
     ///
     /// let breaker = CircuitBreaker::new();
     /// breaker.force_open();
@@ -247,7 +257,7 @@ impl BreakerStats {
 /// # Example
 ///
 /// ```
-/// use corral::{BreakerError, CircuitBreaker, ManualClock, State};
+/// use corral::{breaker::{BreakerError, State}, CircuitBreaker, clock::ManualClock};
 /// use std::time::Duration;
 ///
 /// let clock = ManualClock::new();
@@ -418,7 +428,7 @@ impl CircuitBreaker {
     /// let breaker = corral::CircuitBreaker::builder().consecutive_failures(1).build()?;
     /// let status = 404;
     /// let _ = breaker.call_with(|code: &u16| *code >= 500, || Err::<(), u16>(status));
-    /// assert_eq!(breaker.state(), corral::State::Closed);
+    /// assert_eq!(breaker.state(), corral::breaker::State::Closed);
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     pub fn call_with<T, E>(
@@ -447,7 +457,7 @@ impl CircuitBreaker {
     /// let guard = breaker.try_acquire()?;
     /// let reply = "pong"; // talk to the dependency here
     /// if reply == "pong" { guard.success() } else { guard.failure() }
-    /// # Ok::<(), corral::BreakerError>(())
+    /// # Ok::<(), corral::breaker::BreakerError>(())
     /// ```
     #[inline]
     pub fn try_acquire(&self) -> Result<BreakerGuard<'_>, BreakerError> {
@@ -471,7 +481,7 @@ impl CircuitBreaker {
     ///
     /// ```
     /// let breaker = corral::CircuitBreaker::new();
-    /// assert_eq!(breaker.state(), corral::State::Closed);
+    /// assert_eq!(breaker.state(), corral::breaker::State::Closed);
     /// ```
     pub fn state(&self) -> State {
         self.engine.state()
@@ -510,7 +520,7 @@ impl CircuitBreaker {
     /// ```
     /// let breaker = corral::CircuitBreaker::new();
     /// breaker.trip();
-    /// assert_eq!(breaker.state(), corral::State::Open);
+    /// assert_eq!(breaker.state(), corral::breaker::State::Open);
     /// ```
     pub fn trip(&self) {
         self.engine.force(State::Open);
@@ -523,7 +533,7 @@ impl CircuitBreaker {
     /// let breaker = corral::CircuitBreaker::new();
     /// breaker.force_open();
     /// breaker.reset();
-    /// assert_eq!(breaker.state(), corral::State::Closed);
+    /// assert_eq!(breaker.state(), corral::breaker::State::Closed);
     /// ```
     pub fn reset(&self) {
         self.engine.force(State::Closed);
@@ -535,7 +545,7 @@ impl CircuitBreaker {
     /// ```
     /// let breaker = corral::CircuitBreaker::new();
     /// breaker.force_open();
-    /// assert_eq!(breaker.call(|| Ok::<_, ()>(())), Err(corral::BreakerError::ForcedOpen));
+    /// assert_eq!(breaker.call(|| Ok::<_, ()>(())), Err(corral::breaker::BreakerError::ForcedOpen));
     /// ```
     pub fn force_open(&self) {
         self.engine.force(State::ForcedOpen);
@@ -548,7 +558,7 @@ impl CircuitBreaker {
     /// let breaker = corral::CircuitBreaker::builder().consecutive_failures(1).build()?;
     /// breaker.disable();
     /// let _ = breaker.call(|| Err::<(), _>("down"));
-    /// assert_eq!(breaker.state(), corral::State::Disabled);
+    /// assert_eq!(breaker.state(), corral::breaker::State::Disabled);
     /// assert_eq!(breaker.stats().failures, 1);
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
@@ -604,7 +614,7 @@ impl<V> Drop for Contained<'_, V> {
 /// ```
 /// let breaker = corral::CircuitBreaker::builder().consecutive_failures(1).build()?;
 /// drop(breaker.try_acquire()?); // forgotten outcome: a failure
-/// assert_eq!(breaker.state(), corral::State::Open);
+/// assert_eq!(breaker.state(), corral::breaker::State::Open);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[must_use = "a guard dropped without an outcome counts as a failure"]

@@ -235,7 +235,7 @@ where
 ///     .collect()?;
 /// assert_eq!(squares, vec![1, 4, 9, 16]);
 /// assert_eq!(report.stage("square").unwrap().items_out, 4);
-/// # Ok::<(), corral::PipelineError>(())
+/// # Ok::<(), corral::pipeline::PipelineError>(())
 /// ```
 ///
 /// A pipeline borrows what its closures borrow, so it cannot outlive them:
@@ -281,7 +281,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// ```
     /// let (out, _) = corral::Pipeline::from_iter(vec![1, 2, 3]).collect()?;
     /// assert_eq!(out.len(), 3);
-    /// # Ok::<(), corral::PipelineError>(())
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
     /// ```
     #[allow(clippy::should_implement_trait)] // a constructor, not `FromIterator`: nothing is collected
     pub fn from_iter<I>(source: I) -> Self
@@ -325,7 +325,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     ///     .ordered()
     ///     .collect()?;
     /// assert_eq!(out, ["item-0", "item-1", "item-2"]);
-    /// # Ok::<(), corral::PipelineError>(())
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
     /// ```
     pub fn stage<U, F>(self, name: impl Into<String>, workers: usize, f: F) -> Pipeline<'env, U>
     where
@@ -454,7 +454,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// ```
     /// let (out, _) = corral::Pipeline::from_iter(0..100).capacity(4).collect()?;
     /// assert_eq!(out.len(), 100);
-    /// # Ok::<(), corral::PipelineError>(())
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
     /// ```
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity;
@@ -485,7 +485,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     ///     .collect()?;
     /// assert_eq!(out[999], 1999);
     /// assert_eq!(report.stages[1].items_out, 1000);
-    /// # Ok::<(), corral::PipelineError>(())
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
     /// ```
     pub fn buffer(mut self, items: usize) -> Self {
         if let Some(last) = self.buffers.last_mut() {
@@ -516,7 +516,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     ///     .for_each(|_| {})?;
     /// let sink = report.stage("sink").unwrap();
     /// assert_eq!(sink.items_out + sink.dropped, 1000);
-    /// # Ok::<(), corral::PipelineError>(())
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
     /// ```
     pub fn overflow(mut self, overflow: Overflow) -> Self {
         self.overflow = overflow;
@@ -545,7 +545,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     ///     .overflow(Overflow::DropOldest)
     ///     .for_each(|_| {})?;
     /// assert_eq!(report.stage("sink").unwrap().dropped, lost.load(Ordering::Relaxed));
-    /// # Ok::<(), corral::PipelineError>(())
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
     /// ```
     pub fn on_drop(mut self, f: impl Fn(T) + Send + Sync + 'env) -> Self {
         self.on_drop = Some(Arc::new(f));
@@ -570,7 +570,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     ///     .ordered()
     ///     .collect()?;
     /// assert_eq!(out, (1..=1000).collect::<Vec<_>>());
-    /// # Ok::<(), corral::PipelineError>(())
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
     /// ```
     pub fn batch(mut self, batch: usize) -> Self {
         self.batch = batch;
@@ -588,7 +588,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     ///     .ordered()
     ///     .collect()?;
     /// assert!(out.windows(2).all(|w| w[0] < w[1]));
-    /// # Ok::<(), corral::PipelineError>(())
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
     /// ```
     pub fn ordered(mut self) -> Self {
         self.ordered = Some(None);
@@ -612,7 +612,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     ///     .ordered_window(4)
     ///     .collect()?;
     /// assert_eq!(out, (1..=20).collect::<Vec<_>>());
-    /// # Ok::<(), corral::PipelineError>(())
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
     /// ```
     pub fn ordered_window(mut self, window: usize) -> Self {
         self.ordered = Some(Some(window));
@@ -632,7 +632,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// let mut total = 0;
     /// corral::Pipeline::from_iter(1..=10).stage("triple", 2, |x| x * 3).for_each(|x| total += x)?;
     /// assert_eq!(total, 165);
-    /// # Ok::<(), corral::PipelineError>(())
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
     /// ```
     pub fn for_each(self, sink: impl FnMut(T)) -> Result<PipelineReport, PipelineError> {
         self.run(sink)
@@ -678,7 +678,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// let (out, report) = corral::Pipeline::from_iter(0..5).stage("neg", 1, |x: i32| -x).collect()?;
     /// assert_eq!(out, [0, -1, -2, -3, -4]); // one worker per stage keeps the order
     /// assert_eq!(report.delivered(), 5);
-    /// # Ok::<(), corral::PipelineError>(())
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
     /// ```
     pub fn collect(self) -> Result<(Vec<T>, PipelineReport), PipelineError> {
         self.collect_with(CancelToken::new())
@@ -759,7 +759,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// let mut seen = Vec::new();
     /// let report = corral::Pipeline::from_iter(["a", "b"]).run(|s| seen.push(s))?;
     /// assert_eq!(report.delivered(), 2);
-    /// # Ok::<(), corral::PipelineError>(())
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
     /// ```
     pub fn run(self, mut sink: impl FnMut(T)) -> Result<PipelineReport, PipelineError> {
         self.execute(CancelToken::new(), move |item| {
@@ -780,7 +780,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// # Example
     ///
     /// ```
-    /// use corral::{CancelToken, Pipeline, PipelineError};
+    /// use corral::{CancelToken, Pipeline, pipeline::PipelineError};
     ///
     /// let token = CancelToken::new();
     /// let result = Pipeline::from_iter(0..) // endless
@@ -1106,7 +1106,7 @@ impl<T> fmt::Debug for Pipeline<'_, T> {
 /// # Example
 ///
 /// ```
-/// use corral::{Pipeline, PipelineError};
+/// use corral::{Pipeline, pipeline::PipelineError};
 ///
 /// let err = Pipeline::from_iter(0..10)
 ///     .stage("boom", 1, |x: i32| if x == 3 { panic!("three") } else { x })

@@ -21,7 +21,7 @@ use super::run::Counts;
 /// let double = report.stage("double").unwrap();
 /// assert_eq!((double.items_in, double.items_out), (10, 10));
 /// assert_eq!(double.items_in, double.items_out + double.dropped + double.failed + double.not_processed);
-/// # Ok::<(), corral::PipelineError>(())
+/// # Ok::<(), corral::pipeline::PipelineError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -120,7 +120,7 @@ impl StageStats {
 ///     .for_each(|_| {})?;
 /// assert_eq!(report.stage("sink").unwrap().items_out, 1000);
 /// println!("{report}");
-/// # Ok::<(), corral::PipelineError>(())
+/// # Ok::<(), corral::pipeline::PipelineError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

@@ -27,7 +27,7 @@ use crate::wait::Until;
 /// # Example
 ///
 /// ```
-/// use corral::{TaskError, WorkerPool};
+/// use corral::{pool::TaskError, WorkerPool};
 ///
 /// let pool = WorkerPool::builder().workers(1).build()?;
 /// let handle = pool.submit(|| -> u32 { panic!("bad input") }).unwrap();

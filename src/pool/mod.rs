@@ -3,7 +3,7 @@
 //! joins every thread and reports what ran.
 //!
 //! Implementation notes. [`WorkerPool`] (owned threads) and [`ScopedPool`] (threads
-//! of a [`corral::scope`](crate::scope), whose tasks may borrow) are thin wrappers over
+//! of a [`corral::scope`](crate::scope()), whose tasks may borrow) are thin wrappers over
 //! one engine in `core.rs`; tasks are type-erased jobs (`task.rs`) whose results go
 //! through a one-shot slot (`handle.rs`); `map` lives in `map.rs`. The wrappers differ
 //! only in how they start and join threads and in how a refused closure is recovered
@@ -52,7 +52,7 @@ pub use self::task::DroppedTask;
 /// # Example
 ///
 /// ```
-/// use corral::{SubmitError, WorkerPool};
+/// use corral::{pool::SubmitError, WorkerPool};
 ///
 /// let pool = WorkerPool::builder().workers(1).queue_capacity(1).build()?;
 /// let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
@@ -114,7 +114,7 @@ impl<F> SubmitError<F> {
     /// Why the task was not accepted, keeping the task in `self`.
     ///
     /// ```
-    /// use corral::{SubmitError, SubmitErrorKind};
+    /// use corral::pool::{SubmitError, SubmitErrorKind};
     ///
     /// let err = SubmitError::Full(|| 7);
     /// assert_eq!(err.kind(), SubmitErrorKind::Full);
@@ -138,7 +138,7 @@ impl<F> SubmitError<F> {
     /// keep or retry the task.
     ///
     /// ```
-    /// use corral::{SubmitErrorKind, WorkerPool};
+    /// use corral::{pool::SubmitErrorKind, WorkerPool};
     ///
     /// #[derive(Debug)]
     /// enum AppError {
@@ -203,7 +203,7 @@ impl<F> std::error::Error for SubmitError<F> {}
 /// # Example
 ///
 /// ```
-/// use corral::{SubmitErrorKind, WorkerPool};
+/// use corral::{pool::SubmitErrorKind, WorkerPool};
 ///
 /// fn start(pool: &WorkerPool) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 ///     let tally = std::cell::Cell::new(1); // `Send` but not `Sync`, and so is the task
@@ -1146,7 +1146,7 @@ macro_rules! pool_methods {
 ///   callback, so no user recursion through the pool can overflow the stack.
 ///
 /// For tasks that borrow from the stack, build a [`ScopedPool`] inside a
-/// [`corral::scope`](crate::scope) with [`PoolBuilder::build_scoped`].
+/// [`corral::scope`](crate::scope()) with [`PoolBuilder::build_scoped`].
 ///
 /// # Example
 ///
@@ -1251,7 +1251,7 @@ fn refused<R: Runnable>((task, why): (R, Refusal)) -> SubmitError<R::Closure> {
     }
 }
 
-/// A worker pool whose threads belong to a [`corral::scope`](crate::scope), so its
+/// A worker pool whose threads belong to a [`corral::scope`](crate::scope()), so its
 /// tasks may borrow anything that outlives the scope. Built with
 /// [`PoolBuilder::build_scoped`].
 ///

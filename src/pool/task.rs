@@ -147,11 +147,11 @@ impl<T: Send> Deliver<T> for crate::sync::Arc<Packet<T>> {
     }
 }
 
-/// A task with a handle, as shared by its job and its [`TaskHandle`](crate::TaskHandle):
+/// A task with a handle, as shared by its job and its [`TaskHandle`](crate::pool::TaskHandle):
 /// the closure and where its result goes. Owned pools put the result slot inline, so
 /// such a task is one allocation.
 ///
-/// The [`TaskHandle`](crate::TaskHandle) holds the cell too. The submitter usually
+/// The [`TaskHandle`](crate::pool::TaskHandle) holds the cell too. The submitter usually
 /// drops the last reference when it joins, so the memory goes back to the submitting
 /// thread's allocator cache, which is where the next submit asks for it. A closure
 /// larger than `INLINE_CLOSURE_MAX` (pool/mod.rs) gets a separate slot instead, so a
@@ -318,9 +318,9 @@ where
 /// pool's `on_drop` callback.
 ///
 /// Run it with [`run`](DroppedTask::run) (on the current thread, its result goes to
-/// its [`TaskHandle`](crate::TaskHandle) as usual) or drop it, which resolves its handle
+/// its [`TaskHandle`](crate::pool::TaskHandle) as usual) or drop it, which resolves its handle
 /// to [`TaskError::Cancelled`]. Either way it is already counted in
-/// [`PoolStats::dropped`](crate::PoolStats::dropped).
+/// [`PoolStats::dropped`](crate::pool::PoolStats::dropped).
 ///
 /// # Example
 ///

@@ -16,7 +16,7 @@ use crate::timeline::Anchor;
 /// # Example
 ///
 /// ```
-/// use corral::{Clock, ManualClock, RateLimiter};
+/// use corral::{clock::{Clock, ManualClock}, RateLimiter};
 /// use std::time::Duration;
 ///
 /// let clock = ManualClock::new();
@@ -68,7 +68,7 @@ impl NotUntil {
     /// # Example
     ///
     /// ```
-    /// use corral::{ManualClock, RateLimiter};
+    /// use corral::{clock::ManualClock, RateLimiter};
     /// use std::time::Duration;
     ///
     /// let clock = ManualClock::new();
@@ -152,7 +152,7 @@ impl std::error::Error for InsufficientCapacity {}
 /// # Example
 ///
 /// ```
-/// use corral::{CheckError, RateLimiter};
+/// use corral::{rate::CheckError, RateLimiter};
 ///
 /// let limiter = RateLimiter::per_second(10).burst(4).build()?;
 /// assert!(limiter.check_n(4).is_ok());
@@ -210,7 +210,7 @@ impl From<InsufficientCapacity> for CheckError {
 /// # Example
 ///
 /// ```
-/// use corral::{ManualClock, RateLimiter, WaitError};
+/// use corral::{clock::ManualClock, RateLimiter, rate::WaitError};
 /// use std::time::Duration;
 ///
 /// let limiter = RateLimiter::per_second(1).burst(1).clock(ManualClock::new()).build()?;

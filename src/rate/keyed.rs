@@ -69,7 +69,7 @@ const DEFAULT_MAX_KEYS: usize = 100_000;
 /// # Example
 ///
 /// ```
-/// use corral::{KeyedRateLimiter, ManualClock};
+/// use corral::{KeyedRateLimiter, clock::ManualClock};
 /// use std::time::Duration;
 ///
 /// let clock = ManualClock::new();
@@ -358,7 +358,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiterBuilder<K, C> {
     /// # Example
     ///
     /// ```
-    /// use corral::{KeyedRateLimiter, ManualClock};
+    /// use corral::{KeyedRateLimiter, clock::ManualClock};
     /// let limiter = KeyedRateLimiter::per_second(1).clock(ManualClock::new()).build()?;
     /// # let _ = limiter.check_key(&0u8);
     /// # Ok::<(), corral::ConfigError>(())
@@ -517,7 +517,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// # Example
     ///
     /// ```
-    /// use corral::{CheckError, KeyedRateLimiter};
+    /// use corral::{rate::CheckError, KeyedRateLimiter};
     /// let limiter = KeyedRateLimiter::per_second(5).build()?;
     /// assert!(limiter.check_key_n(&"upload", 5).is_ok());
     /// assert!(matches!(limiter.check_key_n(&"upload", 6), Err(CheckError::InsufficientCapacity(_))));
@@ -697,7 +697,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// # Example
     ///
     /// ```
-    /// use corral::{KeyedRateLimiter, ManualClock, WaitError};
+    /// use corral::{KeyedRateLimiter, clock::ManualClock, rate::WaitError};
     /// use std::time::Duration;
     ///
     /// let limiter = KeyedRateLimiter::per_second(1).clock(ManualClock::new()).build()?;
@@ -720,7 +720,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// # Example
     ///
     /// ```
-    /// use corral::{Clock, KeyedRateLimiter, ManualClock};
+    /// use corral::{clock::{Clock, ManualClock}, KeyedRateLimiter};
     /// let clock = ManualClock::new();
     /// let limiter = KeyedRateLimiter::per_second(1).clock(clock.clone()).build()?;
     /// assert!(limiter.wait_key_deadline(&1u8, clock.now()).is_ok());
@@ -738,7 +738,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// # Errors
     ///
     /// [`WaitError::Cancelled`] when the token is (or becomes) cancelled, at once with
-    /// [`CancelReason::DeadlineExceeded`](crate::CancelReason::DeadlineExceeded) if its
+    /// [`CancelReason::DeadlineExceeded`](crate::cancel::CancelReason::DeadlineExceeded) if its
     /// deadline comes before the slot.
     ///
     /// # Example
@@ -811,7 +811,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// # Example
     ///
     /// ```
-    /// use corral::{KeyedRateLimiter, ManualClock};
+    /// use corral::{KeyedRateLimiter, clock::ManualClock};
     /// use std::time::Duration;
     ///
     /// let clock = ManualClock::new();
@@ -892,7 +892,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// # Example
     ///
     /// ```
-    /// use corral::{Clock, KeyedRateLimiter, ManualClock};
+    /// use corral::{clock::{Clock, ManualClock}, KeyedRateLimiter};
     /// let limiter = KeyedRateLimiter::<u8, _>::per_second(2).clock(ManualClock::new()).build()?;
     /// let _now = limiter.clock().now();
     /// # Ok::<(), corral::ConfigError>(())

@@ -1,20 +1,27 @@
 //! Rate limiting by GCRA: [`RateLimiter`] for one shared limit, [`KeyedRateLimiter`]
-//! for one limit per key.
+//! for one limit per key, [`RedisRateLimiter`] for a limit shared by processes.
 //!
-//! Implementation notes. [`RateLimiter`] is a thin wrapper over the GCRA engine in
-//! `gcra.rs` (one `AtomicU64` of state, lock-free decisions) and the crate's timeline
-//! (`src/timeline.rs`: nanoseconds since a base instant, read from the limiter's [`Clock`], with a
-//! TSC fast path for [`SystemClock`]). Blocking waits never spin: a waiter claims its
-//! slot with one CAS (failing at once, claiming nothing, when the slot lies past its
-//! deadline) and then sleeps on the clock until the slot's instant, so a
-//! [`ManualClock`](crate::ManualClock) test wakes it by advancing time. A waiter cancelled
-//! while sleeping gives its slot back through the engine's `give_back`, which undoes
-//! the claim exactly when no claim stands after it and its slot has not passed, and
-//! returns nothing otherwise. [`Reservation`] exposes the claim itself
-//! (the x/time/rate model). The keyed limiter (`keyed.rs`) keeps one TAT per key in
-//! sharded maps and evicts keys that are indistinguishable from fresh ones first.
-//! What both limiters share (a rate as the builders take it, the bound of a wait,
-//! sleeping until a slot) is in `quota.rs`.
+//! A limit is a rate and a burst: `burst` cells at once, then one more every interval.
+//! [`check`](RateLimiter::check) decides at once and, when it refuses, says when the
+//! cell would pass ([`NotUntil`]); [`wait`](RateLimiter::wait) and its bounded forms
+//! sleep until then; [`reserve_n`](RateLimiter::reserve_n) claims cells that can be
+//! given back ([`Reservation`], as in Go's x/time/rate).
+//!
+//! # How it works
+//!
+//! A decision is one compare-and-swap on one atomic word (the GCRA's theoretical
+//! arrival time), so checks never block each other. Waits never spin: a waiter claims
+//! its slot first (failing at once, claiming nothing, when the slot lies past its
+//! deadline), then sleeps on the limiter's clock until the slot comes, so a
+//! [`ManualClock`](crate::clock::ManualClock) test wakes it by advancing time. A waiter
+//! cancelled while sleeping gives its slot back when no later claim stands after it.
+//! The keyed limiter remembers at most `max_keys` keys, forgets first the keys whose
+//! state is indistinguishable from a fresh key's, and never refuses a key for lack of
+//! room.
+//
+// Layout: the GCRA engine is `gcra.rs`, the keyed maps `keyed.rs`, what both fronts
+// share (a rate as the builders take it, the bound of a wait) `quota.rs`, and time
+// comes from the crate's timeline (`src/timeline.rs`).
 
 mod error;
 mod gcra;
@@ -69,7 +76,7 @@ use quota::{check_burst, sleep_until_ready, Bound, Quota, NANOS_PER_SEC};
 /// - **Time horizon.** The limiter keeps time as `u64` nanoseconds since it was built
 ///   (about 584 years) and its arithmetic is exact: nothing saturates into an
 ///   admission. It limits exactly at its rate up to that end, with a clock of any
-///   kind (a [`ManualClock`](crate::ManualClock) advanced by `Duration::MAX` included),
+///   kind (a [`ManualClock`](crate::clock::ManualClock) advanced by `Duration::MAX` included),
 ///   except that a cell whose slot would land past the end is refused for good
 ///   ([`NotUntil::is_never`]): never more than the limit, at most one burst short of
 ///   it in the last `burst × interval` of the timeline. A reservation or unbounded
@@ -84,7 +91,7 @@ use quota::{check_burst, sleep_until_ready, Bound, Quota, NANOS_PER_SEC};
 /// # Example
 ///
 /// ```
-/// use corral::{ManualClock, RateLimiter};
+/// use corral::{clock::ManualClock, RateLimiter};
 /// use std::time::Duration;
 ///
 /// let clock = ManualClock::new();
@@ -204,7 +211,7 @@ impl<C: Clock> RateLimiterBuilder<C> {
     /// # Example
     ///
     /// ```
-    /// use corral::{ManualClock, RateLimiter};
+    /// use corral::{clock::ManualClock, RateLimiter};
     /// let limiter = RateLimiter::per_second(1).clock(ManualClock::new()).build()?;
     /// # let _ = limiter;
     /// # Ok::<(), corral::ConfigError>(())
@@ -283,8 +290,8 @@ impl<C: Clock> RateLimiter<C> {
     }
 
     /// Admits one cell now, or says when it would pass. Lock-free: one atomic
-    /// compare-and-swap on the limiter's state. (Also available as
-    /// [`try_wait`](RateLimiter::try_wait), its name in the bounded-wait convention.)
+    /// compare-and-swap on the limiter's state. This is the `try_` form of
+    /// [`wait`](RateLimiter::wait) (named `check`, as in governor).
     ///
     /// # Errors
     ///
@@ -300,6 +307,7 @@ impl<C: Clock> RateLimiter<C> {
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     #[inline]
+    #[doc(alias = "try_wait")]
     pub fn check(&self) -> Result<(), NotUntil> {
         let now = self.now();
         match self.gcra.check(1, now) {
@@ -321,7 +329,7 @@ impl<C: Clock> RateLimiter<C> {
     /// # Example
     ///
     /// ```
-    /// use corral::{CheckError, RateLimiter};
+    /// use corral::{rate::CheckError, RateLimiter};
     /// let limiter = RateLimiter::per_second(10).build()?;
     /// assert!(limiter.check_n(6).is_ok());
     /// assert!(matches!(limiter.check_n(6), Err(CheckError::NotUntil(_))));
@@ -329,6 +337,7 @@ impl<C: Clock> RateLimiter<C> {
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     #[inline]
+    #[doc(alias = "try_wait_n")]
     pub fn check_n(&self, cells: u32) -> Result<(), CheckError> {
         if cells == 0 {
             return Ok(());
@@ -340,45 +349,6 @@ impl<C: Clock> RateLimiter<C> {
                 Refusal::TooMany { burst } => InsufficientCapacity::new(cells, burst).into(),
                 Refusal::NotUntil { at, now } => self.not_until(at, now).into(),
             })
-    }
-
-    /// The `try_` form of [`wait`](RateLimiter::wait) in the crate's bounded-wait
-    /// naming: exactly [`check`](RateLimiter::check).
-    ///
-    /// # Errors
-    ///
-    /// [`NotUntil`] with the earliest instant at which a cell would be admitted.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// let limiter = corral::RateLimiter::per_second(1).build()?;
-    /// assert!(limiter.try_wait().is_ok());
-    /// assert!(limiter.try_wait().is_err());
-    /// # Ok::<(), corral::ConfigError>(())
-    /// ```
-    #[inline]
-    pub fn try_wait(&self) -> Result<(), NotUntil> {
-        self.check()
-    }
-
-    /// The `try_` form of [`wait_n`](RateLimiter::wait_n): exactly
-    /// [`check_n`](RateLimiter::check_n).
-    ///
-    /// # Errors
-    ///
-    /// As [`check_n`](RateLimiter::check_n).
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// let limiter = corral::RateLimiter::per_second(2).build()?;
-    /// assert!(limiter.try_wait_n(2).is_ok());
-    /// # Ok::<(), corral::ConfigError>(())
-    /// ```
-    #[inline]
-    pub fn try_wait_n(&self, cells: u32) -> Result<(), CheckError> {
-        self.check_n(cells)
     }
 
     /// Waits (sleeping on the clock, never spinning) until one cell is admitted.
@@ -433,7 +403,7 @@ impl<C: Clock> RateLimiter<C> {
     /// # Example
     ///
     /// ```
-    /// use corral::{ManualClock, RateLimiter, WaitError};
+    /// use corral::{clock::ManualClock, RateLimiter, rate::WaitError};
     /// use std::time::Duration;
     ///
     /// let limiter = RateLimiter::per_second(1).clock(ManualClock::new()).build()?;
@@ -455,7 +425,7 @@ impl<C: Clock> RateLimiter<C> {
     /// # Example
     ///
     /// ```
-    /// use corral::{Clock, ManualClock, RateLimiter};
+    /// use corral::{clock::{Clock, ManualClock}, RateLimiter};
     /// use std::time::Duration;
     ///
     /// let clock = ManualClock::new();
@@ -481,7 +451,7 @@ impl<C: Clock> RateLimiter<C> {
     /// # Example
     ///
     /// ```
-    /// use corral::{CancelToken, RateLimiter, WaitError};
+    /// use corral::{CancelToken, RateLimiter, rate::WaitError};
     ///
     /// let limiter = RateLimiter::per_second(10).build()?;
     /// let token = CancelToken::new();
@@ -607,7 +577,7 @@ impl<C: Clock> RateLimiter<C> {
     /// # Example
     ///
     /// ```
-    /// use corral::{ManualClock, RateLimiter};
+    /// use corral::{clock::ManualClock, RateLimiter};
     /// use std::time::Duration;
     ///
     /// let limiter = RateLimiter::per_second(2).burst(1).clock(ManualClock::new()).build()?;
@@ -643,7 +613,7 @@ impl<C: Clock> RateLimiter<C> {
     /// Take one cell from each of two limiters, or none:
     ///
     /// ```
-    /// use corral::{ManualClock, RateLimiter};
+    /// use corral::{clock::ManualClock, RateLimiter};
     /// use std::time::Duration;
     ///
     /// let clock = ManualClock::new();
@@ -693,7 +663,7 @@ impl<C: Clock> RateLimiter<C> {
     /// # Example
     ///
     /// ```
-    /// use corral::{ManualClock, RateLimiter};
+    /// use corral::{clock::ManualClock, RateLimiter};
     /// use std::time::Duration;
     ///
     /// let clock = ManualClock::new();
@@ -812,7 +782,7 @@ impl<C: Clock> RateLimiter<C> {
     /// # Example
     ///
     /// ```
-    /// use corral::{Clock, ManualClock, RateLimiter};
+    /// use corral::{clock::{Clock, ManualClock}, RateLimiter};
     /// let limiter = RateLimiter::per_second(1).clock(ManualClock::new()).build()?;
     /// let _now = limiter.clock().now();
     /// # Ok::<(), corral::ConfigError>(())

@@ -60,7 +60,7 @@ const MAX_REPLY: usize = 64 * 1024;
 /// # Example
 ///
 /// ```no_run
-/// use corral::{RedisRateError, RedisRateLimiter};
+/// use corral::{rate::RedisRateError, RedisRateLimiter};
 ///
 /// let limiter = RedisRateLimiter::builder("127.0.0.1:6379").per_second(100).build()?;
 /// match limiter.check("user:42") {

@@ -29,7 +29,7 @@ use crate::timeline::duration_from_nanos;
 /// # Example
 ///
 /// ```
-/// use corral::{ManualClock, RateLimiter};
+/// use corral::{clock::ManualClock, RateLimiter};
 /// use std::time::Duration;
 ///
 /// let clock = ManualClock::new();
@@ -55,7 +55,7 @@ impl<C: Clock> Reservation<'_, C> {
     /// # Example
     ///
     /// ```
-    /// use corral::{Clock, ManualClock, RateLimiter};
+    /// use corral::{clock::{Clock, ManualClock}, RateLimiter};
     /// let clock = ManualClock::new();
     /// let limiter = RateLimiter::per_second(1).clock(clock.clone()).build()?;
     /// assert_eq!(limiter.reserve().ready_at(), clock.now());
@@ -108,7 +108,7 @@ impl<C: Clock> Reservation<'_, C> {
     /// # Example
     ///
     /// ```
-    /// use corral::{ManualClock, RateLimiter};
+    /// use corral::{clock::ManualClock, RateLimiter};
     /// use std::time::Duration;
     ///
     /// let clock = ManualClock::new();
@@ -187,7 +187,7 @@ impl<C: Clock> Reservation<'_, C> {
     /// # Example
     ///
     /// ```
-    /// use corral::{ManualClock, RateLimiter};
+    /// use corral::{clock::ManualClock, RateLimiter};
     /// use std::time::Duration;
     ///
     /// let clock = ManualClock::new();

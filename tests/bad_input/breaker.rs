@@ -1,7 +1,11 @@
 //! Bad-input rows for `breaker`: every builder field and every duration the breaker
 //! takes, with zero, maximum and malformed values.
 
-use corral::{BreakerBuilder, BreakerError, CircuitBreaker, ManualClock, State, Window};
+use corral::{
+    breaker::{BreakerBuilder, BreakerError, State, Window},
+    clock::ManualClock,
+    CircuitBreaker,
+};
 use std::time::Duration;
 
 const SEC: Duration = Duration::from_secs(1);

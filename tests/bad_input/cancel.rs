@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use corral::{CancelReason, CancelToken};
+use corral::{cancel::CancelReason, CancelToken};
 
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 

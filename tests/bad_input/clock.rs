@@ -1,6 +1,6 @@
 //! Bad-input rows for `clock`.
 
-use corral::{Clock, ManualClock};
+use corral::clock::{Clock, ManualClock};
 use std::time::Duration;
 
 #[test]

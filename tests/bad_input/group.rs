@@ -4,7 +4,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use corral::leak::LeakCheck;
-use corral::{CancelReason, CancelToken, Semaphore, SubmitError, TaskGroup};
+use corral::{cancel::CancelReason, pool::SubmitError, CancelToken, Semaphore, TaskGroup};
 
 #[test]
 fn group_limit_zero_is_a_config_error() {

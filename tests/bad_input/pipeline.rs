@@ -3,7 +3,11 @@
 use std::time::{Duration, Instant};
 
 use corral::leak::LeakCheck;
-use corral::{CancelReason, CancelToken, Overflow, Pipeline, PipelineError, PipelineReport};
+use corral::{
+    cancel::CancelReason,
+    pipeline::{PipelineError, PipelineReport},
+    CancelToken, Overflow, Pipeline,
+};
 
 /// The run's outcome must be a `ConfigError` naming `field` and `value`.
 fn config_error(result: Result<PipelineReport, PipelineError>, field: &str, value: &str) {

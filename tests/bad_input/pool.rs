@@ -4,7 +4,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use corral::leak::LeakCheck;
-use corral::{CancelReason, CancelToken, PoolBuilder, WorkerPool};
+use corral::{cancel::CancelReason, pool::PoolBuilder, CancelToken, WorkerPool};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -36,7 +36,7 @@ fn full_pool() -> (WorkerPool, mpsc::Sender<()>) {
 }
 
 /// A handle whose task waits for the returned sender.
-fn unfinished(pool: &WorkerPool) -> (corral::TaskHandle<u32>, mpsc::Sender<()>) {
+fn unfinished(pool: &WorkerPool) -> (corral::pool::TaskHandle<u32>, mpsc::Sender<()>) {
     let (open, gate) = mpsc::channel::<()>();
     let handle = pool
         .submit(move || {
@@ -190,7 +190,7 @@ fn pool_submit_cancellable_with_a_cancelled_token_on_a_full_queue_is_cancelled()
     let err = pool.submit_cancellable(|| 5, &token).unwrap_err();
     assert!(matches!(
         err,
-        corral::SubmitError::Cancelled(_, CancelReason::Cancelled)
+        corral::pool::SubmitError::Cancelled(_, CancelReason::Cancelled)
     ));
     open.send(()).unwrap();
     pool.shutdown();

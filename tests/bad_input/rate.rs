@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use corral::leak::LeakCheck;
 use corral::{
-    CancelReason, CancelToken, CheckError, Clock, ConfigError, KeyedRateLimiter, ManualClock,
-    RateLimiter, RedisRateError, RedisRateLimiter, WaitError,
+    cancel::CancelReason,
+    clock::{Clock, ManualClock},
+    rate::{CheckError, RedisRateError, WaitError},
+    CancelToken, ConfigError, KeyedRateLimiter, RateLimiter, RedisRateLimiter,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -452,7 +454,7 @@ fn keyed_clock_advanced_by_duration_max_keeps_limiting() {
 
 // --- RedisRateLimiter builder and calls decided before the network ------------------
 
-fn redis() -> corral::RedisRateLimiterBuilder {
+fn redis() -> corral::rate::RedisRateLimiterBuilder {
     RedisRateLimiter::builder("127.0.0.1:6379")
 }
 

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use corral::{CancelReason, CancelToken, ManualClock, Resilience, ResilienceError};
+use corral::{
+    cancel::CancelReason, clock::ManualClock, resilience::ResilienceError, CancelToken, Resilience,
+};
 
 #[test]
 fn resilience_timeout_zero_is_a_config_error() {

@@ -2,7 +2,11 @@
 //! parameter with zero, maximum and past values.
 
 use corral::leak::LeakCheck;
-use corral::{AcquireError, CancelReason, CancelToken, Semaphore, TryAcquireError};
+use corral::{
+    cancel::CancelReason,
+    semaphore::{AcquireError, TryAcquireError},
+    CancelToken, Semaphore,
+};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};

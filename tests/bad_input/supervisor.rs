@@ -3,7 +3,10 @@
 use std::time::{Duration, Instant};
 
 use corral::leak::LeakCheck;
-use corral::{Restart, StopReason, Supervisor, SupervisorBuilder};
+use corral::{
+    supervisor::{Restart, StopReason, SupervisorBuilder},
+    Supervisor,
+};
 
 const PROMPT: Duration = Duration::from_secs(10);
 
@@ -145,7 +148,7 @@ fn supervisor_backoff_duration_max_saturates_and_stop_interrupts_it() {
 #[test]
 fn supervisor_backoff_duration_max_on_a_manual_clock_saturates() {
     let _check = LeakCheck::new();
-    let clock = corral::ManualClock::new();
+    let clock = corral::clock::ManualClock::new();
     clock.advance(Duration::MAX);
     let (failed_tx, failed_rx) = crossbeam_channel::unbounded();
     let supervisor = Supervisor::builder()
