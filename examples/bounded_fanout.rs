@@ -1,26 +1,66 @@
 //! Bounded fan-out: many jobs, at most N running at once, each waiting for its turn
-//! with a timeout. The Go idiom `sem := make(chan struct{}, N)` done right:
+//! with a timeout. The Go idiom `sem := make(chan struct{}, N)` done right: the permit
+//! is taken *before* the job's thread starts (never more than N job threads alive), the
+//! wait for it is bounded (a job that cannot start in time is reported as skipped), the
+//! permit is an RAII guard that comes back when the job ends (also if it panics), and
+//! one `CancelToken` stops the whole fan-out at a global deadline.
 //!
-//! * the permit is taken *before* a thread is started, so there are never more than
-//!   N job threads alive (no unbounded spawning while jobs wait);
-//! * the wait is bounded: a job that cannot start within its timeout is reported as
-//!   skipped, not left blocked forever;
-//! * the permit is an RAII guard moved into the job, so it comes back when the job
-//!   ends, also if the job panics;
-//! * one `CancelToken` stops the whole fan-out early (here: a global deadline), and
-//!   the scope joins every thread before `main` goes on.
-//!
-//! Run it with `cargo run --example bounded_fanout`.
+//! Run it with `cargo run --release --example bounded_fanout`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use corral::{semaphore::AcquireError, CancelToken, Semaphore};
+use corral::{leak::LeakCheck, CancelToken, Semaphore};
 
 const MAX_IN_FLIGHT: usize = 4;
 const JOBS: u64 = 40;
 
-/// Stand-in for real work (a download, an RPC): takes a few milliseconds.
+fn main() {
+    let check = LeakCheck::new(); // fails below if a job thread outlives the scope
+    let limit = Semaphore::new(MAX_IN_FLIGHT);
+    let stop = CancelToken::with_timeout(Duration::from_secs(5)); // the global deadline
+    let meter = InFlight::default(); // helper below: how many jobs run at once
+
+    let (done, skipped) = corral::scope(|s| {
+        let mut handles = Vec::new();
+        let mut skipped = Vec::new();
+        for job in 0..JOBS {
+            // Wait at most 1 s for a slot, and never past the global deadline. (Without a
+            // global stop, `limit.acquire_timeout(Duration::from_secs(1))` does the same.)
+            let wait = stop.child_with_timeout(Duration::from_secs(1));
+            match limit.acquire_cancellable(&wait) {
+                Ok(permit) => {
+                    let (stop, meter) = (&stop, &meter);
+                    handles.push(s.spawn(move || {
+                        let _permit = permit; // released when this job ends, even by a panic
+                        let _running = meter.enter();
+                        fetch(job, stop)
+                    }));
+                }
+                Err(why) => skipped.push((job, why)),
+            }
+        }
+        let mut done = Vec::new();
+        for handle in handles {
+            // Joins the job's thread (the scope would join any left before returning).
+            if let Ok(Ok(value)) = handle.join() {
+                done.push(value); // the others stopped at the deadline or panicked
+            }
+        }
+        (done, skipped)
+    });
+
+    print_summary(&done, &skipped, meter.peak());
+    assert!(meter.peak() <= MAX_IN_FLIGHT);
+    assert_eq!(limit.available(), MAX_IN_FLIGHT); // every permit came back
+    check.verify().expect("every job thread was joined");
+    println!("no thread left behind");
+}
+
+// --- helpers below: the simulated job, a meter of jobs in flight, printing ---
+
+/// Stand-in for real work (a download, an RPC): takes a few milliseconds, and stops
+/// early if the fan-out is stopped.
 fn fetch(job: u64, stop: &CancelToken) -> Result<u64, &'static str> {
     let work = Duration::from_millis(2 + job % 5);
     if stop.wait_timeout(work).is_some() {
@@ -29,61 +69,42 @@ fn fetch(job: u64, stop: &CancelToken) -> Result<u64, &'static str> {
     Ok(job * job)
 }
 
-fn main() {
-    let limit = Semaphore::new(MAX_IN_FLIGHT);
-    // Everything stops after 5 s at the latest, whatever happens.
-    let stop = CancelToken::with_timeout(Duration::from_secs(5));
-    let running = AtomicUsize::new(0);
-    let peak = AtomicUsize::new(0);
-    let started = Instant::now();
+/// Counts the jobs running now and the most that ever ran at once.
+#[derive(Default)]
+struct InFlight {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
 
-    let (done, skipped) = corral::scope(|s| {
-        let mut handles = Vec::new();
-        let mut skipped = Vec::new();
-        for job in 0..JOBS {
-            // Wait at most 1 s for a free slot, and not past the global deadline. (Without
-            // a global stop signal, `limit.acquire_timeout(Duration::from_secs(1))` is
-            // the one-line form of the same bounded wait.)
-            let token = stop.child_with_timeout(Duration::from_secs(1));
-            let permit = match limit.acquire_cancellable(&token) {
-                Ok(permit) => permit,
-                Err(AcquireError::Cancelled(reason)) => {
-                    skipped.push((job, reason.to_string()));
-                    continue;
-                }
-                Err(other) => {
-                    skipped.push((job, other.to_string()));
-                    continue;
-                }
-            };
-            let (stop, running, peak) = (&stop, &running, &peak);
-            handles.push(s.spawn(move || {
-                let _permit = permit; // released when this thread's work ends
-                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                peak.fetch_max(now, Ordering::SeqCst);
-                let result = fetch(job, stop);
-                running.fetch_sub(1, Ordering::SeqCst);
-                result
-            }));
-        }
-        let done: Vec<u64> = handles
-            .into_iter()
-            .filter_map(|h| h.join().ok().and_then(Result::ok))
-            .collect();
-        (done, skipped)
-    });
+/// One running job: dropping it takes the job off the count.
+struct Running<'a>(&'a InFlight);
 
+impl InFlight {
+    fn enter(&self) -> Running<'_> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        Running(self)
+    }
+
+    fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn print_summary(done: &[u64], skipped: &[(u64, corral::semaphore::AcquireError)], peak: usize) {
     println!(
-        "{} jobs done, {} skipped, at most {} at once (limit {MAX_IN_FLIGHT}), in {:.0?}",
+        "{} jobs done, {} skipped, at most {peak} at once (limit {MAX_IN_FLIGHT})",
         done.len(),
         skipped.len(),
-        peak.load(Ordering::SeqCst),
-        started.elapsed()
     );
-    for (job, why) in &skipped {
+    for (job, why) in skipped {
         println!("  job {job} skipped: {why}");
     }
     println!("checksum {}", done.iter().sum::<u64>());
-    assert!(peak.load(Ordering::SeqCst) <= MAX_IN_FLIGHT);
-    assert_eq!(limit.available(), MAX_IN_FLIGHT);
 }
