@@ -1,64 +1,50 @@
-//! A cookbook of goroutine-leak patterns, each done the corral way and checked.
+//! Leak patterns: the classic goroutine leaks, each done the corral way and checked.
 //!
-//! Every pattern runs under an OS-level `LeakCheck`: if any thread it started (by
-//! corral or anything else) were still alive afterwards, the check would fail and name
-//! it. Run with `cargo run --example leak_patterns`.
+//! Each pattern is one short function below `main`, with the Go version it replaces in
+//! its doc comment. `checked` (at the bottom) runs each under an OS-level `LeakCheck`:
+//! if any thread the pattern started (by corral or anything else) were still alive
+//! afterwards, the check would fail and name it.
+//!
+//! Run it with `cargo run --release --example leak_patterns`.
 
 use std::time::{Duration, Instant};
 
-use corral::leak::LeakCheck;
 use corral::{
+    channel::{bounded, select},
     supervisor::{Restart, StopReason},
     CancelToken, Supervisor,
 };
-use crossbeam_channel::{bounded, select};
 
 fn main() {
-    pattern("1. a sender nobody receives from", sender_without_receiver);
-    pattern("2. a receiver nobody sends to", receiver_without_sender);
-    pattern(
+    checked("1. a sender nobody receives from", sender_without_receiver);
+    checked("2. a receiver nobody sends to", receiver_without_sender);
+    checked(
         "3. a slow call without a timeout",
         slow_call_without_timeout,
     );
-    pattern(
+    checked(
         "4. a WaitGroup whose Add and Done disagree",
         waitgroup_mismatch,
     );
-    pattern("5. a timer never stopped", timer_never_stopped);
-    pattern("6. a crash loop restarting forever", crash_loop);
-}
-
-/// Runs one pattern under a leak check of every OS thread in the process.
-fn pattern(title: &str, body: fn() -> String) {
-    let check = LeakCheck::builder()
-        .os_threads()
-        .grace(Duration::from_secs(2))
-        .build();
-    let outcome = body();
-    match check.verify() {
-        Ok(()) => println!("{title}: {outcome}; no thread left behind"),
-        Err(report) => panic!("{title}: {report}"),
-    }
+    checked("5. a timer never stopped", timer_never_stopped);
+    checked("6. a crash loop restarting forever", crash_loop);
 }
 
 /// Go: a worker sends its answer on an unbuffered channel, but the caller already
 /// returned on a timeout, so the worker blocks on the send forever. corral: the
 /// worker's send also watches the scope's token, and the scope joins the worker.
 fn sender_without_receiver() -> String {
-    let (answer_tx, answer_rx) = bounded::<u64>(0);
+    let (answer_tx, _answer_rx) = bounded::<u64>(0); // open, but nobody will receive
     corral::scope(|s| {
         let token = s.token().clone();
-        s.spawn(move || {
-            let answer = 42;
+        let worker = s.spawn(move || {
             select! {
-                send(answer_tx, answer) -> _ => {},
-                recv(token.done()) -> _ => {}, // the caller gave up: stop, don't block
+                send(answer_tx, 42) -> _ => "sent its answer",
+                recv(token.done()) -> _ => "stopped on cancel", // the caller gave up
             }
         });
-        // The caller gives up without receiving, and says so.
-        let gave_up = answer_rx.recv_timeout(Duration::ZERO).is_err();
-        s.token().cancel();
-        format!("caller gave up: {gave_up}, worker stopped on cancel")
+        s.token().cancel(); // the caller gives up (a timeout, an error) without receiving
+        format!("worker {}", worker.join().unwrap())
     })
 }
 
@@ -148,4 +134,20 @@ fn crash_loop() -> String {
         report.total_restarts(),
         report.reason
     )
+}
+
+// --- helpers below: the leak check around each pattern ---
+
+/// Runs one pattern under a leak check of every OS thread in the process, and prints
+/// what it did. A thread left alive fails the check, which names it.
+fn checked(title: &str, pattern: fn() -> String) {
+    let check = corral::LeakCheck::builder()
+        .os_threads()
+        .grace(Duration::from_secs(2))
+        .build();
+    let outcome = pattern();
+    match check.verify() {
+        Ok(()) => println!("{title}: {outcome}; no thread left behind"),
+        Err(report) => panic!("{title}: {report}"),
+    }
 }
