@@ -23,18 +23,18 @@ use corral::{
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let check = LeakCheck::new(); // fails below if a caller's thread outlives main
     let stack = Resilience::builder()
-        .bulkhead(Arc::new(Semaphore::new(4)))
+        .bulkhead(Arc::new(Semaphore::new(4))) // at most 4 calls in flight
         .rate_limiter(Arc::new(
-            RateLimiter::per_second(20_000).burst(200).build()?,
+            RateLimiter::per_second(20_000).burst(200).build()?, // 20,000 calls a second
         ))
         .breaker(Arc::new(
             CircuitBreaker::builder()
-                .consecutive_failures(10)
+                .consecutive_failures(10) // stop calling after 10 failures in a row
                 .open_for(Duration::from_millis(10))
                 .build()?,
         ))
         .timeout(Duration::from_millis(30)) // for the whole call, retries included
-        .retries(2)
+        .retries(2) // retry failures twice, waiting 0.5 ms, then longer (up to 4 ms)
         .backoff(Duration::from_micros(500), Duration::from_millis(4))
         .build()?;
 
