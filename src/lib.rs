@@ -184,9 +184,10 @@
 //! # Ok::<(), corral::ConfigError>(())
 //! ```
 //!
-//! For a limit shared by every process of a fleet, [`RedisRateLimiter`] runs the same
-//! GCRA as one Lua script inside Redis, on the server's clock, with every network
-//! operation bounded by a timeout; it needs no Redis client dependency.
+//! For limits shared by every process of a fleet, the `redis` feature adds
+//! `RedisRateLimiter` (the same GCRA as one Lua script inside Redis, on the server's
+//! clock) and `RedisSemaphore` (leases with fencing tokens), over a bounded pool of
+//! connections with every wait bounded by the caller's deadline or token.
 //!
 //! ## Circuit breaker
 //!
@@ -318,6 +319,9 @@ mod breaker;
 mod cancel;
 mod clock;
 mod config;
+/// Limits shared by a fleet through Redis (feature `redis`).
+#[cfg(feature = "redis")]
+mod fleet;
 mod group;
 pub mod guarantees;
 pub mod leak;
@@ -348,6 +352,12 @@ pub use breaker::{
 pub use cancel::{CancelOnDrop, CancelReason, CancelToken, OnCancel};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::ConfigError;
+#[cfg(feature = "redis")]
+pub use fleet::{
+    Admission, BackendError, FailurePolicy, RedisAcquireError, RedisKeyLimit, RedisPermit,
+    RedisPool, RedisPoolBuilder, RedisRateError, RedisRateLimiter, RedisRateLimiterBuilder,
+    RedisRateStats, RedisSemaphore, RedisSemaphoreBuilder, RedisSemaphoreStats,
+};
 pub use group::{GroupError, TaskGroup, TaskId};
 pub use overflow::Overflow;
 pub use panic::Panic;
@@ -361,10 +371,15 @@ pub use pool::{
 };
 pub use rate::{
     CheckError, InsufficientCapacity, KeyedRateLimiter, KeyedRateLimiterBuilder, KeyedStats,
-    NotUntil, RateLimiter, RateLimiterBuilder, RateStats, RedisRateError, RedisRateLimiter,
-    RedisRateLimiterBuilder, Reservation, WaitError,
+    NotUntil, RateLimiter, RateLimiterBuilder, RateStats, Reservation, WaitError,
 };
-pub use resilience::{Resilience, ResilienceBuilder, ResilienceError, ResilienceStats};
+/// The `redis` crate, re-exported (feature `redis`): its `ConnectionInfo` for
+/// [`RedisPool::builder_from_info`], without a dependency of your own.
+#[cfg(feature = "redis")]
+pub use redis;
+pub use resilience::{
+    Limit, LimitHold, LimitRefused, Resilience, ResilienceBuilder, ResilienceError, ResilienceStats,
+};
 pub use scope::{scope, try_scope, Scope, ScopedHandle};
 pub use semaphore::{
     AcquireError, OwnedPermit, Permit, Semaphore, SemaphoreStats, TryAcquireError,

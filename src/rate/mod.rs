@@ -20,7 +20,6 @@ mod error;
 mod gcra;
 mod keyed;
 mod quota;
-mod redis;
 mod reservation;
 
 use std::fmt;
@@ -34,7 +33,6 @@ use crate::wait::Until;
 
 pub use error::{CheckError, InsufficientCapacity, NotUntil, WaitError};
 pub use keyed::{KeyedRateLimiter, KeyedRateLimiterBuilder, KeyedStats};
-pub use redis::{RedisRateError, RedisRateLimiter, RedisRateLimiterBuilder};
 pub use reservation::Reservation;
 
 use crate::timeline::Timeline;
