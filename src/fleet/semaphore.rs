@@ -232,8 +232,7 @@ impl RedisSemaphore {
     ///
     /// [`RedisAcquireError::Full`], or [`RedisAcquireError::Backend`].
     pub fn try_acquire(&self) -> Result<RedisPermit<'_>, RedisAcquireError> {
-        self.ask(&Until::FOREVER)?
-            .map_err(|wait| RedisAcquireError::Full(wait))
+        self.ask(&Until::FOREVER)?.map_err(RedisAcquireError::Full)
     }
 
     /// Waits at most `timeout` for a permit (the network calls included).
