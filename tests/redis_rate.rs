@@ -439,6 +439,51 @@ fn a_paused_server_cannot_hold_a_caller_past_its_bound() {
 }
 
 #[test]
+fn the_wait_for_a_connection_is_bounded_by_the_callers_deadline_and_token() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let _check = LeakCheck::new();
+    // One connection, held by a call stuck on a paused server for up to 3 s.
+    let limiter = RedisRateLimiter::builder(server.url())
+        .per_second(1000)
+        .max_connections(1)
+        .io_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    limiter.check("k").unwrap();
+    server.signal("STOP");
+    thread::scope(|s| {
+        let stuck = s.spawn(|| limiter.check("k"));
+        // Until the stuck call has taken the only connection (the pool shows none idle).
+        let deadline = Instant::now() + LONG;
+        while format!("{limiter:?}").contains("idle: 1") {
+            assert!(Instant::now() < deadline, "the call did not start");
+            thread::yield_now();
+        }
+        let err = within(Duration::from_secs(2), || {
+            limiter.wait_timeout("k", Duration::from_millis(200))
+        })
+        .unwrap_err();
+        assert!(matches!(err, RedisRateError::Timeout), "{err:?}");
+        let token = CancelToken::with_timeout(Duration::from_millis(200));
+        let err = within(Duration::from_secs(2), || {
+            limiter.wait_cancellable("k", &token)
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RedisRateError::Cancelled(CancelReason::DeadlineExceeded)
+            ),
+            "{err:?}"
+        );
+        server.signal("CONT");
+        let _ = stuck.join().unwrap();
+    });
+}
+
+#[test]
 fn threads_of_one_process_check_on_several_connections_at_once() {
     let Some(server) = Server::start() else {
         return;
