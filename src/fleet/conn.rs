@@ -85,8 +85,8 @@ pub(crate) enum CallError {
 ///     .max_connections(8)
 ///     .io_timeout(Duration::from_millis(250))
 ///     .build()?;
-/// let limiter = RedisRateLimiter::builder_on(&pool).per_second(100).build()?;
-/// let uploads = RedisSemaphore::builder_on(&pool, "uploads").capacity(4).build()?;
+/// let _limiter = RedisRateLimiter::builder_on(&pool).per_second(100).build()?;
+/// let _uploads = RedisSemaphore::builder_on(&pool, "uploads").capacity(4).build()?;
 /// # Ok::<(), corral::ConfigError>(())
 /// ```
 #[derive(Clone)]
