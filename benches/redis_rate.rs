@@ -1,17 +1,19 @@
-//! The fleet-wide limiter's price: one `check` against a local `redis-server` (one
-//! round trip and one script run) beside the in-process `RateLimiter::check` it
-//! mirrors and a bare Redis `PING` round trip (the floor for anything remote). Starts
-//! its own `redis-server` on a free port; without one on the PATH it prints why and
-//! measures nothing.
+//! The fleet-wide limits' price against a local `redis-server` (feature `redis`):
+//! `RedisRateLimiter::check` from 1, 2 and 4 threads (one round trip and one script
+//! run each; the threads share one pool), beside the in-process `RateLimiter::check`
+//! and a bare Redis `PING` round trip (the floor for anything remote), and a
+//! `RedisSemaphore` acquire + release (two round trips). Starts its own
+//! `redis-server` on a free port; without one on the PATH it prints why and measures
+//! nothing.
 
 use std::hint::black_box;
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use corral::{RateLimiter, RedisRateLimiter};
-use criterion::{criterion_group, criterion_main, Criterion};
+use corral::{fleet::RedisPool, RateLimiter, RedisRateLimiter, RedisSemaphore};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 struct Server(Child);
 
@@ -44,14 +46,39 @@ fn start() -> Option<(Server, String)> {
         }
         std::thread::yield_now();
     }
-    Some((server, addr))
+    Some((server, format!("redis://{addr}")))
+}
+
+/// `iters` calls of `f` spread over `threads` threads started together; the time
+/// from the start signal to the last call's end.
+fn spread(threads: u64, iters: u64, f: &(dyn Fn() + Sync)) -> Duration {
+    let barrier = Barrier::new(threads as usize + 1);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let barrier = &barrier;
+            let n = iters / threads + u64::from(t < iters % threads);
+            s.spawn(move || {
+                barrier.wait();
+                for _ in 0..n {
+                    f();
+                }
+            });
+        }
+        barrier.wait();
+        Instant::now() // the scope ends once every thread has finished
+    })
+    .elapsed()
 }
 
 fn check(c: &mut Criterion) {
-    let Some((_server, addr)) = start() else {
+    let Some((_server, url)) = start() else {
         eprintln!("redis_rate bench skipped: redis-server is not available");
         return;
     };
+    let pool = RedisPool::builder(&url)
+        .max_connections(4)
+        .build()
+        .expect("pool");
     let mut g = c.benchmark_group("redis_rate/check");
     // A rate far above the call rate: every check is admitted.
     let local = RateLimiter::per_second(1_000_000_000)
@@ -61,25 +88,39 @@ fn check(c: &mut Criterion) {
     g.bench_function("in_process_rate_limiter", |b| {
         b.iter(|| black_box(local.check().is_ok()))
     });
-    let fleet = RedisRateLimiter::builder(&addr)
+    let fleet = RedisRateLimiter::builder_on(&pool)
         .interval(Duration::from_micros(1))
         .burst(1_000_000)
         .build()
         .expect("valid limiter");
-    g.bench_function("corral_redis_check", |b| {
-        b.iter(|| black_box(fleet.check("bench").is_ok()))
-    });
-    let mut ping = TcpStream::connect(&addr).expect("connect");
-    ping.set_nodelay(true).expect("nodelay");
-    let mut reply = [0u8; 7];
+    let mut ping = corral::redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection())
+        .expect("connect");
     g.bench_function("floor_redis_ping_round_trip", |b| {
         b.iter(|| {
-            ping.write_all(b"*1\r\n$4\r\nPING\r\n").expect("send");
-            ping.read_exact(&mut reply).expect("+PONG\r\n");
-            black_box(reply[1])
+            let pong: String = corral::redis::cmd("PING").query(&mut ping).expect("PONG");
+            black_box(pong)
         })
     });
+    g.throughput(Throughput::Elements(1));
+    for threads in [1u64, 2, 4] {
+        g.bench_function(format!("corral_redis_check/{threads}_threads"), |b| {
+            b.iter_custom(|iters| {
+                spread(threads, iters, &|| {
+                    black_box(fleet.check("bench").is_ok());
+                })
+            })
+        });
+    }
     g.finish();
+
+    let sem = RedisSemaphore::builder_on(&pool, "bench")
+        .capacity(1_000)
+        .build()
+        .expect("valid semaphore");
+    c.bench_function("redis_semaphore/acquire_release", |b| {
+        b.iter(|| drop(black_box(sem.try_acquire().expect("free"))))
+    });
 }
 
 fn config() -> Criterion {

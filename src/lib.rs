@@ -185,9 +185,10 @@
 //! # Ok::<(), corral::ConfigError>(())
 //! ```
 //!
-//! For a limit shared by every process of a fleet, [`RedisRateLimiter`] runs the same
-//! GCRA as one Lua script inside Redis, on the server's clock, with every network
-//! operation bounded by a timeout; it needs no Redis client dependency.
+//! For limits shared by every process of a fleet, the `redis` feature adds
+//! `RedisRateLimiter` (the same GCRA as one Lua script inside Redis, on the server's
+//! clock) and `RedisSemaphore` (leases with fencing tokens), over a bounded pool of
+//! connections with every wait bounded by the caller's deadline or token.
 //!
 //! ## Circuit breaker
 //!
@@ -319,6 +320,8 @@ pub mod breaker;
 pub mod cancel;
 pub mod clock;
 mod config;
+#[cfg(feature = "redis")]
+pub mod fleet;
 pub mod group;
 pub mod guarantees;
 pub mod leak;
@@ -350,6 +353,8 @@ pub use crossbeam_channel as channel;
 pub use breaker::CircuitBreaker;
 pub use cancel::CancelToken;
 pub use config::ConfigError;
+#[cfg(feature = "redis")]
+pub use fleet::{RedisRateLimiter, RedisSemaphore};
 pub use group::TaskGroup;
 pub use leak::LeakCheck;
 pub use overflow::Overflow;
@@ -359,7 +364,12 @@ pub use panic::Panic;
 pub use pipeline::LoomGate as __LoomReorderGate;
 pub use pipeline::Pipeline;
 pub use pool::{ScopedPool, WorkerPool};
-pub use rate::{KeyedRateLimiter, RateLimiter, RedisRateLimiter};
+pub use rate::{KeyedRateLimiter, RateLimiter};
+/// The `redis` crate, re-exported (feature `redis`): its `ConnectionInfo` for
+/// [`RedisPool::builder_from_info`](fleet::RedisPool::builder_from_info), without a
+/// dependency of your own.
+#[cfg(feature = "redis")]
+pub use redis;
 pub use resilience::Resilience;
 pub use scope::{scope, try_scope, Scope};
 pub use semaphore::Semaphore;

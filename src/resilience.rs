@@ -70,6 +70,9 @@ pub enum ResilienceError<E> {
     /// The deadline passed, or the caller's token was cancelled, before the first
     /// attempt could start (waiting for the bulkhead or the rate limiter).
     Cancelled(CancelReason),
+    /// A [`Limit`] could not decide (a fleet-wide limit whose backend is down) and
+    /// its policy refuses.
+    LimitUnavailable,
 }
 
 impl<E> ResilienceError<E> {
@@ -105,6 +108,7 @@ impl<E> fmt::Display for ResilienceError<E> {
             }
             ResilienceError::BulkheadClosed => f.write_str("bulkhead admits no call"),
             ResilienceError::Cancelled(reason) => write!(f, "call not started: {reason}"),
+            ResilienceError::LimitUnavailable => f.write_str("a limit could not decide"),
         }
     }
 }
@@ -123,18 +127,91 @@ thread_local! {
     static IDLE_TOKEN: Cell<Option<CancelToken>> = const { Cell::new(None) };
 }
 
-/// A rate limiter of any clock, as the stack uses it.
-trait Admit: Send + Sync {
-    fn admit(&self, token: &CancelToken) -> Result<(), WaitError>;
+/// A layer of a [`Resilience`] stack that admits each attempt: a rate limiter (one
+/// slot per attempt), a concurrency limit (a permit held for the attempt), or any
+/// limit of your own, in-process or shared by a fleet. Waits must end when `token`
+/// is cancelled (it carries the call's deadline).
+///
+/// # Example
+///
+/// ```
+/// use corral::{CancelToken, resilience::{Limit, LimitHold, LimitRefused}, Resilience};
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicBool, Ordering};
+///
+/// /// Admits nothing while maintenance is on.
+/// struct Maintenance(AtomicBool);
+///
+/// impl Limit for Maintenance {
+///     fn admit(&self, _token: &CancelToken) -> Result<LimitHold<'_>, LimitRefused> {
+///         if self.0.load(Ordering::Relaxed) {
+///             Err(LimitRefused::Unavailable)
+///         } else {
+///             Ok(LimitHold::nothing())
+///         }
+///     }
+/// }
+///
+/// let switch = Arc::new(Maintenance(AtomicBool::new(true)));
+/// let stack = Resilience::builder().limit(switch.clone()).build()?;
+/// assert!(stack.call(|_| Ok::<_, ()>(1)).is_err());
+/// switch.0.store(false, Ordering::Relaxed);
+/// assert_eq!(stack.call(|_| Ok::<_, ()>(1)), Ok(1));
+/// # Ok::<(), corral::ConfigError>(())
+/// ```
+pub trait Limit: Send + Sync {
+    /// Admits one attempt, waiting at most until `token` is cancelled; what it
+    /// returns is held until the attempt ends, then dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitRefused`]: why the attempt may not start.
+    fn admit(&self, token: &CancelToken) -> Result<LimitHold<'_>, LimitRefused>;
 }
 
-impl<C: Clock> Admit for RateLimiter<C> {
-    fn admit(&self, token: &CancelToken) -> Result<(), WaitError> {
+/// What a [`Limit`] holds for one attempt (a permit), released when dropped.
+pub struct LimitHold<'a>(Option<Box<dyn Send + 'a>>);
+
+impl<'a> LimitHold<'a> {
+    /// Nothing to hold (a rate limiter's slot is used up once taken).
+    pub fn nothing() -> Self {
+        LimitHold(None)
+    }
+
+    /// Holds `held` (a permit) until the attempt ends.
+    pub fn holding(held: impl Send + 'a) -> Self {
+        LimitHold(Some(Box::new(held)))
+    }
+}
+
+impl fmt::Debug for LimitHold<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("LimitHold").field(&self.0.is_some()).finish()
+    }
+}
+
+/// Why a [`Limit`] did not admit an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LimitRefused {
+    /// The token was cancelled (or its deadline passed) while waiting.
+    Cancelled(CancelReason),
+    /// The limit could not decide (its backend is down) and its policy refuses;
+    /// the call ends in [`ResilienceError::LimitUnavailable`].
+    Unavailable,
+}
+
+impl<C: Clock> Limit for RateLimiter<C> {
+    fn admit(&self, token: &CancelToken) -> Result<LimitHold<'_>, LimitRefused> {
         // A free slot needs no look at the token (whose deadline costs two clock
         // reads in a wait); a refused check records nothing, so the wait is exact.
         match self.check() {
-            Ok(()) => Ok(()),
-            Err(_) => self.wait_cancellable(token),
+            Ok(()) => Ok(LimitHold::nothing()),
+            Err(_) => match self.wait_cancellable(token) {
+                Ok(()) => Ok(LimitHold::nothing()),
+                Err(WaitError::Cancelled(reason)) => Err(LimitRefused::Cancelled(reason)),
+                Err(_) => Err(LimitRefused::Cancelled(CancelReason::DeadlineExceeded)),
+            },
         }
     }
 }
@@ -390,11 +467,16 @@ impl Resilience {
             }),
             None => None,
         };
+        let refused = |e| match e {
+            LimitRefused::Cancelled(reason) => ResilienceError::Cancelled(reason),
+            LimitRefused::Unavailable => ResilienceError::LimitUnavailable,
+        };
+        let mut held = Vec::new();
+        for limit in &self.config.limits {
+            held.push(limit.admit(token).map_err(refused)?);
+        }
         if let Some(limiter) = &self.config.limiter {
-            limiter.admit(token).map_err(|e| match e {
-                WaitError::Cancelled(reason) => ResilienceError::Cancelled(reason),
-                _ => ResilienceError::Cancelled(CancelReason::DeadlineExceeded),
-            })?;
+            limiter.admit(token).map_err(refused)?;
         }
         let guard = match &self.config.breaker {
             Some(breaker) => {
@@ -410,6 +492,7 @@ impl Resilience {
         };
         Ok(Admitted {
             _permit: permit,
+            _held: held,
             guard,
         })
     }
@@ -456,9 +539,11 @@ impl fmt::Debug for Resilience {
     }
 }
 
-/// What one attempt holds: the bulkhead permit and the breaker guard.
+/// What one attempt holds: the bulkhead permit, what the limits hold, and the
+/// breaker guard.
 struct Admitted<'a> {
     _permit: Option<Permit<'a>>,
+    _held: Vec<LimitHold<'a>>,
     guard: Option<BreakerGuard<'a>>,
 }
 
@@ -475,7 +560,8 @@ impl Admitted<'_> {
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct ResilienceBuilder {
     bulkhead: Option<Arc<Semaphore>>,
-    limiter: Option<Arc<dyn Admit>>,
+    limits: Vec<Arc<dyn Limit>>,
+    limiter: Option<Arc<dyn Limit>>,
     breaker: Option<Arc<CircuitBreaker>>,
     timeout: Option<Duration>,
     retries: u32,
@@ -488,6 +574,7 @@ impl Default for ResilienceBuilder {
     fn default() -> Self {
         ResilienceBuilder {
             bulkhead: None,
+            limits: Vec::new(),
             limiter: None,
             breaker: None,
             timeout: None,
@@ -511,6 +598,15 @@ impl ResilienceBuilder {
     /// lies past it refuses at once, without sleeping).
     pub fn rate_limiter<C: Clock>(mut self, limiter: Arc<RateLimiter<C>>) -> Self {
         self.limiter = Some(limiter);
+        self
+    }
+
+    /// Adds a [`Limit`] every attempt must pass, after the bulkhead and before the
+    /// rate limiter, in the order added: e.g. a fleet-wide `RedisSemaphore` or a
+    /// `RedisRateLimiter` key (feature `redis`). What it holds is released when the
+    /// attempt ends; its waits are bounded by the call's deadline.
+    pub fn limit<L: Limit + 'static>(mut self, limit: Arc<L>) -> Self {
+        self.limits.push(limit);
         self
     }
 
@@ -601,6 +697,7 @@ impl fmt::Debug for ResilienceBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResilienceBuilder")
             .field("bulkhead", &self.bulkhead.is_some())
+            .field("limits", &self.limits.len())
             .field("rate_limiter", &self.limiter.is_some())
             .field("breaker", &self.breaker.is_some())
             .field("timeout", &self.timeout)

@@ -18,11 +18,16 @@ use corral::{
     group::GroupError,
     pipeline::PipelineError,
     pool::{SubmitError, SubmitErrorKind, TaskError},
-    rate::{CheckError, InsufficientCapacity, NotUntil, RedisRateError, WaitError},
+    rate::{CheckError, InsufficientCapacity, NotUntil, WaitError},
     resilience::ResilienceError,
     semaphore::{AcquireError, TryAcquireError},
-    CancelToken, CircuitBreaker, ConfigError, Overflow, Panic, Pipeline, RateLimiter,
-    RedisRateLimiter, Resilience, Semaphore, TaskGroup, WorkerPool,
+    CancelToken, CircuitBreaker, ConfigError, Overflow, Panic, Pipeline, RateLimiter, Resilience,
+    Semaphore, TaskGroup, WorkerPool,
+};
+#[cfg(feature = "redis")]
+use corral::{
+    fleet::{RedisAcquireError, RedisRateError},
+    RedisRateLimiter,
 };
 
 /// The `Display` text of every level of `error`'s chain, outermost first.
@@ -376,6 +381,7 @@ fn rate_limiter_errors() {
     assert_eq!(composes(&err), ["wait refused for good", never]);
 }
 
+#[cfg(feature = "redis")]
 #[test]
 fn redis_rate_error() {
     // Port 1 on loopback: nothing listens, so the connection is refused at once.
@@ -387,8 +393,9 @@ fn redis_rate_error() {
     let err = limiter.check("user:42").unwrap_err();
     assert!(matches!(err, RedisRateError::Backend(_)), "{err:?}");
     let levels = composes(&err);
-    assert_eq!(levels[0], "redis unavailable");
+    assert_eq!(levels[0], "redis unavailable (failing closed)");
     assert_eq!(levels.len(), 2, "{levels:?}");
+    assert!(levels[1].starts_with("redis call failed: "), "{levels:?}");
 
     // The decisions need a live Redis: built from their public variants.
     let cases = [
@@ -410,6 +417,31 @@ fn redis_rate_error() {
         (
             RedisRateError::Cancelled(CancelReason::DeadlineExceeded),
             "wait cancelled: deadline exceeded",
+        ),
+        (
+            RedisRateError::FallbackNotUntil(Duration::from_millis(20)),
+            "redis unavailable; local share limited for 20ms",
+        ),
+    ];
+    for (err, text) in cases {
+        assert_eq!(composes(&err), [text]);
+    }
+    let cases = [
+        (
+            RedisAcquireError::Full(Duration::from_secs(3)),
+            "every permit is leased (earliest expiry in 3s)",
+        ),
+        (
+            RedisAcquireError::Timeout,
+            "deadline passed before a permit was free",
+        ),
+        (
+            RedisAcquireError::Cancelled(CancelReason::Cancelled),
+            "acquire cancelled: cancelled",
+        ),
+        (
+            RedisAcquireError::LeaseLost,
+            "the lease expired before renewal",
         ),
     ];
     for (err, text) in cases {
@@ -606,7 +638,10 @@ fn errors_are_send_sync_and_static() {
     promised::<InsufficientCapacity>();
     promised::<CheckError>();
     promised::<WaitError>();
+    #[cfg(feature = "redis")]
     promised::<RedisRateError>();
+    #[cfg(feature = "redis")]
+    promised::<RedisAcquireError>();
     promised::<BreakerError>();
     promised::<BreakerError<io::Error>>();
     promised::<PipelineError>();

@@ -1,5 +1,6 @@
 //! Rate limiting by GCRA: [`RateLimiter`] for one shared limit, [`KeyedRateLimiter`]
-//! for one limit per key, [`RedisRateLimiter`] for a limit shared by processes.
+//! for one limit per key. (For a limit shared by processes, the `redis` feature adds
+//! `RedisRateLimiter`, in `corral::fleet`.)
 //!
 //! A limit is a rate and a burst: `burst` cells at once, then one more every interval.
 //! [`check`](RateLimiter::check) decides at once and, when it refuses, says when the
@@ -27,7 +28,6 @@ mod error;
 mod gcra;
 mod keyed;
 mod quota;
-mod redis;
 mod reservation;
 
 use std::fmt;
@@ -41,7 +41,6 @@ use crate::wait::Until;
 
 pub use error::{CheckError, InsufficientCapacity, NotUntil, WaitError};
 pub use keyed::{KeyedRateLimiter, KeyedRateLimiterBuilder, KeyedStats};
-pub use redis::{RedisRateError, RedisRateLimiter, RedisRateLimiterBuilder};
 pub use reservation::Reservation;
 
 use crate::timeline::Timeline;

@@ -9,8 +9,8 @@ use corral::leak::LeakCheck;
 use corral::{
     cancel::CancelReason,
     clock::{Clock, ManualClock},
-    rate::{CheckError, RedisRateError, WaitError},
-    CancelToken, ConfigError, KeyedRateLimiter, RateLimiter, RedisRateLimiter,
+    rate::{CheckError, WaitError},
+    CancelToken, ConfigError, KeyedRateLimiter, RateLimiter,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -452,143 +452,148 @@ fn keyed_clock_advanced_by_duration_max_keeps_limiting() {
     assert!(limiter.check_key(&7).unwrap_err().is_never());
 }
 
-// --- RedisRateLimiter builder and calls decided before the network ------------------
+// --- RedisRateLimiter builder and calls decided before the network ------------------ (feature `redis`)
+#[cfg(feature = "redis")]
+mod redis_builder {
+    use super::*;
+    use corral::{fleet::RedisRateError, RedisRateLimiter};
 
-fn redis() -> corral::rate::RedisRateLimiterBuilder {
-    RedisRateLimiter::builder("127.0.0.1:6379")
-}
-
-#[test]
-fn redis_rate_unset_is_a_config_error() {
-    config_error(redis().build(), "rate", "\"unset\"");
-}
-
-#[test]
-fn redis_per_second_zero_is_a_config_error() {
-    assert_eq!(redis().per_second(0).build().unwrap_err().field(), "rate");
-}
-
-#[test]
-fn redis_per_second_u32_max_is_a_config_error() {
-    // Below one microsecond per cell.
-    assert_eq!(
-        redis().per_second(u32::MAX).build().unwrap_err().field(),
-        "rate"
-    );
-}
-
-#[test]
-fn redis_interval_zero_is_a_config_error() {
-    assert_eq!(
-        redis()
-            .interval(Duration::ZERO)
-            .build()
-            .unwrap_err()
-            .field(),
-        "rate"
-    );
-}
-
-#[test]
-fn redis_interval_duration_max_is_a_config_error() {
-    assert_eq!(
-        redis().interval(Duration::MAX).build().unwrap_err().field(),
-        "rate"
-    );
-}
-
-#[test]
-fn redis_burst_zero_is_a_config_error() {
-    config_error(redis().per_second(1).burst(0).build(), "burst", "0");
-}
-
-#[test]
-fn redis_burst_u32_max_is_a_config_error_above_100_years() {
-    config_error(
-        redis().per_second(1).burst(u32::MAX).build(),
-        "burst",
-        "4294967295",
-    );
-}
-
-#[test]
-fn redis_io_timeout_zero_is_a_config_error() {
-    config_error(
-        redis().per_second(1).io_timeout(Duration::ZERO).build(),
-        "io_timeout",
-        "0ns",
-    );
-}
-
-#[test]
-fn redis_io_timeout_duration_max_builds() {
-    // Accepted: every network operation is then bounded only by the OS.
-    assert!(redis()
-        .per_second(1)
-        .io_timeout(Duration::MAX)
-        .build()
-        .is_ok());
-}
-
-#[test]
-fn redis_empty_or_nul_addr_is_a_config_error() {
-    for addr in ["", "\0", "127.0.0.1\0:6379", "127.0.0.1:notaport"] {
-        let err = RedisRateLimiter::builder(addr)
-            .per_second(1)
-            .build()
-            .unwrap_err();
-        assert_eq!(err.field(), "addr", "{addr:?}");
+    fn redis() -> corral::fleet::RedisRateLimiterBuilder {
+        RedisRateLimiter::builder("127.0.0.1:6379")
     }
-}
 
-#[test]
-fn redis_empty_or_nul_key_prefix_builds() {
-    // Redis keys are binary-safe: any prefix is a valid key prefix.
-    assert!(redis().per_second(1).key_prefix("").build().is_ok());
-    assert!(redis().per_second(1).key_prefix("a\0b").build().is_ok());
-}
+    #[test]
+    fn redis_rate_unset_is_a_config_error() {
+        config_error(redis().build(), "rate", "\"unset\"");
+    }
 
-#[test]
-fn redis_check_n_zero_passes_without_the_network() {
-    let limiter = redis().per_second(1).build().unwrap();
-    assert!(limiter.check_n("k", 0).is_ok());
-}
+    #[test]
+    fn redis_per_second_zero_is_a_config_error() {
+        assert_eq!(redis().per_second(0).build().unwrap_err().field(), "rate");
+    }
 
-#[test]
-fn redis_check_n_above_the_burst_is_insufficient_capacity_without_the_network() {
-    let limiter = redis().per_second(1).burst(2).build().unwrap();
-    assert!(matches!(
-        limiter.check_n("k", u32::MAX),
-        Err(RedisRateError::InsufficientCapacity {
-            requested: u32::MAX,
-            burst: 2
-        })
-    ));
-}
+    #[test]
+    fn redis_per_second_u32_max_is_a_config_error() {
+        // Below one microsecond per cell.
+        assert_eq!(
+            redis().per_second(u32::MAX).build().unwrap_err().field(),
+            "rate"
+        );
+    }
 
-#[test]
-fn redis_wait_timeout_zero_and_past_deadline_time_out_without_the_network() {
-    let limiter = redis().per_second(1).build().unwrap();
-    assert!(matches!(
-        limiter.wait_timeout("k", Duration::ZERO),
-        Err(RedisRateError::Timeout)
-    ));
-    let past = std::time::Instant::now()
-        .checked_sub(SECOND)
-        .unwrap_or_else(std::time::Instant::now);
-    assert!(matches!(
-        limiter.wait_deadline("k", past),
-        Err(RedisRateError::Timeout)
-    ));
-}
+    #[test]
+    fn redis_interval_zero_is_a_config_error() {
+        assert_eq!(
+            redis()
+                .interval(Duration::ZERO)
+                .build()
+                .unwrap_err()
+                .field(),
+            "rate"
+        );
+    }
 
-#[test]
-fn redis_wait_cancellable_with_a_cancelled_token_is_cancelled_without_the_network() {
-    let limiter = redis().per_second(1).build().unwrap();
-    let token = CancelToken::new();
-    token.cancel();
-    assert!(matches!(
-        limiter.wait_cancellable("k", &token),
-        Err(RedisRateError::Cancelled(CancelReason::Cancelled))
-    ));
+    #[test]
+    fn redis_interval_duration_max_is_a_config_error() {
+        assert_eq!(
+            redis().interval(Duration::MAX).build().unwrap_err().field(),
+            "rate"
+        );
+    }
+
+    #[test]
+    fn redis_burst_zero_is_a_config_error() {
+        config_error(redis().per_second(1).burst(0).build(), "burst", "0");
+    }
+
+    #[test]
+    fn redis_burst_u32_max_is_a_config_error_above_100_years() {
+        config_error(
+            redis().per_second(1).burst(u32::MAX).build(),
+            "burst",
+            "4294967295",
+        );
+    }
+
+    #[test]
+    fn redis_io_timeout_zero_is_a_config_error() {
+        config_error(
+            redis().per_second(1).io_timeout(Duration::ZERO).build(),
+            "io_timeout",
+            "0ns",
+        );
+    }
+
+    #[test]
+    fn redis_io_timeout_duration_max_builds() {
+        // Accepted: every network operation is then bounded only by the OS.
+        assert!(redis()
+            .per_second(1)
+            .io_timeout(Duration::MAX)
+            .build()
+            .is_ok());
+    }
+
+    #[test]
+    fn redis_empty_or_nul_addr_is_a_config_error() {
+        for addr in ["", "\0", "127.0.0.1\0:6379", "127.0.0.1:notaport"] {
+            let err = RedisRateLimiter::builder(addr)
+                .per_second(1)
+                .build()
+                .unwrap_err();
+            assert_eq!(err.field(), "url", "{addr:?}");
+        }
+    }
+
+    #[test]
+    fn redis_empty_or_nul_key_prefix_builds() {
+        // Redis keys are binary-safe: any prefix is a valid key prefix.
+        assert!(redis().per_second(1).key_prefix("").build().is_ok());
+        assert!(redis().per_second(1).key_prefix("a\0b").build().is_ok());
+    }
+
+    #[test]
+    fn redis_check_n_zero_passes_without_the_network() {
+        let limiter = redis().per_second(1).build().unwrap();
+        assert!(limiter.check_n("k", 0).is_ok());
+    }
+
+    #[test]
+    fn redis_check_n_above_the_burst_is_insufficient_capacity_without_the_network() {
+        let limiter = redis().per_second(1).burst(2).build().unwrap();
+        assert!(matches!(
+            limiter.check_n("k", u32::MAX),
+            Err(RedisRateError::InsufficientCapacity {
+                requested: u32::MAX,
+                burst: 2
+            })
+        ));
+    }
+
+    #[test]
+    fn redis_wait_timeout_zero_and_past_deadline_time_out_without_the_network() {
+        let limiter = redis().per_second(1).build().unwrap();
+        assert!(matches!(
+            limiter.wait_timeout("k", Duration::ZERO),
+            Err(RedisRateError::Timeout)
+        ));
+        let past = std::time::Instant::now()
+            .checked_sub(SECOND)
+            .unwrap_or_else(std::time::Instant::now);
+        assert!(matches!(
+            limiter.wait_deadline("k", past),
+            Err(RedisRateError::Timeout)
+        ));
+    }
+
+    #[test]
+    fn redis_wait_cancellable_with_a_cancelled_token_is_cancelled_without_the_network() {
+        let limiter = redis().per_second(1).build().unwrap();
+        let token = CancelToken::new();
+        token.cancel();
+        assert!(matches!(
+            limiter.wait_cancellable("k", &token),
+            Err(RedisRateError::Cancelled(CancelReason::Cancelled))
+        ));
+    }
 }
