@@ -27,7 +27,7 @@
 // models exercise the real code without making it public.
 #[path = "../src/cancel.rs"]
 mod cancel;
-#[path = "../src/pool/claim.rs"]
+#[path = "../src/pool/map/claim.rs"]
 mod claim;
 #[path = "../src/pool/exits.rs"]
 mod exits;

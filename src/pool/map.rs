@@ -23,13 +23,15 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use self::claim::{claim, Claim};
 use crate::panic::Panic;
-use crate::pool::claim::{claim, Claim};
 use crate::pool::core::Core;
 use crate::pool::handle::{packet, TaskError, TaskHandle};
 use crate::pool::job::Job;
 use crate::pool::task::{Plain, Shared};
 use std::sync::Arc;
+
+mod claim;
 
 /// Most items one chunk carries: big enough to amortise the per-job cost on tiny
 /// items, small enough to keep both workers busy on uneven ones.

@@ -9,7 +9,6 @@
 //! only in how they start and join threads and in how a refused closure is recovered
 //! from its erased job (see `task.rs`).
 
-mod claim;
 mod core;
 mod exits;
 mod handle;
