@@ -28,7 +28,6 @@ use self::task::{Call, Plain, Shared, Tokened};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::config::{check_name, ConfigError};
 use crate::overflow::Overflow;
-use crate::panic::Panic;
 use crate::scope::{Scope, ScopedHandle};
 use crate::spawn::{spawn, ThreadSpec};
 use crate::sync::time;
@@ -36,6 +35,7 @@ use std::sync::Arc;
 
 use crate::wait::Until;
 
+pub use self::core::{PoolStats, ShutdownReport};
 pub(crate) use self::handle::packet;
 pub use self::handle::{TaskError, TaskHandle};
 pub use self::map::PoolMap;
@@ -264,98 +264,6 @@ impl<F: PartialEq> PartialEq for SubmitError<F> {
             _ => false,
         }
     }
-}
-
-/// A snapshot of a pool's counters and gauges (relaxed reads: cheap to poll, not a
-/// consistent cut while tasks are moving).
-///
-/// Every accepted task ends exactly one way, so once the pool is shut down
-/// `submitted == completed + panicked + cancelled + dropped`. Refused tasks went back
-/// to their submitter and are counted in `rejected` only. `map` counts one task per
-/// chunk it queues; chunks it runs on the calling thread without queueing them (cheap
-/// ones, or ones that found the queue full) are not counted.
-///
-/// # Example
-///
-/// ```
-/// let pool = corral::WorkerPool::builder().workers(2).build()?;
-/// pool.submit(|| ()).unwrap().join().unwrap();
-/// let stats = pool.stats();
-/// assert_eq!((stats.workers, stats.submitted, stats.completed), (2, 1, 1));
-/// # Ok::<(), corral::ConfigError>(())
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct PoolStats {
-    /// Worker threads.
-    pub workers: usize,
-    /// Workers running a task right now.
-    pub busy: usize,
-    /// Tasks waiting in the queue.
-    pub queued: usize,
-    /// The queue's capacity.
-    pub capacity: usize,
-    /// Tasks accepted (including those run by the caller or dropped by the policy).
-    /// A queued task is counted by the worker that takes it, so the submit path stays
-    /// free of shared counters: a snapshot may miss a task on its way from the queue to
-    /// a worker (one per worker at most), never counts one twice, and never reports
-    /// less than an earlier snapshot. Exact whenever nothing is in transit, and so
-    /// after a shutdown.
-    pub submitted: u64,
-    /// Tasks that ran to completion.
-    pub completed: u64,
-    /// Tasks that panicked (the worker survived).
-    pub panicked: u64,
-    /// Submissions refused and handed back (`Full`, `Closed`, `Timeout`, `Cancelled`).
-    pub rejected: u64,
-    /// Tasks displaced by `DropOldest` / `DropNewest` (to `on_drop`, or discarded).
-    pub dropped: u64,
-    /// Tasks the submitting thread ran itself under `CallerRuns` (also counted in
-    /// `completed` or `panicked`).
-    pub caller_ran: u64,
-    /// Accepted tasks that never ran (shutdown_now, cancelled pool token).
-    pub cancelled: u64,
-}
-
-/// What a shutdown found: how the pool's tasks ended.
-///
-/// A shutdown made inside one of the pool's own tasks reports every task but that
-/// one, which is still running when the report is made.
-///
-/// # Example
-///
-/// ```
-/// let pool = corral::WorkerPool::builder().workers(2).build()?;
-/// for i in 0..10 {
-///     pool.execute(move || assert!(i < 10)).unwrap();
-/// }
-/// let report = pool.shutdown(); // runs everything queued, joins every worker
-/// assert_eq!(report.completed, 10);
-/// assert_eq!(report.never_ran, 0);
-/// # Ok::<(), corral::ConfigError>(())
-/// ```
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct ShutdownReport {
-    /// Tasks that ran to completion.
-    pub completed: u64,
-    /// Tasks that panicked.
-    pub panicked: u64,
-    /// Accepted tasks that never ran; their handles resolved to
-    /// [`TaskError::Cancelled`].
-    pub never_ran: u64,
-    /// Tasks displaced by the overflow policy.
-    pub dropped: u64,
-    /// Submissions refused and handed back.
-    pub rejected: u64,
-    /// Tasks run by their submitter under `CallerRuns`.
-    pub caller_ran: u64,
-    /// The first panic that had no handle to go to: a fire-and-forget task's
-    /// ([`execute`](WorkerPool::execute)), the `on_drop` callback's, that of a
-    /// displaced or never-run task's captures when dropped, or that of a result
-    /// whose handle was dropped unjoined. Panics of tasks with handles went to the
-    /// handles.
-    pub first_panic: Option<Panic>,
 }
 
 /// Configures a [`WorkerPool`] or a [`ScopedPool`].
