@@ -24,8 +24,7 @@ use crate::cancel::{CancelToken, OnCancel};
 use crate::overflow::Overflow;
 use crate::panic::{drop_quietly, Panic};
 use crate::pool::exits;
-use crate::pool::job::{Job, Runnable};
-use crate::pool::task::{DroppedTask, Outcome, Tally};
+use crate::pool::task::{DroppedTask, Job, Outcome, Runnable, Tally};
 use crate::queue::{send_evicting, send_until, try_send, Refused};
 use crate::sync::{time, Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
 use crate::wait::Until;
@@ -106,7 +105,7 @@ pub struct ShutdownReport {
     /// Tasks that panicked.
     pub panicked: u64,
     /// Accepted tasks that never ran; their handles resolved to
-    /// [`TaskError::Cancelled`](crate::pool::handle::TaskError::Cancelled).
+    /// [`TaskError::Cancelled`](crate::pool::task::TaskError::Cancelled).
     pub never_ran: u64,
     /// Tasks displaced by the overflow policy.
     pub dropped: u64,

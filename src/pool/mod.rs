@@ -4,15 +4,13 @@
 //!
 //! Implementation notes. [`WorkerPool`] (owned threads) and [`ScopedPool`] (threads
 //! of a [`corral::scope`](crate::scope), whose tasks may borrow) are thin wrappers over
-//! one engine in `core.rs`; tasks are type-erased jobs (`task.rs`) whose results go
-//! through a one-shot slot (`handle.rs`); `map` lives in `map.rs`. The wrappers differ
-//! only in how they start and join threads and in how a refused closure is recovered
-//! from its erased job (see `task.rs`).
+//! one engine in `core.rs`; `task.rs` holds one task from submit to join (the job
+//! the queue carries, its closure slot, its result slot and handle, and the pool's
+//! `unsafe`); `map` lives in `map.rs`. The wrappers differ only in how they start and
+//! join threads and in whether a task's result slot may live in its own cell.
 
 mod core;
 mod exits;
-mod handle;
-mod job;
 mod map;
 mod task;
 
@@ -22,9 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use self::core::{work, Core, OnDropFn, Refusal};
-use self::handle::Packet;
-use self::job::Runnable;
-use self::task::{Call, Plain, Shared, Tokened};
+use self::task::{in_cell, with_own_slot, Call, Plain, Runnable, Tokened};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::config::{check_name, ConfigError};
 use crate::overflow::Overflow;
@@ -36,10 +32,8 @@ use std::sync::Arc;
 use crate::wait::Until;
 
 pub use self::core::{PoolStats, ShutdownReport};
-pub(crate) use self::handle::packet;
-pub use self::handle::{TaskError, TaskHandle};
 pub use self::map::PoolMap;
-pub use self::task::DroppedTask;
+pub use self::task::{DroppedTask, TaskError, TaskHandle};
 
 /// Why a task was not accepted. The task travels back inside, untouched.
 ///
@@ -1104,8 +1098,7 @@ impl WorkerPool {
             return push_with_own_slot(&self.core, call, until);
         }
         // One allocation: the handle reads its result from the queued task's cell.
-        let task = Shared::new(call, Packet::new());
-        let handle = task.handle();
+        let (task, handle) = in_cell(call);
         self.core
             .push(task, until)
             .map(|()| handle)
@@ -1142,10 +1135,8 @@ where
     C: Call + 'a,
     C::Out: Send + 'a,
 {
-    let (slot, handle) = packet();
-    core.push(Shared::new(call, slot), until)
-        .map(|()| handle)
-        .map_err(refused)
+    let (task, handle) = with_own_slot(call);
+    core.push(task, until).map(|()| handle).map_err(refused)
 }
 
 /// The error for a task the queue refused, with its closure handed back.
