@@ -356,8 +356,8 @@ pub use panic::Panic;
 pub use pipeline::LoomGate as __LoomReorderGate;
 pub use pipeline::{Pipeline, PipelineError, PipelineReport, StageStats};
 pub use pool::{
-    DroppedTask, PoolBuilder, PoolMap, PoolStats, ScopedPool, ShutdownReport, SubmitError,
-    SubmitErrorKind, TaskError, TaskHandle, WorkerPool,
+    DroppedTask, OwnedThreads, Pool, PoolBuilder, PoolMap, PoolStats, PoolThreads, ScopedPool,
+    ScopedThreads, ShutdownReport, SubmitError, SubmitErrorKind, TaskError, TaskHandle, WorkerPool,
 };
 pub use rate::{
     CheckError, InsufficientCapacity, KeyedRateLimiter, KeyedRateLimiterBuilder, KeyedStats,
