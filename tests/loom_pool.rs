@@ -27,22 +27,22 @@
 // models exercise the real code without making it public.
 #[path = "../src/cancel.rs"]
 mod cancel;
-#[path = "../src/pool/claim.rs"]
+#[path = "../src/pool/map/claim.rs"]
 mod claim;
 #[path = "../src/pool/exits.rs"]
 mod exits;
-#[path = "../src/pool/handle.rs"]
-mod handle;
 #[path = "../src/panic.rs"]
 mod panic;
 #[path = "../src/sync.rs"]
 mod sync;
+#[path = "../src/pool/task.rs"]
+mod task;
 #[path = "../src/wait.rs"]
 mod wait;
 
 use std::time::Duration;
 
-use handle::{packet, TaskError};
+use task::{packet, TaskError};
 
 #[test]
 fn join_sees_the_result_completed_on_another_thread() {
@@ -175,16 +175,16 @@ fn a_handle_given_up_on_one_thread_is_joined_on_another() {
 /// which may let go last, and a handle that gives up and is dropped.
 #[test]
 fn a_slot_inside_a_shared_cell_is_freed_by_whichever_side_goes_last() {
-    struct InCell(handle::Packet<Box<u32>>);
-    impl handle::AsPacket<Box<u32>> for InCell {
-        fn packet(&self) -> &handle::Packet<Box<u32>> {
+    struct InCell(task::Packet<Box<u32>>);
+    impl task::AsPacket<Box<u32>> for InCell {
+        fn packet(&self) -> &task::Packet<Box<u32>> {
             &self.0
         }
     }
     loom::model(|| {
-        let cell = std::sync::Arc::new(InCell(handle::Packet::new()));
-        let shared = std::sync::Arc::clone(&cell) as std::sync::Arc<dyn handle::AsPacket<Box<u32>>>;
-        let handle = handle::TaskHandle::in_cell(shared);
+        let cell = std::sync::Arc::new(InCell(task::Packet::new()));
+        let shared = std::sync::Arc::clone(&cell) as std::sync::Arc<dyn task::AsPacket<Box<u32>>>;
+        let handle = task::TaskHandle::in_cell(shared);
         let worker = loom::thread::spawn(move || {
             cell.0.set(Ok(Box::new(4)));
             drop(cell);

@@ -1,9 +1,9 @@
-//! The pool engine shared by [`WorkerPool`](crate::WorkerPool) (owned threads) and
-//! [`ScopedPool`](crate::ScopedPool) (threads of a `corral::scope`).
+//! The pool engine: the queue, the worker loop, the overflow policies, the counters
+//! and the shutdown paths, with the [`PoolStats`] and [`ShutdownReport`] they produce.
 //!
 //! Implementation notes. The queue is one `crossbeam_channel::bounded(capacity)` of
-//! type-erased jobs; workers block in `recv` and exit when the last sender is gone and
-//! the queue is empty, so graceful shutdown is "drop the sender, join". The engine owns
+//! [`Job`]s; workers block in `recv` and exit when the last sender is gone and the
+//! queue is empty, so graceful shutdown is "drop the sender, join". The engine owns
 //! the only sender, behind `&mut` on the shutdown paths, so no lock guards it.
 //! Overflow policies use `crate::queue` (`try_send`, `send_until`, `send_evicting`).
 //! Counters are split so the hot path touches no shared cache line: submit-side
@@ -11,12 +11,9 @@
 //! `stats()` sums them (relaxed: a snapshot, not a barrier). A cancelled pool token
 //! makes workers drop (not run) every job they receive, which resolves its handle to
 //! `Cancelled` and counts it; they still drain, so a blocked submitter always
-//! progresses. `alive` (under a mutex with a condvar) lets `shutdown_timeout` wait for
-//! workers with a deadline, which `JoinHandle` cannot.
-//!
-//! Atomics, locks and time come from `crate::sync`, so the parts that run without the
-//! channel (the exit count a shutdown waits on) are model-checked under loom
-//! (tests/loom_pool.rs).
+//! progresses. `alive` (under a mutex with a condvar, `exits.rs`) lets
+//! `shutdown_timeout` wait for workers with a deadline, which `JoinHandle` cannot;
+//! loom models that wait (tests/loom_pool.rs).
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -27,12 +24,102 @@ use crate::cancel::{CancelToken, OnCancel};
 use crate::overflow::Overflow;
 use crate::panic::{drop_quietly, Panic};
 use crate::pool::exits;
-use crate::pool::job::{Job, Runnable};
-use crate::pool::task::{DroppedTask, Outcome, Tally};
-use crate::pool::{PoolStats, ShutdownReport};
+use crate::pool::task::{DroppedTask, Job, Outcome, Runnable, Tally};
 use crate::queue::{send_evicting, send_until, try_send, Refused};
 use crate::sync::{time, Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
 use crate::wait::Until;
+
+/// A snapshot of a pool's counters and gauges (relaxed reads: cheap to poll, not a
+/// consistent cut while tasks are moving).
+///
+/// Every accepted task ends exactly one way, so once the pool is shut down
+/// `submitted == completed + panicked + cancelled + dropped`. Refused tasks went back
+/// to their submitter and are counted in `rejected` only. `map` counts one task per
+/// chunk it queues; chunks it runs on the calling thread without queueing them (cheap
+/// ones, or ones that found the queue full) are not counted.
+///
+/// # Example
+///
+/// ```
+/// let pool = corral::WorkerPool::builder().workers(2).build()?;
+/// pool.submit(|| ()).unwrap().join().unwrap();
+/// let stats = pool.stats();
+/// assert_eq!((stats.workers, stats.submitted, stats.completed), (2, 1, 1));
+/// # Ok::<(), corral::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Worker threads.
+    pub workers: usize,
+    /// Workers running a task right now.
+    pub busy: usize,
+    /// Tasks waiting in the queue.
+    pub queued: usize,
+    /// The queue's capacity.
+    pub capacity: usize,
+    /// Tasks accepted (including those run by the caller or dropped by the policy).
+    /// A queued task is counted by the worker that takes it, so the submit path stays
+    /// free of shared counters: a snapshot may miss a task on its way from the queue to
+    /// a worker (one per worker at most), never counts one twice, and never reports
+    /// less than an earlier snapshot. Exact whenever nothing is in transit, and so
+    /// after a shutdown.
+    pub submitted: u64,
+    /// Tasks that ran to completion.
+    pub completed: u64,
+    /// Tasks that panicked (the worker survived).
+    pub panicked: u64,
+    /// Submissions refused and handed back (`Full`, `Closed`, `Timeout`, `Cancelled`).
+    pub rejected: u64,
+    /// Tasks displaced by `DropOldest` / `DropNewest` (to `on_drop`, or discarded).
+    pub dropped: u64,
+    /// Tasks the submitting thread ran itself under `CallerRuns` (also counted in
+    /// `completed` or `panicked`).
+    pub caller_ran: u64,
+    /// Accepted tasks that never ran (shutdown_now, cancelled pool token).
+    pub cancelled: u64,
+}
+
+/// What a shutdown found: how the pool's tasks ended.
+///
+/// A shutdown made inside one of the pool's own tasks reports every task but that
+/// one, which is still running when the report is made.
+///
+/// # Example
+///
+/// ```
+/// let pool = corral::WorkerPool::builder().workers(2).build()?;
+/// for i in 0..10 {
+///     pool.execute(move || assert!(i < 10)).unwrap();
+/// }
+/// let report = pool.shutdown(); // runs everything queued, joins every worker
+/// assert_eq!(report.completed, 10);
+/// assert_eq!(report.never_ran, 0);
+/// # Ok::<(), corral::ConfigError>(())
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Tasks that ran to completion.
+    pub completed: u64,
+    /// Tasks that panicked.
+    pub panicked: u64,
+    /// Accepted tasks that never ran; their handles resolved to
+    /// [`TaskError::Cancelled`](crate::pool::task::TaskError::Cancelled).
+    pub never_ran: u64,
+    /// Tasks displaced by the overflow policy.
+    pub dropped: u64,
+    /// Submissions refused and handed back.
+    pub rejected: u64,
+    /// Tasks run by their submitter under `CallerRuns`.
+    pub caller_ran: u64,
+    /// The first panic that had no handle to go to: a fire-and-forget task's
+    /// ([`execute`](crate::pool::WorkerPool::execute)), the `on_drop` callback's, that of a
+    /// displaced or never-run task's captures when dropped, or that of a result
+    /// whose handle was dropped unjoined. Panics of tasks with handles went to the
+    /// handles.
+    pub first_panic: Option<Panic>,
+}
 
 pub(crate) type OnDropFn = dyn Fn(DroppedTask<'_>) + Send + Sync;
 
@@ -60,8 +147,7 @@ struct Front {
     /// Accepted tasks that never reach a worker: shed by `DropNewest`, run by the
     /// caller, evicted by `DropOldest` or drained from the queue unrun. A queued task
     /// is counted by the worker that takes it, so the submit path does no atomic
-    /// read-modify-write of its own (`scripts/ab-pool` measures the gain on `execute`;
-    /// BENCHMARKS.md has the figure).
+    /// read-modify-write of its own.
     unqueued: AtomicU64,
     rejected: AtomicU64,
     dropped: AtomicU64,
@@ -268,9 +354,9 @@ impl<'a> Core<'a> {
     /// Queues `job` under the overflow policy. `until` is `None` for `try_` forms; a
     /// `Block` pool then refuses instead of waiting.
     ///
-    /// The accepted path is small and always inlined (as plain `#[inline]` the
-    /// compiler kept `push` and `accepting` as calls on the submit path); a full or
-    /// closed queue goes to the cold [`overflowed`](Core::overflowed).
+    /// The accepted path is small and always inlined into each submit method; a full
+    /// or closed queue goes to the cold [`overflowed`](Core::overflowed), the one
+    /// place the overflow policy is dispatched.
     #[inline(always)]
     #[allow(unsafe_code)]
     pub(crate) fn push<R: Runnable + 'a>(

@@ -23,13 +23,13 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use self::claim::{claim, Claim};
 use crate::panic::Panic;
-use crate::pool::claim::{claim, Claim};
 use crate::pool::core::Core;
-use crate::pool::handle::{packet, TaskError, TaskHandle};
-use crate::pool::job::Job;
-use crate::pool::task::{Plain, Shared};
+use crate::pool::task::{with_own_slot, Job, Plain, TaskError, TaskHandle};
 use std::sync::Arc;
+
+mod claim;
 
 /// Most items one chunk carries: big enough to amortise the per-job cost on tiny
 /// items, small enough to keep both workers busy on uneven ones.
@@ -248,13 +248,13 @@ where
                 continue;
             }
             let f = Arc::clone(&self.f);
-            let (done, handle) = packet();
             let (claim, guard) = claim(batch);
             let work = move || {
                 let batch = guard.take();
                 batch.map(|batch| timed_chunk(batch, &*f))
             };
-            let job = Job::new(Shared::new(Plain(work), done));
+            let (task, handle) = with_own_slot(Plain(work));
+            let job = Job::new(task);
             let pending = match self.core.offer(job) {
                 Ok(()) => Pending::Queued(handle, claim, n),
                 Err((job, closed)) => {

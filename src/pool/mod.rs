@@ -2,45 +2,55 @@
 //! policies that hand every losing task back, panics as data, and a shutdown that
 //! joins every thread and reports what ran.
 //!
-//! Implementation notes. [`WorkerPool`] (owned threads) and [`ScopedPool`] (threads
-//! of a [`corral::scope`](crate::scope()), whose tasks may borrow) are thin wrappers over
-//! one engine in `core.rs`; tasks are type-erased jobs (`task.rs`) whose results go
-//! through a one-shot slot (`handle.rs`); `map` lives in `map.rs`. The wrappers differ
-//! only in how they start and join threads and in how a refused closure is recovered
-//! from its erased job (see `task.rs`).
+//! [`WorkerPool`] owns its threads; [`ScopedPool`] runs them in a
+//! [`corral::scope`](crate::scope()), so its tasks may borrow. Both are the one type
+//! [`Pool`] and share every method. `submit` returns a [`TaskHandle`] to join;
+//! `execute` is fire and forget; each comes in the five bounded forms, and a refusal
+//! hands the closure back inside a [`SubmitError`]. An [`Overflow`]
+//! policy decides what a full queue does; every task it displaces goes to the
+//! `on_drop` callback as a [`DroppedTask`] and is counted. `map` ([`PoolMap`]) gives
+//! ordered results with bounded work in flight. `shutdown` and its forms end in a
+//! [`ShutdownReport`]; [`PoolStats`] is a live snapshot.
+//!
+//! # What a task must do
+//!
+//! Return. A running task is never interrupted: `shutdown_now` cancels the token of
+//! tasks submitted `with_token`, and a task that ignores it runs to its end. A task
+//! that waits without a bound for another task of its own pool can wait for ever
+//! when every worker does the same; the pool runs a blocking submit from one of its
+//! own workers on that worker instead of deadlocking on the full queue.
+//
+// Layout: this file is the front (errors, builder, the documented methods) over a
+// sealed `PoolThreads` marker holding the only differences between the two pools (how
+// a worker is joined, whether a task's result slot may live in its own allocation).
+// `core.rs` is the engine (queue, workers, overflow, counters, shutdown), `task.rs`
+// one task from submit to join (job, closure slot, result slot, handle, and the
+// pool's `unsafe`), `map.rs` the ordered `map` with its chunk claim. Imports run only
+// downward; `task.rs` imports nothing of the pool.
 
-mod claim;
 mod core;
 mod exits;
-mod handle;
-mod job;
 mod map;
 mod task;
 
 use std::fmt;
 use std::io;
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::core::{work, Core, OnDropFn, Refusal};
-use self::handle::Packet;
-use self::job::Runnable;
-use self::task::{Call, Plain, Shared, Tokened};
+use self::task::{Plain, Runnable, Tokened};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::config::{check_name, ConfigError};
 use crate::overflow::Overflow;
-use crate::panic::Panic;
-use crate::scope::{Scope, ScopedHandle};
+use crate::scope::Scope;
 use crate::spawn::{spawn, ThreadSpec};
 use crate::sync::time;
-use std::sync::Arc;
-
 use crate::wait::Until;
 
-pub(crate) use self::handle::packet;
-pub use self::handle::{TaskError, TaskHandle};
+pub use self::core::{PoolStats, ShutdownReport};
 pub use self::map::PoolMap;
-pub use self::task::DroppedTask;
+pub use self::task::{DroppedTask, TaskError, TaskHandle};
 
 /// Why a task was not accepted. The task travels back inside, untouched.
 ///
@@ -265,98 +275,6 @@ impl<F: PartialEq> PartialEq for SubmitError<F> {
             _ => false,
         }
     }
-}
-
-/// A snapshot of a pool's counters and gauges (relaxed reads: cheap to poll, not a
-/// consistent cut while tasks are moving).
-///
-/// Every accepted task ends exactly one way, so once the pool is shut down
-/// `submitted == completed + panicked + cancelled + dropped`. Refused tasks went back
-/// to their submitter and are counted in `rejected` only. `map` counts one task per
-/// chunk it queues; chunks it runs on the calling thread without queueing them (cheap
-/// ones, or ones that found the queue full) are not counted.
-///
-/// # Example
-///
-/// ```
-/// let pool = corral::WorkerPool::builder().workers(2).build()?;
-/// pool.submit(|| ()).unwrap().join().unwrap();
-/// let stats = pool.stats();
-/// assert_eq!((stats.workers, stats.submitted, stats.completed), (2, 1, 1));
-/// # Ok::<(), corral::ConfigError>(())
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct PoolStats {
-    /// Worker threads.
-    pub workers: usize,
-    /// Workers running a task right now.
-    pub busy: usize,
-    /// Tasks waiting in the queue.
-    pub queued: usize,
-    /// The queue's capacity.
-    pub capacity: usize,
-    /// Tasks accepted (including those run by the caller or dropped by the policy).
-    /// A queued task is counted by the worker that takes it, so the submit path stays
-    /// free of shared counters: a snapshot may miss a task on its way from the queue to
-    /// a worker (one per worker at most), never counts one twice, and never reports
-    /// less than an earlier snapshot. Exact whenever nothing is in transit, and so
-    /// after a shutdown.
-    pub submitted: u64,
-    /// Tasks that ran to completion.
-    pub completed: u64,
-    /// Tasks that panicked (the worker survived).
-    pub panicked: u64,
-    /// Submissions refused and handed back (`Full`, `Closed`, `Timeout`, `Cancelled`).
-    pub rejected: u64,
-    /// Tasks displaced by `DropOldest` / `DropNewest` (to `on_drop`, or discarded).
-    pub dropped: u64,
-    /// Tasks the submitting thread ran itself under `CallerRuns` (also counted in
-    /// `completed` or `panicked`).
-    pub caller_ran: u64,
-    /// Accepted tasks that never ran (shutdown_now, cancelled pool token).
-    pub cancelled: u64,
-}
-
-/// What a shutdown found: how the pool's tasks ended.
-///
-/// A shutdown made inside one of the pool's own tasks reports every task but that
-/// one, which is still running when the report is made.
-///
-/// # Example
-///
-/// ```
-/// let pool = corral::WorkerPool::builder().workers(2).build()?;
-/// for i in 0..10 {
-///     pool.execute(move || assert!(i < 10)).unwrap();
-/// }
-/// let report = pool.shutdown(); // runs everything queued, joins every worker
-/// assert_eq!(report.completed, 10);
-/// assert_eq!(report.never_ran, 0);
-/// # Ok::<(), corral::ConfigError>(())
-/// ```
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct ShutdownReport {
-    /// Tasks that ran to completion.
-    pub completed: u64,
-    /// Tasks that panicked.
-    pub panicked: u64,
-    /// Accepted tasks that never ran; their handles resolved to
-    /// [`TaskError::Cancelled`].
-    pub never_ran: u64,
-    /// Tasks displaced by the overflow policy.
-    pub dropped: u64,
-    /// Submissions refused and handed back.
-    pub rejected: u64,
-    /// Tasks run by their submitter under `CallerRuns`.
-    pub caller_ran: u64,
-    /// The first panic that had no handle to go to: a fire-and-forget task's
-    /// ([`execute`](WorkerPool::execute)), the `on_drop` callback's, that of a
-    /// displaced or never-run task's captures when dropped, or that of a result
-    /// whose handle was dropped unjoined. Panics of tasks with handles went to the
-    /// handles.
-    pub first_panic: Option<Panic>,
 }
 
 /// Configures a [`WorkerPool`] or a [`ScopedPool`].
@@ -632,485 +550,494 @@ impl fmt::Debug for PoolBuilder {
     }
 }
 
-/// The largest closure an owned pool keeps inline with its task's result slot. A
-/// handle keeps that cell alive until it is joined or dropped, so a bigger closure
-/// gets a separate slot instead (two allocations, but no pinned bytes).
-const INLINE_CLOSURE_MAX: usize = 256;
+/// The one implementation behind [`WorkerPool`] and [`ScopedPool`]; write those
+/// names. `'env` is what every task must outlive (`'static` for a `WorkerPool`, the
+/// scope for a `ScopedPool`) and `W` says how the workers are started and joined
+/// ([`OwnedThreads`] or [`ScopedThreads`]). [`WorkerPool`] describes the behaviour;
+/// both behave alike.
+pub struct Pool<'env, W: PoolThreads<'env>> {
+    core: Core<'env>,
+    handles: Vec<W::Thread>,
+}
 
-/// The task-facing methods, the same for both pools. `$lt` is the lifetime a task must
-/// outlive (`'static` for [`WorkerPool`], `'scope` for [`ScopedPool`]); each pool
-/// supplies its own `submit_call` and `execute_call` (how a task is built: only the
-/// owned pool's `'static` tasks can share their result slot with the handle) and its
-/// `handles` (how a worker is joined). Both pools get the same `Drop`.
-macro_rules! pool_methods {
-    ([$($g:lifetime)?] $pool:ty, $lt:lifetime) => {
-        impl$(<$g>)? $pool {
-            /// Queues `f` and returns a handle to its result, waiting while the queue is full
-            /// (under [`Overflow::Block`]; other policies never wait). In a [`ScopedPool`], `f`
-            /// may borrow anything that outlives the scope.
-            ///
-            /// # Errors
-            ///
-            /// [`SubmitError::Closed`] once the pool is closed or shut down;
-            /// [`SubmitError::Full`] when a `Reject` pool's queue is full, or when tasks
-            /// run on this thread (see [`WorkerPool`]'s re-entrancy) are already nested
-            /// 64 deep. The closure is handed back.
-            ///
-            /// Called from inside one of the pool's own tasks while the queue is full, it
-            /// runs `f` on the current thread instead of waiting (counted in
-            /// [`PoolStats::caller_ran`]).
-            ///
-            /// # Example
-            ///
-            /// ```
-            /// let pool = corral::WorkerPool::builder().workers(1).build()?;
-            /// assert_eq!(pool.submit(|| "done").unwrap().join().unwrap(), "done");
-            /// # Ok::<(), corral::ConfigError>(())
-            /// ```
-            pub fn submit<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
-            where
-                F: FnOnce() -> T + Send + $lt,
-                T: Send + $lt,
-            {
-                self.submit_call(Plain(f), Some(&Until::FOREVER))
+impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
+    /// Queues `f` and returns a handle to its result, waiting while the queue is full
+    /// (under [`Overflow::Block`]; other policies never wait). In a [`ScopedPool`], `f`
+    /// may borrow anything that outlives the scope.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Closed`] once the pool is closed or shut down;
+    /// [`SubmitError::Full`] when a `Reject` pool's queue is full, or when tasks
+    /// run on this thread (see [`WorkerPool`]'s re-entrancy) are already nested
+    /// 64 deep. The closure is handed back.
+    ///
+    /// Called from inside one of the pool's own tasks while the queue is full, it
+    /// runs `f` on the current thread instead of waiting (counted in
+    /// [`PoolStats::caller_ran`]).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let pool = corral::WorkerPool::builder().workers(1).build()?;
+    /// assert_eq!(pool.submit(|| "done").unwrap().join().unwrap(), "done");
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn submit<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'env,
+        T: Send + 'env,
+    {
+        W::submit(&self.core, Plain(f), Some(&Until::FOREVER))
+    }
+
+    /// Queues `f` only if that needs no waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Full`] when the queue is full (under `Block` or `Reject`),
+    /// [`SubmitError::Closed`] after close or shutdown; the closure is handed back.
+    pub fn try_submit<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'env,
+        T: Send + 'env,
+    {
+        W::submit(&self.core, Plain(f), None)
+    }
+
+    /// As [`submit`](Self::submit), waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Timeout`] when no room appeared in time, plus those of `submit`.
+    pub fn submit_timeout<F, T>(
+        &self,
+        f: F,
+        timeout: Duration,
+    ) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'env,
+        T: Send + 'env,
+    {
+        W::submit(&self.core, Plain(f), Some(&Until::timeout(timeout)))
+    }
+
+    /// As [`submit`](Self::submit), waiting until `deadline` at most for room.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Timeout`] when the deadline passed, plus those of `submit`.
+    pub fn submit_deadline<F, T>(
+        &self,
+        f: F,
+        deadline: Instant,
+    ) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'env,
+        T: Send + 'env,
+    {
+        W::submit(&self.core, Plain(f), Some(&Until::deadline(deadline)))
+    }
+
+    /// As [`submit`](Self::submit), waiting for room until `token` is cancelled.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Cancelled`] with the token's reason, plus those of `submit`.
+    pub fn submit_cancellable<F, T>(
+        &self,
+        f: F,
+        token: &CancelToken,
+    ) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'env,
+        T: Send + 'env,
+    {
+        W::submit(&self.core, Plain(f), Some(&Until::cancellable(token)))
+    }
+
+    /// As [`submit`](Self::submit), for a task that receives the pool's token
+    /// (cancelled by [`shutdown_now`](Self::shutdown_now) and by a
+    /// [`shutdown_timeout`](Self::shutdown_timeout) that ran out), so a long task
+    /// can stop early.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let pool = corral::WorkerPool::builder().workers(1).build()?;
+    /// let spinner = pool.submit_with_token(|token| {
+    ///     let mut rounds = 0u64;
+    ///     while !token.is_cancelled() {
+    ///         rounds += 1;
+    ///         std::thread::yield_now();
+    ///     }
+    ///     rounds
+    /// }).unwrap();
+    /// # while pool.stats().busy == 0 { std::thread::yield_now(); }
+    /// let report = pool.shutdown_now(); // cancels the token: the spinner stops
+    /// assert!(spinner.join().is_ok());
+    /// assert_eq!(report.completed, 1);
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn submit_with_token<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce(&CancelToken) -> T + Send + 'env,
+        T: Send + 'env,
+    {
+        W::submit(&self.core, Tokened(f), Some(&Until::FOREVER))
+    }
+
+    /// As [`submit_with_token`](Self::submit_with_token), only if that needs
+    /// no waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_submit`](Self::try_submit).
+    pub fn try_submit_with_token<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce(&CancelToken) -> T + Send + 'env,
+        T: Send + 'env,
+    {
+        W::submit(&self.core, Tokened(f), None)
+    }
+
+    /// As [`submit_with_token`](Self::submit_with_token), waiting at most
+    /// `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit_timeout`](Self::submit_timeout).
+    pub fn submit_with_token_timeout<F, T>(
+        &self,
+        f: F,
+        timeout: Duration,
+    ) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce(&CancelToken) -> T + Send + 'env,
+        T: Send + 'env,
+    {
+        W::submit(&self.core, Tokened(f), Some(&Until::timeout(timeout)))
+    }
+
+    /// As [`submit_with_token`](Self::submit_with_token), waiting until
+    /// `deadline` at most for room.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit_deadline`](Self::submit_deadline).
+    pub fn submit_with_token_deadline<F, T>(
+        &self,
+        f: F,
+        deadline: Instant,
+    ) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce(&CancelToken) -> T + Send + 'env,
+        T: Send + 'env,
+    {
+        W::submit(&self.core, Tokened(f), Some(&Until::deadline(deadline)))
+    }
+
+    /// As [`submit_with_token`](Self::submit_with_token), waiting for room until
+    /// `token` is cancelled (the task still receives the pool's token).
+    ///
+    /// # Errors
+    ///
+    /// As [`submit_cancellable`](Self::submit_cancellable).
+    pub fn submit_with_token_cancellable<F, T>(
+        &self,
+        f: F,
+        token: &CancelToken,
+    ) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce(&CancelToken) -> T + Send + 'env,
+        T: Send + 'env,
+    {
+        W::submit(&self.core, Tokened(f), Some(&Until::cancellable(token)))
+    }
+
+    /// Queues a fire-and-forget task: no handle, the cheapest form. A panic is counted
+    /// and the first one is kept in [`ShutdownReport::first_panic`].
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let pool = corral::WorkerPool::builder().workers(2).build()?;
+    /// let hits = Arc::new(AtomicUsize::new(0));
+    /// for _ in 0..100 {
+    ///     let hits = hits.clone();
+    ///     pool.execute(move || { hits.fetch_add(1, Ordering::Relaxed); }).unwrap();
+    /// }
+    /// pool.shutdown();
+    /// assert_eq!(hits.load(Ordering::Relaxed), 100);
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'env,
+    {
+        self.execute_call(f, Some(&Until::FOREVER))
+    }
+
+    /// As [`execute`](Self::execute), without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_submit`](Self::try_submit).
+    pub fn try_execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'env,
+    {
+        self.execute_call(f, None)
+    }
+
+    /// As [`execute`](Self::execute), waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit_timeout`](Self::submit_timeout).
+    pub fn execute_timeout<F>(&self, f: F, timeout: Duration) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'env,
+    {
+        self.execute_call(f, Some(&Until::timeout(timeout)))
+    }
+
+    /// As [`execute`](Self::execute), waiting until `deadline` at most.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit_deadline`](Self::submit_deadline).
+    pub fn execute_deadline<F>(&self, f: F, deadline: Instant) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'env,
+    {
+        self.execute_call(f, Some(&Until::deadline(deadline)))
+    }
+
+    /// As [`execute`](Self::execute), waiting until `token` is cancelled at most.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit_cancellable`](Self::submit_cancellable).
+    pub fn execute_cancellable<F>(&self, f: F, token: &CancelToken) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'env,
+    {
+        self.execute_call(f, Some(&Until::cancellable(token)))
+    }
+
+    /// Applies `f` to every item on the pool and yields the results in input order,
+    /// with at most `queue_capacity + workers` items in flight, so an endless input
+    /// runs in bounded memory.
+    ///
+    /// Items are batched into chunks behind the scenes, so tiny items cost little.
+    /// When a chunk's work takes less than handing it to a worker would (a few
+    /// microseconds), the following items run on the calling thread, one by one as
+    /// they are asked for, and go back to the workers as soon as a run of them
+    /// takes longer. Consuming the map by internal iteration (`for_each`, `sum`,
+    /// `count`, `fold`) is the cheapest way to run tiny items: the calling thread
+    /// then loops over the input as tightly as a plain loop would.
+    ///
+    /// The calling thread never idles while there is work it may do: a chunk that
+    /// is due and that no worker has started, it runs itself; while a worker runs
+    /// the chunk it needs, it runs the next ones nobody has started and keeps
+    /// their results until they are due. `map` never waits for room in the queue
+    /// either: a chunk that finds it full stays with the calling thread.
+    ///
+    /// A panicking item yields `Err(TaskError::Panicked)` in its place. Items of a
+    /// closed pool yield `Err(TaskError::Cancelled)` (those already under way when
+    /// it closes, at most `queue_capacity + workers`, may still run), and so do the
+    /// items of a chunk the pool dropped unrun (an overflow eviction,
+    /// `shutdown_now`).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let pool = corral::WorkerPool::builder().workers(2).queue_capacity(16).build()?;
+    /// let squares: Vec<u64> = pool
+    ///     .map(1..=1000u64, |n| n * n)
+    ///     .collect::<Result<_, _>>()
+    ///     .unwrap();
+    /// assert_eq!(squares[999], 1_000_000);
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn map<I, F, R>(&self, items: I, f: F) -> PoolMap<'_, 'env, I::IntoIter, F, R>
+    where
+        I: IntoIterator,
+        I::Item: Send + 'env,
+        F: Fn(I::Item) -> R + Send + Sync + 'env,
+        R: Send + 'env,
+    {
+        PoolMap::new(&self.core, items.into_iter(), f)
+    }
+
+    /// The pool's token, handed to [`submit_with_token`](Self::submit_with_token)
+    /// tasks. Cancelling it makes the pool refuse new tasks and drop queued ones (their
+    /// handles resolve to [`TaskError::Cancelled`]), as `shutdown_now` does.
+    pub fn token(&self) -> &CancelToken {
+        self.core.token()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> PoolStats {
+        self.core.stats()
+    }
+
+    /// Stops accepting tasks (later submits get [`SubmitError::Closed`]); queued tasks
+    /// still run. A submitter already waiting for room may still get its task in.
+    pub fn close(&self) {
+        self.core.close();
+    }
+
+    /// Whether the pool refuses new tasks.
+    pub fn is_closed(&self) -> bool {
+        self.core.is_closed() || self.core.token().is_cancelled()
+    }
+
+    /// Disconnects the queue, joins every worker and reports. Called on one of
+    /// the pool's own workers (the pool dropped or shut down inside one of its
+    /// tasks), it joins every other worker, runs what is still queued there,
+    /// and leaves that worker to finish its task and exit by itself: a thread
+    /// cannot join itself.
+    fn stop(&mut self) -> ShutdownReport {
+        self.core.disconnect();
+        let own = self.core.own_worker();
+        for (index, handle) in self.handles.drain(..).enumerate() {
+            if own == Some(index) {
+                continue; // the current thread: it exits once its task returns
             }
+            W::join(handle);
+        }
+        if let Some(index) = own {
+            self.core.finish_here(index);
+        }
+        self.core.drain();
+        self.core.report()
+    }
 
-            /// Queues `f` only if that needs no waiting.
-            ///
-            /// # Errors
-            ///
-            /// [`SubmitError::Full`] when the queue is full (under `Block` or `Reject`),
-            /// [`SubmitError::Closed`] after close or shutdown; the closure is handed back.
-            pub fn try_submit<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
-            where
-                F: FnOnce() -> T + Send + $lt,
-                T: Send + $lt,
-            {
-                self.submit_call(Plain(f), None)
+    /// Stops accepting tasks, runs everything already queued, joins every worker and
+    /// reports how the pool's tasks ended.
+    ///
+    /// Called inside one of the pool's own tasks, it joins every other worker, runs
+    /// what is still queued on the current thread, and reports; the current worker
+    /// exits by itself once its task returns (a thread cannot join itself), and
+    /// that task is not counted in the report.
+    pub fn shutdown(mut self) -> ShutdownReport {
+        self.stop()
+    }
+
+    /// Cancels the pool token, runs nothing more from the queue (those handles resolve
+    /// to [`TaskError::Cancelled`], counted in [`ShutdownReport::never_ran`]), waits for
+    /// the tasks already running and joins every worker.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let pool = corral::WorkerPool::builder().workers(1).build()?;
+    /// let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+    /// let running = pool.submit(move || gate_rx.recv().ok()).unwrap();
+    /// let queued: Vec<_> = (0..5).map(|i| pool.submit(move || i).unwrap()).collect();
+    /// # while pool.stats().busy == 0 { std::thread::yield_now(); }
+    /// let stopper = std::thread::spawn(move || pool.shutdown_now());
+    /// # while !queued.iter().all(|h| h.is_finished()) { std::thread::yield_now(); }
+    /// gate_tx.send(()).unwrap(); // let the running task finish
+    /// let report = stopper.join().unwrap();
+    /// assert_eq!(report.never_ran, 5);
+    /// assert!(queued.into_iter().all(|h| h.join().unwrap_err().is_cancelled()));
+    /// assert!(running.join().is_ok());
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn shutdown_now(mut self) -> ShutdownReport {
+        self.core.cancel();
+        self.stop()
+    }
+
+    /// Shuts down gracefully if that finishes within `timeout`. Otherwise it cancels
+    /// the pool token (queued tasks will not run) and, if a task is still running once
+    /// the idle workers have exited, hands the pool back instead of detaching the
+    /// thread: call `shutdown` on it to wait, or drop it.
+    ///
+    /// `Duration::ZERO` cancels at once unless every worker has already exited;
+    /// `Duration::MAX` (or any timeout past what an `Instant` holds) waits as long
+    /// as `shutdown` does. Called inside one of the pool's own tasks, it does not
+    /// wait for the current worker (see [`shutdown`](Self::shutdown)).
+    ///
+    /// # Errors
+    ///
+    /// The pool itself (closed, token cancelled) when a task was still running.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = corral::WorkerPool::builder().workers(1).build()?;
+    /// let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+    /// pool.execute(move || { gate_rx.recv().ok(); }).unwrap();
+    /// # while pool.stats().busy == 0 { std::thread::yield_now(); }
+    /// let pool = match pool.shutdown_timeout(Duration::from_millis(10)) {
+    ///     Ok(_) => unreachable!("the task is blocked"),
+    ///     Err(pool) => pool, // no thread was detached
+    /// };
+    /// gate_tx.send(()).unwrap();
+    /// assert_eq!(pool.shutdown().completed, 1);
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Result<ShutdownReport, Self> {
+        let deadline = time::deadline_after(time::now(), timeout);
+        // Called from inside one of the pool's tasks, that worker cannot exit
+        // while it waits here: wait for the others.
+        let own = usize::from(self.core.own_worker().is_some());
+        self.core.disconnect();
+        if !self.core.wait_exit(deadline, own) {
+            self.core.cancel();
+            if !self.core.settle(own) {
+                return Err(self);
             }
+        }
+        Ok(self.stop())
+    }
 
-            /// As [`submit`](Self::submit), waiting at most `timeout` for room.
-            ///
-            /// # Errors
-            ///
-            /// [`SubmitError::Timeout`] when no room appeared in time, plus those of `submit`.
-            pub fn submit_timeout<F, T>(
-                &self,
-                f: F,
-                timeout: Duration,
-            ) -> Result<TaskHandle<T>, SubmitError<F>>
-            where
-                F: FnOnce() -> T + Send + $lt,
-                T: Send + $lt,
-            {
-                self.submit_call(Plain(f), Some(&Until::timeout(timeout)))
-            }
+    fn execute_call<F>(&self, f: F, until: Option<&Until<'_>>) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'env,
+    {
+        // The closure alone: nothing will read a result.
+        self.core.push(Box::new(Plain(f)), until).map_err(refused)
+    }
+}
 
-            /// As [`submit`](Self::submit), waiting until `deadline` at most for room.
-            ///
-            /// # Errors
-            ///
-            /// [`SubmitError::Timeout`] when the deadline passed, plus those of `submit`.
-            pub fn submit_deadline<F, T>(
-                &self,
-                f: F,
-                deadline: Instant,
-            ) -> Result<TaskHandle<T>, SubmitError<F>>
-            where
-                F: FnOnce() -> T + Send + $lt,
-                T: Send + $lt,
-            {
-                self.submit_call(Plain(f), Some(&Until::deadline(deadline)))
-            }
-
-            /// As [`submit`](Self::submit), waiting for room until `token` is cancelled.
-            ///
-            /// # Errors
-            ///
-            /// [`SubmitError::Cancelled`] with the token's reason, plus those of `submit`.
-            pub fn submit_cancellable<F, T>(
-                &self,
-                f: F,
-                token: &CancelToken,
-            ) -> Result<TaskHandle<T>, SubmitError<F>>
-            where
-                F: FnOnce() -> T + Send + $lt,
-                T: Send + $lt,
-            {
-                self.submit_call(Plain(f), Some(&Until::cancellable(token)))
-            }
-
-            /// As [`submit`](Self::submit), for a task that receives the pool's token
-            /// (cancelled by [`shutdown_now`](Self::shutdown_now) and by a
-            /// [`shutdown_timeout`](Self::shutdown_timeout) that ran out), so a long task
-            /// can stop early.
-            ///
-            /// # Errors
-            ///
-            /// As [`submit`](Self::submit).
-            ///
-            /// # Example
-            ///
-            /// ```
-            /// let pool = corral::WorkerPool::builder().workers(1).build()?;
-            /// let spinner = pool.submit_with_token(|token| {
-            ///     let mut rounds = 0u64;
-            ///     while !token.is_cancelled() {
-            ///         rounds += 1;
-            ///         std::thread::yield_now();
-            ///     }
-            ///     rounds
-            /// }).unwrap();
-            /// # while pool.stats().busy == 0 { std::thread::yield_now(); }
-            /// let report = pool.shutdown_now(); // cancels the token: the spinner stops
-            /// assert!(spinner.join().is_ok());
-            /// assert_eq!(report.completed, 1);
-            /// # Ok::<(), corral::ConfigError>(())
-            /// ```
-            pub fn submit_with_token<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
-            where
-                F: FnOnce(&CancelToken) -> T + Send + $lt,
-                T: Send + $lt,
-            {
-                self.submit_call(Tokened(f), Some(&Until::FOREVER))
-            }
-
-            /// As [`submit_with_token`](Self::submit_with_token), only if that needs
-            /// no waiting.
-            ///
-            /// # Errors
-            ///
-            /// As [`try_submit`](Self::try_submit).
-            pub fn try_submit_with_token<F, T>(
-                &self,
-                f: F,
-            ) -> Result<TaskHandle<T>, SubmitError<F>>
-            where
-                F: FnOnce(&CancelToken) -> T + Send + $lt,
-                T: Send + $lt,
-            {
-                self.submit_call(Tokened(f), None)
-            }
-
-            /// As [`submit_with_token`](Self::submit_with_token), waiting at most
-            /// `timeout` for room.
-            ///
-            /// # Errors
-            ///
-            /// As [`submit_timeout`](Self::submit_timeout).
-            pub fn submit_with_token_timeout<F, T>(
-                &self,
-                f: F,
-                timeout: Duration,
-            ) -> Result<TaskHandle<T>, SubmitError<F>>
-            where
-                F: FnOnce(&CancelToken) -> T + Send + $lt,
-                T: Send + $lt,
-            {
-                self.submit_call(Tokened(f), Some(&Until::timeout(timeout)))
-            }
-
-            /// As [`submit_with_token`](Self::submit_with_token), waiting until
-            /// `deadline` at most for room.
-            ///
-            /// # Errors
-            ///
-            /// As [`submit_deadline`](Self::submit_deadline).
-            pub fn submit_with_token_deadline<F, T>(
-                &self,
-                f: F,
-                deadline: Instant,
-            ) -> Result<TaskHandle<T>, SubmitError<F>>
-            where
-                F: FnOnce(&CancelToken) -> T + Send + $lt,
-                T: Send + $lt,
-            {
-                self.submit_call(Tokened(f), Some(&Until::deadline(deadline)))
-            }
-
-            /// As [`submit_with_token`](Self::submit_with_token), waiting for room until
-            /// `token` is cancelled (the task still receives the pool's token).
-            ///
-            /// # Errors
-            ///
-            /// As [`submit_cancellable`](Self::submit_cancellable).
-            pub fn submit_with_token_cancellable<F, T>(
-                &self,
-                f: F,
-                token: &CancelToken,
-            ) -> Result<TaskHandle<T>, SubmitError<F>>
-            where
-                F: FnOnce(&CancelToken) -> T + Send + $lt,
-                T: Send + $lt,
-            {
-                self.submit_call(Tokened(f), Some(&Until::cancellable(token)))
-            }
-
-            /// Queues a fire-and-forget task: no handle, the cheapest form. A panic is counted
-            /// and the first one is kept in [`ShutdownReport::first_panic`].
-            ///
-            /// # Errors
-            ///
-            /// As [`submit`](Self::submit).
-            ///
-            /// # Example
-            ///
-            /// ```
-            /// use std::sync::atomic::{AtomicUsize, Ordering};
-            /// use std::sync::Arc;
-            ///
-            /// let pool = corral::WorkerPool::builder().workers(2).build()?;
-            /// let hits = Arc::new(AtomicUsize::new(0));
-            /// for _ in 0..100 {
-            ///     let hits = hits.clone();
-            ///     pool.execute(move || { hits.fetch_add(1, Ordering::Relaxed); }).unwrap();
-            /// }
-            /// pool.shutdown();
-            /// assert_eq!(hits.load(Ordering::Relaxed), 100);
-            /// # Ok::<(), corral::ConfigError>(())
-            /// ```
-            pub fn execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
-            where
-                F: FnOnce() + Send + $lt,
-            {
-                self.execute_call(f, Some(&Until::FOREVER))
-            }
-
-            /// As [`execute`](Self::execute), without waiting.
-            ///
-            /// # Errors
-            ///
-            /// As [`try_submit`](Self::try_submit).
-            pub fn try_execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
-            where
-                F: FnOnce() + Send + $lt,
-            {
-                self.execute_call(f, None)
-            }
-
-            /// As [`execute`](Self::execute), waiting at most `timeout` for room.
-            ///
-            /// # Errors
-            ///
-            /// As [`submit_timeout`](Self::submit_timeout).
-            pub fn execute_timeout<F>(&self, f: F, timeout: Duration) -> Result<(), SubmitError<F>>
-            where
-                F: FnOnce() + Send + $lt,
-            {
-                self.execute_call(f, Some(&Until::timeout(timeout)))
-            }
-
-            /// As [`execute`](Self::execute), waiting until `deadline` at most.
-            ///
-            /// # Errors
-            ///
-            /// As [`submit_deadline`](Self::submit_deadline).
-            pub fn execute_deadline<F>(&self, f: F, deadline: Instant) -> Result<(), SubmitError<F>>
-            where
-                F: FnOnce() + Send + $lt,
-            {
-                self.execute_call(f, Some(&Until::deadline(deadline)))
-            }
-
-            /// As [`execute`](Self::execute), waiting until `token` is cancelled at most.
-            ///
-            /// # Errors
-            ///
-            /// As [`submit_cancellable`](Self::submit_cancellable).
-            pub fn execute_cancellable<F>(&self, f: F, token: &CancelToken) -> Result<(), SubmitError<F>>
-            where
-                F: FnOnce() + Send + $lt,
-            {
-                self.execute_call(f, Some(&Until::cancellable(token)))
-            }
-
-            /// Applies `f` to every item on the pool and yields the results in input order,
-            /// with at most `queue_capacity + workers` items in flight, so an endless input
-            /// runs in bounded memory.
-            ///
-            /// Items are batched into chunks behind the scenes, so tiny items cost little.
-            /// When a chunk's work takes less than handing it to a worker would (a few
-            /// microseconds), the following items run on the calling thread, one by one as
-            /// they are asked for, and go back to the workers as soon as a run of them
-            /// takes longer. Consuming the map by internal iteration (`for_each`, `sum`,
-            /// `count`, `fold`) is the cheapest way to run tiny items: the calling thread
-            /// then loops over the input as tightly as a plain loop would.
-            ///
-            /// The calling thread never idles while there is work it may do: a chunk that
-            /// is due and that no worker has started, it runs itself; while a worker runs
-            /// the chunk it needs, it runs the next ones nobody has started and keeps
-            /// their results until they are due. `map` never waits for room in the queue
-            /// either: a chunk that finds it full stays with the calling thread.
-            ///
-            /// A panicking item yields `Err(TaskError::Panicked)` in its place. Items of a
-            /// closed pool yield `Err(TaskError::Cancelled)` (those already under way when
-            /// it closes, at most `queue_capacity + workers`, may still run), and so do the
-            /// items of a chunk the pool dropped unrun (an overflow eviction,
-            /// `shutdown_now`).
-            ///
-            /// # Example
-            ///
-            /// ```
-            /// let pool = corral::WorkerPool::builder().workers(2).queue_capacity(16).build()?;
-            /// let squares: Vec<u64> = pool
-            ///     .map(1..=1000u64, |n| n * n)
-            ///     .collect::<Result<_, _>>()
-            ///     .unwrap();
-            /// assert_eq!(squares[999], 1_000_000);
-            /// # Ok::<(), corral::ConfigError>(())
-            /// ```
-            pub fn map<I, F, R>(&self, items: I, f: F) -> PoolMap<'_, $lt, I::IntoIter, F, R>
-            where
-                I: IntoIterator,
-                I::Item: Send + $lt,
-                F: Fn(I::Item) -> R + Send + Sync + $lt,
-                R: Send + $lt,
-            {
-                PoolMap::new(&self.core, items.into_iter(), f)
-            }
-
-            /// The pool's token, handed to [`submit_with_token`](Self::submit_with_token)
-            /// tasks. Cancelling it makes the pool refuse new tasks and drop queued ones (their
-            /// handles resolve to [`TaskError::Cancelled`]), as `shutdown_now` does.
-            pub fn token(&self) -> &CancelToken {
-                self.core.token()
-            }
-
-            /// A snapshot of the counters.
-            pub fn stats(&self) -> PoolStats {
-                self.core.stats()
-            }
-
-            /// Stops accepting tasks (later submits get [`SubmitError::Closed`]); queued tasks
-            /// still run. A submitter already waiting for room may still get its task in.
-            pub fn close(&self) {
-                self.core.close();
-            }
-
-            /// Whether the pool refuses new tasks.
-            pub fn is_closed(&self) -> bool {
-                self.core.is_closed() || self.core.token().is_cancelled()
-            }
-
-            /// Disconnects the queue, joins every worker and reports. Called on one of
-            /// the pool's own workers (the pool dropped or shut down inside one of its
-            /// tasks), it joins every other worker, runs what is still queued there,
-            /// and leaves that worker to finish its task and exit by itself: a thread
-            /// cannot join itself.
-            fn stop(&mut self) -> ShutdownReport {
-                self.core.disconnect();
-                let own = self.core.own_worker();
-                for (index, handle) in self.handles.drain(..).enumerate() {
-                    if own == Some(index) {
-                        continue; // the current thread: it exits once its task returns
-                    }
-                    // Workers catch every task panic, so a join error cannot carry one.
-                    let _ = handle.join();
-                }
-                if let Some(index) = own {
-                    self.core.finish_here(index);
-                }
-                self.core.drain();
-                self.core.report()
-            }
-
-            /// Stops accepting tasks, runs everything already queued, joins every worker and
-            /// reports how the pool's tasks ended.
-            ///
-            /// Called inside one of the pool's own tasks, it joins every other worker, runs
-            /// what is still queued on the current thread, and reports; the current worker
-            /// exits by itself once its task returns (a thread cannot join itself), and
-            /// that task is not counted in the report.
-            pub fn shutdown(mut self) -> ShutdownReport {
-                self.stop()
-            }
-
-            /// Cancels the pool token, runs nothing more from the queue (those handles resolve
-            /// to [`TaskError::Cancelled`], counted in [`ShutdownReport::never_ran`]), waits for
-            /// the tasks already running and joins every worker.
-            ///
-            /// # Example
-            ///
-            /// ```
-            /// let pool = corral::WorkerPool::builder().workers(1).build()?;
-            /// let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-            /// let running = pool.submit(move || gate_rx.recv().ok()).unwrap();
-            /// let queued: Vec<_> = (0..5).map(|i| pool.submit(move || i).unwrap()).collect();
-            /// # while pool.stats().busy == 0 { std::thread::yield_now(); }
-            /// let stopper = std::thread::spawn(move || pool.shutdown_now());
-            /// # while !queued.iter().all(|h| h.is_finished()) { std::thread::yield_now(); }
-            /// gate_tx.send(()).unwrap(); // let the running task finish
-            /// let report = stopper.join().unwrap();
-            /// assert_eq!(report.never_ran, 5);
-            /// assert!(queued.into_iter().all(|h| h.join().unwrap_err().is_cancelled()));
-            /// assert!(running.join().is_ok());
-            /// # Ok::<(), corral::ConfigError>(())
-            /// ```
-            pub fn shutdown_now(mut self) -> ShutdownReport {
+/// Dropping the pool is `shutdown()`, or `shutdown_now()` while the thread is
+/// already panicking, so a failing test does not wait on queued work.
+impl<'env, W: PoolThreads<'env>> Drop for Pool<'env, W> {
+    fn drop(&mut self) {
+        if self.core.is_running() {
+            if std::thread::panicking() {
                 self.core.cancel();
-                self.stop()
             }
-
-            /// Shuts down gracefully if that finishes within `timeout`. Otherwise it cancels
-            /// the pool token (queued tasks will not run) and, if a task is still running once
-            /// the idle workers have exited, hands the pool back instead of detaching the
-            /// thread: call `shutdown` on it to wait, or drop it.
-            ///
-            /// `Duration::ZERO` cancels at once unless every worker has already exited;
-            /// `Duration::MAX` (or any timeout past what an `Instant` holds) waits as long
-            /// as `shutdown` does. Called inside one of the pool's own tasks, it does not
-            /// wait for the current worker (see [`shutdown`](Self::shutdown)).
-            ///
-            /// # Errors
-            ///
-            /// The pool itself (closed, token cancelled) when a task was still running.
-            ///
-            /// # Example
-            ///
-            /// ```
-            /// use std::time::Duration;
-            ///
-            /// let pool = corral::WorkerPool::builder().workers(1).build()?;
-            /// let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-            /// pool.execute(move || { gate_rx.recv().ok(); }).unwrap();
-            /// # while pool.stats().busy == 0 { std::thread::yield_now(); }
-            /// let pool = match pool.shutdown_timeout(Duration::from_millis(10)) {
-            ///     Ok(_) => unreachable!("the task is blocked"),
-            ///     Err(pool) => pool, // no thread was detached
-            /// };
-            /// gate_tx.send(()).unwrap();
-            /// assert_eq!(pool.shutdown().completed, 1);
-            /// # Ok::<(), corral::ConfigError>(())
-            /// ```
-            pub fn shutdown_timeout(mut self, timeout: Duration) -> Result<ShutdownReport, Self> {
-                let deadline = time::deadline_after(time::now(), timeout);
-                // Called from inside one of the pool's tasks, that worker cannot exit
-                // while it waits here: wait for the others.
-                let own = usize::from(self.core.own_worker().is_some());
-                self.core.disconnect();
-                if !self.core.wait_exit(deadline, own) {
-                    self.core.cancel();
-                    if !self.core.settle(own) {
-                        return Err(self);
-                    }
-                }
-                Ok(self.stop())
-            }
+            let _ = self.stop();
         }
+    }
+}
 
-        /// Dropping the pool is `shutdown()`, or `shutdown_now()` while the thread is
-        /// already panicking, so a failing test does not wait on queued work.
-        impl$(<$g>)? Drop for $pool {
-            fn drop(&mut self) {
-                if self.core.is_running() {
-                    if std::thread::panicking() {
-                        self.core.cancel();
-                    }
-                    let _ = self.stop();
-                }
-            }
-        }
-    };
+impl<'env, W: PoolThreads<'env>> fmt::Debug for Pool<'env, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(W::NAME)
+            .field("stats", &self.stats())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
 }
 
 /// A fixed set of worker threads fed by a bounded queue.
@@ -1164,10 +1091,7 @@ macro_rules! pool_methods {
 /// assert_eq!(report.completed, 20);
 /// # Ok::<(), corral::ConfigError>(())
 /// ```
-pub struct WorkerPool {
-    core: Core<'static>,
-    handles: Vec<JoinHandle<()>>,
-}
+pub type WorkerPool = Pool<'static, OwnedThreads>;
 
 impl WorkerPool {
     /// The most workers a pool may have; more is a [`ConfigError`] (`workers`).
@@ -1180,74 +1104,6 @@ impl WorkerPool {
     /// A builder with the defaults (one worker per CPU, a queue of 1024).
     pub fn builder() -> PoolBuilder {
         PoolBuilder::default()
-    }
-
-    fn submit_call<C>(
-        &self,
-        call: C,
-        until: Option<&Until<'_>>,
-    ) -> Result<TaskHandle<C::Out>, SubmitError<C::Closure>>
-    where
-        C: Call + 'static,
-        C::Out: Send + 'static,
-    {
-        if std::mem::size_of::<C>() > INLINE_CLOSURE_MAX {
-            // A big closure gets a slot of its own, so a handle nobody joins yet does
-            // not pin the closure's bytes (its cell lives until the handle goes).
-            return push_with_own_slot(&self.core, call, until);
-        }
-        // One allocation: the handle reads its result from the queued task's cell.
-        let task = Shared::new(call, Packet::new());
-        let handle = task.handle();
-        self.core
-            .push(task, until)
-            .map(|()| handle)
-            .map_err(refused)
-    }
-
-    fn execute_call<F>(&self, f: F, until: Option<&Until<'_>>) -> Result<(), SubmitError<F>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        // The closure alone: nothing will read a result.
-        self.core.push(Box::new(Plain(f)), until).map_err(refused)
-    }
-}
-
-pool_methods!([] WorkerPool, 'static);
-
-impl fmt::Debug for WorkerPool {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkerPool")
-            .field("stats", &self.stats())
-            .field("closed", &self.is_closed())
-            .finish()
-    }
-}
-
-/// Queues a task whose result goes to a slot of its own (not inside its cell).
-fn push_with_own_slot<'a, C>(
-    core: &Core<'a>,
-    call: C,
-    until: Option<&Until<'_>>,
-) -> Result<TaskHandle<C::Out>, SubmitError<C::Closure>>
-where
-    C: Call + 'a,
-    C::Out: Send + 'a,
-{
-    let (slot, handle) = packet();
-    core.push(Shared::new(call, slot), until)
-        .map(|()| handle)
-        .map_err(refused)
-}
-
-/// The error for a task the queue refused, with its closure handed back.
-#[cold]
-#[inline(never)]
-fn refused<R: Runnable>((task, why): (R, Refusal)) -> SubmitError<R::Closure> {
-    match task.into_closure() {
-        Some(closure) => SubmitError::from_refusal(closure, why),
-        None => unreachable!("corral: a refused task never ran"),
     }
 }
 
@@ -1284,41 +1140,129 @@ fn refused<R: Runnable>((task, why): (R, Refusal)) -> SubmitError<R::Closure> {
 ///     pool.submit(|| local.len()).unwrap(); // error: `local` does not live long enough
 /// });
 /// ```
-pub struct ScopedPool<'scope> {
-    core: Core<'scope>,
-    handles: Vec<ScopedHandle<'scope, ()>>,
-}
+pub type ScopedPool<'scope> = Pool<'scope, ScopedThreads>;
 
-impl<'scope> ScopedPool<'scope> {
-    fn submit_call<C>(
-        &self,
-        call: C,
-        until: Option<&Until<'_>>,
-    ) -> Result<TaskHandle<C::Out>, SubmitError<C::Closure>>
-    where
-        C: Call + 'scope,
-        C::Out: Send + 'scope,
-    {
-        // Its tasks may borrow, so their result slot cannot live in the cell (a
-        // handle's slot is `'static`).
-        push_with_own_slot(&self.core, call, until)
+/// How a [`Pool`]'s workers are started and joined, and what its tasks may borrow:
+/// [`OwnedThreads`] for a [`WorkerPool`], [`ScopedThreads`] for a [`ScopedPool`].
+/// Sealed: these two are the only kinds.
+pub trait PoolThreads<'env>: threads::Sealed<'env> {}
+
+/// The workers of a [`WorkerPool`]: threads of its own, joined by the pool. Its tasks
+/// are `'static`.
+#[derive(Debug)]
+pub enum OwnedThreads {}
+
+/// The workers of a [`ScopedPool`]: threads of a [`corral::scope`](crate::scope()),
+/// joined by the pool (at the latest by the scope). Its tasks may borrow anything
+/// that outlives the scope.
+#[derive(Debug)]
+pub enum ScopedThreads {}
+
+impl PoolThreads<'static> for OwnedThreads {}
+
+impl<'env> PoolThreads<'env> for ScopedThreads {}
+
+/// The largest closure an owned pool keeps inline with its task's result slot. A
+/// handle keeps that cell alive until it is joined or dropped, so a bigger closure
+/// gets a separate slot instead (two allocations, but no pinned bytes).
+const INLINE_CLOSURE_MAX: usize = 256;
+
+mod threads {
+    //! The two pools' real differences, behind a trait no user can name (so its
+    //! crate-private types never reach a user, whatever the visibility lints infer
+    //! from the public trait above it).
+    #![allow(private_interfaces, private_bounds)]
+
+    use super::task::{in_cell, with_own_slot, Call, TaskHandle};
+    use super::{refused, Core, OwnedThreads, ScopedThreads, SubmitError, INLINE_CLOSURE_MAX};
+    use crate::scope::ScopedHandle;
+    use crate::wait::Until;
+    use std::thread::JoinHandle;
+
+    pub trait Sealed<'env> {
+        /// A started worker, as the pool joins it.
+        type Thread;
+
+        /// The pool's name in `Debug`.
+        const NAME: &'static str;
+
+        /// Queues a task with a handle.
+        fn submit<C>(
+            core: &Core<'env>,
+            call: C,
+            until: Option<&Until<'_>>,
+        ) -> Result<TaskHandle<C::Out>, SubmitError<C::Closure>>
+        where
+            C: Call + 'env,
+            C::Out: Send + 'env;
+
+        /// Waits for a worker to end. Workers catch every task panic, so a join error
+        /// cannot carry one.
+        fn join(thread: Self::Thread);
     }
 
-    fn execute_call<F>(&self, f: F, until: Option<&Until<'_>>) -> Result<(), SubmitError<F>>
-    where
-        F: FnOnce() + Send + 'scope,
-    {
-        self.core.push(Box::new(Plain(f)), until).map_err(refused)
+    impl Sealed<'static> for OwnedThreads {
+        type Thread = JoinHandle<()>;
+
+        const NAME: &'static str = "WorkerPool";
+
+        #[inline(always)]
+        fn submit<C>(
+            core: &Core<'static>,
+            call: C,
+            until: Option<&Until<'_>>,
+        ) -> Result<TaskHandle<C::Out>, SubmitError<C::Closure>>
+        where
+            C: Call + 'static,
+            C::Out: Send + 'static,
+        {
+            if std::mem::size_of::<C>() > INLINE_CLOSURE_MAX {
+                return ScopedThreads::submit(core, call, until);
+            }
+            // One allocation: the handle reads its result from the queued task's cell.
+            let (task, handle) = in_cell(call);
+            core.push(task, until).map(|()| handle).map_err(refused)
+        }
+
+        fn join(thread: JoinHandle<()>) {
+            let _ = thread.join();
+        }
+    }
+
+    impl<'env> Sealed<'env> for ScopedThreads {
+        type Thread = ScopedHandle<'env, ()>;
+
+        const NAME: &'static str = "ScopedPool";
+
+        /// The result goes to a slot of its own: a task that may borrow cannot share
+        /// its cell with a handle, which is `'static`.
+        #[inline(always)]
+        fn submit<C>(
+            core: &Core<'env>,
+            call: C,
+            until: Option<&Until<'_>>,
+        ) -> Result<TaskHandle<C::Out>, SubmitError<C::Closure>>
+        where
+            C: Call + 'env,
+            C::Out: Send + 'env,
+        {
+            let (task, handle) = with_own_slot(call);
+            core.push(task, until).map(|()| handle).map_err(refused)
+        }
+
+        fn join(thread: ScopedHandle<'env, ()>) {
+            let _ = thread.join();
+        }
     }
 }
 
-pool_methods!(['scope] ScopedPool<'scope>, 'scope);
-
-impl fmt::Debug for ScopedPool<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScopedPool")
-            .field("stats", &self.stats())
-            .finish()
+/// The error for a task the queue refused, with its closure handed back.
+#[cold]
+#[inline(never)]
+fn refused<R: Runnable>((task, why): (R, Refusal)) -> SubmitError<R::Closure> {
+    match task.into_closure() {
+        Some(closure) => SubmitError::from_refusal(closure, why),
+        None => unreachable!("corral: a refused task never ran"),
     }
 }
 

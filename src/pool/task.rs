@@ -1,35 +1,82 @@
-//! What a queued task is: the user's closure, where its result goes, and how a run is
-//! counted.
+//! One pool task from submit to join: the user's closure, the slot its result goes
+//! to, the handle that waits on that slot, and the job the queue carries.
 //!
-//! Implementation notes. A fire-and-forget task is its closure alone, boxed (`execute`).
-//! A task with a handle is a [`Cell`]: the closure and where its result goes, shared
-//! through an `Arc` by the job ([`Shared`]) and the handle. The closure needs no lock:
-//! a job has one owner at a time (the queue, a worker, an `on_drop` callback, or the
-//! submitter after a refusal), only the job's `Shared` can reach the closure, and the
-//! handle reads only the result slot, whose own synchronisation is model-checked. Both
-//! shapes travel the queue as a [`Job`](crate::pool::job::Job) (`job.rs`).
+//! Implementation notes. A fire-and-forget task is its closure alone, boxed. A task
+//! with a handle is a [`Cell`]: the closure plus its result slot ([`Packet`]), shared
+//! through an `Arc` by the job ([`Shared`]) and the handle; an owned pool's `'static`
+//! tasks keep the slot inline (one allocation), others point to a slot of its own.
+//! The queue carries either shape as a [`Job`]: a thin pointer and a hand-written
+//! table of the two things a queue does with a task (run it, drop it unrun), so a
+//! slot stays two words without an enum tag. No lock guards the closure (a job has
+//! one owner at a time, and only its `Shared` reaches the closure) nor the result (a
+//! state byte hands each field over, see [`Packet`]). Every task resolves exactly
+//! once: run, or dropped unrun (its handle then says `Cancelled`), or refused and
+//! handed back to its submitter as the very closure it gave ([`Job::into_task`]).
 //!
-//! A task dropped without running is abandoned (the closure is dropped and the
-//! handle resolves to `Cancelled`, even if a capture panics on drop), so no handle
-//! waits for a task that is gone. After a run, the worker drops its reference under
-//! `catch_unwind`: when the handle is gone it is the last one, and a result nobody
-//! joined may panic on drop without costing the worker. A refused task goes back to
-//! its submitter as the original closure.
+//! All of the pool's `unsafe` is here, each block with its SAFETY note; the one
+//! caller of [`Job::into_task`] is the engine's push path, which relies on the queue
+//! handing back the job it was given. This module uses only the crate's core
+//! (`crate::sync`, `wait`, `cancel`, `panic`), so loom models the result slot as it is
+//! (tests/loom_pool.rs) and Miri runs its tests.
+#![allow(unsafe_code)]
 
 use std::fmt;
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
 
 use crate::cancel::CancelToken;
-use crate::panic::drop_quietly;
-use crate::panic::Panic;
-use crate::pool::handle::{AsPacket, Packet, Running, TaskError, TaskHandle};
-use crate::pool::job::{Job, Runnable, Thin};
+use crate::panic::{drop_quietly, Panic};
 use crate::sync::cell::UnsafeCell;
-use crate::sync::{AtomicU64, Ordering};
-use std::ptr::NonNull;
-// A std `Arc`, also under loom: the handle shares the cell as a trait object
-// (`Arc<dyn AsPacket<T>>`), which loom's `Arc` cannot coerce to, and the job carries
-// it as a thin pointer (`Thin`). Its contents synchronise through `crate::sync`.
+use crate::sync::{thread, AtomicU64, AtomicU8, Ordering};
+use crate::wait::Until;
+
+// A std `Arc` for the task's cell, also under loom: the handle shares the cell as a
+// trait object (`Arc<dyn AsPacket<T>>`), which loom's `Arc` cannot coerce to, and the
+// job carries it as a thin pointer. The cell's contents synchronise through
+// `crate::sync`; a slot of its own is a `crate::sync::Arc`.
 use std::sync::Arc;
+
+// ---------------------------------------------------------------------------------
+// The user's closure, and how a run ends.
+// ---------------------------------------------------------------------------------
+
+/// A user closure, with or without the pool token.
+pub(crate) trait Call: Send {
+    type Out;
+    type Closure;
+    fn call(self, token: &CancelToken) -> Self::Out;
+    fn into_closure(self) -> Self::Closure;
+}
+
+/// `FnOnce() -> T`.
+pub(crate) struct Plain<F>(pub(crate) F);
+
+impl<F: FnOnce() -> T + Send, T> Call for Plain<F> {
+    type Out = T;
+    type Closure = F;
+    fn call(self, _token: &CancelToken) -> T {
+        (self.0)()
+    }
+    fn into_closure(self) -> F {
+        self.0
+    }
+}
+
+/// `FnOnce(&CancelToken) -> T`.
+pub(crate) struct Tokened<F>(pub(crate) F);
+
+impl<F: FnOnce(&CancelToken) -> T + Send, T> Call for Tokened<F> {
+    type Out = T;
+    type Closure = F;
+    fn call(self, token: &CancelToken) -> T {
+        (self.0)(token)
+    }
+    fn into_closure(self) -> F {
+        self.0
+    }
+}
 
 /// How a job ended, for the worker's counters.
 pub(crate) enum Outcome {
@@ -68,40 +115,145 @@ impl Tally<'_> {
     }
 }
 
-/// A user closure, with or without the pool token.
-pub(crate) trait Call: Send {
-    type Out;
-    type Closure;
-    fn call(self, token: &CancelToken) -> Self::Out;
-    fn into_closure(self) -> Self::Closure;
+/// Calls the closure and hands its result on, counting the run.
+fn call_and_deliver<C: Call, D: Deliver<C::Out>>(
+    call: C,
+    done: &D,
+    token: &CancelToken,
+    tally: Tally<'_>,
+) -> Outcome {
+    let result = Panic::catch_any(|| call.call(token));
+    match &result {
+        Ok(_) => tally.bump(tally.completed),
+        Err(_) => tally.bump(tally.panicked),
+    }
+    match result {
+        Ok(value) => {
+            done.deliver(Ok(value));
+            Outcome::Done
+        }
+        Err(panic) => Outcome::Panicked(done.deliver(Err(TaskError::Panicked(panic)))),
+    }
 }
 
-/// `FnOnce() -> T`.
-pub(crate) struct Plain<F>(pub(crate) F);
+// ---------------------------------------------------------------------------------
+// The result slot.
+// ---------------------------------------------------------------------------------
 
-impl<F: FnOnce() -> T + Send, T> Call for Plain<F> {
-    type Out = T;
-    type Closure = F;
-    fn call(self, _token: &CancelToken) -> T {
-        (self.0)()
+/// No result yet, and nobody waiting: the handle owns `waiter`.
+const EMPTY: u8 = 0;
+/// No result yet; the handle parked, and the setter takes `waiter` to wake it.
+const WAITING: u8 = 1;
+/// The result is in: the handle owns `result`.
+const DONE: u8 = 2;
+
+/// One task's result, handed from the thread that resolves it to the one that joins.
+/// `state` says who owns which field, so neither needs a lock (a finished join is one
+/// load). A panic is boxed inside [`TaskError`], so the slot stays a few words.
+pub(crate) struct Packet<T> {
+    state: AtomicU8,
+    /// Written once by the setter before `DONE`, read by the handle after it.
+    result: UnsafeCell<Option<Result<T, TaskError>>>,
+    /// Written by the handle while `EMPTY`, taken by the setter when it ends `WAITING`.
+    waiter: UnsafeCell<Option<thread::Thread>>,
+}
+
+// SAFETY: the fields are only reached as `state` hands them over (see the consts):
+// `result` by the one setter before it publishes `DONE` (release) and by the handle
+// after it sees `DONE` (acquire); `waiter` by the handle while the state is `EMPTY`
+// or `DONE` (it may leave a `Thread` there, dropped with the packet), and by the
+// setter only after its swap returned `WAITING`. The values crossing threads are
+// `Send`.
+unsafe impl<T: Send> Sync for Packet<T> {}
+
+impl<T> Packet<T> {
+    /// An empty slot.
+    pub(crate) fn new() -> Self {
+        Packet {
+            state: AtomicU8::new(EMPTY),
+            result: UnsafeCell::new(None),
+            waiter: UnsafeCell::new(None),
+        }
     }
-    fn into_closure(self) -> F {
-        self.0
+
+    /// Resolves the slot. Called once per packet: its task's `Shared` hands out the
+    /// closure once, to a run or an abandonment, and only that delivers. A second call
+    /// would race the handle's read of the result (asserted in debug builds).
+    pub(crate) fn set(&self, result: Result<T, TaskError>) {
+        debug_assert_ne!(
+            self.state.load(Ordering::Relaxed),
+            DONE,
+            "a packet set twice"
+        );
+        // SAFETY: before `DONE` only the setter touches `result`, and there is one
+        // setter per packet (above).
+        self.result.with_mut(|slot| unsafe { *slot = Some(result) });
+        if self.state.swap(DONE, Ordering::AcqRel) == WAITING {
+            // SAFETY: ending `WAITING` hands `waiter` to the setter; the acquire saw
+            // the handle's write of it.
+            let waiter = self.waiter.with_mut(|w| unsafe { (*w).take() });
+            if let Some(waiter) = waiter {
+                waiter.unpark();
+            }
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.state.load(Ordering::Acquire) == DONE
+    }
+
+    /// The result, if it is in; only the handle calls this.
+    fn take(&self) -> Option<Result<T, TaskError>> {
+        if !self.is_done() {
+            return None;
+        }
+        // SAFETY: after `DONE` only the handle touches `result`, and the acquire saw
+        // the setter's write.
+        self.result.with_mut(|slot| unsafe { (*slot).take() })
+    }
+
+    /// Registers the calling (handle's) thread to be woken by `set`. `false` when the
+    /// result is already in.
+    fn register(&self) -> bool {
+        // SAFETY: the state is `EMPTY` or `DONE` (only the handle sets `WAITING`, and
+        // it never comes here while registered); in neither does the setter touch
+        // `waiter`, so the handle owns it.
+        self.waiter
+            .with_mut(|w| unsafe { *w = Some(thread::current()) });
+        self.state
+            .compare_exchange(EMPTY, WAITING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Takes a registration back after a wait that gave up. `false` when `set` ended
+    /// it first (the result is in, and the setter owns `waiter`).
+    fn unregister(&self) -> bool {
+        let taken_back = self
+            .state
+            .compare_exchange(WAITING, EMPTY, Ordering::Acquire, Ordering::Acquire)
+            .is_ok();
+        if taken_back {
+            // SAFETY: back to `EMPTY`, the handle owns `waiter` again.
+            drop(self.waiter.with_mut(|w| unsafe { (*w).take() }));
+        }
+        taken_back
     }
 }
 
-/// `FnOnce(&CancelToken) -> T`.
-pub(crate) struct Tokened<F>(pub(crate) F);
+/// A new result slot of its own: the first half resolves it (once), the handle waits.
+pub(crate) fn packet<T>() -> (crate::sync::Arc<Packet<T>>, TaskHandle<T>) {
+    let packet = crate::sync::Arc::new(Packet::new());
+    (
+        crate::sync::Arc::clone(&packet),
+        TaskHandle {
+            packet: PacketRef::Alone(packet),
+        },
+    )
+}
 
-impl<F: FnOnce(&CancelToken) -> T + Send, T> Call for Tokened<F> {
-    type Out = T;
-    type Closure = F;
-    fn call(self, token: &CancelToken) -> T {
-        (self.0)(token)
-    }
-    fn into_closure(self) -> F {
-        self.0
-    }
+/// Where a handle finds its task's result slot inside the task's own cell.
+pub(crate) trait AsPacket<T>: Send + Sync {
+    fn packet(&self) -> &Packet<T>;
 }
 
 /// Where a task's result goes.
@@ -147,20 +299,323 @@ impl<T: Send> Deliver<T> for crate::sync::Arc<Packet<T>> {
     }
 }
 
-/// A task with a handle, as shared by its job and its [`TaskHandle`](crate::pool::TaskHandle):
-/// the closure and where its result goes. Owned pools put the result slot inline, so
-/// such a task is one allocation.
+#[cfg(not(loom))]
+std::thread_local! {
+    /// The address of the result slot of the task the current thread is running (0
+    /// when none), so that a task joining its own handle is told so instead of
+    /// waiting for itself for ever.
+    static RUNNING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as running the task whose result slot is at `slot` until
+/// dropped (also on unwind), restoring the outer mark (a task run inline inside
+/// another). Loom models never join from inside a task, so it is a no-op there.
+struct Running(#[cfg_attr(loom, allow(dead_code))] usize);
+
+impl Running {
+    #[inline]
+    fn enter(slot: usize) -> Running {
+        #[cfg(not(loom))]
+        return Running(RUNNING.with(|running| running.replace(slot)));
+        #[cfg(loom)]
+        Running(slot)
+    }
+}
+
+impl Drop for Running {
+    #[inline]
+    fn drop(&mut self) {
+        #[cfg(not(loom))]
+        RUNNING.with(|running| running.set(self.0));
+    }
+}
+
+/// Whether the current thread is running the task whose result slot is `slot`.
+fn running_here(slot: usize) -> bool {
+    #[cfg(not(loom))]
+    return slot != 0 && RUNNING.with(std::cell::Cell::get) == slot;
+    #[cfg(loom)]
+    {
+        let _ = slot;
+        false
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Why a task gave no value.
+// ---------------------------------------------------------------------------------
+
+/// Why a pool task produced no value.
 ///
-/// The [`TaskHandle`](crate::pool::TaskHandle) holds the cell too. The submitter usually
-/// drops the last reference when it joins, so the memory goes back to the submitting
-/// thread's allocator cache, which is where the next submit asks for it. A closure
-/// larger than `INLINE_CLOSURE_MAX` (pool/mod.rs) gets a separate slot instead, so a
-/// handle nobody joins yet never pins a big closure's bytes.
+/// # Example
+///
+/// ```
+/// use corral::{pool::TaskError, WorkerPool};
+///
+/// let pool = WorkerPool::builder().workers(1).build()?;
+/// let handle = pool.submit(|| -> u32 { panic!("bad input") }).unwrap();
+/// match handle.join() {
+///     Err(TaskError::Panicked(panic)) => assert_eq!(panic.message(), Some("bad input")),
+///     other => unreachable!("{other:?}"),
+/// }
+/// # Ok::<(), corral::ConfigError>(())
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The task panicked; the payload is kept and can be re-raised with
+    /// [`Panic::resume`].
+    Panicked(Panic),
+    /// The task never ran: the pool was shut down with `shutdown_now`, its token was
+    /// cancelled, or an overflow policy discarded it.
+    Cancelled,
+    /// The handle was joined from inside the very task it waits for, which cannot
+    /// finish while it waits: the join gives up at once instead of waiting for ever.
+    /// The task itself runs on; its result is dropped when it finishes.
+    JoinedFromItself,
+}
+
+impl TaskError {
+    /// Whether the task panicked.
+    pub fn is_panicked(&self) -> bool {
+        matches!(self, TaskError::Panicked(_))
+    }
+
+    /// Whether the task never ran.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, TaskError::Cancelled)
+    }
+
+    /// The panic, if the task panicked.
+    pub fn into_panic(self) -> Option<Panic> {
+        match self {
+            TaskError::Panicked(panic) => Some(panic),
+            TaskError::Cancelled | TaskError::JoinedFromItself => None,
+        }
+    }
+}
+
+/// Describes this error only: the [`Panic`] of [`TaskError::Panicked`] is its
+/// [`source`](std::error::Error::source).
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskError::Panicked(_) => f.write_str("task panicked"),
+            TaskError::Cancelled => f.write_str("task was cancelled before it ran"),
+            TaskError::JoinedFromItself => {
+                f.write_str("task joined its own handle, which cannot finish while it waits")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TaskError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TaskError::Panicked(panic) => Some(panic),
+            TaskError::Cancelled | TaskError::JoinedFromItself => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The handle.
+// ---------------------------------------------------------------------------------
+
+/// Checks before parking in a join: half spin, half `yield_now`. None under loom,
+/// where spinning only multiplies the interleavings to explore.
+#[cfg(not(loom))]
+const SPIN_STEPS: u32 = 40;
+/// The first steps spin (1, 2, 4, ... hints); the rest yield the CPU.
+const SPIN_ONLY: u32 = 6;
+#[cfg(loom)]
+const SPIN_STEPS: u32 = 0;
+
+/// Polls `packet` for a while before a join parks: tasks are often about to finish,
+/// and a park/unpark round trip costs more than a short spin.
+fn spin_for<T>(packet: &Packet<T>) -> Option<Result<T, TaskError>> {
+    for step in 0..SPIN_STEPS {
+        if let Some(result) = packet.take() {
+            return Some(result);
+        }
+        if step < SPIN_ONLY {
+            for _ in 0..1 << step {
+                std::hint::spin_loop();
+            }
+        } else {
+            thread::yield_now();
+        }
+    }
+    None
+}
+
+enum PacketRef<T> {
+    /// A slot of its own (scoped pools, big closures, `map` chunks).
+    Alone(crate::sync::Arc<Packet<T>>),
+    /// The slot inside an owned task's cell (a std `Arc`, also under loom: the cell is
+    /// a trait object, and only the packet's own synchronisation is modelled).
+    InCell(Arc<dyn AsPacket<T>>),
+}
+
+/// The pending result of a task submitted to a [`WorkerPool`](crate::WorkerPool).
+///
+/// Dropping a handle drops the result when it arrives; it never detaches or stops
+/// anything (the pool owns and joins its threads). Every handle resolves: with the
+/// value, with [`TaskError::Panicked`], or with [`TaskError::Cancelled`] when the task
+/// is dropped unrun, so [`join`](TaskHandle::join) cannot hang on a task that is gone.
+///
+/// The bounded forms (`try_join`, `join_timeout`, `join_deadline`,
+/// `join_cancellable`) hand the handle back in `Err` when the wait ends first, so the
+/// result is never lost.
+///
+/// # Example
+///
+/// ```
+/// use corral::WorkerPool;
+/// use std::time::Duration;
+///
+/// let pool = WorkerPool::builder().workers(2).build()?;
+/// let handle = pool.submit(|| 6 * 7).unwrap();
+/// let answer = match handle.join_timeout(Duration::from_secs(10)) {
+///     Ok(result) => result.unwrap(),
+///     Err(still_running) => still_running.join().unwrap(), // nothing is lost
+/// };
+/// assert_eq!(answer, 42);
+/// # Ok::<(), corral::ConfigError>(())
+/// ```
+#[must_use = "dropping a TaskHandle discards the task's result (and its panic)"]
+pub struct TaskHandle<T> {
+    packet: PacketRef<T>,
+}
+
+impl<T> TaskHandle<T> {
+    /// The handle of a slot inside a task's cell.
+    pub(crate) fn in_cell(cell: Arc<dyn AsPacket<T>>) -> Self {
+        TaskHandle {
+            packet: PacketRef::InCell(cell),
+        }
+    }
+
+    #[inline]
+    fn slot(&self) -> &Packet<T> {
+        match &self.packet {
+            PacketRef::Alone(packet) => packet,
+            PacketRef::InCell(cell) => cell.packet(),
+        }
+    }
+
+    /// Waits for the task and returns its value.
+    ///
+    /// # Errors
+    ///
+    /// [`TaskError::Panicked`] with the payload if the task panicked;
+    /// [`TaskError::Cancelled`] if it was dropped without running.
+    pub fn join(self) -> Result<T, TaskError> {
+        let mut handle = self;
+        loop {
+            match handle.join_until(&Until::FOREVER) {
+                Ok(result) => return result,
+                Err(back) => handle = back,
+            }
+        }
+    }
+
+    /// Returns the result if the task has finished, or the handle back if not.
+    ///
+    /// # Errors
+    ///
+    /// The outer `Err` is this handle, when the task has not finished yet.
+    pub fn try_join(self) -> Result<Result<T, TaskError>, TaskHandle<T>> {
+        match self.slot().take() {
+            Some(result) => Ok(result),
+            None => Err(self),
+        }
+    }
+
+    /// Waits at most `timeout` for the result.
+    ///
+    /// # Errors
+    ///
+    /// The outer `Err` is this handle, when the timeout passed first.
+    pub fn join_timeout(self, timeout: Duration) -> Result<Result<T, TaskError>, TaskHandle<T>> {
+        self.join_until(&Until::timeout(timeout))
+    }
+
+    /// Waits until `deadline` at most for the result.
+    ///
+    /// # Errors
+    ///
+    /// The outer `Err` is this handle, when the deadline passed first.
+    pub fn join_deadline(self, deadline: Instant) -> Result<Result<T, TaskError>, TaskHandle<T>> {
+        self.join_until(&Until::deadline(deadline))
+    }
+
+    /// Waits for the result until `token` is cancelled (or its deadline passes).
+    ///
+    /// # Errors
+    ///
+    /// The outer `Err` is this handle, when the token was cancelled first.
+    pub fn join_cancellable(
+        self,
+        token: &CancelToken,
+    ) -> Result<Result<T, TaskError>, TaskHandle<T>> {
+        self.join_until(&Until::cancellable(token))
+    }
+
+    /// Whether the result is ready (the task ran, panicked or was cancelled).
+    pub fn is_finished(&self) -> bool {
+        self.slot().is_done()
+    }
+
+    pub(crate) fn join_until(self, until: &Until<'_>) -> Result<Result<T, TaskError>, Self> {
+        let packet = self.slot();
+        if let Some(result) = spin_for(packet) {
+            return Ok(result);
+        }
+        if running_here(packet as *const Packet<T> as usize) {
+            return Ok(Err(TaskError::JoinedFromItself));
+        }
+        let _wake = until.unpark_on_cancel();
+        if packet.register() {
+            // Parks may end early (a spurious wake-up, a cancel's unpark): re-check.
+            while !packet.is_done() {
+                if until.park().is_err() {
+                    if packet.unregister() {
+                        return Err(self);
+                    }
+                    break; // `set` won the race: the result is in
+                }
+            }
+        }
+        match packet.take() {
+            Some(result) => Ok(result),
+            None => unreachable!("corral: a resolved packet holds its result until joined"),
+        }
+    }
+}
+
+impl<T> fmt::Debug for TaskHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The closure slot: a task with a handle.
+// ---------------------------------------------------------------------------------
+
+/// A task with a handle, as shared by its job and its [`TaskHandle`]: the closure and
+/// where its result goes. An owned pool's task keeps its result slot inline
+/// ([`in_cell`]), so it is one allocation; the submitter usually drops the last
+/// reference when it joins, which returns the memory to the submitting thread's
+/// allocator cache, where the next submit asks for it.
 pub(crate) struct Cell<C, D> {
     /// Reached only through the task's one [`Shared`], which takes it out once (to
     /// run it, to drop it unrun, or to give it back to its submitter): no lock.
     call: UnsafeCell<Option<C>>,
-    pub(crate) done: D,
+    done: D,
 }
 
 // SAFETY: `call` is reached only through the task's one `Shared` (not `Clone`, made
@@ -170,14 +625,20 @@ pub(crate) struct Cell<C, D> {
 // itself; the handle may hold the last reference and drop the cell, `call` included,
 // on its own thread, which `C: Send` allows (and `call` is `None` by then on every
 // path but a `Shared` dropped outside a job, which the pool never does).
-#[allow(unsafe_code)]
 unsafe impl<C: Send, D: Sync> Sync for Cell<C, D> {}
+
+/// An owned task's result slot as its handle sees it: inside the shared cell.
+impl<C: Send, T: Send> AsPacket<T> for Cell<C, Packet<T>> {
+    fn packet(&self) -> &Packet<T> {
+        &self.done
+    }
+}
 
 /// The job's reference to a [`Cell`], and the sole right to its closure.
 pub(crate) struct Shared<C, D>(Arc<Cell<C, D>>);
 
 impl<C, D> Shared<C, D> {
-    pub(crate) fn new(call: C, done: D) -> Self {
+    fn new(call: C, done: D) -> Self {
         Shared(Arc::new(Cell {
             call: UnsafeCell::new(Some(call)),
             done,
@@ -185,7 +646,6 @@ impl<C, D> Shared<C, D> {
     }
 
     /// The closure, unless it was already taken.
-    #[allow(unsafe_code)]
     fn take(&mut self) -> Option<C> {
         // SAFETY: only a `Shared` reaches `call`, there is one per cell, and `&mut
         // self` excludes any other use of it meanwhile (see `Sync for Cell`).
@@ -193,29 +653,97 @@ impl<C, D> Shared<C, D> {
     }
 }
 
-// SAFETY: the round trip of the `Arc` inside, which is `Thin`.
-#[allow(unsafe_code)]
-unsafe impl<C, D> Thin for Shared<C, D> {
+/// A task with its result slot inline.
+pub(crate) type InCell<C> = Shared<C, Packet<<C as Call>::Out>>;
+
+/// A task with a result slot of its own.
+pub(crate) type OwnSlot<C> = Shared<C, crate::sync::Arc<Packet<<C as Call>::Out>>>;
+
+/// A task whose result slot sits inside its own cell, shared with the handle: one
+/// allocation. Only a `'static` task can do this (a handle is `'static`).
+pub(crate) fn in_cell<C>(call: C) -> (InCell<C>, TaskHandle<C::Out>)
+where
+    C: Call + 'static,
+    C::Out: Send + 'static,
+{
+    let task = Shared::new(call, Packet::new());
+    let handle = TaskHandle::in_cell(Arc::clone(&task.0) as Arc<dyn AsPacket<C::Out>>);
+    (task, handle)
+}
+
+/// A task whose result goes to a slot of its own, for tasks that may borrow and for
+/// big closures (a handle nobody joins yet then pins no closure bytes).
+pub(crate) fn with_own_slot<C>(call: C) -> (OwnSlot<C>, TaskHandle<C::Out>)
+where
+    C: Call,
+    C::Out: Send,
+{
+    let (slot, handle) = packet();
+    (Shared::new(call, slot), handle)
+}
+
+// ---------------------------------------------------------------------------------
+// The job: a task behind one thin pointer and a table.
+// ---------------------------------------------------------------------------------
+
+/// An owning pointer that can travel as a thin pointer and come back.
+///
+/// # Safety
+///
+/// `from_raw(into_raw(x))` must give back `x`, ownership and all: a [`Job`] made from
+/// an implementor runs or drops it through that round trip.
+pub(crate) unsafe trait Thin: Sized {
+    fn into_raw(self) -> NonNull<()>;
+
+    /// # Safety
+    ///
+    /// `raw` came from `Self::into_raw` (the same type) and is not used again.
+    unsafe fn from_raw(raw: NonNull<()>) -> Self;
+}
+
+// SAFETY: `Box::leak` and `Box::from_raw` are inverses.
+unsafe impl<T> Thin for Box<T> {
     fn into_raw(self) -> NonNull<()> {
-        self.0.into_raw()
+        NonNull::from(Box::leak(self)).cast()
     }
 
     unsafe fn from_raw(raw: NonNull<()>) -> Self {
-        // SAFETY: `raw` came from `Shared::into_raw`, that is from the `Arc` inside
-        // (this function's contract), and is used once.
-        Shared(unsafe { <Arc<Cell<C, D>> as Thin>::from_raw(raw) })
+        // SAFETY: `raw` is the pointer `Box::leak` gave for a `Box<T>` (caller's
+        // contract), and ownership comes back exactly once.
+        unsafe { Box::from_raw(raw.cast::<T>().as_ptr()) }
     }
 }
 
-impl<C, T> Shared<C, Packet<T>>
-where
-    C: Send + 'static,
-    T: Send + 'static,
-{
-    /// The task's handle, reading the result slot inside the cell (and nothing else).
-    pub(crate) fn handle(&self) -> TaskHandle<T> {
-        TaskHandle::in_cell(Arc::clone(&self.0) as Arc<dyn AsPacket<T>>)
+// SAFETY: the round trip of the `Arc` inside: `Arc::into_raw` and `Arc::from_raw`
+// are inverses (one strong reference).
+unsafe impl<C, D> Thin for Shared<C, D> {
+    fn into_raw(self) -> NonNull<()> {
+        // SAFETY: `Arc::into_raw` never returns null (it points into a live allocation).
+        unsafe { NonNull::new_unchecked(Arc::into_raw(self.0).cast_mut().cast()) }
     }
+
+    unsafe fn from_raw(raw: NonNull<()>) -> Self {
+        // SAFETY: `raw` came from `Shared::into_raw` (caller's contract), that is from
+        // `Arc::<Cell<C, D>>::into_raw`, and the reference it stands for is reclaimed
+        // exactly once.
+        Shared(unsafe { Arc::from_raw(raw.cast::<Cell<C, D>>().as_ptr().cast_const()) })
+    }
+}
+
+/// A task as the queue carries it: a thin owning pointer to something that can run
+/// once, or be dropped unrun, on any thread.
+pub(crate) trait Runnable: Thin + Send {
+    /// What the submitter gets back if the queue refuses the task.
+    type Closure;
+
+    /// Runs the task, counting the run where `tally` says.
+    fn run(self, token: &CancelToken, tally: Tally<'_>) -> Outcome;
+
+    /// The task will never run: drops it (a handle, if any, resolves to `Cancelled`).
+    fn abandon(self);
+
+    /// The closure of a task that never ran, for its submitter.
+    fn into_closure(self) -> Option<Self::Closure>;
 }
 
 /// A task with a handle: the cell the handle shares.
@@ -282,35 +810,100 @@ impl<C: Call> Runnable for Box<C> {
     }
 }
 
-/// Calls the closure and hands its result on, counting the run.
-fn call_and_deliver<C: Call, D: Deliver<C::Out>>(
-    call: C,
-    done: &D,
-    token: &CancelToken,
-    tally: Tally<'_>,
-) -> Outcome {
-    let result = Panic::catch_any(|| call.call(token));
-    match &result {
-        Ok(_) => tally.bump(tally.completed),
-        Err(_) => tally.bump(tally.panicked),
-    }
-    match result {
-        Ok(value) => {
-            done.deliver(Ok(value));
-            Outcome::Done
+/// What a job can do with the task behind its pointer.
+struct Ops {
+    run: unsafe fn(NonNull<()>, &CancelToken, Tally<'_>) -> Outcome,
+    abandon: unsafe fn(NonNull<()>),
+}
+
+/// The table for one task type (a constant, so each job refers to it for free).
+struct OpsOf<R>(PhantomData<R>);
+
+impl<R: Runnable> OpsOf<R> {
+    const OPS: Ops = Ops {
+        run: run_raw::<R>,
+        abandon: abandon_raw::<R>,
+    };
+}
+
+/// # Safety
+///
+/// `raw` came from `R::into_raw` and is not used again.
+unsafe fn run_raw<R: Runnable>(raw: NonNull<()>, token: &CancelToken, tally: Tally<'_>) -> Outcome {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { R::from_raw(raw) }.run(token, tally)
+}
+
+/// # Safety
+///
+/// `raw` came from `R::into_raw` and is not used again.
+unsafe fn abandon_raw<R: Runnable>(raw: NonNull<()>) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { R::from_raw(raw) }.abandon()
+}
+
+/// A queued task. Dropping a job that has not run abandons it (its handle resolves to
+/// `Cancelled`), wherever that happens: a cancelled pool, an eviction, a shutdown.
+pub(crate) struct Job<'a> {
+    raw: NonNull<()>,
+    ops: &'static Ops,
+    /// The task may borrow for `'a`, and the job owns it.
+    _task: PhantomData<Box<dyn Send + 'a>>,
+}
+
+// SAFETY: a job is only made from a `Runnable`, which is `Send`, and it owns that task
+// (or its reference to it) outright: moving the job moves the task.
+unsafe impl Send for Job<'_> {}
+
+impl<'a> Job<'a> {
+    #[inline]
+    pub(crate) fn new<R: Runnable + 'a>(task: R) -> Self {
+        Job {
+            raw: task.into_raw(),
+            ops: &OpsOf::<R>::OPS,
+            _task: PhantomData,
         }
-        Err(panic) => Outcome::Panicked(done.deliver(Err(TaskError::Panicked(panic)))),
+    }
+
+    /// Runs the task once, on this thread.
+    #[inline]
+    pub(crate) fn run(self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
+        let job = ManuallyDrop::new(self);
+        // SAFETY: `raw` and `ops` were made together from one task type in `new`, and
+        // `ManuallyDrop` keeps `Drop` from using `raw` after this.
+        unsafe { (job.ops.run)(job.raw, token, tally) }
+    }
+
+    /// Where the task is, to tell one job from another in debug assertions (not
+    /// unique: zero-sized tasks share an address).
+    pub(crate) fn addr(&self) -> *const () {
+        self.raw.as_ptr()
+    }
+
+    /// The task this job was made from, without running or abandoning it: how a
+    /// refused task goes back to its submitter.
+    ///
+    /// Only the code that built the job can name `R`, and the queue hands back the job
+    /// it was given, never another: that is the contract the one caller (the engine's
+    /// push path) relies on.
+    ///
+    /// # Safety
+    ///
+    /// The job was made by `Job::new::<R>` with this very `R`.
+    #[inline]
+    pub(crate) unsafe fn into_task<R: Runnable + 'a>(self) -> R {
+        let job = ManuallyDrop::new(self);
+        // SAFETY: `raw` came from `R::into_raw` (caller's contract), and
+        // `ManuallyDrop` keeps `Drop` from using it again.
+        unsafe { R::from_raw(job.raw) }
     }
 }
 
-/// An owned task's result slot as its handle sees it: inside the shared cell.
-impl<C, T> AsPacket<T> for Cell<C, Packet<T>>
-where
-    C: Send,
-    T: Send,
-{
-    fn packet(&self) -> &Packet<T> {
-        &self.done
+impl Drop for Job<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `raw` and `ops` were made together in `new`; `run` and `into_task`
+        // forget the job, so this is the only use of `raw` on this path.
+        unsafe { (self.ops.abandon)(self.raw) }
     }
 }
 
@@ -380,8 +973,205 @@ impl fmt::Debug for DroppedTask<'_> {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    //! Every shape of task down every path, with closures that count their runs and
+    //! the drops of their captures: the pool's `unsafe` is here, so `scripts/test`
+    //! also runs these under Miri.
     use super::*;
-    use crate::pool::handle::packet;
+    use crate::leak::LeakCheck;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts its own drops.
+    struct Capture(Arc<AtomicUsize>);
+
+    impl Drop for Capture {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// How often a probed closure ran, and how often its captures were dropped.
+    struct Probe {
+        runs: Arc<AtomicUsize>,
+        drops: Arc<AtomicUsize>,
+    }
+
+    impl Probe {
+        fn runs(&self) -> usize {
+            self.runs.load(Ordering::SeqCst)
+        }
+
+        fn drops(&self) -> usize {
+            self.drops.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A closure returning `value`, counted by the `Probe`.
+    fn probed<T: Copy + Send + 'static>(value: T) -> (impl Fn() -> T + Send + 'static, Probe) {
+        let probe = Probe {
+            runs: Arc::new(AtomicUsize::new(0)),
+            drops: Arc::new(AtomicUsize::new(0)),
+        };
+        let capture = Capture(Arc::clone(&probe.drops));
+        let runs = Arc::clone(&probe.runs);
+        let f = move || {
+            let _keep = &capture;
+            runs.fetch_add(1, Ordering::SeqCst);
+            value
+        };
+        (f, probe)
+    }
+
+    /// A task with a handle whose result slot is inside its cell, as an owned pool's.
+    fn with_handle<F, T>(f: F) -> (Shared<Plain<F>, Packet<T>>, TaskHandle<T>)
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        in_cell(Plain(f))
+    }
+
+    /// Where runs are counted, as a worker's slot.
+    #[derive(Default)]
+    struct Counts {
+        completed: AtomicU64,
+        panicked: AtomicU64,
+    }
+
+    impl Counts {
+        fn tally(&self) -> Tally<'_> {
+            Tally {
+                completed: Some(&self.completed),
+                panicked: Some(&self.panicked),
+                exclusive: false,
+            }
+        }
+
+        fn get(&self) -> (u64, u64) {
+            (
+                self.completed.load(Ordering::SeqCst),
+                self.panicked.load(Ordering::SeqCst),
+            )
+        }
+    }
+
+    /// Runs `job` on another thread, as a worker would.
+    fn run_elsewhere(job: Job<'static>, counts: &Counts) -> Outcome {
+        let _check = LeakCheck::new();
+        std::thread::scope(|s| {
+            s.spawn(move || job.run(&CancelToken::new(), counts.tally()))
+                .join()
+                .unwrap()
+        })
+    }
+
+    /// A task made into a job and taken back, as `Core::push` does on a refusal.
+    fn queued_and_refused<R: Runnable + 'static>(task: R) -> R {
+        let job = Job::new(task);
+        // SAFETY: made from this very `R` just above.
+        unsafe { job.into_task::<R>() }
+    }
+
+    #[test]
+    fn a_boxed_closure_runs_once_on_another_thread_and_is_dropped_once() {
+        let (f, probe) = probed(());
+        let counts = Counts::default();
+        let outcome = run_elsewhere(Job::new(Box::new(Plain(f))), &counts);
+        assert!(matches!(outcome, Outcome::Done));
+        assert_eq!((probe.runs(), probe.drops()), (1, 1));
+        assert_eq!(counts.get(), (1, 0));
+    }
+
+    #[test]
+    fn a_boxed_closure_dropped_unrun_drops_its_captures_once_and_never_runs() {
+        let (f, probe) = probed(());
+        drop(Job::new(Box::new(Plain(f))));
+        assert_eq!((probe.runs(), probe.drops()), (0, 1));
+    }
+
+    #[test]
+    fn a_boxed_panic_comes_back_to_the_worker_with_its_payload() {
+        let counts = Counts::default();
+        match run_elsewhere(Job::new(Box::new(Plain(|| panic!("boxed")))), &counts) {
+            Outcome::Panicked(Some(panic)) => assert_eq!(panic.message(), Some("boxed")),
+            _ => panic!("the panic was lost"),
+        }
+        assert_eq!(counts.get(), (0, 1));
+    }
+
+    #[test]
+    fn a_refused_box_gives_its_closure_back_whole_even_a_zero_sized_one() {
+        let (f, probe) = probed(7);
+        let closure = queued_and_refused(Box::new(Plain(f)))
+            .into_closure()
+            .unwrap();
+        assert_eq!((probe.runs(), probe.drops()), (0, 0));
+        assert_eq!(closure(), 7);
+        drop(closure);
+        assert_eq!((probe.runs(), probe.drops()), (1, 1));
+
+        let zero_sized = || 5u8;
+        assert_eq!(std::mem::size_of_val(&zero_sized), 0);
+        let closure = queued_and_refused(Box::new(Plain(zero_sized)))
+            .into_closure()
+            .unwrap();
+        assert_eq!(closure(), 5);
+        let job = Job::new(Box::new(Plain(zero_sized)));
+        let outcome = job.run(&CancelToken::new(), Tally::NONE);
+        assert!(matches!(outcome, Outcome::Done));
+    }
+
+    #[test]
+    fn a_shared_cell_delivers_to_its_handle_and_is_freed_with_the_last_reference() {
+        let (keeper, probe) = probed(());
+        let (task, handle) = with_handle(move || keeper); // the result holds the capture
+        let counts = Counts::default();
+        assert!(matches!(
+            run_elsewhere(Job::new(task), &counts),
+            Outcome::Done
+        ));
+        assert_eq!(counts.get(), (1, 0));
+        let result = handle.join().unwrap();
+        assert_eq!(probe.drops(), 0); // moved out whole, not dropped
+        drop(result);
+        assert_eq!(probe.drops(), 1);
+    }
+
+    #[test]
+    fn a_shared_cell_whose_handle_is_gone_runs_and_drops_its_result_on_the_worker() {
+        let (keeper, probe) = probed(());
+        let (task, handle) = with_handle(move || keeper); // the result holds the capture
+        drop(handle);
+        let counts = Counts::default();
+        run_elsewhere(Job::new(task), &counts);
+        assert_eq!(counts.get(), (1, 0));
+        assert_eq!(probe.drops(), 1);
+    }
+
+    #[test]
+    fn a_refused_shared_cell_gives_its_closure_back_and_the_handle_never_resolves() {
+        let (f, probe) = probed(9u32);
+        let (task, handle) = with_handle(f);
+        let closure = queued_and_refused(task).into_closure().unwrap();
+        assert!(!handle.is_finished());
+        drop(handle);
+        assert_eq!((probe.runs(), probe.drops()), (0, 0));
+        assert_eq!(closure(), 9);
+        drop(closure);
+        assert_eq!((probe.runs(), probe.drops()), (1, 1));
+    }
+
+    #[test]
+    fn a_shared_cell_dropped_unrun_cancels_its_handle_and_drops_its_captures_once() {
+        let (f, probe) = probed(());
+        let (task, handle) = with_handle(f);
+        let _check = LeakCheck::new();
+        std::thread::scope(|s| {
+            let job = Job::new(task);
+            s.spawn(move || drop(job));
+        });
+        assert_eq!((probe.runs(), probe.drops()), (0, 1));
+        assert!(handle.join().unwrap_err().is_cancelled());
+    }
 
     struct Bomb;
 
@@ -393,15 +1183,12 @@ mod tests {
 
     #[test]
     fn a_job_dropped_unrun_resolves_its_handle_even_if_a_capture_panics_on_drop() {
-        let (slot, handle) = packet::<u32>();
         let bomb = Bomb;
-        let job = Job::new(Shared::new(
-            Plain(move || {
-                let _keep = &bomb;
-                1
-            }),
-            slot,
-        ));
+        let (task, handle) = with_own_slot(Plain(move || {
+            let _keep = &bomb;
+            1u32
+        }));
+        let job = Job::new(task);
         let dropped = Panic::catch_any(move || drop(job));
         assert_eq!(
             dropped.unwrap_err().message(),
@@ -412,8 +1199,7 @@ mod tests {
 
     #[test]
     fn a_job_dropped_unrun_resolves_its_inline_handle() {
-        let task = Shared::new(Plain(|| 7u32), Packet::new());
-        let handle = task.handle();
+        let (task, handle) = in_cell(Plain(|| 7u32));
         drop(Job::new(task));
         assert!(handle.join().unwrap_err().is_cancelled());
     }
@@ -426,8 +1212,7 @@ mod tests {
                 panic!("result dropped");
             }
         }
-        let task = Shared::new(Plain(|| LoudResult), Packet::new());
-        let handle = task.handle();
+        let (task, handle) = in_cell(Plain(|| LoudResult));
         drop(handle); // nobody will join: the job holds the last reference
         let outcome = Job::new(task).run(&CancelToken::new(), Tally::NONE);
         // The destructor's panic goes to the report, as no handle takes it.
