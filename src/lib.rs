@@ -369,8 +369,10 @@ pub use scope::{scope, try_scope, Scope, ScopedHandle};
 pub use semaphore::{
     AcquireError, OwnedPermit, Permit, Semaphore, SemaphoreStats, TryAcquireError,
 };
+pub use spawn::SpawnError;
 pub use supervisor::{
-    Exit, Restart, StopReason, Strategy, Supervisor, SupervisorBuilder, SupervisorReport,
+    Exit, Restart, StopReason, Strategy, Supervisor, SupervisorBuilder, SupervisorError,
+    SupervisorReport,
 };
 /// Loom models that use the public API make their deadlines pass with this.
 #[cfg(loom)]

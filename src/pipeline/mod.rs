@@ -37,7 +37,7 @@ use crate::cancel::{CancelReason, CancelToken};
 use crate::config::{check_name, ConfigError};
 use crate::overflow::Overflow;
 use crate::panic::{drop_caught, drop_quietly, Panic};
-use crate::spawn::{spawn_scoped, ThreadSpec};
+use crate::spawn::{start_scoped, SpawnError, ThreadSpec};
 
 pub use report::{PipelineReport, StageStats};
 
@@ -142,17 +142,18 @@ fn spawn_thread<'s, 'env, F>(
     spec: &ThreadSpec,
     at: (usize, usize),
     body: Body<F>,
-) -> std::io::Result<()>
+) -> Result<(), SpawnError>
 where
     F: FnOnce() + Send + 's,
 {
     #[cfg(test)]
     if ctx.settings.fail_spawn_at == Some(at) {
         drop(body);
-        return Err(std::io::Error::other("injected spawn failure"));
+        let error = std::io::Error::other("injected spawn failure");
+        return Err(SpawnError::new(format!("corral-{}", spec.name), error));
     }
     let _ = (ctx, at);
-    spawn_scoped(scope, spec, move || body.run()).map(drop)
+    start_scoped(scope, spec, move || body.run()).map(drop)
 }
 
 /// A backpressure pipeline under construction: a source, then stages, then a sink.
@@ -1156,8 +1157,8 @@ pub enum PipelineError {
     Spawn {
         /// The stage whose thread did not start.
         stage: String,
-        /// The OS error.
-        error: std::io::Error,
+        /// The thread and the OS error.
+        error: SpawnError,
         /// What the run did until it stopped.
         report: PipelineReport,
     },
@@ -1248,9 +1249,7 @@ impl fmt::Display for PipelineError {
             PipelineError::Failed { stage, .. } => write!(f, "stage {stage} failed"),
             PipelineError::Panicked { stage, .. } => write!(f, "stage {stage} panicked"),
             PipelineError::Cancelled { reason, .. } => write!(f, "pipeline stopped: {reason}"),
-            PipelineError::Spawn { stage, .. } => {
-                write!(f, "could not start a thread for stage {stage}")
-            }
+            PipelineError::Spawn { stage, .. } => write!(f, "stage {stage} failed to start"),
         }
     }
 }
@@ -1302,7 +1301,8 @@ mod tests {
                 panic!("{policy:?} {at:?}: {err:?}")
             };
             assert_eq!(stage, name);
-            assert_eq!(error.to_string(), "injected spawn failure");
+            assert_eq!(error.io_error().to_string(), "injected spawn failure");
+            assert!(error.thread_name().starts_with("corral-pipe-"), "{error}");
             for s in &report.stages {
                 assert!(s.balanced(), "{policy:?} {at:?}: {s:?}");
             }

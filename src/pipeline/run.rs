@@ -31,6 +31,7 @@ use crate::cancel::CancelToken;
 use crate::overflow::Overflow;
 use crate::panic::{drop_caught, drop_quietly, Panic};
 use crate::queue::{send_evicting, send_until, try_send, Refused};
+use crate::spawn::SpawnError;
 use crate::sync::{AtomicBool, Mutex, Ordering};
 use crate::timeline::tsc_nanos;
 use crate::wait::Until;
@@ -141,7 +142,7 @@ fn refused<T>(r: Refused<T>) -> T {
 pub(crate) enum Failure {
     Error(BoxError),
     Panic(Panic),
-    Spawn(std::io::Error),
+    Spawn(SpawnError),
 }
 
 /// Per-stage counters, kept locally by each thread and merged on exit.
