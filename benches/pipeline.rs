@@ -30,7 +30,7 @@ fn corral_3x1(batch: usize) -> u64 {
         .stage("c", 1, step)
         .capacity(CAP)
         .batch(batch)
-        .for_each(|x| sum = sum.wrapping_add(x))
+        .run(|x| sum = sum.wrapping_add(x))
         .expect("bench pipeline");
     sum
 }
@@ -103,7 +103,7 @@ fn cpu_heavy(c: &mut Criterion) {
                 .stage("h1", 4, heavy)
                 .stage("h2", 4, heavy)
                 .capacity(CAP)
-                .for_each(|x| acc ^= x)
+                .run(|x| acc ^= x)
                 .expect("bench pipeline");
             black_box(acc)
         })
@@ -116,7 +116,7 @@ fn cpu_heavy(c: &mut Criterion) {
                 .stage("h2", 4, heavy)
                 .capacity(CAP)
                 .batch(16)
-                .for_each(|x| acc ^= x)
+                .run(|x| acc ^= x)
                 .expect("bench pipeline");
             black_box(acc)
         })

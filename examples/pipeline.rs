@@ -100,7 +100,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         .capacity(capacity)
         .batch(batch)
         .overflow(Overflow::Block) // backpressure: the parsers pull the generator
-        .for_each(|(server_error, entry)| {
+        .run(|(server_error, entry)| {
             in_flight.fetch_sub(1, Ordering::Relaxed);
             let stats = by_route.entry(entry.route).or_default();
             stats.hits += 1;
@@ -146,7 +146,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let err = Pipeline::from_iter(lines)
         .try_stage("parse", 3, parse)
         .capacity(capacity)
-        .for_each(drop)
+        .run(drop)
         .unwrap_err();
     let report = err.report().expect("a run happened");
     // Display names the stage; the parse error itself is the source.

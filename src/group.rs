@@ -21,7 +21,7 @@ use crate::panic::Panic;
 use crate::pool::SubmitError;
 use crate::scope::{Scope, ScopedHandle};
 use crate::semaphore::{AcquireError, OwnedPermit, Semaphore};
-use crate::spawn::ThreadSpec;
+use crate::spawn::{SpawnError, ThreadSpec};
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 use crate::wait::Until;
 
@@ -76,6 +76,8 @@ pub enum GroupError<E> {
     Failed(E),
     /// The task panicked; the payload is kept.
     Panicked(Panic),
+    /// The task's thread did not start (the OS refused it); the task never ran.
+    Spawn(SpawnError),
 }
 
 impl<E> GroupError<E> {
@@ -83,7 +85,17 @@ impl<E> GroupError<E> {
     pub fn into_failed(self) -> Option<E> {
         match self {
             GroupError::Failed(e) => Some(e),
-            GroupError::Panicked(_) => None,
+            GroupError::Panicked(_) | GroupError::Spawn(_) => None,
+        }
+    }
+
+    /// The panic `wait` re-raises for this failure (a thread that did not start is
+    /// re-raised with its [`SpawnError`] as the payload), or the task's own error.
+    fn into_panic(self) -> Result<Panic, E> {
+        match self {
+            GroupError::Failed(e) => Err(e),
+            GroupError::Panicked(panic) => Ok(panic),
+            GroupError::Spawn(e) => Ok(Panic::new(Box::new(e))),
         }
     }
 
@@ -102,6 +114,7 @@ impl<E> fmt::Display for GroupError<E> {
         match self {
             GroupError::Failed(_) => f.write_str("task failed"),
             GroupError::Panicked(_) => f.write_str("task panicked"),
+            GroupError::Spawn(_) => f.write_str("task not started"),
         }
     }
 }
@@ -111,6 +124,7 @@ impl<E: std::error::Error + 'static> std::error::Error for GroupError<E> {
         match self {
             GroupError::Failed(e) => Some(e),
             GroupError::Panicked(panic) => Some(panic),
+            GroupError::Spawn(e) => Some(e),
         }
     }
 }
@@ -124,10 +138,10 @@ struct Failures {
 
 type Outcome<T, E> = Result<T, GroupError<E>>;
 
-/// A task's thread, or the panic recorded when the OS refused to start it.
+/// A task's thread, or why it did not start.
 enum Entry<'scope, T, E> {
     Running(ScopedHandle<'scope, Outcome<T, E>>),
-    NotStarted(Panic),
+    NotStarted(SpawnError),
     /// Run on the spawning thread (one of the group's own tasks, at the limit).
     Finished(Outcome<T, E>),
 }
@@ -148,7 +162,7 @@ impl<T, E> Entry<'_, T, E> {
                 Ok(outcome) => outcome,
                 Err(panic) => Err(GroupError::Panicked(panic)),
             },
-            Entry::NotStarted(panic) => Err(GroupError::Panicked(panic)),
+            Entry::NotStarted(e) => Err(GroupError::Spawn(e)),
             Entry::Finished(outcome) => outcome,
         }
     }
@@ -328,7 +342,7 @@ where
         let failures = Arc::clone(&self.failures);
         let spec = ThreadSpec::new("TaskGroup", format!("group-{}", id.0));
         let group = Arc::as_ptr(&failures) as usize;
-        let started = self.scope.try_spawn_as(spec, move || {
+        let started = self.scope.start_as(spec, move || {
             CURRENT_GROUP.with(|g| g.set(group));
             let outcome = Panic::catch_any(|| f(&token));
             drop(slot);
@@ -347,13 +361,10 @@ where
         match started {
             Ok(handle) => self.tasks.lock().push((id, Entry::Running(handle))),
             Err(e) => {
-                // The closure (and its slot) were dropped unstarted: record the
-                // failure as this task's panic, so `wait` surfaces it.
-                let panic = Panic::new(Box::new(format!(
-                    "corral: the OS refused to start a task thread: {e}"
-                )));
+                // The closure (and its slot) were dropped unstarted. Counted like a
+                // panic: `wait` re-raises it (the `SpawnError` is the payload).
                 fail(&self.failures, &self.token, id, true);
-                self.tasks.lock().push((id, Entry::NotStarted(panic)));
+                self.tasks.lock().push((id, Entry::NotStarted(e)));
             }
         }
         id
@@ -362,7 +373,8 @@ where
     /// Starts `f` on a new scoped thread, first waiting for a free slot if the group
     /// has a [`limit`](TaskGroup::limit). Returns the task's id.
     ///
-    /// If the OS refuses to start the thread, that is recorded as the task's panic
+    /// If the OS refuses to start the thread, that is recorded as the task's
+    /// [`GroupError::Spawn`] and counted like a panic
     /// (and cancels the group), surfacing from `wait` like any task panic.
     ///
     /// Called from inside one of the group's own tasks when no slot is free, it runs
@@ -471,8 +483,8 @@ where
     ///
     /// # Panics
     ///
-    /// Re-raises, with its original payload, the first task panic, once every task has
-    /// joined. Use [`wait_all`](TaskGroup::wait_all) to get panics as values. Without a
+    /// Re-raises, with its original payload, the first task panic (or thread that did
+    /// not start: its [`SpawnError`] is the payload), once every task has joined. Use [`wait_all`](TaskGroup::wait_all) to get panics as values. Without a
     /// task panic, re-raises the first panic of a destructor of a value or error that
     /// `wait` discards (the values when it returns an error, the errors after the
     /// first), once everything else is dropped.
@@ -486,24 +498,26 @@ where
         for (id, outcome) in outcomes {
             match outcome {
                 Ok(value) => values.push(value),
-                Err(GroupError::Failed(e)) => {
-                    if first_error.is_none() || failures.first_error == Some(id) {
-                        if let Some(older) = first_error.replace(e) {
-                            discard(older, &mut drop_panic);
+                Err(err) => match err.into_panic() {
+                    Err(e) => {
+                        if first_error.is_none() || failures.first_error == Some(id) {
+                            if let Some(older) = first_error.replace(e) {
+                                discard(older, &mut drop_panic);
+                            }
+                        } else {
+                            discard(e, &mut drop_panic);
                         }
-                    } else {
-                        discard(e, &mut drop_panic);
                     }
-                }
-                Err(GroupError::Panicked(panic)) => {
-                    if first_panic.is_none() || failures.first_panic == Some(id) {
-                        if let Some(older) = first_panic.replace(panic) {
-                            drop_quietly(older);
+                    Ok(panic) => {
+                        if first_panic.is_none() || failures.first_panic == Some(id) {
+                            if let Some(older) = first_panic.replace(panic) {
+                                drop_quietly(older);
+                            }
+                        } else {
+                            drop_quietly(panic);
                         }
-                    } else {
-                        drop_quietly(panic);
                     }
-                }
+                },
             }
         }
         if first_panic.is_some() || first_error.is_some() {
@@ -535,7 +549,8 @@ where
     }
 
     /// Joins every task and returns every outcome keyed by task id, in spawn order.
-    /// Panics come back as [`GroupError::Panicked`]; nothing is re-raised.
+    /// Panics come back as [`GroupError::Panicked`] and threads that did not start as
+    /// [`GroupError::Spawn`]; nothing is re-raised.
     ///
     /// # Example
     ///

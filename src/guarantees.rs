@@ -13,9 +13,12 @@
 //!    owner's `drop`, `shutdown`, `stop` or `run` returns only after joining it. There
 //!    are no detached, global or timer threads: time-based state is computed lazily
 //!    from a [`Clock`](crate::clock::Clock). A partial start (a thread spawn failing half-way)
-//!    stops and joins the threads already started and reports the failure as an
-//!    error (the pool and the pipeline keep the `io::Error`; a supervisor stops with
-//!    `StopReason::Failed`).
+//!    stops and joins the threads already started and reports the failure as a
+//!    [`SpawnError`](crate::SpawnError) naming the thread and keeping the `io::Error`:
+//!    on its own (`Scope::try_spawn`) or inside the primitive's error
+//!    (`PipelineError::Spawn`, `GroupError::Spawn`, `SupervisorError::Spawn`; a
+//!    supervisor that cannot restart a child stops with `StopReason::Failed` and the
+//!    error in its report). The worker pool still reports a `ConfigError`.
 //!    [`leak::LeakCheck`](crate::leak::LeakCheck) measures it in tests and
 //!    [`leak::live_threads`](crate::leak::live_threads) at any moment.
 //! 2. **Every queue and every wait is bounded.** Every queue has a capacity with a
@@ -175,7 +178,7 @@
 //! | supervisor | `join_timeout`, `join_deadline`, `join_cancellable` | `ZERO`, a past deadline, an expired token | `Err(supervisor)`, still running |
 //! | scope | `spawn_named` name | empty | the thread is `corral-` |
 //! | scope | `spawn_named` name | with a NUL byte | the NUL is escaped: the thread is `corral-a\0b` (backslash, zero) |
-//! | scope | `try_spawn_named` name | with a NUL byte | `Err(io::Error)` of kind `InvalidInput` |
+//! | scope | `try_spawn_named` name | with a NUL byte | `Err(SpawnError)` whose `io::Error` is of kind `InvalidInput` |
 //! | resilience | `timeout` | `Duration::ZERO` | `ConfigError` (`timeout`) |
 //! | resilience | `timeout` | `Duration::MAX` | no deadline (saturates) |
 //! | resilience | `retries` | `0` | one attempt: `Failed { attempts: 1, .. }` |

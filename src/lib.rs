@@ -373,6 +373,7 @@ pub use redis;
 pub use resilience::Resilience;
 pub use scope::{scope, try_scope, Scope};
 pub use semaphore::Semaphore;
+pub use spawn::SpawnError;
 pub use supervisor::Supervisor;
 /// Loom models that use the public API make their deadlines pass with this.
 #[cfg(loom)]

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 
 use crate::cancel::CancelToken;
 use crate::panic::Panic;
-use crate::spawn::{spawn_scoped, ThreadSpec};
+use crate::spawn::{start_scoped, SpawnError, ThreadSpec};
 
 /// Runs `f` with a [`Scope`] in which threads may borrow anything that outlives the
 /// call, then joins every thread spawned in it and returns `f`'s value.
@@ -204,15 +204,16 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     ///
     /// # Errors
     ///
-    /// The [`io::Error`] from the OS.
+    /// A [`SpawnError`] naming the thread, with the OS's [`io::Error`] as its source
+    /// (`?` converts it into an `io::Error`).
     #[track_caller]
-    pub fn try_spawn<F, T>(&self, f: F) -> io::Result<ScopedHandle<'scope, T>>
+    pub fn try_spawn<F, T>(&self, f: F) -> Result<ScopedHandle<'scope, T>, SpawnError>
     where
         F: FnOnce() -> T + Send + 'scope,
         T: Send + 'scope,
     {
         let n = self.shared.spawned.fetch_add(1, Ordering::Relaxed);
-        self.try_spawn_as(ThreadSpec::new("Scope", format!("scope-{n}")), f)
+        self.start_as(ThreadSpec::new("Scope", format!("scope-{n}")), f)
     }
 
     /// As [`spawn_named`](Scope::spawn_named), returning errors instead of panicking
@@ -220,16 +221,21 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::InvalidInput`] for a name with a NUL byte (`f` is dropped,
-    /// never run); otherwise the OS's refusal to start a thread.
+    /// A [`SpawnError`] whose source is of kind [`io::ErrorKind::InvalidInput`] for a
+    /// name with a NUL byte (`f` is dropped, never run); otherwise the OS's refusal to
+    /// start a thread.
     #[track_caller]
-    pub fn try_spawn_named<F, T>(&self, name: &str, f: F) -> io::Result<ScopedHandle<'scope, T>>
+    pub fn try_spawn_named<F, T>(
+        &self,
+        name: &str,
+        f: F,
+    ) -> Result<ScopedHandle<'scope, T>, SpawnError>
     where
         F: FnOnce() -> T + Send + 'scope,
         T: Send + 'scope,
     {
         self.shared.spawned.fetch_add(1, Ordering::Relaxed);
-        self.try_spawn_as(ThreadSpec::new("Scope", name), f)
+        self.start_as(ThreadSpec::new("Scope", name), f)
     }
 
     /// Spawns with a given spec (used by the primitives that live in a scope).
@@ -239,19 +245,34 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         F: FnOnce() -> T + Send + 'scope,
         T: Send + 'scope,
     {
-        match self.try_spawn_as(spec, f) {
+        match self.start_as(spec, f) {
             Ok(handle) => handle,
-            Err(e) => panic!("corral: the OS refused to start a thread: {e}"),
+            Err(e) => panic!("corral: {e}: {}", e.io_error()),
         }
     }
 
-    /// Spawns with a given spec; `Err` if the OS refuses to start the thread.
+    /// [`start_as`](Scope::start_as) for the worker pool, which still reports a bare
+    /// `io::Error`; it goes once the pool reports [`SpawnError`].
     #[track_caller]
     pub(crate) fn try_spawn_as<F, T>(
         &self,
         spec: ThreadSpec,
         f: F,
-    ) -> std::io::Result<ScopedHandle<'scope, T>>
+    ) -> io::Result<ScopedHandle<'scope, T>>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        self.start_as(spec, f).map_err(SpawnError::into_io_error)
+    }
+
+    /// Spawns with a given spec; `Err` if the thread does not start.
+    #[track_caller]
+    pub(crate) fn start_as<F, T>(
+        &self,
+        spec: ThreadSpec,
+        f: F,
+    ) -> Result<ScopedHandle<'scope, T>, SpawnError>
     where
         F: FnOnce() -> T + Send + 'scope,
         T: Send + 'scope,
@@ -264,7 +285,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         let thread_slot = Arc::clone(&slot);
         let thread_value = Arc::clone(&value);
         let shared = Arc::clone(&self.shared);
-        let inner = spawn_scoped(self.inner, &spec, move || match Panic::catch_any(f) {
+        let inner = start_scoped(self.inner, &spec, move || match Panic::catch_any(f) {
             Ok(result) => {
                 let mut place = thread_value.lock();
                 if place.abandoned {

@@ -1,11 +1,85 @@
 //! The one place corral starts OS threads: named `corral-...`, registered with the
-//! leak registry for their whole life, attributed to the spawner's leak checks.
+//! leak registry for their whole life, attributed to the spawner's leak checks. A
+//! thread that does not start is reported one way everywhere: a [`SpawnError`]
+//! carrying the thread's name and the OS's `io::Error`.
 
+use std::error::Error;
+use std::fmt;
 use std::io;
 use std::panic::Location;
 use std::thread::{Builder, JoinHandle, Scope, ScopedJoinHandle};
 
 use crate::leak::Tracker;
+
+/// A thread did not start: the OS refused it (or its name had a NUL byte).
+///
+/// Names the thread; the [`io::Error`] is its [`source`](Error::source). Every
+/// primitive that starts threads reports this, on its own or inside its error
+/// (`PipelineError::Spawn`, `GroupError::Spawn`, `SupervisorError::Spawn`).
+///
+/// # Example
+///
+/// ```
+/// use std::error::Error;
+///
+/// let err = corral::scope(|s| s.try_spawn_named("bad\0name", || ()).unwrap_err());
+/// assert_eq!(err.thread_name(), "corral-bad\0name");
+/// assert_eq!(err.to_string(), "could not start thread \"corral-bad\\0name\"");
+/// assert_eq!(err.io_error().kind(), std::io::ErrorKind::InvalidInput);
+/// assert!(err.source().is_some());
+/// ```
+#[derive(Debug)]
+pub struct SpawnError {
+    thread: String,
+    error: io::Error,
+}
+
+impl SpawnError {
+    /// The failure to start the thread called `thread` (as the OS would see it, with
+    /// the `corral-` prefix), for `error`.
+    pub fn new(thread: impl Into<String>, error: io::Error) -> Self {
+        SpawnError {
+            thread: thread.into(),
+            error,
+        }
+    }
+
+    /// The name the thread would have had.
+    pub fn thread_name(&self) -> &str {
+        &self.thread
+    }
+
+    /// The OS's error.
+    pub fn io_error(&self) -> &io::Error {
+        &self.error
+    }
+
+    /// The OS's error, by value.
+    pub fn into_io_error(self) -> io::Error {
+        self.error
+    }
+}
+
+/// Names the thread only: the OS's error is the [`source`](Error::source).
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "could not start thread {:?}", self.thread)
+    }
+}
+
+impl Error for SpawnError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// For `?` in functions returning `io::Result`: an error of the same kind, whose
+/// `Display` is this one's and whose `source` is the OS's error.
+impl From<SpawnError> for io::Error {
+    fn from(e: SpawnError) -> Self {
+        io::Error::new(e.error.kind(), e)
+    }
+}
 
 /// What a new thread is called and who owns it.
 #[derive(Debug, Clone)]
@@ -27,56 +101,76 @@ impl ThreadSpec {
         }
     }
 
-    /// The builder and the leak registration for this thread. A name with a NUL byte
+    /// The builder, the leak registration and the full name of this thread. A name with a NUL byte
     /// (which std refuses with a panic) is an `InvalidInput` error instead; builders
     /// reject such names earlier, with a [`ConfigError`](crate::ConfigError), through
     /// [`check_name`](crate::config::check_name).
-    fn prepare(&self, at: &'static Location<'static>) -> io::Result<(Builder, Tracker)> {
+    fn prepare(
+        &self,
+        at: &'static Location<'static>,
+    ) -> Result<(Builder, Tracker, String), SpawnError> {
+        let name = format!("corral-{}", self.name);
         if self.name.contains('\0') {
-            return Err(io::Error::new(
+            let error = io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "a thread name may not contain a NUL byte",
-            ));
+            );
+            return Err(SpawnError::new(name, error));
         }
-        let name = format!("corral-{}", self.name);
         let mut builder = Builder::new().name(name.clone());
         if let Some(size) = self.stack_size {
             builder = builder.stack_size(size);
         }
-        Ok((builder, Tracker::register(self.owner, name, at)))
+        let tracker = Tracker::register(self.owner, name.clone(), at);
+        Ok((builder, tracker, name))
     }
 }
 
 /// Spawns an owned thread; the caller must keep the handle and join it.
+#[track_caller]
+pub(crate) fn start<F, T>(spec: &ThreadSpec, f: F) -> Result<JoinHandle<T>, SpawnError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let (builder, tracker, name) = spec.prepare(Location::caller())?;
+    builder
+        .spawn(move || {
+            tracker.enter();
+            let _tracker = tracker;
+            f()
+        })
+        .map_err(|e| SpawnError::new(name, e))
+}
+
+/// Spawns a thread inside a std scope, which joins it.
+#[track_caller]
+pub(crate) fn start_scoped<'scope, 'env, F, T>(
+    scope: &'scope Scope<'scope, 'env>,
+    spec: &ThreadSpec,
+    f: F,
+) -> Result<ScopedJoinHandle<'scope, T>, SpawnError>
+where
+    F: FnOnce() -> T + Send + 'scope,
+    T: Send + 'scope,
+{
+    let (builder, tracker, name) = spec.prepare(Location::caller())?;
+    builder
+        .spawn_scoped(scope, move || {
+            tracker.enter();
+            let _tracker = tracker;
+            f()
+        })
+        .map_err(|e| SpawnError::new(name, e))
+}
+
+/// [`start`] for the worker pool, which still reports a bare `io::Error`; it goes
+/// once the pool reports [`SpawnError`].
 #[track_caller]
 pub(crate) fn spawn<F, T>(spec: &ThreadSpec, f: F) -> io::Result<JoinHandle<T>>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let (builder, tracker) = spec.prepare(Location::caller())?;
-    builder.spawn(move || {
-        tracker.enter();
-        let _tracker = tracker;
-        f()
-    })
-}
-
-/// Spawns a thread inside a std scope, which joins it.
-#[track_caller]
-pub(crate) fn spawn_scoped<'scope, 'env, F, T>(
-    scope: &'scope Scope<'scope, 'env>,
-    spec: &ThreadSpec,
-    f: F,
-) -> io::Result<ScopedJoinHandle<'scope, T>>
-where
-    F: FnOnce() -> T + Send + 'scope,
-    T: Send + 'scope,
-{
-    let (builder, tracker) = spec.prepare(Location::caller())?;
-    builder.spawn_scoped(scope, move || {
-        tracker.enter();
-        let _tracker = tracker;
-        f()
-    })
+    start(spec, f).map_err(SpawnError::into_io_error)
 }

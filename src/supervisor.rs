@@ -39,7 +39,7 @@ use crate::cancel::CancelToken;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{check_name, ConfigError};
 use crate::panic::{drop_caught, Panic};
-use crate::spawn::{spawn, ThreadSpec};
+use crate::spawn::{start, SpawnError, ThreadSpec};
 use crate::sync::time;
 
 /// The largest `max_restarts` [`SupervisorBuilder::intensity`] accepts (1,000,000):
@@ -137,8 +137,58 @@ pub enum StopReason {
     AllExited,
     /// The supervisor's own machinery hit a panic in user code it runs (the injected
     /// [`Clock`]), or the OS refused to restart a child: every child was stopped and
-    /// joined; the panic is in [`SupervisorReport::panics`].
+    /// joined; the panic is in [`SupervisorReport::panics`], the refused thread in
+    /// [`SupervisorReport::spawn_error`].
     Failed,
+}
+
+/// Why [`SupervisorBuilder::start`] did not start a supervisor. Nothing is left
+/// running: every thread it had started was stopped and joined.
+///
+/// # Example
+///
+/// ```
+/// use corral::{Supervisor, supervisor::SupervisorError};
+///
+/// let err = Supervisor::builder().start().unwrap_err();
+/// assert_eq!(err.to_string(), "supervisor not started");
+/// let SupervisorError::Config(config) = &err else { panic!("{err:?}") };
+/// assert_eq!(config.field(), "children");
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SupervisorError {
+    /// A builder value was rejected.
+    Config(ConfigError),
+    /// The OS refused to start the monitor or a child's thread.
+    Spawn(SpawnError),
+}
+
+impl SupervisorError {
+    /// The rejected builder value, if that is the cause.
+    pub fn config(&self) -> Option<&ConfigError> {
+        match self {
+            SupervisorError::Config(e) => Some(e),
+            SupervisorError::Spawn(_) => None,
+        }
+    }
+}
+
+/// Describes this error only: the [`ConfigError`] or [`SpawnError`] is its
+/// [`source`](std::error::Error::source).
+impl std::fmt::Display for SupervisorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("supervisor not started")
+    }
+}
+
+impl std::error::Error for SupervisorError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SupervisorError::Config(e) => Some(e),
+            SupervisorError::Spawn(e) => Some(e),
+        }
+    }
 }
 
 /// What a supervisor did, returned by [`Supervisor::stop`] and [`Supervisor::join`].
@@ -158,6 +208,9 @@ pub struct SupervisorReport {
     /// [`on_cancel`](CancelToken::on_cancel) callback run when the supervisor cancelled
     /// a token, the drop of a child's function, the injected clock.
     pub panics: Vec<Panic>,
+    /// The child thread that did not start when a child was restarted (the reason is
+    /// then [`StopReason::Failed`]).
+    pub spawn_error: Option<SpawnError>,
 }
 
 impl SupervisorReport {
@@ -170,6 +223,7 @@ impl SupervisorReport {
             exits: Vec::new(),
             exits_omitted: 0,
             panics: Vec::new(),
+            spawn_error: None,
         }
     }
 
@@ -494,14 +548,15 @@ impl SupervisorBuilder {
     ///
     /// [`ConfigError`] for no children (`children`), a NUL byte in a child's name
     /// (`child name`), `max_restarts` above 1,000,000, a zero `period`, or a
-    /// `max` backoff below its `base`; an OS refusal to start a thread is reported as
-    /// field `thread`. The children's functions are dropped (inside the panic boundary)
-    /// when the supervisor is not started.
-    pub fn start(mut self) -> Result<Supervisor, ConfigError> {
+    /// `max` backoff below its `base`, as [`SupervisorError::Config`]; a thread the OS
+    /// refused as [`SupervisorError::Spawn`], after every thread already started was
+    /// stopped and joined. The children's functions are dropped (inside the panic
+    /// boundary) when the supervisor is not started.
+    pub fn start(mut self) -> Result<Supervisor, SupervisorError> {
         let refusal = self.refusal();
         if let Some(e) = refusal {
             drop_quietly(std::mem::take(&mut self.children));
-            return Err(e);
+            return Err(SupervisorError::Config(e));
         }
         self.start_checked()
     }
@@ -520,29 +575,29 @@ impl SupervisorBuilder {
         None
     }
 
-    fn start_checked(mut self) -> Result<Supervisor, ConfigError> {
+    fn start_checked(mut self) -> Result<Supervisor, SupervisorError> {
         if self.children.is_empty() {
-            return Err(ConfigError::new(
+            return Err(SupervisorError::Config(ConfigError::new(
                 "children",
                 0,
                 "a supervisor needs at least one child",
-            ));
+            )));
         }
         if self.period.is_zero() {
             drop_quietly(std::mem::take(&mut self.children));
-            return Err(ConfigError::new(
+            return Err(SupervisorError::Config(ConfigError::new(
                 "period",
                 self.period,
                 "must be greater than zero",
-            ));
+            )));
         }
         if self.max_backoff < self.backoff {
             drop_quietly(std::mem::take(&mut self.children));
-            return Err(ConfigError::new(
+            return Err(SupervisorError::Config(ConfigError::new(
                 "backoff max",
                 self.max_backoff,
                 "must not be below the base delay",
-            ));
+            )));
         }
         let token = CancelToken::new();
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
@@ -583,6 +638,7 @@ impl SupervisorBuilder {
             id,
             detached,
             detached_thread: None,
+            spawn_error: None,
             running: Arc::clone(&running),
         };
         // The monitor thread starts first and waits for its state, so that whatever
@@ -590,24 +646,24 @@ impl SupervisorBuilder {
         let (hand_over, receive) = crossbeam_channel::bounded::<Monitor>(1);
         let spec = ThreadSpec::new("Supervisor", "sup-monitor");
         let (finishing, finished) = crossbeam_channel::bounded::<()>(0);
-        let handle = spawn(&spec, move || {
+        let started = start(&spec, move || {
             let _finishing = finishing;
             receive.recv().ok().map(Monitor::run)
-        })
-        .map_err(|e| {
-            ConfigError::new("thread", e.to_string(), "the OS refused to start a thread")
-        })?;
+        });
+        let handle = match started {
+            Ok(handle) => handle,
+            Err(e) => {
+                drop_quietly(monitor.children.drain(..).map(|c| c.spec).collect());
+                return Err(SupervisorError::Spawn(e));
+            }
+        };
         for index in 0..monitor.children.len() {
             if let Err(e) = monitor.start_child(index) {
                 monitor.stop_all();
                 drop(hand_over);
                 let _ = handle.join();
                 drop_quietly(monitor.children.drain(..).map(|c| c.spec).collect());
-                return Err(ConfigError::new(
-                    "thread",
-                    e.to_string(),
-                    "the OS refused to start a thread",
-                ));
+                return Err(SupervisorError::Spawn(e));
             }
         }
         hand_over
@@ -704,10 +760,12 @@ struct Monitor {
     /// A child thread that is stopping the supervisor: never waited for.
     detached_thread: Option<ThreadId>,
     running: Arc<Mutex<Vec<(String, bool)>>>,
+    /// The thread that did not start when a child was restarted.
+    spawn_error: Option<SpawnError>,
 }
 
 impl Monitor {
-    fn start_child(&mut self, index: usize) -> std::io::Result<()> {
+    fn start_child(&mut self, index: usize) -> Result<(), SpawnError> {
         let child = &mut self.children[index];
         child.generation += 1;
         let generation = child.generation;
@@ -718,7 +776,7 @@ impl Monitor {
         let spec = ThreadSpec::new("Supervisor", format!("sup-{}", child.spec.name));
         let (finishing, done) = crossbeam_channel::bounded::<()>(0);
         let id = self.id;
-        let handle = spawn(&spec, move || {
+        let handle = start(&spec, move || {
             let _finishing = finishing;
             CHILD_OF.with(|c| c.set(id));
             let exit = describe(Panic::catch_any(|| run(&child_token)));
@@ -816,6 +874,7 @@ impl Monitor {
             exits: self.exits.into(),
             exits_omitted: self.exits_omitted,
             panics: self.panics,
+            spawn_error: self.spawn_error,
         }
     }
 
@@ -878,7 +937,8 @@ impl Monitor {
                 let child = &mut self.children[i];
                 child.restarts += 1;
                 child.streak = child.streak.saturating_add(1);
-                if self.start_child(i).is_err() {
+                if let Err(e) = self.start_child(i) {
+                    self.spawn_error = Some(e);
                     return StopReason::Failed;
                 }
             }

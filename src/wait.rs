@@ -3,7 +3,8 @@
 //! Each blocking operation `op` comes as `op`, `try_op`, `op_timeout(Duration)`,
 //! `op_deadline(Instant)` and `op_cancellable(&CancelToken)`. All but `try_op` funnel
 //! into one private `op_until(Until)`, so the waiting logic (deadline arithmetic,
-//! cancel wake-ups, which error a stop maps to) is written once, here.
+//! cancel wake-ups, which error a stop maps to) is written once, here. So is how long
+//! a waiter re-checks its condition before it parks ([`Backoff`]).
 
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,11 @@ impl<'a> Until<'a> {
         self.deadline
     }
 
+    /// Whether the wait has a bound (a deadline or a token): not [`Until::FOREVER`].
+    pub(crate) fn is_bounded(&self) -> bool {
+        self.deadline.is_some() || self.token.is_some()
+    }
+
     /// The token, if any.
     pub(crate) fn token(&self) -> Option<&'a CancelToken> {
         self.token
@@ -110,5 +116,38 @@ impl<'a> Until<'a> {
         self.check()?;
         thread::park_until(self.limit());
         self.check()
+    }
+}
+
+/// Spin-then-park: the one policy by which a waiter re-checks its condition before it
+/// parks. Each [`snooze`](Backoff::snooze) yields the CPU once, so that on a machine
+/// with fewer cores than busy threads the other side (a releaser, a sender, a task
+/// about to finish) can run on this one; a park and wake-up cost microseconds and are
+/// usually avoided. It never spins on CPU hints: a spinning waiter keeps its core from
+/// the thread it waits for. Bounded: an idle waiter parks after [`YIELDS`] rounds
+/// (some tens of microseconds). Under loom it says "park" at once: a model explores
+/// the park path, and yielding would only multiply its states.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    round: u32,
+}
+
+/// Rounds a waiter yields before it parks.
+const YIELDS: u32 = 128;
+
+impl Backoff {
+    pub(crate) const fn new() -> Self {
+        Backoff { round: 0 }
+    }
+
+    /// Waits one round; `false` (without waiting) once the caller should park.
+    #[inline]
+    pub(crate) fn snooze(&mut self) -> bool {
+        if cfg!(loom) || self.round >= YIELDS {
+            return false;
+        }
+        self.round += 1;
+        std::thread::yield_now();
+        true
     }
 }

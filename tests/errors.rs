@@ -21,8 +21,9 @@ use corral::{
     rate::{CheckError, InsufficientCapacity, NotUntil, WaitError},
     resilience::ResilienceError,
     semaphore::{AcquireError, TryAcquireError},
+    supervisor::SupervisorError,
     CancelToken, CircuitBreaker, ConfigError, Overflow, Panic, Pipeline, RateLimiter, Resilience,
-    Semaphore, TaskGroup, WorkerPool,
+    Semaphore, SpawnError, Supervisor, TaskGroup, WorkerPool,
 };
 #[cfg(feature = "redis")]
 use corral::{
@@ -313,6 +314,20 @@ fn group_error() {
 }
 
 #[test]
+fn group_spawn_error() {
+    let err = GroupError::<io::Error>::Spawn(no_more_threads("corral-group-0"));
+    assert!(!err.is_panicked());
+    assert_eq!(
+        composes(&err),
+        [
+            "task not started",
+            "could not start thread \"corral-group-0\"",
+            "no more threads"
+        ]
+    );
+}
+
+#[test]
 fn acquire_errors() {
     let sem = Semaphore::new(2);
     let held = sem.acquire_many(2).unwrap();
@@ -537,13 +552,73 @@ fn pipeline_error() {
     let report = Pipeline::from_iter(0..1).run(|_| {}).unwrap();
     let err = PipelineError::Spawn {
         stage: "resize".to_string(),
-        error: io::Error::new(io::ErrorKind::WouldBlock, "no more threads"),
+        error: no_more_threads("corral-pipe-resize-0"),
         report,
     };
     assert_eq!(
         composes(&err),
         [
-            "could not start a thread for stage resize",
+            "stage resize failed to start",
+            "could not start thread \"corral-pipe-resize-0\"",
+            "no more threads"
+        ]
+    );
+}
+
+fn no_more_threads(thread: &str) -> SpawnError {
+    SpawnError::new(
+        thread,
+        io::Error::new(io::ErrorKind::WouldBlock, "no more threads"),
+    )
+}
+
+#[test]
+fn spawn_error() {
+    // A name std cannot give a thread is a real refusal, through the public API.
+    let err = corral::scope(|s| s.try_spawn_named("bad\0name", || ()).unwrap_err());
+    assert_eq!(err.io_error().kind(), io::ErrorKind::InvalidInput);
+    assert_eq!(
+        composes(&err),
+        [
+            "could not start thread \"corral-bad\\0name\"",
+            "a thread name may not contain a NUL byte"
+        ]
+    );
+    // `?` into an `io::Error` keeps the kind and both texts, once each.
+    fn io_result(err: SpawnError) -> io::Result<()> {
+        Err(err)?;
+        Ok(())
+    }
+    let io = io_result(no_more_threads("corral-x")).unwrap_err();
+    assert_eq!(io.kind(), io::ErrorKind::WouldBlock);
+    assert_eq!(
+        composes(&io),
+        ["could not start thread \"corral-x\"", "no more threads"]
+    );
+    assert_eq!(
+        io.into_inner().unwrap().to_string(),
+        "could not start thread \"corral-x\""
+    );
+}
+
+#[test]
+fn supervisor_error() {
+    let err = Supervisor::builder().start().unwrap_err();
+    assert!(matches!(err, SupervisorError::Config(_)));
+    assert_eq!(
+        composes(&err),
+        [
+            "supervisor not started",
+            "invalid children = 0: a supervisor needs at least one child"
+        ]
+    );
+    let err = SupervisorError::Spawn(no_more_threads("corral-sup-monitor"));
+    assert!(err.config().is_none());
+    assert_eq!(
+        composes(&err),
+        [
+            "supervisor not started",
+            "could not start thread \"corral-sup-monitor\"",
             "no more threads"
         ]
     );
@@ -645,6 +720,8 @@ fn errors_are_send_sync_and_static() {
     promised::<BreakerError>();
     promised::<BreakerError<io::Error>>();
     promised::<PipelineError>();
+    promised::<SpawnError>();
+    promised::<SupervisorError>();
     promised::<ResilienceError<io::Error>>();
     promised::<LeakReport>();
 

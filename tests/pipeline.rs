@@ -86,7 +86,7 @@ fn threads_are_named_owned_and_joined() {
             seen.lock().unwrap().push(name);
             x
         })
-        .for_each(|_| {})
+        .run(|_| {})
         .unwrap();
     assert_eq!(report.delivered(), 64);
     let seen = seen.into_inner().unwrap();
@@ -116,8 +116,8 @@ fn the_source_is_pulled_by_the_first_stage_unless_a_policy_drops() {
         });
         let pipeline = Pipeline::from_iter(source).overflow(overflow);
         let report = match stages {
-            0 => pipeline.for_each(|_| {}),
-            _ => pipeline.stage("first", 2, |x| x).for_each(|_| {}),
+            0 => pipeline.run(|_| {}),
+            _ => pipeline.stage("first", 2, |x| x).run(|_| {}),
         }
         .unwrap();
         assert_eq!(report.stage("source").unwrap().items_out, 200);
@@ -146,7 +146,7 @@ fn a_slow_source_pulled_by_the_first_stage_is_the_bottleneck() {
     let report = Pipeline::from_iter(source)
         .stage("fast", 2, |x| x)
         .capacity(4)
-        .for_each(|_| {})
+        .run(|_| {})
         .unwrap();
     assert_books_balance(&report);
     assert_eq!(report.bottleneck().unwrap().name, "source", "{report}");
@@ -277,7 +277,7 @@ fn a_buffer_below_the_batch_or_zero_is_a_config_error() {
             .buffer(buffer)
             .capacity(16)
             .batch(batch)
-            .for_each(|_| {})
+            .run(|_| {})
             .unwrap_err();
         match err {
             PipelineError::Config(config) => {
@@ -352,7 +352,7 @@ fn overflow_accounting(policy: Overflow) {
         .on_drop(note(2))
         .capacity(2)
         .overflow(policy)
-        .for_each(|x| {
+        .run(|x| {
             if delivered.is_empty() {
                 eventually("drops", || drops.load(Ordering::SeqCst) >= 10);
             }
@@ -408,7 +408,7 @@ fn first_error_cancels_an_endless_run_promptly() {
         })
         .stage("after", 2, |x: u64| x)
         .capacity(8)
-        .for_each(|_| {})
+        .run(|_| {})
         .unwrap_err();
     assert_eq!(err.stage(), Some("enrich"));
     assert_eq!(err.to_string(), "stage enrich failed");
@@ -464,7 +464,7 @@ fn panics_anywhere_become_panicked_with_the_payload() {
             2,
             |x: u32| if x == 500 { panic!("boom at {x}") } else { x },
         )
-        .for_each(|_| {})
+        .run(|_| {})
         .unwrap_err();
     let PipelineError::Panicked {
         stage,
@@ -483,7 +483,7 @@ fn panics_anywhere_become_panicked_with_the_payload() {
     assert_books_balance(report);
 
     let sink_err = Pipeline::from_iter(0..10)
-        .for_each(|x| assert!(x < 3, "sink saw {x}"))
+        .run(|x| assert!(x < 3, "sink saw {x}"))
         .unwrap_err();
     assert_eq!(sink_err.stage(), Some("sink"));
     assert_books_balance(sink_err.report().unwrap());
@@ -496,7 +496,7 @@ fn panics_anywhere_become_panicked_with_the_payload() {
     });
     let source_err = Pipeline::from_iter(source)
         .stage("id", 1, |x| x)
-        .for_each(|_| {})
+        .run(|_| {})
         .unwrap_err();
     assert_eq!(source_err.stage(), Some("source"));
     assert_books_balance(source_err.report().unwrap());
@@ -666,7 +666,7 @@ fn ordered_window_bounds_how_far_the_source_runs_ahead() {
         })
         .capacity(64)
         .ordered_window(window as usize)
-        .for_each(|x| {
+        .run(|x| {
             out.push(x);
             delivered.fetch_add(1, Ordering::SeqCst);
         })
@@ -690,7 +690,7 @@ fn ordered_mode_with_drops_never_waits_for_a_dropped_item() {
             .capacity(2)
             .overflow(policy)
             .ordered()
-            .for_each(|x| out.push(x))
+            .run(|x| out.push(x))
             .unwrap();
         assert!(
             out.windows(2).all(|w| w[0] < w[1]),
@@ -730,7 +730,7 @@ fn failure_inside_a_batch_balances_the_books() {
         .try_stage("check", 2, |x| if x == 777 { Err("bad") } else { Ok(x) })
         .batch(10)
         .capacity(40)
-        .for_each(|_| {})
+        .run(|_| {})
         .unwrap_err();
     let report = err.report().unwrap();
     assert_eq!(report.stage("check").unwrap().failed, 1);
@@ -748,7 +748,7 @@ fn report_names_the_bottleneck_and_prints_a_table() {
         })
         .stage("fast2", 1, |x| x)
         .capacity(4)
-        .for_each(|_| {})
+        .run(|_| {})
         .unwrap();
     assert_eq!(report.bottleneck().unwrap().name, "slow", "{report}");
     let slow = report.stage("slow").unwrap();
@@ -781,58 +781,51 @@ fn bad_configuration_is_rejected_with_field_and_value() {
         (
             Pipeline::from_iter(0..1)
                 .stage("w", 0, |x: i32| x)
-                .for_each(|_| {}),
+                .run(|_| {}),
             "workers",
             "0",
         ),
         (
-            Pipeline::from_iter(0..1).capacity(0).for_each(|_| {}),
+            Pipeline::from_iter(0..1).capacity(0).run(|_| {}),
             "capacity",
             "0",
         ),
+        (Pipeline::from_iter(0..1).batch(0).run(|_| {}), "batch", "0"),
         (
-            Pipeline::from_iter(0..1).batch(0).for_each(|_| {}),
-            "batch",
-            "0",
-        ),
-        (
-            Pipeline::from_iter(0..1)
-                .capacity(4)
-                .batch(5)
-                .for_each(|_| {}),
+            Pipeline::from_iter(0..1).capacity(4).batch(5).run(|_| {}),
             "batch",
             "5",
         ),
         (
             Pipeline::from_iter(0..1)
                 .overflow(Overflow::Reject)
-                .for_each(|_| {}),
+                .run(|_| {}),
             "overflow",
             "Reject",
         ),
         (
             Pipeline::from_iter(0..1)
                 .overflow(Overflow::CallerRuns)
-                .for_each(|_| {}),
+                .run(|_| {}),
             "overflow",
             "CallerRuns",
         ),
         (
-            Pipeline::from_iter(0..1).ordered_window(0).for_each(|_| {}),
+            Pipeline::from_iter(0..1).ordered_window(0).run(|_| {}),
             "ordered_window",
             "0",
         ),
         (
             Pipeline::from_iter(0..1)
                 .stage("sink", 1, |x: i32| x)
-                .for_each(|_| {}),
+                .run(|_| {}),
             "name",
             "\"sink\"",
         ),
         (
             Pipeline::from_iter(0..1)
                 .stage("", 1, |x: i32| x)
-                .for_each(|_| {}),
+                .run(|_| {}),
             "name",
             "\"\"",
         ),
@@ -840,7 +833,7 @@ fn bad_configuration_is_rejected_with_field_and_value() {
             Pipeline::from_iter(0..1)
                 .stage("a", 1, |x: i32| x)
                 .stage("a", 1, |x| x)
-                .for_each(|_| {}),
+                .run(|_| {}),
             "name",
             "\"a\"",
         ),
@@ -856,7 +849,7 @@ fn bad_configuration_is_rejected_with_field_and_value() {
     }
     let err = Pipeline::from_iter(0..1)
         .capacity(0)
-        .for_each(|_| {})
+        .run(|_| {})
         .unwrap_err();
     assert!(err.report().is_none());
     assert_eq!(err.to_string(), "pipeline not started");
@@ -928,7 +921,7 @@ fn stress_invariants_over_many_configurations() {
             pipeline = pipeline.ordered();
         }
         let what = format!("round {round}: {policy:?} ordered={ordered} cap={capacity} batch={batch} workers={workers:?} fail_at={fail_at:?}");
-        let result = pipeline.for_each(|x| out.push(x));
+        let result = pipeline.run(|x| out.push(x));
         let report = match (&result, fail_at) {
             (Ok(report), None) => report,
             (Err(e @ PipelineError::Failed { .. }), Some(_)) => e.report().unwrap(),
@@ -969,7 +962,7 @@ fn stage_closures_can_share_state_through_arc_too() {
             counter.fetch_add(1, Ordering::Relaxed);
             x
         })
-        .for_each(drop)
+        .run(drop)
         .unwrap();
     assert_eq!(hits.load(Ordering::Relaxed), 100);
     assert_eq!(report.stage("count").unwrap().items_out, 100);
@@ -1105,7 +1098,7 @@ fn a_panicking_drop_of_a_shed_item_without_on_drop_is_panicked() {
             Pipeline::from_iter(std::iter::repeat_with(|| FlagBomb::armed(&went_off)))
                 .capacity(1)
                 .overflow(policy)
-                .for_each(|b| {
+                .run(|b| {
                     b.defuse();
                     // Hold the sink until the full queue in front of it shed an item.
                     eventually("an item to be shed", || went_off.load(Ordering::SeqCst));
@@ -1126,7 +1119,7 @@ fn a_panicking_drop_of_an_evicted_item_with_on_drop_is_panicked() {
             .on_drop(|b: FlagBomb<'_>| drop(b))
             .capacity(1)
             .overflow(Overflow::DropOldest)
-            .for_each(|b| {
+            .run(|b| {
                 b.defuse();
                 eventually("an item to be evicted", || went_off.load(Ordering::SeqCst));
             })
@@ -1159,7 +1152,7 @@ fn a_panicking_drop_of_the_source_iterator_is_panicked_in_source() {
             Pipeline::from_iter(source)
                 .stage("id", 2, |x| x)
                 .overflow(policy)
-                .for_each(|_| {})
+                .run(|_| {})
                 .unwrap_err()
         });
         expect_panicked(&err, "source", "source dropped");
@@ -1170,7 +1163,7 @@ fn a_panicking_drop_of_the_source_iterator_is_panicked_in_source() {
     let err = Pipeline::from_iter((0..3u32).inspect(move |_| {
         let _ = &bomb;
     }))
-    .for_each(|_| {})
+    .run(|_| {})
     .unwrap_err();
     expect_panicked(&err, "source", "source dropped");
 }
@@ -1186,7 +1179,7 @@ fn a_panicking_drop_of_a_stage_closure_is_panicked_in_that_stage() {
                 let _ = &bomb;
                 x
             })
-            .for_each(|_| {})
+            .run(|_| {})
             .unwrap_err()
     });
     expect_panicked(&err, "armed", "closure dropped");
@@ -1203,7 +1196,7 @@ fn a_panicking_drop_of_the_sink_is_panicked_in_sink() {
     let bomb = DropBomb("sink");
     let err = Pipeline::from_iter(0..10u32)
         .stage("id", 1, |x| x)
-        .for_each(move |_| {
+        .run(move |_| {
             let _ = &bomb;
         })
         .unwrap_err();
@@ -1223,7 +1216,7 @@ fn a_panicking_drop_of_the_on_drop_callback_is_panicked() {
             })
             .capacity(1)
             .overflow(Overflow::DropNewest)
-            .for_each(|_| {})
+            .run(|_| {})
             .unwrap_err()
     });
     expect_panicked(&err, "sink", "on_drop dropped");
@@ -1246,7 +1239,7 @@ fn a_panicking_on_drop_callback_is_panicked_and_the_run_ends() {
             })
             .capacity(1)
             .overflow(Overflow::DropOldest)
-            .for_each(|_| {})
+            .run(|_| {})
             .unwrap_err()
     });
     expect_panicked(&err, "id", "on_drop got");
@@ -1294,7 +1287,7 @@ fn failures_that_lose_the_race_are_dropped_inside_the_boundary() {
         Pipeline::from_iter(0..100_000u32)
             .try_stage("storm", 8, |_x| Err::<u32, _>(Loud))
             .capacity(4)
-            .for_each(|_| {})
+            .run(|_| {})
             .unwrap_err()
     });
     let PipelineError::Failed { stage, report, .. } = &err else {
@@ -1323,7 +1316,7 @@ fn a_source_panic_halfway_through_a_batch_counts_the_partial_batch() {
             .batch(4)
             .capacity(64)
             .overflow(policy)
-            .for_each(|_| {})
+            .run(|_| {})
             .unwrap_err();
         expect_panicked(&err, "source", "source broke at 11");
         let source = &err.report().unwrap().stages[0];
@@ -1370,7 +1363,7 @@ fn a_panicking_stage_amid_a_batch_of_panicking_drops_does_not_abort() {
                 n
             })
             .batch(8)
-            .for_each(|_| {})
+            .run(|_| {})
             .unwrap_err()
     });
     // Items 3..8 of the batch were dropped by the pipeline, after the unwinding.
@@ -1533,7 +1526,7 @@ fn a_sink_slower_than_everything_sheds_with_exact_accounting() {
         .on_drop(count)
         .capacity(2)
         .overflow(Overflow::DropNewest)
-        .for_each(|_| spin_for(Duration::from_micros(20)))
+        .run(|_| spin_for(Duration::from_micros(20)))
         .unwrap();
     assert_books_balance(&report);
     assert_eq!(report.delivered() + report.dropped(), 2000);
@@ -1582,7 +1575,7 @@ fn a_panicking_drop_of_an_on_drop_callback_that_is_never_used_is_panicked() {
             let _ = &bomb;
         })
         .stage("id", 1, |x| x)
-        .for_each(|_| {})
+        .run(|_| {})
         .unwrap_err();
     expect_panicked(&err, "id", "on_drop dropped");
 }
@@ -1605,7 +1598,7 @@ fn a_stage_error_whose_display_and_debug_panic_is_still_reported() {
     let _check = LeakCheck::new();
     let err = Pipeline::from_iter(0..10u32)
         .try_stage("rude", 2, |_| Err::<u32, _>(Rude))
-        .for_each(|_| {})
+        .run(|_| {})
         .unwrap_err();
     assert_eq!(err.stage(), Some("rude"));
     // Display describes the pipeline's error only (the stage's error is its source),
@@ -1745,7 +1738,7 @@ fn panics_whose_payload_drop_panics_lose_the_race_quietly() {
                 std::panic::panic_any(DropBomb("payload"))
             })
             .capacity(8)
-            .for_each(|_| {})
+            .run(|_| {})
             .unwrap_err()
     });
     let PipelineError::Panicked { stage, report, .. } = &err else {

@@ -196,7 +196,8 @@ fn a_nul_byte_in_a_thread_name_is_an_error_from_try_spawn_named() {
             .try_spawn_named("bad\0name", || 1)
             .map(|_| ())
             .unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert_eq!(err.io_error().kind(), std::io::ErrorKind::InvalidInput);
+        assert_eq!(err.thread_name(), "corral-bad\0name");
         assert_eq!(s.try_spawn_named("good", || 2).unwrap().join().unwrap(), 2);
     });
 }

@@ -653,11 +653,17 @@ fn close_and_resizes_racing_every_acquire_form_lose_no_permit() {
         s.spawn(|| {
             let ended = &ended;
             let mut rng = XorShift::new(7);
-            while done.load(Ordering::SeqCst) < THREADS as usize {
+            loop {
+                // Read first: once every worker is done, this pass still closes.
+                let finished = done.load(Ordering::SeqCst) == THREADS as usize;
                 let _ = sem.set_capacity(rng.below(TOP as u64 + 1) as usize);
-                // Close halfway through the calls.
+                // Close halfway through the calls (or, if the workers raced through
+                // them all before this thread looked, right after).
                 if ended.load(Ordering::Relaxed) >= THREADS as usize * OPS / 2 {
                     sem.close();
+                }
+                if finished {
+                    break;
                 }
                 thread::yield_now();
             }

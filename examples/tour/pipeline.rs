@@ -26,7 +26,7 @@ pub fn run() {
             x * weights[(x % 8) as usize]
         })
         .capacity(32)
-        .for_each(|x| total = total.wrapping_add(x))
+        .run(|x| total = total.wrapping_add(x))
         .expect("no stage fails");
     for line in report.to_string().lines() {
         println!("  {line}");
@@ -44,7 +44,7 @@ pub fn run() {
         .on_drop(count)
         .capacity(8)
         .overflow(Overflow::DropOldest)
-        .for_each(|_| spin_for(Duration::from_micros(50)))
+        .run(|_| spin_for(Duration::from_micros(50)))
         .expect("no stage fails");
     println!(
         "  delivered {} + dropped {} (on_drop saw {}) = {} pulled; the sink queue dropped {}",
@@ -66,7 +66,7 @@ pub fn run() {
             }
         })
         .capacity(64)
-        .for_each(drop)
+        .run(drop)
         .unwrap_err();
     let report = err.report().expect("the run happened");
     let cause = std::error::Error::source(&err).map(|e| e.to_string());

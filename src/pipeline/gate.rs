@@ -5,7 +5,9 @@
 //!
 //! Implementation notes: one producer (whoever pulls the source: the source thread,
 //! or the first-stage worker holding the source's lock) waits, one consumer (the
-//! sink) releases. The waiting thread may change between waits, never during one. The waiter sets a `waiting` flag, then re-reads `released`; the
+//! sink) releases, and the waiter re-checks under the crate's spin-then-park policy
+//! before it parks. The waiting thread may change between waits, never during one.
+//! The waiter sets a `waiting` flag, then re-reads `released`; the
 //! releaser writes `released`, then takes the flag. All four are read-modify-writes
 //! (`AcqRel`), which always see the latest value of their location, so one side
 //! always sees the other: no lost wake-up. (A plain `SeqCst` store/load pair would
@@ -15,7 +17,7 @@
 //! `crate::sync`, so the loom model in `tests/loom_pipeline.rs` checks this file.
 
 use crate::sync::{thread, AtomicBool, AtomicU64, Mutex, Ordering};
-use crate::wait::{Interrupted, Until};
+use crate::wait::{Backoff, Interrupted, Until};
 
 /// Bounds how far the source may run ahead of the sink in ordered mode.
 #[derive(Debug)]
@@ -54,9 +56,17 @@ impl ReorderGate {
 
     /// Waits (within `until`) until packet `seq` may be emitted.
     pub(crate) fn wait_for(&self, seq: u64, until: &Until<'_>) -> Result<(), Interrupted> {
-        if self.open_for(seq) {
-            return Ok(());
+        let mut backoff = Backoff::new();
+        while !self.open_for(seq) {
+            if !backoff.snooze() {
+                return self.park_for(seq, until);
+            }
         }
+        Ok(())
+    }
+
+    /// The slow path of [`wait_for`](ReorderGate::wait_for): parks until `seq` may go.
+    fn park_for(&self, seq: u64, until: &Until<'_>) -> Result<(), Interrupted> {
         let _wake = until.unpark_on_cancel();
         *self.waiter.lock() = Some(thread::current());
         let result = loop {

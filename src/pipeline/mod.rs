@@ -2,23 +2,20 @@
 //! queues → sink, with overflow policies, first-error cancellation, ordered output
 //! and a report that names the bottleneck.
 //!
-//! Implementation notes:
-//! - The builder is typed: each [`Pipeline::stage`] turns a `Pipeline<T>` into a
-//!   `Pipeline<U>` by wrapping the previous "launch" closure in a new one. Nothing
-//!   runs until a terminal call ([`for_each`](Pipeline::for_each),
-//!   [`collect`](Pipeline::collect), [`run`](Pipeline::run) and its bounded forms).
-//! - A run lives inside one `std::thread::scope`: every stage worker is a scoped
-//!   thread started through `crate::spawn::spawn_scoped` (owner `"Pipeline"`, named
-//!   `corral-pipe-<stage>-<n>`), so closures and the source may borrow, and every
-//!   thread has joined when the terminal call returns. The sink runs on the caller's
-//!   thread.
-//! - Under `Overflow::Block` the first stage's workers pull the source themselves;
-//!   under a drop policy the source has a thread of its own (`Head::start` says why).
-//!   Memory is bounded by the queues, the batches and the reorder window
-//!   (`Pipeline::settings` gives the sum); every user value is called, formatted and
-//!   dropped inside the panic boundary (`run::drop_each`).
-//! - The engine (queues, sends, worker loops) is in `run.rs`, the reorder window in
-//!   `gate.rs`, the report in `report.rs`.
+//! A [`Pipeline`] is described first ([`stage`](Pipeline::stage),
+//! [`try_stage`](Pipeline::try_stage), `capacity`, `overflow`, `ordered`, ...) and
+//! nothing starts until a terminal call: [`run`](Pipeline::run) and its bounded forms,
+//! [`try_for_each`](Pipeline::try_for_each) or [`collect`](Pipeline::collect). The run
+//! happens inside the call: every thread is scoped (so stages and the source may
+//! borrow) and has joined when it returns, with a [`PipelineReport`] of per-stage
+//! counts and times ([`StageStats`]), or a [`PipelineError`] naming the stage that
+//! failed. Each stage's books balance: every item that came in went out, was dropped
+//! by the overflow policy (and handed to `on_drop`), failed, or was not processed
+//! because the run stopped.
+//
+// Layout: this file is the front (the builder, which only describes a run, and its
+// errors); `run.rs` is the engine, which starts every thread of a run; `gate.rs` is the
+// reorder window and `report.rs` the public report types.
 
 // `PipelineError` carries the run's report and a `Panic` inline, so it is large; a run
 // returns it once, and boxing the fields would only make matching on it clumsier.
@@ -37,88 +34,15 @@ use crate::cancel::{CancelReason, CancelToken};
 use crate::config::{check_name, ConfigError};
 use crate::overflow::Overflow;
 use crate::panic::{drop_caught, drop_quietly, Panic};
-use crate::spawn::{spawn_scoped, ThreadSpec};
+use crate::spawn::SpawnError;
 
 pub use report::{PipelineReport, StageStats};
 
-use run::{Body, BoxError, Ctx, Failure, Feed, Input, OnDrop, Outbound, Pull, Settings};
+use run::{BoxError, Failure, Head, OnDrop, Settings};
 
 #[cfg(loom)]
 #[doc(hidden)]
 pub use gate::LoomGate;
-
-type Launch<'env, T> = Box<
-    dyn for<'s> FnOnce(&'s std::thread::Scope<'s, 'env>, &Arc<Ctx<'env>>, Outbound<'env, T>)
-        + Send
-        + 'env,
->;
-
-/// Coerces a closure to a [`Launch`], giving it the higher-ranked signature.
-fn launch<'env, T, F>(f: F) -> Launch<'env, T>
-where
-    F: for<'s> FnOnce(&'s std::thread::Scope<'s, 'env>, &Arc<Ctx<'env>>, Outbound<'env, T>)
-        + Send
-        + 'env,
-{
-    Box::new(f)
-}
-
-/// What feeds the next stage: the source itself, or the stages built so far.
-enum Head<'env, T> {
-    Source(Pull<'env, T>),
-    Stages(Launch<'env, T>),
-}
-
-impl<'env, T: Send + 'env> Head<'env, T> {
-    /// Starts everything upstream of stage `index` and returns that stage's input.
-    ///
-    /// Straight after the source, with `Overflow::Block`, there is no thread and no
-    /// queue: the stage's threads pull the source themselves, a packet at a time under
-    /// one lock (uncontended with one worker); with no stage at all the caller pulls it
-    /// and runs the sink. A dedicated thread would only hand items over at the pace the
-    /// stage takes them, and on a machine with fewer cores than threads every extra
-    /// thread that must run once per batch costs a scheduler round trip (BENCHMARKS.md
-    /// has the figures). With a drop policy the source runs on its own thread
-    /// (`corral-pipe-source`), ahead of the stage, so that overload is dropped at the
-    /// stage's queue as those policies promise.
-    fn start<'s>(
-        self,
-        scope: &'s std::thread::Scope<'s, 'env>,
-        ctx: &Arc<Ctx<'env>>,
-        on_drop: Option<OnDrop<'env, T>>,
-        index: usize,
-    ) -> Input<'env, T> {
-        match self {
-            Head::Source(pull) if ctx.settings.overflow == Overflow::Block => {
-                // No queue, so nothing is ever dropped here: a callback for this
-                // queue is never called. It is user code all the same.
-                ctx.discard(index, on_drop);
-                Input::Feed(Arc::new(Feed::new(pull)))
-            }
-            head => {
-                let (tx, rx) = ctx.queue::<T>(index);
-                let out = Outbound::new(ctx, tx, &rx, on_drop, index);
-                match head {
-                    Head::Source(pull) => {
-                        let spec = ThreadSpec::new("Pipeline", "pipe-source");
-                        let shared = Arc::clone(ctx);
-                        let body = Body::new(move || {
-                            let ran = Panic::catch_any(|| run::run_source(&shared, pull, out));
-                            if let Err(panic) = ran {
-                                shared.fail(0, Failure::Panic(panic));
-                            }
-                        });
-                        if let Err(e) = spawn_thread(scope, ctx, &spec, (0, 0), body) {
-                            ctx.fail(0, Failure::Spawn(e));
-                        }
-                    }
-                    Head::Stages(launch) => launch(scope, ctx, out),
-                }
-                Input::Queue(rx)
-            }
-        }
-    }
-}
 
 /// Default queue capacity, in items.
 pub(crate) const DEFAULT_CAPACITY: usize = 64;
@@ -133,28 +57,6 @@ pub(crate) const MAX_RUN_WORKERS: usize = crate::pool::WorkerPool::MAX_WORKERS;
 /// batch (never more than a queue) and the reorder window.
 pub(crate) const MAX_CAPACITY: usize = crate::pool::WorkerPool::MAX_QUEUE_CAPACITY;
 
-/// Starts one of a run's threads. `at` is (stage index, worker number), for the
-/// unit tests' injected spawn failure. If the thread does not start, `body` is
-/// dropped inside the panic boundary (see [`Body`]).
-fn spawn_thread<'s, 'env, F>(
-    scope: &'s std::thread::Scope<'s, 'env>,
-    ctx: &Ctx<'env>,
-    spec: &ThreadSpec,
-    at: (usize, usize),
-    body: Body<F>,
-) -> std::io::Result<()>
-where
-    F: FnOnce() + Send + 's,
-{
-    #[cfg(test)]
-    if ctx.settings.fail_spawn_at == Some(at) {
-        drop(body);
-        return Err(std::io::Error::other("injected spawn failure"));
-    }
-    let _ = (ctx, at);
-    spawn_scoped(scope, spec, move || body.run()).map(drop)
-}
-
 /// A backpressure pipeline under construction: a source, then stages, then a sink.
 ///
 /// Each stage has its own worker threads and a bounded queue in front of it. When a
@@ -166,9 +68,8 @@ where
 /// pool: a run configured with them fails with a [`ConfigError`].) Under
 /// `Block` the first stage needs no queue: its workers pull the source directly.
 ///
-/// Nothing runs until a terminal call: [`for_each`](Pipeline::for_each),
-/// [`try_for_each`](Pipeline::try_for_each), [`collect`](Pipeline::collect), or
-/// [`run`](Pipeline::run) with its bounded forms
+/// Nothing runs until a terminal call: [`try_for_each`](Pipeline::try_for_each),
+/// [`collect`](Pipeline::collect), or [`run`](Pipeline::run) with its bounded forms
 /// [`run_timeout`](Pipeline::run_timeout), [`run_deadline`](Pipeline::run_deadline)
 /// and [`run_cancellable`](Pipeline::run_cancellable). All threads are scoped: stage
 /// closures and the source may borrow from the caller, and every thread has joined
@@ -246,9 +147,9 @@ where
 ///     let table = vec![10, 20, 30];
 ///     pipeline = corral::Pipeline::from_iter(0..3usize).stage("lookup", 2, |i| table[i]);
 /// } // `table` dies here while the pipeline still borrows it
-/// pipeline.for_each(|_| {}).unwrap();
+/// pipeline.run(|_| {}).unwrap();
 /// ```
-#[must_use = "a pipeline does nothing until it is run (`run`, `for_each`, `collect` or their bounded forms)"]
+#[must_use = "a pipeline does nothing until it is run (`run`, `try_for_each`, `collect` or their bounded forms)"]
 pub struct Pipeline<'env, T> {
     head: Head<'env, T>,
     /// Stage names and worker counts, source first.
@@ -349,7 +250,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     ///
     /// let err = corral::Pipeline::from_iter(["1", "2", "oops"])
     ///     .try_stage("parse", 1, |s| s.parse::<i32>())
-    ///     .for_each(|_| {})
+    ///     .run(|_| {})
     ///     .unwrap_err();
     /// assert_eq!(err.stage(), Some("parse"));
     /// assert_eq!(err.to_string(), "stage parse failed");
@@ -388,46 +289,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         self.stages.push((name, workers));
         self.buffers.push(None);
         Pipeline {
-            head: Head::Stages(launch(move |scope, ctx, out| {
-                let input = prev.start(scope, ctx, on_drop, index);
-                let f = Arc::new(f);
-                let mut started = 0;
-                for n in 0..workers {
-                    let spec = ThreadSpec::new("Pipeline", format!("pipe-{stage_name}-{n}"));
-                    let (input, out, f) = (input.clone(), out.clone(), Arc::clone(&f));
-                    let shared = Arc::clone(ctx);
-                    let body = Body::new(move || {
-                        // Every user value the loop touches is called and dropped
-                        // inside the boundary; this catch is the last line only.
-                        let ran =
-                            Panic::catch_any(|| run::run_worker(&shared, index, input, out, &*f));
-                        if let Err(panic) = ran {
-                            shared.fail(index, Failure::Panic(panic));
-                        }
-                        // The stage closure, if this was its last reference.
-                        shared.discard(index, f);
-                    });
-                    match spawn_thread(scope, ctx, &spec, (index, n), body) {
-                        Ok(()) => started += 1,
-                        Err(e) => {
-                            // The run is cancelled: the workers already started drain
-                            // and stop, and the scope joins them.
-                            ctx.fail(index, Failure::Spawn(e));
-                            break;
-                        }
-                    }
-                }
-                if started == 0 {
-                    // No worker to drain this queue: the run is already cancelled, so
-                    // the caller drains it (counting, not processing) until the
-                    // upstream has gone; otherwise a blocked sender would wait forever.
-                    run::run_worker(ctx, index, input, out, &*f);
-                } else {
-                    input.release(ctx);
-                    out.release(ctx);
-                }
-                ctx.discard(index, f);
-            })),
+            head: run::stage(prev, on_drop, index, stage_name, workers, f),
             stages: self.stages,
             buffers: self.buffers,
             on_drop: None,
@@ -513,7 +375,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// let report = Pipeline::from_iter(0..1000)
     ///     .capacity(2)
     ///     .overflow(Overflow::DropNewest)
-    ///     .for_each(|_| {})?;
+    ///     .run(|_| {})?;
     /// let sink = report.stage("sink").unwrap();
     /// assert_eq!(sink.items_out + sink.dropped, 1000);
     /// # Ok::<(), corral::pipeline::PipelineError>(())
@@ -543,7 +405,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     ///     })
     ///     .capacity(1)
     ///     .overflow(Overflow::DropOldest)
-    ///     .for_each(|_| {})?;
+    ///     .run(|_| {})?;
     /// assert_eq!(report.stage("sink").unwrap().dropped, lost.load(Ordering::Relaxed));
     /// # Ok::<(), corral::pipeline::PipelineError>(())
     /// ```
@@ -617,25 +479,6 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     pub fn ordered_window(mut self, window: usize) -> Self {
         self.ordered = Some(Some(window));
         self
-    }
-
-    /// Runs the pipeline, handing every output item to `sink` on the calling thread.
-    /// The same as [`run`](Pipeline::run).
-    ///
-    /// # Errors
-    ///
-    /// See [`run`](Pipeline::run).
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// let mut total = 0;
-    /// corral::Pipeline::from_iter(1..=10).stage("triple", 2, |x| x * 3).for_each(|x| total += x)?;
-    /// assert_eq!(total, 165);
-    /// # Ok::<(), corral::pipeline::PipelineError>(())
-    /// ```
-    pub fn for_each(self, sink: impl FnMut(T)) -> Result<PipelineReport, PipelineError> {
-        self.run(sink)
     }
 
     /// Runs the pipeline with a fallible sink: the sink's first `Err` stops the run
@@ -992,23 +835,17 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         sink: &mut dyn FnMut(T) -> Result<(), BoxError>,
     ) -> Result<PipelineReport, PipelineError> {
         let started = Instant::now();
-        let mut names: Vec<String> = Vec::with_capacity(self.stages.len() + 1);
-        let mut workers = Vec::with_capacity(self.stages.len() + 1);
-        for (name, n) in &self.stages {
-            names.push(name.clone());
-            workers.push(*n);
-        }
-        names.push("sink".to_owned());
-        workers.push(1);
-        let sink_index = self.stages.len();
-        let ctx = Arc::new(Ctx::new(token, settings, names, workers, capacities));
         let (head, on_drop) = (self.head, self.on_drop);
-        std::thread::scope(|scope| {
-            let input = head.start(scope, &ctx, on_drop, sink_index);
-            run::run_sink(&ctx, sink_index, input, sink);
-        });
-        let reason = ctx.token.reason();
-        let (stages, failure, source_done) = run::finish(ctx);
+        let ran = run::run(
+            head,
+            on_drop,
+            token,
+            settings,
+            &self.stages,
+            capacities,
+            sink,
+        );
+        let (stages, failure, source_done, reason) = ran;
         let report = PipelineReport {
             stages,
             elapsed: started.elapsed(),
@@ -1110,7 +947,7 @@ impl<T> fmt::Debug for Pipeline<'_, T> {
 ///
 /// let err = Pipeline::from_iter(0..10)
 ///     .stage("boom", 1, |x: i32| if x == 3 { panic!("three") } else { x })
-///     .for_each(|_| {})
+///     .run(|_| {})
 ///     .unwrap_err();
 /// match &err {
 ///     PipelineError::Panicked { stage, panic, .. } => {
@@ -1156,8 +993,8 @@ pub enum PipelineError {
     Spawn {
         /// The stage whose thread did not start.
         stage: String,
-        /// The OS error.
-        error: std::io::Error,
+        /// The thread and the OS error.
+        error: SpawnError,
         /// What the run did until it stopped.
         report: PipelineReport,
     },
@@ -1248,9 +1085,7 @@ impl fmt::Display for PipelineError {
             PipelineError::Failed { stage, .. } => write!(f, "stage {stage} failed"),
             PipelineError::Panicked { stage, .. } => write!(f, "stage {stage} panicked"),
             PipelineError::Cancelled { reason, .. } => write!(f, "pipeline stopped: {reason}"),
-            PipelineError::Spawn { stage, .. } => {
-                write!(f, "could not start a thread for stage {stage}")
-            }
+            PipelineError::Spawn { stage, .. } => write!(f, "stage {stage} failed to start"),
         }
     }
 }
@@ -1292,7 +1127,7 @@ mod tests {
                 .capacity(2)
                 .overflow(policy);
             pipeline.fail_spawn_at = Some(at);
-            let err = pipeline.for_each(|_| {}).unwrap_err();
+            let err = pipeline.run(|_| {}).unwrap_err();
             let PipelineError::Spawn {
                 stage,
                 error,
@@ -1302,7 +1137,8 @@ mod tests {
                 panic!("{policy:?} {at:?}: {err:?}")
             };
             assert_eq!(stage, name);
-            assert_eq!(error.to_string(), "injected spawn failure");
+            assert_eq!(error.io_error().to_string(), "injected spawn failure");
+            assert!(error.thread_name().starts_with("corral-pipe-"), "{error}");
             for s in &report.stages {
                 assert!(s.balanced(), "{policy:?} {at:?}: {s:?}");
             }
@@ -1330,18 +1166,5 @@ mod tests {
             .settings()
             .unwrap_err();
         assert_eq!((err.field(), err.value()), ("workers", "4097"));
-    }
-
-    #[test]
-    fn a_thread_body_that_never_runs_drops_its_captures_inside_the_boundary() {
-        struct Loud;
-        impl Drop for Loud {
-            fn drop(&mut self) {
-                panic!("captured value dropped");
-            }
-        }
-        let loud = Loud;
-        let body = Body::new(move || drop(loud));
-        drop(body); // would unwind here without the boundary
     }
 }

@@ -3,8 +3,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::run::Counts;
-
 /// Counters and times of one stage of a finished run (the source and the sink are
 /// stages too, named `"source"` and `"sink"`).
 ///
@@ -59,21 +57,6 @@ pub struct StageStats {
 }
 
 impl StageStats {
-    pub(crate) fn new(name: String, workers: usize, c: Counts) -> Self {
-        StageStats {
-            name,
-            workers,
-            items_in: c.items_in,
-            items_out: c.out,
-            dropped: c.dropped,
-            failed: c.failed,
-            not_processed: c.not_processed,
-            busy: c.busy,
-            blocked_send: c.blocked,
-            idle_recv: c.idle,
-        }
-    }
-
     /// Share of the stage's worker time spent busy, in `0.0..=1.0`: busy time over
     /// busy + blocked + idle time.
     pub fn utilization(&self) -> f64 {
@@ -117,7 +100,7 @@ impl StageStats {
 ///
 /// let report = Pipeline::from_iter(0..1000u64)
 ///     .stage("square", 2, |x| x * x)
-///     .for_each(|_| {})?;
+///     .run(|_| {})?;
 /// assert_eq!(report.stage("sink").unwrap().items_out, 1000);
 /// println!("{report}");
 /// # Ok::<(), corral::pipeline::PipelineError>(())

@@ -1,39 +1,38 @@
-//! The run engine: packets, queues with overflow policies, the source (pulled by
-//! the first stage, or on its own thread under a drop policy), and the loops of the
+//! The run engine: it starts every thread of a run, inside one `std::thread::scope`
+//! ([`run`], [`Head::start`], [`stage`]), and runs the loops of the source, the
 //! stage workers and the sink.
 //!
-//! Implementation notes:
 //! - Items travel in [`Packet`]s; a queue's capacity is counted in items, so batching
 //!   keeps the same memory bound. Under `Overflow::Block` the first stage pulls the
-//!   source through a [`Feed`] instead of a queue.
-//! - Every send goes through `crate::queue` ([`Outbound::send`]); before parking on an
-//!   empty or full queue a thread yields and re-checks up to [`SPINS`] times.
-//! - Cancellation needs no wake-up channel: once the run's token is cancelled the
-//!   source stops being pulled, and every worker (and the sink) keeps receiving but only
-//!   to count and drop what arrives, until its upstream has gone. Draining is what
-//!   unblocks the senders upstream, so the cascade reaches the sink within one pass
-//!   over the (bounded) queues. Only user code that is running delays it.
-//! - Books are kept per thread and merged once ([`Counts`]); user values are dropped
-//!   only inside the panic boundary ([`drop_each`]).
-//! - Locks and atomics come from `crate::sync`. Reference counts (`Arc`) are std's:
-//!   they only decide which thread drops a shared value, and the run's scope joins
-//!   every thread before the last one goes.
+//!   source through a [`Feed`] instead of a queue; under a drop policy the source has
+//!   a thread of its own, so that overload is dropped at the first queue.
+//! - Every send goes through the crate's one overflow dispatcher,
+//!   `crate::queue::offer`; an empty queue is re-checked under the crate's
+//!   spin-then-park policy ([`Backoff`]) before the receiver parks.
+//! - Cancellation needs no wake-up channel: once the token is cancelled the source
+//!   stops being pulled, and every worker and the sink keep receiving only to count
+//!   and drop, until their upstream has gone; draining unblocks the senders upstream.
+//! - Books are kept per thread and merged once ([`Counts`]); every user value is
+//!   called and dropped inside the panic boundary ([`drop_each`]). Locks and atomics
+//!   come from `crate::sync`; `Arc` is std's (the scope joins every holder).
 
 use std::collections::BTreeMap;
 use std::error::Error;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::gate::ReorderGate;
 use super::report::StageStats;
-use crate::cancel::CancelToken;
+use crate::cancel::{CancelReason, CancelToken};
 use crate::overflow::Overflow;
 use crate::panic::{drop_caught, drop_quietly, Panic};
-use crate::queue::{send_evicting, send_until, try_send, Refused};
+use crate::queue::{offer, send_until, Offered};
+use crate::spawn::{start_scoped, SpawnError, ThreadSpec};
 use crate::sync::{AtomicBool, Mutex, Ordering};
 use crate::timeline::tsc_nanos;
-use crate::wait::Until;
+use crate::wait::{Backoff, Until};
 
 pub(crate) type BoxError = Box<dyn Error + Send + Sync + 'static>;
 
@@ -129,19 +128,11 @@ impl<F: FnOnce()> Drop for Body<F> {
     }
 }
 
-fn refused<T>(r: Refused<T>) -> T {
-    match r {
-        Refused::Full(t) | Refused::Closed(t) | Refused::TimedOut(t) | Refused::Cancelled(t, _) => {
-            t
-        }
-    }
-}
-
 /// Why an item did not make it through a stage function.
 pub(crate) enum Failure {
     Error(BoxError),
     Panic(Panic),
-    Spawn(std::io::Error),
+    Spawn(SpawnError),
 }
 
 /// Per-stage counters, kept locally by each thread and merged on exit.
@@ -174,6 +165,22 @@ impl Counts {
         self.busy = self.busy.saturating_add(o.busy);
         self.blocked = self.blocked.saturating_add(o.blocked);
         self.idle = self.idle.saturating_add(o.idle);
+    }
+
+    /// A stage's public statistics from its merged books.
+    fn stats(self, name: String, workers: usize) -> StageStats {
+        StageStats {
+            name,
+            workers,
+            items_in: self.items_in,
+            items_out: self.out,
+            dropped: self.dropped,
+            failed: self.failed,
+            not_processed: self.not_processed,
+            busy: self.busy,
+            blocked_send: self.blocked,
+            idle_recv: self.idle,
+        }
     }
 
     /// Closes a thread's books: busy is its lifetime minus the time spent waiting.
@@ -345,12 +352,199 @@ impl<'env> Ctx<'env> {
             .into_iter()
             .zip(self.workers)
             .zip(self.stats)
-            .map(|((name, workers), counts)| StageStats::new(name, workers, counts.into_inner()))
+            .map(|((name, workers), counts)| counts.into_inner().stats(name, workers))
             .collect();
         let source_done = self.source_done.load(Ordering::Acquire);
         (stats, self.failure.into_inner(), source_done)
     }
 }
+
+type Launch<'env, T> = Box<
+    dyn for<'s> FnOnce(&'s std::thread::Scope<'s, 'env>, &Arc<Ctx<'env>>, Outbound<'env, T>)
+        + Send
+        + 'env,
+>;
+
+/// Coerces a closure to a [`Launch`], giving it the higher-ranked signature.
+fn launch<'env, T, F>(f: F) -> Launch<'env, T>
+where
+    F: for<'s> FnOnce(&'s std::thread::Scope<'s, 'env>, &Arc<Ctx<'env>>, Outbound<'env, T>)
+        + Send
+        + 'env,
+{
+    Box::new(f)
+}
+
+/// What feeds the next stage: the source itself, or the stages built so far.
+pub(crate) enum Head<'env, T> {
+    Source(Pull<'env, T>),
+    Stages(Launch<'env, T>),
+}
+
+impl<'env, T: Send + 'env> Head<'env, T> {
+    /// Starts everything upstream of stage `index` and returns that stage's input.
+    ///
+    /// Straight after the source, with `Overflow::Block`, there is no thread and no
+    /// queue: the stage's threads pull the source themselves, a packet at a time under
+    /// one lock; with no stage at all the caller pulls it and runs the sink. A source
+    /// thread would only hand items over at the pace the stage takes them, and costs a
+    /// scheduler round trip per batch where threads outnumber cores. With a drop policy
+    /// the source runs on its own thread (`corral-pipe-source`), ahead of the stage, so
+    /// that overload is dropped at the stage's queue as those policies promise.
+    fn start<'s>(
+        self,
+        scope: &'s std::thread::Scope<'s, 'env>,
+        ctx: &Arc<Ctx<'env>>,
+        on_drop: Option<OnDrop<'env, T>>,
+        index: usize,
+    ) -> Input<'env, T> {
+        match self {
+            Head::Source(pull) if ctx.settings.overflow == Overflow::Block => {
+                // No queue, so nothing is ever dropped here: a callback for this
+                // queue is never called. It is user code all the same.
+                ctx.discard(index, on_drop);
+                Input::Feed(Arc::new(Feed::new(pull)))
+            }
+            head => {
+                let (tx, rx) = ctx.queue::<T>(index);
+                let out = Outbound::new(ctx, tx, &rx, on_drop, index);
+                match head {
+                    Head::Source(pull) => {
+                        let spec = ThreadSpec::new("Pipeline", "pipe-source");
+                        let shared = Arc::clone(ctx);
+                        let body = Body::new(move || {
+                            let ran = Panic::catch_any(|| run_source(&shared, pull, out));
+                            if let Err(panic) = ran {
+                                shared.fail(0, Failure::Panic(panic));
+                            }
+                        });
+                        if let Err(e) = spawn_thread(scope, ctx, &spec, (0, 0), body) {
+                            ctx.fail(0, Failure::Spawn(e));
+                        }
+                    }
+                    Head::Stages(launch) => launch(scope, ctx, out),
+                }
+                Input::Queue(rx)
+            }
+        }
+    }
+}
+
+/// Starts one of a run's threads. `at` is (stage index, worker number), for the
+/// unit tests' injected spawn failure. If the thread does not start, `body` is
+/// dropped inside the panic boundary (see [`Body`]).
+fn spawn_thread<'s, 'env, F>(
+    scope: &'s std::thread::Scope<'s, 'env>,
+    ctx: &Ctx<'env>,
+    spec: &ThreadSpec,
+    at: (usize, usize),
+    body: Body<F>,
+) -> Result<(), SpawnError>
+where
+    F: FnOnce() + Send + 's,
+{
+    #[cfg(test)]
+    if ctx.settings.fail_spawn_at == Some(at) {
+        drop(body);
+        let error = std::io::Error::other("injected spawn failure");
+        return Err(SpawnError::new(format!("corral-{}", spec.name), error));
+    }
+    let _ = (ctx, at);
+    start_scoped(scope, spec, move || body.run()).map(drop)
+}
+
+/// Stage `index` (`workers` threads named after `name`, applying `f`) after `prev`:
+/// what it starts when the run launches it.
+pub(crate) fn stage<'env, T, U, F>(
+    prev: Head<'env, T>,
+    on_drop: Option<OnDrop<'env, T>>,
+    index: usize,
+    name: String,
+    workers: usize,
+    f: F,
+) -> Head<'env, U>
+where
+    T: Send + 'env,
+    U: Send + 'env,
+    F: Fn(T) -> Result<U, BoxError> + Send + Sync + 'env,
+{
+    Head::Stages(launch(move |scope, ctx, out| {
+        let input = prev.start(scope, ctx, on_drop, index);
+        let f = Arc::new(f);
+        let mut started = 0;
+        for n in 0..workers {
+            let spec = ThreadSpec::new("Pipeline", format!("pipe-{name}-{n}"));
+            let (input, out, f) = (input.clone(), out.clone(), Arc::clone(&f));
+            let shared = Arc::clone(ctx);
+            let body = Body::new(move || {
+                // Every user value the loop touches is called and dropped
+                // inside the boundary; this catch is the last line only.
+                let ran = Panic::catch_any(|| run_worker(&shared, index, input, out, &*f));
+                if let Err(panic) = ran {
+                    shared.fail(index, Failure::Panic(panic));
+                }
+                // The stage closure, if this was its last reference.
+                shared.discard(index, f);
+            });
+            match spawn_thread(scope, ctx, &spec, (index, n), body) {
+                Ok(()) => started += 1,
+                Err(e) => {
+                    // The run is cancelled: the workers already started drain
+                    // and stop, and the scope joins them.
+                    ctx.fail(index, Failure::Spawn(e));
+                    break;
+                }
+            }
+        }
+        if started == 0 {
+            // No worker to drain this queue: the run is already cancelled, so
+            // the caller drains it (counting, not processing) until the
+            // upstream has gone; otherwise a blocked sender would wait forever.
+            run_worker(ctx, index, input, out, &*f);
+        } else {
+            input.release(ctx);
+            out.release(ctx);
+        }
+        ctx.discard(index, f);
+    }))
+}
+
+/// Runs a pipeline of `stages` (names and worker counts, source first): starts every
+/// thread inside one `std::thread::scope`, runs the sink (the last stage index) on the
+/// calling thread, and once every thread has joined returns the per-stage statistics,
+/// the first failure, whether the source was exhausted, and why the run's token
+/// stopped, if it did.
+pub(crate) fn run<'env, T: Send + 'env>(
+    head: Head<'env, T>,
+    on_drop: Option<OnDrop<'env, T>>,
+    token: CancelToken,
+    settings: Settings,
+    stages: &[(String, usize)],
+    capacities: Vec<usize>,
+    sink: &mut dyn FnMut(T) -> Result<(), BoxError>,
+) -> Finished {
+    let sink_index = stages.len();
+    let (mut names, mut workers): (Vec<String>, Vec<usize>) = stages.iter().cloned().unzip();
+    names.push("sink".to_owned());
+    workers.push(1);
+    let ctx = Arc::new(Ctx::new(token, settings, names, workers, capacities));
+    std::thread::scope(|scope| {
+        let input = head.start(scope, &ctx, on_drop, sink_index);
+        run_sink(&ctx, sink_index, input, sink);
+    });
+    let reason = ctx.token.reason();
+    let (stages, failure, source_done) = finish(ctx);
+    (stages, failure, source_done, reason)
+}
+
+/// What [`run`] returns: the per-stage statistics, the first failure, whether the
+/// source was exhausted, and why the run's token stopped.
+pub(crate) type Finished = (
+    Vec<StageStats>,
+    Option<(usize, Failure)>,
+    bool,
+    Option<CancelReason>,
+);
 
 /// After every thread has joined (so this holds the last reference): the per-stage
 /// statistics, the first failure, and whether the source was exhausted.
@@ -416,15 +610,14 @@ impl<'env, T> Outbound<'env, T> {
         }
     }
 
-    /// Offers `packet` to the queue under the run's overflow policy. Blocked time goes
-    /// to `own`; the receiving stage's counters go to `next`.
+    /// Offers `packet` to the queue under the run's overflow policy, through the crate's
+    /// one dispatcher (`crate::queue::offer`). Blocked time goes to `own`; the
+    /// receiving stage's counters go to `next`.
     ///
-    /// `try_send` first (the fast path, no clock read), then a plain blocking
-    /// `send_until(.., Until::FOREVER)` when the queue is full (`Block`), or
-    /// `try_send` / `send_evicting` for the drop policies. A blocked send does not also
-    /// wait on the run's token: a `select` over three channels on every full queue
-    /// costs more than the hand-off; cancellation reaches a blocked sender through the
-    /// draining of the stages downstream instead.
+    /// A blocked send waits without a bound and not on the run's token: a `select`
+    /// over three channels on every full queue costs more than the hand-off;
+    /// cancellation reaches a blocked sender through the draining of the stages
+    /// downstream instead.
     fn send(
         &self,
         ctx: &Ctx<'_>,
@@ -433,52 +626,25 @@ impl<'env, T> Outbound<'env, T> {
         next: &mut Counts,
     ) -> Result<(), Stopped> {
         next.items_in += packet.len();
-        let refusal = match (ctx.settings.overflow, &self.evict) {
-            (Overflow::DropNewest, _) => match try_send(&self.tx, packet) {
-                Ok(()) => return Ok(()),
-                Err(Refused::Full(packet)) => {
-                    self.dropped(ctx, packet, next);
-                    return Ok(());
-                }
-                Err(other) => other,
-            },
-            (Overflow::DropOldest, Some(rx)) => {
-                match send_evicting(&self.tx, rx, packet, |old| self.dropped(ctx, old, next)) {
-                    Ok(()) => return Ok(()),
-                    Err(other) => other,
-                }
+        let offered = offer(
+            &self.tx,
+            self.evict.as_ref(),
+            packet,
+            ctx.settings.overflow,
+            Some(&Until::FOREVER),
+            |lost| self.dropped(ctx, lost, next),
+            || true,
+        );
+        let packet = match offered {
+            Ok(Offered::Done) => return Ok(()),
+            Ok(Offered::Waited(waited)) => {
+                own.blocked += waited;
+                return Ok(());
             }
-            _ => match try_send(&self.tx, packet) {
-                Ok(()) => return Ok(()),
-                Err(Refused::Full(mut packet)) => {
-                    let started = Instant::now();
-                    for _ in 0..SPINS {
-                        std::thread::yield_now();
-                        match try_send(&self.tx, packet) {
-                            Ok(()) => {
-                                own.blocked += started.elapsed();
-                                return Ok(());
-                            }
-                            Err(Refused::Full(back)) => packet = back,
-                            Err(other) => {
-                                let packet = refused(other);
-                                next.not_processed += packet.len();
-                                ctx.discard_packet(self.stage, packet);
-                                return Err(Stopped);
-                            }
-                        }
-                    }
-                    let sent = send_until(&self.tx, packet, &Until::FOREVER);
-                    own.blocked += started.elapsed();
-                    match sent {
-                        Ok(()) => return Ok(()),
-                        Err(other) => other,
-                    }
-                }
-                Err(other) => other,
-            },
+            // `CallerRuns` is refused when the run is configured.
+            Ok(Offered::RunHere(packet)) => packet,
+            Err(refused) => refused.into_item(),
         };
-        let packet = refused(refusal);
         next.not_processed += packet.len();
         ctx.discard_packet(self.stage, packet);
         Err(Stopped)
@@ -511,8 +677,8 @@ fn recv<T>(rx: &Receiver<Packet<T>>, own: &mut Counts) -> Option<Packet<T>> {
         Err(TryRecvError::Empty) => {
             let started = Instant::now();
             let mut packet = None;
-            for _ in 0..SPINS {
-                std::thread::yield_now();
+            let mut backoff = Backoff::new();
+            while backoff.snooze() {
                 match rx.try_recv() {
                     Ok(p) => {
                         packet = Some(p);
@@ -531,12 +697,6 @@ fn recv<T>(rx: &Receiver<Packet<T>>, own: &mut Counts) -> Option<Packet<T>> {
         }
     }
 }
-
-/// How many times a worker yields its CPU (re-checking the queue) before it parks on
-/// an empty or full queue. On a busy machine a park and wake-up costs microseconds
-/// and is paid per hand-off; yielding lets the other side run and usually avoids it.
-/// Bounded, so an idle stage parks after a few tens of microseconds.
-const SPINS: usize = 128;
 
 /// Applies `f` to every item of a packet. On failure, also returns how many other
 /// items of the packet were not processed.
@@ -773,8 +933,7 @@ impl<'env, T> Feed<'env, T> {
     /// source is exhausted, has panicked or the run is cancelled. The time spent
     /// waiting for the lock, the reorder window and the iterator goes to the caller's
     /// idle time; the time inside the iterator is also the source's busy time. Timed
-    /// on the TSC (`crate::timeline::tsc_nanos`), which is cheaper than two std clock
-    /// reads per packet on this path (BENCHMARKS.md has the figures).
+    /// on the TSC (`crate::timeline::tsc_nanos`), cheaper than the std clock here.
     fn take(&self, ctx: &Ctx<'_>, own: &mut Counts) -> Option<Packet<T>> {
         let asked = tsc_nanos();
         let (mut state, mut started) = match self.state.try_lock() {
@@ -1203,6 +1362,19 @@ mod tests {
         ));
         assert_eq!((own.out, own.failed, own.not_processed), (1, 1, 1));
         assert_eq!(seen, vec![0, 1, 1, 4]);
+    }
+
+    #[test]
+    fn a_thread_body_that_never_runs_drops_its_captures_inside_the_boundary() {
+        struct Loud;
+        impl Drop for Loud {
+            fn drop(&mut self) {
+                panic!("captured value dropped");
+            }
+        }
+        let loud = Loud;
+        let body = Body::new(move || drop(loud));
+        drop(body); // would unwind here without the boundary
     }
 
     #[test]

@@ -14,8 +14,8 @@
 //! * **Capacity and debt** ([`Engine::set_capacity`]): a held permit is never revoked.
 //! * **Fairness** ([`FAIR_AFTER`]): waiters are served in arrival order; newcomers may
 //!   barge until the head has waited too long. **Waking** ([`Engine::serve`]): a
-//!   release wakes the head once its request fits. **Spinning** ([`backoff`]) never
-//!   yields.
+//!   release wakes the head once its request fits. **Spinning**: the crate's one
+//!   spin-then-park policy, [`Backoff`].
 //! * Everything imports from `crate::sync`, so `--cfg loom` model-checks this file.
 //!   Under loom there is no time: the fairness bound counts failed wake-ups instead.
 
@@ -28,7 +28,7 @@ use std::time::Duration;
 use crate::cancel::CancelReason;
 use crate::sync::thread::{self, Thread};
 use crate::sync::{Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
-use crate::wait::{Interrupted, Until};
+use crate::wait::{Backoff, Interrupted, Until};
 
 /// Somebody is queued: releases take the slow path to wake them.
 const QUEUED: usize = 1;
@@ -59,11 +59,6 @@ pub(crate) const MAX_PERMITS: usize = usize::MAX >> (SHIFT + 1);
 #[cfg(not(loom))]
 pub(crate) const FAIR_AFTER: Duration = Duration::from_millis(1);
 
-/// Failed spin rounds before a newcomer parks, and before a woken head parks again.
-#[cfg(not(loom))]
-const SPINS: u32 = 7;
-#[cfg(loom)]
-const SPINS: u32 = 1;
 /// Under loom, the head counts as starved after this many failed wake-ups.
 #[cfg(loom)]
 const AGE_FAILS: u32 = 2;
@@ -170,20 +165,6 @@ pub(crate) struct Engine {
 
 fn available_in(state: usize) -> usize {
     state >> SHIFT
-}
-
-/// One round of back-off: a growing burst of spin hints (1, 2, 4, ... 64; a few
-/// rounds make a short burst, about a microsecond). No `yield_now`: on a loaded
-/// machine a yield can cost a whole time slice, which would add milliseconds of
-/// latency to a waiter that the fairness bound promises ~1 ms.
-fn backoff(round: u32) {
-    if cfg!(loom) {
-        thread::yield_now();
-    } else {
-        for _ in 0..(1u32 << round.min(6)) {
-            std::hint::spin_loop();
-        }
-    }
 }
 
 impl Engine {
@@ -311,7 +292,8 @@ impl Engine {
         }
         // A short spin while nobody is queued: a holder is likely to release soon, and
         // a park plus a wake-up costs microseconds.
-        for round in 0..SPINS {
+        let mut backoff = Backoff::new();
+        while backoff.snooze() {
             let state = self.state.load(Ordering::Relaxed);
             if state & (QUEUED | FAIR | CLOSED) != 0 {
                 break;
@@ -319,7 +301,6 @@ impl Engine {
             if self.try_fast(n) {
                 return Ok(());
             }
-            backoff(round);
         }
         self.acquire_slow(n, until)
     }
@@ -399,7 +380,8 @@ impl Engine {
             // so that a busy release/acquire loop does not turn into a hand-off.
             let mut got = false;
             if head && stop.is_none() {
-                for round in 0..SPINS {
+                let mut backoff = Backoff::new();
+                while backoff.snooze() {
                     let state = self.state.load(Ordering::Relaxed);
                     if state & (FAIR | CLOSED) != 0 {
                         break;
@@ -408,7 +390,6 @@ impl Engine {
                         got = true;
                         break;
                     }
-                    backoff(round);
                 }
             }
 

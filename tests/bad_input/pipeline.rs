@@ -29,7 +29,7 @@ const MAX: &str = "18446744073709551615";
 fn pipeline_stage_workers_zero_is_a_config_error() {
     let r = Pipeline::from_iter(0..3)
         .stage("s", 0, |x: i32| x)
-        .for_each(|_| {});
+        .run(|_| {});
     config_error(r, "workers", "0");
 }
 
@@ -38,7 +38,7 @@ fn pipeline_stage_workers_usize_max_is_a_config_error() {
     let r = Pipeline::from_iter(0..3)
         .stage("s", usize::MAX, |x: i32| x)
         .ordered()
-        .for_each(|_| {});
+        .run(|_| {});
     config_error(r, "workers", MAX);
 }
 
@@ -46,7 +46,7 @@ fn pipeline_stage_workers_usize_max_is_a_config_error() {
 fn pipeline_stage_workers_4097_is_a_config_error() {
     let r = Pipeline::from_iter(0..3)
         .stage("s", 4097, |x: i32| x)
-        .for_each(|_| {});
+        .run(|_| {});
     config_error(r, "workers", "4097");
 }
 
@@ -55,7 +55,7 @@ fn pipeline_stage_workers_over_4096_in_all_stages_is_a_config_error() {
     let r = Pipeline::from_iter(0..3)
         .stage("a", 4096, |x: i32| x)
         .stage("b", 1, |x| x)
-        .for_each(|_| {});
+        .run(|_| {});
     config_error(r, "workers", "4097");
 }
 
@@ -73,7 +73,7 @@ fn pipeline_stage_workers_4096_runs_one_item() {
 #[test]
 fn pipeline_capacity_zero_is_a_config_error() {
     config_error(
-        Pipeline::from_iter(0..3).capacity(0).for_each(|_| {}),
+        Pipeline::from_iter(0..3).capacity(0).run(|_| {}),
         "capacity",
         "0",
     );
@@ -84,7 +84,7 @@ fn pipeline_capacity_usize_max_is_a_config_error() {
     let r = Pipeline::from_iter(0..3)
         .stage("s", 1, |x: i32| x)
         .capacity(usize::MAX)
-        .for_each(|_| {});
+        .run(|_| {});
     config_error(r, "capacity", MAX);
 }
 
@@ -92,7 +92,7 @@ fn pipeline_capacity_usize_max_is_a_config_error() {
 fn pipeline_capacity_above_2_pow_24_is_a_config_error() {
     let r = Pipeline::from_iter(0..3)
         .capacity((1 << 24) + 1)
-        .for_each(|_| {});
+        .run(|_| {});
     config_error(r, "capacity", "16777217");
 }
 
@@ -114,7 +114,7 @@ fn pipeline_buffer_zero_is_a_config_error() {
     let r = Pipeline::from_iter(0..3)
         .stage("s", 1, |x: i32| x)
         .buffer(0)
-        .for_each(|_| {});
+        .run(|_| {});
     config_error(r, "buffer", "0");
 }
 
@@ -123,7 +123,7 @@ fn pipeline_buffer_usize_max_is_a_config_error() {
     let r = Pipeline::from_iter(0..3)
         .stage("s", 1, |x: i32| x)
         .buffer(usize::MAX)
-        .for_each(|_| {});
+        .run(|_| {});
     config_error(r, "buffer", MAX);
 }
 
@@ -133,17 +133,13 @@ fn pipeline_buffer_below_the_batch_is_a_config_error() {
         .stage("s", 1, |x: i32| x)
         .buffer(2)
         .batch(4)
-        .for_each(|_| {});
+        .run(|_| {});
     config_error(r, "buffer", "2");
 }
 
 #[test]
 fn pipeline_batch_zero_is_a_config_error() {
-    config_error(
-        Pipeline::from_iter(0..3).batch(0).for_each(|_| {}),
-        "batch",
-        "0",
-    );
+    config_error(Pipeline::from_iter(0..3).batch(0).run(|_| {}), "batch", "0");
 }
 
 #[test]
@@ -151,13 +147,13 @@ fn pipeline_batch_usize_max_is_a_config_error() {
     let r = Pipeline::from_iter(0..3)
         .stage("s", 1, |x: i32| x)
         .batch(usize::MAX)
-        .for_each(|_| {});
+        .run(|_| {});
     config_error(r, "batch", MAX);
 }
 
 #[test]
 fn pipeline_ordered_window_zero_is_a_config_error() {
-    let r = Pipeline::from_iter(0..3).ordered_window(0).for_each(|_| {});
+    let r = Pipeline::from_iter(0..3).ordered_window(0).run(|_| {});
     config_error(r, "ordered_window", "0");
 }
 
@@ -166,7 +162,7 @@ fn pipeline_ordered_window_usize_max_is_a_config_error() {
     let r = Pipeline::from_iter(0..3)
         .stage("s", 2, |x: i32| x)
         .ordered_window(usize::MAX)
-        .for_each(|_| {});
+        .run(|_| {});
     config_error(r, "ordered_window", MAX);
 }
 
@@ -185,7 +181,7 @@ fn pipeline_ordered_window_2_pow_24_runs() {
 fn pipeline_stage_name_empty_is_a_config_error() {
     let r = Pipeline::from_iter(0..3)
         .stage("", 1, |x: i32| x)
-        .for_each(|_| {});
+        .run(|_| {});
     config_error(r, "name", "\"\"");
 }
 
@@ -193,7 +189,7 @@ fn pipeline_stage_name_empty_is_a_config_error() {
 fn pipeline_stage_name_with_nul_is_a_config_error() {
     let r = Pipeline::from_iter(0..3)
         .stage("a\0b", 1, |x: i32| x)
-        .for_each(|_| {});
+        .run(|_| {});
     config_error(r, "name", "\"a\\0b\"");
 }
 
@@ -202,7 +198,7 @@ fn pipeline_stage_name_source_or_sink_is_a_config_error() {
     for name in ["source", "sink"] {
         let r = Pipeline::from_iter(0..3)
             .stage(name, 1, |x: i32| x)
-            .for_each(|_| {});
+            .run(|_| {});
         config_error(r, "name", &format!("{name:?}"));
     }
 }
@@ -212,7 +208,7 @@ fn pipeline_stage_name_repeated_is_a_config_error() {
     let r = Pipeline::from_iter(0..3)
         .stage("a", 1, |x: i32| x)
         .stage("a", 1, |x| x)
-        .for_each(|_| {});
+        .run(|_| {});
     config_error(r, "name", "\"a\"");
 }
 
@@ -222,7 +218,7 @@ fn pipeline_stage_name_very_long_runs() {
     let name = "n".repeat(1 << 16);
     let report = Pipeline::from_iter(0..3)
         .stage(name.as_str(), 1, |x: i32| x)
-        .for_each(|_| {})
+        .run(|_| {})
         .unwrap();
     assert_eq!(report.stage(&name).unwrap().items_out, 3);
 }
@@ -233,7 +229,7 @@ fn pipeline_overflow_reject_and_caller_runs_are_config_errors() {
         (Overflow::Reject, "Reject"),
         (Overflow::CallerRuns, "CallerRuns"),
     ] {
-        let r = Pipeline::from_iter(0..3).overflow(policy).for_each(|_| {});
+        let r = Pipeline::from_iter(0..3).overflow(policy).run(|_| {});
         config_error(r, "overflow", value);
     }
 }
@@ -340,7 +336,7 @@ fn pipeline_report_with_maximal_counters_saturates() {
     let _check = LeakCheck::new();
     let mut report = Pipeline::from_iter(0..3u8)
         .stage("s", 1, |x| x)
-        .for_each(|_| {})
+        .run(|_| {})
         .unwrap();
     for s in &mut report.stages {
         s.items_in = u64::MAX;

@@ -27,7 +27,7 @@ fn scope_try_spawn_named_nul_byte_is_an_invalid_input_error() {
     let _check = LeakCheck::new();
     corral::scope(|s| {
         let err = s.try_spawn_named("a\0b", own_name).map(|_| ()).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert_eq!(err.io_error().kind(), ErrorKind::InvalidInput);
     });
 }
 

@@ -31,7 +31,10 @@ fn fails_once(builder: SupervisorBuilder) -> SupervisorBuilder {
 #[test]
 fn supervisor_no_children_is_a_config_error() {
     let err = Supervisor::builder().start().unwrap_err();
-    assert_eq!((err.field(), err.value()), ("children", "0"));
+    assert_eq!(
+        (err.config().unwrap().field(), err.config().unwrap().value()),
+        ("children", "0")
+    );
 }
 
 #[test]
@@ -40,7 +43,7 @@ fn supervisor_child_name_with_nul_is_a_config_error() {
         .child("a\0b", Restart::Temporary, |_| Ok::<(), String>(()))
         .start()
         .unwrap_err();
-    assert_eq!(err.field(), "child name");
+    assert_eq!(err.config().unwrap().field(), "child name");
 }
 
 #[test]
@@ -70,8 +73,8 @@ fn supervisor_max_restarts_usize_max_is_a_config_error() {
     let err = waits(Supervisor::builder().intensity(usize::MAX, Duration::from_secs(1)))
         .start()
         .unwrap_err();
-    assert_eq!(err.field(), "max_restarts");
-    assert_eq!(err.value(), usize::MAX.to_string());
+    assert_eq!(err.config().unwrap().field(), "max_restarts");
+    assert_eq!(err.config().unwrap().value(), usize::MAX.to_string());
 }
 
 #[test]
@@ -79,7 +82,7 @@ fn supervisor_max_restarts_u32_max_is_a_config_error() {
     let err = waits(Supervisor::builder().intensity(u32::MAX as usize, Duration::from_secs(1)))
         .start()
         .unwrap_err();
-    assert_eq!(err.field(), "max_restarts");
+    assert_eq!(err.config().unwrap().field(), "max_restarts");
 }
 
 #[test]
@@ -96,7 +99,7 @@ fn supervisor_period_zero_is_a_config_error() {
     let err = waits(Supervisor::builder().intensity(3, Duration::ZERO))
         .start()
         .unwrap_err();
-    assert_eq!(err.field(), "period");
+    assert_eq!(err.config().unwrap().field(), "period");
 }
 
 #[test]
@@ -172,7 +175,7 @@ fn supervisor_backoff_base_above_max_is_a_config_error() {
     let err = waits(Supervisor::builder().backoff(Duration::MAX, Duration::ZERO))
         .start()
         .unwrap_err();
-    assert_eq!(err.field(), "backoff max");
+    assert_eq!(err.config().unwrap().field(), "backoff max");
 }
 
 #[test]
