@@ -11,7 +11,7 @@ use corral::{leak::LeakCheck, pool::TaskError, WorkerPool};
 const BLOCKS: u64 = 1_000;
 const QUEUE: usize = 16;
 
-fn main() -> Result<(), corral::ConfigError> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let check = LeakCheck::new(); // fails below if a worker outlives the pool
     quiet_planned_panic(); // helper below: keeps block 313's planned panic off stderr
 

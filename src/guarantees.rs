@@ -16,7 +16,7 @@
 //!    stops and joins the threads already started and reports the failure as a
 //!    [`SpawnError`](crate::SpawnError) naming the thread and keeping the `io::Error`:
 //!    on its own (`Scope::try_spawn`) or inside the primitive's error
-//!    (`PipelineError::Spawn`, `GroupError::Spawn`, `SupervisorError::Spawn`; a
+//!    (`PipelineError::Spawn`, `GroupError::Spawn`, `StartError::Spawn`; a
 //!    supervisor that cannot restart a child stops with `StopReason::Failed` and the
 //!    error in its report). The worker pool still reports a `ConfigError`.
 //!    [`leak::LeakCheck`](crate::leak::LeakCheck) measures it in tests and

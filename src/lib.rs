@@ -135,7 +135,7 @@
 //! assert!(matches!(pool.submit(|| 0), Err(SubmitError::Closed(_))));
 //! let report = pool.shutdown();
 //! assert_eq!(report.completed, 2); // the task and `map`'s one chunk
-//! # Ok::<(), corral::ConfigError>(())
+//! # Ok::<(), corral::StartError>(())
 //! ```
 //!
 //! ## Task groups
@@ -373,7 +373,7 @@ pub use redis;
 pub use resilience::Resilience;
 pub use scope::{scope, try_scope, Scope};
 pub use semaphore::Semaphore;
-pub use spawn::SpawnError;
+pub use spawn::{SpawnError, StartError};
 pub use supervisor::Supervisor;
 /// Loom models that use the public API make their deadlines pass with this.
 #[cfg(loom)]

@@ -41,7 +41,6 @@ impl<T> Refused<T> {
     }
 
     /// The same refusal, for the item `f` makes of the refused one.
-    #[allow(dead_code)] // for the worker pool, which still has its own refusal type
     pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Refused<U> {
         match self {
             Refused::Full(t) => Refused::Full(f(t)),

@@ -16,7 +16,6 @@
 //! scope's token, run when a thread's panic cancels it.
 
 use std::fmt;
-use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::ScopedJoinHandle;
@@ -204,7 +203,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     ///
     /// # Errors
     ///
-    /// A [`SpawnError`] naming the thread, with the OS's [`io::Error`] as its source
+    /// A [`SpawnError`] naming the thread, with the OS's [`io::Error`](std::io::Error) as its source
     /// (`?` converts it into an `io::Error`).
     #[track_caller]
     pub fn try_spawn<F, T>(&self, f: F) -> Result<ScopedHandle<'scope, T>, SpawnError>
@@ -221,7 +220,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     ///
     /// # Errors
     ///
-    /// A [`SpawnError`] whose source is of kind [`io::ErrorKind::InvalidInput`] for a
+    /// A [`SpawnError`] whose source is of kind [`io::ErrorKind::InvalidInput`](std::io::ErrorKind::InvalidInput) for a
     /// name with a NUL byte (`f` is dropped, never run); otherwise the OS's refusal to
     /// start a thread.
     #[track_caller]
@@ -249,21 +248,6 @@ impl<'scope, 'env> Scope<'scope, 'env> {
             Ok(handle) => handle,
             Err(e) => panic!("corral: {e}: {}", e.io_error()),
         }
-    }
-
-    /// [`start_as`](Scope::start_as) for the worker pool, which still reports a bare
-    /// `io::Error`; it goes once the pool reports [`SpawnError`].
-    #[track_caller]
-    pub(crate) fn try_spawn_as<F, T>(
-        &self,
-        spec: ThreadSpec,
-        f: F,
-    ) -> io::Result<ScopedHandle<'scope, T>>
-    where
-        F: FnOnce() -> T + Send + 'scope,
-        T: Send + 'scope,
-    {
-        self.start_as(spec, f).map_err(SpawnError::into_io_error)
     }
 
     /// Spawns with a given spec; `Err` if the thread does not start.

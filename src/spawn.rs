@@ -9,13 +9,14 @@ use std::io;
 use std::panic::Location;
 use std::thread::{Builder, JoinHandle, Scope, ScopedJoinHandle};
 
+use crate::config::ConfigError;
 use crate::leak::Tracker;
 
 /// A thread did not start: the OS refused it (or its name had a NUL byte).
 ///
 /// Names the thread; the [`io::Error`] is its [`source`](Error::source). Every
 /// primitive that starts threads reports this, on its own or inside its error
-/// (`PipelineError::Spawn`, `GroupError::Spawn`, `SupervisorError::Spawn`).
+/// ([`StartError::Spawn`], `PipelineError::Spawn`, `GroupError::Spawn`).
 ///
 /// # Example
 ///
@@ -78,6 +79,82 @@ impl Error for SpawnError {
 impl From<SpawnError> for io::Error {
     fn from(e: SpawnError) -> Self {
         io::Error::new(e.error.kind(), e)
+    }
+}
+
+/// Why a primitive that starts threads when it is built did not start: a builder
+/// value was rejected, or the OS refused a thread. Returned by
+/// [`PoolBuilder::build`](crate::pool::PoolBuilder::build) (and `build_scoped`) and
+/// [`SupervisorBuilder::start`](crate::supervisor::SupervisorBuilder::start); the
+/// threads already started are stopped and joined before it is returned.
+///
+/// Describes this error only: the [`ConfigError`] or [`SpawnError`] is its
+/// [`source`](Error::source). `?` turns a `ConfigError` into it.
+///
+/// # Example
+///
+/// ```
+/// use corral::{StartError, WorkerPool};
+///
+/// let err = WorkerPool::builder().workers(0).build().unwrap_err();
+/// let StartError::Config(config) = &err else { panic!("{err:?}") };
+/// assert_eq!(config.field(), "workers");
+/// assert_eq!(err.config().map(|c| c.field()), Some("workers"));
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A builder value was rejected.
+    Config(ConfigError),
+    /// The OS refused one of the threads.
+    Spawn(SpawnError),
+}
+
+impl StartError {
+    /// The rejected builder value, if that is the cause.
+    pub fn config(&self) -> Option<&ConfigError> {
+        match self {
+            StartError::Config(e) => Some(e),
+            StartError::Spawn(_) => None,
+        }
+    }
+
+    /// The thread that did not start, if that is the cause.
+    pub fn spawn_error(&self) -> Option<&SpawnError> {
+        match self {
+            StartError::Config(_) => None,
+            StartError::Spawn(e) => Some(e),
+        }
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StartError::Config(_) => "not started: invalid settings",
+            StartError::Spawn(_) => "not started: a thread did not start",
+        })
+    }
+}
+
+impl Error for StartError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            StartError::Config(e) => Some(e),
+            StartError::Spawn(e) => Some(e),
+        }
+    }
+}
+
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        StartError::Config(e)
+    }
+}
+
+impl From<SpawnError> for StartError {
+    fn from(e: SpawnError) -> Self {
+        StartError::Spawn(e)
     }
 }
 
@@ -162,15 +239,4 @@ where
             f()
         })
         .map_err(|e| SpawnError::new(name, e))
-}
-
-/// [`start`] for the worker pool, which still reports a bare `io::Error`; it goes
-/// once the pool reports [`SpawnError`].
-#[track_caller]
-pub(crate) fn spawn<F, T>(spec: &ThreadSpec, f: F) -> io::Result<JoinHandle<T>>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    start(spec, f).map_err(SpawnError::into_io_error)
 }

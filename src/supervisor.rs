@@ -39,7 +39,7 @@ use crate::cancel::CancelToken;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{check_name, ConfigError};
 use crate::panic::{drop_caught, Panic};
-use crate::spawn::{start, SpawnError, ThreadSpec};
+use crate::spawn::{start, SpawnError, StartError, ThreadSpec};
 use crate::sync::time;
 
 /// The largest `max_restarts` [`SupervisorBuilder::intensity`] accepts (1,000,000):
@@ -140,55 +140,6 @@ pub enum StopReason {
     /// joined; the panic is in [`SupervisorReport::panics`], the refused thread in
     /// [`SupervisorReport::spawn_error`].
     Failed,
-}
-
-/// Why [`SupervisorBuilder::start`] did not start a supervisor. Nothing is left
-/// running: every thread it had started was stopped and joined.
-///
-/// # Example
-///
-/// ```
-/// use corral::{Supervisor, supervisor::SupervisorError};
-///
-/// let err = Supervisor::builder().start().unwrap_err();
-/// assert_eq!(err.to_string(), "supervisor not started");
-/// let SupervisorError::Config(config) = &err else { panic!("{err:?}") };
-/// assert_eq!(config.field(), "children");
-/// ```
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum SupervisorError {
-    /// A builder value was rejected.
-    Config(ConfigError),
-    /// The OS refused to start the monitor or a child's thread.
-    Spawn(SpawnError),
-}
-
-impl SupervisorError {
-    /// The rejected builder value, if that is the cause.
-    pub fn config(&self) -> Option<&ConfigError> {
-        match self {
-            SupervisorError::Config(e) => Some(e),
-            SupervisorError::Spawn(_) => None,
-        }
-    }
-}
-
-/// Describes this error only: the [`ConfigError`] or [`SpawnError`] is its
-/// [`source`](std::error::Error::source).
-impl std::fmt::Display for SupervisorError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("supervisor not started")
-    }
-}
-
-impl std::error::Error for SupervisorError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            SupervisorError::Config(e) => Some(e),
-            SupervisorError::Spawn(e) => Some(e),
-        }
-    }
 }
 
 /// What a supervisor did, returned by [`Supervisor::stop`] and [`Supervisor::join`].
@@ -548,15 +499,15 @@ impl SupervisorBuilder {
     ///
     /// [`ConfigError`] for no children (`children`), a NUL byte in a child's name
     /// (`child name`), `max_restarts` above 1,000,000, a zero `period`, or a
-    /// `max` backoff below its `base`, as [`SupervisorError::Config`]; a thread the OS
-    /// refused as [`SupervisorError::Spawn`], after every thread already started was
+    /// `max` backoff below its `base`, as [`StartError::Config`]; a thread the OS
+    /// refused as [`StartError::Spawn`], after every thread already started was
     /// stopped and joined. The children's functions are dropped (inside the panic
     /// boundary) when the supervisor is not started.
-    pub fn start(mut self) -> Result<Supervisor, SupervisorError> {
+    pub fn start(mut self) -> Result<Supervisor, StartError> {
         let refusal = self.refusal();
         if let Some(e) = refusal {
             drop_quietly(std::mem::take(&mut self.children));
-            return Err(SupervisorError::Config(e));
+            return Err(StartError::Config(e));
         }
         self.start_checked()
     }
@@ -575,9 +526,9 @@ impl SupervisorBuilder {
         None
     }
 
-    fn start_checked(mut self) -> Result<Supervisor, SupervisorError> {
+    fn start_checked(mut self) -> Result<Supervisor, StartError> {
         if self.children.is_empty() {
-            return Err(SupervisorError::Config(ConfigError::new(
+            return Err(StartError::Config(ConfigError::new(
                 "children",
                 0,
                 "a supervisor needs at least one child",
@@ -585,7 +536,7 @@ impl SupervisorBuilder {
         }
         if self.period.is_zero() {
             drop_quietly(std::mem::take(&mut self.children));
-            return Err(SupervisorError::Config(ConfigError::new(
+            return Err(StartError::Config(ConfigError::new(
                 "period",
                 self.period,
                 "must be greater than zero",
@@ -593,7 +544,7 @@ impl SupervisorBuilder {
         }
         if self.max_backoff < self.backoff {
             drop_quietly(std::mem::take(&mut self.children));
-            return Err(SupervisorError::Config(ConfigError::new(
+            return Err(StartError::Config(ConfigError::new(
                 "backoff max",
                 self.max_backoff,
                 "must not be below the base delay",
@@ -654,7 +605,7 @@ impl SupervisorBuilder {
             Ok(handle) => handle,
             Err(e) => {
                 drop_quietly(monitor.children.drain(..).map(|c| c.spec).collect());
-                return Err(SupervisorError::Spawn(e));
+                return Err(StartError::Spawn(e));
             }
         };
         for index in 0..monitor.children.len() {
@@ -663,7 +614,7 @@ impl SupervisorBuilder {
                 drop(hand_over);
                 let _ = handle.join();
                 drop_quietly(monitor.children.drain(..).map(|c| c.spec).collect());
-                return Err(SupervisorError::Spawn(e));
+                return Err(StartError::Spawn(e));
             }
         }
         hand_over

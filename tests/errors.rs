@@ -21,9 +21,8 @@ use corral::{
     rate::{CheckError, InsufficientCapacity, NotUntil, WaitError},
     resilience::ResilienceError,
     semaphore::{AcquireError, TryAcquireError},
-    supervisor::SupervisorError,
     CancelToken, CircuitBreaker, ConfigError, Overflow, Panic, Pipeline, RateLimiter, Resilience,
-    Semaphore, SpawnError, Supervisor, TaskGroup, WorkerPool,
+    Semaphore, SpawnError, StartError, Supervisor, TaskGroup, WorkerPool,
 };
 #[cfg(feature = "redis")]
 use corral::{
@@ -114,7 +113,13 @@ fn config_error() {
     let err = ConfigError::new("workers", 0usize, "must be at least 1");
     assert_eq!(composes(&err), ["invalid workers = 0: must be at least 1"]);
     let err = WorkerPool::builder().workers(0).build().unwrap_err();
-    assert_eq!(composes(&err), ["invalid workers = 0: must be at least 1"]);
+    assert_eq!(
+        composes(&err),
+        [
+            "not started: invalid settings",
+            "invalid workers = 0: must be at least 1"
+        ]
+    );
 }
 
 #[test]
@@ -602,22 +607,26 @@ fn spawn_error() {
 }
 
 #[test]
-fn supervisor_error() {
+fn start_error() {
     let err = Supervisor::builder().start().unwrap_err();
-    assert!(matches!(err, SupervisorError::Config(_)));
+    assert!(matches!(err, StartError::Config(_)));
     assert_eq!(
         composes(&err),
         [
-            "supervisor not started",
+            "not started: invalid settings",
             "invalid children = 0: a supervisor needs at least one child"
         ]
     );
-    let err = SupervisorError::Spawn(no_more_threads("corral-sup-monitor"));
+    let err = StartError::Spawn(no_more_threads("corral-sup-monitor"));
     assert!(err.config().is_none());
+    assert_eq!(
+        err.spawn_error().map(|e| e.thread_name()),
+        Some("corral-sup-monitor")
+    );
     assert_eq!(
         composes(&err),
         [
-            "supervisor not started",
+            "not started: a thread did not start",
             "could not start thread \"corral-sup-monitor\"",
             "no more threads"
         ]
@@ -721,7 +730,7 @@ fn errors_are_send_sync_and_static() {
     promised::<BreakerError<io::Error>>();
     promised::<PipelineError>();
     promised::<SpawnError>();
-    promised::<SupervisorError>();
+    promised::<StartError>();
     promised::<ResilienceError<io::Error>>();
     promised::<LeakReport>();
 

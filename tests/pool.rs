@@ -94,7 +94,8 @@ fn builder_rejects_zero_and_absurd_values() {
     ];
     for (builder, field, value) in cases {
         let err = builder.build().unwrap_err();
-        assert_eq!((err.field(), err.value()), (field, value), "{err}");
+        let config = err.config().expect("a ConfigError");
+        assert_eq!((config.field(), config.value()), (field, value), "{err}");
     }
 }
 

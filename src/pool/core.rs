@@ -25,7 +25,7 @@ use crate::overflow::Overflow;
 use crate::panic::{drop_quietly, Panic};
 use crate::pool::exits;
 use crate::pool::task::{DroppedTask, Job, Outcome, Runnable, Tally};
-use crate::queue::{send_evicting, send_until, try_send, Refused};
+use crate::queue::{offer, try_send, Offered, Refused};
 use crate::sync::{time, Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
 use crate::wait::Until;
 
@@ -45,7 +45,7 @@ use crate::wait::Until;
 /// pool.submit(|| ()).unwrap().join().unwrap();
 /// let stats = pool.stats();
 /// assert_eq!((stats.workers, stats.submitted, stats.completed), (2, 1, 1));
-/// # Ok::<(), corral::ConfigError>(())
+/// # Ok::<(), corral::StartError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -95,7 +95,7 @@ pub struct PoolStats {
 /// let report = pool.shutdown(); // runs everything queued, joins every worker
 /// assert_eq!(report.completed, 10);
 /// assert_eq!(report.never_ran, 0);
-/// # Ok::<(), corral::ConfigError>(())
+/// # Ok::<(), corral::StartError>(())
 /// ```
 #[derive(Debug)]
 #[non_exhaustive]
@@ -122,14 +122,6 @@ pub struct ShutdownReport {
 }
 
 pub(crate) type OnDropFn = dyn Fn(DroppedTask<'_>) + Send + Sync;
-
-/// Why a job was not accepted; the job travels back with it.
-pub(crate) enum Refusal {
-    Full,
-    Closed,
-    Timeout,
-    Cancelled(crate::cancel::CancelReason),
-}
 
 #[derive(Default)]
 #[repr(align(128))]
@@ -355,109 +347,63 @@ impl<'a> Core<'a> {
     /// `Block` pool then refuses instead of waiting.
     ///
     /// The accepted path is small and always inlined into each submit method; a full
-    /// or closed queue goes to the cold [`overflowed`](Core::overflowed), the one
-    /// place the overflow policy is dispatched.
+    /// queue goes to the crate's one overflow dispatcher ([`offer`]), which hands a
+    /// task back to run here under `CallerRuns`. A refusal returns the task itself.
     #[inline(always)]
     #[allow(unsafe_code)]
     pub(crate) fn push<R: Runnable + 'a>(
         &self,
         task: R,
         until: Option<&Until<'_>>,
-    ) -> Result<(), (R, Refusal)> {
+    ) -> Result<(), Refused<R>> {
+        let front = &self.state.front;
         let Some(tx) = self.accepting() else {
-            bump(&self.state.front.rejected);
-            return Err((task, Refusal::Closed));
+            bump(&front.rejected);
+            return Err(Refused::Closed(task));
         };
         let job = Job::new(task);
         let sent_job = job.addr();
-        // An unbounded blocking submit tries first: a full queue goes to the cold
-        // path, which waits there (unless this thread is one of the pool's workers).
-        let sent = match (self.overflow, until) {
-            (Overflow::Block, Some(until))
-                if until.token().is_some() || until.caller_deadline().is_some() =>
-            {
-                send_until(tx, job, until)
-            }
-            _ => try_send(tx, job),
-        };
-        match sent {
-            Ok(()) => Ok(()),
-            Err(refused) => self.overflowed(tx, refused, until).map_err(|(job, why)| {
-                debug_assert_eq!(job.addr(), sent_job, "a refusal returned another job");
-                // SAFETY: a refusal hands back the job it was given (crossbeam's
-                // errors and `crate::queue::Refused` return the item passed in, as
-                // `Refused` documents, and `overflowed` passes on the one it got), and
-                // that job was made from `R` above.
-                (unsafe { job.into_task::<R>() }, why)
-            }),
-        }
-    }
-
-    /// The queue refused `job`: apply the overflow policy or hand it back.
-    #[cold]
-    #[inline(never)]
-    fn overflowed(
-        &self,
-        tx: &Sender<Job<'a>>,
-        refused: Refused<Job<'a>>,
-        until: Option<&Until<'_>>,
-    ) -> Result<(), (Job<'a>, Refusal)> {
-        let front = &self.state.front;
-        let refused = match refused {
-            // An unbounded blocking submit (bounded ones waited in `send_until`). From
-            // one of the pool's own workers, waiting for room only workers can make
-            // may never end (every worker may be waiting so): it runs the task here.
-            Refused::Full(job)
-                if self.overflow == Overflow::Block
-                    && until
-                        .is_some_and(|u| u.token().is_none() && u.caller_deadline().is_none()) =>
-            {
-                if self.own_worker().is_some() {
-                    return self.run_inline(job);
-                }
-                match tx.send(job) {
-                    Ok(()) => return Ok(()),
-                    Err(e) => (e.into_inner(), Refusal::Closed),
-                }
-            }
-            Refused::Full(job) => match self.overflow {
-                Overflow::DropNewest => {
-                    unqueued(front);
-                    bump(&front.dropped);
-                    self.discard(job);
-                    return Ok(());
-                }
-                Overflow::DropOldest => {
-                    match send_evicting(tx, &self.rx, job, |old| {
-                        unqueued(front);
-                        bump(&front.dropped);
-                        self.discard(old);
-                    }) {
-                        Ok(()) => return Ok(()),
-                        Err(Refused::Closed(job)) => (job, Refusal::Closed),
-                        Err(Refused::Full(job)) => (job, Refusal::Full),
-                        Err(Refused::TimedOut(job)) => (job, Refusal::Timeout),
-                        Err(Refused::Cancelled(job, r)) => (job, Refusal::Cancelled(r)),
-                    }
-                }
-                Overflow::CallerRuns => return self.run_inline(job),
-                _ => (job, Refusal::Full),
+        let offered = offer(
+            tx,
+            Some(&self.rx),
+            job,
+            self.overflow,
+            until,
+            |displaced| {
+                unqueued(front);
+                bump(&front.dropped);
+                self.discard(displaced);
             },
-            Refused::Closed(job) => (job, Refusal::Closed),
-            Refused::TimedOut(job) => (job, Refusal::Timeout),
-            Refused::Cancelled(job, reason) => (job, Refusal::Cancelled(reason)),
+            // From one of the pool's own workers, an unbounded wait for room only
+            // workers can make may never end (every worker may be waiting so): the
+            // task runs here instead.
+            || self.own_worker().is_none(),
+        );
+        let refused = match offered {
+            Ok(Offered::Done | Offered::Waited(_)) => return Ok(()),
+            Ok(Offered::RunHere(job)) => match self.run_inline(job) {
+                Ok(()) => return Ok(()),
+                Err(job) => Refused::Full(job),
+            },
+            Err(refused) => refused,
         };
         bump(&front.rejected);
-        Err(refused)
+        Err(refused.map(|job| {
+            debug_assert_eq!(job.addr(), sent_job, "a refusal returned another job");
+            // SAFETY: a refusal hands back the job it was given (crossbeam's errors
+            // and `crate::queue::Refused` return the item passed in, as `Refused`
+            // documents, and `run_inline` returns the one it got), and that job was
+            // made from `R` above.
+            unsafe { job.into_task::<R>() }
+        }))
     }
 
     /// Runs a task the queue had no room for on the submitting thread, counted as run
     /// by the caller; refused with `Full` beyond [`MAX_INLINE_DEPTH`] nested runs.
-    fn run_inline(&self, job: Job<'a>) -> Result<(), (Job<'a>, Refusal)> {
+    fn run_inline(&self, job: Job<'a>) -> Result<(), Job<'a>> {
         let depth = INLINE_DEPTH.with(Cell::get);
         if depth >= MAX_INLINE_DEPTH {
-            bump(&self.state.front.rejected);
-            return Err((job, Refusal::Full));
+            return Err(job);
         }
         let front = &self.state.front;
         unqueued(front);
@@ -495,7 +441,7 @@ impl<'a> Core<'a> {
     /// Queues `job` if there is room now, whatever the overflow policy (used by
     /// `map`, which runs a refused chunk on the calling thread instead). `Err` hands
     /// the job back with whether the pool is closed.
-    pub(crate) fn offer(&self, job: Job<'a>) -> Result<(), (Job<'a>, bool)> {
+    pub(crate) fn try_queue(&self, job: Job<'a>) -> Result<(), (Job<'a>, bool)> {
         let Some(tx) = self.accepting() else {
             return Err((job, true));
         };

@@ -255,7 +255,7 @@ where
             };
             let (task, handle) = with_own_slot(Plain(work));
             let job = Job::new(task);
-            let pending = match self.core.offer(job) {
+            let pending = match self.core.try_queue(job) {
                 Ok(()) => Pending::Queued(handle, claim, n),
                 Err((job, closed)) => {
                     // Take the input back before the job goes (its guard would

@@ -34,17 +34,17 @@ mod map;
 mod task;
 
 use std::fmt;
-use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use self::core::{work, Core, OnDropFn, Refusal};
+use self::core::{work, Core, OnDropFn};
 use self::task::{Plain, Runnable, Tokened};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::config::{check_name, ConfigError};
 use crate::overflow::Overflow;
+use crate::queue::Refused;
 use crate::scope::Scope;
-use crate::spawn::{spawn, ThreadSpec};
+use crate::spawn::{start, SpawnError, StartError, ThreadSpec};
 use crate::sync::time;
 use crate::wait::Until;
 
@@ -75,7 +75,7 @@ pub use self::task::{DroppedTask, TaskError, TaskHandle};
 /// }
 /// gate_tx.send(()).unwrap();
 /// # busy.join().unwrap(); queued.join().unwrap();
-/// # Ok::<(), corral::ConfigError>(())
+/// # Ok::<(), corral::StartError>(())
 /// ```
 #[non_exhaustive]
 pub enum SubmitError<F> {
@@ -162,7 +162,7 @@ impl<F> SubmitError<F> {
     ///     .map_err(|e| AppError::Busy(e.without_task()))
     ///     .unwrap_err();
     /// assert!(matches!(err, AppError::Busy(SubmitErrorKind::Closed)));
-    /// # Ok::<(), corral::ConfigError>(())
+    /// # Ok::<(), corral::StartError>(())
     /// ```
     pub fn without_task(self) -> SubmitErrorKind {
         let kind = self.kind();
@@ -170,12 +170,12 @@ impl<F> SubmitError<F> {
         kind
     }
 
-    pub(crate) fn from_refusal(task: F, why: Refusal) -> Self {
-        match why {
-            Refusal::Full => SubmitError::Full(task),
-            Refusal::Closed => SubmitError::Closed(task),
-            Refusal::Timeout => SubmitError::Timeout(task),
-            Refusal::Cancelled(reason) => SubmitError::Cancelled(task, reason),
+    pub(crate) fn from_refused(refused: Refused<F>) -> Self {
+        match refused {
+            Refused::Full(task) => SubmitError::Full(task),
+            Refused::Closed(task) => SubmitError::Closed(task),
+            Refused::TimedOut(task) => SubmitError::Timeout(task),
+            Refused::Cancelled(task, reason) => SubmitError::Cancelled(task, reason),
         }
     }
 }
@@ -227,7 +227,7 @@ impl<F> std::error::Error for SubmitError<F> {}
 /// let err = start(&pool).unwrap_err();
 /// assert_eq!(err.downcast_ref(), Some(&SubmitErrorKind::Closed));
 /// assert_eq!(err.to_string(), "not accepting tasks: closed");
-/// # Ok::<(), corral::ConfigError>(())
+/// # Ok::<(), corral::StartError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -298,8 +298,9 @@ impl<F: PartialEq> PartialEq for SubmitError<F> {
 /// assert_eq!(pool.stats().workers, 4);
 ///
 /// let err = WorkerPool::builder().workers(0).build().unwrap_err();
-/// assert_eq!((err.field(), err.value()), ("workers", "0"));
-/// # Ok::<(), corral::ConfigError>(())
+/// let config = err.config().unwrap(); // or a thread the OS refused: err.spawn_error()
+/// assert_eq!((config.field(), config.value()), ("workers", "0"));
+/// # Ok::<(), corral::StartError>(())
 /// ```
 #[derive(Clone)]
 #[must_use = "a builder does nothing until `build` or `build_scoped` is called"]
@@ -437,36 +438,33 @@ impl PoolBuilder {
         )
     }
 
-    fn injected_failure(&self, _index: usize) -> Option<io::Error> {
+    fn injected_failure(&self, _index: usize) -> Option<SpawnError> {
         #[cfg(test)]
         if self.fail_spawn_at == Some(_index) {
-            return Some(io::Error::other("injected spawn failure"));
+            let error = std::io::Error::other("injected spawn failure");
+            return Some(SpawnError::new(
+                format!("corral-{}-{_index}", self.name),
+                error,
+            ));
         }
         None
-    }
-
-    fn spawn_failed(&self) -> ConfigError {
-        ConfigError::new(
-            "workers",
-            self.workers,
-            "the os refused to start that many threads",
-        )
     }
 
     /// Starts the workers.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the field for zero or absurd values (`workers` outside
-    /// 1..=4096, `queue_capacity` outside 1..=2^24, `stack_size` outside 16 KiB..=1 GiB,
-    /// a `thread_name` with a NUL), or naming `workers` if the OS refuses to start a
-    /// thread; the workers already started are then stopped and joined first.
-    pub fn build(self) -> Result<WorkerPool, ConfigError> {
+    /// [`StartError::Config`] with a [`ConfigError`] naming the field for zero or
+    /// absurd values (`workers` outside 1..=4096, `queue_capacity` outside 1..=2^24,
+    /// `stack_size` outside 16 KiB..=1 GiB, a `thread_name` with a NUL), or
+    /// [`StartError::Spawn`] if the OS refuses to start a thread; the workers already
+    /// started are then stopped and joined first.
+    pub fn build(self) -> Result<WorkerPool, StartError> {
         self.validate()?;
         let mut core = self.core();
         let handles = self.start_workers(
             &mut core,
-            |index, work| spawn(&self.spec(index, "WorkerPool"), work),
+            |index, work| start(&self.spec(index, "WorkerPool"), work),
             |handle| drop(handle.join()),
         )?;
         Ok(WorkerPool { core, handles })
@@ -497,12 +495,12 @@ impl PoolBuilder {
     pub fn build_scoped<'scope>(
         self,
         scope: &Scope<'scope, '_>,
-    ) -> Result<ScopedPool<'scope>, ConfigError> {
+    ) -> Result<ScopedPool<'scope>, StartError> {
         self.validate()?;
         let mut core = self.core();
         let handles = self.start_workers(
             &mut core,
-            |index, work| scope.try_spawn_as(self.spec(index, "ScopedPool"), work),
+            |index, work| scope.start_as(self.spec(index, "ScopedPool"), work),
             |handle| drop(handle.join()),
         )?;
         Ok(ScopedPool { core, handles })
@@ -514,9 +512,9 @@ impl PoolBuilder {
     fn start_workers<'a, H>(
         &self,
         core: &mut Core<'a>,
-        mut start: impl FnMut(usize, Box<dyn FnOnce() + Send + 'a>) -> io::Result<H>,
+        mut start: impl FnMut(usize, Box<dyn FnOnce() + Send + 'a>) -> Result<H, SpawnError>,
         join: impl Fn(H),
-    ) -> Result<Vec<H>, ConfigError> {
+    ) -> Result<Vec<H>, SpawnError> {
         let mut handles = Vec::with_capacity(self.workers);
         for index in 0..self.workers {
             let (rx, guard) = core.worker_parts();
@@ -526,10 +524,10 @@ impl PoolBuilder {
             };
             match started {
                 Ok(handle) => handles.push(handle),
-                Err(_) => {
+                Err(e) => {
                     core.disconnect();
                     handles.into_iter().for_each(join);
-                    return Err(self.spawn_failed());
+                    return Err(e);
                 }
             }
         }
@@ -581,7 +579,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// ```
     /// let pool = corral::WorkerPool::builder().workers(1).build()?;
     /// assert_eq!(pool.submit(|| "done").unwrap().join().unwrap(), "done");
-    /// # Ok::<(), corral::ConfigError>(())
+    /// # Ok::<(), corral::StartError>(())
     /// ```
     pub fn submit<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
     where
@@ -681,7 +679,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// let report = pool.shutdown_now(); // cancels the token: the spinner stops
     /// assert!(spinner.join().is_ok());
     /// assert_eq!(report.completed, 1);
-    /// # Ok::<(), corral::ConfigError>(())
+    /// # Ok::<(), corral::StartError>(())
     /// ```
     pub fn submit_with_token<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
     where
@@ -780,7 +778,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// }
     /// pool.shutdown();
     /// assert_eq!(hits.load(Ordering::Relaxed), 100);
-    /// # Ok::<(), corral::ConfigError>(())
+    /// # Ok::<(), corral::StartError>(())
     /// ```
     pub fn execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
     where
@@ -870,7 +868,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     ///     .collect::<Result<_, _>>()
     ///     .unwrap();
     /// assert_eq!(squares[999], 1_000_000);
-    /// # Ok::<(), corral::ConfigError>(())
+    /// # Ok::<(), corral::StartError>(())
     /// ```
     pub fn map<I, F, R>(&self, items: I, f: F) -> PoolMap<'_, 'env, I::IntoIter, F, R>
     where
@@ -956,7 +954,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// assert_eq!(report.never_ran, 5);
     /// assert!(queued.into_iter().all(|h| h.join().unwrap_err().is_cancelled()));
     /// assert!(running.join().is_ok());
-    /// # Ok::<(), corral::ConfigError>(())
+    /// # Ok::<(), corral::StartError>(())
     /// ```
     pub fn shutdown_now(mut self) -> ShutdownReport {
         self.core.cancel();
@@ -992,7 +990,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// };
     /// gate_tx.send(()).unwrap();
     /// assert_eq!(pool.shutdown().completed, 1);
-    /// # Ok::<(), corral::ConfigError>(())
+    /// # Ok::<(), corral::StartError>(())
     /// ```
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Result<ShutdownReport, Self> {
         let deadline = time::deadline_after(time::now(), timeout);
@@ -1089,7 +1087,7 @@ impl<'env, W: PoolThreads<'env>> fmt::Debug for Pool<'env, W> {
 /// assert_eq!(sum, 2470);
 /// let report = pool.shutdown();
 /// assert_eq!(report.completed, 20);
-/// # Ok::<(), corral::ConfigError>(())
+/// # Ok::<(), corral::StartError>(())
 /// ```
 pub type WorkerPool = Pool<'static, OwnedThreads>;
 
@@ -1259,11 +1257,11 @@ mod threads {
 /// The error for a task the queue refused, with its closure handed back.
 #[cold]
 #[inline(never)]
-fn refused<R: Runnable>((task, why): (R, Refusal)) -> SubmitError<R::Closure> {
-    match task.into_closure() {
-        Some(closure) => SubmitError::from_refusal(closure, why),
+fn refused<R: Runnable>(refused: Refused<R>) -> SubmitError<R::Closure> {
+    SubmitError::from_refused(refused.map(|task| match task.into_closure() {
+        Some(closure) => closure,
         None => unreachable!("corral: a refused task never ran"),
-    }
+    }))
 }
 
 #[cfg(all(test, not(loom)))]
@@ -1278,10 +1276,12 @@ mod tests {
             let mut builder = WorkerPool::builder().workers(4);
             builder.fail_spawn_at = Some(fail_at);
             let err = builder.clone().build().unwrap_err();
-            assert_eq!((err.field(), err.value()), ("workers", "4"));
+            let spawn = err.spawn_error().expect("a spawn failure");
+            assert_eq!(spawn.thread_name(), format!("corral-pool-{fail_at}"));
+            assert_eq!(spawn.io_error().to_string(), "injected spawn failure");
             crate::scope(|s| {
                 let err = builder.clone().build_scoped(s).unwrap_err();
-                assert_eq!(err.field(), "workers");
+                assert!(matches!(err, StartError::Spawn(_)), "{err:?}");
             });
         }
         // LeakCheck (on drop) proves every started worker was joined.

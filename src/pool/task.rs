@@ -30,7 +30,7 @@ use crate::cancel::CancelToken;
 use crate::panic::{drop_quietly, Panic};
 use crate::sync::cell::UnsafeCell;
 use crate::sync::{thread, AtomicU64, AtomicU8, Ordering};
-use crate::wait::Until;
+use crate::wait::{Backoff, Until};
 
 // A std `Arc` for the task's cell, also under loom: the handle shares the cell as a
 // trait object (`Arc<dyn AsPacket<T>>`), which loom's `Arc` cannot coerce to, and the
@@ -358,7 +358,7 @@ fn running_here(slot: usize) -> bool {
 ///     Err(TaskError::Panicked(panic)) => assert_eq!(panic.message(), Some("bad input")),
 ///     other => unreachable!("{other:?}"),
 /// }
-/// # Ok::<(), corral::ConfigError>(())
+/// # Ok::<(), corral::StartError>(())
 /// ```
 #[derive(Debug)]
 #[non_exhaustive]
@@ -422,31 +422,19 @@ impl std::error::Error for TaskError {
 // The handle.
 // ---------------------------------------------------------------------------------
 
-/// Checks before parking in a join: half spin, half `yield_now`. None under loom,
-/// where spinning only multiplies the interleavings to explore.
-#[cfg(not(loom))]
-const SPIN_STEPS: u32 = 40;
-/// The first steps spin (1, 2, 4, ... hints); the rest yield the CPU.
-const SPIN_ONLY: u32 = 6;
-#[cfg(loom)]
-const SPIN_STEPS: u32 = 0;
-
-/// Polls `packet` for a while before a join parks: tasks are often about to finish,
-/// and a park/unpark round trip costs more than a short spin.
+/// Polls `packet` under the crate's spin-then-park policy before a join parks: tasks
+/// are often about to finish, and a park/unpark round trip costs more than a few
+/// yields.
 fn spin_for<T>(packet: &Packet<T>) -> Option<Result<T, TaskError>> {
-    for step in 0..SPIN_STEPS {
+    let mut backoff = Backoff::new();
+    loop {
         if let Some(result) = packet.take() {
             return Some(result);
         }
-        if step < SPIN_ONLY {
-            for _ in 0..1 << step {
-                std::hint::spin_loop();
-            }
-        } else {
-            thread::yield_now();
+        if !backoff.snooze() {
+            return None;
         }
     }
-    None
 }
 
 enum PacketRef<T> {
@@ -481,7 +469,7 @@ enum PacketRef<T> {
 ///     Err(still_running) => still_running.join().unwrap(), // nothing is lost
 /// };
 /// assert_eq!(answer, 42);
-/// # Ok::<(), corral::ConfigError>(())
+/// # Ok::<(), corral::StartError>(())
 /// ```
 #[must_use = "dropping a TaskHandle discards the task's result (and its panic)"]
 pub struct TaskHandle<T> {
@@ -946,7 +934,7 @@ impl Drop for Job<'_> {
 /// # blocker.join().unwrap();
 /// assert_eq!(shed.load(Ordering::SeqCst), 1);
 /// assert_eq!(pool.shutdown().dropped, 1);
-/// # Ok::<(), corral::ConfigError>(())
+/// # Ok::<(), corral::StartError>(())
 /// ```
 pub struct DroppedTask<'a> {
     job: Job<'a>,

@@ -10,7 +10,8 @@ const LONG: Duration = Duration::from_secs(30);
 
 fn config_error(builder: PoolBuilder) -> (&'static str, String) {
     let err = builder.build().unwrap_err();
-    (err.field(), err.value().to_owned())
+    let config = err.config().expect("a ConfigError");
+    (config.field(), config.value().to_owned())
 }
 
 /// A pool of one worker held by a gate, with its one queue slot taken: every submit
@@ -113,7 +114,7 @@ fn pool_thread_name_with_nul_is_a_config_error_for_a_scoped_pool_too() {
             .thread_name("\0")
             .build_scoped(s)
             .unwrap_err();
-        assert_eq!(err.field(), "thread_name");
+        assert_eq!(err.config().map(|c| c.field()), Some("thread_name"));
     });
 }
 
