@@ -16,9 +16,9 @@
 //!    stops and joins the threads already started and reports the failure as a
 //!    [`SpawnError`](crate::SpawnError) naming the thread and keeping the `io::Error`:
 //!    on its own (`Scope::try_spawn`) or inside the primitive's error
-//!    (`PipelineError::Spawn`, `GroupError::Spawn`, `StartError::Spawn`; a
-//!    supervisor that cannot restart a child stops with `StopReason::Failed` and the
-//!    error in its report). The worker pool still reports a `ConfigError`.
+//!    (`StartError::Spawn` from a pool's build and a supervisor's start,
+//!    `PipelineError::Spawn`, `GroupError::Spawn`; a supervisor that cannot restart a
+//!    child stops with `StopReason::Failed` and the error in its report).
 //!    [`leak::LeakCheck`](crate::leak::LeakCheck) measures it in tests and
 //!    [`leak::live_threads`](crate::leak::live_threads) at any moment.
 //! 2. **Every queue and every wait is bounded.** Every queue has a capacity with a
