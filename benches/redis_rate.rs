@@ -4,12 +4,15 @@
 //! its own `redis-server` on a free port; without one on the PATH it prints why and
 //! measures nothing.
 
+mod common;
+
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Group, Role};
 use corral::{RateLimiter, RedisRateLimiter};
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -52,13 +55,14 @@ fn check(c: &mut Criterion) {
         eprintln!("redis_rate bench skipped: redis-server is not available");
         return;
     };
-    let mut g = c.benchmark_group("redis_rate/check");
+    let mut g = Group::new(c, "redis_rate/check");
     // A rate far above the call rate: every check is admitted.
     let local = RateLimiter::per_second(1_000_000_000)
         .burst(1_000_000)
         .build()
         .expect("valid limiter");
-    g.bench_function("in_process_rate_limiter", |b| {
+    // A different kind of work (no network): context, never a ratio.
+    g.bench("in_process_rate_limiter", Role::Reference, |b| {
         b.iter(|| black_box(local.check().is_ok()))
     });
     let fleet = RedisRateLimiter::builder(&addr)
@@ -66,13 +70,17 @@ fn check(c: &mut Criterion) {
         .burst(1_000_000)
         .build()
         .expect("valid limiter");
-    g.bench_function("corral_redis_check", |b| {
+    let vs = Role::Corral {
+        vs: &["floor_redis_ping_round_trip"],
+    };
+    g.bench("corral_redis_check", vs, |b| {
         b.iter(|| black_box(fleet.check("bench").is_ok()))
     });
     let mut ping = TcpStream::connect(&addr).expect("connect");
     ping.set_nodelay(true).expect("nodelay");
     let mut reply = [0u8; 7];
-    g.bench_function("floor_redis_ping_round_trip", |b| {
+    // No remote decision can take less than one round trip.
+    g.bench("floor_redis_ping_round_trip", Role::Floor, |b| {
         b.iter(|| {
             ping.write_all(b"*1\r\n$4\r\nPING\r\n").expect("send");
             ping.read_exact(&mut reply).expect("+PONG\r\n");
