@@ -8,10 +8,13 @@
 //! call succeeds, so every breaker stays closed: this is the price paid on the happy
 //! path. Two-thread numbers are wall time per call while both threads call at once.
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use common::{Group, Role};
 use corral::{breaker::Window, CircuitBreaker};
 use criterion::{criterion_group, criterion_main, Criterion};
 use failsafe::CircuitBreaker as _;
@@ -111,34 +114,42 @@ fn closed_call(c: &mut Criterion) {
     for threads in [1usize, 2] {
         for policy in [Policy::Consecutive, Policy::CountWindow, Policy::TimeWindow] {
             let name = format!("breaker/closed_call/{}/{threads}t", policy.name());
-            let mut g = c.benchmark_group(name);
+            let mut g = Group::new(c, name);
             let corral = policy.corral();
             let failsafe = policy.failsafe();
             let recloser = Policy::recloser();
-            let contenders: [(&str, Caller<'_>); 4] = [
+            // recloser keeps a count ring in every group: the closest it has to each policy.
+            let corral_role = Role::Corral {
+                vs: &["failsafe", "recloser"],
+            };
+            let contenders: [(&str, Role, Caller<'_>); 4] = [
                 (
                     "direct",
+                    Role::Reference,
                     Box::new(|x| {
                         let _ = black_box(upstream(x));
                     }),
                 ),
                 (
                     "corral",
+                    corral_role,
                     Box::new(|x| drop(black_box(corral.call(|| upstream(x))))),
                 ),
                 (
                     "failsafe",
+                    Role::Peer,
                     Box::new(|x| {
                         black_box(failsafe(x));
                     }),
                 ),
                 (
                     "recloser",
+                    Role::Peer,
                     Box::new(|x| drop(black_box(recloser.call(|| upstream(x))))),
                 ),
             ];
-            for (peer, call) in &contenders {
-                g.bench_function(*peer, |b| {
+            for (peer, role, call) in &contenders {
+                g.bench(peer, *role, |b| {
                     b.iter_custom(|iters| concurrent(threads, iters, call.as_ref()))
                 });
             }

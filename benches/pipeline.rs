@@ -8,9 +8,12 @@
 //! on a CPU-heavy map beside rayon's `par_iter` (a reference: rayon has no queues, no
 //! backpressure and no report).
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Duration;
 
+use common::{Group, Role};
 use corral::Pipeline;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rayon::prelude::*;
@@ -70,16 +73,25 @@ fn handoff(c: &mut Criterion) {
     assert_eq!(corral_3x1(1), expected);
     assert_eq!(corral_3x1(16), expected);
     assert_eq!(std_3x1(), expected);
-    let mut g = c.benchmark_group("pipeline/3_stages_1_worker_cap64");
+    let mut g = Group::new(c, "pipeline/3_stages_1_worker_cap64");
+    let vs = Role::Corral {
+        vs: &["crossbeam_bounded", "std_sync_channel"],
+    };
     g.sample_size(10);
     g.throughput(Throughput::Elements(N));
-    g.bench_function("corral", |b| b.iter(|| black_box(corral_3x1(1))));
-    g.bench_function("corral_batch16", |b| b.iter(|| black_box(corral_3x1(16))));
-    g.bench_function("corral_batch64", |b| b.iter(|| black_box(corral_3x1(64))));
-    g.bench_function("crossbeam_bounded", |b| {
+    g.bench("corral", vs, |b| b.iter(|| black_box(corral_3x1(1))));
+    g.bench("corral_batch16", vs, |b| {
+        b.iter(|| black_box(corral_3x1(16)))
+    });
+    g.bench("corral_batch64", vs, |b| {
+        b.iter(|| black_box(corral_3x1(64)))
+    });
+    g.bench("crossbeam_bounded", Role::Floor, |b| {
         b.iter(|| black_box(crossbeam_3x1()))
     });
-    g.bench_function("std_sync_channel", |b| b.iter(|| black_box(std_3x1())));
+    g.bench("std_sync_channel", Role::Peer, |b| {
+        b.iter(|| black_box(std_3x1()))
+    });
     g.finish();
 }
 
@@ -93,10 +105,11 @@ fn heavy(x: u64) -> u64 {
 }
 
 fn cpu_heavy(c: &mut Criterion) {
-    let mut g = c.benchmark_group("pipeline/cpu_heavy_2_stages_4_workers");
+    let mut g = Group::new(c, "pipeline/cpu_heavy_2_stages_4_workers");
+    let vs = Role::Corral { vs: &[] };
     g.sample_size(10);
     g.throughput(Throughput::Elements(HEAVY_N));
-    g.bench_function("corral", |b| {
+    g.bench("corral", vs, |b| {
         b.iter(|| {
             let mut acc = 0u64;
             Pipeline::from_iter(0..HEAVY_N)
@@ -108,7 +121,7 @@ fn cpu_heavy(c: &mut Criterion) {
             black_box(acc)
         })
     });
-    g.bench_function("corral_batch16", |b| {
+    g.bench("corral_batch16", vs, |b| {
         b.iter(|| {
             let mut acc = 0u64;
             Pipeline::from_iter(0..HEAVY_N)
@@ -125,7 +138,7 @@ fn cpu_heavy(c: &mut Criterion) {
         .num_threads(4)
         .build()
         .unwrap();
-    g.bench_function("rayon_par_iter", |b| {
+    g.bench("rayon_par_iter", Role::Reference, |b| {
         b.iter(|| {
             pool.install(|| {
                 black_box(

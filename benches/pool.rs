@@ -9,10 +9,13 @@
 //! the calling thread costs at best.
 //! Criterion reports time per batch; divide by the element count for ns per task.
 
+mod common;
+
 use std::hint::black_box;
 use std::thread;
 use std::time::Duration;
 
+use common::{Group, Role};
 use corral::WorkerPool;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use crossbeam_utils::sync::WaitGroup;
@@ -61,13 +64,13 @@ impl Drop for Floor {
 }
 
 fn tiny_tasks(c: &mut Criterion) {
-    let mut g = c.benchmark_group("pool/10k_tiny_tasks");
+    let mut g = Group::new(c, "pool/10k_tiny_tasks");
     g.throughput(Throughput::Elements(TASKS));
 
     // Each contender runs right after the one it is compared with, so load changes
     // on the shared machine skew the ratios less.
     let floor = Floor::new();
-    g.bench_function("floor_crossbeam_bounded_waitgroup", |b| {
+    g.bench("floor_crossbeam_bounded_waitgroup", Role::Floor, |b| {
         let tx = floor.tx.as_ref().unwrap();
         b.iter(|| {
             let wg = WaitGroup::new();
@@ -89,7 +92,16 @@ fn tiny_tasks(c: &mut Criterion) {
         .queue_capacity(QUEUE)
         .build()
         .unwrap();
-    g.bench_function("corral_execute", |b| {
+    // Every contender runs 10k tasks and waits for them all; `submit` also hands each
+    // result back, work the others do not do.
+    let vs = Role::Corral {
+        vs: &[
+            "floor_crossbeam_bounded_waitgroup",
+            "threadpool_execute_join",
+            "rayon_scope_spawn",
+        ],
+    };
+    g.bench("corral_execute", vs, |b| {
         b.iter(|| {
             let wg = WaitGroup::new();
             for i in 0..TASKS {
@@ -108,7 +120,7 @@ fn tiny_tasks(c: &mut Criterion) {
         .num_threads(WORKERS)
         .build()
         .unwrap();
-    g.bench_function("rayon_scope_spawn", |b| {
+    g.bench("rayon_scope_spawn", Role::Peer, |b| {
         b.iter(|| {
             rayon.scope(|s| {
                 for i in 0..TASKS {
@@ -122,7 +134,10 @@ fn tiny_tasks(c: &mut Criterion) {
     drop(rayon);
 
     let mut handles = Vec::with_capacity(TASKS as usize);
-    g.bench_function("corral_submit_handle", |b| {
+    let vs = Role::Corral {
+        vs: &["rayon_scope_spawn", "threadpool_execute_join"],
+    };
+    g.bench("corral_submit_handle", vs, |b| {
         b.iter(|| {
             for i in 0..TASKS {
                 handles.push(pool.submit(move || black_box(i)).unwrap());
@@ -135,7 +150,7 @@ fn tiny_tasks(c: &mut Criterion) {
     drop(pool);
 
     let tp = threadpool::ThreadPool::new(WORKERS);
-    g.bench_function("threadpool_execute_join", |b| {
+    g.bench("threadpool_execute_join", Role::Peer, |b| {
         b.iter(|| {
             for i in 0..TASKS {
                 tp.execute(move || {
@@ -179,7 +194,17 @@ fn map_group<W>(c: &mut Criterion, name: &str, work: W)
 where
     W: Fn(u64) -> u64 + Copy + Send + Sync + 'static,
 {
-    let mut g = c.benchmark_group(name);
+    let mut g = Group::new(c, name);
+    // Every rayon form is a peer; the one-thread loop is context (a parallel map can
+    // beat it, so it is no floor).
+    let vs = Role::Corral {
+        vs: &[
+            "rayon_par_iter_for_each",
+            "rayon_par_iter_map_collect_ordered",
+            "rayon_par_bridge_for_each",
+            "rayon_vec_par_iter_map_collect_ordered",
+        ],
+    };
     g.throughput(Throughput::Elements(ITEMS));
 
     let pool = WorkerPool::builder()
@@ -187,7 +212,7 @@ where
         .queue_capacity(QUEUE)
         .build()
         .unwrap();
-    g.bench_function("corral_map_ordered", |b| {
+    g.bench("corral_map_ordered", vs, |b| {
         b.iter(|| {
             for r in pool.map(0..ITEMS, work) {
                 black_box(r.unwrap());
@@ -195,7 +220,7 @@ where
         })
     });
     // The same map consumed by internal iteration, as rayon's `for_each` is.
-    g.bench_function("corral_map_ordered_for_each", |b| {
+    g.bench("corral_map_ordered_for_each", vs, |b| {
         b.iter(|| {
             pool.map(0..ITEMS, work).for_each(|r| {
                 black_box(r.unwrap());
@@ -206,7 +231,7 @@ where
 
     // Not a peer: the calling thread alone, with no pool, no order to keep and nothing
     // yielded back. The floor for any `map` that keeps cheap items on the caller.
-    g.bench_function("floor_plain_loop_one_thread", |b| {
+    g.bench("floor_plain_loop_one_thread", Role::Reference, |b| {
         b.iter(|| {
             for x in 0..ITEMS {
                 black_box(work(x));
@@ -218,7 +243,7 @@ where
         .num_threads(WORKERS)
         .build()
         .unwrap();
-    g.bench_function("rayon_par_iter_for_each", |b| {
+    g.bench("rayon_par_iter_for_each", Role::Peer, |b| {
         b.iter(|| {
             rayon.install(|| {
                 (0..ITEMS).into_par_iter().for_each(|x| {
@@ -227,7 +252,7 @@ where
             })
         })
     });
-    g.bench_function("rayon_par_iter_map_collect_ordered", |b| {
+    g.bench("rayon_par_iter_map_collect_ordered", Role::Peer, |b| {
         b.iter(|| {
             let v: Vec<u64> = rayon.install(|| (0..ITEMS).into_par_iter().map(work).collect());
             black_box(v);
@@ -239,7 +264,7 @@ where
     // `par_bridge` pulls from a plain iterator as `map` does (but is unordered and
     // yields nothing back), and `par_iter` over a Vec collected in order needs the
     // whole input materialised up front (the Vec is built inside the timing).
-    g.bench_function("rayon_par_bridge_for_each", |b| {
+    g.bench("rayon_par_bridge_for_each", Role::Peer, |b| {
         b.iter(|| {
             rayon.install(|| {
                 (0..ITEMS).par_bridge().for_each(|x| {
@@ -248,7 +273,7 @@ where
             })
         })
     });
-    g.bench_function("rayon_vec_par_iter_map_collect_ordered", |b| {
+    g.bench("rayon_vec_par_iter_map_collect_ordered", Role::Peer, |b| {
         b.iter(|| {
             let input: Vec<u64> = (0..ITEMS).collect();
             let v: Vec<u64> = rayon.install(|| input.par_iter().map(|&x| work(x)).collect());

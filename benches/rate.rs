@@ -12,13 +12,16 @@
 //! Two-thread numbers are the time per call on the measured thread while a second
 //! thread hammers the same limiter.
 
+mod common;
+
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{Group, Role};
 use corral::{clock::Clock, CancelToken, KeyedRateLimiter, RateLimiter};
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion};
 
 /// A user clock on `Instant::now`: corral without its TSC fast path.
 #[derive(Debug, Clone, Copy)]
@@ -83,13 +86,9 @@ fn tsc_nanos() -> impl Fn() -> u64 {
 }
 
 /// Benchmarks `f` alone and with a second thread calling `f` at the same time.
-fn one_and_two<M: criterion::measurement::Measurement<Value = Duration>>(
-    g: &mut BenchmarkGroup<'_, M>,
-    name: &str,
-    f: &(dyn Fn() + Sync),
-) {
-    g.bench_function(format!("{name}/1_thread"), |b| b.iter(f));
-    g.bench_function(format!("{name}/2_threads"), |b| {
+fn one_and_two(g: &mut Group<'_>, name: &str, role: Role, f: &(dyn Fn() + Sync)) {
+    g.bench_param(name, "1_thread", role, |b| b.iter(f));
+    g.bench_param(name, "2_threads", role, |b| {
         b.iter_custom(|iters| {
             let stop = AtomicBool::new(false);
             std::thread::scope(|s| {
@@ -111,10 +110,10 @@ fn one_and_two<M: criterion::measurement::Measurement<Value = Duration>>(
 }
 
 fn clock(c: &mut Criterion) {
-    let mut g = c.benchmark_group("rate/clock");
-    g.bench_function("std_instant_now", |b| b.iter(Instant::now));
+    let mut g = Group::new(c, "rate/clock");
+    g.bench("std_instant_now", Role::Reference, |b| b.iter(Instant::now));
     let q = quanta::Clock::new();
-    g.bench_function("quanta_raw_scaled", |b| {
+    g.bench("quanta_raw_scaled", Role::Reference, |b| {
         let base = q.raw();
         b.iter(|| q.delta_as_nanos(base, q.raw()))
     });
@@ -124,7 +123,7 @@ fn clock(c: &mut Criterion) {
 const HUGE: u32 = 1_000_000_000; // one cell per nanosecond: every call is admitted
 
 fn check(c: &mut Criterion, group: &str, rate: u32, burst: u32, drain: bool) {
-    let mut g = c.benchmark_group(group);
+    let mut g = Group::new(c, group);
     let corral = RateLimiter::per_second(rate).burst(burst).build().unwrap();
     let corral_std = RateLimiter::per_second(rate)
         .burst(burst)
@@ -144,19 +143,27 @@ fn check(c: &mut Criterion, group: &str, rate: u32, burst: u32, drain: bool) {
         while floor_std.check() {}
         while floor_tsc.check() {}
     }
-    one_and_two(&mut g, "corral", &|| {
+    let vs = Role::Corral {
+        vs: &["governor", "floor_tsc"],
+    };
+    one_and_two(&mut g, "corral", vs, &|| {
         let _ = black_box(black_box(&corral).check());
     });
-    one_and_two(&mut g, "governor", &|| {
+    one_and_two(&mut g, "governor", Role::Peer, &|| {
         let _ = black_box(black_box(&governor).check());
     });
-    one_and_two(&mut g, "floor_tsc", &|| {
+    one_and_two(&mut g, "floor_tsc", Role::Floor, &|| {
         black_box(black_box(&floor_tsc).check());
     });
-    one_and_two(&mut g, "floor_std_instant", &|| {
+    one_and_two(&mut g, "floor_std_instant", Role::Floor, &|| {
         black_box(black_box(&floor_std).check());
     });
-    one_and_two(&mut g, "corral_std_clock", &|| {
+    // corral on a user clock that reads `Instant::now`: compared with the floor on the
+    // same clock only.
+    let vs_std = Role::Corral {
+        vs: &["floor_std_instant"],
+    };
+    one_and_two(&mut g, "corral_std_clock", vs_std, &|| {
         let _ = black_box(black_box(&corral_std).check());
     });
     g.finish();
@@ -173,7 +180,7 @@ fn check_refuse(c: &mut Criterion) {
 
 fn keyed(c: &mut Criterion) {
     const KEYS: u64 = 1_000;
-    let mut g = c.benchmark_group("rate/keyed");
+    let mut g = Group::new(c, "rate/keyed");
     let corral = KeyedRateLimiter::per_second(HUGE)
         .burst(1_000_000)
         .build()
@@ -198,10 +205,11 @@ fn keyed(c: &mut Criterion) {
             v
         })
     };
-    one_and_two(&mut g, "corral", &|| {
+    let vs = Role::Corral { vs: &["governor"] };
+    one_and_two(&mut g, "corral", vs, &|| {
         let _ = black_box(corral.check_key(&local_key()));
     });
-    one_and_two(&mut g, "governor", &|| {
+    one_and_two(&mut g, "governor", Role::Peer, &|| {
         let _ = black_box(governor.check_key(&local_key()));
     });
     g.finish();

@@ -6,12 +6,15 @@
 //! `redis-server` on a free port; without one on the PATH it prints why and measures
 //! nothing.
 
+mod common;
+
 use std::hint::black_box;
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use common::{Group, Role};
 use corral::{fleet::RedisPool, RateLimiter, RedisRateLimiter, RedisSemaphore};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -79,13 +82,14 @@ fn check(c: &mut Criterion) {
         .max_connections(4)
         .build()
         .expect("pool");
-    let mut g = c.benchmark_group("redis_rate/check");
+    let mut g = Group::new(c, "redis_rate/check");
     // A rate far above the call rate: every check is admitted.
     let local = RateLimiter::per_second(1_000_000_000)
         .burst(1_000_000)
         .build()
         .expect("valid limiter");
-    g.bench_function("in_process_rate_limiter", |b| {
+    // A different kind of work (no network): context, never a ratio.
+    g.bench("in_process_rate_limiter", Role::Reference, |b| {
         b.iter(|| black_box(local.check().is_ok()))
     });
     let fleet = RedisRateLimiter::builder_on(&pool)
@@ -96,7 +100,8 @@ fn check(c: &mut Criterion) {
     let mut ping = corral::redis::Client::open(url.as_str())
         .and_then(|c| c.get_connection())
         .expect("connect");
-    g.bench_function("floor_redis_ping_round_trip", |b| {
+    // No remote decision can take less than one round trip.
+    g.bench("floor_redis_ping_round_trip", Role::Floor, |b| {
         b.iter(|| {
             let pong: String = corral::redis::cmd("PING").query(&mut ping).expect("PONG");
             black_box(pong)
@@ -104,13 +109,21 @@ fn check(c: &mut Criterion) {
     });
     g.throughput(Throughput::Elements(1));
     for threads in [1u64, 2, 4] {
-        g.bench_function(format!("corral_redis_check/{threads}_threads"), |b| {
-            b.iter_custom(|iters| {
-                spread(threads, iters, &|| {
-                    black_box(fleet.check("bench").is_ok());
+        let vs = Role::Corral {
+            vs: &["floor_redis_ping_round_trip"],
+        };
+        g.bench_param(
+            "corral_redis_check",
+            format!("{threads}_threads"),
+            vs,
+            |b| {
+                b.iter_custom(|iters| {
+                    spread(threads, iters, &|| {
+                        black_box(fleet.check("bench").is_ok());
+                    })
                 })
-            })
-        });
+            },
+        );
     }
     g.finish();
 
@@ -118,9 +131,12 @@ fn check(c: &mut Criterion) {
         .capacity(1_000)
         .build()
         .expect("valid semaphore");
-    c.bench_function("redis_semaphore/acquire_release", |b| {
+    let mut g = Group::new(c, "redis_semaphore/acquire_release");
+    // Two round trips (acquire, release); nothing else in the group to compare with.
+    g.bench("corral_redis_semaphore", Role::Corral { vs: &[] }, |b| {
         b.iter(|| drop(black_box(sem.try_acquire().expect("free"))))
     });
+    g.finish();
 }
 
 fn config() -> Criterion {

@@ -5,10 +5,13 @@
 //! has no bulkhead, limiter or deadline). One thread; the limiter's rate is far above
 //! the call rate, so it never waits.
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{Group, Role};
 use corral::{CircuitBreaker, RateLimiter, Resilience, Semaphore};
 use criterion::{criterion_group, criterion_main, Criterion};
 use failsafe::CircuitBreaker as _;
@@ -28,8 +31,8 @@ fn breaker() -> Arc<CircuitBreaker> {
 }
 
 fn happy_path(c: &mut Criterion) {
-    let mut g = c.benchmark_group("resilience/happy_call");
-    g.bench_function("direct", |b| {
+    let mut g = Group::new(c, "resilience/happy_call");
+    g.bench("direct", Role::Reference, |b| {
         let mut x = 0u64;
         b.iter(|| {
             x += 1;
@@ -50,7 +53,8 @@ fn happy_path(c: &mut Criterion) {
         .retries(2)
         .build()
         .expect("valid stack");
-    g.bench_function("corral_full_stack", |b| {
+    // No peer composes a bulkhead, a limiter and a deadline: nothing to compare with.
+    g.bench("corral_full_stack", Role::Corral { vs: &[] }, |b| {
         let mut x = 0u64;
         b.iter(|| {
             x += 1;
@@ -63,7 +67,10 @@ fn happy_path(c: &mut Criterion) {
         .retries(2)
         .build()
         .expect("valid stack");
-    g.bench_function("corral_breaker_and_retry", |b| {
+    let vs = Role::Corral {
+        vs: &["failsafe_breaker_and_retry"],
+    };
+    g.bench("corral_breaker_and_retry", vs, |b| {
         let mut x = 0u64;
         b.iter(|| {
             x += 1;
@@ -77,7 +84,7 @@ fn happy_path(c: &mut Criterion) {
             failsafe::backoff::constant(Duration::from_secs(30)),
         ))
         .build();
-    g.bench_function("failsafe_breaker_and_retry", |b| {
+    g.bench("failsafe_breaker_and_retry", Role::Peer, |b| {
         let mut x = 0u64;
         b.iter(|| {
             x += 1;

@@ -9,11 +9,14 @@
 //! `AtomicUsize` compare-and-swap floor (what a semaphore's fast path cannot beat),
 //! and a textbook parking_lot `Mutex` + `Condvar` counting semaphore written below.
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{Group, Role};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use parking_lot::{Condvar, Mutex};
 
@@ -77,24 +80,27 @@ fn cas_release(permits: &AtomicUsize) {
 }
 
 fn uncontended_try_acquire(c: &mut Criterion) {
-    let mut g = c.benchmark_group("semaphore/uncontended_try_acquire");
+    let mut g = Group::new(c, "semaphore/uncontended_try_acquire");
     let sem = corral::Semaphore::new(1);
-    g.bench_function("corral", |b| {
+    let vs = Role::Corral {
+        vs: &["tokio", "cas_floor", "mutex_condvar"],
+    };
+    g.bench("corral", vs, |b| {
         b.iter(|| drop(black_box(&sem).try_acquire().unwrap()))
     });
     let tokio_sem = tokio::sync::Semaphore::new(1);
-    g.bench_function("tokio", |b| {
+    g.bench("tokio", Role::Peer, |b| {
         b.iter(|| drop(black_box(&tokio_sem).try_acquire().unwrap()))
     });
     let floor = AtomicUsize::new(1);
-    g.bench_function("cas_floor", |b| {
+    g.bench("cas_floor", Role::Floor, |b| {
         b.iter(|| {
             assert!(cas_acquire(black_box(&floor)));
             cas_release(&floor);
         })
     });
     let cv = CondvarSemaphore::new(1);
-    g.bench_function("mutex_condvar", |b| {
+    g.bench("mutex_condvar", Role::Peer, |b| {
         b.iter(|| {
             assert!(black_box(&cv).try_acquire());
             cv.release();
@@ -104,17 +110,20 @@ fn uncontended_try_acquire(c: &mut Criterion) {
 }
 
 fn uncontended_acquire(c: &mut Criterion) {
-    let mut g = c.benchmark_group("semaphore/uncontended_acquire");
+    let mut g = Group::new(c, "semaphore/uncontended_acquire");
     let sem = corral::Semaphore::new(1);
-    g.bench_function("corral", |b| {
+    let vs = Role::Corral {
+        vs: &["tokio_blocking_acquire", "mutex_condvar"],
+    };
+    g.bench("corral", vs, |b| {
         b.iter(|| drop(black_box(&sem).acquire().unwrap()))
     });
     let tokio_sem = tokio::sync::Semaphore::new(1);
-    g.bench_function("tokio_blocking_acquire", |b| {
+    g.bench("tokio_blocking_acquire", Role::Peer, |b| {
         b.iter(|| drop(black_box(&tokio_sem).blocking_acquire().unwrap()))
     });
     let cv = CondvarSemaphore::new(1);
-    g.bench_function("mutex_condvar", |b| {
+    g.bench("mutex_condvar", Role::Peer, |b| {
         b.iter(|| {
             black_box(&cv).acquire();
             cv.release();
@@ -140,11 +149,14 @@ fn two_threads(iters: u64, per_thread: impl Fn() + Sync) -> Duration {
 }
 
 fn contended(c: &mut Criterion) {
-    let mut g = c.benchmark_group("semaphore/contended_2x100k");
+    let mut g = Group::new(c, "semaphore/contended_2x100k");
     g.sample_size(10);
     g.throughput(Throughput::Elements(2 * ROUNDS as u64));
     let sem = corral::Semaphore::new(1);
-    g.bench_function("corral", |b| {
+    let vs = Role::Corral {
+        vs: &["mutex_condvar", "tokio_blocking_acquire"],
+    };
+    g.bench("corral", vs, |b| {
         b.iter_custom(|iters| {
             two_threads(iters, || {
                 for _ in 0..ROUNDS {
@@ -154,7 +166,7 @@ fn contended(c: &mut Criterion) {
         })
     });
     let cv = CondvarSemaphore::new(1);
-    g.bench_function("mutex_condvar", |b| {
+    g.bench("mutex_condvar", Role::Peer, |b| {
         b.iter_custom(|iters| {
             two_threads(iters, || {
                 for _ in 0..ROUNDS {
@@ -165,7 +177,7 @@ fn contended(c: &mut Criterion) {
         })
     });
     let tokio_sem = tokio::sync::Semaphore::new(1);
-    g.bench_function("tokio_blocking_acquire", |b| {
+    g.bench("tokio_blocking_acquire", Role::Peer, |b| {
         b.iter_custom(|iters| {
             two_threads(iters, || {
                 for _ in 0..ROUNDS {
