@@ -151,7 +151,7 @@ pub(crate) struct Snapshot {
     pub(crate) handoffs: usize,
 }
 
-/// The semaphore's state machine. See the module notes.
+/// The semaphore's state machine, described at the top of this file.
 #[derive(Debug)]
 pub(crate) struct Engine {
     state: AtomicUsize,
