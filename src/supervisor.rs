@@ -18,10 +18,8 @@
 //! that thread (a thread cannot join itself): the others are joined, the report is
 //! produced, and that thread finishes on its own.
 //
-// Layout: one monitor thread receives exits on a channel, applies the strategy and
-// the intensity limit, waits out backoffs on the supervisor's token (so `stop`
-// interrupts them), and joins every child thread before restarting it and before it
-// exits. The monitor is joined by `stop` and by `Drop`.
+// Layout: one monitor thread applies the strategy and the intensity limit, waits out
+// backoffs on the supervisor's token, and joins every child before restarting it.
 
 use std::cell::Cell;
 use std::collections::VecDeque;

@@ -158,6 +158,12 @@ fn add(counter: &AtomicU64, n: u64) {
 /// that paused past its lease (and whose permit went to someone else) is refused
 /// there.
 ///
+/// A waiting acquire polls: it sleeps until the earliest lease would expire or for
+/// `poll_interval` (20 ms by default), whichever comes first, and asks again, within
+/// its deadline or token. Waiters in different processes are not served in order.
+/// Renewal is on demand, never by a background thread: a lease exists to be lost by a
+/// holder that stopped making progress, which a thread renewing for it would hide.
+///
 /// Guarantees, honestly: they hold for a single Redis primary. Scripts run atomically
 /// there, and leases and tokens are judged by its clock alone. With replication and
 /// failover, a grant acknowledged by a primary that dies before replicating it can be

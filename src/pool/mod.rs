@@ -20,13 +20,9 @@
 //! when every worker does the same; the pool runs a blocking submit from one of its
 //! own workers on that worker instead of deadlocking on the full queue.
 //
-// Layout: this file is the front (errors, builder, the documented methods) over a
-// sealed `PoolThreads` marker holding the only differences between the two pools (how
-// a worker is joined, whether a task's result slot may live in its own allocation).
-// `core.rs` is the engine (queue, workers, overflow, counters, shutdown), `task.rs`
-// one task from submit to join (job, closure slot, result slot, handle, and the
-// pool's `unsafe`), `map.rs` the ordered `map` with its chunk claim. Imports run only
-// downward; `task.rs` imports nothing of the pool.
+// Layout: this front (one generic `Pool` over the sealed `PoolThreads`) > `core.rs`
+// the engine > `task.rs` one task from submit to join, with the pool's `unsafe`;
+// `map.rs` is the ordered map. `task.rs` imports nothing of the pool.
 
 mod core;
 mod exits;
