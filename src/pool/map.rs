@@ -34,6 +34,9 @@ mod claim;
 /// Most items one chunk carries: big enough to amortise the per-job cost on tiny
 /// items, small enough to keep both workers busy on uneven ones.
 const MAX_CHUNK: usize = 1024;
+/// Chunks per thread (the workers and the caller) that an input of known length is
+/// cut into at least, so every thread gets work and a slow chunk can be balanced.
+const CHUNKS_PER_THREAD: usize = 4;
 
 /// Most items the caller runs between two looks at the clock, when chunks are cheap:
 /// the items that turn expensive in the middle of a run still run there, serially.
@@ -204,6 +207,13 @@ where
         let workers = core.workers();
         let window = core.capacity() + workers;
         let chunk = (window / (workers + 1)).clamp(1, MAX_CHUNK);
+        // When the input says how long it is, cut it into at least a few chunks per
+        // thread: a short input of expensive items must not fit in one chunk, which
+        // one thread would run alone.
+        let chunk = match input.size_hint().0 {
+            0 => chunk,
+            known => chunk.min(known.div_ceil(CHUNKS_PER_THREAD * (workers + 1))),
+        };
         PoolMap {
             core,
             input: Some(input),
@@ -557,5 +567,28 @@ impl<I: Iterator, F, R> fmt::Debug for PoolMap<'_, '_, I, F, R> {
             .field("chunks_in_flight", &self.pending.len())
             .field("on_caller", &self.local)
             .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::WorkerPool;
+
+    #[test]
+    fn a_short_input_is_cut_into_chunks_for_every_thread() {
+        let pool = WorkerPool::builder()
+            .workers(2)
+            .queue_capacity(1024)
+            .build()
+            .unwrap();
+        // 200 items, 2 workers and the caller: 12 chunks of 17, not one of 200.
+        assert_eq!(pool.map(0..200, |x| x).chunk, 17);
+        // Long inputs keep the chunk the queue allows.
+        assert_eq!(pool.map(0..1_000_000, |x| x).chunk, 342);
+        // An input of unknown length keeps it too.
+        assert_eq!(pool.map((0..200).filter(|_| true), |x| x).chunk, 342);
+        // Never below one item.
+        assert_eq!(pool.map(0..1, |x| x).chunk, 1);
+        pool.shutdown();
     }
 }
