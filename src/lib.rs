@@ -134,7 +134,7 @@
 //! pool.close();
 //! assert!(matches!(pool.submit(|| 0), Err(SubmitError::Closed(_))));
 //! let report = pool.shutdown();
-//! assert_eq!(report.completed, 2); // the task and `map`'s one chunk
+//! assert_eq!((report.panicked, report.never_ran), (0, 0)); // everything queued ran
 //! # Ok::<(), corral::StartError>(())
 //! ```
 //!
