@@ -179,8 +179,8 @@ fn bump(counter: &AtomicU64) {
 }
 
 /// A rate limiter shared by every process that points at the same Redis: per key,
-/// `burst` cells at once and one more every `interval`. See the [module notes](crate::fleet) for the
-/// algorithm, the failure policy and the bounds on every network wait.
+/// `burst` cells at once and one more every `interval`. The [module notes](crate::fleet)
+/// describe the algorithm, the failure policy and the bounds on every network wait.
 ///
 /// # Example
 ///
