@@ -2,7 +2,8 @@
 //! calls in flight (bulkhead), at most 20,000 calls a second (rate limiter), stop
 //! calling while it is failing (circuit breaker), never wait more than 30 ms in all
 //! (deadline), and retry transient errors twice with backoff. A "not found" is an
-//! answer, not a failure: it is neither retried nor held against the breaker.
+//! answer, not a failure: the breaker's own predicate keeps it out of its count, and
+//! the stack's retry predicate does not retry it.
 //!
 //! The simulated inventory service answers in place, honours the token it is given
 //! (which is how the deadline reaches work already started), and has an outage 100 to
@@ -30,13 +31,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .breaker(Arc::new(
             CircuitBreaker::builder()
                 .consecutive_failures(10) // stop calling after 10 failures in a row
+                .is_failure(|e: &LookupError| *e != LookupError::NotFound) // an answer
                 .open_for(Duration::from_millis(10))
                 .build()?,
         ))
         .timeout(Duration::from_millis(30)) // for the whole call, retries included
         .retries(2) // retry failures twice, waiting 0.5 ms, then longer (up to 4 ms)
         .backoff(Duration::from_micros(500), Duration::from_millis(4))
+        .name("inventory")
         .build()?;
+    println!("{stack}"); // the layers, in the order a call passes them
 
     let inventory = Inventory::new(); // helper below
     let tally = Tally::default();
@@ -50,17 +54,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn look_up(stack: &Resilience, inventory: &Inventory, sku: u64) -> Lookup {
     let outcome = stack.call_with(
         &CancelToken::new(), // no deadline of the caller's own: the stack's 30 ms applies
-        |error| *error != LookupError::NotFound, // which errors are failures
+        |error| *error != LookupError::NotFound, // which errors are worth a retry
         |token| inventory.lookup(sku, token), // the token ends when the deadline passes
     );
     match outcome {
         Ok(count) => Lookup::InStock(count),
-        Err(ResilienceError::Failed {
+        Err(ResilienceError::Inner {
             error: LookupError::NotFound,
             ..
         }) => Lookup::NotFound,
-        Err(ResilienceError::Failed { .. }) => Lookup::Failed, // after the retries
-        Err(_refused) => Lookup::Refused, // no attempt ran: answer from a cache, "unknown"...
+        Err(ResilienceError::Inner { .. }) => Lookup::Failed, // after the retries
+        // Breaker open, no rate-limit slot or bulkhead permit before the deadline...:
+        // answer from a cache, "unknown"...
+        Err(_refused) => Lookup::Refused,
     }
 }
 
@@ -169,6 +175,10 @@ impl Tally {
             in_stock + not_found,
             self.units.load(Ordering::Relaxed),
             stats.retries
+        );
+        println!(
+            "  refused by layer: bulkhead {}, rate limit {}, breaker {}, deadline {}",
+            stats.bulkhead_refused, stats.rate_limited, stats.breaker_open, stats.deadline_exceeded
         );
         assert_eq!(stats.calls, 3200);
         assert_eq!(stats.calls, stats.succeeded + stats.failed + stats.refused);

@@ -181,12 +181,12 @@
 //! | scope | `try_spawn_named` name | with a NUL byte | `Err(SpawnError)` whose `io::Error` is of kind `InvalidInput` |
 //! | resilience | `timeout` | `Duration::ZERO` | `ConfigError` (`timeout`) |
 //! | resilience | `timeout` | `Duration::MAX` | no deadline (saturates) |
-//! | resilience | `retries` | `0` | one attempt: `Failed { attempts: 1, .. }` |
+//! | resilience | `retries` | `0` | one attempt: `Inner { attempts: 1, .. }` |
 //! | resilience | `retries` | above 1,000,000, `u32::MAX` | `ConfigError` (`retries`) |
 //! | resilience | `backoff` | `(ZERO, ZERO)` | retries at once |
 //! | resilience | `backoff` | initial above max | `ConfigError` (`backoff`) |
 //! | resilience | `backoff` | `(MAX, MAX)`, with jitter, on a `ManualClock` | saturates; the call's token ends the wait |
-//! | resilience | caller token | deadline in the past, `with_timeout(ZERO)` | `Err(Cancelled(DeadlineExceeded))`, counted as refused |
+//! | resilience | caller token | deadline in the past, `with_timeout(ZERO)` | `Err(DeadlineExceeded)`, counted as refused |
 //! | cancel | `with_timeout`, `child_with_timeout` | `Duration::ZERO` | cancelled with `DeadlineExceeded` (a child's parent is untouched) |
 //! | cancel | `with_timeout`, `child_with_timeout` | `Duration::MAX` | no deadline (saturates); a child keeps its parent's earlier deadline |
 //! | cancel | `with_deadline`, `child_with_deadline` | in the past | cancelled with `DeadlineExceeded`; `wait` returns at once |

@@ -224,7 +224,8 @@
 //! A [`Resilience`] stack puts one call behind every defence at once: a bulkhead
 //! ([`Semaphore`]), a [`RateLimiter`], a [`CircuitBreaker`] and a deadline, with
 //! retries and exponential backoff, all bounded by one [`CancelToken`] that the call
-//! receives. It runs the call on the caller's thread and starts no thread of its own.
+//! receives. `call` runs the call on the caller's thread; `call_isolated` runs it on a
+//! small pool the stack owns, so a caller can give up on a callee that hangs.
 //!
 //! ```
 //! use corral::{CircuitBreaker, Resilience, resilience::ResilienceError, Semaphore};
@@ -239,7 +240,7 @@
 //!     .build()?;
 //! let price = match stack.call(|token| fetch_price(token)) {
 //!     Ok(price) => price,
-//!     Err(ResilienceError::Failed { error, attempts }) => panic!("{error} after {attempts}"),
+//!     Err(ResilienceError::Inner { error, attempts }) => panic!("{error} after {attempts}"),
 //!     Err(refused) => panic!("not even tried: {refused}"),
 //! };
 //! assert_eq!(price, 42);

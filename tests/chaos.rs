@@ -454,11 +454,11 @@ impl Shared {
                 t.succeeded.fetch_add(1, SeqCst);
                 t.retries.fetch_add(u64::from(ran - 1), SeqCst);
             }
-            Err(ResilienceError::Failed { attempts, error }) => {
+            Err(ResilienceError::Inner { attempts, error }) => {
                 assert_eq!(
                     (attempts, error.id),
                     (ran, key as usize),
-                    "chaos seed {}: resilience Failed with the wrong attempts or error",
+                    "chaos seed {}: resilience Inner with the wrong attempts or error",
                     self.seed
                 );
                 t.failed.fetch_add(1, SeqCst);
@@ -466,7 +466,7 @@ impl Shared {
             }
             Err(refused) => {
                 assert!(refused.is_refused());
-                // A refusal after attempts that failed comes back as `Failed`, so a
+                // A refusal after attempts that failed comes back as `Inner`, so a
                 // refused call ran nothing.
                 assert_eq!(
                     ran, 0,

@@ -639,7 +639,7 @@ fn resilience_error() {
     let err = stack
         .call(|_| Err::<(), _>(io::Error::other("upstream down")))
         .unwrap_err();
-    assert!(matches!(err, ResilienceError::Failed { attempts: 2, .. }));
+    assert!(matches!(err, ResilienceError::Inner { attempts: 2, .. }));
     assert_eq!(
         composes(&err),
         ["call failed after 2 attempt(s)", "upstream down"]
@@ -672,7 +672,24 @@ fn resilience_error() {
         err,
         ResilienceError::Cancelled(CancelReason::Cancelled)
     ));
-    assert_eq!(composes(&err), ["call not started: cancelled"]);
+    assert_eq!(composes(&err), ["call cancelled"]);
+
+    for (err, says) in [
+        (
+            ResilienceError::<io::Error>::RateLimited {
+                retry_after: Some(Duration::from_secs(1)),
+            },
+            "rate limited (retry after 1s)",
+        ),
+        (
+            ResilienceError::RateLimited { retry_after: None },
+            "rate limited",
+        ),
+        (ResilienceError::BulkheadFull, "bulkhead is full"),
+        (ResilienceError::DeadlineExceeded, "deadline exceeded"),
+    ] {
+        assert_eq!(composes(&err), [says]);
+    }
 
     let err = ResilienceError::<io::Error>::BreakerOpen {
         retry_after: Some(Duration::from_secs(3)),

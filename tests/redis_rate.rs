@@ -611,7 +611,7 @@ fn the_limiter_is_a_layer_of_the_resilience_stack() {
     // The burst is used up and the next cell is a minute away: past the deadline.
     assert_eq!(
         call(),
-        Err(ResilienceError::Cancelled(CancelReason::DeadlineExceeded))
+        Err(ResilienceError::RateLimited { retry_after: None })
     );
     server.stop();
     assert_eq!(call(), Err(ResilienceError::LimitUnavailable));

@@ -203,7 +203,7 @@ fn the_semaphore_is_a_bulkhead_of_the_resilience_stack() {
     let held = sem.try_acquire().unwrap();
     assert_eq!(
         stack.call(|_| Ok::<_, ()>(())),
-        Err(ResilienceError::Cancelled(CancelReason::DeadlineExceeded))
+        Err(ResilienceError::DeadlineExceeded)
     );
     drop(held);
     server.stop();

@@ -51,7 +51,7 @@ fn exhausted_retries_return_the_last_error_and_the_attempt_count() {
     });
     assert_eq!(
         outcome,
-        Err(ResilienceError::Failed {
+        Err(ResilienceError::Inner {
             error: 3,
             attempts: 3
         })
@@ -61,18 +61,8 @@ fn exhausted_retries_return_the_last_error_and_the_attempt_count() {
 }
 
 #[test]
-fn errors_that_are_not_failures_are_neither_retried_nor_held_against_the_breaker() {
-    let breaker = Arc::new(
-        CircuitBreaker::builder()
-            .consecutive_failures(1)
-            .build()
-            .unwrap(),
-    );
-    let stack = Resilience::builder()
-        .breaker(breaker.clone())
-        .retries(5)
-        .build()
-        .unwrap();
+fn errors_the_retry_predicate_rejects_are_not_retried() {
+    let stack = Resilience::builder().retries(5).build().unwrap();
     for _ in 0..10 {
         let mut calls = 0;
         let outcome = stack.call_with(
@@ -86,7 +76,87 @@ fn errors_that_are_not_failures_are_neither_retried_nor_held_against_the_breaker
         assert_eq!(outcome.unwrap_err().into_inner(), Some("not found"));
         assert_eq!(calls, 1);
     }
+    assert_eq!(stack.stats().retries, 0);
+}
+
+#[derive(Debug, PartialEq)]
+enum ApiError {
+    NotFound,
+    Unavailable,
+}
+
+/// A breaker built with `.is_failure(...)` that keeps "not found" out of its count
+/// used to open anyway when called through the stack, which judged errors with its
+/// own predicate.
+#[test]
+fn regression_the_breakers_own_failure_predicate_decides_what_counts_for_it() {
+    let breaker = Arc::new(
+        CircuitBreaker::builder()
+            .consecutive_failures(1)
+            .is_failure(|e: &ApiError| *e == ApiError::Unavailable)
+            .build()
+            .unwrap(),
+    );
+    let stack = Resilience::builder()
+        .breaker(breaker.clone())
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        let outcome = stack.call(|_| Err::<(), _>(ApiError::NotFound));
+        assert_eq!(outcome.unwrap_err().into_inner(), Some(ApiError::NotFound));
+    }
     assert_eq!(breaker.state(), State::Closed);
+    assert_eq!(breaker.stats().failures, 0);
+    let _ = stack.call(|_| Err::<(), _>(ApiError::Unavailable));
+    assert_eq!(breaker.state(), State::Open);
+}
+
+#[test]
+fn the_retry_predicate_and_the_breaker_predicate_decide_separately() {
+    // The breaker counts every error; the stack retries only "unavailable".
+    let breaker = Arc::new(
+        CircuitBreaker::builder()
+            .consecutive_failures(3)
+            .build()
+            .unwrap(),
+    );
+    let stack = Resilience::builder()
+        .breaker(breaker.clone())
+        .retries(5)
+        .backoff(Duration::ZERO, Duration::ZERO)
+        .build()
+        .unwrap();
+    let mut calls = 0;
+    let outcome = stack.call_with(
+        &CancelToken::new(),
+        |e: &ApiError| *e == ApiError::Unavailable,
+        |_| -> Result<(), ApiError> {
+            calls += 1;
+            Err(ApiError::NotFound)
+        },
+    );
+    assert_eq!(
+        outcome,
+        Err(ResilienceError::Inner {
+            error: ApiError::NotFound,
+            attempts: 1
+        })
+    );
+    assert_eq!((calls, breaker.stats().failures), (1, 1));
+    let outcome = stack.call_with(
+        &CancelToken::new(),
+        |e: &ApiError| *e == ApiError::Unavailable,
+        |_| -> Result<(), ApiError> { Err(ApiError::Unavailable) },
+    );
+    // Two more failures open the breaker, which ends the retries.
+    assert_eq!(
+        outcome,
+        Err(ResilienceError::Inner {
+            error: ApiError::Unavailable,
+            attempts: 2
+        })
+    );
+    assert_eq!(breaker.state(), State::Open);
 }
 
 #[test]
@@ -133,7 +203,7 @@ fn a_breaker_that_opens_between_retries_ends_the_call_with_the_last_failure() {
     let outcome = stack.call(|_| -> Result<(), &str> { Err("down") });
     assert_eq!(
         outcome,
-        Err(ResilienceError::Failed {
+        Err(ResilienceError::Inner {
             error: "down",
             attempts: 2
         })
@@ -151,10 +221,7 @@ fn a_full_bulkhead_waits_only_until_the_deadline() {
         .build()
         .unwrap();
     let outcome = stack.call(|_| -> Result<(), ()> { panic!("must not run") });
-    assert_eq!(
-        outcome,
-        Err(ResilienceError::Cancelled(CancelReason::DeadlineExceeded))
-    );
+    assert_eq!(outcome, Err(ResilienceError::DeadlineExceeded));
     drop(held);
     bulkhead.close();
     let outcome = stack.call(|_| -> Result<(), ()> { panic!("must not run") });
@@ -224,7 +291,7 @@ fn the_closure_gets_the_deadline_and_a_late_backoff_is_not_slept() {
     });
     assert_eq!(
         outcome,
-        Err(ResilienceError::Failed {
+        Err(ResilienceError::Inner {
             error: CancelReason::DeadlineExceeded,
             attempts: 1
         })
@@ -335,8 +402,11 @@ fn a_rate_limit_slot_past_the_deadline_refuses_at_once() {
     let outcome = stack.call(|_| -> Result<(), ()> { panic!("must not run") });
     assert_eq!(
         outcome,
-        Err(ResilienceError::Cancelled(CancelReason::DeadlineExceeded))
+        Err(ResilienceError::RateLimited {
+            retry_after: Some(Duration::from_secs(1))
+        })
     );
+    assert_eq!(stack.stats().rate_limited, 1);
     clock.advance(Duration::from_secs(1));
     assert_eq!(stack.call(|_| Ok::<_, ()>(2)), Ok(2));
 }
@@ -428,7 +498,7 @@ fn a_call_refused_by_every_layer_reports_the_first_refusal_and_never_runs() {
 }
 
 #[test]
-fn a_panicking_failure_predicate_releases_the_permit_and_counts_against_the_breaker() {
+fn a_panicking_retry_predicate_releases_the_permit_after_the_breaker_recorded_the_failure() {
     let bulkhead = Arc::new(Semaphore::new(1));
     let breaker = Arc::new(
         CircuitBreaker::builder()
@@ -439,6 +509,7 @@ fn a_panicking_failure_predicate_releases_the_permit_and_counts_against_the_brea
     let stack = Resilience::builder()
         .bulkhead(bulkhead.clone())
         .breaker(breaker.clone())
+        .retries(1)
         .build()
         .unwrap();
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -465,12 +536,7 @@ fn a_stack_called_from_inside_its_own_closure_is_bounded_by_its_timeout() {
         // the deadline, then is refused.
         Ok::<_, ()>(stack.call(|_| Ok::<_, ()>(1)))
     });
-    assert_eq!(
-        outcome,
-        Ok(Err(ResilienceError::Cancelled(
-            CancelReason::DeadlineExceeded
-        )))
-    );
+    assert_eq!(outcome, Ok(Err(ResilienceError::DeadlineExceeded)));
     // With a permit to spare, nesting works.
     let roomy = Resilience::builder()
         .bulkhead(Arc::new(Semaphore::new(2)))

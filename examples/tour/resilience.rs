@@ -78,7 +78,7 @@ pub fn run() {
                     };
                     match stack.call(call) {
                         Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                        Err(ResilienceError::Failed { .. }) => {
+                        Err(ResilienceError::Inner { .. }) => {
                             failed.fetch_add(1, Ordering::Relaxed)
                         }
                         Err(_) => refused.fetch_add(1, Ordering::Relaxed),
@@ -89,8 +89,14 @@ pub fn run() {
     });
     let stats = stack.stats();
     println!(
-        "  {} calls: {} ok, {} failed after retries, {} refused (breaker open or no slot before the deadline)",
-        stats.calls, stats.succeeded, stats.failed, stats.refused
+        "  {} calls: {} ok, {} failed after retries, {} refused (breaker {}, rate limit {}, bulkhead or deadline {})",
+        stats.calls,
+        stats.succeeded,
+        stats.failed,
+        stats.refused,
+        stats.breaker_open,
+        stats.rate_limited,
+        stats.bulkhead_refused + stats.deadline_exceeded
     );
     println!(
         "  {} retries; at most {} calls in flight (bulkhead 3); breaker opened {} time(s)",

@@ -442,6 +442,16 @@ impl CircuitBreaker {
         }
     }
 
+    /// Whether `error` counts against this breaker, as [`call`](Self::call) judges it:
+    /// by the [`is_failure`](BreakerBuilder::is_failure) predicate, inside the panic
+    /// boundary (a panicking predicate makes it a failure, counted in `user_panics`).
+    pub(crate) fn counts_as_failure<E: 'static>(&self, error: &E) -> bool {
+        Panic::catch_any(|| self.engine.is_failure(error)).unwrap_or_else(|_| {
+            self.engine.user_panic();
+            true
+        })
+    }
+
     /// Asks for one call, for code that is not a single closure: the guard records
     /// the outcome with [`success`](BreakerGuard::success) or
     /// [`failure`](BreakerGuard::failure); dropped without either it counts as a

@@ -490,9 +490,15 @@ impl Limit for RedisKeyLimit {
     fn admit(&self, token: &CancelToken) -> Result<LimitHold<'_>, LimitRefused> {
         match self.limiter.wait_cancellable(&self.key, token) {
             Ok(_) => Ok(LimitHold::nothing()),
+            // A deadline that ends a wait for a slot: no slot in time.
+            Err(
+                RedisRateError::Timeout | RedisRateError::Cancelled(CancelReason::DeadlineExceeded),
+            ) => Err(LimitRefused::RateLimited { retry_after: None }),
             Err(RedisRateError::Cancelled(reason)) => Err(LimitRefused::Cancelled(reason)),
-            Err(RedisRateError::Timeout) => {
-                Err(LimitRefused::Cancelled(CancelReason::DeadlineExceeded))
+            Err(RedisRateError::NotUntil(d) | RedisRateError::FallbackNotUntil(d)) => {
+                Err(LimitRefused::RateLimited {
+                    retry_after: Some(d),
+                })
             }
             Err(_) => Err(LimitRefused::Unavailable),
         }
