@@ -547,3 +547,380 @@ fn a_stack_called_from_inside_its_own_closure_is_bounded_by_its_timeout() {
         Ok(Ok(2))
     );
 }
+
+// ---- the slow-dependency story: a pool the stack owns, a caller that gives up ----
+
+/// The corral threads of the stack named `name` alive now.
+fn pool_threads(name: &str) -> usize {
+    let prefix = format!("corral-resilience-{name}-");
+    corral::leak::live_threads()
+        .iter()
+        .filter(|t| t.name.starts_with(&prefix))
+        .count()
+}
+
+/// Polls until `done` or a generous limit (a bound for "does not hang", never a wait
+/// for another thread to reach a point).
+fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let limit = Instant::now() + LONG;
+    while Instant::now() < limit {
+        if done() {
+            return true;
+        }
+        thread::yield_now();
+    }
+    done()
+}
+
+#[test]
+fn a_thousand_calls_to_a_hanging_dependency_leave_at_most_the_pools_threads() {
+    let check = LeakCheck::new();
+    const WORKERS: usize = 4;
+    let deadline = Duration::from_millis(50);
+    let stack = Resilience::builder()
+        .name("slow")
+        .isolate(WORKERS)
+        .timeout(deadline)
+        .build()
+        .unwrap();
+    // The dependency ignores its token and hangs until released.
+    let (release, gate) = crossbeam_channel::bounded::<()>(0);
+    let peak = AtomicUsize::new(0);
+    let (gave_up, full) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    // Eight plain std threads (not corral's) call it 125 times each.
+    thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..125 {
+                    let gate = gate.clone();
+                    let asked = Instant::now();
+                    let outcome = stack.call_isolated(move |_token| gate.recv().map_err(|_| ()));
+                    let waited = asked.elapsed();
+                    // An upper bound only: answered about at the deadline, never later
+                    // than the deadline plus a generous allowance for a loaded box.
+                    assert!(waited < deadline + LONG, "a caller waited {waited:?}");
+                    match outcome {
+                        Err(ResilienceError::DeadlineExceeded) => {
+                            gave_up.fetch_add(1, Ordering::SeqCst)
+                        }
+                        Err(ResilienceError::BulkheadFull) => full.fetch_add(1, Ordering::SeqCst),
+                        other => panic!("unexpected {other:?}"),
+                    };
+                    peak.fetch_max(pool_threads("slow"), Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert!(peak.load(Ordering::SeqCst) <= WORKERS, "threads piled up");
+    let stats = stack.stats();
+    let (gave_up, full) = (gave_up.into_inner() as u64, full.into_inner() as u64);
+    assert_eq!(gave_up + full, 1000);
+    assert_eq!(
+        (stats.calls, stats.deadline_exceeded, stats.bulkhead_refused),
+        (1000, gave_up, full)
+    );
+    // Nothing was released: each call given up on still holds its worker, so at most
+    // WORKERS of them ever started, and the rest were refused at once.
+    assert_eq!(stats.abandoned + stats.never_started, gave_up);
+    assert!(
+        stats.abandoned >= 1 && stats.abandoned <= WORKERS as u64,
+        "{stats:?}"
+    );
+    assert_eq!(stats.abandoned_finished, 0);
+    drop(release);
+    assert!(
+        eventually(|| stack.stats().abandoned_finished == stack.stats().abandoned),
+        "every abandoned call accounted for: {:?}",
+        stack.stats()
+    );
+    drop(stack);
+    check.verify().expect("the stack joined its pool");
+}
+
+#[test]
+fn a_cooperative_call_on_the_pool_is_answered_and_the_pool_reused() {
+    let _check = LeakCheck::new();
+    let stack = Resilience::builder()
+        .isolate(1)
+        .retries(2)
+        .backoff(Duration::ZERO, Duration::ZERO)
+        .build()
+        .unwrap();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    for round in 1..=3 {
+        let attempts = attempts.clone();
+        let outcome = stack.call_isolated(move |_| {
+            if attempts.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+                Err("flaky")
+            } else {
+                Ok(round)
+            }
+        });
+        assert_eq!(outcome, Ok(round));
+    }
+    let stats = stack.stats();
+    assert_eq!((stats.succeeded, stats.retries, stats.abandoned), (3, 3, 0));
+}
+
+#[test]
+fn a_caller_that_cancels_gives_up_and_the_breaker_ignores_it_but_a_deadline_counts() {
+    let _check = LeakCheck::new();
+    let breaker = Arc::new(
+        CircuitBreaker::builder()
+            .consecutive_failures(2)
+            .build()
+            .unwrap(),
+    );
+    let stack = Resilience::builder()
+        .isolate(2)
+        .breaker(breaker.clone())
+        .build()
+        .unwrap();
+    let (started_tx, started) = crossbeam_channel::bounded::<()>(1);
+    let (release, gate) = crossbeam_channel::bounded::<()>(0);
+    let token = CancelToken::new();
+    let outcome = thread::scope(|s| {
+        let caller = s.spawn(|| {
+            let gate = gate.clone();
+            stack.call_isolated_with(
+                &token,
+                |_| true,
+                move |_| {
+                    started_tx.send(()).unwrap();
+                    gate.recv().map_err(|_| ())
+                },
+            )
+        });
+        started.recv().unwrap(); // the call runs on the pool
+        token.cancel();
+        caller.join().unwrap()
+    });
+    assert_eq!(
+        outcome,
+        Err(ResilienceError::Cancelled(CancelReason::Cancelled))
+    );
+    assert_eq!(
+        breaker.stats().failures,
+        0,
+        "a cancel says nothing about the dependency"
+    );
+    // Given up on at its deadline: a failure for the breaker.
+    let token = CancelToken::with_timeout(Duration::from_millis(10));
+    let gate2 = gate.clone();
+    let outcome = stack.call_isolated_with(&token, |_| true, move |_| gate2.recv().map_err(|_| ()));
+    assert_eq!(outcome, Err(ResilienceError::DeadlineExceeded));
+    assert_eq!(breaker.stats().failures, 1);
+    let stats = stack.stats();
+    assert_eq!(
+        (stats.cancelled, stats.deadline_exceeded, stats.abandoned),
+        (1, 1, 2)
+    );
+    drop(release);
+    assert!(eventually(|| stack.stats().abandoned_finished == 2));
+}
+
+#[test]
+fn a_panic_on_the_pool_is_the_callers() {
+    let _check = LeakCheck::new();
+    let stack = Resilience::builder().isolate(1).build().unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        stack.call_isolated(|_| -> Result<(), ()> { panic!("boom") })
+    }));
+    assert!(caught.is_err());
+    // The worker survived and its slot came back.
+    assert_eq!(stack.call_isolated(|_| Ok::<_, ()>(7)), Ok(7));
+}
+
+#[test]
+fn shutdown_timeout_hands_the_stack_back_while_a_call_given_up_on_still_runs() {
+    let check = LeakCheck::new();
+    let stack = Resilience::builder()
+        .isolate(1)
+        .timeout(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let (release, gate) = crossbeam_channel::bounded::<()>(0);
+    let outcome = stack.call_isolated(move |_| gate.recv().map_err(|_| ()));
+    assert_eq!(outcome, Err(ResilienceError::DeadlineExceeded));
+    let stack = stack
+        .shutdown_timeout(Duration::from_millis(10))
+        .expect_err("the call still runs");
+    assert_eq!(stack.stats().abandoned, 1);
+    drop(release);
+    assert!(stack.shutdown_timeout(LONG).is_ok());
+    check.verify().expect("joined");
+}
+
+#[test]
+fn call_isolated_without_a_pool_runs_on_the_callers_thread() {
+    let stack = Resilience::builder().build().unwrap();
+    let caller = thread::current().id();
+    assert_eq!(
+        stack.call_isolated(move |_| Ok::<_, ()>(thread::current().id() == caller)),
+        Ok(true)
+    );
+}
+
+// ---- limits, fallback, stats, budget, name ----
+
+#[test]
+fn one_key_of_a_keyed_limiter_is_a_rate_limit_of_the_stack() {
+    let clock = ManualClock::new();
+    let limiter = Arc::new(
+        corral::KeyedRateLimiter::<&str>::per_second(1)
+            .clock(clock.clone())
+            .build()
+            .unwrap(),
+    );
+    let stack_for = |key| {
+        Resilience::builder()
+            .rate_limiter(Arc::new(limiter.limit_for(key)))
+            .timeout(Duration::from_millis(50))
+            .build()
+            .unwrap()
+    };
+    let (acme, globex) = (stack_for("acme"), stack_for("globex"));
+    assert_eq!(acme.call(|_| Ok::<_, ()>(1)), Ok(1));
+    assert_eq!(
+        acme.call(|_| Ok::<_, ()>(2)),
+        Err(ResilienceError::RateLimited {
+            retry_after: Some(Duration::from_secs(1))
+        })
+    );
+    assert_eq!(
+        globex.call(|_| Ok::<_, ()>(3)),
+        Ok(3),
+        "keys are independent"
+    );
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(acme.call(|_| Ok::<_, ()>(4)), Ok(4));
+}
+
+#[test]
+fn a_fallback_answers_for_a_refusal_and_is_counted() {
+    let breaker = Arc::new(CircuitBreaker::new());
+    breaker.trip();
+    let stack = Resilience::builder().breaker(breaker).build().unwrap();
+    let answer = stack.or_fallback(stack.call(|_| Ok::<_, ()>(1)), |e| {
+        matches!(e, ResilienceError::BreakerOpen { .. }).then_some(0)
+    });
+    assert_eq!(answer, Ok(0));
+    let kept = stack.or_fallback(stack.call(|_| Ok::<u32, ()>(1)), |_| None);
+    assert!(matches!(kept, Err(ResilienceError::BreakerOpen { .. })));
+    let stats = stack.stats();
+    assert_eq!(
+        (stats.fallbacks, stats.breaker_open, stats.refused),
+        (1, 2, 2)
+    );
+}
+
+#[test]
+fn display_lists_the_layers_in_order_and_debug_names_the_stack() {
+    let _check = LeakCheck::new();
+    let stack = Resilience::builder()
+        .name("payments")
+        .breaker(Arc::new(CircuitBreaker::new()))
+        .rate_limiter(Arc::new(RateLimiter::per_second(10).build().unwrap()))
+        .limit(Arc::new(RateLimiter::per_second(10).build().unwrap()))
+        .isolate(2)
+        .bulkhead(Arc::new(Semaphore::new(4)))
+        .timeout(Duration::from_secs(1))
+        .retries(3)
+        .retry_budget(Arc::new(
+            corral::resilience::RetryBudget::builder().build().unwrap(),
+        ))
+        .build()
+        .unwrap();
+    assert_eq!(
+        stack.to_string(),
+        "resilience \"payments\": bulkhead -> pool(2) -> limit -> rate limiter -> breaker -> call; \
+         timeout 1s, retries 3 (budget)"
+    );
+    assert!(format!("{stack:?}").contains("\"payments\""));
+    assert_eq!(stack.name(), Some("payments"));
+    assert_eq!(
+        Resilience::builder().build().unwrap().to_string(),
+        "resilience: call"
+    );
+}
+
+#[test]
+fn a_shared_retry_budget_caps_the_retries_of_every_stack_during_an_outage() {
+    let clock = ManualClock::new();
+    let budget = Arc::new(
+        corral::resilience::RetryBudget::builder()
+            .ratio(0.1)
+            .min_per_second(1)
+            .window(Duration::from_secs(10))
+            .clock(clock.clone())
+            .build()
+            .unwrap(),
+    );
+    let stack = || {
+        Resilience::builder()
+            .retries(5)
+            .backoff(Duration::ZERO, Duration::ZERO)
+            .retry_budget(budget.clone())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (stack(), stack());
+    let attempts = AtomicUsize::new(0);
+    let down = |_: &CancelToken| -> Result<(), ()> {
+        attempts.fetch_add(1, Ordering::SeqCst);
+        Err(())
+    };
+    for _ in 0..100 {
+        assert!(a.call(down).is_err());
+        assert!(b.call(down).is_err());
+    }
+    // 200 calls: 10% of them plus 1 a second over the 10 s window = 30 retries, not
+    // the 1000 that five retries each would make.
+    let retries = a.stats().retries + b.stats().retries;
+    assert_eq!(retries, 30);
+    assert_eq!(attempts.load(Ordering::SeqCst), 230);
+    // Every call but the first two (whose five retries the floor paid for) ended on a
+    // refused retry.
+    assert_eq!(a.stats().retries_denied + b.stats().retries_denied, 198);
+    assert_eq!(budget.stats().retries, 30);
+    // Once the window has passed, the old calls no longer pay for new retries.
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(budget.stats().calls, 0);
+    assert!(a.call(down).is_err());
+    // One call: 0.1 of a retry plus the floor of 10 pay for all five.
+    assert_eq!(budget.stats().retries, 5);
+}
+
+#[test]
+fn bad_budget_and_pool_settings_name_the_field() {
+    let budget = |b: corral::resilience::RetryBudgetBuilder| b.build().unwrap_err().field();
+    assert_eq!(
+        budget(corral::resilience::RetryBudget::builder().ratio(-1.0)),
+        "ratio"
+    );
+    assert_eq!(
+        budget(corral::resilience::RetryBudget::builder().ratio(f64::NAN)),
+        "ratio"
+    );
+    assert_eq!(
+        budget(corral::resilience::RetryBudget::builder().window(Duration::ZERO)),
+        "window"
+    );
+    assert_eq!(
+        Resilience::builder()
+            .isolate(0)
+            .build()
+            .unwrap_err()
+            .field(),
+        "workers"
+    );
+    assert_eq!(
+        Resilience::builder()
+            .name("a\0b")
+            .isolate(1)
+            .build()
+            .unwrap_err()
+            .field(),
+        "thread_name"
+    );
+}

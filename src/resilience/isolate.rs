@@ -169,3 +169,57 @@ impl Isolation {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    use crate::leak::LeakCheck;
+    use crate::sync::AtomicBool;
+
+    /// A task still queued when its caller gives up never starts its call, and its
+    /// worker slot comes back when the pool reaches it.
+    #[test]
+    fn a_call_still_queued_when_its_caller_gives_up_never_starts() {
+        let check = LeakCheck::new();
+        let isolation = Isolation::new(1, "resilience-queued").unwrap();
+        // The only worker is busy with something the stack did not send (so a slot
+        // is free but the call has to queue).
+        let (release, gate) = crossbeam_channel::bounded::<()>(0);
+        let (busy_tx, busy) = crossbeam_channel::bounded::<()>(1);
+        isolation
+            .pool
+            .execute(move || {
+                busy_tx.send(()).unwrap();
+                gate.recv().ok();
+            })
+            .unwrap();
+        busy.recv().unwrap();
+        let ran = Arc::new(AtomicBool::new(false));
+        let call_ran = Arc::clone(&ran);
+        let token = CancelToken::with_timeout(Duration::from_millis(10));
+        let slot = isolation.slot().unwrap();
+        let (back, outcome) = isolation.run(
+            move |_: &CancelToken| -> Result<(), ()> {
+                call_ran.store(true, Ordering::SeqCst);
+                Ok(())
+            },
+            &token,
+            slot,
+        );
+        assert!(back.is_none());
+        assert!(matches!(
+            outcome,
+            Ran::GaveUp {
+                reason: CancelReason::DeadlineExceeded,
+                started: false
+            }
+        ));
+        assert_eq!(isolation.tally.never_started.load(Ordering::SeqCst), 1);
+        assert_eq!(isolation.tally.abandoned.load(Ordering::SeqCst), 0);
+        drop(release);
+        assert!(isolation.shutdown_timeout(Duration::from_secs(30)).is_ok());
+        assert!(!ran.load(Ordering::SeqCst), "the queued call started");
+        check.verify().expect("joined");
+    }
+}
