@@ -2,8 +2,10 @@
 //! `Resilience` with every layer (bulkhead, rate limiter, breaker, deadline, retries
 //! enabled but unused), and with the breaker alone, beside a direct call and the
 //! closest peer composition: failsafe's breaker with a retry loop around it (failsafe
-//! has no bulkhead, limiter or deadline). One thread; the limiter's rate is far above
-//! the call rate, so it never waits.
+//! has no bulkhead, limiter or deadline). Also the full stack with a shared retry
+//! budget, and a call on the stack's own pool (`call_isolated`: the hop to a worker
+//! and back that lets a caller give up). One calling thread; the limiter's rate is
+//! far above the call rate, so it never waits.
 
 mod common;
 
@@ -12,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Group, Role};
-use corral::{CircuitBreaker, RateLimiter, Resilience, Semaphore};
+use corral::{resilience::RetryBudget, CircuitBreaker, RateLimiter, Resilience, Semaphore};
 use criterion::{criterion_group, criterion_main, Criterion};
 use failsafe::CircuitBreaker as _;
 
@@ -59,6 +61,43 @@ fn happy_path(c: &mut Criterion) {
         b.iter(|| {
             x += 1;
             black_box(full.call(|_| upstream(x)))
+        })
+    });
+
+    let budgeted = Resilience::builder()
+        .bulkhead(Arc::new(Semaphore::new(64)))
+        .breaker(breaker())
+        .timeout(Duration::from_secs(10))
+        .retries(2)
+        .retry_budget(Arc::new(
+            RetryBudget::builder().build().expect("valid budget"),
+        ))
+        .build()
+        .expect("valid stack");
+    g.bench(
+        "corral_stack_with_retry_budget",
+        Role::Corral { vs: &[] },
+        |b| {
+            let mut x = 0u64;
+            b.iter(|| {
+                x += 1;
+                black_box(budgeted.call(|_| upstream(x)))
+            })
+        },
+    );
+
+    let isolated = Resilience::builder()
+        .isolate(2)
+        .breaker(breaker())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("valid stack");
+    g.bench("corral_isolated_call", Role::Corral { vs: &[] }, |b| {
+        let mut x = 0u64;
+        b.iter(|| {
+            x += 1;
+            let n = x;
+            black_box(isolated.call_isolated(move |_| upstream(n)))
         })
     });
 
