@@ -97,7 +97,8 @@
 //!   [`CircuitBreaker::call`](crate::CircuitBreaker::call) and
 //!   [`Resilience::call`](crate::Resilience::call) run the closure on the calling
 //!   thread: a panic there is recorded (as a failure) and keeps unwinding unchanged,
-//!   as the caller's own panic. Likewise a custom [`Clock`](crate::clock::Clock) that panics
+//!   as the caller's own panic. [`Resilience::call_isolated`](crate::Resilience::call_isolated)
+//!   runs it on the stack's pool and re-raises its panic on the caller's thread. Likewise a custom [`Clock`](crate::clock::Clock) that panics
 //!   panics its caller (a supervisor turns it into `StopReason::Failed`).
 //! - **A task waiting for work of its own pool.** A task that joins its *own* handle
 //!   gets [`TaskError::JoinedFromItself`](crate::pool::TaskError::JoinedFromItself) at once.
@@ -187,6 +188,10 @@
 //! | resilience | `backoff` | initial above max | `ConfigError` (`backoff`) |
 //! | resilience | `backoff` | `(MAX, MAX)`, with jitter, on a `ManualClock` | saturates; the call's token ends the wait |
 //! | resilience | caller token | deadline in the past, `with_timeout(ZERO)` | `Err(DeadlineExceeded)`, counted as refused |
+//! | resilience | `isolate` | `0`, above 4096 | `ConfigError` (`workers`) |
+//! | resilience | `name` (with `isolate`) | with a NUL byte | `ConfigError` (`thread_name`) |
+//! | resilience | `RetryBudget` `ratio` | negative, above 1000, NaN | `ConfigError` (`ratio`) |
+//! | resilience | `RetryBudget` `window` | below 10 ms, above 1 h | `ConfigError` (`window`) |
 //! | cancel | `with_timeout`, `child_with_timeout` | `Duration::ZERO` | cancelled with `DeadlineExceeded` (a child's parent is untouched) |
 //! | cancel | `with_timeout`, `child_with_timeout` | `Duration::MAX` | no deadline (saturates); a child keeps its parent's earlier deadline |
 //! | cancel | `with_deadline`, `child_with_deadline` | in the past | cancelled with `DeadlineExceeded`; `wait` returns at once |

@@ -177,3 +177,34 @@ fn resilience_call_with_a_zero_timeout_token_is_refused_before_any_attempt() {
     );
     assert_eq!(outcome, Err(ResilienceError::DeadlineExceeded));
 }
+
+#[test]
+fn resilience_isolate_outside_1_to_4096_workers_names_the_field() {
+    for workers in [0, 4097, usize::MAX] {
+        let err = Resilience::builder().isolate(workers).build().unwrap_err();
+        assert_eq!(err.field(), "workers", "{workers}");
+    }
+}
+
+#[test]
+fn retry_budget_settings_out_of_range_name_the_field() {
+    use corral::resilience::RetryBudget;
+    for ratio in [-0.1, 1000.5, f64::NAN, f64::INFINITY] {
+        let err = RetryBudget::builder().ratio(ratio).build().unwrap_err();
+        assert_eq!(err.field(), "ratio", "{ratio}");
+    }
+    for window in [
+        Duration::ZERO,
+        Duration::from_millis(9),
+        Duration::from_secs(3601),
+        Duration::MAX,
+    ] {
+        let err = RetryBudget::builder().window(window).build().unwrap_err();
+        assert_eq!(err.field(), "window", "{window:?}");
+    }
+    assert!(RetryBudget::builder()
+        .ratio(0.0)
+        .min_per_second(u32::MAX)
+        .build()
+        .is_ok());
+}
