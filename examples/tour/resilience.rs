@@ -1,6 +1,7 @@
 //! Resilience stack: six callers share one stack (bulkhead of 3, 2,000 calls/s, a
 //! breaker, a 50 ms deadline, 2 retries) in front of an upstream that is flaky, then
-//! down for a while, then slow.
+//! down for a while, then slow. Then a callee that ignores its token, called on a
+//! pool the stack owns, so its callers give up on time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -110,4 +111,35 @@ pub fn run() {
         (ok.into_inner(), failed.into_inner(), refused.into_inner()),
         (stats.succeeded, stats.failed, stats.refused)
     );
+    give_up_on_a_hanging_call();
+}
+
+/// A callee that hangs and ignores its token: `call_isolated` runs it on the stack's
+/// two workers, and each caller is answered at the 20 ms deadline or refused at once.
+fn give_up_on_a_hanging_call() {
+    let stack = Resilience::builder()
+        .name("hanging")
+        .isolate(2)
+        .timeout(Duration::from_millis(20))
+        .build()
+        .expect("valid stack");
+    let (release, hang) = crossbeam_channel::bounded::<()>(0);
+    let started = Instant::now();
+    for _ in 0..10 {
+        let hang = hang.clone();
+        let outcome = stack.call_isolated(move |_token| hang.recv().map_err(|_| "released"));
+        assert!(matches!(
+            outcome,
+            Err(ResilienceError::DeadlineExceeded | ResilienceError::BulkheadFull)
+        ));
+    }
+    let stats = stack.stats();
+    println!(
+        "  {stack}: 10 calls answered in {:?}: {} given up on at the deadline, {} refused at once",
+        started.elapsed(),
+        stats.deadline_exceeded,
+        stats.bulkhead_refused
+    );
+    drop(release); // the abandoned calls return; dropping the stack joins its workers
+    drop(stack);
 }
