@@ -484,8 +484,8 @@ impl Resilience {
             let tally = &isolation.tally;
             // The finished count first, so a snapshot never shows more finished
             // calls than abandoned ones.
-            stats.abandoned_finished = load(&tally.abandoned_finished);
-            stats.abandoned = load(&tally.abandoned);
+            stats.abandoned_finished = tally.abandoned_finished.load(Ordering::Acquire);
+            stats.abandoned = tally.abandoned.load(Ordering::Acquire);
             stats.never_started = load(&tally.never_started);
         }
         stats
