@@ -2,12 +2,13 @@
 //! retries, a retry budget and a fallback, all under one cancellation token.
 //!
 //! A [`Resilience`] stack orders the crate's primitives around the caller's closure.
-//! Per attempt: the bulkhead ([`Semaphore`]), a worker of the stack's own pool (only
-//! for [`call_isolated`](Resilience::call_isolated)), each [`Limit`] in the order
-//! added, the rate limiter, then the breaker ([`CircuitBreaker`]), asked last so its
-//! slow-call timing covers the call alone. What they grant is held for the attempt
-//! only, never across a backoff. Every wait is bounded by one [`CancelToken`] that
-//! carries the call's deadline and the caller's cancellation; the closure gets it.
+//! Per attempt: the bulkhead ([`Semaphore`](crate::semaphore::Semaphore)), a worker
+//! of the stack's own pool (only for [`call_isolated`](Resilience::call_isolated)),
+//! each [`Limit`] in the order added, the rate limiter, then the breaker
+//! ([`CircuitBreaker`]), asked last so its slow-call timing covers the call alone.
+//! What they grant is held for the attempt only, never across a backoff. Every wait
+//! is bounded by one [`CancelToken`] that carries the call's deadline and the
+//! caller's cancellation; the closure gets it.
 //!
 //! [`call`](Resilience::call) runs the closure on the caller's thread: a callee that
 //! ignores its token makes its caller wait. [`call_isolated`](Resilience::call_isolated)
@@ -18,11 +19,13 @@
 //! decides what is retried. [`ResilienceError`] names the layer that refused.
 
 mod budget;
+mod builder;
 mod error;
 mod isolate;
 mod limit;
 
 pub use budget::{RetryBudget, RetryBudgetBuilder, RetryBudgetStats};
+pub use builder::ResilienceBuilder;
 pub use error::ResilienceError;
 pub use limit::{KeyedLimit, Limit, LimitHold, LimitRefused};
 
@@ -32,10 +35,8 @@ use std::time::Duration;
 
 use crate::breaker::{BreakerGuard, CircuitBreaker};
 use crate::cancel::{CancelReason, CancelToken};
-use crate::clock::{Clock, SystemClock};
-use crate::config::ConfigError;
-use crate::semaphore::{AcquireError, OwnedPermit, Permit, Semaphore};
-use crate::sync::{time, Arc, AtomicU64, Ordering};
+use crate::semaphore::{AcquireError, OwnedPermit, Permit};
+use crate::sync::{time, AtomicU64, Ordering};
 
 use isolate::{Isolation, Ran};
 
@@ -170,6 +171,15 @@ impl Resilience {
     /// A builder with no layers, no timeout and no retries.
     pub fn builder() -> ResilienceBuilder {
         ResilienceBuilder::default()
+    }
+
+    /// The stack of validated settings, with its pool when it has one.
+    fn new(config: ResilienceBuilder, isolation: Option<Isolation>) -> Self {
+        Resilience {
+            config,
+            counters: Counters::default(),
+            isolation,
+        }
     }
 
     /// Calls `f` through the stack on the calling thread, once per attempt; every
@@ -728,215 +738,5 @@ impl Admitted<'_> {
                 guard.ignore();
             }
         }
-    }
-}
-
-/// Configures a [`Resilience`] stack. Every layer is optional.
-#[derive(Clone)]
-#[must_use = "a builder does nothing until `build` is called"]
-pub struct ResilienceBuilder {
-    name: Option<String>,
-    bulkhead: Option<Arc<Semaphore>>,
-    isolate: Option<usize>,
-    limits: Vec<Arc<dyn Limit>>,
-    limiter: Option<Arc<dyn Limit>>,
-    breaker: Option<Arc<CircuitBreaker>>,
-    timeout: Option<Duration>,
-    retries: u32,
-    budget: Option<Arc<RetryBudget>>,
-    backoff: (Duration, Duration),
-    jitter: bool,
-    clock: Arc<dyn Clock>,
-}
-
-impl Default for ResilienceBuilder {
-    fn default() -> Self {
-        ResilienceBuilder {
-            name: None,
-            bulkhead: None,
-            isolate: None,
-            limits: Vec::new(),
-            limiter: None,
-            breaker: None,
-            timeout: None,
-            retries: 0,
-            budget: None,
-            backoff: (Duration::from_millis(10), Duration::from_secs(1)),
-            jitter: false,
-            clock: Arc::new(SystemClock),
-        }
-    }
-}
-
-impl ResilienceBuilder {
-    /// A name for the stack, shown by `Debug` and `Display` and given to its pool's
-    /// threads (`corral-resilience-{name}-{index}`); a name with a NUL byte is refused
-    /// by [`build`](ResilienceBuilder::build).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// Limits concurrent attempts to the semaphore's permits (one per attempt, held
-    /// during the call only). Waiting for a permit is bounded by the call's deadline.
-    pub fn bulkhead(mut self, semaphore: Arc<Semaphore>) -> Self {
-        self.bulkhead = Some(semaphore);
-        self
-    }
-
-    /// Gives the stack a pool of `workers` threads of its own, on which
-    /// [`call_isolated`](Resilience::call_isolated) runs each attempt so its caller
-    /// can give up at the deadline. The pool is also a bulkhead: with every worker
-    /// busy, a call is refused at once ([`ResilienceError::BulkheadFull`]). From 1 to
-    /// 4096 ([`build`](ResilienceBuilder::build) refuses others). The threads start
-    /// with the stack and are joined when it is dropped.
-    pub fn isolate(mut self, workers: usize) -> Self {
-        self.isolate = Some(workers);
-        self
-    }
-
-    /// The rate limit of the stack: one slot per attempt, waited for within the
-    /// call's deadline (a slot that lies past it refuses at once, with
-    /// [`ResilienceError::RateLimited`]). Any [`Limit`]: a [`RateLimiter`], one key of
-    /// a [`KeyedRateLimiter`](crate::KeyedRateLimiter)
-    /// ([`limit_for`](crate::KeyedRateLimiter::limit_for)), one key of a fleet-wide
-    /// `RedisRateLimiter` (feature `redis`).
-    ///
-    /// [`RateLimiter`]: crate::RateLimiter
-    pub fn rate_limiter<L: Limit + 'static>(mut self, limiter: Arc<L>) -> Self {
-        self.limiter = Some(limiter);
-        self
-    }
-
-    /// Adds a [`Limit`] every attempt must pass, after the bulkhead and before the
-    /// rate limiter, in the order added: e.g. a fleet-wide `RedisSemaphore` or a
-    /// `RedisRateLimiter` key (feature `redis`). What it holds is released when the
-    /// attempt ends; its waits are bounded by the call's deadline.
-    pub fn limit<L: Limit + 'static>(mut self, limit: Arc<L>) -> Self {
-        self.limits.push(limit);
-        self
-    }
-
-    /// Records every attempt's outcome, judged by the breaker's own
-    /// [`is_failure`](crate::breaker::BreakerBuilder::is_failure) predicate; an open
-    /// breaker refuses without calling.
-    pub fn breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
-        self.breaker = Some(breaker);
-        self
-    }
-
-    /// The whole call's deadline, retries and backoffs included; the closure's token
-    /// carries it. Zero is refused by [`build`](ResilienceBuilder::build); a timeout
-    /// too large to represent (`Duration::MAX`) saturates to "never".
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// Attempts after the first failure (default 0, a single attempt). Stops early at
-    /// the deadline. At most 1,000,000 ([`build`](ResilienceBuilder::build) refuses
-    /// more).
-    pub fn retries(mut self, retries: u32) -> Self {
-        self.retries = retries;
-        self
-    }
-
-    /// Shares `budget` with the other stacks given it: a retry it refuses ends the
-    /// call with its last error, so retries stay a bounded share of the load.
-    pub fn retry_budget(mut self, budget: Arc<RetryBudget>) -> Self {
-        self.budget = Some(budget);
-        self
-    }
-
-    /// The wait before retry `n` is `initial * 2^(n-1)`, capped at `max` (default
-    /// 10 ms, capped at 1 s). A wait that would outlast the deadline is not taken.
-    /// Both may be zero (retry at once) or as large as `Duration::MAX` (the wait
-    /// saturates; the call's token still ends it); `initial` above `max` is refused by
-    /// [`build`](ResilienceBuilder::build).
-    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.backoff = (initial, max);
-        self
-    }
-
-    /// Full jitter: each backoff is drawn uniformly between zero and its computed
-    /// length, so many callers that failed together do not retry together (a fleet
-    /// retrying in lockstep keeps a recovering dependency down). Off by default, so
-    /// waits are exact and tests deterministic.
-    pub fn jitter(mut self, jitter: bool) -> Self {
-        self.jitter = jitter;
-        self
-    }
-
-    /// The clock backoffs sleep on (`ManualClock` in tests).
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
-        self
-    }
-
-    /// Builds the stack, and starts its pool's threads if it has one.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming the field: `timeout` of zero, `retries` above
-    /// 1,000,000, `backoff` whose initial wait exceeds its cap, `workers` outside
-    /// 1..=4096 ([`isolate`](ResilienceBuilder::isolate)), `thread_name` for a
-    /// [`name`](ResilienceBuilder::name) with a NUL byte, `isolate` when the OS
-    /// refuses a thread (those already started are joined first).
-    pub fn build(self) -> Result<Resilience, ConfigError> {
-        if self.timeout == Some(Duration::ZERO) {
-            return Err(ConfigError::new(
-                "timeout",
-                Duration::ZERO,
-                "must be above zero",
-            ));
-        }
-        if self.retries > 1_000_000 {
-            return Err(ConfigError::new(
-                "retries",
-                self.retries,
-                "must be at most 1000000",
-            ));
-        }
-        let (initial, max) = self.backoff;
-        if initial > max {
-            return Err(ConfigError::new(
-                "backoff",
-                (initial, max),
-                "the initial wait must not exceed the cap",
-            ));
-        }
-        let isolation = match self.isolate {
-            Some(workers) => {
-                let name = match &self.name {
-                    Some(name) => format!("resilience-{name}"),
-                    None => "resilience".to_owned(),
-                };
-                Some(Isolation::new(workers, &name)?)
-            }
-            None => None,
-        };
-        Ok(Resilience {
-            config: self,
-            counters: Counters::default(),
-            isolation,
-        })
-    }
-}
-
-impl fmt::Debug for ResilienceBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResilienceBuilder")
-            .field("name", &self.name)
-            .field("bulkhead", &self.bulkhead.is_some())
-            .field("isolate", &self.isolate)
-            .field("limits", &self.limits.len())
-            .field("rate_limiter", &self.limiter.is_some())
-            .field("breaker", &self.breaker.is_some())
-            .field("timeout", &self.timeout)
-            .field("retries", &self.retries)
-            .field("retry_budget", &self.budget.is_some())
-            .field("backoff", &self.backoff)
-            .field("jitter", &self.jitter)
-            .finish()
     }
 }
