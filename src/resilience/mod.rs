@@ -421,7 +421,7 @@ impl Resilience {
         let mut last: Option<(E, u32)> = None;
         let mut attempts: u32 = 0;
         loop {
-            let mut admitted = match self.admit(token, isolated) {
+            let (admitted, worker) = match self.admit(token, isolated) {
                 Ok(admitted) => admitted,
                 Err(refusal) => return self.end(last, refusal),
             };
@@ -429,7 +429,7 @@ impl Resilience {
             if attempts > 1 {
                 bump(&self.counters.retries);
             }
-            let outcome = match attempt(token, admitted.worker.take()) {
+            let outcome = match attempt(token, worker) {
                 Ran::Returned(outcome) => outcome,
                 Ran::GaveUp { reason, started } => {
                     admitted.gave_up(started && reason == CancelReason::DeadlineExceeded);
@@ -564,11 +564,14 @@ impl Resilience {
     }
 
     /// Passes the layers in order; what they grant is held for one attempt.
+    /// Inlined into the attempt loop: returned through memory, its fresh stores
+    /// stall the loads that copy them out.
+    #[inline(always)]
     fn admit<E>(
         &self,
         token: &CancelToken,
         isolated: bool,
-    ) -> Result<Admitted<'_>, ResilienceError<E>> {
+    ) -> Result<(Admitted<'_>, Option<OwnedPermit>), ResilienceError<E>> {
         // One look at the token up front (with a deadline it reads the clock); the
         // waits below look again only if they have to wait.
         if let Some(reason) = token.reason() {
@@ -615,12 +618,12 @@ impl Resilience {
             }
             None => None,
         };
-        Ok(Admitted {
+        let admitted = Admitted {
             _permit: permit,
-            worker,
             _held: held,
             guard,
-        })
+        };
+        Ok((admitted, worker))
     }
 
     /// Sleeps before attempt `attempt + 1`; `false` if the deadline or the token
@@ -708,23 +711,25 @@ impl fmt::Display for Resilience {
     }
 }
 
-/// What one attempt holds: the bulkhead permit, a worker of the stack's pool, what
-/// the limits hold, and the breaker guard.
+/// What one attempt holds: the bulkhead permit, what the limits hold, and the
+/// breaker guard.
 struct Admitted<'a> {
     _permit: Option<Permit<'a>>,
-    worker: Option<OwnedPermit>,
     _held: Vec<LimitHold<'a>>,
     guard: Option<BreakerGuard<'a>>,
 }
 
 impl Admitted<'_> {
     /// Records the attempt's outcome as the breaker's own predicate judges it.
+    /// Inlined: passed by address, the struct's fresh stores stall the loads.
+    #[inline(always)]
     fn finish<T, E: 'static>(self, breaker: Option<&CircuitBreaker>, outcome: &Result<T, E>) {
-        if let (Some(guard), Some(breaker)) = (self.guard, breaker) {
-            guard.record(match outcome {
-                Ok(_) => true,
-                Err(error) => !breaker.counts_as_failure(error),
-            });
+        let ok = match (outcome, breaker) {
+            (Ok(_), _) | (Err(_), None) => true,
+            (Err(error), Some(breaker)) => !breaker.counts_as_failure(error),
+        };
+        if let Some(guard) = self.guard {
+            guard.record(ok);
         }
     }
 
