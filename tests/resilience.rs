@@ -924,3 +924,35 @@ fn bad_budget_and_pool_settings_name_the_field() {
         "thread_name"
     );
 }
+
+#[test]
+fn with_every_worker_busy_on_calls_given_up_on_a_call_without_deadline_is_refused_not_queued() {
+    let check = LeakCheck::new();
+    let stack = Resilience::builder().isolate(2).build().unwrap();
+    let (release, gate) = crossbeam_channel::bounded::<()>(0);
+    for _ in 0..2 {
+        let gate = gate.clone();
+        let token = CancelToken::with_timeout(Duration::from_millis(10));
+        let outcome =
+            stack.call_isolated_with(&token, |_| true, move |_| gate.recv().map_err(|_| ()));
+        assert_eq!(outcome, Err(ResilienceError::DeadlineExceeded));
+    }
+    // No deadline at all: queued, this call would wait for ever; it is refused.
+    let outcome = stack.call_isolated(|_| Ok::<_, ()>(1));
+    assert_eq!(outcome, Err(ResilienceError::BulkheadFull));
+    let stats = stack.stats();
+    assert_eq!(
+        (
+            stats.abandoned + stats.never_started,
+            stats.bulkhead_refused
+        ),
+        (2, 1)
+    );
+    drop(release);
+    // The workers come back once the abandoned calls return.
+    assert!(eventually(
+        || stack.call_isolated(|_| Ok::<_, ()>(2)) == Ok(2)
+    ));
+    drop(stack);
+    check.verify().expect("joined");
+}
