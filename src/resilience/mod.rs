@@ -186,6 +186,8 @@ impl Resilience {
     /// error is retried (up to [`retries`](ResilienceBuilder::retries)), and the
     /// breaker counts the errors its own
     /// [`is_failure`](crate::breaker::BreakerBuilder::is_failure) predicate counts.
+    /// The caller waits for `f` however long it takes (a stack's pool is used only
+    /// by [`call_isolated`](Resilience::call_isolated)): `f` should honour its token.
     ///
     /// A panic in `f` propagates (the breaker records it as a failure, the permit is
     /// released); so does a panic in the retry predicate
