@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use corral::leak::LeakCheck;
 use corral::{
-    supervisor::{Exit, Restart, StopReason, Strategy},
+    supervisor::{EventKind, Exit, Restart, StopReason, Strategy},
     Supervisor,
 };
 use crossbeam_channel::unbounded;
@@ -36,7 +36,7 @@ fn a_transient_child_is_restarted_after_errors_until_it_succeeds() {
         .unwrap()
         .join();
     assert_eq!(runs.load(Ordering::SeqCst), 3);
-    assert_eq!(report.reason, StopReason::AllExited);
+    assert!(report.reason.is_all_exited(), "{:?}", report.reason);
     assert_eq!(report.restarts, vec![("flaky".to_string(), 2)]);
     let kinds: Vec<_> = report
         .exits
@@ -70,8 +70,14 @@ fn restart_intensity_stops_everything_and_reports_the_panics() {
         .start()
         .unwrap()
         .join();
-    assert_eq!(report.reason, StopReason::IntensityExceeded);
     assert_eq!(report.restarts[0], ("crasher".to_string(), 3));
+    match &report.reason {
+        StopReason::IntensityExceeded { child, last_error } => {
+            assert_eq!(child, "crasher");
+            assert!(matches!(last_error, Exit::Panicked(p) if p.message() == Some("bad state")));
+        }
+        other => panic!("{other:?}"),
+    }
     let panics = report
         .exits
         .iter()
@@ -80,8 +86,8 @@ fn restart_intensity_stops_everything_and_reports_the_panics() {
         })
         .count();
     assert_eq!(
-        panics, 4,
-        "three restarts plus the one that broke the limit"
+        panics, 3,
+        "one per restart; the exit that broke the limit is in the reason"
     );
     // The steady child was cancelled and joined, and its exit recorded.
     assert!(report.exits.iter().any(|(name, _)| name == "steady"));
@@ -95,7 +101,7 @@ fn a_temporary_child_is_never_restarted() {
         .start()
         .unwrap()
         .join();
-    assert_eq!(report.reason, StopReason::AllExited);
+    assert!(report.reason.is_all_exited(), "{:?}", report.reason);
     assert_eq!(report.total_restarts(), 0);
 }
 
@@ -119,7 +125,7 @@ fn stop_cancels_and_joins_every_child() {
     }
     assert!(!supervisor.is_finished());
     let report = supervisor.stop();
-    assert_eq!(report.reason, StopReason::Stopped);
+    assert!(report.reason.is_stopped(), "{:?}", report.reason);
     assert_eq!(report.total_restarts(), 0);
     if let Err(leaked) = check.verify() {
         panic!("{leaked}");
@@ -229,7 +235,7 @@ fn stop_interrupts_a_long_backoff() {
     let started = Instant::now();
     let report = supervisor.stop();
     assert!(started.elapsed() < PROMPT);
-    assert_eq!(report.reason, StopReason::Stopped);
+    assert!(report.reason.is_stopped(), "{:?}", report.reason);
 }
 
 #[test]
@@ -291,7 +297,7 @@ fn restart_intensity_is_measured_on_the_injected_clock() {
     ran_rx.recv_timeout(PROMPT).unwrap();
     fail_tx.send(()).unwrap(); // restart 3 at t = 11 s: two within 10 s, too many
     let report = supervisor.join();
-    assert_eq!(report.reason, StopReason::IntensityExceeded);
+    assert!(report.reason.is_intensity_exceeded(), "{:?}", report.reason);
     assert_eq!(report.restarts, vec![("worker".to_string(), 2)]);
 }
 
@@ -317,7 +323,7 @@ fn stop_timeout_hands_the_supervisor_back_while_a_child_ignores_its_token() {
     let report = supervisor
         .stop_deadline(Instant::now() + PROMPT)
         .expect("the child returned");
-    assert_eq!(report.reason, StopReason::Stopped);
+    assert!(report.reason.is_stopped(), "{:?}", report.reason);
 }
 
 #[test]
@@ -339,7 +345,7 @@ fn bounded_joins_return_the_running_supervisor() {
         .join_cancellable(&stop_waiting)
         .expect_err("the caller's token was cancelled");
     assert!(!supervisor.token().is_cancelled());
-    assert_eq!(supervisor.stop().reason, StopReason::Stopped);
+    assert!(supervisor.stop().reason.is_stopped());
 }
 
 /// An error whose `Display` and/or `Drop` panic, as a hostile child returns.
@@ -368,13 +374,14 @@ impl Drop for Hostile {
 
 impl std::error::Error for Hostile {}
 
-/// A transient child that fails once with `error`, then finishes.
+/// A transient child that fails once with a `Hostile` error, then finishes.
 fn fails_once_with(
+    builder: corral::supervisor::SupervisorBuilder,
     display_panics: bool,
     drop_panics: bool,
 ) -> corral::supervisor::SupervisorReport {
     let runs = Arc::new(AtomicUsize::new(0));
-    no_backoff()
+    builder
         .child("hostile", Restart::Transient, move |_| {
             if runs.fetch_add(1, Ordering::SeqCst) == 0 {
                 Err(Hostile {
@@ -391,38 +398,75 @@ fn fails_once_with(
         .expect("the supervisor finishes")
 }
 
+#[derive(Debug)]
+struct Code(u32);
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "code {}", self.0)
+    }
+}
+
+impl std::error::Error for Code {}
+
 #[test]
-fn a_child_error_whose_display_panics_is_reported_and_restarted() {
+fn a_child_error_comes_back_as_the_object_it_returned() {
     let _check = LeakCheck::new();
-    let report = fails_once_with(true, false);
-    assert_eq!(report.reason, StopReason::AllExited);
+    let report = no_backoff()
+        .child("coded", Restart::Temporary, |_| Err(Code(7)))
+        .start()
+        .unwrap()
+        .join();
+    match &report.exits[..] {
+        [(name, Exit::Failed(error))] => {
+            assert_eq!(name, "coded");
+            assert_eq!(error.downcast_ref::<Code>().map(|c| c.0), Some(7));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_child_error_whose_display_panics_is_never_formatted_by_the_supervisor() {
+    let _check = LeakCheck::new();
+    let report = fails_once_with(no_backoff(), true, false);
+    assert!(report.reason.is_all_exited(), "{:?}", report.reason);
     assert_eq!(report.restarts, vec![("hostile".to_string(), 1)]);
-    assert!(matches!(
-        &report.exits[0].1,
-        Exit::Panicked(p) if p.message() == Some("display of the error")
-    ));
+    assert!(matches!(&report.exits[0].1, Exit::Failed(_)));
     assert!(matches!(report.exits[1].1, Exit::Finished));
+    assert!(report.panics.is_empty(), "{:?}", report.panics);
 }
 
 #[test]
-fn a_child_error_whose_drop_panics_is_reported_and_restarted() {
+fn an_evicted_error_whose_drop_panics_is_reported_not_fatal() {
     let _check = LeakCheck::new();
-    let report = fails_once_with(false, true);
-    assert_eq!(report.reason, StopReason::AllExited);
-    assert_eq!(report.total_restarts(), 1);
-    assert!(matches!(
-        &report.exits[0].1,
-        Exit::Panicked(p) if p.message() == Some("drop of the error")
-    ));
+    // A history of one: the hostile error is pushed out by the next exit, and the
+    // supervisor drops it inside the panic boundary.
+    let report = fails_once_with(no_backoff().history(1), false, true);
+    assert!(report.reason.is_all_exited(), "{:?}", report.reason);
+    assert_eq!(report.exits_omitted, 1);
+    assert!(matches!(report.exits[..], [(_, Exit::Finished)]));
+    assert_eq!(report.panics.len(), 1);
+    assert_eq!(report.panics[0].message(), Some("drop of the error"));
 }
 
 #[test]
-fn a_child_error_whose_display_and_drop_both_panic_does_not_abort() {
+fn an_event_hook_that_formats_a_hostile_error_has_its_panic_caught() {
     let _check = LeakCheck::new();
-    let report = fails_once_with(true, true);
-    assert_eq!(report.reason, StopReason::AllExited);
+    let hook = no_backoff().on_event(|event| {
+        if let EventKind::Exited {
+            exit: Exit::Failed(error),
+            ..
+        } = &event.kind
+        {
+            let _ = error.to_string();
+        }
+    });
+    let report = fails_once_with(hook, true, false);
+    assert!(report.reason.is_all_exited(), "{:?}", report.reason);
     assert_eq!(report.total_restarts(), 1);
-    assert!(matches!(&report.exits[0].1, Exit::Panicked(_)));
+    assert_eq!(report.panics.len(), 1);
+    assert_eq!(report.panics[0].message(), Some("display of the error"));
 }
 
 struct DropBomb;
@@ -446,7 +490,7 @@ fn a_child_function_whose_drop_panics_is_reported_and_the_supervisor_finishes() 
         .unwrap()
         .join_timeout(PROMPT)
         .expect("the supervisor finishes");
-    assert_eq!(report.reason, StopReason::AllExited);
+    assert!(report.reason.is_all_exited(), "{:?}", report.reason);
     assert_eq!(report.panics.len(), 1);
     assert_eq!(
         report.panics[0].message(),
@@ -512,7 +556,7 @@ fn stopped_from_inside(finish: fn(Supervisor) -> Option<corral::supervisor::Supe
         .recv_timeout(PROMPT)
         .expect("the sibling ran to its end");
     if let Some(report) = report {
-        assert_eq!(report.reason, StopReason::Stopped);
+        assert!(report.reason.is_stopped(), "{:?}", report.reason);
         // The sibling was cancelled and joined before stop returned.
         assert!(report.exits.iter().any(|(name, _)| name == "sibling"));
         assert!(report.exits.iter().all(|(name, _)| name != "stopper"));
@@ -565,7 +609,7 @@ fn a_supervisor_stopped_on_its_own_monitor_thread_does_not_join_itself() {
     // The monitor stops, drops the child's function, which stops the supervisor
     // on the monitor thread itself.
     token.cancel();
-    assert_eq!(reason_rx.recv_timeout(PROMPT), Ok(StopReason::Stopped));
+    assert!(reason_rx.recv_timeout(PROMPT).unwrap().is_stopped());
 }
 
 #[test]
@@ -593,7 +637,7 @@ fn a_child_that_ignores_its_token_is_named_while_stop_timeout_gives_up() {
     assert!(supervisor.running_children().contains(&"deaf".to_string()));
     release_tx.send(()).unwrap();
     let report = supervisor.stop_timeout(PROMPT).expect("joined now");
-    assert_eq!(report.reason, StopReason::Stopped);
+    assert!(report.reason.is_stopped(), "{:?}", report.reason);
 }
 
 #[test]
@@ -614,7 +658,7 @@ fn children_that_all_panic_in_a_tight_loop_end_in_intensity_exceeded() {
         .unwrap()
         .join_timeout(PROMPT)
         .expect("intensity ends it");
-    assert_eq!(report.reason, StopReason::IntensityExceeded);
+    assert!(report.reason.is_intensity_exceeded(), "{:?}", report.reason);
     assert_eq!(report.total_restarts(), 20);
 }
 
@@ -633,7 +677,7 @@ fn a_panicking_on_cancel_callback_on_a_child_token_is_reported_and_every_thread_
         .unwrap();
     registered_rx.recv_timeout(PROMPT).unwrap();
     let report = supervisor.stop();
-    assert_eq!(report.reason, StopReason::Stopped);
+    assert!(report.reason.is_stopped(), "{:?}", report.reason);
     assert!(report
         .panics
         .iter()
@@ -655,7 +699,7 @@ fn a_panicking_on_cancel_callback_on_the_supervisor_token_is_in_the_report() {
         .token()
         .on_cancel(|| panic!("callback on the supervisor token"));
     let report = supervisor.stop();
-    assert_eq!(report.reason, StopReason::Stopped);
+    assert!(report.reason.is_stopped(), "{:?}", report.reason);
     assert_eq!(report.panics.len(), 1);
 }
 
@@ -685,7 +729,7 @@ fn a_panicking_clock_stops_the_supervisor_with_a_report_not_a_dead_monitor() {
         .unwrap()
         .join_timeout(PROMPT)
         .expect("the monitor stops");
-    assert_eq!(report.reason, StopReason::Failed);
+    assert!(report.reason.is_failed(), "{:?}", report.reason);
     assert_eq!(report.panics[0].message(), Some("clock broke"));
     assert!(report.exits.iter().any(|(name, _)| name == "steady"));
 }
@@ -742,7 +786,7 @@ fn an_evicted_exit_whose_panic_payload_panics_on_drop_is_reported_not_fatal() {
         .unwrap()
         .join_timeout(Duration::from_secs(120))
         .expect("the supervisor finishes");
-    assert_eq!(report.reason, StopReason::AllExited);
+    assert!(report.reason.is_all_exited(), "{:?}", report.reason);
     assert_eq!(report.exits_omitted, 2);
     // A caught panic drops its payload inside the boundary itself (`Panic`'s own
     // drop), so the payload's panic never reaches the monitor.
