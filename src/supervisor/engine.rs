@@ -90,16 +90,14 @@ impl Shared {
         }
     }
 
-    /// Sends a command and wakes the monitor; hands it back once commands are closed.
-    pub(crate) fn send(&self, command: Command) -> Result<(), Command> {
+    /// Sends a command; returns the token to cancel (outside the lock) to wake a
+    /// backoff, and hands the command back once commands are closed.
+    pub(crate) fn send(&self, command: Command) -> Result<Option<CancelToken>, Command> {
         let Some(commands) = &self.commands else {
             return Err(command);
         };
         commands.send(command).map_err(|e| e.into_inner())?;
-        if let Some(wake) = &self.wake {
-            wake.cancel();
-        }
-        Ok(())
+        Ok(self.wake.clone())
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -166,6 +164,8 @@ pub(crate) struct Monitor {
     next_child: u64,
     exits_tx: Sender<ExitMsg>,
     exits_rx: Receiver<ExitMsg>,
+    /// Exits taken from the channel while stopping children, still to be acted on.
+    backlog: VecDeque<ExitMsg>,
     commands: Receiver<Command>,
     recent: VecDeque<Instant>,
     exits: History<(String, Exit)>,
@@ -202,6 +202,7 @@ impl Monitor {
             next_child: 0,
             exits_tx,
             exits_rx,
+            backlog: VecDeque::new(),
             commands,
             recent: VecDeque::new(),
             overdue: Vec::new(),
@@ -441,7 +442,9 @@ impl Monitor {
                 .unwrap_or(self.settings.shutdown);
             let deadline =
                 (timeout != Duration::MAX).then(|| time::deadline_after(time::now(), timeout));
-            if !self.wait_child(index, deadline) {
+            if self.wait_child(index, deadline) {
+                self.collect_exits();
+            } else {
                 let name = Arc::clone(&self.children[index].name);
                 self.shared.lock().children[index].stats.overdue += 1;
                 if !self.overdue.iter().any(|n| **n == *name) {
@@ -456,6 +459,25 @@ impl Monitor {
         }
         for index in late {
             self.wait_child(index, None);
+            self.collect_exits();
+        }
+    }
+
+    /// Records the exits the monitor caused (a joined child's is in the channel
+    /// already), so that they are reported in the order the children stopped; keeps
+    /// the others for the main loop.
+    fn collect_exits(&mut self) {
+        while let Ok(msg) = self.exits_rx.try_recv() {
+            let (id, generation) = (msg.0, msg.1);
+            let current = self
+                .children
+                .iter()
+                .any(|c| c.id == id && c.generation == generation);
+            if current {
+                self.backlog.push_back(msg);
+            } else {
+                self.record(&msg.2, msg.3);
+            }
         }
     }
 
@@ -472,7 +494,9 @@ impl Monitor {
             self.set_state(index, ChildState::Stopped);
         }
         // Exits reported while stopping are part of the record.
-        while let Ok((_, _, name, exit)) = self.exits_rx.try_recv() {
+        let mut pending = std::mem::take(&mut self.backlog);
+        pending.extend(self.exits_rx.try_iter());
+        for (_, _, name, exit) in pending {
             self.record(&name, exit);
         }
     }
@@ -542,6 +566,12 @@ impl Monitor {
         loop {
             if self.children.iter().all(|c| c.done) {
                 return StopReason::AllExited;
+            }
+            if let Some(msg) = self.backlog.pop_front() {
+                if let Some(reason) = self.on_exit(msg) {
+                    return reason;
+                }
+                continue;
             }
             select! {
                 recv(self.exits_rx) -> msg => {
@@ -671,12 +701,14 @@ impl Monitor {
         }
         let delay = self.delay_for(index);
         if !delay.is_zero() {
+            // Read before the event, so that a test advancing a manual clock on the
+            // event moves time past the end of this backoff.
+            let resume_at = time::deadline_after(self.settings.clock.now(), delay);
             let name = Arc::clone(&self.children[index].name);
             self.emit(EventKind::BackingOff {
                 child: &name,
                 delay,
             });
-            let resume_at = time::deadline_after(self.settings.clock.now(), delay);
             if !self.pause(resume_at) {
                 return Some(StopReason::Stopped);
             }

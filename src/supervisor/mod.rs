@@ -241,7 +241,10 @@ impl Supervisor {
         let (reply, answer) = crossbeam_channel::bounded(1);
         let sent = self.shared.lock().send(Command::Add(spec, reply));
         match sent {
-            Ok(()) => answer.recv().expect("the monitor answers every command"),
+            Ok(wake) => {
+                wake_monitor(wake);
+                answer.recv().expect("the monitor answers every command")
+            }
             Err(Command::Add(spec, _)) => Err(AddChildError::Stopped(spec)),
             Err(Command::Remove(..)) => unreachable!("an add was sent"),
         }
@@ -265,7 +268,10 @@ impl Supervisor {
             .lock()
             .send(Command::Remove(name.to_owned(), reply));
         match sent {
-            Ok(()) => answer.recv().expect("the monitor answers every command"),
+            Ok(wake) => {
+                wake_monitor(wake);
+                answer.recv().expect("the monitor answers every command")
+            }
             Err(_) => Err(RemoveChildError::Stopped(name.to_owned())),
         }
     }
@@ -732,6 +738,15 @@ impl SupervisorBuilder {
     }
 }
 
+/// Wakes a monitor waiting out a backoff, so that it answers a command at once. The
+/// token's callbacks are the injected clock's (user code): inside the boundary, and a
+/// panic there only costs the early wake-up.
+fn wake_monitor(wake: Option<CancelToken>) {
+    if let Some(wake) = wake {
+        drop(Panic::catch_any(|| wake.cancel()));
+    }
+}
+
 /// A seed for the jitter when none was given: std's `RandomState` is randomly keyed
 /// per instance.
 fn random_seed() -> u64 {
@@ -786,7 +801,7 @@ impl ChildSpec {
             let inner = make().start()?;
             match inner.join_cancellable(token) {
                 Ok(report) if report.reason.is_all_exited() => Ok(()),
-                Ok(report) => Err(Box::new(Escalation(report)).into()),
+                Ok(report) => Err(Escalation(report).into()),
                 Err(running) => {
                     drop_quietly(running.stop());
                     Ok::<(), Box<dyn Error + Send + Sync>>(())
