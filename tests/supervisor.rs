@@ -1447,3 +1447,50 @@ fn duplicate_child_names_are_a_config_error() {
         .unwrap_err();
     assert_eq!(err.config().unwrap().field(), "child name");
 }
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Supervisor>();
+    assert_send_sync::<corral::supervisor::SupervisorReport>();
+    assert_send_sync::<corral::supervisor::SupervisorStats>();
+    assert_send_sync::<ChildSpec>();
+    assert_send_sync::<AddChildError>();
+    assert_send_sync::<RemoveChildError>();
+    assert_send_sync::<Escalation>();
+    assert_send_sync::<Exit>();
+    assert_send_sync::<StopReason>();
+}
+
+#[test]
+fn intensity_exceeded_stops_the_others_in_reverse_start_order() {
+    let _check = LeakCheck::new();
+    let (log_tx, log) = unbounded::<String>();
+    let (up_tx, up) = unbounded::<()>();
+    let (fail_tx, fail_rx) = crossbeam_channel::bounded::<()>(0);
+    let mut builder = no_backoff().intensity(0, Duration::from_secs(60)).child(
+        "fails",
+        Restart::Permanent,
+        move |_| {
+            let _ = fail_rx.recv();
+            Err("gone")
+        },
+    );
+    for name in ["x", "y", "z"] {
+        let (log, up) = (log_tx.clone(), up_tx.clone());
+        builder = builder.child(name, Restart::Permanent, move |token| {
+            up.send(()).unwrap();
+            token.wait();
+            log.send(name.to_owned()).unwrap();
+            Ok::<(), String>(())
+        });
+    }
+    let supervisor = builder.start().unwrap();
+    for _ in 0..3 {
+        up.recv_timeout(PROMPT).unwrap();
+    }
+    fail_tx.send(()).unwrap();
+    let report = supervisor.join_timeout(PROMPT).expect("intensity ends it");
+    assert!(report.reason.is_intensity_exceeded(), "{:?}", report.reason);
+    assert_eq!(log.try_iter().collect::<Vec<_>>(), ["z", "y", "x"]);
+}

@@ -518,6 +518,7 @@ impl Monitor {
     }
 
     pub(crate) fn run(mut self) -> SupervisorReport {
+        self.announce();
         let reason = match Panic::catch_any(|| self.supervise()) {
             Ok(reason) => reason,
             Err(panic) => {
@@ -553,8 +554,9 @@ impl Monitor {
         }
     }
 
-    /// Emits the start events of the children started by the builder.
-    pub(crate) fn announce(&mut self) {
+    /// Emits the start events of the children started by the builder (on the monitor
+    /// thread, like every other event).
+    fn announce(&mut self) {
         for index in 0..self.children.len() {
             let name = Arc::clone(&self.children[index].name);
             self.emit(EventKind::Started { child: &name });

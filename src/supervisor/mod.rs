@@ -721,7 +721,6 @@ impl SupervisorBuilder {
                 return Err(StartError::Spawn(e));
             }
         }
-        monitor.announce();
         hand_over
             .send(monitor)
             .expect("the monitor thread waits for its state");
