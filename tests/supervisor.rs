@@ -633,7 +633,7 @@ fn a_child_that_ignores_its_token_is_named_while_stop_timeout_gives_up() {
     let supervisor = supervisor
         .stop_timeout(Duration::from_millis(10))
         .expect_err("the deaf child still runs");
-    // "polite" may or may not have been joined yet: the monitor joins in order.
+    // "deaf" (started last) is stopped first; "polite" waits behind its shutdown timeout.
     assert!(supervisor.running_children().contains(&"deaf".to_string()));
     release_tx.send(()).unwrap();
     let report = supervisor.stop_timeout(PROMPT).expect("joined now");

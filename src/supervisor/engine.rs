@@ -214,7 +214,7 @@ impl Monitor {
         }
     }
 
-    /// Appends a child (not started). `false` if its name is taken.
+    /// Appends a child (not started); hands the spec back if its name is taken.
     pub(crate) fn push(&mut self, spec: ChildSpec) -> Result<usize, ChildSpec> {
         if self.children.iter().any(|c| *c.name == *spec.name) {
             return Err(spec);
