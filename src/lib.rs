@@ -286,7 +286,7 @@
 //! limit, with backoff; [`Supervisor::stop`] cancels and joins every child.
 //!
 //! ```
-//! use corral::{supervisor::{Restart, StopReason}, Supervisor};
+//! use corral::{supervisor::Restart, Supervisor};
 //!
 //! let supervisor = Supervisor::builder()
 //!     .child("listener", Restart::Permanent, |token| {
@@ -295,7 +295,7 @@
 //!     })
 //!     .start()
 //!     .unwrap();
-//! assert_eq!(supervisor.stop().reason, StopReason::Stopped);
+//! assert!(supervisor.stop().reason.is_stopped());
 //! ```
 //!
 //! ## Leak checks

@@ -1936,13 +1936,9 @@ fn supervisor_round(rng: &mut Rng, sh: &Shared, round: u64) {
                 0 => {
                     let display_bomb = k % 2 == 0;
                     let drop_bomb = k % 3 == 1;
-                    // The supervisor formats and drops the error inside its boundary: a
-                    // panic in either is the exit, as `Exit::Panicked`.
-                    if display_bomb || drop_bomb {
-                        t.panicked.fetch_add(1, SeqCst);
-                    } else {
-                        t.err.fetch_add(1, SeqCst);
-                    }
+                    // The supervisor keeps the error object whole (never formats it):
+                    // it comes back in the report, whose owner drops it.
+                    t.err.fetch_add(1, SeqCst);
                     Err(ChaosErr {
                         id: i,
                         display_bomb,
@@ -2023,10 +2019,7 @@ fn supervisor_round(rng: &mut Rng, sh: &Shared, round: u64) {
         .unwrap()
     });
     ledger.check(
-        token.is_cancelled()
-            || report
-                .as_ref()
-                .is_some_and(|r| r.reason != corral::supervisor::StopReason::Stopped),
+        token.is_cancelled() || report.as_ref().is_some_and(|r| !r.reason.is_stopped()),
         || "the supervisor token is not cancelled after stop".into(),
     );
     let Some(report) = report else { return };
@@ -2034,10 +2027,19 @@ fn supervisor_round(rng: &mut Rng, sh: &Shared, round: u64) {
         .note("supervisor", format!("{}: {report:?}", ledger.what));
     for (i, t) in tallies.iter().enumerate() {
         let name = format!("c{i}");
+        // The exit that broke the restart intensity is in the reason, not the record.
+        let breaking = match &report.reason {
+            corral::supervisor::StopReason::IntensityExceeded { child, last_error } => {
+                Some((child, last_error))
+            }
+            _ => None,
+        };
         let exits: Vec<&Exit> = report
             .exits
             .iter()
-            .filter(|(n, _)| *n == name)
+            .map(|(n, e)| (n, e))
+            .chain(breaking)
+            .filter(|(n, _)| **n == name)
             .map(|(_, e)| e)
             .collect();
         let finished = exits.iter().filter(|e| matches!(e, Exit::Finished)).count() as u64;
@@ -2069,6 +2071,8 @@ fn supervisor_round(rng: &mut Rng, sh: &Shared, round: u64) {
             format!("child {name} ran {runs} times but the report counts {restarted} restarts: {report:?}")
         });
     }
+    // The children's errors are back in the caller's hands; some panic on drop.
+    quietly(move || drop(report));
 }
 
 // ---- pipeline ----------------------------------------------------------------------------

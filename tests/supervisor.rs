@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use corral::leak::LeakCheck;
 use corral::{
-    supervisor::{Exit, Restart, StopReason, Strategy},
+    supervisor::{EventKind, Exit, Restart, StopReason, Strategy},
     Supervisor,
 };
 use crossbeam_channel::unbounded;
@@ -36,7 +36,7 @@ fn a_transient_child_is_restarted_after_errors_until_it_succeeds() {
         .unwrap()
         .join();
     assert_eq!(runs.load(Ordering::SeqCst), 3);
-    assert_eq!(report.reason, StopReason::AllExited);
+    assert!(report.reason.is_all_exited(), "{:?}", report.reason);
     assert_eq!(report.restarts, vec![("flaky".to_string(), 2)]);
     let kinds: Vec<_> = report
         .exits
@@ -70,8 +70,14 @@ fn restart_intensity_stops_everything_and_reports_the_panics() {
         .start()
         .unwrap()
         .join();
-    assert_eq!(report.reason, StopReason::IntensityExceeded);
     assert_eq!(report.restarts[0], ("crasher".to_string(), 3));
+    match &report.reason {
+        StopReason::IntensityExceeded { child, last_error } => {
+            assert_eq!(child, "crasher");
+            assert!(matches!(last_error, Exit::Panicked(p) if p.message() == Some("bad state")));
+        }
+        other => panic!("{other:?}"),
+    }
     let panics = report
         .exits
         .iter()
@@ -80,8 +86,8 @@ fn restart_intensity_stops_everything_and_reports_the_panics() {
         })
         .count();
     assert_eq!(
-        panics, 4,
-        "three restarts plus the one that broke the limit"
+        panics, 3,
+        "one per restart; the exit that broke the limit is in the reason"
     );
     // The steady child was cancelled and joined, and its exit recorded.
     assert!(report.exits.iter().any(|(name, _)| name == "steady"));
@@ -95,7 +101,7 @@ fn a_temporary_child_is_never_restarted() {
         .start()
         .unwrap()
         .join();
-    assert_eq!(report.reason, StopReason::AllExited);
+    assert!(report.reason.is_all_exited(), "{:?}", report.reason);
     assert_eq!(report.total_restarts(), 0);
 }
 
@@ -119,7 +125,7 @@ fn stop_cancels_and_joins_every_child() {
     }
     assert!(!supervisor.is_finished());
     let report = supervisor.stop();
-    assert_eq!(report.reason, StopReason::Stopped);
+    assert!(report.reason.is_stopped(), "{:?}", report.reason);
     assert_eq!(report.total_restarts(), 0);
     if let Err(leaked) = check.verify() {
         panic!("{leaked}");
@@ -229,7 +235,7 @@ fn stop_interrupts_a_long_backoff() {
     let started = Instant::now();
     let report = supervisor.stop();
     assert!(started.elapsed() < PROMPT);
-    assert_eq!(report.reason, StopReason::Stopped);
+    assert!(report.reason.is_stopped(), "{:?}", report.reason);
 }
 
 #[test]
@@ -291,7 +297,7 @@ fn restart_intensity_is_measured_on_the_injected_clock() {
     ran_rx.recv_timeout(PROMPT).unwrap();
     fail_tx.send(()).unwrap(); // restart 3 at t = 11 s: two within 10 s, too many
     let report = supervisor.join();
-    assert_eq!(report.reason, StopReason::IntensityExceeded);
+    assert!(report.reason.is_intensity_exceeded(), "{:?}", report.reason);
     assert_eq!(report.restarts, vec![("worker".to_string(), 2)]);
 }
 
@@ -317,7 +323,7 @@ fn stop_timeout_hands_the_supervisor_back_while_a_child_ignores_its_token() {
     let report = supervisor
         .stop_deadline(Instant::now() + PROMPT)
         .expect("the child returned");
-    assert_eq!(report.reason, StopReason::Stopped);
+    assert!(report.reason.is_stopped(), "{:?}", report.reason);
 }
 
 #[test]
@@ -339,7 +345,7 @@ fn bounded_joins_return_the_running_supervisor() {
         .join_cancellable(&stop_waiting)
         .expect_err("the caller's token was cancelled");
     assert!(!supervisor.token().is_cancelled());
-    assert_eq!(supervisor.stop().reason, StopReason::Stopped);
+    assert!(supervisor.stop().reason.is_stopped());
 }
 
 /// An error whose `Display` and/or `Drop` panic, as a hostile child returns.
@@ -368,13 +374,14 @@ impl Drop for Hostile {
 
 impl std::error::Error for Hostile {}
 
-/// A transient child that fails once with `error`, then finishes.
+/// A transient child that fails once with a `Hostile` error, then finishes.
 fn fails_once_with(
+    builder: corral::supervisor::SupervisorBuilder,
     display_panics: bool,
     drop_panics: bool,
 ) -> corral::supervisor::SupervisorReport {
     let runs = Arc::new(AtomicUsize::new(0));
-    no_backoff()
+    builder
         .child("hostile", Restart::Transient, move |_| {
             if runs.fetch_add(1, Ordering::SeqCst) == 0 {
                 Err(Hostile {
@@ -391,38 +398,75 @@ fn fails_once_with(
         .expect("the supervisor finishes")
 }
 
+#[derive(Debug)]
+struct Code(u32);
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "code {}", self.0)
+    }
+}
+
+impl std::error::Error for Code {}
+
 #[test]
-fn a_child_error_whose_display_panics_is_reported_and_restarted() {
+fn a_child_error_comes_back_as_the_object_it_returned() {
     let _check = LeakCheck::new();
-    let report = fails_once_with(true, false);
-    assert_eq!(report.reason, StopReason::AllExited);
+    let report = no_backoff()
+        .child("coded", Restart::Temporary, |_| Err(Code(7)))
+        .start()
+        .unwrap()
+        .join();
+    match &report.exits[..] {
+        [(name, Exit::Failed(error))] => {
+            assert_eq!(name, "coded");
+            assert_eq!(error.downcast_ref::<Code>().map(|c| c.0), Some(7));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_child_error_whose_display_panics_is_never_formatted_by_the_supervisor() {
+    let _check = LeakCheck::new();
+    let report = fails_once_with(no_backoff(), true, false);
+    assert!(report.reason.is_all_exited(), "{:?}", report.reason);
     assert_eq!(report.restarts, vec![("hostile".to_string(), 1)]);
-    assert!(matches!(
-        &report.exits[0].1,
-        Exit::Panicked(p) if p.message() == Some("display of the error")
-    ));
+    assert!(matches!(&report.exits[0].1, Exit::Failed(_)));
     assert!(matches!(report.exits[1].1, Exit::Finished));
+    assert!(report.panics.is_empty(), "{:?}", report.panics);
 }
 
 #[test]
-fn a_child_error_whose_drop_panics_is_reported_and_restarted() {
+fn an_evicted_error_whose_drop_panics_is_reported_not_fatal() {
     let _check = LeakCheck::new();
-    let report = fails_once_with(false, true);
-    assert_eq!(report.reason, StopReason::AllExited);
-    assert_eq!(report.total_restarts(), 1);
-    assert!(matches!(
-        &report.exits[0].1,
-        Exit::Panicked(p) if p.message() == Some("drop of the error")
-    ));
+    // A history of one: the hostile error is pushed out by the next exit, and the
+    // supervisor drops it inside the panic boundary.
+    let report = fails_once_with(no_backoff().history(1), false, true);
+    assert!(report.reason.is_all_exited(), "{:?}", report.reason);
+    assert_eq!(report.exits_omitted, 1);
+    assert!(matches!(report.exits[..], [(_, Exit::Finished)]));
+    assert_eq!(report.panics.len(), 1);
+    assert_eq!(report.panics[0].message(), Some("drop of the error"));
 }
 
 #[test]
-fn a_child_error_whose_display_and_drop_both_panic_does_not_abort() {
+fn an_event_hook_that_formats_a_hostile_error_has_its_panic_caught() {
     let _check = LeakCheck::new();
-    let report = fails_once_with(true, true);
-    assert_eq!(report.reason, StopReason::AllExited);
+    let hook = no_backoff().on_event(|event| {
+        if let EventKind::Exited {
+            exit: Exit::Failed(error),
+            ..
+        } = &event.kind
+        {
+            let _ = error.to_string();
+        }
+    });
+    let report = fails_once_with(hook, true, false);
+    assert!(report.reason.is_all_exited(), "{:?}", report.reason);
     assert_eq!(report.total_restarts(), 1);
-    assert!(matches!(&report.exits[0].1, Exit::Panicked(_)));
+    assert_eq!(report.panics.len(), 1);
+    assert_eq!(report.panics[0].message(), Some("display of the error"));
 }
 
 struct DropBomb;
@@ -446,7 +490,7 @@ fn a_child_function_whose_drop_panics_is_reported_and_the_supervisor_finishes() 
         .unwrap()
         .join_timeout(PROMPT)
         .expect("the supervisor finishes");
-    assert_eq!(report.reason, StopReason::AllExited);
+    assert!(report.reason.is_all_exited(), "{:?}", report.reason);
     assert_eq!(report.panics.len(), 1);
     assert_eq!(
         report.panics[0].message(),
@@ -512,7 +556,7 @@ fn stopped_from_inside(finish: fn(Supervisor) -> Option<corral::supervisor::Supe
         .recv_timeout(PROMPT)
         .expect("the sibling ran to its end");
     if let Some(report) = report {
-        assert_eq!(report.reason, StopReason::Stopped);
+        assert!(report.reason.is_stopped(), "{:?}", report.reason);
         // The sibling was cancelled and joined before stop returned.
         assert!(report.exits.iter().any(|(name, _)| name == "sibling"));
         assert!(report.exits.iter().all(|(name, _)| name != "stopper"));
@@ -565,7 +609,7 @@ fn a_supervisor_stopped_on_its_own_monitor_thread_does_not_join_itself() {
     // The monitor stops, drops the child's function, which stops the supervisor
     // on the monitor thread itself.
     token.cancel();
-    assert_eq!(reason_rx.recv_timeout(PROMPT), Ok(StopReason::Stopped));
+    assert!(reason_rx.recv_timeout(PROMPT).unwrap().is_stopped());
 }
 
 #[test]
@@ -589,11 +633,11 @@ fn a_child_that_ignores_its_token_is_named_while_stop_timeout_gives_up() {
     let supervisor = supervisor
         .stop_timeout(Duration::from_millis(10))
         .expect_err("the deaf child still runs");
-    // "polite" may or may not have been joined yet: the monitor joins in order.
+    // "deaf" (started last) is stopped first; "polite" waits behind its shutdown timeout.
     assert!(supervisor.running_children().contains(&"deaf".to_string()));
     release_tx.send(()).unwrap();
     let report = supervisor.stop_timeout(PROMPT).expect("joined now");
-    assert_eq!(report.reason, StopReason::Stopped);
+    assert!(report.reason.is_stopped(), "{:?}", report.reason);
 }
 
 #[test]
@@ -614,7 +658,7 @@ fn children_that_all_panic_in_a_tight_loop_end_in_intensity_exceeded() {
         .unwrap()
         .join_timeout(PROMPT)
         .expect("intensity ends it");
-    assert_eq!(report.reason, StopReason::IntensityExceeded);
+    assert!(report.reason.is_intensity_exceeded(), "{:?}", report.reason);
     assert_eq!(report.total_restarts(), 20);
 }
 
@@ -633,7 +677,7 @@ fn a_panicking_on_cancel_callback_on_a_child_token_is_reported_and_every_thread_
         .unwrap();
     registered_rx.recv_timeout(PROMPT).unwrap();
     let report = supervisor.stop();
-    assert_eq!(report.reason, StopReason::Stopped);
+    assert!(report.reason.is_stopped(), "{:?}", report.reason);
     assert!(report
         .panics
         .iter()
@@ -655,7 +699,7 @@ fn a_panicking_on_cancel_callback_on_the_supervisor_token_is_in_the_report() {
         .token()
         .on_cancel(|| panic!("callback on the supervisor token"));
     let report = supervisor.stop();
-    assert_eq!(report.reason, StopReason::Stopped);
+    assert!(report.reason.is_stopped(), "{:?}", report.reason);
     assert_eq!(report.panics.len(), 1);
 }
 
@@ -685,7 +729,7 @@ fn a_panicking_clock_stops_the_supervisor_with_a_report_not_a_dead_monitor() {
         .unwrap()
         .join_timeout(PROMPT)
         .expect("the monitor stops");
-    assert_eq!(report.reason, StopReason::Failed);
+    assert!(report.reason.is_failed(), "{:?}", report.reason);
     assert_eq!(report.panics[0].message(), Some("clock broke"));
     assert!(report.exits.iter().any(|(name, _)| name == "steady"));
 }
@@ -742,9 +786,711 @@ fn an_evicted_exit_whose_panic_payload_panics_on_drop_is_reported_not_fatal() {
         .unwrap()
         .join_timeout(Duration::from_secs(120))
         .expect("the supervisor finishes");
-    assert_eq!(report.reason, StopReason::AllExited);
+    assert!(report.reason.is_all_exited(), "{:?}", report.reason);
     assert_eq!(report.exits_omitted, 2);
     // A caught panic drops its payload inside the boundary itself (`Panic`'s own
     // drop), so the payload's panic never reaches the monitor.
     assert!(report.panics.is_empty(), "{:?}", report.panics);
+}
+
+// ---- OTP semantics, events, stats, run-time children, trees ------------------------------
+
+use corral::clock::ManualClock;
+use corral::supervisor::{
+    AddChildError, ChildSpec, ChildState, Escalation, ExitKind, RemoveChildError, SupervisorEvent,
+};
+use corral::CancelToken;
+use crossbeam_channel::{Receiver, Sender};
+
+/// A child that says when it is up, and when its token is cancelled says so and waits
+/// for `release` before returning.
+fn held(name: &'static str, log: Sender<String>, release: Receiver<()>) -> ChildSpec {
+    ChildSpec::new(name, Restart::Permanent, move |token: &CancelToken| {
+        log.send(format!("{name} up")).unwrap();
+        token.wait();
+        log.send(format!("{name} cancelled")).unwrap();
+        let _ = release.recv();
+        Ok::<(), String>(())
+    })
+}
+
+fn state_of(supervisor: &Supervisor, name: &str) -> ChildState {
+    let stats = supervisor.stats();
+    stats
+        .children
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no child {name}: {stats:?}"))
+        .state
+}
+
+fn recv(rx: &Receiver<String>) -> String {
+    rx.recv_timeout(PROMPT).expect("within the deadline")
+}
+
+#[test]
+fn stop_cancels_children_one_at_a_time_in_reverse_start_order() {
+    let _check = LeakCheck::new();
+    let (log_tx, log) = unbounded();
+    let (releases, holds): (Vec<_>, Vec<_>) =
+        (0..3).map(|_| crossbeam_channel::bounded::<()>(1)).unzip();
+    let mut builder = no_backoff();
+    for (name, hold) in ["a", "b", "c"].into_iter().zip(holds) {
+        builder = builder.add_child(held(name, log_tx.clone(), hold));
+    }
+    let supervisor = builder.start().unwrap();
+    for _ in 0..3 {
+        assert!(recv(&log).ends_with(" up"));
+    }
+    supervisor.token().cancel();
+    // While "c" (started last) is held in its shutdown, "b" and "a" are not cancelled.
+    assert_eq!(recv(&log), "c cancelled");
+    assert_eq!(state_of(&supervisor, "c"), ChildState::Stopping);
+    assert_eq!(state_of(&supervisor, "b"), ChildState::Running);
+    assert_eq!(state_of(&supervisor, "a"), ChildState::Running);
+    releases[2].send(()).unwrap();
+    assert_eq!(recv(&log), "b cancelled");
+    assert_eq!(state_of(&supervisor, "a"), ChildState::Running);
+    releases[1].send(()).unwrap();
+    assert_eq!(recv(&log), "a cancelled");
+    releases[0].send(()).unwrap();
+    let report = supervisor.stop();
+    assert!(report.reason.is_stopped(), "{:?}", report.reason);
+    let order: Vec<_> = report.exits.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(order, ["c", "b", "a"]);
+    assert!(report.overdue.is_empty());
+}
+
+#[test]
+fn a_child_past_its_shutdown_timeout_is_reported_the_others_stop_then_it_is_joined() {
+    let _check = LeakCheck::new();
+    let (events_tx, events) = unbounded::<String>();
+    let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
+    let (up_tx, up) = unbounded::<()>();
+    let up2 = up_tx.clone();
+    let supervisor = no_backoff()
+        .on_event(move |event: &SupervisorEvent<'_>| match event.kind {
+            EventKind::ShutdownOverdue { child, timeout } => events_tx
+                .send(format!("{child} overdue after {timeout:?}"))
+                .unwrap(),
+            EventKind::Exited { child, .. } => events_tx.send(format!("{child} exited")).unwrap(),
+            _ => {}
+        })
+        .child("polite", Restart::Permanent, move |token| {
+            up_tx.send(()).unwrap();
+            token.wait();
+            Ok::<(), String>(())
+        })
+        .add_child(
+            ChildSpec::new("deaf", Restart::Permanent, move |_| {
+                up2.send(()).unwrap();
+                let _ = release_rx.recv(); // ignores its token
+                Ok::<(), String>(())
+            })
+            .shutdown_timeout(Duration::from_millis(10)),
+        )
+        .start()
+        .unwrap();
+    up.recv_timeout(PROMPT).unwrap();
+    up.recv_timeout(PROMPT).unwrap();
+    supervisor.token().cancel();
+    // "deaf" started last, so it is stopped first; past its 10 ms it is reported and
+    // the supervisor goes on to stop "polite" while "deaf" still runs.
+    assert_eq!(recv(&events), "deaf overdue after 10ms");
+    assert_eq!(recv(&events), "polite exited");
+    assert_eq!(supervisor.running_children(), ["deaf"]);
+    release_tx.send(()).unwrap();
+    let report = supervisor.stop();
+    assert_eq!(recv(&events), "deaf exited");
+    assert_eq!(report.overdue, ["deaf"]);
+    assert!(report.exits.iter().any(|(n, _)| n == "deaf"));
+    let deaf = report.children.iter().find(|c| c.name == "deaf").unwrap();
+    assert_eq!((deaf.overdue, deaf.state), (1, ChildState::Stopped));
+}
+
+/// A supervisor with `strategy` over a temporary child and a permanent child "p" that
+/// fails on its first run; returns the report and how often each child started.
+fn temporary_beside_a_failing_sibling(
+    strategy: Strategy,
+    temporary_first: bool,
+) -> (corral::supervisor::SupervisorReport, Vec<String>) {
+    let (starts_tx, starts) = unbounded::<String>();
+    let s1 = starts_tx.clone();
+    let temporary = ChildSpec::new("t", Restart::Temporary, move |token: &CancelToken| {
+        s1.send("t".into()).unwrap();
+        token.wait();
+        Ok::<(), String>(())
+    });
+    let fails = Arc::new(AtomicUsize::new(0));
+    let permanent = ChildSpec::new("p", Restart::Permanent, move |token: &CancelToken| {
+        starts_tx.send("p".into()).unwrap();
+        if fails.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err("first run fails");
+        }
+        token.wait();
+        Ok(())
+    });
+    let builder = no_backoff().strategy(strategy);
+    let builder = if temporary_first {
+        builder.add_child(temporary).add_child(permanent)
+    } else {
+        builder.add_child(permanent).add_child(temporary)
+    };
+    let supervisor = builder.start().unwrap();
+    let mut seen = Vec::new();
+    while seen.iter().filter(|s| *s == "p").count() < 2 {
+        seen.push(recv(&starts));
+    }
+    let report = supervisor.stop();
+    seen.extend(starts.try_iter());
+    (report, seen)
+}
+
+#[test]
+fn one_for_all_never_restarts_a_temporary_sibling() {
+    let _check = LeakCheck::new();
+    let (report, starts) = temporary_beside_a_failing_sibling(Strategy::OneForAll, true);
+    assert_eq!(starts.iter().filter(|s| *s == "t").count(), 1, "{starts:?}");
+    assert_eq!(report.restarts, vec![("t".into(), 0), ("p".into(), 1)]);
+    let t = &report.children[0];
+    assert_eq!((t.starts, t.state), (1, ChildState::Stopped));
+}
+
+#[test]
+fn rest_for_one_never_restarts_a_temporary_child_after_the_failing_one() {
+    let _check = LeakCheck::new();
+    let (report, starts) = temporary_beside_a_failing_sibling(Strategy::RestForOne, false);
+    assert_eq!(starts.iter().filter(|s| *s == "t").count(), 1, "{starts:?}");
+    assert_eq!(report.restarts, vec![("p".into(), 1), ("t".into(), 0)]);
+}
+
+#[test]
+fn a_group_restart_stops_the_siblings_in_reverse_start_order() {
+    let _check = LeakCheck::new();
+    let (log_tx, log) = unbounded::<String>();
+    let fails = Arc::new(AtomicUsize::new(0));
+    let mut builder =
+        no_backoff()
+            .strategy(Strategy::OneForAll)
+            .child("a", Restart::Permanent, move |token| {
+                if fails.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err("first run fails");
+                }
+                token.wait();
+                Ok(())
+            });
+    for name in ["b", "c", "d"] {
+        let log = log_tx.clone();
+        builder = builder.child(name, Restart::Permanent, move |token| {
+            log.send(format!("{name} up")).unwrap();
+            token.wait();
+            log.send(format!("{name} stopped")).unwrap();
+            Ok::<(), String>(())
+        });
+    }
+    let supervisor = builder.start().unwrap();
+    let mut seen = Vec::new();
+    while seen.iter().filter(|s: &&String| s.ends_with(" up")).count() < 6 {
+        seen.push(recv(&log));
+    }
+    let report = supervisor.stop();
+    let stops: Vec<_> = seen.iter().filter(|s| s.ends_with(" stopped")).collect();
+    assert_eq!(stops, ["d stopped", "c stopped", "b stopped"], "{seen:?}");
+    assert_eq!(report.total_restarts(), 4);
+}
+
+#[test]
+fn intensity_exceeded_names_the_child_and_keeps_its_error() {
+    let _check = LeakCheck::new();
+    let (events_tx, events) = unbounded::<String>();
+    let report = no_backoff()
+        .intensity(1, Duration::from_secs(3600))
+        .on_event(move |event| {
+            if let EventKind::IntensityExceeded { child, exit } = event.kind {
+                events_tx.send(format!("{child}: {exit:?}")).unwrap();
+            }
+        })
+        .child("db", Restart::Transient, |_| Err(Code(3)))
+        .start()
+        .unwrap()
+        .join_timeout(PROMPT)
+        .expect("intensity ends it");
+    match &report.reason {
+        StopReason::IntensityExceeded {
+            child,
+            last_error: Exit::Failed(error),
+        } => {
+            assert_eq!(child, "db");
+            assert_eq!(error.downcast_ref::<Code>().map(|c| c.0), Some(3));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(recv(&events), "db: Failed(Code(3))");
+    assert_eq!(
+        report.exits.len(),
+        1,
+        "the first failure; the second is in the reason"
+    );
+}
+
+/// The backoff delays of a child that always fails, on a manual clock advanced past
+/// each one, with the given jitter and seed.
+fn backoff_delays(jitter: f64, seed: u64, rounds: usize) -> Vec<Duration> {
+    let clock = ManualClock::new();
+    let (delays_tx, delays) = unbounded::<Duration>();
+    let supervisor = Supervisor::builder()
+        .clock(clock.clone())
+        .intensity(1_000, Duration::from_secs(3600))
+        .backoff(Duration::from_millis(100), Duration::from_millis(100))
+        .jitter(jitter)
+        .seed(seed)
+        .on_event(move |event| {
+            if let EventKind::BackingOff { delay, .. } = event.kind {
+                delays_tx.send(delay).unwrap();
+            }
+        })
+        .child("down", Restart::Permanent, |_| Err("down"))
+        .start()
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..rounds {
+        seen.push(delays.recv_timeout(PROMPT).expect("a backoff"));
+        clock.advance(Duration::from_millis(100));
+    }
+    assert!(supervisor.stop().reason.is_stopped());
+    seen
+}
+
+#[test]
+fn jittered_backoff_is_shortened_within_the_fraction_and_repeats_with_its_seed() {
+    let _check = LeakCheck::new();
+    let first = backoff_delays(0.5, 42, 6);
+    assert_eq!(first, backoff_delays(0.5, 42, 6));
+    assert!(first
+        .iter()
+        .all(|d| (Duration::from_millis(50)..=Duration::from_millis(100)).contains(d)));
+    assert!(
+        first.iter().any(|d| *d < Duration::from_millis(100)),
+        "{first:?}"
+    );
+    assert_ne!(first, backoff_delays(0.5, 43, 6));
+    assert!(backoff_delays(0.0, 42, 3)
+        .iter()
+        .all(|d| *d == Duration::from_millis(100)));
+}
+
+#[test]
+fn a_jitter_outside_zero_to_one_is_a_config_error() {
+    for bad in [-0.1, 1.5, f64::NAN] {
+        let err = no_backoff()
+            .jitter(bad)
+            .child("x", Restart::Temporary, |_| Ok::<(), String>(()))
+            .start()
+            .unwrap_err();
+        assert_eq!(err.config().unwrap().field(), "jitter");
+    }
+}
+
+#[test]
+fn stats_show_each_childs_state_time_in_state_and_counts() {
+    let _check = LeakCheck::new();
+    let clock = ManualClock::new();
+    let (backing_off_tx, backing_off) = unbounded::<()>();
+    let supervisor = Supervisor::builder()
+        .name("svc")
+        .clock(clock.clone())
+        .backoff(Duration::from_secs(60), Duration::from_secs(60))
+        .on_event(move |event| {
+            if let EventKind::BackingOff { .. } = event.kind {
+                backing_off_tx.send(()).unwrap();
+            }
+        })
+        .child("steady", Restart::Permanent, |token| {
+            token.wait();
+            Ok::<(), String>(())
+        })
+        .child("flaky", Restart::Permanent, |_| Err("down"))
+        .start()
+        .unwrap();
+    backing_off.recv_timeout(PROMPT).unwrap();
+    clock.advance(Duration::from_secs(5));
+    let stats = supervisor.stats();
+    assert_eq!(stats.name.as_deref(), Some("svc"));
+    assert_eq!(stats.exits, 1);
+    let (steady, flaky) = (&stats.children[0], &stats.children[1]);
+    assert_eq!(
+        (
+            steady.state,
+            steady.starts,
+            steady.restarts,
+            steady.last_exit
+        ),
+        (ChildState::Running, 1, 0, None)
+    );
+    assert_eq!(steady.in_state, Duration::from_secs(5));
+    assert_eq!(
+        (flaky.state, flaky.starts, flaky.last_exit),
+        (ChildState::BackingOff, 1, Some(ExitKind::Failed))
+    );
+    assert_eq!(flaky.in_state, Duration::from_secs(5));
+    clock.advance(Duration::from_secs(55)); // the backoff ends: "flaky" restarts
+    backing_off.recv_timeout(PROMPT).unwrap();
+    let flaky = supervisor.stats().children[1].clone();
+    assert_eq!((flaky.starts, flaky.restarts), (2, 1));
+    assert!(supervisor.stop().reason.is_stopped());
+}
+
+#[test]
+fn the_name_is_in_thread_names_debug_and_events() {
+    let _check = LeakCheck::new();
+    let (names_tx, names) = unbounded::<String>();
+    let events_tx = names_tx.clone();
+    let supervisor = no_backoff()
+        .name("api")
+        .on_event(move |event| {
+            if let EventKind::Started { child } = event.kind {
+                events_tx
+                    .send(format!("{}: {child} started", event.supervisor.unwrap()))
+                    .unwrap();
+            }
+        })
+        .child("worker", Restart::Permanent, move |token| {
+            names_tx
+                .send(std::thread::current().name().unwrap().to_owned())
+                .unwrap();
+            token.wait();
+            Ok::<(), String>(())
+        })
+        .start()
+        .unwrap();
+    let mut seen = vec![recv(&names), recv(&names)];
+    seen.sort();
+    assert_eq!(seen, ["api: worker started", "corral-sup-api/worker"]);
+    assert!(format!("{supervisor:?}").contains("\"api\""));
+    assert!(corral::leak::live_threads()
+        .iter()
+        .any(|t| t.name == "corral-sup-api"));
+    assert_eq!(supervisor.stop().name.as_deref(), Some("api"));
+}
+
+#[test]
+fn the_history_keeps_the_last_n_exits_and_counts_the_rest() {
+    let _check = LeakCheck::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let report = no_backoff()
+        .history(3)
+        .child("churn", Restart::Transient, move |_| {
+            if r.fetch_add(1, Ordering::SeqCst) < 5 {
+                Err("again")
+            } else {
+                Ok(())
+            }
+        })
+        .start()
+        .unwrap()
+        .join();
+    assert_eq!(report.exits.len(), 3);
+    assert_eq!(report.exits_omitted, 3);
+    assert!(matches!(report.exits.last().unwrap().1, Exit::Finished));
+    assert_eq!(report.children[0].starts, 6);
+    let err = no_backoff()
+        .history(1_000_001)
+        .child("x", Restart::Temporary, |_| Ok::<(), String>(()))
+        .start()
+        .unwrap_err();
+    assert_eq!(err.config().unwrap().field(), "history");
+}
+
+#[test]
+fn a_panicking_event_hook_is_caught_and_reported() {
+    let _check = LeakCheck::new();
+    let report = no_backoff()
+        .on_event(|event| {
+            if let EventKind::Started { .. } = event.kind {
+                panic!("hook broke");
+            }
+        })
+        .child("once", Restart::Temporary, |_| Ok::<(), String>(()))
+        .start()
+        .unwrap()
+        .join_timeout(PROMPT)
+        .expect("finishes");
+    assert!(report.reason.is_all_exited(), "{:?}", report.reason);
+    assert_eq!(report.panics.len(), 1);
+    assert_eq!(report.panics[0].message(), Some("hook broke"));
+}
+
+fn idle(token: &CancelToken) -> Result<(), String> {
+    token.wait();
+    Ok(())
+}
+
+#[test]
+fn children_are_added_and_removed_at_run_time_with_named_errors() {
+    let _check = LeakCheck::new();
+    let supervisor = no_backoff()
+        .child("a", Restart::Permanent, idle)
+        .start()
+        .unwrap();
+    supervisor
+        .add_child(ChildSpec::new("b", Restart::Permanent, idle))
+        .unwrap();
+    match supervisor.add_child(ChildSpec::new("b", Restart::Permanent, idle)) {
+        Err(AddChildError::Duplicate(spec)) => assert_eq!(spec.name(), "b"),
+        other => panic!("{other:?}"),
+    }
+    match supervisor.add_child(ChildSpec::new("c\0", Restart::Permanent, idle)) {
+        Err(AddChildError::InvalidName(e, _)) => assert_eq!(e.field(), "child name"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        supervisor.remove_child("zzz"),
+        Err(RemoveChildError::Unknown("zzz".into()))
+    );
+    supervisor.remove_child("a").unwrap();
+    assert_eq!(supervisor.running_children(), ["b"]);
+    let token = supervisor.token().clone();
+    token.cancel();
+    let supervisor = match supervisor.join_timeout(PROMPT) {
+        Ok(report) => {
+            // Removed children leave the list; their exits stay in the record.
+            assert_eq!(report.restarts, vec![("b".into(), 0)]);
+            let exited: Vec<_> = report.exits.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(exited, ["a", "b"]);
+            return;
+        }
+        Err(running) => running,
+    };
+    panic!("the supervisor did not stop: {supervisor:?}");
+}
+
+#[test]
+fn add_and_remove_after_the_supervisor_stopped_are_refused_with_the_spec() {
+    let _check = LeakCheck::new();
+    let supervisor = no_backoff()
+        .child("once", Restart::Temporary, |_| Ok::<(), String>(()))
+        .start()
+        .unwrap();
+    let deadline = Instant::now() + PROMPT;
+    while !supervisor.is_finished() {
+        assert!(Instant::now() < deadline, "never finished");
+        std::thread::yield_now();
+    }
+    match supervisor.add_child(ChildSpec::new("late", Restart::Permanent, idle)) {
+        Err(AddChildError::Stopped(spec)) => assert_eq!(spec.name(), "late"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        supervisor.remove_child("once"),
+        Err(RemoveChildError::Stopped("once".into()))
+    );
+    assert!(supervisor.join().reason.is_all_exited());
+}
+
+#[test]
+fn adding_a_child_does_not_wait_for_a_backoff_in_progress() {
+    let _check = LeakCheck::new();
+    let clock = ManualClock::new();
+    let (backing_off_tx, backing_off) = unbounded::<()>();
+    let (up_tx, up) = unbounded::<()>();
+    let supervisor = Supervisor::builder()
+        .clock(clock)
+        .backoff(Duration::from_secs(3600), Duration::from_secs(3600))
+        .on_event(move |event| {
+            if let EventKind::BackingOff { .. } = event.kind {
+                backing_off_tx.send(()).unwrap();
+            }
+        })
+        .child("down", Restart::Permanent, |_| Err("down"))
+        .start()
+        .unwrap();
+    backing_off.recv_timeout(PROMPT).unwrap();
+    // The manual clock never moves: only the command's wake-up lets this return.
+    supervisor
+        .add_child(ChildSpec::new("fresh", Restart::Permanent, move |token| {
+            up_tx.send(()).unwrap();
+            idle(token)
+        }))
+        .unwrap();
+    up.recv_timeout(PROMPT).unwrap();
+    assert_eq!(state_of(&supervisor, "down"), ChildState::BackingOff);
+    supervisor.remove_child("down").unwrap();
+    let report = supervisor.stop();
+    assert_eq!(report.restarts, vec![("fresh".into(), 0)]);
+}
+
+#[test]
+fn removing_the_last_child_ends_the_supervisor() {
+    let _check = LeakCheck::new();
+    let supervisor = no_backoff()
+        .child("only", Restart::Permanent, idle)
+        .start()
+        .unwrap();
+    supervisor.remove_child("only").unwrap();
+    let report = supervisor.join_timeout(PROMPT).expect("ends by itself");
+    assert!(report.reason.is_all_exited(), "{:?}", report.reason);
+}
+
+/// A supervisor named `name` whose children are `leaves` (each logs its name when its
+/// token is cancelled) followed by `inner` children; it logs "<name> stopped".
+fn level(
+    name: &'static str,
+    leaves: &'static [&'static str],
+    inner: Vec<ChildSpec>,
+    log: &Sender<String>,
+    up: &Sender<()>,
+) -> corral::supervisor::SupervisorBuilder {
+    let stopped = log.clone();
+    let mut builder = no_backoff().name(name).on_event(move |event| {
+        if let EventKind::Stopped { .. } = event.kind {
+            stopped.send(format!("{name} stopped")).unwrap();
+        }
+    });
+    for &leaf in leaves {
+        let (log, up) = (log.clone(), up.clone());
+        builder = builder.child(leaf, Restart::Permanent, move |token| {
+            up.send(()).unwrap();
+            token.wait();
+            log.send(leaf.to_owned()).unwrap();
+            Ok::<(), String>(())
+        });
+    }
+    inner.into_iter().fold(builder, |b, spec| b.add_child(spec))
+}
+
+#[test]
+fn a_three_level_tree_stops_children_before_parents_in_reverse_start_order() {
+    let _check = LeakCheck::new();
+    let (log_tx, log) = unbounded::<String>();
+    let (up_tx, up) = unbounded::<()>();
+    // root: [A: {a1, a2}, B: {b1, C: {c1, c2}}]
+    let (l, u) = (log_tx.clone(), up_tx.clone());
+    let sub_a = ChildSpec::supervisor("A", Restart::Permanent, move || {
+        level("A", &["a1", "a2"], Vec::new(), &l, &u)
+    });
+    let (l, u) = (log_tx.clone(), up_tx.clone());
+    let sub_b = ChildSpec::supervisor("B", Restart::Permanent, move || {
+        let (l2, u2) = (l.clone(), u.clone());
+        let sub_c = ChildSpec::supervisor("C", Restart::Permanent, move || {
+            level("C", &["c1", "c2"], Vec::new(), &l2, &u2)
+        });
+        level("B", &["b1"], vec![sub_c], &l, &u)
+    });
+    let root = level("root", &[], vec![sub_a, sub_b], &log_tx, &up_tx)
+        .start()
+        .unwrap();
+    for _ in 0..5 {
+        up.recv_timeout(PROMPT).expect("every leaf is up");
+    }
+    let report = root.stop();
+    assert!(report.reason.is_stopped(), "{:?}", report.reason);
+    let order: Vec<String> = log.try_iter().collect();
+    assert_eq!(
+        order,
+        [
+            "c2",
+            "c1",
+            "C stopped",
+            "b1",
+            "B stopped",
+            "a2",
+            "a1",
+            "A stopped",
+            "root stopped"
+        ]
+    );
+}
+
+#[test]
+fn an_inner_supervisor_that_gives_up_escalates_to_its_parent() {
+    let _check = LeakCheck::new();
+    let report = no_backoff()
+        .name("outer")
+        .intensity(0, Duration::from_secs(60))
+        .add_child(ChildSpec::supervisor("inner", Restart::Permanent, || {
+            no_backoff()
+                .name("inner")
+                .intensity(0, Duration::from_secs(60))
+                .child("broken", Restart::Permanent, |_| Err(Code(9)))
+        }))
+        .start()
+        .unwrap()
+        .join_timeout(PROMPT)
+        .expect("both give up");
+    let StopReason::IntensityExceeded {
+        child,
+        last_error: Exit::Failed(error),
+    } = &report.reason
+    else {
+        panic!("{:?}", report.reason);
+    };
+    assert_eq!(child, "inner");
+    let inner = &error.downcast_ref::<Escalation>().expect("an escalation").0;
+    assert_eq!(inner.name.as_deref(), Some("inner"));
+    assert!(matches!(
+        &inner.reason,
+        StopReason::IntensityExceeded { child, .. } if child == "broken"
+    ));
+    assert_eq!(
+        error.to_string(),
+        "supervisor \"inner\" stopped: restart intensity exceeded by child \"broken\""
+    );
+}
+
+#[test]
+fn duplicate_child_names_are_a_config_error() {
+    let err = no_backoff()
+        .child("x", Restart::Temporary, |_| Ok::<(), String>(()))
+        .child("x", Restart::Temporary, |_| Ok::<(), String>(()))
+        .start()
+        .unwrap_err();
+    assert_eq!(err.config().unwrap().field(), "child name");
+}
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Supervisor>();
+    assert_send_sync::<corral::supervisor::SupervisorReport>();
+    assert_send_sync::<corral::supervisor::SupervisorStats>();
+    assert_send_sync::<ChildSpec>();
+    assert_send_sync::<AddChildError>();
+    assert_send_sync::<RemoveChildError>();
+    assert_send_sync::<Escalation>();
+    assert_send_sync::<Exit>();
+    assert_send_sync::<StopReason>();
+}
+
+#[test]
+fn intensity_exceeded_stops_the_others_in_reverse_start_order() {
+    let _check = LeakCheck::new();
+    let (log_tx, log) = unbounded::<String>();
+    let (up_tx, up) = unbounded::<()>();
+    let (fail_tx, fail_rx) = crossbeam_channel::bounded::<()>(0);
+    let mut builder = no_backoff().intensity(0, Duration::from_secs(60)).child(
+        "fails",
+        Restart::Permanent,
+        move |_| {
+            let _ = fail_rx.recv();
+            Err("gone")
+        },
+    );
+    for name in ["x", "y", "z"] {
+        let (log, up) = (log_tx.clone(), up_tx.clone());
+        builder = builder.child(name, Restart::Permanent, move |token| {
+            up.send(()).unwrap();
+            token.wait();
+            log.send(name.to_owned()).unwrap();
+            Ok::<(), String>(())
+        });
+    }
+    let supervisor = builder.start().unwrap();
+    for _ in 0..3 {
+        up.recv_timeout(PROMPT).unwrap();
+    }
+    fail_tx.send(()).unwrap();
+    let report = supervisor.join_timeout(PROMPT).expect("intensity ends it");
+    assert!(report.reason.is_intensity_exceeded(), "{:?}", report.reason);
+    assert_eq!(log.try_iter().collect::<Vec<_>>(), ["z", "y", "x"]);
 }

@@ -1,12 +1,13 @@
 //! Supervisor: two long-lived services, one crashing now and then, restarted within an
-//! intensity limit and stopped cleanly.
+//! intensity limit (with jittered backoff), watched through live stats and events, and
+//! stopped cleanly in reverse start order.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use corral::{
-    supervisor::{Exit, Restart},
+    supervisor::{EventKind, Exit, Restart},
     Supervisor,
 };
 
@@ -14,10 +15,18 @@ pub fn run() {
     println!("\n[supervisor] an ingest service that crashes on every 3rd batch, and a cache warmer that fails twice");
     let batches = Arc::new(AtomicUsize::new(0));
     let warm_attempts = Arc::new(AtomicUsize::new(0));
-    let (b, w) = (batches.clone(), warm_attempts.clone());
+    let backoffs = Arc::new(AtomicUsize::new(0));
+    let (b, w, n) = (batches.clone(), warm_attempts.clone(), backoffs.clone());
     let supervisor = Supervisor::builder()
+        .name("tour")
         .intensity(10, Duration::from_secs(1))
         .backoff(Duration::from_millis(1), Duration::from_millis(20))
+        .jitter(0.5)
+        .on_event(move |event| {
+            if let EventKind::BackingOff { .. } = event.kind {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+        })
         .child("ingest", Restart::Permanent, move |token| {
             while !token.is_cancelled() {
                 if b.fetch_add(1, Ordering::Relaxed) % 3 == 2 {
@@ -35,8 +44,15 @@ pub fn run() {
         })
         .start()
         .expect("valid configuration");
-    // Let it run briefly, then stop it: every child is cancelled and joined.
+    // Let it run briefly, look at it, then stop it: every child is cancelled and
+    // joined, one at a time, the last started first.
     supervisor.token().wait_timeout(Duration::from_millis(60));
+    for child in supervisor.stats().children {
+        println!(
+            "  live: {:<7} {:?} for {:?}, {} starts, last exit {:?}",
+            child.name, child.state, child.in_state, child.starts, child.last_exit
+        );
+    }
     let report = supervisor.stop();
     let panics = report
         .exits
@@ -44,10 +60,11 @@ pub fn run() {
         .filter(|(_, e)| matches!(e, Exit::Panicked(_)))
         .count();
     println!(
-        "  stopped ({:?}): restarts {:?}, {} panics caught, {} batches, warmer tried {} times",
+        "  stopped ({}): restarts {:?}, {} panics caught, {} jittered backoffs, {} batches, warmer tried {} times",
         report.reason,
         report.restarts,
         panics,
+        backoffs.load(Ordering::Relaxed),
         batches.load(Ordering::Relaxed),
         warm_attempts.load(Ordering::Relaxed)
     );
