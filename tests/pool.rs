@@ -1939,3 +1939,224 @@ fn a_task_joining_its_own_handle_gets_an_error_instead_of_waiting_for_ever() {
     let report = pool.shutdown();
     assert_eq!(report.completed, 2);
 }
+
+// ---------------------------------------------------------------------------------
+// wait_idle
+// ---------------------------------------------------------------------------------
+
+use corral::pool::IdleError;
+
+#[test]
+fn wait_idle_returns_once_every_earlier_task_has_run_and_leaves_the_pool_open() {
+    let _check = LeakCheck::new();
+    let pool = two_workers(8);
+    let ran = Arc::new(AtomicUsize::new(0));
+    for round in 1..=3 {
+        for _ in 0..200 {
+            let ran = Arc::clone(&ran);
+            pool.execute(move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        }
+        pool.wait_idle().unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 200 * round);
+        assert_eq!(pool.try_wait_idle(), Ok(()));
+        assert!(!pool.is_closed());
+    }
+    assert_eq!(pool.shutdown().completed, 600);
+}
+
+#[test]
+fn wait_idle_waits_for_a_running_task_and_its_bounded_forms_give_up() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(WorkerPool::builder());
+    assert_eq!(pool.try_wait_idle(), Err(IdleError::Busy));
+    assert_eq!(
+        pool.wait_idle_timeout(Duration::from_millis(1)),
+        Err(IdleError::Timeout)
+    );
+    assert_eq!(
+        pool.wait_idle_deadline(Instant::now()),
+        Err(IdleError::Timeout)
+    );
+    let token = CancelToken::new();
+    token.cancel();
+    assert_eq!(
+        pool.wait_idle_cancellable(&token),
+        Err(IdleError::Cancelled(CancelReason::Cancelled))
+    );
+    // A cancel from another thread wakes a waiter.
+    let token = CancelToken::new();
+    thread::scope(|s| {
+        let waiter = s.spawn(|| pool.wait_idle_cancellable(&token));
+        token.cancel();
+        assert_eq!(
+            waiter.join().unwrap(),
+            Err(IdleError::Cancelled(CancelReason::Cancelled))
+        );
+    });
+    // The unbounded wait returns once the task ends, and not before.
+    let finished = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&finished);
+    thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            pool.wait_idle().unwrap();
+            flag.load(Ordering::SeqCst)
+        });
+        // The queued task ends after the blocker, which the gate holds.
+        let set = Arc::clone(&finished);
+        pool.execute(move || set.store(true, Ordering::SeqCst))
+            .unwrap();
+        open.send(()).unwrap();
+        // Whether or not the waiter counted the queued task, the blocker was before.
+        waiter.join().unwrap();
+    });
+    pool.wait_idle().unwrap();
+    assert!(finished.load(Ordering::SeqCst));
+    assert_eq!(pool.shutdown().completed, 2);
+}
+
+#[test]
+fn wait_idle_under_concurrent_submitters_waits_for_every_earlier_task_and_ends() {
+    const SUBMITTERS: usize = 3;
+    const MAX: usize = 1 << 20;
+    let _check = LeakCheck::new();
+    // `ran[s][i]`: task `i` of submitter `s` has run; `accepted[s]`: how many of
+    // submitter `s`'s tasks were accepted (published after `execute` returned).
+    let ran: Vec<Vec<AtomicBool>> = (0..SUBMITTERS)
+        .map(|_| (0..MAX).map(|_| AtomicBool::new(false)).collect())
+        .collect();
+    let accepted: Vec<AtomicUsize> = (0..SUBMITTERS).map(|_| AtomicUsize::new(0)).collect();
+    let stop = AtomicBool::new(false);
+    // Newest first: the task most likely still pending is checked before time passes.
+    let all_ran = |id: usize, n: usize| ran[id][..n].iter().rev().all(|r| r.load(Ordering::SeqCst));
+    corral::scope(|s| {
+        // A scoped pool: its tasks borrow `ran`.
+        let pool = WorkerPool::builder()
+            .workers(2)
+            .queue_capacity(64)
+            .build_scoped(s)
+            .unwrap();
+        thread::scope(|ts| {
+            let (pool, ran, accepted, stop) = (&pool, &ran, &accepted, &stop);
+            let submitters: Vec<_> = (0..SUBMITTERS)
+                .map(|id| {
+                    ts.spawn(move || {
+                        let mut i = 0;
+                        while !stop.load(Ordering::SeqCst) && i < MAX {
+                            let flag = &ran[id][i];
+                            pool.execute(move || {
+                                // Some work, so that tasks are still queued and
+                                // running when a wait returns early.
+                                let mut x = i as u64;
+                                for _ in 0..2_000 {
+                                    x = std::hint::black_box(x.wrapping_mul(31).rotate_left(3));
+                                }
+                                std::hint::black_box(x);
+                                flag.store(true, Ordering::SeqCst)
+                            })
+                            .unwrap();
+                            i += 1;
+                            accepted[id].store(i, Ordering::SeqCst);
+                        }
+                        i
+                    })
+                })
+                .collect();
+            // Stops the submitters on the way out, also when a check below fails.
+            struct Stop<'a>(&'a AtomicBool);
+            impl Drop for Stop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
+            let stopper = Stop(stop);
+            for _ in 0..20 {
+                let before: Vec<usize> =
+                    accepted.iter().map(|a| a.load(Ordering::SeqCst)).collect();
+                pool.wait_idle().unwrap();
+                for (id, &n) in before.iter().enumerate() {
+                    assert!(
+                        all_ran(id, n),
+                        "a task of submitter {id} accepted before the wait had not run"
+                    );
+                }
+            }
+            // The waits ended while the submitters were still going.
+            drop(stopper);
+            for submitter in submitters {
+                assert!(submitter.join().unwrap() < MAX);
+            }
+        });
+        pool.wait_idle().unwrap();
+        for (id, n) in accepted.iter().enumerate() {
+            assert!(all_ran(id, n.load(Ordering::SeqCst)));
+        }
+    });
+}
+
+#[test]
+fn wait_idle_counts_tasks_that_ended_without_running_on_a_worker() {
+    let _check = LeakCheck::new();
+    // Displaced by the overflow policy, and run by the submitter.
+    for overflow in [
+        Overflow::DropNewest,
+        Overflow::DropOldest,
+        Overflow::CallerRuns,
+    ] {
+        let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(1).overflow(overflow));
+        for _ in 0..5 {
+            pool.execute(|| ()).unwrap();
+        }
+        assert_eq!(pool.try_wait_idle(), Err(IdleError::Busy), "{overflow:?}");
+        open.send(()).unwrap();
+        pool.wait_idle().unwrap();
+        let stats = pool.stats();
+        assert_eq!(
+            stats.completed + stats.dropped,
+            stats.submitted,
+            "{overflow:?}: {stats:?}"
+        );
+        pool.shutdown();
+    }
+    // Dropped unrun by a cancelled pool token.
+    let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(4));
+    let queued: Vec<_> = (0..4).map(|i| pool.submit(move || i).unwrap()).collect();
+    pool.token().cancel();
+    open.send(()).unwrap();
+    pool.wait_idle().unwrap();
+    assert!(queued
+        .into_iter()
+        .all(|h| h.join().unwrap_err().is_cancelled()));
+    assert_eq!(pool.stats().cancelled, 4);
+    pool.shutdown();
+}
+
+#[test]
+fn wait_idle_from_inside_the_pools_own_task_is_refused_at_once() {
+    let _check = LeakCheck::new();
+    let pool = Arc::new(two_workers(4));
+    let inner = Arc::clone(&pool);
+    let on_worker = pool
+        .submit(move || (inner.wait_idle(), inner.wait_idle_timeout(Duration::MAX)))
+        .unwrap();
+    assert_eq!(
+        on_worker.join().unwrap(),
+        (Err(IdleError::InsideOwnTask), Err(IdleError::InsideOwnTask))
+    );
+    // Run inline by its submitter (`CallerRuns` on a full queue).
+    let (pool, open) = blocked_pool(
+        WorkerPool::builder()
+            .queue_capacity(1)
+            .overflow(Overflow::CallerRuns),
+    );
+    let pool = Arc::new(pool);
+    pool.execute(|| ()).unwrap(); // fills the queue
+    let inner = Arc::clone(&pool);
+    let inline = pool.submit(move || inner.try_wait_idle()).unwrap();
+    assert_eq!(inline.join().unwrap(), Err(IdleError::InsideOwnTask));
+    assert_eq!(pool.stats().caller_ran, 1);
+    open.send(()).unwrap();
+    pool.wait_idle().unwrap();
+}

@@ -798,20 +798,28 @@ impl<C: Call> Runnable for Box<C> {
     }
 }
 
-/// What a job can do with the task behind its pointer.
+/// What a job can do with the task behind its pointer, and the number the pool
+/// counts it under (its `wait_idle` epoch: 0, 1, or 2 for none).
 struct Ops {
     run: unsafe fn(NonNull<()>, &CancelToken, Tally<'_>) -> Outcome,
     abandon: unsafe fn(NonNull<()>),
+    epoch: usize,
 }
 
-/// The table for one task type (a constant, so each job refers to it for free).
+/// The tables for one task type, one per epoch (constants, so each job refers to one
+/// for free and the epoch costs the job no space).
 struct OpsOf<R>(PhantomData<R>);
 
 impl<R: Runnable> OpsOf<R> {
-    const OPS: Ops = Ops {
-        run: run_raw::<R>,
-        abandon: abandon_raw::<R>,
-    };
+    const OPS: &'static [Ops; 3] = &[Self::ops(0), Self::ops(1), Self::ops(2)];
+
+    const fn ops(epoch: usize) -> Ops {
+        Ops {
+            run: run_raw::<R>,
+            abandon: abandon_raw::<R>,
+            epoch,
+        }
+    }
 }
 
 /// # Safety
@@ -844,13 +852,26 @@ pub(crate) struct Job<'a> {
 unsafe impl Send for Job<'_> {}
 
 impl<'a> Job<'a> {
+    /// A job that carries no epoch (2).
     #[inline]
     pub(crate) fn new<R: Runnable + 'a>(task: R) -> Self {
+        Self::in_epoch(task, 2)
+    }
+
+    /// A job counted under `epoch` (0 or 1; anything else is 2, none).
+    #[inline]
+    pub(crate) fn in_epoch<R: Runnable + 'a>(task: R, epoch: usize) -> Self {
         Job {
             raw: task.into_raw(),
-            ops: &OpsOf::<R>::OPS,
+            ops: &OpsOf::<R>::OPS[epoch.min(2)],
             _task: PhantomData,
         }
+    }
+
+    /// The epoch the job was made with.
+    #[inline]
+    pub(crate) fn epoch(&self) -> usize {
+        self.ops.epoch
     }
 
     /// Runs the task once, on this thread.
