@@ -2160,3 +2160,205 @@ fn wait_idle_from_inside_the_pools_own_task_is_refused_at_once() {
     open.send(()).unwrap();
     pool.wait_idle().unwrap();
 }
+
+// ---------------------------------------------------------------------------------
+// TaskHandle::cancel
+// ---------------------------------------------------------------------------------
+
+/// Counts drops of a capture.
+struct Dropped(Arc<AtomicUsize>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn cancelling_a_queued_task_resolves_its_handle_at_once_and_it_never_runs() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(4));
+    let ran = Arc::new(AtomicBool::new(false));
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (flag, capture) = (Arc::clone(&ran), Dropped(Arc::clone(&drops)));
+    let handle = pool
+        .submit(move || {
+            let _keep = &capture;
+            flag.store(true, Ordering::SeqCst);
+        })
+        .unwrap();
+    assert!(handle.cancel());
+    assert!(!handle.cancel(), "a second cancel finds it decided");
+    assert!(handle.is_finished());
+    // The worker is still blocked: the join does not wait for it.
+    assert!(matches!(handle.join(), Err(TaskError::Cancelled)));
+    open.send(()).unwrap();
+    pool.wait_idle().unwrap();
+    assert!(!ran.load(Ordering::SeqCst));
+    assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped by the pool, once");
+    let stats = pool.stats();
+    assert_eq!((stats.cancelled, stats.completed), (1, 1));
+    let report = pool.shutdown();
+    assert_eq!(report.never_ran, 1);
+}
+
+#[test]
+fn cancelling_a_running_task_cancels_its_own_token_only() {
+    let _check = LeakCheck::new();
+    let pool = two_workers(4);
+    let (started_tx, started) = mpsc::channel();
+    let (other_tx, other_started) = mpsc::channel();
+    let running = pool
+        .submit_with_token(move |token| {
+            started_tx.send(()).unwrap();
+            token.wait()
+        })
+        .unwrap();
+    let (release, gate_rx) = mpsc::channel::<()>();
+    let sibling = pool
+        .submit_with_token(move |token| {
+            other_tx.send(()).unwrap();
+            let _ = gate_rx.recv();
+            token.is_cancelled()
+        })
+        .unwrap();
+    started.recv().unwrap();
+    other_started.recv().unwrap();
+    assert!(!running.cancel(), "it had started");
+    assert_eq!(running.join().unwrap(), CancelReason::Cancelled);
+    release.send(()).unwrap();
+    assert!(!sibling.join().unwrap(), "a sibling's token is its own");
+    assert!(!pool.token().is_cancelled());
+    // A plain task that has started runs to its end.
+    let (started_tx, started) = mpsc::channel();
+    let (release, gate_rx) = mpsc::channel::<()>();
+    let plain = pool
+        .submit(move || {
+            started_tx.send(()).unwrap();
+            gate_rx.recv().unwrap();
+            7
+        })
+        .unwrap();
+    started.recv().unwrap();
+    assert!(!plain.cancel());
+    release.send(()).unwrap();
+    assert_eq!(plain.join().unwrap(), 7);
+    // A finished one keeps its value.
+    let done = pool.submit(|| 8).unwrap();
+    pool.wait_idle().unwrap();
+    assert!(!done.cancel());
+    assert_eq!(done.join().unwrap(), 8);
+    let report = pool.shutdown();
+    assert_eq!((report.completed, report.never_ran), (4, 0));
+}
+
+#[test]
+fn shutdown_now_still_reaches_a_tasks_own_token() {
+    let _check = LeakCheck::new();
+    let pool = two_workers(4);
+    let (started_tx, started) = mpsc::channel();
+    let running = pool
+        .submit_with_token(move |token| {
+            started_tx.send(()).unwrap();
+            token.wait()
+        })
+        .unwrap();
+    started.recv().unwrap();
+    pool.shutdown_now();
+    assert_eq!(running.join().unwrap(), CancelReason::Cancelled);
+}
+
+#[test]
+fn a_cancelled_task_whose_capture_panics_on_drop_is_recorded_not_lost() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("capture dropped");
+        }
+    }
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(4));
+    let bomb = Bomb;
+    let handle = pool
+        .submit(move || {
+            let _keep = &bomb;
+        })
+        .unwrap();
+    assert!(handle.cancel());
+    assert!(handle.join().unwrap_err().is_cancelled());
+    open.send(()).unwrap();
+    pool.wait_idle().unwrap();
+    assert_eq!(pool.stats().cancelled, 1);
+    let report = pool.shutdown();
+    assert_eq!(
+        report.first_panic.expect("kept for the report").message(),
+        Some("capture dropped")
+    );
+}
+
+#[test]
+fn cancel_racing_the_start_either_runs_the_task_or_drops_it_never_both() {
+    let _check = LeakCheck::new();
+    let pool = two_workers(64);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let drops = Arc::new(AtomicUsize::new(0));
+    let big = [1u8; 512]; // also the path of a closure too big to share its cell
+    let mut cancelled = 0;
+    for i in 0..2_000u32 {
+        let (runs, capture) = (Arc::clone(&runs), Dropped(Arc::clone(&drops)));
+        let handle = if i % 2 == 0 {
+            pool.submit(move || {
+                let _keep = &capture;
+                runs.fetch_add(1, Ordering::SeqCst);
+                i
+            })
+            .unwrap()
+        } else {
+            pool.submit(move || {
+                let _keep = (&capture, big);
+                runs.fetch_add(1, Ordering::SeqCst);
+                i
+            })
+            .unwrap()
+        };
+        let stopped = handle.cancel();
+        match handle.join() {
+            Ok(value) => {
+                assert!(!stopped);
+                assert_eq!(value, i);
+            }
+            Err(TaskError::Cancelled) => {
+                assert!(stopped);
+                cancelled += 1;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    pool.wait_idle().unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst) + cancelled, 2_000);
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        2_000,
+        "every closure dropped once"
+    );
+    let report = pool.shutdown();
+    assert_eq!(report.never_ran, cancelled as u64);
+    assert_eq!(report.completed + report.never_ran, 2_000);
+}
+
+#[test]
+fn a_scoped_pools_task_can_be_cancelled_before_it_starts() {
+    let _check = LeakCheck::new();
+    let words = ["kept".to_string()];
+    corral::scope(|s| {
+        let pool = WorkerPool::builder().workers(1).build_scoped(s).unwrap();
+        let (open, blocker) = gate();
+        pool.execute(blocker).unwrap();
+        let handle = pool.submit_with_token(|_| words[0].len()).unwrap();
+        assert!(handle.cancel());
+        assert!(handle.join().unwrap_err().is_cancelled());
+        open.send(()).unwrap();
+        pool.wait_idle().unwrap();
+        assert_eq!(pool.stats().cancelled, 1);
+    });
+}

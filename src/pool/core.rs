@@ -77,7 +77,8 @@ pub struct PoolStats {
     /// Tasks the submitting thread ran itself under `CallerRuns` (also counted in
     /// `completed` or `panicked`).
     pub caller_ran: u64,
-    /// Accepted tasks that never ran (shutdown_now, cancelled pool token).
+    /// Accepted tasks that never ran (shutdown_now, cancelled pool token, cancelled
+    /// through their handle).
     pub cancelled: u64,
 }
 
@@ -105,7 +106,8 @@ pub struct ShutdownReport {
     pub completed: u64,
     /// Tasks that panicked.
     pub panicked: u64,
-    /// Accepted tasks that never ran; their handles resolved to
+    /// Accepted tasks that never ran (also those cancelled through their handle);
+    /// their handles resolved to
     /// [`TaskError::Cancelled`](crate::pool::task::TaskError::Cancelled).
     pub never_ran: u64,
     /// Tasks displaced by the overflow policy.
@@ -209,6 +211,21 @@ impl State {
         }
     }
 
+    /// Records what a run left over: a panic no handle took, or a task its handle
+    /// cancelled before it started (dropped unrun by the run).
+    fn count(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Done | Outcome::Panicked(None) => {}
+            Outcome::Panicked(Some(panic)) => self.keep_panic(panic),
+            Outcome::Cancelled(panic) => {
+                bump(&self.cancelled);
+                if let Some(panic) = panic {
+                    self.keep_panic(panic);
+                }
+            }
+        }
+    }
+
     /// Drops a job that will never run (its handle resolves to `Cancelled`).
     fn abandon(&self, job: Job<'_>) {
         // A capture's destructor may panic; that must not cost a worker. Its panic
@@ -277,9 +294,7 @@ fn take_job(state: &State, index: usize, job: Job<'_>) {
         slot.busy.store(true, Ordering::Relaxed);
         let outcome = job.run(token, tally);
         slot.busy.store(false, Ordering::Relaxed);
-        if let Outcome::Panicked(Some(panic)) = outcome {
-            state.keep_panic(panic);
-        }
+        state.count(outcome);
     }
     if let Some(finished) = slot.finished.get(epoch) {
         // Release: `wait_idle` that sees the count also sees the task's entry.
@@ -447,9 +462,7 @@ impl<'a> Core<'a> {
         let outcome = job.run(&self.state.token, tally);
         INLINE_OF.with(|p| p.set(outer));
         INLINE_DEPTH.with(|d| d.set(depth));
-        if let Outcome::Panicked(Some(panic)) = outcome {
-            self.state.keep_panic(panic);
-        }
+        self.state.count(outcome);
         self.state.idle.leave(epoch);
         Ok(())
     }

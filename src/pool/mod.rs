@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::core::{work, Core, OnDropFn};
-use self::task::{Plain, Runnable, Tokened};
+use self::task::{Call, Plain, Runnable, Tokened};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::config::{check_name, ConfigError};
 use crate::overflow::Overflow;
@@ -285,7 +285,7 @@ impl<F: PartialEq> PartialEq for SubmitError<F> {
 ///
 /// let pool = WorkerPool::builder().workers(1).build()?;
 /// let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-/// pool.execute(move || drop(gate_rx.recv())).unwrap();
+/// pool.execute(move || { let _ = gate_rx.recv(); }).unwrap();
 /// assert_eq!(pool.try_wait_idle(), Err(IdleError::Busy));
 /// assert_eq!(pool.wait_idle_timeout(Duration::from_millis(5)), Err(IdleError::Timeout));
 /// gate_tx.send(()).unwrap();
@@ -1326,7 +1326,9 @@ mod threads {
     #![allow(private_interfaces, private_bounds)]
 
     use super::task::{in_cell, with_own_slot, Call, TaskHandle};
-    use super::{refused, Core, OwnedThreads, ScopedThreads, SubmitError, INLINE_CLOSURE_MAX};
+    use super::{
+        own_token, refused, Core, OwnedThreads, ScopedThreads, SubmitError, INLINE_CLOSURE_MAX,
+    };
     use crate::scope::ScopedHandle;
     use crate::wait::Until;
     use std::thread::JoinHandle;
@@ -1372,7 +1374,7 @@ mod threads {
                 return ScopedThreads::submit(core, call, until);
             }
             // One allocation: the handle reads its result from the queued task's cell.
-            let (task, handle) = in_cell(call);
+            let (task, handle) = in_cell(call, own_token::<C>(core));
             core.push(task, until).map(|()| handle).map_err(refused)
         }
 
@@ -1398,7 +1400,7 @@ mod threads {
             C: Call + 'env,
             C::Out: Send + 'env,
         {
-            let (task, handle) = with_own_slot(call);
+            let (task, handle) = with_own_slot(call, own_token::<C>(core));
             core.push(task, until).map(|()| handle).map_err(refused)
         }
 
@@ -1406,6 +1408,13 @@ mod threads {
             let _ = thread.join();
         }
     }
+}
+
+/// A token of its own for a task whose closure takes one (a child of the pool's, so
+/// `shutdown_now` still reaches it), which its handle can cancel; `None` otherwise.
+#[inline(always)]
+fn own_token<C: Call>(core: &Core<'_>) -> Option<CancelToken> {
+    C::TAKES_TOKEN.then(|| core.token().child())
 }
 
 /// The error for a task the queue refused, with its closure handed back.
