@@ -33,6 +33,8 @@ mod cancel;
 mod claim;
 #[path = "../src/pool/exits.rs"]
 mod exits;
+#[path = "../src/pool/idle.rs"]
+mod idle;
 #[path = "../src/panic.rs"]
 mod panic;
 #[path = "../src/sync.rs"]
@@ -448,5 +450,41 @@ fn a_cancel_racing_the_completion_keeps_the_value_or_cancels_never_loses_it() {
             Err(error) => assert!(stopped && error.is_cancelled()),
         }
         worker.join().unwrap();
+    });
+}
+
+/// `wait_idle`'s counting (src/pool/idle.rs): a task accepted before the wait is
+/// finished when the wait returns, while another submit races the epoch flip and
+/// ends on its own (as a task run by its submitter does); the wait never hangs.
+#[test]
+fn a_wait_for_idle_returns_after_every_earlier_task_and_never_hangs() {
+    use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use loom::sync::Arc;
+    loom::model(|| {
+        let idle = Arc::new(idle::Idle::new());
+        // The workers' per-epoch finished counts.
+        let finished = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let earlier_done = Arc::new(AtomicBool::new(false));
+        let epoch = idle.enter(); // accepted before the wait
+        let worker = {
+            let (idle, finished, done) = (idle.clone(), finished.clone(), earlier_done.clone());
+            loom::thread::spawn(move || {
+                done.store(true, Ordering::Relaxed);
+                finished[epoch].fetch_add(1, Ordering::Release);
+                idle.wake();
+            })
+        };
+        let submitter = {
+            let idle = idle.clone();
+            loom::thread::spawn(move || {
+                let epoch = idle.enter();
+                idle.leave(epoch);
+            })
+        };
+        let counts = |epoch: usize| finished[epoch].load(Ordering::Acquire);
+        idle.wait(&wait::Until::FOREVER, &counts).unwrap();
+        assert!(earlier_done.load(Ordering::Relaxed));
+        worker.join().unwrap();
+        submitter.join().unwrap();
     });
 }

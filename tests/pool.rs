@@ -58,6 +58,7 @@ fn public_types_are_send_and_sync() {
     both::<SubmitError<fn()>>();
     both::<TaskError>();
     both::<corral::pool::PoolStats>();
+    both::<corral::pool::IdleError>();
 }
 
 #[test]

@@ -15,16 +15,20 @@
 //! drained when its finished count, read first, reaches its entered count, read
 //! second: each finish is of a task whose entry happened before it, so equal counts
 //! mean the same tasks. Finishing threads wake waiters (a relaxed load of `waiters`
-//! when nobody waits); a wake lost to that race is made good by a short re-check tick.
+//! when nobody waits); a wake lost to that race is made good by a re-check tick.
+//! Loom models the waiter against a finish and a racing submit (tests/loom_pool.rs).
 
 use std::time::Duration;
 
 use crate::sync::{time, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering};
 use crate::wait::{Interrupted, Until};
 
-/// How often a waiter re-checks counts a finishing thread may have failed to wake it
-/// for.
-const TICK: Duration = Duration::from_millis(2);
+/// How soon a waiter re-checks counts a finishing thread may have failed to wake it
+/// for; doubled on each re-check up to [`MAX_TICK`]. A wake is lost only to a finish
+/// racing the waiter's arrival (later finishes see it waiting), so early re-checks
+/// matter and late ones hardly.
+const TICK: Duration = Duration::from_millis(1);
+const MAX_TICK: Duration = Duration::from_millis(64);
 
 /// Written by every submit: kept off the lines workers write.
 #[derive(Default)]
@@ -176,6 +180,7 @@ impl Idle {
         until: &Until<'_>,
         finished: &dyn Fn(usize) -> u64,
     ) -> Result<(), Interrupted> {
+        let mut tick = TICK;
         loop {
             if self.drained(epoch, finished) {
                 return Ok(());
@@ -185,9 +190,10 @@ impl Idle {
             if self.drained(epoch, finished) {
                 return Ok(());
             }
-            let tick = time::deadline_after(time::now(), TICK);
-            let wake = until.limit().map_or(tick, |limit| limit.min(tick));
+            let recheck = time::deadline_after(time::now(), tick);
+            let wake = until.limit().map_or(recheck, |limit| limit.min(recheck));
             self.changed.wait_until(&mut gate, wake);
+            tick = (tick * 2).min(MAX_TICK);
         }
     }
 }
