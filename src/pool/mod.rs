@@ -710,10 +710,11 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
         W::submit(&self.core, Plain(f), Some(&Until::cancellable(token)))
     }
 
-    /// As [`submit`](Self::submit), for a task that receives the pool's token
-    /// (cancelled by [`shutdown_now`](Self::shutdown_now) and by a
-    /// [`shutdown_timeout`](Self::shutdown_timeout) that ran out), so a long task
-    /// can stop early.
+    /// As [`submit`](Self::submit), for a task that receives a token of its own, a
+    /// child of the pool's: cancelled by [`TaskHandle::cancel`], and with the pool's
+    /// by [`shutdown_now`](Self::shutdown_now) and by a
+    /// [`shutdown_timeout`](Self::shutdown_timeout) that ran out, so a long task can
+    /// stop early. Each form below does the same.
     ///
     /// # Errors
     ///
