@@ -1969,6 +1969,27 @@ fn wait_idle_returns_once_every_earlier_task_has_run_and_leaves_the_pool_open() 
 }
 
 #[test]
+fn wait_idle_on_an_idle_pool_returns_at_once_whatever_the_bound() {
+    let _check = LeakCheck::new();
+    let pool = two_workers(4);
+    let cancelled = CancelToken::new();
+    cancelled.cancel();
+    for _ in 0..2 {
+        assert_eq!(pool.try_wait_idle(), Ok(()));
+        assert_eq!(pool.wait_idle_timeout(Duration::ZERO), Ok(()));
+        assert_eq!(pool.wait_idle_timeout(Duration::MAX), Ok(()));
+        assert_eq!(pool.wait_idle_deadline(Instant::now()), Ok(()));
+        assert_eq!(pool.wait_idle_cancellable(&cancelled), Ok(()));
+        assert_eq!(pool.wait_idle(), Ok(()));
+        pool.submit(|| ()).unwrap().join().unwrap();
+        // A join returns once the result is in, a moment before the worker counts
+        // the task finished: `wait_idle` covers that moment, `try_` may not.
+        pool.wait_idle().unwrap();
+    }
+    pool.shutdown();
+}
+
+#[test]
 fn wait_idle_waits_for_a_running_task_and_its_bounded_forms_give_up() {
     let _check = LeakCheck::new();
     let (pool, open) = blocked_pool(WorkerPool::builder());

@@ -129,6 +129,10 @@ impl Idle {
         until: &Until<'_>,
         finished: &dyn Fn(usize) -> u64,
     ) -> Result<(), Interrupted> {
+        // Nothing unfinished at all: no grace period needed, whatever the bound.
+        if self.is_idle(finished) {
+            return Ok(());
+        }
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let _waiting = Waiting(&self.waiters);
         let mut gate = self.gate.lock();
