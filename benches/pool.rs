@@ -116,6 +116,26 @@ fn tiny_tasks(c: &mut Criterion) {
         })
     });
 
+    // Fire and forget, then the pool's own wait: threadpool's `execute` + `join`,
+    // without closing the pool and without a latch of the caller's.
+    let vs = Role::Corral {
+        vs: &[
+            "threadpool_execute_join",
+            "floor_crossbeam_bounded_waitgroup",
+        ],
+    };
+    g.bench("corral_execute_wait_idle", vs, |b| {
+        b.iter(|| {
+            for i in 0..TASKS {
+                pool.execute(move || {
+                    black_box(i);
+                })
+                .unwrap();
+            }
+            pool.wait_idle().unwrap();
+        })
+    });
+
     let rayon = rayon::ThreadPoolBuilder::new()
         .num_threads(WORKERS)
         .build()

@@ -8,7 +8,8 @@
 //! ([`on_cancel`](CancelToken::on_cancel), unregistered when its [`OnCancel`] drops), or
 //! receivers for [`select!`](crate::channel::select) ([`done`](CancelToken::done) with
 //! [`expired`](CancelToken::expired)). [`CancelOnDrop`] cancels a token when a scope
-//! ends.
+//! ends. [`cancel_with`](CancelToken::cancel_with) also says why, in an error that
+//! descendants see ([`cause`](CancelToken::cause)).
 //!
 //! # How it works
 //!
@@ -20,6 +21,7 @@
 //! children come and go; deep trees are cancelled iteratively, never by recursion.
 
 use std::any::Any;
+use std::error::Error;
 use std::fmt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
@@ -103,7 +105,15 @@ struct State {
     free: Vec<usize>,
     /// Dropped on cancel, which disconnects every receiver handed out by `done()`.
     done: Option<(Sender<()>, Receiver<()>)>,
+    /// What the cancel that flagged this node carried, if anything; written once,
+    /// with the flag, under the lock.
+    cause: Option<CancelCause>,
 }
+
+/// Why a token was cancelled, in the words of whoever cancelled it
+/// ([`CancelToken::cancel_with`]). A std `Arc`, also under loom: it is plain data,
+/// shared under the node's lock.
+pub type CancelCause = std::sync::Arc<dyn Error + Send + Sync>;
 
 enum Entry {
     Child(Arc<Node>),
@@ -173,7 +183,7 @@ impl Node {
     /// descendants may not be flagged yet. Each node's callbacks run once, on the
     /// thread that flagged it. The walk is iterative (a stack, children before their
     /// parent is marked settled), so depth never grows the call stack.
-    fn cancel(this: &Arc<Node>, reason: CancelReason) {
+    fn cancel(this: &Arc<Node>, reason: CancelReason, cause: Option<&CancelCause>) {
         let mut pending = vec![(Arc::clone(this), false)];
         let mut first_panic: Option<Box<dyn Any + Send>> = None;
         while let Some((node, below_done)) = pending.pop() {
@@ -190,6 +200,7 @@ impl Node {
                 let mut callbacks = Vec::new();
                 let first = node.flagged().is_none();
                 if first {
+                    state.cause = cause.cloned();
                     node.reason.store(encode(reason), Ordering::Release);
                 }
                 for slot in &mut state.slots {
@@ -291,6 +302,8 @@ impl CancelToken {
             let mut state = parent.state.lock();
             match parent.flagged() {
                 Some(reason) => {
+                    // Nobody else can see the new node yet: its lock is free.
+                    node.state.lock().cause = state.cause.clone();
                     node.reason.store(encode(reason), Ordering::Release);
                     None
                 }
@@ -315,11 +328,75 @@ impl CancelToken {
     /// descendant is cancelled (the token is fully cancelled either way). corral's own
     /// primitives catch it where they cancel on a thread of theirs.
     pub fn cancel(&self) {
+        self.cancel_inner(None);
+    }
+
+    /// Cancels this token and every descendant, as [`cancel`](CancelToken::cancel),
+    /// and records why: `cause` (an error, or a message) becomes the
+    /// [`cause`](CancelToken::cause) of this token and of every descendant this
+    /// cancel reaches. The first cancel of a token wins, reason and cause alike: a
+    /// token already cancelled (or a descendant cancelled earlier on its own) keeps
+    /// what it had. [`reason`](CancelToken::reason) is
+    /// [`CancelReason::Cancelled`] as for `cancel` (or
+    /// [`CancelReason::DeadlineExceeded`] if the deadline had passed).
+    ///
+    /// # Panics
+    ///
+    /// As [`cancel`](CancelToken::cancel): a panicking `on_cancel` callback is
+    /// re-raised here once the token is fully cancelled.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{cancel::CancelReason, CancelToken};
+    ///
+    /// let request = CancelToken::new();
+    /// let step = request.child();
+    /// request.cancel_with("the client went away");
+    /// assert_eq!(step.reason(), Some(CancelReason::Cancelled));
+    /// assert_eq!(step.cause().unwrap().to_string(), "the client went away");
+    ///
+    /// request.cancel_with("too late: the first cause stays");
+    /// assert_eq!(request.cause().unwrap().to_string(), "the client went away");
+    /// ```
+    pub fn cancel_with(&self, cause: impl Into<Box<dyn Error + Send + Sync>>) {
+        let cause: CancelCause = cause.into().into();
+        self.cancel_inner(Some(&cause));
+    }
+
+    fn cancel_inner(&self, cause: Option<&CancelCause>) {
         let reason = match self.deadline() {
             Some(deadline) if time::now() >= deadline => CancelReason::DeadlineExceeded,
             _ => CancelReason::Cancelled,
         };
-        Node::cancel(&self.handle.node, reason);
+        Node::cancel(&self.handle.node, reason, cause);
+    }
+
+    /// The cause given to [`cancel_with`](CancelToken::cancel_with) by the cancel
+    /// that reached this token (on it, or on the ancestor it came from), or `None`:
+    /// not cancelled, cancelled by [`cancel`](CancelToken::cancel), or only past its
+    /// deadline.
+    ///
+    /// A refusal caused by a token carries its [`CancelReason`], which is `Copy` and
+    /// has no room for the error: ask the token you passed for the cause.
+    ///
+    /// ```
+    /// use corral::{cancel::CancelReason, pool::SubmitError, CancelToken, WorkerPool};
+    ///
+    /// let pool = WorkerPool::builder().workers(1).build()?;
+    /// let token = CancelToken::new();
+    /// token.cancel_with(std::io::Error::other("shutting down"));
+    /// let err = pool.submit_cancellable(|| 1, &token).unwrap_err();
+    /// assert!(matches!(err, SubmitError::Cancelled(_, CancelReason::Cancelled)));
+    /// let cause = token.cause().expect("cancelled with a cause");
+    /// assert_eq!(cause.to_string(), "shutting down");
+    /// assert!(cause.downcast_ref::<std::io::Error>().is_some());
+    /// # Ok::<(), corral::StartError>(())
+    /// ```
+    pub fn cause(&self) -> Option<CancelCause> {
+        // Written with the flag, under the lock: a token not flagged has none.
+        self.handle.node.flagged()?;
+        self.handle.node.state.lock().cause.clone()
     }
 
     /// Whether this token is cancelled, explicitly or by its deadline.

@@ -482,3 +482,122 @@ fn cancel_racing_an_ancestor_cancel_returns_only_once_every_descendant_is_cancel
         });
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Causes
+// ---------------------------------------------------------------------------------
+
+/// The text of a token's cause, if it has one.
+fn cause_text(token: &CancelToken) -> Option<String> {
+    token.cause().map(|cause| cause.to_string())
+}
+
+#[test]
+fn a_cause_reaches_every_descendant_and_children_made_afterwards() {
+    let root = CancelToken::new();
+    let child = root.child();
+    let grandchild = child.child();
+    let other_root = CancelToken::new();
+    assert_eq!(cause_text(&root), None);
+    root.cancel_with("maintenance window");
+    for token in [
+        &root,
+        &child,
+        &grandchild,
+        &root.child(),
+        &grandchild.child(),
+    ] {
+        assert_eq!(token.reason(), Some(CancelReason::Cancelled));
+        assert_eq!(cause_text(token).as_deref(), Some("maintenance window"));
+    }
+    assert_eq!(other_root.reason(), None);
+    assert_eq!(cause_text(&other_root), None);
+}
+
+#[test]
+fn the_first_cancel_wins_reason_and_cause_alike() {
+    let root = CancelToken::new();
+    let early = root.child();
+    let late = root.child();
+    early.cancel_with("the child gave up first");
+    root.cancel_with("then the parent");
+    root.cancel_with("a third time");
+    root.cancel();
+    assert_eq!(cause_text(&root).as_deref(), Some("then the parent"));
+    assert_eq!(cause_text(&late).as_deref(), Some("then the parent"));
+    assert_eq!(
+        cause_text(&early).as_deref(),
+        Some("the child gave up first")
+    );
+
+    let plain = CancelToken::new();
+    plain.cancel();
+    plain.cancel_with("too late");
+    assert_eq!(plain.reason(), Some(CancelReason::Cancelled));
+    assert_eq!(cause_text(&plain), None);
+}
+
+#[test]
+fn a_passed_deadline_has_no_cause_unless_one_is_given() {
+    let token = CancelToken::with_deadline(Instant::now());
+    assert_eq!(token.reason(), Some(CancelReason::DeadlineExceeded));
+    assert_eq!(cause_text(&token), None);
+    token.cancel_with("gave up at the deadline");
+    assert_eq!(token.reason(), Some(CancelReason::DeadlineExceeded));
+    assert_eq!(
+        cause_text(&token).as_deref(),
+        Some("gave up at the deadline")
+    );
+}
+
+#[test]
+fn a_cause_keeps_its_error_type_and_is_shared_not_copied() {
+    #[derive(Debug)]
+    struct Overloaded {
+        queue: usize,
+    }
+    impl std::fmt::Display for Overloaded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "overloaded: {} queued", self.queue)
+        }
+    }
+    impl std::error::Error for Overloaded {}
+
+    let root = CancelToken::new();
+    let child = root.child();
+    root.cancel_with(Overloaded { queue: 512 });
+    let cause = child.cause().unwrap();
+    assert_eq!(cause.downcast_ref::<Overloaded>().unwrap().queue, 512);
+    assert!(std::sync::Arc::ptr_eq(&cause, &root.cause().unwrap()));
+}
+
+#[test]
+fn a_waiter_woken_by_cancel_with_sees_the_cause() {
+    let _check = LeakCheck::new();
+    let root = CancelToken::new();
+    let child = root.child();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| (child.wait(), cause_text(&child)));
+        root.cancel_with("stop");
+        let (reason, cause) = waiter.join().unwrap();
+        assert_eq!(reason, CancelReason::Cancelled);
+        assert_eq!(cause.as_deref(), Some("stop"));
+    });
+}
+
+#[test]
+fn a_refusal_the_token_caused_names_its_reason_and_the_token_its_cause() {
+    let _check = LeakCheck::new();
+    let pool = corral::WorkerPool::builder().workers(1).build().unwrap();
+    let token = CancelToken::new();
+    token.cancel_with(std::io::Error::other("client disconnected"));
+    let err = pool.submit_cancellable(|| 1, &token).unwrap_err();
+    assert!(matches!(
+        err,
+        corral::pool::SubmitError::Cancelled(_, CancelReason::Cancelled)
+    ));
+    let cause = token.cause().unwrap();
+    assert_eq!(cause.to_string(), "client disconnected");
+    assert!(cause.downcast_ref::<std::io::Error>().is_some());
+    assert_eq!(pool.shutdown().rejected, 1);
+}

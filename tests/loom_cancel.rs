@@ -99,3 +99,45 @@ fn concurrent_drops_of_a_chain_racing_cancel_unregister_every_link_once() {
         assert_eq!(root.reason(), Some(CancelReason::Cancelled));
     });
 }
+
+/// The cause a token holds, as text.
+fn cause_of(token: &CancelToken) -> Option<String> {
+    token.cause().map(|cause| cause.to_string())
+}
+
+#[test]
+fn racing_causes_the_first_cancel_of_each_token_wins_and_is_seen_with_its_flag() {
+    loom::model(|| {
+        let root = CancelToken::new();
+        let child = root.child();
+        let (r, c) = (root.clone(), child.clone());
+        let parent_side = thread::spawn(move || r.cancel_with("parent"));
+        let child_side = thread::spawn(move || {
+            c.cancel_with("child");
+            // Whoever flagged the child, its cause is there with the flag.
+            cause_of(&c)
+        });
+        parent_side.join().unwrap();
+        let seen = child_side.join().unwrap();
+        assert_eq!(cause_of(&root).as_deref(), Some("parent"));
+        let kept = cause_of(&child);
+        assert!(
+            matches!(kept.as_deref(), Some("parent" | "child")),
+            "{kept:?}"
+        );
+        assert_eq!(seen, kept);
+    });
+}
+
+#[test]
+fn a_child_made_while_its_parent_is_cancelled_with_a_cause_gets_the_cause() {
+    loom::model(|| {
+        let root = CancelToken::new();
+        let r = root.clone();
+        let maker = thread::spawn(move || r.child());
+        root.cancel_with("gone");
+        let child = maker.join().unwrap();
+        assert_eq!(child.reason(), Some(CancelReason::Cancelled));
+        assert_eq!(cause_of(&child).as_deref(), Some("gone"));
+    });
+}

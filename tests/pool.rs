@@ -58,6 +58,7 @@ fn public_types_are_send_and_sync() {
     both::<SubmitError<fn()>>();
     both::<TaskError>();
     both::<corral::pool::PoolStats>();
+    both::<corral::pool::IdleError>();
 }
 
 #[test]
@@ -1938,4 +1939,448 @@ fn a_task_joining_its_own_handle_gets_an_error_instead_of_waiting_for_ever() {
     }
     let report = pool.shutdown();
     assert_eq!(report.completed, 2);
+}
+
+// ---------------------------------------------------------------------------------
+// wait_idle
+// ---------------------------------------------------------------------------------
+
+use corral::pool::IdleError;
+
+#[test]
+fn wait_idle_returns_once_every_earlier_task_has_run_and_leaves_the_pool_open() {
+    let _check = LeakCheck::new();
+    let pool = two_workers(8);
+    let ran = Arc::new(AtomicUsize::new(0));
+    for round in 1..=3 {
+        for _ in 0..200 {
+            let ran = Arc::clone(&ran);
+            pool.execute(move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        }
+        pool.wait_idle().unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 200 * round);
+        assert_eq!(pool.try_wait_idle(), Ok(()));
+        assert!(!pool.is_closed());
+    }
+    assert_eq!(pool.shutdown().completed, 600);
+}
+
+#[test]
+fn wait_idle_on_an_idle_pool_returns_at_once_whatever_the_bound() {
+    let _check = LeakCheck::new();
+    let pool = two_workers(4);
+    let cancelled = CancelToken::new();
+    cancelled.cancel();
+    for _ in 0..2 {
+        assert_eq!(pool.try_wait_idle(), Ok(()));
+        assert_eq!(pool.wait_idle_timeout(Duration::ZERO), Ok(()));
+        assert_eq!(pool.wait_idle_timeout(Duration::MAX), Ok(()));
+        assert_eq!(pool.wait_idle_deadline(Instant::now()), Ok(()));
+        assert_eq!(pool.wait_idle_cancellable(&cancelled), Ok(()));
+        assert_eq!(pool.wait_idle(), Ok(()));
+        pool.submit(|| ()).unwrap().join().unwrap();
+        // A join returns once the result is in, a moment before the worker counts
+        // the task finished: `wait_idle` covers that moment, `try_` may not.
+        pool.wait_idle().unwrap();
+    }
+    pool.shutdown();
+}
+
+#[test]
+fn wait_idle_waits_for_a_running_task_and_its_bounded_forms_give_up() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(WorkerPool::builder());
+    assert_eq!(pool.try_wait_idle(), Err(IdleError::Busy));
+    assert_eq!(
+        pool.wait_idle_timeout(Duration::from_millis(1)),
+        Err(IdleError::Timeout)
+    );
+    assert_eq!(
+        pool.wait_idle_deadline(Instant::now()),
+        Err(IdleError::Timeout)
+    );
+    let token = CancelToken::new();
+    token.cancel();
+    assert_eq!(
+        pool.wait_idle_cancellable(&token),
+        Err(IdleError::Cancelled(CancelReason::Cancelled))
+    );
+    // A cancel from another thread wakes a waiter.
+    let token = CancelToken::new();
+    thread::scope(|s| {
+        let waiter = s.spawn(|| pool.wait_idle_cancellable(&token));
+        token.cancel();
+        assert_eq!(
+            waiter.join().unwrap(),
+            Err(IdleError::Cancelled(CancelReason::Cancelled))
+        );
+    });
+    // The unbounded wait returns once the task ends, and not before.
+    let finished = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&finished);
+    thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            pool.wait_idle().unwrap();
+            flag.load(Ordering::SeqCst)
+        });
+        // The queued task ends after the blocker, which the gate holds.
+        let set = Arc::clone(&finished);
+        pool.execute(move || set.store(true, Ordering::SeqCst))
+            .unwrap();
+        open.send(()).unwrap();
+        // Whether or not the waiter counted the queued task, the blocker was before.
+        waiter.join().unwrap();
+    });
+    pool.wait_idle().unwrap();
+    assert!(finished.load(Ordering::SeqCst));
+    assert_eq!(pool.shutdown().completed, 2);
+}
+
+#[test]
+fn wait_idle_under_concurrent_submitters_waits_for_every_earlier_task_and_ends() {
+    const SUBMITTERS: usize = 3;
+    const MAX: usize = 1 << 20;
+    let _check = LeakCheck::new();
+    // `ran[s][i]`: task `i` of submitter `s` has run; `accepted[s]`: how many of
+    // submitter `s`'s tasks were accepted (published after `execute` returned).
+    let ran: Vec<Vec<AtomicBool>> = (0..SUBMITTERS)
+        .map(|_| (0..MAX).map(|_| AtomicBool::new(false)).collect())
+        .collect();
+    let accepted: Vec<AtomicUsize> = (0..SUBMITTERS).map(|_| AtomicUsize::new(0)).collect();
+    let stop = AtomicBool::new(false);
+    // Newest first: the task most likely still pending is checked before time passes.
+    let all_ran = |id: usize, n: usize| ran[id][..n].iter().rev().all(|r| r.load(Ordering::SeqCst));
+    corral::scope(|s| {
+        // A scoped pool: its tasks borrow `ran`.
+        let pool = WorkerPool::builder()
+            .workers(2)
+            .queue_capacity(64)
+            .build_scoped(s)
+            .unwrap();
+        thread::scope(|ts| {
+            let (pool, ran, accepted, stop) = (&pool, &ran, &accepted, &stop);
+            let submitters: Vec<_> = (0..SUBMITTERS)
+                .map(|id| {
+                    ts.spawn(move || {
+                        let mut i = 0;
+                        while !stop.load(Ordering::SeqCst) && i < MAX {
+                            let flag = &ran[id][i];
+                            pool.execute(move || {
+                                // Some work, so that tasks are still queued and
+                                // running when a wait returns early.
+                                let mut x = i as u64;
+                                for _ in 0..2_000 {
+                                    x = std::hint::black_box(x.wrapping_mul(31).rotate_left(3));
+                                }
+                                std::hint::black_box(x);
+                                flag.store(true, Ordering::SeqCst)
+                            })
+                            .unwrap();
+                            i += 1;
+                            accepted[id].store(i, Ordering::SeqCst);
+                        }
+                        i
+                    })
+                })
+                .collect();
+            // Stops the submitters on the way out, also when a check below fails.
+            struct Stop<'a>(&'a AtomicBool);
+            impl Drop for Stop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
+            let stopper = Stop(stop);
+            for _ in 0..20 {
+                let before: Vec<usize> =
+                    accepted.iter().map(|a| a.load(Ordering::SeqCst)).collect();
+                pool.wait_idle().unwrap();
+                for (id, &n) in before.iter().enumerate() {
+                    assert!(
+                        all_ran(id, n),
+                        "a task of submitter {id} accepted before the wait had not run"
+                    );
+                }
+            }
+            // The waits ended while the submitters were still going.
+            drop(stopper);
+            for submitter in submitters {
+                assert!(submitter.join().unwrap() < MAX);
+            }
+        });
+        pool.wait_idle().unwrap();
+        for (id, n) in accepted.iter().enumerate() {
+            assert!(all_ran(id, n.load(Ordering::SeqCst)));
+        }
+    });
+}
+
+#[test]
+fn wait_idle_counts_tasks_that_ended_without_running_on_a_worker() {
+    let _check = LeakCheck::new();
+    // Displaced by the overflow policy, and run by the submitter.
+    for overflow in [
+        Overflow::DropNewest,
+        Overflow::DropOldest,
+        Overflow::CallerRuns,
+    ] {
+        let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(1).overflow(overflow));
+        for _ in 0..5 {
+            pool.execute(|| ()).unwrap();
+        }
+        assert_eq!(pool.try_wait_idle(), Err(IdleError::Busy), "{overflow:?}");
+        open.send(()).unwrap();
+        pool.wait_idle().unwrap();
+        let stats = pool.stats();
+        assert_eq!(
+            stats.completed + stats.dropped,
+            stats.submitted,
+            "{overflow:?}: {stats:?}"
+        );
+        pool.shutdown();
+    }
+    // Dropped unrun by a cancelled pool token.
+    let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(4));
+    let queued: Vec<_> = (0..4).map(|i| pool.submit(move || i).unwrap()).collect();
+    pool.token().cancel();
+    open.send(()).unwrap();
+    pool.wait_idle().unwrap();
+    assert!(queued
+        .into_iter()
+        .all(|h| h.join().unwrap_err().is_cancelled()));
+    assert_eq!(pool.stats().cancelled, 4);
+    pool.shutdown();
+}
+
+#[test]
+fn wait_idle_from_inside_the_pools_own_task_is_refused_at_once() {
+    let _check = LeakCheck::new();
+    let pool = Arc::new(two_workers(4));
+    let inner = Arc::clone(&pool);
+    let on_worker = pool
+        .submit(move || (inner.wait_idle(), inner.wait_idle_timeout(Duration::MAX)))
+        .unwrap();
+    assert_eq!(
+        on_worker.join().unwrap(),
+        (Err(IdleError::InsideOwnTask), Err(IdleError::InsideOwnTask))
+    );
+    // Run inline by its submitter (`CallerRuns` on a full queue).
+    let (pool, open) = blocked_pool(
+        WorkerPool::builder()
+            .queue_capacity(1)
+            .overflow(Overflow::CallerRuns),
+    );
+    let pool = Arc::new(pool);
+    pool.execute(|| ()).unwrap(); // fills the queue
+    let inner = Arc::clone(&pool);
+    let inline = pool.submit(move || inner.try_wait_idle()).unwrap();
+    assert_eq!(inline.join().unwrap(), Err(IdleError::InsideOwnTask));
+    assert_eq!(pool.stats().caller_ran, 1);
+    open.send(()).unwrap();
+    pool.wait_idle().unwrap();
+}
+
+// ---------------------------------------------------------------------------------
+// TaskHandle::cancel
+// ---------------------------------------------------------------------------------
+
+/// Counts drops of a capture.
+struct Dropped(Arc<AtomicUsize>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn cancelling_a_queued_task_resolves_its_handle_at_once_and_it_never_runs() {
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(4));
+    let ran = Arc::new(AtomicBool::new(false));
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (flag, capture) = (Arc::clone(&ran), Dropped(Arc::clone(&drops)));
+    let handle = pool
+        .submit(move || {
+            let _keep = &capture;
+            flag.store(true, Ordering::SeqCst);
+        })
+        .unwrap();
+    assert!(handle.cancel());
+    assert!(!handle.cancel(), "a second cancel finds it decided");
+    assert!(handle.is_finished());
+    // The worker is still blocked: the join does not wait for it.
+    assert!(matches!(handle.join(), Err(TaskError::Cancelled)));
+    open.send(()).unwrap();
+    pool.wait_idle().unwrap();
+    assert!(!ran.load(Ordering::SeqCst));
+    assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped by the pool, once");
+    let stats = pool.stats();
+    assert_eq!((stats.cancelled, stats.completed), (1, 1));
+    let report = pool.shutdown();
+    assert_eq!(report.never_ran, 1);
+}
+
+#[test]
+fn cancelling_a_running_task_cancels_its_own_token_only() {
+    let _check = LeakCheck::new();
+    let pool = two_workers(4);
+    let (started_tx, started) = mpsc::channel();
+    let (other_tx, other_started) = mpsc::channel();
+    let running = pool
+        .submit_with_token(move |token| {
+            started_tx.send(()).unwrap();
+            token.wait()
+        })
+        .unwrap();
+    let (release, gate_rx) = mpsc::channel::<()>();
+    let sibling = pool
+        .submit_with_token(move |token| {
+            other_tx.send(()).unwrap();
+            let _ = gate_rx.recv();
+            token.is_cancelled()
+        })
+        .unwrap();
+    started.recv().unwrap();
+    other_started.recv().unwrap();
+    assert!(!running.cancel(), "it had started");
+    assert_eq!(running.join().unwrap(), CancelReason::Cancelled);
+    release.send(()).unwrap();
+    assert!(!sibling.join().unwrap(), "a sibling's token is its own");
+    assert!(!pool.token().is_cancelled());
+    // A plain task that has started runs to its end.
+    let (started_tx, started) = mpsc::channel();
+    let (release, gate_rx) = mpsc::channel::<()>();
+    let plain = pool
+        .submit(move || {
+            started_tx.send(()).unwrap();
+            gate_rx.recv().unwrap();
+            7
+        })
+        .unwrap();
+    started.recv().unwrap();
+    assert!(!plain.cancel());
+    release.send(()).unwrap();
+    assert_eq!(plain.join().unwrap(), 7);
+    // A finished one keeps its value.
+    let done = pool.submit(|| 8).unwrap();
+    pool.wait_idle().unwrap();
+    assert!(!done.cancel());
+    assert_eq!(done.join().unwrap(), 8);
+    let report = pool.shutdown();
+    assert_eq!((report.completed, report.never_ran), (4, 0));
+}
+
+#[test]
+fn shutdown_now_still_reaches_a_tasks_own_token() {
+    let _check = LeakCheck::new();
+    let pool = two_workers(4);
+    let (started_tx, started) = mpsc::channel();
+    let running = pool
+        .submit_with_token(move |token| {
+            started_tx.send(()).unwrap();
+            token.wait()
+        })
+        .unwrap();
+    started.recv().unwrap();
+    pool.shutdown_now();
+    assert_eq!(running.join().unwrap(), CancelReason::Cancelled);
+}
+
+#[test]
+fn a_cancelled_task_whose_capture_panics_on_drop_is_recorded_not_lost() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("capture dropped");
+        }
+    }
+    let _check = LeakCheck::new();
+    let (pool, open) = blocked_pool(WorkerPool::builder().queue_capacity(4));
+    let bomb = Bomb;
+    let handle = pool
+        .submit(move || {
+            let _keep = &bomb;
+        })
+        .unwrap();
+    assert!(handle.cancel());
+    assert!(handle.join().unwrap_err().is_cancelled());
+    open.send(()).unwrap();
+    pool.wait_idle().unwrap();
+    assert_eq!(pool.stats().cancelled, 1);
+    let report = pool.shutdown();
+    assert_eq!(
+        report.first_panic.expect("kept for the report").message(),
+        Some("capture dropped")
+    );
+}
+
+#[test]
+fn cancel_racing_the_start_either_runs_the_task_or_drops_it_never_both() {
+    let _check = LeakCheck::new();
+    let pool = two_workers(64);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let drops = Arc::new(AtomicUsize::new(0));
+    let big = [1u8; 512]; // also the path of a closure too big to share its cell
+    let mut cancelled = 0;
+    for i in 0..2_000u32 {
+        let (runs, capture) = (Arc::clone(&runs), Dropped(Arc::clone(&drops)));
+        let handle = if i % 2 == 0 {
+            pool.submit(move || {
+                let _keep = &capture;
+                runs.fetch_add(1, Ordering::SeqCst);
+                i
+            })
+            .unwrap()
+        } else {
+            pool.submit(move || {
+                let _keep = (&capture, big);
+                runs.fetch_add(1, Ordering::SeqCst);
+                i
+            })
+            .unwrap()
+        };
+        let stopped = handle.cancel();
+        match handle.join() {
+            Ok(value) => {
+                assert!(!stopped);
+                assert_eq!(value, i);
+            }
+            Err(TaskError::Cancelled) => {
+                assert!(stopped);
+                cancelled += 1;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    pool.wait_idle().unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst) + cancelled, 2_000);
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        2_000,
+        "every closure dropped once"
+    );
+    let report = pool.shutdown();
+    assert_eq!(report.never_ran, cancelled as u64);
+    assert_eq!(report.completed + report.never_ran, 2_000);
+}
+
+#[test]
+fn a_scoped_pools_task_can_be_cancelled_before_it_starts() {
+    let _check = LeakCheck::new();
+    let words = ["kept".to_string()];
+    corral::scope(|s| {
+        let pool = WorkerPool::builder().workers(1).build_scoped(s).unwrap();
+        let (open, blocker) = gate();
+        pool.execute(blocker).unwrap();
+        let handle = pool.submit_with_token(|_| words[0].len()).unwrap();
+        assert!(handle.cancel());
+        assert!(handle.join().unwrap_err().is_cancelled());
+        open.send(()).unwrap();
+        pool.wait_idle().unwrap();
+        assert_eq!(pool.stats().cancelled, 1);
+    });
 }

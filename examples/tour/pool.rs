@@ -89,6 +89,37 @@ pub fn run() {
         );
     }
 
+    println!("\n[pool] fire and forget, then wait until idle; cancel a queued task");
+    let pool = WorkerPool::builder()
+        .workers(1)
+        .build()
+        .expect("valid config");
+    let done = Arc::new(AtomicUsize::new(0));
+    for _ in 0..500 {
+        let done = Arc::clone(&done);
+        pool.execute(move || {
+            done.fetch_add(1, Ordering::Relaxed);
+        })
+        .expect("pool open");
+    }
+    pool.wait_idle().expect("not called from one of its tasks");
+    let ran = done.load(Ordering::Relaxed);
+    assert_eq!(ran, 500);
+    let (open, gate) = std::sync::mpsc::channel::<()>();
+    pool.execute(move || {
+        let _ = gate.recv();
+    })
+    .expect("pool open");
+    let queued = pool.submit(|| "never runs").expect("pool open");
+    let stopped = queued.cancel();
+    let joined = queued.join(); // at once: the one worker is still held
+    drop(open);
+    let report = pool.shutdown();
+    println!(
+        "  wait_idle returned after all {ran} ran, pool still open; cancel() -> {stopped}, join -> {joined:?}, never_ran {}",
+        report.never_ran
+    );
+
     println!("\n[group] 8 shard checks, at most 3 at once; shard 5 fails and cancels the rest");
     let started = Instant::now();
     let finished = AtomicUsize::new(0);

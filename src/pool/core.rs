@@ -24,10 +24,11 @@ use crate::cancel::{CancelToken, OnCancel};
 use crate::overflow::Overflow;
 use crate::panic::{drop_quietly, Panic};
 use crate::pool::exits;
+use crate::pool::idle::Idle;
 use crate::pool::task::{DroppedTask, Job, Outcome, Runnable, Tally};
 use crate::queue::{offer, try_send, Offered, Refused};
 use crate::sync::{time, Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
-use crate::wait::Until;
+use crate::wait::{Interrupted, Until};
 
 /// A snapshot of a pool's counters and gauges (relaxed reads: cheap to poll, not a
 /// consistent cut while tasks are moving).
@@ -76,7 +77,8 @@ pub struct PoolStats {
     /// Tasks the submitting thread ran itself under `CallerRuns` (also counted in
     /// `completed` or `panicked`).
     pub caller_ran: u64,
-    /// Accepted tasks that never ran (shutdown_now, cancelled pool token).
+    /// Accepted tasks that never ran (shutdown_now, cancelled pool token, cancelled
+    /// through their handle).
     pub cancelled: u64,
 }
 
@@ -104,7 +106,8 @@ pub struct ShutdownReport {
     pub completed: u64,
     /// Tasks that panicked.
     pub panicked: u64,
-    /// Accepted tasks that never ran; their handles resolved to
+    /// Accepted tasks that never ran (also those cancelled through their handle);
+    /// their handles resolved to
     /// [`TaskError::Cancelled`](crate::pool::task::TaskError::Cancelled).
     pub never_ran: u64,
     /// Tasks displaced by the overflow policy.
@@ -131,6 +134,8 @@ struct WorkerSlot {
     received: AtomicU64,
     completed: AtomicU64,
     panicked: AtomicU64,
+    /// Jobs of each `wait_idle` epoch this worker ended (ran or dropped).
+    finished: [AtomicU64; 2],
 }
 
 #[derive(Default)]
@@ -159,6 +164,7 @@ pub(crate) struct State {
     slots: Box<[WorkerSlot]>,
     front: Front,
     cancelled: AtomicU64,
+    idle: Idle,
     alive: Mutex<usize>,
     exited: Condvar,
     first_panic: Mutex<Option<Panic>>,
@@ -188,6 +194,10 @@ thread_local! {
     static WORKER_OF: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
     /// Tasks run inline on this thread, nested, right now.
     static INLINE_DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// The pool (its `State`'s address) whose task, or `on_drop` callback, this thread
+    /// runs outside the workers right now (0 for none): `wait_idle` there would wait
+    /// for the task it is called from.
+    static INLINE_OF: Cell<usize> = const { Cell::new(0) };
 }
 
 impl State {
@@ -201,6 +211,21 @@ impl State {
         }
     }
 
+    /// Records what a run left over: a panic no handle took, or a task its handle
+    /// cancelled before it started (dropped unrun by the run).
+    fn count(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Done | Outcome::Panicked(None) => {}
+            Outcome::Panicked(Some(panic)) => self.keep_panic(panic),
+            Outcome::Cancelled(panic) => {
+                bump(&self.cancelled);
+                if let Some(panic) = panic {
+                    self.keep_panic(panic);
+                }
+            }
+        }
+    }
+
     /// Drops a job that will never run (its handle resolves to `Cancelled`).
     fn abandon(&self, job: Job<'_>) {
         // A capture's destructor may panic; that must not cost a worker. Its panic
@@ -209,6 +234,14 @@ impl State {
             self.keep_panic(panic);
         }
         bump(&self.cancelled);
+    }
+
+    /// Tasks of `epoch` the workers ended.
+    fn finished(&self, epoch: usize) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| s.finished[epoch].load(Ordering::Acquire))
+            .sum()
     }
 
     fn busy(&self) -> usize {
@@ -254,15 +287,19 @@ fn take_job(state: &State, index: usize, job: Job<'_>) {
     let received = slot.received.load(Ordering::Relaxed);
     // Release: a snapshot that sees the count also sees the task gone from the queue.
     slot.received.store(received + 1, Ordering::Release);
+    let epoch = job.epoch();
     if token.is_cancelled() {
         state.abandon(job);
-        return;
+    } else {
+        slot.busy.store(true, Ordering::Relaxed);
+        let outcome = job.run(token, tally);
+        slot.busy.store(false, Ordering::Relaxed);
+        state.count(outcome);
     }
-    slot.busy.store(true, Ordering::Relaxed);
-    let outcome = job.run(token, tally);
-    slot.busy.store(false, Ordering::Relaxed);
-    if let Outcome::Panicked(Some(panic)) = outcome {
-        state.keep_panic(panic);
+    if let Some(finished) = slot.finished.get(epoch) {
+        // Release: `wait_idle` that sees the count also sees the task's entry.
+        finished.store(finished.load(Ordering::Relaxed) + 1, Ordering::Release);
+        state.idle.wake();
     }
 }
 
@@ -294,6 +331,7 @@ impl<'a> Core<'a> {
             slots: (0..workers).map(|_| WorkerSlot::default()).collect(),
             front: Front::default(),
             cancelled: AtomicU64::new(0),
+            idle: Idle::new(),
             alive: Mutex::new(0),
             exited: Condvar::new(),
             first_panic: Mutex::new(None),
@@ -361,7 +399,9 @@ impl<'a> Core<'a> {
             bump(&front.rejected);
             return Err(Refused::Closed(task));
         };
-        let job = Job::new(task);
+        let idle = &self.state.idle;
+        let epoch = idle.enter();
+        let job = Job::in_epoch(task, epoch);
         let sent_job = job.addr();
         let offered = offer(
             tx,
@@ -372,7 +412,9 @@ impl<'a> Core<'a> {
             |displaced| {
                 unqueued(front);
                 bump(&front.dropped);
+                let displaced_epoch = displaced.epoch();
                 self.discard(displaced);
+                idle.leave(displaced_epoch);
             },
             // From one of the pool's own workers, an unbounded wait for room only
             // workers can make may never end (every worker may be waiting so): the
@@ -388,6 +430,7 @@ impl<'a> Core<'a> {
             Err(refused) => refused,
         };
         bump(&front.rejected);
+        idle.leave(epoch);
         Err(refused.map(|job| {
             debug_assert_eq!(job.addr(), sent_job, "a refusal returned another job");
             // SAFETY: a refusal hands back the job it was given (crossbeam's errors
@@ -413,19 +456,47 @@ impl<'a> Core<'a> {
             panicked: Some(&front.caller_panicked),
             exclusive: false,
         };
+        let epoch = job.epoch();
         INLINE_DEPTH.with(|d| d.set(depth + 1));
+        let outer = INLINE_OF.with(|p| p.replace(self.pool_id()));
         let outcome = job.run(&self.state.token, tally);
+        INLINE_OF.with(|p| p.set(outer));
         INLINE_DEPTH.with(|d| d.set(depth));
-        if let Outcome::Panicked(Some(panic)) = outcome {
-            self.state.keep_panic(panic);
-        }
+        self.state.count(outcome);
+        self.state.idle.leave(epoch);
         Ok(())
+    }
+
+    /// This pool, as the thread-locals name it.
+    fn pool_id(&self) -> usize {
+        Arc::as_ptr(&self.state) as usize
+    }
+
+    /// Whether the calling thread is running one of this pool's tasks (on a worker, or
+    /// inline on a submitter or in an `on_drop` callback).
+    pub(crate) fn inside_own_task(&self) -> bool {
+        self.own_worker().is_some() || INLINE_OF.with(Cell::get) == self.pool_id()
+    }
+
+    /// Waits until every task accepted before the call has ended (see `idle.rs`).
+    pub(crate) fn wait_idle(&self, until: &Until<'_>) -> Result<(), Interrupted> {
+        let state = &self.state;
+        let _wake = until.token().map(|token| {
+            let state = Arc::clone(state);
+            token.on_cancel(move || state.idle.wake_now())
+        });
+        state.idle.wait(until, &|epoch| state.finished(epoch))
+    }
+
+    /// Whether no accepted task is unfinished right now.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.state.idle.is_idle(&|epoch| self.state.finished(epoch))
     }
 
     /// The index of the worker the calling thread is, if it is one of this pool's.
     pub(crate) fn own_worker(&self) -> Option<usize> {
         let (pool, index) = WORKER_OF.with(Cell::get);
-        (pool == Arc::as_ptr(&self.state) as usize).then_some(index)
+        (pool == self.pool_id()).then_some(index)
     }
 
     /// Called on worker `index` of this pool, after every other worker was joined:
@@ -466,7 +537,9 @@ impl<'a> Core<'a> {
         let discarded = Panic::catch_any(|| match &self.on_drop {
             Some(on_drop) if depth < MAX_INLINE_DEPTH => {
                 INLINE_DEPTH.with(|d| d.set(depth + 1));
+                let outer = INLINE_OF.with(|p| p.replace(self.pool_id()));
                 let called = Panic::catch_any(|| on_drop(DroppedTask::new(job)));
+                INLINE_OF.with(|p| p.set(outer));
                 INLINE_DEPTH.with(|d| d.set(depth));
                 if let Err(panic) = called {
                     panic.resume();
@@ -535,7 +608,9 @@ impl<'a> Core<'a> {
     pub(crate) fn drain(&self) {
         for job in self.rx.try_iter() {
             unqueued(&self.state.front);
+            let epoch = job.epoch();
             self.state.abandon(job);
+            self.state.idle.leave(epoch);
         }
     }
 

@@ -263,7 +263,7 @@ where
                 let batch = guard.take();
                 batch.map(|batch| timed_chunk(batch, &*f))
             };
-            let (task, handle) = with_own_slot(Plain(work));
+            let (task, handle) = with_own_slot(Plain(work), None);
             let job = Job::new(task);
             let pending = match self.core.try_queue(job) {
                 Ok(()) => Pending::Queued(handle, claim, n),

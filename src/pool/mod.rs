@@ -26,6 +26,7 @@
 
 mod core;
 mod exits;
+mod idle;
 mod map;
 mod task;
 
@@ -34,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::core::{work, Core, OnDropFn};
-use self::task::{Plain, Runnable, Tokened};
+use self::task::{Call, Plain, Runnable, Tokened};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::config::{check_name, ConfigError};
 use crate::overflow::Overflow;
@@ -42,7 +43,7 @@ use crate::queue::Refused;
 use crate::scope::Scope;
 use crate::spawn::{start, SpawnError, StartError, ThreadSpec};
 use crate::sync::time;
-use crate::wait::Until;
+use crate::wait::{Interrupted, Until};
 
 pub use self::core::{PoolStats, ShutdownReport};
 pub use self::map::PoolMap;
@@ -269,6 +270,65 @@ impl<F: PartialEq> PartialEq for SubmitError<F> {
             | (SubmitError::Timeout(a), SubmitError::Timeout(b)) => a == b,
             (SubmitError::Cancelled(a, x), SubmitError::Cancelled(b, y)) => a == b && x == y,
             _ => false,
+        }
+    }
+}
+
+/// Why [`wait_idle`](Pool::wait_idle) (or one of its bounded forms) returned before
+/// every task accepted before the call had finished.
+///
+/// # Example
+///
+/// ```
+/// use corral::{pool::IdleError, WorkerPool};
+/// use std::time::Duration;
+///
+/// let pool = WorkerPool::builder().workers(1).build()?;
+/// let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+/// pool.execute(move || { let _ = gate_rx.recv(); }).unwrap();
+/// assert_eq!(pool.try_wait_idle(), Err(IdleError::Busy));
+/// assert_eq!(pool.wait_idle_timeout(Duration::from_millis(5)), Err(IdleError::Timeout));
+/// gate_tx.send(()).unwrap();
+/// pool.wait_idle().unwrap();
+/// assert_eq!(pool.stats().completed, 1);
+/// # Ok::<(), corral::StartError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IdleError {
+    /// [`try_wait_idle`](Pool::try_wait_idle) found a task not finished yet.
+    Busy,
+    /// The timeout or deadline passed first.
+    Timeout,
+    /// The caller's token was cancelled first.
+    Cancelled(CancelReason),
+    /// Called from inside one of the pool's own tasks, which cannot finish while it
+    /// waits: refused at once instead of waiting for ever.
+    InsideOwnTask,
+}
+
+impl fmt::Display for IdleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdleError::Busy => f.write_str("the pool has unfinished tasks"),
+            IdleError::Timeout => f.write_str("timed out waiting for the pool's tasks"),
+            IdleError::Cancelled(reason) => {
+                write!(f, "stopped waiting for the pool's tasks: {reason}")
+            }
+            IdleError::InsideOwnTask => {
+                f.write_str("waited for the pool's tasks from inside one of them")
+            }
+        }
+    }
+}
+
+impl std::error::Error for IdleError {}
+
+impl From<Interrupted> for IdleError {
+    fn from(why: Interrupted) -> Self {
+        match why {
+            Interrupted::TimedOut => IdleError::Timeout,
+            Interrupted::Cancelled(reason) => IdleError::Cancelled(reason),
         }
     }
 }
@@ -650,10 +710,11 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
         W::submit(&self.core, Plain(f), Some(&Until::cancellable(token)))
     }
 
-    /// As [`submit`](Self::submit), for a task that receives the pool's token
-    /// (cancelled by [`shutdown_now`](Self::shutdown_now) and by a
-    /// [`shutdown_timeout`](Self::shutdown_timeout) that ran out), so a long task
-    /// can stop early.
+    /// As [`submit`](Self::submit), for a task that receives a token of its own, a
+    /// child of the pool's: cancelled by [`TaskHandle::cancel`], and with the pool's
+    /// by [`shutdown_now`](Self::shutdown_now) and by a
+    /// [`shutdown_timeout`](Self::shutdown_timeout) that ran out, so a long task can
+    /// stop early. Each form below does the same.
     ///
     /// # Errors
     ///
@@ -886,6 +947,104 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// A snapshot of the counters.
     pub fn stats(&self) -> PoolStats {
         self.core.stats()
+    }
+
+    /// Waits until every task accepted before this call has finished, without
+    /// closing the pool: other threads may keep submitting meanwhile, and what they
+    /// submit after the call is not waited for (so the wait ends however busy they
+    /// keep the pool).
+    ///
+    /// *Accepted before the call*: a `submit` or `execute` (any form) that returned
+    /// `Ok` before this call began (on this thread, or on another that this one
+    /// heard from since). A submit running at the same time may or may not be waited
+    /// for. *Finished*: the task completed or panicked, or never ran and is on record:
+    /// dropped by `shutdown_now` or a cancelled pool token (its handle says
+    /// `Cancelled`, counted in `cancelled`), displaced by the overflow policy (once
+    /// `on_drop` returned, counted in `dropped`), run by its submitter (`CallerRuns`).
+    /// A task that never returns is waited for without end: use a bounded form.
+    /// `map` chunks are not counted (the `map` call itself waits for them).
+    ///
+    /// # Errors
+    ///
+    /// [`IdleError::InsideOwnTask`] at once when called from inside one of the
+    /// pool's own tasks (which cannot finish while it waits).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let pool = corral::WorkerPool::builder().workers(2).build()?;
+    /// let done = Arc::new(AtomicUsize::new(0));
+    /// for _ in 0..100 {
+    ///     let done = Arc::clone(&done);
+    ///     pool.execute(move || { done.fetch_add(1, Ordering::Relaxed); }).unwrap();
+    /// }
+    /// pool.wait_idle().unwrap(); // no handles kept, no latch of our own
+    /// assert_eq!(done.load(Ordering::Relaxed), 100);
+    /// pool.execute(|| ()).unwrap(); // still open
+    /// # Ok::<(), corral::StartError>(())
+    /// ```
+    pub fn wait_idle(&self) -> Result<(), IdleError> {
+        self.wait_idle_until(&Until::FOREVER)
+    }
+
+    /// Returns `Ok` only if no task accepted by the pool is unfinished right now; never
+    /// waits. Stricter than [`wait_idle`](Pool::wait_idle): a task submitted at
+    /// the same time also makes it [`IdleError::Busy`].
+    ///
+    /// # Errors
+    ///
+    /// [`IdleError::Busy`] when a task has not finished; [`IdleError::InsideOwnTask`]
+    /// from inside one of the pool's own tasks.
+    pub fn try_wait_idle(&self) -> Result<(), IdleError> {
+        if self.core.inside_own_task() {
+            return Err(IdleError::InsideOwnTask);
+        }
+        if self.core.is_idle() {
+            Ok(())
+        } else {
+            Err(IdleError::Busy)
+        }
+    }
+
+    /// [`wait_idle`](Pool::wait_idle) for at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`IdleError::Timeout`] when the timeout passed first;
+    /// [`IdleError::InsideOwnTask`] from inside one of the pool's own tasks.
+    pub fn wait_idle_timeout(&self, timeout: Duration) -> Result<(), IdleError> {
+        self.wait_idle_until(&Until::timeout(timeout))
+    }
+
+    /// [`wait_idle`](Pool::wait_idle) until `deadline` at most.
+    ///
+    /// # Errors
+    ///
+    /// [`IdleError::Timeout`] when the deadline passed first;
+    /// [`IdleError::InsideOwnTask`] from inside one of the pool's own tasks.
+    pub fn wait_idle_deadline(&self, deadline: Instant) -> Result<(), IdleError> {
+        self.wait_idle_until(&Until::deadline(deadline))
+    }
+
+    /// [`wait_idle`](Pool::wait_idle) until `token` is cancelled (or its deadline
+    /// passes).
+    ///
+    /// # Errors
+    ///
+    /// [`IdleError::Cancelled`] when the token stopped the wait first;
+    /// [`IdleError::InsideOwnTask`] from inside one of the pool's own tasks.
+    pub fn wait_idle_cancellable(&self, token: &CancelToken) -> Result<(), IdleError> {
+        self.wait_idle_until(&Until::cancellable(token))
+    }
+
+    fn wait_idle_until(&self, until: &Until<'_>) -> Result<(), IdleError> {
+        if self.core.inside_own_task() {
+            return Err(IdleError::InsideOwnTask);
+        }
+        Ok(self.core.wait_idle(until)?)
     }
 
     /// Stops accepting tasks (later submits get [`SubmitError::Closed`]); queued tasks
@@ -1168,7 +1327,9 @@ mod threads {
     #![allow(private_interfaces, private_bounds)]
 
     use super::task::{in_cell, with_own_slot, Call, TaskHandle};
-    use super::{refused, Core, OwnedThreads, ScopedThreads, SubmitError, INLINE_CLOSURE_MAX};
+    use super::{
+        own_token, refused, Core, OwnedThreads, ScopedThreads, SubmitError, INLINE_CLOSURE_MAX,
+    };
     use crate::scope::ScopedHandle;
     use crate::wait::Until;
     use std::thread::JoinHandle;
@@ -1214,7 +1375,7 @@ mod threads {
                 return ScopedThreads::submit(core, call, until);
             }
             // One allocation: the handle reads its result from the queued task's cell.
-            let (task, handle) = in_cell(call);
+            let (task, handle) = in_cell(call, own_token::<C>(core));
             core.push(task, until).map(|()| handle).map_err(refused)
         }
 
@@ -1240,7 +1401,7 @@ mod threads {
             C: Call + 'env,
             C::Out: Send + 'env,
         {
-            let (task, handle) = with_own_slot(call);
+            let (task, handle) = with_own_slot(call, own_token::<C>(core));
             core.push(task, until).map(|()| handle).map_err(refused)
         }
 
@@ -1248,6 +1409,13 @@ mod threads {
             let _ = thread.join();
         }
     }
+}
+
+/// A token of its own for a task whose closure takes one (a child of the pool's, so
+/// `shutdown_now` still reaches it), which its handle can cancel; `None` otherwise.
+#[inline(always)]
+fn own_token<C: Call>(core: &Core<'_>) -> Option<CancelToken> {
+    C::TAKES_TOKEN.then(|| core.token().child())
 }
 
 /// The error for a task the queue refused, with its closure handed back.

@@ -7,11 +7,15 @@
 //! tasks keep the slot inline (one allocation), others point to a slot of its own.
 //! The queue carries either shape as a [`Job`]: a thin pointer and a hand-written
 //! table of the two things a queue does with a task (run it, drop it unrun), so a
-//! slot stays two words without an enum tag. No lock guards the closure (a job has
-//! one owner at a time, and only its `Shared` reaches the closure) nor the result (a
-//! state byte hands each field over, see [`Packet`]). Every task resolves exactly
-//! once: run, or dropped unrun (its handle then says `Cancelled`), or refused and
-//! handed back to its submitter as the very closure it gave ([`Job::into_task`]).
+//! slot stays two words without an enum tag (the table also names the job's
+//! `wait_idle` epoch). No lock guards the closure (a job has one owner at a time, and
+//! only its `Shared` reaches the closure) nor the result (a state byte hands each
+//! field over, see [`Packet`]). Every task resolves exactly once: run, or dropped
+//! unrun (its handle then says `Cancelled`), or refused and handed back to its
+//! submitter as the very closure it gave ([`Job::into_task`]). A handle may cancel its
+//! task first: a claim byte in the slot decides, once, whether the pool (about to run
+//! or drop the task) or the handle resolves it; the closure stays the job's, and the
+//! run that finds the slot cancelled drops it unrun.
 //!
 //! All of the pool's `unsafe` is here, each block with its SAFETY note; the one
 //! caller of [`Job::into_task`] is the engine's push path, which relies on the queue
@@ -46,6 +50,9 @@ use std::sync::Arc;
 pub(crate) trait Call: Send {
     type Out;
     type Closure;
+    /// Whether the closure takes a token: a task with a handle then gets one of its
+    /// own, which [`TaskHandle::cancel`] cancels.
+    const TAKES_TOKEN: bool;
     fn call(self, token: &CancelToken) -> Self::Out;
     fn into_closure(self) -> Self::Closure;
 }
@@ -56,6 +63,7 @@ pub(crate) struct Plain<F>(pub(crate) F);
 impl<F: FnOnce() -> T + Send, T> Call for Plain<F> {
     type Out = T;
     type Closure = F;
+    const TAKES_TOKEN: bool = false;
     fn call(self, _token: &CancelToken) -> T {
         (self.0)()
     }
@@ -70,6 +78,7 @@ pub(crate) struct Tokened<F>(pub(crate) F);
 impl<F: FnOnce(&CancelToken) -> T + Send, T> Call for Tokened<F> {
     type Out = T;
     type Closure = F;
+    const TAKES_TOKEN: bool = true;
     fn call(self, token: &CancelToken) -> T {
         (self.0)(token)
     }
@@ -83,6 +92,9 @@ pub(crate) enum Outcome {
     Done,
     /// The payload is here only when no handle took it (fire-and-forget tasks).
     Panicked(Option<Panic>),
+    /// Its handle cancelled it before it started: the closure was dropped unrun (the
+    /// payload is that drop's panic, if any).
+    Cancelled(Option<Panic>),
 }
 
 /// Where a run is counted. Counted before the handle resolves, so a caller who has
@@ -147,38 +159,79 @@ const WAITING: u8 = 1;
 /// The result is in: the handle owns `result`.
 const DONE: u8 = 2;
 
+/// `claim`: nobody has decided the task's fate yet.
+const QUEUED: u8 = 0;
+/// `claim`: the pool runs (or drops) the task and resolves the slot.
+const CLAIMED: u8 = 1;
+/// `claim`: the handle cancelled the task and resolved the slot; the pool drops the
+/// closure unrun.
+const CANCELLED: u8 = 2;
+
 /// One task's result, handed from the thread that resolves it to the one that joins.
 /// `state` says who owns which field, so neither needs a lock (a finished join is one
 /// load). A panic is boxed inside [`TaskError`], so the slot stays a few words.
+/// `claim` decides who resolves it, once: the pool (which runs or drops the task) or
+/// the handle (which cancels it first); only the winner calls `set`.
 pub(crate) struct Packet<T> {
     state: AtomicU8,
+    claim: AtomicU8,
+    /// The task's own token, for a closure that takes one: cancelled by the handle.
+    token: Option<CancelToken>,
     /// Written once by the setter before `DONE`, read by the handle after it.
     result: UnsafeCell<Option<Result<T, TaskError>>>,
     /// Written by the handle while `EMPTY`, taken by the setter when it ends `WAITING`.
     waiter: UnsafeCell<Option<thread::Thread>>,
 }
 
-// SAFETY: the fields are only reached as `state` hands them over (see the consts):
-// `result` by the one setter before it publishes `DONE` (release) and by the handle
-// after it sees `DONE` (acquire); `waiter` by the handle while the state is `EMPTY`
-// or `DONE` (it may leave a `Thread` there, dropped with the packet), and by the
-// setter only after its swap returned `WAITING`. The values crossing threads are
-// `Send`.
+// SAFETY: the `UnsafeCell` fields are only reached as `state` hands them over (see
+// the consts): `result` by the one setter (whoever won `claim`, a compare-exchange
+// from `QUEUED` that only one side can win) before it publishes `DONE` (release) and
+// by the handle after it sees `DONE` (acquire); `waiter` by the handle while the
+// state is `EMPTY` or `DONE` (it may leave a `Thread` there, dropped with the
+// packet), and by the setter only after its swap returned `WAITING`. A handle that
+// cancels is the setter itself and is not registered meanwhile (`cancel` borrows
+// the handle, every join consumes it), so that swap never returns `WAITING` to it.
+// `claim` and `state` are atomics; `token` is never written after `new` and is
+// `Sync`. The values crossing threads are `Send`.
 unsafe impl<T: Send> Sync for Packet<T> {}
 
 impl<T> Packet<T> {
-    /// An empty slot.
-    pub(crate) fn new() -> Self {
+    /// An empty slot, for a task with its own token or none.
+    pub(crate) fn new(token: Option<CancelToken>) -> Self {
         Packet {
             state: AtomicU8::new(EMPTY),
+            claim: AtomicU8::new(QUEUED),
+            token,
             result: UnsafeCell::new(None),
             waiter: UnsafeCell::new(None),
         }
     }
 
-    /// Resolves the slot. Called once per packet: its task's `Shared` hands out the
-    /// closure once, to a run or an abandonment, and only that delivers. A second call
-    /// would race the handle's read of the result (asserted in debug builds).
+    /// The pool's claim on resolving the slot, made before it runs or drops the task.
+    /// `false` when the handle cancelled the task first (and resolved the slot).
+    pub(crate) fn claim(&self) -> bool {
+        self.claim
+            .compare_exchange(QUEUED, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The handle's claim: resolves the slot to `Cancelled` if the pool has not
+    /// claimed it. `true` if it did.
+    fn cancel(&self) -> bool {
+        let won = self
+            .claim
+            .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if won {
+            self.set(Err(TaskError::Cancelled));
+        }
+        won
+    }
+
+    /// Resolves the slot. Called once per packet, by whoever won `claim`: the pool
+    /// (its task's `Shared` hands out the closure once, to a run or an abandonment,
+    /// and only that delivers) or the handle's `cancel`. A second call would race the
+    /// handle's read of the result (asserted in debug builds).
     pub(crate) fn set(&self, result: Result<T, TaskError>) {
         debug_assert_ne!(
             self.state.load(Ordering::Relaxed),
@@ -186,7 +239,7 @@ impl<T> Packet<T> {
             "a packet set twice"
         );
         // SAFETY: before `DONE` only the setter touches `result`, and there is one
-        // setter per packet (above).
+        // setter per packet: whoever won `claim` (above).
         self.result.with_mut(|slot| unsafe { *slot = Some(result) });
         if self.state.swap(DONE, Ordering::AcqRel) == WAITING {
             // SAFETY: ending `WAITING` hands `waiter` to the setter; the acquire saw
@@ -241,8 +294,10 @@ impl<T> Packet<T> {
 }
 
 /// A new result slot of its own: the first half resolves it (once), the handle waits.
-pub(crate) fn packet<T>() -> (crate::sync::Arc<Packet<T>>, TaskHandle<T>) {
-    let packet = crate::sync::Arc::new(Packet::new());
+pub(crate) fn packet<T>(
+    token: Option<CancelToken>,
+) -> (crate::sync::Arc<Packet<T>>, TaskHandle<T>) {
+    let packet = crate::sync::Arc::new(Packet::new(token));
     (
         crate::sync::Arc::clone(&packet),
         TaskHandle {
@@ -266,6 +321,17 @@ pub(crate) trait Deliver<T>: Send + Sync {
     fn slot(&self) -> usize {
         0
     }
+
+    /// The pool's claim on resolving the result (see [`Packet::claim`]); `false`
+    /// when the handle cancelled the task first.
+    fn claim(&self) -> bool {
+        true
+    }
+
+    /// The task's own token, if it has one (else it runs under the pool's).
+    fn own_token(&self) -> Option<&CancelToken> {
+        None
+    }
 }
 
 /// Fire-and-forget: the value is dropped, a panic goes back to the worker.
@@ -286,6 +352,14 @@ impl<T: Send> Deliver<T> for Packet<T> {
     fn slot(&self) -> usize {
         self as *const Packet<T> as usize
     }
+
+    fn claim(&self) -> bool {
+        Packet::claim(self)
+    }
+
+    fn own_token(&self) -> Option<&CancelToken> {
+        self.token.as_ref()
+    }
 }
 
 impl<T: Send> Deliver<T> for crate::sync::Arc<Packet<T>> {
@@ -296,6 +370,14 @@ impl<T: Send> Deliver<T> for crate::sync::Arc<Packet<T>> {
 
     fn slot(&self) -> usize {
         &**self as *const Packet<T> as usize
+    }
+
+    fn claim(&self) -> bool {
+        Packet::claim(self)
+    }
+
+    fn own_token(&self) -> Option<&CancelToken> {
+        self.token.as_ref()
     }
 }
 
@@ -367,7 +449,8 @@ pub enum TaskError {
     /// [`Panic::resume`].
     Panicked(Panic),
     /// The task never ran: the pool was shut down with `shutdown_now`, its token was
-    /// cancelled, or an overflow policy discarded it.
+    /// cancelled, an overflow policy discarded it, or its handle cancelled it
+    /// ([`TaskHandle::cancel`]).
     Cancelled,
     /// The handle was joined from inside the very task it waits for, which cannot
     /// finish while it waits: the join gives up at once instead of waiting for ever.
@@ -555,6 +638,56 @@ impl<T> TaskHandle<T> {
         self.slot().is_done()
     }
 
+    /// Cancels the task. If it has not started, it never will: the handle resolves to
+    /// [`TaskError::Cancelled`] at once (a join returns it without waiting), and the
+    /// pool drops the closure unrun when it reaches it in the queue (inside the panic
+    /// boundary; counted in [`PoolStats::cancelled`](crate::pool::PoolStats::cancelled)
+    /// and `never_ran`). A task submitted with a token
+    /// ([`submit_with_token`](crate::pool::Pool::submit_with_token)) has a token of
+    /// its own, a child of the pool's: it is cancelled too, so a task already running
+    /// sees [`is_cancelled`](CancelToken::is_cancelled) and may stop early. A running
+    /// task that ignores its token runs to its end, and a join waits for it.
+    ///
+    /// Returns `true` if this call stopped the task from starting; `false` if it had
+    /// already started (or ended, or was cancelled before).
+    ///
+    /// # Panics
+    ///
+    /// As [`CancelToken::cancel`]: if a callback registered on the task's token panics,
+    /// that panic is re-raised here.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{pool::TaskError, WorkerPool};
+    ///
+    /// let pool = WorkerPool::builder().workers(1).build()?;
+    /// let (started_tx, started) = std::sync::mpsc::channel();
+    /// let running = pool
+    ///     .submit_with_token(move |token| {
+    ///         started_tx.send(()).unwrap();
+    ///         token.wait(); // stands for work that checks its token
+    ///         "stopped early"
+    ///     })
+    ///     .unwrap();
+    /// let queued = pool.submit(|| "never runs").unwrap();
+    /// assert!(queued.cancel()); // still queued: it will never start
+    /// assert!(matches!(queued.join(), Err(TaskError::Cancelled)));
+    /// started.recv().unwrap();
+    /// assert!(!running.cancel()); // running: its token is cancelled
+    /// assert_eq!(running.join().unwrap(), "stopped early");
+    /// assert_eq!(pool.shutdown().never_ran, 1);
+    /// # Ok::<(), corral::StartError>(())
+    /// ```
+    pub fn cancel(&self) -> bool {
+        let packet = self.slot();
+        let stopped = packet.cancel();
+        if let Some(token) = &packet.token {
+            token.cancel();
+        }
+        stopped
+    }
+
     pub(crate) fn join_until(self, until: &Until<'_>) -> Result<Result<T, TaskError>, Self> {
         let packet = self.slot();
         if let Some(result) = spin_for(packet) {
@@ -649,24 +782,27 @@ pub(crate) type OwnSlot<C> = Shared<C, crate::sync::Arc<Packet<<C as Call>::Out>
 
 /// A task whose result slot sits inside its own cell, shared with the handle: one
 /// allocation. Only a `'static` task can do this (a handle is `'static`).
-pub(crate) fn in_cell<C>(call: C) -> (InCell<C>, TaskHandle<C::Out>)
+pub(crate) fn in_cell<C>(call: C, token: Option<CancelToken>) -> (InCell<C>, TaskHandle<C::Out>)
 where
     C: Call + 'static,
     C::Out: Send + 'static,
 {
-    let task = Shared::new(call, Packet::new());
+    let task = Shared::new(call, Packet::new(token));
     let handle = TaskHandle::in_cell(Arc::clone(&task.0) as Arc<dyn AsPacket<C::Out>>);
     (task, handle)
 }
 
 /// A task whose result goes to a slot of its own, for tasks that may borrow and for
 /// big closures (a handle nobody joins yet then pins no closure bytes).
-pub(crate) fn with_own_slot<C>(call: C) -> (OwnSlot<C>, TaskHandle<C::Out>)
+pub(crate) fn with_own_slot<C>(
+    call: C,
+    token: Option<CancelToken>,
+) -> (OwnSlot<C>, TaskHandle<C::Out>)
 where
     C: Call,
     C::Out: Send,
 {
-    let (slot, handle) = packet();
+    let (slot, handle) = packet(token);
     (Shared::new(call, slot), handle)
 }
 
@@ -744,10 +880,13 @@ where
 
     fn run(mut self, token: &CancelToken, tally: Tally<'_>) -> Outcome {
         let outcome = match self.take() {
-            Some(call) => {
+            Some(call) if self.0.done.claim() => {
                 let _running = Running::enter(self.0.done.slot());
+                let token = self.0.done.own_token().unwrap_or(token);
                 call_and_deliver(call, &self.0.done, token, tally)
             }
+            // Its handle cancelled it (and resolved itself): dropped unrun, here.
+            Some(call) => Outcome::Cancelled(Panic::catch_any(move || drop(call)).err()),
             None => Outcome::Done,
         };
         // This may be the last reference (the handle is gone), dropping a result
@@ -756,6 +895,7 @@ where
         // task itself completed).
         match (Panic::catch_any(move || drop(self)), outcome) {
             (Err(panic), Outcome::Done | Outcome::Panicked(None)) => Outcome::Panicked(Some(panic)),
+            (Err(panic), Outcome::Cancelled(None)) => Outcome::Cancelled(Some(panic)),
             (Err(panic), outcome) => {
                 drop_quietly(panic);
                 outcome
@@ -764,12 +904,15 @@ where
         }
     }
 
-    /// Drops the closure and resolves the handle to `Cancelled`, even if a capture
-    /// panics on drop; the panic then goes on to whoever dropped the job.
+    /// Drops the closure and resolves the handle to `Cancelled` (unless the handle
+    /// cancelled it first and did so itself), even if a capture panics on drop; the
+    /// panic then goes on to whoever dropped the job.
     fn abandon(mut self) {
         if let Some(call) = self.take() {
             let dropped = Panic::catch_any(move || drop(call));
-            self.0.done.deliver(Err(TaskError::Cancelled));
+            if self.0.done.claim() {
+                self.0.done.deliver(Err(TaskError::Cancelled));
+            }
             if let Err(panic) = dropped {
                 panic.resume();
             }
@@ -798,20 +941,28 @@ impl<C: Call> Runnable for Box<C> {
     }
 }
 
-/// What a job can do with the task behind its pointer.
+/// What a job can do with the task behind its pointer, and the number the pool
+/// counts it under (its `wait_idle` epoch: 0, 1, or 2 for none).
 struct Ops {
     run: unsafe fn(NonNull<()>, &CancelToken, Tally<'_>) -> Outcome,
     abandon: unsafe fn(NonNull<()>),
+    epoch: usize,
 }
 
-/// The table for one task type (a constant, so each job refers to it for free).
+/// The tables for one task type, one per epoch (constants, so each job refers to one
+/// for free and the epoch costs the job no space).
 struct OpsOf<R>(PhantomData<R>);
 
 impl<R: Runnable> OpsOf<R> {
-    const OPS: Ops = Ops {
-        run: run_raw::<R>,
-        abandon: abandon_raw::<R>,
-    };
+    const OPS: &'static [Ops; 3] = &[Self::ops(0), Self::ops(1), Self::ops(2)];
+
+    const fn ops(epoch: usize) -> Ops {
+        Ops {
+            run: run_raw::<R>,
+            abandon: abandon_raw::<R>,
+            epoch,
+        }
+    }
 }
 
 /// # Safety
@@ -844,13 +995,26 @@ pub(crate) struct Job<'a> {
 unsafe impl Send for Job<'_> {}
 
 impl<'a> Job<'a> {
+    /// A job that carries no epoch (2).
     #[inline]
     pub(crate) fn new<R: Runnable + 'a>(task: R) -> Self {
+        Self::in_epoch(task, 2)
+    }
+
+    /// A job counted under `epoch` (0 or 1; anything else is 2, none).
+    #[inline]
+    pub(crate) fn in_epoch<R: Runnable + 'a>(task: R, epoch: usize) -> Self {
         Job {
             raw: task.into_raw(),
-            ops: &OpsOf::<R>::OPS,
+            ops: &OpsOf::<R>::OPS[epoch.min(2)],
             _task: PhantomData,
         }
+    }
+
+    /// The epoch the job was made with.
+    #[inline]
+    pub(crate) fn epoch(&self) -> usize {
+        self.ops.epoch
     }
 
     /// Runs the task once, on this thread.
@@ -1015,7 +1179,7 @@ mod tests {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        in_cell(Plain(f))
+        in_cell(Plain(f), None)
     }
 
     /// Where runs are counted, as a worker's slot.
@@ -1172,10 +1336,13 @@ mod tests {
     #[test]
     fn a_job_dropped_unrun_resolves_its_handle_even_if_a_capture_panics_on_drop() {
         let bomb = Bomb;
-        let (task, handle) = with_own_slot(Plain(move || {
-            let _keep = &bomb;
-            1u32
-        }));
+        let (task, handle) = with_own_slot(
+            Plain(move || {
+                let _keep = &bomb;
+                1u32
+            }),
+            None,
+        );
         let job = Job::new(task);
         let dropped = Panic::catch_any(move || drop(job));
         assert_eq!(
@@ -1187,8 +1354,63 @@ mod tests {
 
     #[test]
     fn a_job_dropped_unrun_resolves_its_inline_handle() {
-        let (task, handle) = in_cell(Plain(|| 7u32));
+        let (task, handle) = in_cell(Plain(|| 7u32), None);
         drop(Job::new(task));
+        assert!(handle.join().unwrap_err().is_cancelled());
+    }
+
+    #[test]
+    fn a_task_cancelled_before_it_runs_is_dropped_unrun_by_the_run_of_either_shape() {
+        let (f, probe) = probed(3u32);
+        let (task, handle) = with_handle(f);
+        assert!(handle.cancel());
+        assert!(!handle.cancel());
+        let counts = Counts::default();
+        let outcome = run_elsewhere(Job::new(task), &counts);
+        assert!(matches!(outcome, Outcome::Cancelled(None)));
+        assert_eq!((probe.runs(), probe.drops()), (0, 1));
+        assert_eq!(counts.get(), (0, 0));
+        assert!(handle.join().unwrap_err().is_cancelled());
+
+        let (f, probe) = probed(4u32);
+        let (task, handle) = with_own_slot(Plain(f), None);
+        assert!(handle.cancel());
+        drop(Job::new(task)); // a drain: the handle is already resolved, once
+        assert_eq!((probe.runs(), probe.drops()), (0, 1));
+        assert!(handle.join().unwrap_err().is_cancelled());
+    }
+
+    #[test]
+    fn a_cancel_after_the_run_keeps_the_value_and_cancels_the_tasks_own_token() {
+        let own = CancelToken::new();
+        let (task, handle) = in_cell(
+            Tokened(|token: &CancelToken| token.is_cancelled()),
+            Some(own.clone()),
+        );
+        let pool_token = CancelToken::new();
+        let outcome = Job::new(task).run(&pool_token, Tally::NONE);
+        assert!(matches!(outcome, Outcome::Done));
+        assert!(!handle.cancel());
+        assert!(own.is_cancelled() && !pool_token.is_cancelled());
+        assert!(!handle.join().unwrap(), "it ran before the cancel");
+    }
+
+    #[test]
+    fn a_cancelled_task_whose_capture_panics_on_drop_hands_the_panic_to_the_run() {
+        let bomb = Bomb;
+        let (task, handle) = in_cell(
+            Plain(move || {
+                let _keep = &bomb;
+            }),
+            None,
+        );
+        assert!(handle.cancel());
+        match Job::new(task).run(&CancelToken::new(), Tally::NONE) {
+            Outcome::Cancelled(Some(panic)) => {
+                assert_eq!(panic.message(), Some("a capture that panics when dropped"))
+            }
+            _ => panic!("the drop's panic was lost"),
+        }
         assert!(handle.join().unwrap_err().is_cancelled());
     }
 
@@ -1200,7 +1422,7 @@ mod tests {
                 panic!("result dropped");
             }
         }
-        let (task, handle) = in_cell(Plain(|| LoudResult));
+        let (task, handle) = in_cell(Plain(|| LoudResult), None);
         drop(handle); // nobody will join: the job holds the last reference
         let outcome = Job::new(task).run(&CancelToken::new(), Tally::NONE);
         // The destructor's panic goes to the report, as no handle takes it.
