@@ -31,21 +31,66 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::sync::{thread, time, Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
 
 /// Why a [`CancelToken`] is cancelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Every refusal a cancelled token causes carries this reason, so a cause given to
+/// [`CancelToken::cancel_with`] reaches whoever the token stopped, inside the error
+/// they got. Two `CancelledWith` reasons are equal when they hold the same cause
+/// (the same `Arc`).
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum CancelReason {
     /// [`CancelToken::cancel`] was called on this token or an ancestor.
     Cancelled,
     /// The token's deadline (or an ancestor's) has passed.
     DeadlineExceeded,
+    /// [`CancelToken::cancel_with`] was called on this token or an ancestor, with
+    /// this cause.
+    CancelledWith(CancelCause),
+}
+
+impl CancelReason {
+    /// The cause given to [`CancelToken::cancel_with`], if this cancel had one.
+    pub fn cause(&self) -> Option<&CancelCause> {
+        match self {
+            CancelReason::CancelledWith(cause) => Some(cause),
+            _ => None,
+        }
+    }
+
+    /// Whether a deadline (not a call to `cancel`) ended the wait.
+    pub fn is_deadline(&self) -> bool {
+        matches!(self, CancelReason::DeadlineExceeded)
+    }
+
+    fn cause_address(&self) -> Option<*const ()> {
+        self.cause()
+            .map(|cause| std::sync::Arc::as_ptr(cause) as *const ())
+    }
+}
+
+impl PartialEq for CancelReason {
+    fn eq(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+            && self.cause_address() == other.cause_address()
+    }
+}
+
+impl Eq for CancelReason {}
+
+impl std::hash::Hash for CancelReason {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        self.cause_address().hash(state);
+    }
 }
 
 impl fmt::Display for CancelReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CancelReason::Cancelled => "cancelled",
-            CancelReason::DeadlineExceeded => "deadline exceeded",
-        })
+        match self {
+            CancelReason::Cancelled => f.write_str("cancelled"),
+            CancelReason::DeadlineExceeded => f.write_str("deadline exceeded"),
+            CancelReason::CancelledWith(cause) => write!(f, "cancelled: {cause}"),
+        }
     }
 }
 
@@ -146,18 +191,13 @@ impl State {
     }
 }
 
-fn encode(reason: CancelReason) -> usize {
+const CAUSED: usize = 3;
+
+fn encode(reason: &CancelReason) -> usize {
     match reason {
         CancelReason::Cancelled => CANCELLED,
         CancelReason::DeadlineExceeded => DEADLINE,
-    }
-}
-
-fn decode(raw: usize) -> Option<CancelReason> {
-    match raw {
-        CANCELLED => Some(CancelReason::Cancelled),
-        DEADLINE => Some(CancelReason::DeadlineExceeded),
-        _ => None,
+        CancelReason::CancelledWith(_) => CAUSED,
     }
 }
 
@@ -171,8 +211,24 @@ impl Node {
         })
     }
 
+    fn is_flagged(&self) -> bool {
+        self.reason.load(Ordering::Acquire) != NONE
+    }
+
+    /// The reason this node was flagged with; takes the node's lock only to copy a
+    /// cause, so never call it with that lock held.
     fn flagged(&self) -> Option<CancelReason> {
-        decode(self.reason.load(Ordering::Acquire))
+        match self.reason.load(Ordering::Acquire) {
+            CANCELLED => Some(CancelReason::Cancelled),
+            DEADLINE => Some(CancelReason::DeadlineExceeded),
+            CAUSED => self
+                .state
+                .lock()
+                .cause
+                .clone()
+                .map(CancelReason::CancelledWith),
+            _ => None,
+        }
     }
 
     /// Cancels this node and its subtree; runs callbacks with no lock held.
@@ -183,7 +239,7 @@ impl Node {
     /// descendants may not be flagged yet. Each node's callbacks run once, on the
     /// thread that flagged it. The walk is iterative (a stack, children before their
     /// parent is marked settled), so depth never grows the call stack.
-    fn cancel(this: &Arc<Node>, reason: CancelReason, cause: Option<&CancelCause>) {
+    fn cancel(this: &Arc<Node>, reason: CancelReason) {
         let mut pending = vec![(Arc::clone(this), false)];
         let mut first_panic: Option<Box<dyn Any + Send>> = None;
         while let Some((node, below_done)) = pending.pop() {
@@ -198,10 +254,10 @@ impl Node {
             let (callbacks, done) = {
                 let mut state = node.state.lock();
                 let mut callbacks = Vec::new();
-                let first = node.flagged().is_none();
+                let first = !node.is_flagged();
                 if first {
-                    state.cause = cause.cloned();
-                    node.reason.store(encode(reason), Ordering::Release);
+                    state.cause = reason.cause().cloned();
+                    node.reason.store(encode(&reason), Ordering::Release);
                 }
                 for slot in &mut state.slots {
                     match slot {
@@ -300,14 +356,14 @@ impl CancelToken {
         let node = Node::new(deadline);
         let key = {
             let mut state = parent.state.lock();
-            match parent.flagged() {
-                Some(reason) => {
+            match parent.reason.load(Ordering::Acquire) {
+                NONE => Some(state.insert(Entry::Child(Arc::clone(&node)))),
+                raw => {
                     // Nobody else can see the new node yet: its lock is free.
                     node.state.lock().cause = state.cause.clone();
-                    node.reason.store(encode(reason), Ordering::Release);
+                    node.reason.store(raw, Ordering::Release);
                     None
                 }
-                None => Some(state.insert(Entry::Child(Arc::clone(&node)))),
             }
         };
         CancelToken {
@@ -328,7 +384,7 @@ impl CancelToken {
     /// descendant is cancelled (the token is fully cancelled either way). corral's own
     /// primitives catch it where they cancel on a thread of theirs.
     pub fn cancel(&self) {
-        self.cancel_inner(None);
+        self.cancel_inner(CancelReason::Cancelled);
     }
 
     /// Cancels this token and every descendant, as [`cancel`](CancelToken::cancel),
@@ -337,8 +393,9 @@ impl CancelToken {
     /// cancel reaches. The first cancel of a token wins, reason and cause alike: a
     /// token already cancelled (or a descendant cancelled earlier on its own) keeps
     /// what it had. [`reason`](CancelToken::reason) is
-    /// [`CancelReason::Cancelled`] as for `cancel` (or
-    /// [`CancelReason::DeadlineExceeded`] if the deadline had passed).
+    /// [`CancelReason::CancelledWith`] holding the cause (or
+    /// [`CancelReason::DeadlineExceeded`] if the deadline had passed first, and then
+    /// the cause is dropped), and every refusal the token causes carries that reason.
     ///
     /// # Panics
     ///
@@ -353,7 +410,9 @@ impl CancelToken {
     /// let request = CancelToken::new();
     /// let step = request.child();
     /// request.cancel_with("the client went away");
-    /// assert_eq!(step.reason(), Some(CancelReason::Cancelled));
+    /// let reason = step.reason().expect("cancelled");
+    /// assert!(matches!(reason, CancelReason::CancelledWith(_)));
+    /// assert_eq!(reason.to_string(), "cancelled: the client went away");
     /// assert_eq!(step.cause().unwrap().to_string(), "the client went away");
     ///
     /// request.cancel_with("too late: the first cause stays");
@@ -361,15 +420,17 @@ impl CancelToken {
     /// ```
     pub fn cancel_with(&self, cause: impl Into<Box<dyn Error + Send + Sync>>) {
         let cause: CancelCause = cause.into().into();
-        self.cancel_inner(Some(&cause));
+        self.cancel_inner(CancelReason::CancelledWith(cause));
     }
 
-    fn cancel_inner(&self, cause: Option<&CancelCause>) {
+    /// Flags the subtree with `reason`, unless the deadline has already passed: then
+    /// the deadline was first, and the token is flagged with that.
+    fn cancel_inner(&self, reason: CancelReason) {
         let reason = match self.deadline() {
             Some(deadline) if time::now() >= deadline => CancelReason::DeadlineExceeded,
-            _ => CancelReason::Cancelled,
+            _ => reason,
         };
-        Node::cancel(&self.handle.node, reason, cause);
+        Node::cancel(&self.handle.node, reason);
     }
 
     /// The cause given to [`cancel_with`](CancelToken::cancel_with) by the cancel
@@ -377,26 +438,26 @@ impl CancelToken {
     /// not cancelled, cancelled by [`cancel`](CancelToken::cancel), or only past its
     /// deadline.
     ///
-    /// A refusal caused by a token carries its [`CancelReason`], which is `Copy` and
-    /// has no room for the error: ask the token you passed for the cause.
+    /// A refusal caused by the token carries the same cause inside its
+    /// [`CancelReason`] ([`CancelReason::cause`]), so whoever the token stopped can
+    /// read it from the error alone.
     ///
     /// ```
-    /// use corral::{cancel::CancelReason, pool::SubmitError, CancelToken, WorkerPool};
+    /// use corral::{pool::SubmitError, CancelToken, WorkerPool};
     ///
     /// let pool = WorkerPool::builder().workers(1).build()?;
     /// let token = CancelToken::new();
     /// token.cancel_with(std::io::Error::other("shutting down"));
     /// let err = pool.submit_cancellable(|| 1, &token).unwrap_err();
-    /// assert!(matches!(err, SubmitError::Cancelled(_, CancelReason::Cancelled)));
-    /// let cause = token.cause().expect("cancelled with a cause");
+    /// let SubmitError::Cancelled(_, reason) = err else { panic!("{err}") };
+    /// let cause = reason.cause().expect("the refusal carries the cause");
     /// assert_eq!(cause.to_string(), "shutting down");
     /// assert!(cause.downcast_ref::<std::io::Error>().is_some());
+    /// assert!(std::sync::Arc::ptr_eq(cause, &token.cause().unwrap()));
     /// # Ok::<(), corral::StartError>(())
     /// ```
     pub fn cause(&self) -> Option<CancelCause> {
-        // Written with the flag, under the lock: a token not flagged has none.
-        self.handle.node.flagged()?;
-        self.handle.node.state.lock().cause.clone()
+        self.handle.node.flagged()?.cause().cloned()
     }
 
     /// Whether this token is cancelled, explicitly or by its deadline.
@@ -513,7 +574,7 @@ impl CancelToken {
         let node = &self.handle.node;
         if self.reason().is_none() {
             let mut state = node.state.lock();
-            if node.flagged().is_none() {
+            if !node.is_flagged() {
                 let key = state.insert(Entry::Callback(Box::new(callback)));
                 return OnCancel {
                     registration: Some((self.clone(), key)),
@@ -613,7 +674,7 @@ impl CancelToken {
             && Arc::strong_count(node) == 1
             && self.handle.parent.is_none()
             && node.deadline.is_none()
-            && node.flagged().is_none()
+            && !node.is_flagged()
             && {
                 let state = node.state.lock();
                 state.slots.iter().all(Option::is_none) && state.done.is_none()

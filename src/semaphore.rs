@@ -166,7 +166,7 @@ pub struct OwnedPermit {
 /// assert_eq!(err, AcquireError::AboveCapacity { requested: 5, capacity: 2 });
 /// assert_eq!(err.to_string(), "requested 5 permits but the semaphore's capacity is 2");
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AcquireError {
     /// The semaphore is closed (before or while waiting).

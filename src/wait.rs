@@ -19,7 +19,7 @@ pub(crate) struct Until<'a> {
 }
 
 /// Why a bounded wait stopped before its condition held.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Interrupted {
     /// The caller's deadline or timeout passed.
     TimedOut,

@@ -132,7 +132,7 @@ impl<F> SubmitError<F> {
             SubmitError::Full(_) => SubmitErrorKind::Full,
             SubmitError::Closed(_) => SubmitErrorKind::Closed,
             SubmitError::Timeout(_) => SubmitErrorKind::Timeout,
-            SubmitError::Cancelled(_, reason) => SubmitErrorKind::Cancelled(*reason),
+            SubmitError::Cancelled(_, reason) => SubmitErrorKind::Cancelled(reason.clone()),
         }
     }
 
@@ -226,7 +226,7 @@ impl<F> std::error::Error for SubmitError<F> {}
 /// assert_eq!(err.to_string(), "not accepting tasks: closed");
 /// # Ok::<(), corral::StartError>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SubmitErrorKind {
     /// No room, and the call does not wait ([`SubmitError::Full`]).
@@ -293,7 +293,7 @@ impl<F: PartialEq> PartialEq for SubmitError<F> {
 /// assert_eq!(pool.stats().completed, 1);
 /// # Ok::<(), corral::StartError>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum IdleError {
     /// [`try_wait_idle`](Pool::try_wait_idle) found a task not finished yet.

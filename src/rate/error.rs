@@ -222,7 +222,7 @@ impl From<InsufficientCapacity> for CheckError {
 /// }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WaitError {
     /// The slot lies past the caller's deadline; it would pass at the instant given.

@@ -5,11 +5,12 @@
 //! cover the window, read from the budget's clock when asked (no timer thread).
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::ConfigError;
-use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicU64, Mutex, Ordering};
 
 const BUCKETS: usize = 10;
 

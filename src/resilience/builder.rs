@@ -10,7 +10,7 @@ use crate::breaker::CircuitBreaker;
 use crate::clock::{Clock, SystemClock};
 use crate::config::ConfigError;
 use crate::semaphore::Semaphore;
-use crate::sync::Arc;
+use std::sync::Arc;
 
 /// Configures a [`Resilience`] stack. Every layer is optional.
 #[derive(Clone)]

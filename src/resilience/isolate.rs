@@ -8,13 +8,14 @@
 //! running to done; a caller that gives up first marks it abandoned, so a task still
 //! queued never starts its call, and one already running is counted until it ends.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cancel::{CancelReason, CancelToken};
 use crate::config::ConfigError;
 use crate::pool::WorkerPool;
 use crate::semaphore::{OwnedPermit, Semaphore};
-use crate::sync::{Arc, AtomicU64, AtomicU8, Ordering};
+use crate::sync::{AtomicU64, AtomicU8, Ordering};
 
 const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;

@@ -79,7 +79,7 @@ impl fmt::Debug for LimitHold<'_> {
 }
 
 /// Why a [`Limit`] did not admit an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LimitRefused {
     /// No slot before the call's deadline; the call ends in

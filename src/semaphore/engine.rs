@@ -69,7 +69,7 @@ const REFUSED_CLOSED: usize = 2;
 const REFUSED_TOO_MANY: usize = 3;
 
 /// Why an acquire failed, before the wrapper turns it into a public error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refusal {
     Closed,
     TooMany { requested: usize, capacity: usize },
