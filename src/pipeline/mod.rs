@@ -21,9 +21,12 @@
 // returns it once, and boxing the fields would only make matching on it clumsier.
 #![allow(clippy::result_large_err)]
 
+mod door;
 mod gate;
+mod input;
 mod report;
 mod run;
+mod running;
 
 use std::error::Error;
 use std::fmt;
@@ -36,10 +39,15 @@ use crate::overflow::Overflow;
 use crate::panic::{drop_caught, drop_quietly, Panic};
 use crate::spawn::SpawnError;
 
+pub use input::{Input, SendError};
 pub use report::{PipelineReport, StageStats};
+pub use running::RunningPipeline;
 
-use run::{BoxError, Failure, Head, OnDrop, Settings};
+use run::{BoxError, Ctx, Failure, Head, OnDrop, Settings};
 
+#[cfg(loom)]
+#[doc(hidden)]
+pub use door::LoomDoor;
 #[cfg(loom)]
 #[doc(hidden)]
 pub use gate::LoomGate;
@@ -162,6 +170,8 @@ pub struct Pipeline<'env, T> {
     overflow: Overflow,
     batch: usize,
     ordered: Option<Option<usize>>,
+    /// Fed through an [`Input`] rather than an iterator.
+    pushed: bool,
     invalid: Option<ConfigError>,
     /// Unit tests: the (stage index, worker) whose thread fails to start.
     #[cfg(test)]
@@ -199,6 +209,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             overflow: Overflow::Block,
             batch: 1,
             ordered: None,
+            pushed: false,
             invalid: None,
             #[cfg(test)]
             fail_spawn_at: None,
@@ -233,7 +244,12 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         U: Send + 'env,
         F: Fn(T) -> U + Send + Sync + 'env,
     {
-        self.add_stage(name.into(), workers, move |item| Ok(f(item)))
+        self.add_stage(
+            name.into(),
+            workers,
+            || (),
+            move |_: &mut (), item| Ok(f(item)),
+        )
     }
 
     /// Adds a fallible stage: the first `Err` cancels the whole run and comes back as
@@ -269,15 +285,105 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         E: Into<Box<dyn Error + Send + Sync>>,
         F: Fn(T) -> Result<U, E> + Send + Sync + 'env,
     {
-        self.add_stage(name.into(), workers, move |item| {
-            f(item).map_err(Into::into)
+        self.add_stage(
+            name.into(),
+            workers,
+            || (),
+            move |_: &mut (), item| f(item).map_err(Into::into),
+        )
+    }
+
+    /// Adds a stage whose workers each keep a state of their own: a connection, a
+    /// buffer, a cache. Each worker calls `init` once when it starts, passes the state
+    /// to every call of `f`, and drops it when it ends (after the input ends or the
+    /// run stops). `init`, `f` and the state's `Drop` run inside the panic boundary:
+    /// a panic in any of them stops the run with [`PipelineError::Panicked`] naming
+    /// this stage. The state never leaves its worker's thread, so it need not be
+    /// `Send`.
+    ///
+    /// # Errors
+    ///
+    /// As [`stage`](Pipeline::stage) for the configuration.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// let connects = AtomicUsize::new(0);
+    /// let (out, _) = corral::Pipeline::from_iter(0..100u32)
+    ///     .stage_with_state(
+    ///         "lookup",
+    ///         2,
+    ///         || {
+    ///             connects.fetch_add(1, Ordering::Relaxed); // say, open a connection
+    ///             Vec::<u32>::new()                          // and a per-worker buffer
+    ///         },
+    ///         |seen: &mut Vec<u32>, x| {
+    ///             seen.push(x);
+    ///             x * 2
+    ///         },
+    ///     )
+    ///     .collect()?;
+    /// assert_eq!(out.len(), 100);
+    /// assert_eq!(connects.load(Ordering::Relaxed), 2); // once per worker
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
+    /// ```
+    pub fn stage_with_state<U, S, I, F>(
+        self,
+        name: impl Into<String>,
+        workers: usize,
+        init: I,
+        f: F,
+    ) -> Pipeline<'env, U>
+    where
+        U: Send + 'env,
+        S: 'env,
+        I: Fn() -> S + Send + Sync + 'env,
+        F: Fn(&mut S, T) -> U + Send + Sync + 'env,
+    {
+        self.add_stage(name.into(), workers, init, move |state: &mut S, item| {
+            Ok(f(state, item))
         })
     }
 
-    fn add_stage<U, F>(mut self, name: String, workers: usize, f: F) -> Pipeline<'env, U>
+    /// [`stage_with_state`](Pipeline::stage_with_state) with a fallible function: the
+    /// first `Err` cancels the run, as in [`try_stage`](Pipeline::try_stage).
+    ///
+    /// # Errors
+    ///
+    /// As [`stage`](Pipeline::stage) for the configuration.
+    pub fn try_stage_with_state<U, E, S, I, F>(
+        self,
+        name: impl Into<String>,
+        workers: usize,
+        init: I,
+        f: F,
+    ) -> Pipeline<'env, U>
     where
         U: Send + 'env,
-        F: Fn(T) -> Result<U, BoxError> + Send + Sync + 'env,
+        E: Into<Box<dyn Error + Send + Sync>>,
+        S: 'env,
+        I: Fn() -> S + Send + Sync + 'env,
+        F: Fn(&mut S, T) -> Result<U, E> + Send + Sync + 'env,
+    {
+        self.add_stage(name.into(), workers, init, move |state: &mut S, item| {
+            f(state, item).map_err(Into::into)
+        })
+    }
+
+    fn add_stage<U, S, I, F>(
+        mut self,
+        name: String,
+        workers: usize,
+        init: I,
+        f: F,
+    ) -> Pipeline<'env, U>
+    where
+        U: Send + 'env,
+        S: 'env,
+        I: Fn() -> S + Send + Sync + 'env,
+        F: Fn(&mut S, T) -> Result<U, BoxError> + Send + Sync + 'env,
     {
         if self.invalid.is_none() {
             self.invalid = check_stage(&self.stages, &name, workers).err();
@@ -289,7 +395,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         self.stages.push((name, workers));
         self.buffers.push(None);
         Pipeline {
-            head: run::stage(prev, on_drop, index, stage_name, workers, f),
+            head: run::stage(prev, on_drop, index, stage_name, workers, init, f),
             stages: self.stages,
             buffers: self.buffers,
             on_drop: None,
@@ -297,6 +403,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             overflow: self.overflow,
             batch: self.batch,
             ordered: self.ordered,
+            pushed: self.pushed,
             invalid: self.invalid,
             #[cfg(test)]
             fail_spawn_at: self.fail_spawn_at,
@@ -733,6 +840,20 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         if self.batch == 0 {
             return Err(ConfigError::new("batch", self.batch, "must be at least 1"));
         }
+        if self.pushed && self.batch > 1 {
+            return Err(ConfigError::new(
+                "batch",
+                self.batch,
+                "a pushed input sends items one at a time: use batch_stage",
+            ));
+        }
+        if self.pushed && self.ordered.is_some() {
+            return Err(ConfigError::new(
+                "ordered",
+                "on",
+                "a pushed input has no source order to restore",
+            ));
+        }
         if self.batch > self.capacity {
             return Err(ConfigError::new(
                 "batch",
@@ -806,7 +927,21 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// Runs the pipeline into `sink`, which it owns: every user value (the source,
     /// the closures, the items, the sink itself) is dropped inside the panic boundary,
     /// and a panicking `Drop` becomes [`PipelineError::Panicked`].
-    fn execute<S>(self, token: CancelToken, mut sink: S) -> Result<PipelineReport, PipelineError>
+    fn execute<S>(self, token: CancelToken, sink: S) -> Result<PipelineReport, PipelineError>
+    where
+        S: FnMut(T) -> Result<(), BoxError>,
+    {
+        self.execute_started(token, sink, &mut |_| {})
+    }
+
+    /// As `execute`, handing the run's context to `started` once every thread of
+    /// the run has started.
+    fn execute_started<S>(
+        self,
+        token: CancelToken,
+        mut sink: S,
+        started: &mut dyn FnMut(&Arc<Ctx<'env>>),
+    ) -> Result<PipelineReport, PipelineError>
     where
         S: FnMut(T) -> Result<(), BoxError>,
     {
@@ -820,7 +955,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                 return Err(PipelineError::Config(e));
             }
         };
-        let result = self.execute_with(token, settings, capacities, &mut sink);
+        let result = self.execute_with(token, settings, capacities, &mut sink, started);
         match drop_caught(sink) {
             Some(panic) => absorb(result, "sink", panic),
             None => result,
@@ -833,6 +968,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         settings: Settings,
         capacities: Vec<usize>,
         sink: &mut dyn FnMut(T) -> Result<(), BoxError>,
+        on_start: &mut dyn FnMut(&Arc<Ctx<'env>>),
     ) -> Result<PipelineReport, PipelineError> {
         let started = Instant::now();
         let (head, on_drop) = (self.head, self.on_drop);
@@ -844,6 +980,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             &self.stages,
             capacities,
             sink,
+            on_start,
         );
         let (stages, failure, source_done, reason) = ran;
         let report = PipelineReport {

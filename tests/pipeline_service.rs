@@ -1,0 +1,418 @@
+//! A pipeline as a long-running service, through the public API: pushed input with
+//! backpressure under each overflow policy, the running handle (live statistics,
+//! drain and cancel with every item accounted for, bounded joins), stateful and
+//! batched stages, and close racing send.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use corral::leak::LeakCheck;
+use corral::pipeline::{PipelineError, PipelineReport, SendError};
+use corral::{CancelToken, Overflow, Pipeline};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Polls `cond` until it holds; fails the test after a generous deadline.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
+fn assert_books_balance(report: &PipelineReport) {
+    for s in &report.stages {
+        assert!(s.balanced(), "stage {} does not balance: {s:?}", s.name);
+    }
+    for pair in report.stages.windows(2) {
+        assert_eq!(
+            pair[0].items_out, pair[1].items_in,
+            "{} put out {} but {} took in {}",
+            pair[0].name, pair[0].items_out, pair[1].name, pair[1].items_in
+        );
+    }
+}
+
+/// A stage function that holds every item until the gate opens (the sender dropped).
+fn gated(gate: crossbeam_channel::Receiver<()>) -> impl Fn(u64) -> u64 + Send + Sync {
+    move |x| {
+        let _ = gate.recv();
+        x
+    }
+}
+
+#[test]
+fn many_producers_push_through_three_stages_and_every_item_arrives() {
+    let _check = LeakCheck::new();
+    let (input, pipeline) = Pipeline::with_input();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let running = pipeline
+        .stage("parse", 2, |x: u64| x + 1)
+        .stage("enrich", 3, |x: u64| x * 2)
+        .stage("write", 1, |x: u64| x)
+        .capacity(4)
+        .spawn(move |x| sink.lock().unwrap().push(x))
+        .unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let input = input.clone();
+            s.spawn(move || {
+                for i in 0..500 {
+                    input.send(t * 500 + i).unwrap();
+                }
+            });
+        }
+    });
+    drop(input);
+    let report = running.join().unwrap();
+    assert_books_balance(&report);
+    assert_eq!(report.stage("source").unwrap().items_in, 2000);
+    assert_eq!(report.delivered(), 2000);
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..2000).map(|x| (x + 1) * 2).collect::<Vec<_>>());
+}
+
+#[test]
+fn block_makes_producers_wait_and_every_bounded_send_hands_the_item_back() {
+    let _check = LeakCheck::new();
+    let (open, gate) = crossbeam_channel::bounded::<()>(0);
+    let (input, pipeline) = Pipeline::with_input();
+    let running = pipeline
+        .stage("slow", 1, gated(gate))
+        .capacity(2)
+        .spawn(|_| {})
+        .unwrap();
+    // The worker holds one item, the queue two: then there is no room.
+    let mut accepted = 0u64;
+    eventually("a full input", || match input.try_send(accepted) {
+        Ok(()) => {
+            accepted += 1;
+            false
+        }
+        Err(SendError::Full(item)) => item == accepted,
+        Err(other) => panic!("{other:?}"),
+    });
+    assert!((2..=3).contains(&accepted), "{accepted}");
+    match input.send_timeout(100, Duration::from_millis(1)) {
+        Err(SendError::Timeout(100)) => {}
+        other => panic!("{other:?}"),
+    }
+    match input.send_deadline(101, Instant::now()) {
+        Err(SendError::Timeout(101)) => {}
+        other => panic!("{other:?}"),
+    }
+    let token = CancelToken::new();
+    token.cancel();
+    match input.send_cancellable(102, &token) {
+        Err(SendError::Cancelled(102, _)) => {}
+        other => panic!("{other:?}"),
+    }
+    // The queue is full, so this `send` waits; it goes through once the stage
+    // moves again.
+    std::thread::scope(|s| {
+        let blocked = s.spawn(|| input.send(103));
+        drop(open);
+        blocked.join().unwrap().unwrap();
+    });
+    drop(input);
+    let report = running.join().unwrap();
+    assert_books_balance(&report);
+    assert_eq!(report.delivered(), accepted + 1);
+}
+
+#[test]
+fn the_drop_policies_never_block_a_producer_and_hand_each_lost_item_to_on_drop() {
+    for policy in [Overflow::DropNewest, Overflow::DropOldest] {
+        let _check = LeakCheck::new();
+        let (open, gate) = crossbeam_channel::bounded::<()>(0);
+        let lost = Arc::new(Mutex::new(Vec::new()));
+        let noted = Arc::clone(&lost);
+        let delivered = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&delivered);
+        let (input, pipeline) = Pipeline::with_input();
+        let running = pipeline
+            .on_drop(move |x: u64| noted.lock().unwrap().push(x))
+            .stage("slow", 1, gated(gate))
+            .capacity(2)
+            .overflow(policy)
+            .spawn(move |x| sink.lock().unwrap().push(x))
+            .unwrap();
+        // The stage is stuck: a send never waits, it drops instead.
+        for i in 0..50u64 {
+            input.send(i).unwrap();
+            input.try_send(1000 + i).unwrap();
+        }
+        drop(open);
+        drop(input);
+        let report = running.join().unwrap();
+        assert_books_balance(&report);
+        let (lost, delivered) = (lost.lock().unwrap(), delivered.lock().unwrap());
+        assert_eq!(report.stage("source").unwrap().items_in, 100, "{policy:?}");
+        assert_eq!(report.stage("slow").unwrap().dropped, lost.len() as u64);
+        assert_eq!(lost.len() + delivered.len(), 100, "{policy:?}");
+        assert!(lost.len() >= 100 - 3, "{policy:?}: {} lost", lost.len());
+        if policy == Overflow::DropOldest {
+            // The newest items survive.
+            assert!(delivered.contains(&1049), "{delivered:?}");
+        }
+    }
+}
+
+#[test]
+fn stop_drains_what_is_inside_and_refuses_later_sends() {
+    let _check = LeakCheck::new();
+    let (open, gate) = crossbeam_channel::bounded::<()>(0);
+    let (input, pipeline) = Pipeline::with_input();
+    let running = pipeline
+        .stage("slow", 1, gated(gate))
+        .stage("after", 2, |x: u64| x)
+        .capacity(4)
+        .spawn(|_| {})
+        .unwrap();
+    for i in 0..4 {
+        input.send(i).unwrap();
+    }
+    running.stop();
+    assert!(input.is_closed());
+    match input.send(9) {
+        Err(SendError::Closed(9)) => {}
+        other => panic!("{other:?}"),
+    }
+    drop(open);
+    let report = running.join().unwrap();
+    assert_books_balance(&report);
+    assert_eq!(report.delivered(), 4);
+}
+
+#[test]
+fn stop_now_counts_every_queued_item_as_not_processed() {
+    let _check = LeakCheck::new();
+    let (open, gate) = crossbeam_channel::bounded::<()>(0);
+    let (input, pipeline) = Pipeline::with_input();
+    let running = pipeline
+        .stage("slow", 1, gated(gate))
+        .stage("after", 1, |x: u64| x)
+        .capacity(8)
+        .spawn(|_| {})
+        .unwrap();
+    for i in 0..6 {
+        input.send(i).unwrap();
+    }
+    eventually("the worker to hold an item", || {
+        running.stats().stage("slow").unwrap().idle_recv > Duration::ZERO
+            || running.stats().stage("source").unwrap().items_in == 6
+    });
+    running.stop_now();
+    drop(open);
+    let err = running.join().unwrap_err();
+    assert!(err.is_cancelled(), "{err:?}");
+    let report = err.report().unwrap();
+    assert_books_balance(report);
+    let slow = report.stage("slow").unwrap();
+    assert_eq!(slow.items_in, 6);
+    // The item in the worker's hands went on (user code is not interrupted); the
+    // rest never ran.
+    assert_eq!(slow.items_out + slow.not_processed, 6, "{slow:?}");
+    assert!(slow.not_processed >= 5, "{slow:?}");
+    assert!(input.send(7).unwrap_err().is_closed());
+}
+
+#[test]
+fn live_stats_show_progress_before_the_end() {
+    let _check = LeakCheck::new();
+    let (input, pipeline) = Pipeline::with_input();
+    let running = pipeline.stage("id", 2, |x: u64| x).spawn(|_| {}).unwrap();
+    for i in 0..100 {
+        input.send(i).unwrap();
+    }
+    eventually("the live count to reach 100", || {
+        running.stats().delivered() == 100
+    });
+    let live = running.stats();
+    assert_eq!(live.stage("source").unwrap().items_in, 100);
+    assert_eq!(live.stage("id").unwrap().items_out, 100);
+    assert!(!running.is_finished());
+    drop(input);
+    let report = running.join().unwrap();
+    assert_eq!(report.delivered(), 100);
+}
+
+#[test]
+fn a_bounded_join_hands_the_handle_back_and_dropping_it_stops_and_joins() {
+    let _check = LeakCheck::new();
+    let (input, pipeline) = Pipeline::with_input();
+    let running = pipeline.stage("id", 1, |x: u64| x).spawn(|_| {}).unwrap();
+    input.send(1).unwrap();
+    let running = running
+        .join_timeout(Duration::from_millis(1))
+        .expect_err("the input is still open");
+    let token = CancelToken::new();
+    token.cancel();
+    let running = running
+        .join_cancellable(&token)
+        .expect_err("the token was cancelled");
+    drop(running); // cancels and joins: LeakCheck proves it
+    assert!(input.send(2).unwrap_err().is_closed());
+}
+
+#[test]
+fn an_iterator_fed_pipeline_can_run_on_its_own_and_stop() {
+    let _check = LeakCheck::new();
+    let running = Pipeline::from_iter(0u64..)
+        .stage("id", 2, |x| x)
+        .spawn(|_| {})
+        .unwrap();
+    eventually("progress", || running.stats().delivered() >= 100);
+    running.stop();
+    let report = running.join().unwrap();
+    assert_books_balance(&report);
+    assert!(report.delivered() >= 100);
+}
+
+#[test]
+fn dropping_the_last_input_ends_the_run_and_a_pipeline_never_run_refuses_sends() {
+    let _check = LeakCheck::new();
+    let (input, pipeline) = Pipeline::with_input();
+    let running = pipeline.spawn(|_: u8| {}).unwrap();
+    let second = input.clone();
+    drop(input);
+    second.send(1).unwrap();
+    drop(second);
+    assert_eq!(running.join().unwrap().delivered(), 1);
+
+    let (input, pipeline) = Pipeline::<u8>::with_input();
+    drop(pipeline);
+    assert!(input.send(1).unwrap_err().is_closed());
+
+    let (input, pipeline) = Pipeline::<u8>::with_input();
+    let err = pipeline.ordered().spawn(|_| {}).unwrap_err();
+    assert!(matches!(err, PipelineError::Config(_)), "{err:?}");
+    assert!(input.try_send(1).unwrap_err().is_closed());
+}
+
+#[test]
+fn each_worker_builds_its_state_once_and_drops_it_at_the_end() {
+    let _check = LeakCheck::new();
+    struct Conn(Arc<AtomicUsize>);
+    impl Drop for Conn {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let built = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let (b, d) = (Arc::clone(&built), Arc::clone(&dropped));
+    let (input, pipeline) = Pipeline::with_input();
+    let running = pipeline
+        .stage_with_state(
+            "enrich",
+            3,
+            move || {
+                b.fetch_add(1, Ordering::SeqCst);
+                (Conn(Arc::clone(&d)), 0u64)
+            },
+            |(_, uses): &mut (Conn, u64), x: u64| {
+                *uses += 1;
+                x
+            },
+        )
+        .spawn(|_| {})
+        .unwrap();
+    for i in 0..300 {
+        input.send(i).unwrap();
+    }
+    drop(input);
+    let report = running.join().unwrap();
+    assert_eq!(report.delivered(), 300);
+    assert_eq!(built.load(Ordering::SeqCst), 3);
+    assert_eq!(dropped.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_panicking_state_init_stops_the_run_without_hanging_the_senders() {
+    let _check = LeakCheck::new();
+    let (input, pipeline) = Pipeline::with_input();
+    let running = pipeline
+        .stage_with_state(
+            "enrich",
+            2,
+            || -> u8 { panic!("no connection") },
+            |_, x: u64| x,
+        )
+        .capacity(1)
+        .spawn(|_| {})
+        .unwrap();
+    // Accepted or refused, never stuck.
+    for i in 0..10 {
+        let _ = input.send(i);
+    }
+    let err = running.join().unwrap_err();
+    match &err {
+        PipelineError::Panicked {
+            stage,
+            panic,
+            report,
+        } => {
+            assert_eq!(stage, "enrich");
+            assert_eq!(panic.message(), Some("no connection"));
+            assert_books_balance(report);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn close_racing_send_loses_nothing() {
+    let _check = LeakCheck::new();
+    for round in 0..200u64 {
+        let (input, pipeline) = Pipeline::with_input();
+        let delivered = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&delivered);
+        let running = pipeline
+            .stage("id", 2, |x: u64| x)
+            .capacity(2)
+            .spawn(move |_| {
+                count.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+        let accepted = AtomicUsize::new(0);
+        let refused = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                let input = input.clone();
+                let (accepted, refused) = (&accepted, &refused);
+                s.spawn(move || {
+                    for i in 0..50 {
+                        match input.send(i) {
+                            Ok(()) => accepted.fetch_add(1, Ordering::Relaxed),
+                            Err(e) => {
+                                assert_eq!(e.into_inner(), i);
+                                refused.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                    }
+                });
+            }
+            let closer = input.clone();
+            s.spawn(move || {
+                if round % 2 == 0 {
+                    closer.close();
+                } else {
+                    running.stop();
+                    let report = running.join().unwrap();
+                    assert_books_balance(&report);
+                    return;
+                }
+                let report = running.join().unwrap();
+                assert_books_balance(&report);
+            });
+        });
+        let accepted = accepted.load(Ordering::Relaxed);
+        assert_eq!(accepted + refused.load(Ordering::Relaxed), 150);
+        assert_eq!(delivered.load(Ordering::Relaxed), accepted, "round {round}");
+    }
+}
