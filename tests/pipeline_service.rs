@@ -416,3 +416,87 @@ fn close_racing_send_loses_nothing() {
         assert_eq!(delivered.load(Ordering::Relaxed), accepted, "round {round}");
     }
 }
+
+#[test]
+fn one_queue_can_shed_while_the_others_keep_backpressure() {
+    let _check = LeakCheck::new();
+    let (open, gate) = crossbeam_channel::bounded::<()>(0);
+    let lost = Arc::new(AtomicUsize::new(0));
+    let noted = Arc::clone(&lost);
+    let (input, pipeline) = Pipeline::with_input();
+    let running = pipeline
+        .stage("parse", 1, |x: u64| x)
+        .on_drop(move |_| {
+            noted.fetch_add(1, Ordering::SeqCst);
+        })
+        .buffer(2)
+        .buffer_overflow(Overflow::DropNewest)
+        .stage("best-effort", 1, gated(gate))
+        .capacity(4)
+        .spawn(|_| {})
+        .unwrap();
+    // "best-effort" is stuck, yet nothing upstream waits: its queue sheds.
+    for i in 0..200 {
+        input.send(i).unwrap();
+    }
+    drop(input);
+    eventually("parse to pass everything on", || {
+        running.stats().stage("parse").unwrap().items_out == 200
+    });
+    drop(open);
+    let report = running.join().unwrap();
+    assert_books_balance(&report);
+    assert_eq!(report.stage("parse").unwrap().dropped, 0);
+    let shed = report.stage("best-effort").unwrap().dropped;
+    assert_eq!(shed, lost.load(Ordering::SeqCst) as u64);
+    assert!(shed >= 200 - 3, "{shed}");
+}
+
+#[test]
+fn a_pushed_input_can_have_its_own_policy_and_a_bad_one_is_named() {
+    let _check = LeakCheck::new();
+    let (open, gate) = crossbeam_channel::bounded::<()>(0);
+    let (input, pipeline) = Pipeline::with_input();
+    let running = pipeline
+        .buffer(1)
+        .buffer_overflow(Overflow::DropOldest)
+        .stage("slow", 1, gated(gate))
+        .spawn(|_| {})
+        .unwrap();
+    for i in 0..20u64 {
+        input.send(i).unwrap(); // never waits
+    }
+    drop(open);
+    drop(input);
+    let report = running.join().unwrap();
+    assert_books_balance(&report);
+    let slow = report.stage("slow").unwrap();
+    assert_eq!(slow.items_out + slow.dropped, 20);
+    assert!(slow.dropped >= 18, "{slow:?}");
+
+    let err = Pipeline::from_iter(0..3)
+        .stage("a", 1, |x: i32| x)
+        .buffer_overflow(Overflow::Reject)
+        .run(|_| {})
+        .unwrap_err();
+    let PipelineError::Config(config) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!((config.field(), config.value()), ("overflow", "Reject"));
+}
+
+#[test]
+fn ordered_output_survives_a_shedding_queue_in_the_middle() {
+    let _check = LeakCheck::new();
+    let (out, report) = Pipeline::from_iter(0..2000u64)
+        .stage("a", 3, |x| x)
+        .buffer(1)
+        .buffer_overflow(Overflow::DropOldest)
+        .stage("b", 2, |x| x)
+        .ordered()
+        .collect()
+        .unwrap();
+    assert_books_balance(&report);
+    assert!(out.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(out.len() as u64 + report.dropped(), 2000);
+}

@@ -63,6 +63,7 @@ impl<T: Send + 'static> Pipeline<'static, T> {
             head: Head::Push(PortOwner::new(port)),
             stages: vec![("source".to_owned(), 1)],
             buffers: vec![None],
+            overflows: vec![None],
             on_drop: None,
             capacity: DEFAULT_CAPACITY,
             overflow: Overflow::Block,

@@ -43,7 +43,7 @@ pub use input::{Input, SendError};
 pub use report::{PipelineReport, StageStats};
 pub use running::RunningPipeline;
 
-use run::{BoxError, Ctx, Failure, Head, OnDrop, Settings};
+use run::{BoxError, Ctx, Failure, Head, OnDrop, Queue, Settings};
 
 #[cfg(loom)]
 #[doc(hidden)]
@@ -165,6 +165,9 @@ pub struct Pipeline<'env, T> {
     /// Per producer (source first, as `stages`): the capacity of the queue after it,
     /// when [`buffer`](Pipeline::buffer) set one.
     buffers: Vec<Option<usize>>,
+    /// Per producer, as `buffers`: the overflow policy of the queue after it, when
+    /// [`buffer_overflow`](Pipeline::buffer_overflow) set one.
+    overflows: Vec<Option<Overflow>>,
     on_drop: Option<OnDrop<'env, T>>,
     capacity: usize,
     overflow: Overflow,
@@ -204,6 +207,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             head: Head::Source(run::pull_from(source.into_iter())),
             stages: vec![("source".to_owned(), 1)],
             buffers: vec![None],
+            overflows: vec![None],
             on_drop: None,
             capacity: DEFAULT_CAPACITY,
             overflow: Overflow::Block,
@@ -394,10 +398,12 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         let stage_name = name.clone();
         self.stages.push((name, workers));
         self.buffers.push(None);
+        self.overflows.push(None);
         Pipeline {
             head: run::stage(prev, on_drop, index, stage_name, workers, init, f),
             stages: self.stages,
             buffers: self.buffers,
+            overflows: self.overflows,
             on_drop: None,
             capacity: self.capacity,
             overflow: self.overflow,
@@ -459,6 +465,42 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     pub fn buffer(mut self, items: usize) -> Self {
         if let Some(last) = self.buffers.last_mut() {
             *last = Some(items);
+        }
+        self
+    }
+
+    /// The overflow policy of the one queue after what was added last (the source or
+    /// a stage), in place of [`overflow`](Pipeline::overflow): say, shed load in front
+    /// of one best-effort stage while the rest of the run keeps backpressure. As with
+    /// [`buffer`](Pipeline::buffer), a policy set on the source applies to the first
+    /// stage's queue (for a pushed input: to the pushed items); under
+    /// [`Overflow::Block`] an iterator source has no queue of its own.
+    ///
+    /// # Errors
+    ///
+    /// The terminal call returns [`PipelineError::Config`] naming `overflow` for
+    /// [`Overflow::Reject`] and [`Overflow::CallerRuns`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{Overflow, Pipeline};
+    ///
+    /// let report = Pipeline::from_iter(0..1000u64)
+    ///     .stage("parse", 2, |n| n * 2)
+    ///     .buffer(4)
+    ///     .buffer_overflow(Overflow::DropNewest) // "score" may shed
+    ///     .stage("score", 1, |n| n + 1)
+    ///     .run(|_| {})?; // every other queue blocks (the default)
+    /// let score = report.stage("score").unwrap();
+    /// assert_eq!(score.items_in, 1000);
+    /// assert_eq!(score.items_out + score.dropped, 1000);
+    /// assert_eq!(report.stage("parse").unwrap().dropped, 0);
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
+    /// ```
+    pub fn buffer_overflow(mut self, overflow: Overflow) -> Self {
+        if let Some(last) = self.overflows.last_mut() {
+            *last = Some(overflow);
         }
         self
     }
@@ -808,7 +850,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// Above the limits (4096 workers per stage and per run, 2^24 items per queue,
     /// batch and reorder window: the worker pool's caps) the terminal call returns a
     /// `ConfigError` before any thread starts.
-    fn settings(&self) -> Result<(Settings, Vec<usize>), ConfigError> {
+    fn settings(&self) -> Result<(Settings, Vec<Queue>), ConfigError> {
         if let Some(invalid) = &self.invalid {
             return Err(invalid.clone());
         }
@@ -877,16 +919,30 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                 ));
             }
         }
-        let capacities: Vec<usize> = std::iter::once(self.capacity)
-            .chain(self.buffers.iter().map(|b| b.unwrap_or(self.capacity)))
-            .collect();
-        if matches!(self.overflow, Overflow::Reject | Overflow::CallerRuns) {
-            return Err(ConfigError::new(
-                "overflow",
-                self.overflow,
-                "a pipeline stage supports block, drop-newest and drop-oldest only",
-            ));
+        let overflows = self.overflows.iter().flatten().copied();
+        for overflow in std::iter::once(self.overflow).chain(overflows) {
+            if matches!(overflow, Overflow::Reject | Overflow::CallerRuns) {
+                return Err(ConfigError::new(
+                    "overflow",
+                    overflow,
+                    "a pipeline stage supports block, drop-newest and drop-oldest only",
+                ));
+            }
         }
+        let queues: Vec<Queue> = std::iter::once(Queue {
+            capacity: self.capacity,
+            overflow: self.overflow,
+        })
+        .chain(
+            self.buffers
+                .iter()
+                .zip(&self.overflows)
+                .map(|(b, o)| Queue {
+                    capacity: b.unwrap_or(self.capacity),
+                    overflow: o.unwrap_or(self.overflow),
+                }),
+        )
+        .collect();
         let window = match self.ordered {
             None => None,
             Some(Some(0)) => {
@@ -905,23 +961,22 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                 // the first stage pulls the source itself (`Block`), and the sink.
                 // With `Block` there is also one queue fewer. Capped like an explicit
                 // window: a smaller window only paces the source, it cannot block.
-                let fused = usize::from(self.overflow == Overflow::Block);
+                let fused = usize::from(queues[1].overflow == Overflow::Block);
                 let holders = workers + 2 - fused;
-                let queued = capacities[1 + fused..]
+                let queued = queues[1 + fused..]
                     .iter()
-                    .fold(0usize, |sum, c| sum.saturating_add(*c));
+                    .fold(0usize, |sum, q| sum.saturating_add(q.capacity));
                 let items = queued.saturating_add(holders.saturating_mul(self.batch));
                 Some(items.min(MAX_CAPACITY))
             }
         };
         let settings = Settings {
-            overflow: self.overflow,
             batch: self.batch,
             window: window.map(|items| items.div_ceil(self.batch) as u64),
             #[cfg(test)]
             fail_spawn_at: self.fail_spawn_at,
         };
-        Ok((settings, capacities))
+        Ok((settings, queues))
     }
 
     /// Runs the pipeline into `sink`, which it owns: every user value (the source,
@@ -945,7 +1000,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     where
         S: FnMut(T) -> Result<(), BoxError>,
     {
-        let (settings, capacities) = match self.settings() {
+        let (settings, queues) = match self.settings() {
             Ok(settings) => settings,
             Err(e) => {
                 // Nothing ran; the configuration error is the report. The user values
@@ -955,7 +1010,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                 return Err(PipelineError::Config(e));
             }
         };
-        let result = self.execute_with(token, settings, capacities, &mut sink, started);
+        let result = self.execute_with(token, settings, queues, &mut sink, started);
         match drop_caught(sink) {
             Some(panic) => absorb(result, "sink", panic),
             None => result,
@@ -966,7 +1021,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         self,
         token: CancelToken,
         settings: Settings,
-        capacities: Vec<usize>,
+        queues: Vec<Queue>,
         sink: &mut dyn FnMut(T) -> Result<(), BoxError>,
         on_start: &mut dyn FnMut(&Arc<Ctx<'env>>),
     ) -> Result<PipelineReport, PipelineError> {
@@ -978,7 +1033,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             token,
             settings,
             &self.stages,
-            capacities,
+            queues,
             sink,
             on_start,
         );
@@ -1068,6 +1123,7 @@ impl<T> fmt::Debug for Pipeline<'_, T> {
             .field("capacity", &self.capacity)
             .field("buffers", &self.buffers)
             .field("overflow", &self.overflow)
+            .field("overflows", &self.overflows)
             .field("batch", &self.batch)
             .field("ordered", &self.ordered.is_some())
             .finish_non_exhaustive()

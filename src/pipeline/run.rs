@@ -219,13 +219,19 @@ impl Counts {
 /// Run-wide settings, fixed before any thread starts.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Settings {
-    pub(crate) overflow: Overflow,
     pub(crate) batch: usize,
     /// Reorder window in packets, in ordered mode.
     pub(crate) window: Option<u64>,
     /// Unit tests: the (stage index, worker) whose thread fails to start.
     #[cfg(test)]
     pub(crate) fail_spawn_at: Option<(usize, usize)>,
+}
+
+/// One queue's settings: its capacity in items and its overflow policy.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Queue {
+    pub(crate) capacity: usize,
+    pub(crate) overflow: Overflow,
 }
 
 impl Settings {
@@ -245,8 +251,8 @@ pub(crate) struct Ctx<'env> {
     pub(crate) settings: Settings,
     names: Vec<String>,
     workers: Vec<usize>,
-    /// Items the queue in front of each stage index holds.
-    capacities: Vec<usize>,
+    /// The queue in front of each stage index (index 0, the source, has none).
+    queues: Vec<Queue>,
     stats: Vec<Mutex<Counts>>,
     failure: Mutex<Option<(usize, Failure)>>,
     drainers: Mutex<Vec<(usize, Drainer<'env>)>>,
@@ -267,17 +273,19 @@ impl<'env> Ctx<'env> {
         settings: Settings,
         names: Vec<String>,
         workers: Vec<usize>,
-        capacities: Vec<usize>,
+        queues: Vec<Queue>,
     ) -> Self {
         let stats = names
             .iter()
             .map(|_| Mutex::new(Counts::default()))
             .collect();
         let gate = settings.window.map(ReorderGate::new);
-        let tombstones = match (settings.window, settings.overflow) {
-            (Some(w), Overflow::DropNewest | Overflow::DropOldest) => {
-                Some(crossbeam_channel::bounded(w.min(1 << 20) as usize))
-            }
+        let drops = queues
+            .iter()
+            .skip(1)
+            .any(|q| matches!(q.overflow, Overflow::DropNewest | Overflow::DropOldest));
+        let tombstones = match settings.window {
+            Some(w) if drops => Some(crossbeam_channel::bounded(w.min(1 << 20) as usize)),
             _ => None,
         };
         Ctx {
@@ -285,7 +293,7 @@ impl<'env> Ctx<'env> {
             settings,
             names,
             workers,
-            capacities,
+            queues,
             stats,
             failure: Mutex::new(None),
             drainers: Mutex::new(Vec::new()),
@@ -342,8 +350,9 @@ impl<'env> Ctx<'env> {
         &self,
         index: usize,
     ) -> (Sender<Packet<T>>, Receiver<Packet<T>>) {
-        let (tx, rx) =
-            crossbeam_channel::bounded::<Packet<T>>(self.settings.packets(self.capacities[index]));
+        let (tx, rx) = crossbeam_channel::bounded::<Packet<T>>(
+            self.settings.packets(self.queue_at(index).capacity),
+        );
         let leftover = rx.clone();
         self.drainers.lock().push((
             index,
@@ -362,6 +371,14 @@ impl<'env> Ctx<'env> {
             }),
         ));
         (tx, rx)
+    }
+
+    /// The queue in front of stage `index`.
+    fn queue_at(&self, index: usize) -> Queue {
+        self.queues.get(index).copied().unwrap_or(Queue {
+            capacity: 1,
+            overflow: Overflow::Block,
+        })
     }
 
     /// Records the first failure and cancels the run.
@@ -485,7 +502,7 @@ impl<'env, T: Send + 'env> Head<'env, T> {
                 port.link(ctx, out);
                 Intake::Inlet(rx, Arc::clone(&port.inlet))
             }
-            Head::Source(pull) if ctx.settings.overflow == Overflow::Block => {
+            Head::Source(pull) if ctx.queue_at(index).overflow == Overflow::Block => {
                 // No queue, so nothing is ever dropped here: a callback for this
                 // queue is never called. It is user code all the same.
                 ctx.discard(index, on_drop);
@@ -641,7 +658,7 @@ pub(crate) fn run<'env, T: Send + 'env>(
     token: CancelToken,
     settings: Settings,
     stages: &[(String, usize)],
-    capacities: Vec<usize>,
+    queues: Vec<Queue>,
     sink: &mut dyn FnMut(T) -> Result<(), BoxError>,
     started: &mut dyn FnMut(&Arc<Ctx<'env>>),
 ) -> Finished {
@@ -649,7 +666,7 @@ pub(crate) fn run<'env, T: Send + 'env>(
     let (mut names, mut workers): (Vec<String>, Vec<usize>) = stages.iter().cloned().unzip();
     names.push("sink".to_owned());
     workers.push(1);
-    let ctx = Arc::new(Ctx::new(token, settings, names, workers, capacities));
+    let ctx = Arc::new(Ctx::new(token, settings, names, workers, queues));
     std::thread::scope(|scope| {
         let input = head.start(scope, &ctx, on_drop, sink_index);
         started(&ctx);
@@ -714,7 +731,7 @@ impl<'env, T> Outbound<'env, T> {
         on_drop: Option<OnDrop<'env, T>>,
         stage: usize,
     ) -> Self {
-        let overflow = ctx.settings.overflow;
+        let overflow = ctx.queue_at(stage).overflow;
         let evict = (overflow == Overflow::DropOldest).then(|| rx.clone());
         Outbound {
             tx,
@@ -1720,7 +1737,6 @@ mod tests {
     #[test]
     fn a_failing_sink_inside_a_batch_counts_the_rest_as_not_processed() {
         let settings = Settings {
-            overflow: Overflow::Block,
             batch: 8,
             window: None,
             fail_spawn_at: None,
@@ -1730,7 +1746,10 @@ mod tests {
             settings,
             vec!["sink".into()],
             vec![1],
-            vec![8],
+            vec![Queue {
+                capacity: 8,
+                overflow: Overflow::Block,
+            }],
         );
         let mut own = Counts::default();
         let mut seen = Vec::new();
@@ -1787,7 +1806,6 @@ mod tests {
     #[test]
     fn queues_count_capacity_in_items() {
         let settings = |batch| Settings {
-            overflow: Overflow::Block,
             batch,
             window: None,
             fail_spawn_at: None,
