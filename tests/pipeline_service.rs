@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use corral::clock::ManualClock;
 use corral::leak::LeakCheck;
 use corral::pipeline::{PipelineError, PipelineReport, SendError};
 use corral::{CancelToken, Overflow, Pipeline};
@@ -32,6 +33,13 @@ fn assert_books_balance(report: &PipelineReport) {
             "{} put out {} but {} took in {}",
             pair[0].name, pair[0].items_out, pair[1].name, pair[1].items_in
         );
+    }
+}
+
+/// Per stage only: a batched stage puts out one item per batch.
+fn assert_each_stage_balances(report: &PipelineReport) {
+    for s in &report.stages {
+        assert!(s.balanced(), "stage {} does not balance: {s:?}", s.name);
     }
 }
 
@@ -499,4 +507,103 @@ fn ordered_output_survives_a_shedding_queue_in_the_middle() {
     assert_books_balance(&report);
     assert!(out.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(out.len() as u64 + report.dropped(), 2000);
+}
+
+#[test]
+fn a_batched_stage_flushes_when_full_and_the_rest_when_the_input_ends() {
+    let _check = LeakCheck::new();
+    let clock = ManualClock::new(); // never advanced: no batch goes on time
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&batches);
+    let (input, pipeline) = Pipeline::with_input();
+    let running = pipeline
+        .batch_stage("write", 1, 4, Duration::from_millis(1), |rows: Vec<u64>| {
+            rows
+        })
+        .clock(clock)
+        .spawn(move |rows| sink.lock().unwrap().push(rows))
+        .unwrap();
+    for i in 0..8 {
+        input.send(i).unwrap();
+    }
+    // Two full batches go while the input is still open.
+    eventually("two full batches", || batches.lock().unwrap().len() == 2);
+    input.send(8).unwrap();
+    input.send(9).unwrap();
+    drop(input);
+    let report = running.join().unwrap();
+    assert_each_stage_balances(&report);
+    let batches = batches.lock().unwrap();
+    assert_eq!(*batches, [vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]);
+    let write = report.stage("write").unwrap();
+    assert_eq!((write.items_in, write.items_out), (10, 10));
+    assert_eq!(report.delivered(), 3);
+}
+
+#[test]
+fn a_batched_stage_flushes_a_partial_batch_on_time() {
+    let _check = LeakCheck::new();
+    let clock = ManualClock::new();
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&batches);
+    let (input, pipeline) = Pipeline::with_input();
+    let running = pipeline
+        .batch_stage("write", 2, 100, Duration::from_secs(1), |rows: Vec<u64>| {
+            rows
+        })
+        .clock(clock.clone())
+        .spawn(move |rows| sink.lock().unwrap().push(rows))
+        .unwrap();
+    for round in 0..3u64 {
+        input.send(round * 10).unwrap();
+        input.send(round * 10 + 1).unwrap();
+        // Only time can make these go: far below 100 items, input still open.
+        eventually("a batch on time", || {
+            clock.advance(Duration::from_secs(1));
+            let got: usize = batches.lock().unwrap().iter().map(Vec::len).sum();
+            got == 2 * (round as usize + 1)
+        });
+    }
+    drop(input);
+    let report = running.join().unwrap();
+    assert_each_stage_balances(&report);
+    let mut items: Vec<u64> = batches.lock().unwrap().concat();
+    items.sort_unstable();
+    assert_eq!(items, [0, 1, 10, 11, 20, 21]);
+}
+
+#[test]
+fn a_failing_batch_stops_the_run_with_the_batch_accounted() {
+    let _check = LeakCheck::new();
+    let err = Pipeline::from_iter(0..100u32)
+        .try_batch_stage("write", 1, 10, Duration::from_secs(60), |rows: Vec<u32>| {
+            if rows.contains(&25) {
+                Err("disk full")
+            } else {
+                Ok(rows.len())
+            }
+        })
+        .run(|_| {})
+        .unwrap_err();
+    assert_eq!(err.stage(), Some("write"));
+    let report = err.report().unwrap();
+    assert_each_stage_balances(report);
+    let write = report.stage("write").unwrap();
+    assert_eq!(write.failed, 1);
+    assert_eq!(write.items_out, 20);
+
+    let err = Pipeline::from_iter(0..3u32)
+        .batch_stage("write", 1, 0, Duration::from_secs(1), |rows: Vec<u32>| rows)
+        .run(|_| {})
+        .unwrap_err();
+    let PipelineError::Config(config) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!((config.field(), config.value()), ("max_items", "0"));
+    let err = Pipeline::from_iter(0..3u32)
+        .batch_stage("write", 1, 2, Duration::from_secs(1), |rows: Vec<u32>| rows)
+        .ordered()
+        .run(|_| {})
+        .unwrap_err();
+    assert!(matches!(err, PipelineError::Config(_)), "{err:?}");
 }

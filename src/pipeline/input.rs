@@ -70,6 +70,8 @@ impl<T: Send + 'static> Pipeline<'static, T> {
             batch: 1,
             ordered: None,
             pushed: true,
+            batched: false,
+            clock: Arc::new(crate::clock::SystemClock),
             invalid: None,
             #[cfg(test)]
             fail_spawn_at: None,

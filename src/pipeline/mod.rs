@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cancel::{CancelReason, CancelToken};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{check_name, ConfigError};
 use crate::overflow::Overflow;
 use crate::panic::{drop_caught, drop_quietly, Panic};
@@ -175,6 +176,10 @@ pub struct Pipeline<'env, T> {
     ordered: Option<Option<usize>>,
     /// Fed through an [`Input`] rather than an iterator.
     pushed: bool,
+    /// Has a batched stage (whose output has no source order).
+    batched: bool,
+    /// The time batched stages flush by.
+    clock: Arc<dyn Clock>,
     invalid: Option<ConfigError>,
     /// Unit tests: the (stage index, worker) whose thread fails to start.
     #[cfg(test)]
@@ -214,6 +219,8 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             batch: 1,
             ordered: None,
             pushed: false,
+            batched: false,
+            clock: Arc::new(SystemClock),
             invalid: None,
             #[cfg(test)]
             fail_spawn_at: None,
@@ -376,18 +383,21 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         })
     }
 
-    fn add_stage<U, S, I, F>(
-        mut self,
-        name: String,
-        workers: usize,
-        init: I,
-        f: F,
-    ) -> Pipeline<'env, U>
+    fn add_stage<U, S, I, F>(self, name: String, workers: usize, init: I, f: F) -> Pipeline<'env, U>
     where
         U: Send + 'env,
         S: 'env,
         I: Fn() -> S + Send + Sync + 'env,
         F: Fn(&mut S, T) -> Result<U, BoxError> + Send + Sync + 'env,
+    {
+        self.add_work(name, workers, run::stateful(init, f))
+    }
+
+    /// Adds a stage whose `workers` threads each run `work` (a worker loop).
+    fn add_work<U, W>(mut self, name: String, workers: usize, work: W) -> Pipeline<'env, U>
+    where
+        U: Send + 'env,
+        W: Fn(&Ctx<'env>, usize, run::Intake<'env, T>, run::Outbound<'env, U>) + Send + Sync + 'env,
     {
         if self.invalid.is_none() {
             self.invalid = check_stage(&self.stages, &name, workers).err();
@@ -400,7 +410,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         self.buffers.push(None);
         self.overflows.push(None);
         Pipeline {
-            head: run::stage(prev, on_drop, index, stage_name, workers, init, f),
+            head: run::stage(prev, on_drop, index, stage_name, workers, work),
             stages: self.stages,
             buffers: self.buffers,
             overflows: self.overflows,
@@ -410,10 +420,118 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             batch: self.batch,
             ordered: self.ordered,
             pushed: self.pushed,
+            batched: self.batched,
+            clock: self.clock,
             invalid: self.invalid,
             #[cfg(test)]
             fail_spawn_at: self.fail_spawn_at,
         }
+    }
+
+    /// Adds a batched stage: each of its `workers` threads gathers items into a `Vec`
+    /// of up to `max_items` and calls `f` with it, say for a bulk insert; what `f`
+    /// returns goes on as one item. A batch goes when it is full, when `max_wait` has
+    /// passed since its first item (on the pipeline's [`clock`](Pipeline::clock)), or
+    /// when the input ends. No timer thread: a worker holding a partial batch waits
+    /// for input only until the batch is due.
+    ///
+    /// In the report, the stage's `items_out` counts the items of the batches `f`
+    /// took; the next stage's `items_in` counts what `f` returned. A failed batch
+    /// (`Err` from [`try_batch_stage`](Pipeline::try_batch_stage), or a panic) counts
+    /// one failed item and the rest as not processed, and stops the run. A batched
+    /// stage has no source order: with [`ordered`](Pipeline::ordered) the terminal
+    /// call returns a [`ConfigError`].
+    ///
+    /// # Errors
+    ///
+    /// As [`stage`](Pipeline::stage), and [`PipelineError::Config`] naming
+    /// `max_items` for 0 or more than 16 777 216 (2^24).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (sizes, report) = corral::Pipeline::from_iter(0..10u32)
+    ///     .batch_stage("insert", 1, 4, Duration::from_secs(1), |rows: Vec<u32>| rows.len())
+    ///     .collect()?;
+    /// assert_eq!(sizes, [4, 4, 2]); // the last batch went when the input ended
+    /// assert_eq!(report.stage("insert").unwrap().items_out, 10);
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
+    /// ```
+    pub fn batch_stage<U, F>(
+        self,
+        name: impl Into<String>,
+        workers: usize,
+        max_items: usize,
+        max_wait: Duration,
+        f: F,
+    ) -> Pipeline<'env, U>
+    where
+        U: Send + 'env,
+        F: Fn(Vec<T>) -> U + Send + Sync + 'env,
+    {
+        self.add_batched(name.into(), workers, max_items, max_wait, move |batch| {
+            Ok(f(batch))
+        })
+    }
+
+    /// [`batch_stage`](Pipeline::batch_stage) with a fallible function: the first
+    /// `Err` cancels the run, as in [`try_stage`](Pipeline::try_stage).
+    ///
+    /// # Errors
+    ///
+    /// As [`batch_stage`](Pipeline::batch_stage) for the configuration.
+    pub fn try_batch_stage<U, E, F>(
+        self,
+        name: impl Into<String>,
+        workers: usize,
+        max_items: usize,
+        max_wait: Duration,
+        f: F,
+    ) -> Pipeline<'env, U>
+    where
+        U: Send + 'env,
+        E: Into<Box<dyn Error + Send + Sync>>,
+        F: Fn(Vec<T>) -> Result<U, E> + Send + Sync + 'env,
+    {
+        self.add_batched(name.into(), workers, max_items, max_wait, move |batch| {
+            f(batch).map_err(Into::into)
+        })
+    }
+
+    fn add_batched<U, F>(
+        mut self,
+        name: String,
+        workers: usize,
+        max_items: usize,
+        max_wait: Duration,
+        f: F,
+    ) -> Pipeline<'env, U>
+    where
+        U: Send + 'env,
+        F: Fn(Vec<T>) -> Result<U, BoxError> + Send + Sync + 'env,
+    {
+        if self.invalid.is_none() {
+            if max_items == 0 {
+                self.invalid = Some(ConfigError::new("max_items", 0, "must be at least 1"));
+            } else if max_items > MAX_CAPACITY {
+                self.invalid = Some(ConfigError::new(
+                    "max_items",
+                    max_items,
+                    "must be at most 16777216 (2^24) items",
+                ));
+            }
+        }
+        self.batched = true;
+        self.add_work(name, workers, run::batched(max_items.max(1), max_wait, f))
+    }
+
+    /// The clock batched stages flush by (default [`SystemClock`]); tests pass a
+    /// [`ManualClock`](crate::clock::ManualClock) to flush on time without waiting.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
     }
 
     /// Capacity of every queue, in items (default 64). With batching, a queue holds
@@ -889,6 +1007,13 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                 "a pushed input sends items one at a time: use batch_stage",
             ));
         }
+        if self.batched && self.ordered.is_some() {
+            return Err(ConfigError::new(
+                "ordered",
+                "on",
+                "a batched stage's output has no source order to restore",
+            ));
+        }
         if self.pushed && self.ordered.is_some() {
             return Err(ConfigError::new(
                 "ordered",
@@ -972,6 +1097,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         };
         let settings = Settings {
             batch: self.batch,
+            clock: Arc::clone(&self.clock),
             window: window.map(|items| items.div_ceil(self.batch) as u64),
             #[cfg(test)]
             fail_spawn_at: self.fail_spawn_at,

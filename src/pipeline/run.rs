@@ -27,6 +27,7 @@ use super::door::Door;
 use super::gate::ReorderGate;
 use super::report::StageStats;
 use crate::cancel::{CancelReason, CancelToken};
+use crate::clock::Clock;
 use crate::overflow::Overflow;
 use crate::panic::{drop_caught, drop_quietly, Panic};
 use crate::queue::{offer, send_until, Offered, Refused};
@@ -217,9 +218,11 @@ impl Counts {
 }
 
 /// Run-wide settings, fixed before any thread starts.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Settings {
     pub(crate) batch: usize,
+    /// The time batched stages flush by.
+    pub(crate) clock: Arc<dyn Clock>,
     /// Reorder window in packets, in ordered mode.
     pub(crate) window: Option<u64>,
     /// Unit tests: the (stage index, worker) whose thread fails to start.
@@ -557,28 +560,25 @@ where
     start_scoped(scope, spec, move || body.run()).map(drop)
 }
 
-/// Stage `index` (`workers` threads named after `name`, applying `f`) after `prev`:
-/// what it starts when the run launches it. Each worker builds its own state with
-/// `init` when it starts (`()` for a stateless stage), hands it to every call of `f`,
-/// and drops it when it ends, all inside the panic boundary.
-pub(crate) fn stage<'env, T, U, S, I, F>(
+/// Stage `index` (`workers` threads named after `name`) after `prev`: what it starts
+/// when the run launches it. Each thread runs `work` (the loop of one worker:
+/// [`stateful`] or [`batched`]) on the stage's input and output.
+pub(crate) fn stage<'env, T, U, W>(
     prev: Head<'env, T>,
     on_drop: Option<OnDrop<'env, T>>,
     index: usize,
     name: String,
     workers: usize,
-    init: I,
-    f: F,
+    work: W,
 ) -> Head<'env, U>
 where
     T: Send + 'env,
     U: Send + 'env,
-    I: Fn() -> S + Send + Sync + 'env,
-    F: Fn(&mut S, T) -> Result<U, BoxError> + Send + Sync + 'env,
+    W: Fn(&Ctx<'env>, usize, Intake<'env, T>, Outbound<'env, U>) + Send + Sync + 'env,
 {
     Head::Stages(launch(move |scope, ctx, out| {
         let input = prev.start(scope, ctx, on_drop, index);
-        let work = Arc::new((init, f));
+        let work = Arc::new(work);
         let mut started = 0;
         for n in 0..workers {
             let spec = ThreadSpec::new("Pipeline", format!("pipe-{name}-{n}"));
@@ -587,7 +587,7 @@ where
             let body = Body::new(move || {
                 // Every user value the loop touches is called and dropped
                 // inside the boundary; this catch is the last line only.
-                let ran = Panic::catch_any(|| run_stateful(&shared, index, input, out, &work));
+                let ran = Panic::catch_any(|| work(&shared, index, input, out));
                 if let Err(panic) = ran {
                     shared.fail(index, Failure::Panic(panic));
                 }
@@ -619,6 +619,21 @@ where
     }))
 }
 
+/// The worker loop of a stage whose workers each build a state with `init` and
+/// apply `f` to it and each item (`()` as the state for a stateless stage).
+pub(crate) fn stateful<'env, T, U, S, I, F>(
+    init: I,
+    f: F,
+) -> impl Fn(&Ctx<'env>, usize, Intake<'env, T>, Outbound<'env, U>) + Send + Sync + 'env
+where
+    T: 'env,
+    U: 'env,
+    I: Fn() -> S + Send + Sync + 'env,
+    F: Fn(&mut S, T) -> Result<U, BoxError> + Send + Sync + 'env,
+{
+    move |ctx, index, input, out| run_stateful(ctx, index, input, out, (&init, &f))
+}
+
 /// One worker of a stage with per-worker state: builds the state, runs the loop,
 /// drops the state, each inside the panic boundary. If `init` panics the run fails
 /// and this worker only drains its input (so that no sender upstream waits forever).
@@ -627,9 +642,8 @@ fn run_stateful<T, U, S>(
     index: usize,
     input: Intake<'_, T>,
     out: Outbound<'_, U>,
-    work: &(impl Fn() -> S, impl Fn(&mut S, T) -> Result<U, BoxError>),
+    (init, f): (&impl Fn() -> S, &impl Fn(&mut S, T) -> Result<U, BoxError>),
 ) {
-    let (init, f) = work;
     let mut state = match Panic::catch_any(init) {
         Ok(state) => Some(state),
         Err(panic) => {
@@ -799,6 +813,145 @@ impl<'env, T> Outbound<'env, T> {
             None => ctx.discard_packet(self.stage, packet),
         }
     }
+}
+
+/// The worker loop of a batched stage: `f` gets `Vec`s of up to `max` items, and a
+/// partial batch goes once `wait` has passed (on the run's clock) since its first item.
+pub(crate) fn batched<'env, T, U, F>(
+    max: usize,
+    wait: Duration,
+    f: F,
+) -> impl Fn(&Ctx<'env>, usize, Intake<'env, T>, Outbound<'env, U>) + Send + Sync + 'env
+where
+    T: 'env,
+    U: 'env,
+    F: Fn(Vec<T>) -> Result<U, BoxError> + Send + Sync + 'env,
+{
+    move |ctx, index, input, out| run_batcher(ctx, index, input, out, (max, wait), &f)
+}
+
+/// How often a worker holding a partial batch re-reads the clock while it waits for
+/// more input: the clock may be a test's `ManualClock`, which wakes nobody.
+const FLUSH_TICK: Duration = Duration::from_millis(5);
+
+/// The loop of one worker of a batched stage. No timer thread: while it holds a
+/// partial batch, the worker waits for input only until the batch is due.
+fn run_batcher<T, U>(
+    ctx: &Ctx<'_>,
+    index: usize,
+    input: Intake<'_, T>,
+    out: Outbound<'_, U>,
+    (max, wait): (usize, Duration),
+    f: &impl Fn(Vec<T>) -> Result<U, BoxError>,
+) {
+    let started = Instant::now();
+    let clock = &*ctx.settings.clock;
+    let mut own = Counts::default();
+    let mut next = Counts::default();
+    let (mut own_published, mut next_published) = (Published::default(), Published::default());
+    let mut batch: Vec<T> = Vec::new();
+    // When the batch held must go, on the run's clock.
+    let mut due: Option<Instant> = None;
+    let mut seq = 0u64;
+    let mut discarding = false;
+    loop {
+        if discarding && matches!(input, Intake::Feed(_)) {
+            break;
+        }
+        let got = match due {
+            None => input.recv(ctx, &mut own).map_or(Recv::End, Recv::Packet),
+            Some(due) => match due.checked_duration_since(clock.now()) {
+                Some(left) if !left.is_zero() => {
+                    input.recv_timeout(ctx, &mut own, left.min(FLUSH_TICK))
+                }
+                _ => Recv::TimedOut,
+            },
+        };
+        let packet = match got {
+            Recv::End => break,
+            Recv::TimedOut => None,
+            Recv::Packet(packet) => Some(packet),
+        };
+        if let Some(packet) = packet {
+            if discarding || ctx.token.is_cancelled() {
+                discarding = true;
+                own.not_processed += packet.len();
+                ctx.discard_packet(index, packet);
+                continue;
+            }
+            packet.for_each(|item| batch.push(item));
+            if due.is_none() {
+                due = Some(crate::sync::time::deadline_after(clock.now(), wait));
+            }
+        }
+        while batch.len() >= max || (!batch.is_empty() && due.is_some_and(|d| clock.now() >= d)) {
+            let rest = if batch.len() > max {
+                batch.split_off(max)
+            } else {
+                Vec::new()
+            };
+            let full = std::mem::replace(&mut batch, rest);
+            due = (!batch.is_empty()).then(|| crate::sync::time::deadline_after(clock.now(), wait));
+            if !flush(ctx, index, &out, f, full, &mut seq, (&mut own, &mut next)) {
+                discarding = true;
+                break;
+            }
+        }
+        if discarding && !batch.is_empty() {
+            own.not_processed += batch.len() as u64;
+            ctx.discard(index, std::mem::take(&mut batch));
+            due = None;
+        }
+        let idle = input.is_empty();
+        if idle || seq % 16 == 0 {
+            ctx.publish(index, &own, &mut own_published, idle);
+            ctx.publish(out.stage, &next, &mut next_published, idle);
+        }
+    }
+    // The input has ended: what is held goes out, unless the run stopped.
+    if !batch.is_empty() {
+        if discarding || ctx.token.is_cancelled() {
+            own.not_processed += batch.len() as u64;
+            ctx.discard(index, batch);
+        } else {
+            flush(ctx, index, &out, f, batch, &mut seq, (&mut own, &mut next));
+        }
+    }
+    own.finish(started);
+    ctx.merge(index, &own.since(&own_published.counts));
+    ctx.merge(out.stage, &next.since(&next_published.counts));
+    input.release(ctx);
+    out.release(ctx);
+}
+
+/// Hands one batch to `f` and sends what it returns; `false` once the run fails
+/// or stops. A failed batch counts one failed item and the rest not processed, as
+/// a failed packet does.
+fn flush<T, U>(
+    ctx: &Ctx<'_>,
+    index: usize,
+    out: &Outbound<'_, U>,
+    f: &impl Fn(Vec<T>) -> Result<U, BoxError>,
+    batch: Vec<T>,
+    seq: &mut u64,
+    (own, next): (&mut Counts, &mut Counts),
+) -> bool {
+    let n = batch.len() as u64;
+    let failure = match Panic::catch_any(|| f(batch)) {
+        Ok(Ok(made)) => {
+            own.out += n;
+            *seq += 1;
+            return out
+                .send(ctx, Packet::One(*seq - 1, made), own, next)
+                .is_ok();
+        }
+        Ok(Err(error)) => Failure::Error(error),
+        Err(panic) => Failure::Panic(panic),
+    };
+    own.failed += 1;
+    own.not_processed += n - 1;
+    ctx.fail(index, failure);
+    false
 }
 
 /// Takes the next packet: `None` when the upstream is gone.
@@ -1158,6 +1311,14 @@ impl<'env, T> Feed<'env, T> {
     }
 }
 
+/// What a receive with a time limit got.
+enum Recv<T> {
+    Packet(Packet<T>),
+    TimedOut,
+    /// No more input: the upstream has gone, the source ended, or the run stopped.
+    End,
+}
+
 /// Where a stage's threads (or the sink) take their packets from.
 pub(crate) enum Intake<'env, T> {
     /// The queue in front of the stage.
@@ -1185,7 +1346,31 @@ impl<T> Intake<'_, T> {
         match self {
             Intake::Queue(rx) => recv(rx, own),
             Intake::Feed(feed) => feed.take(ctx, own),
-            Intake::Inlet(rx, inlet) => inlet.recv(ctx, rx, own),
+            Intake::Inlet(rx, inlet) => match inlet.recv_within(ctx, rx, own, None) {
+                Recv::Packet(packet) => Some(packet),
+                Recv::TimedOut | Recv::End => None,
+            },
+        }
+    }
+
+    /// As `recv`, waiting at most `wait` for a packet (a source is pulled as usual).
+    fn recv_timeout(&self, ctx: &Ctx<'_>, own: &mut Counts, wait: Duration) -> Recv<T> {
+        match self {
+            Intake::Queue(rx) => {
+                let started = Instant::now();
+                let got = rx.recv_timeout(wait);
+                own.idle += started.elapsed();
+                match got {
+                    Ok(packet) => Recv::Packet(packet),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => Recv::TimedOut,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Recv::End,
+                }
+            }
+            Intake::Feed(feed) => feed.take(ctx, own).map_or(Recv::End, Recv::Packet),
+            Intake::Inlet(rx, inlet) => {
+                let limit = crate::sync::time::deadline_after(Instant::now(), wait);
+                inlet.recv_within(ctx, rx, own, Some(limit))
+            }
         }
     }
 
@@ -1269,23 +1454,25 @@ impl Inlet {
         }
     }
 
-    /// A receiver's next packet: `None` once the door has settled and the queue is
-    /// empty. A cancelled run closes the door (its receivers only drain from then on).
-    fn recv<T>(
+    /// A receiver's next packet: `End` once the door has settled and the queue is
+    /// empty; `TimedOut` at `limit`, if given. A cancelled run closes the door (its
+    /// receivers only drain from then on).
+    fn recv_within<T>(
         &self,
         ctx: &Ctx<'_>,
         rx: &Receiver<Packet<T>>,
         own: &mut Counts,
-    ) -> Option<Packet<T>> {
+        limit: Option<Instant>,
+    ) -> Recv<T> {
         if let Ok(packet) = rx.try_recv() {
-            return Some(packet);
+            return Recv::Packet(packet);
         }
         let started = Instant::now();
         let mut backoff = Backoff::new();
-        let packet = loop {
+        let got = loop {
             match rx.try_recv() {
-                Ok(packet) => break Some(packet),
-                Err(TryRecvError::Disconnected) => break None,
+                Ok(packet) => break Recv::Packet(packet),
+                Err(TryRecvError::Disconnected) => break Recv::End,
                 Err(TryRecvError::Empty) => {}
             }
             if ctx.token.is_cancelled() {
@@ -1294,7 +1481,7 @@ impl Inlet {
             if self.door.is_closed() {
                 if self.door.settled() {
                     // Every sender that got in has left: its item is queued.
-                    break rx.try_recv().ok();
+                    break rx.try_recv().map_or(Recv::End, Recv::Packet);
                 }
                 // A sender is inside: its item is on its way (or it waits for room,
                 // which the other receivers make).
@@ -1304,16 +1491,30 @@ impl Inlet {
             if backoff.snooze() {
                 continue;
             }
-            crossbeam_channel::select! {
-                recv(rx) -> packet => break packet.ok(),
-                recv(self.wake) -> _ => {}
+            let left = match limit {
+                None => None,
+                Some(limit) => match limit.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => break Recv::TimedOut,
+                },
+            };
+            match left {
+                None => crossbeam_channel::select! {
+                    recv(rx) -> packet => break packet.map_or(Recv::End, Recv::Packet),
+                    recv(self.wake) -> _ => {}
+                },
+                Some(left) => crossbeam_channel::select! {
+                    recv(rx) -> packet => break packet.map_or(Recv::End, Recv::Packet),
+                    recv(self.wake) -> _ => {}
+                    default(left) => break Recv::TimedOut,
+                },
             }
         };
         own.idle += started.elapsed();
-        if packet.is_none() && !ctx.token.is_cancelled() {
+        if matches!(got, Recv::End) && !ctx.token.is_cancelled() {
             ctx.source_done.store(true, Ordering::Release);
         }
-        packet
+        got
     }
 }
 
@@ -1738,6 +1939,7 @@ mod tests {
     fn a_failing_sink_inside_a_batch_counts_the_rest_as_not_processed() {
         let settings = Settings {
             batch: 8,
+            clock: Arc::new(crate::clock::SystemClock),
             window: None,
             fail_spawn_at: None,
         };
@@ -1807,6 +2009,7 @@ mod tests {
     fn queues_count_capacity_in_items() {
         let settings = |batch| Settings {
             batch,
+            clock: Arc::new(crate::clock::SystemClock),
             window: None,
             fail_spawn_at: None,
         };
