@@ -3,15 +3,19 @@
 //! A sender [`enter`](Door::enter)s before it puts an item in the first queue and
 //! leaves (drops its [`Pass`]) once the item is there; a closed door lets nobody in.
 //! Once the door is [`settled`](Door::settled) (closed, and nobody inside), whatever
-//! the queue holds is all it will ever get: the receivers drain it and stop. Both
-//! sides use `SeqCst`, so a sender that enters after the close sees it, and a receiver
-//! that finds the door settled saw every sender that got in (checked under loom).
+//! the queue holds is all it will ever get: the receivers drain it and stop. The
+//! closed bit and the count of senders inside share one atomic word, so every enter,
+//! leave and close is a read-modify-write of it, in one order all threads agree on
+//! (checked under loom).
 
-use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, Ordering};
+
+/// The closed bit; the rest of the word counts the senders inside, in steps of 2.
+const CLOSED: usize = 1;
+const ONE_INSIDE: usize = 2;
 
 pub(crate) struct Door {
-    closed: AtomicBool,
-    inside: AtomicUsize,
+    state: AtomicUsize,
 }
 
 /// A sender inside the door; it leaves when this is dropped.
@@ -19,23 +23,23 @@ pub(crate) struct Pass<'a>(&'a Door);
 
 impl Drop for Pass<'_> {
     fn drop(&mut self) {
-        self.0.inside.fetch_sub(1, Ordering::SeqCst);
+        // Release: a receiver that sees the door settled sees this sender's item.
+        self.0.state.fetch_sub(ONE_INSIDE, Ordering::Release);
     }
 }
 
 impl Door {
     pub(crate) fn new() -> Self {
         Door {
-            closed: AtomicBool::new(false),
-            inside: AtomicUsize::new(0),
+            state: AtomicUsize::new(0),
         }
     }
 
     /// Lets a sender in, unless the door is closed.
     pub(crate) fn enter(&self) -> Option<Pass<'_>> {
-        self.inside.fetch_add(1, Ordering::SeqCst);
+        let before = self.state.fetch_add(ONE_INSIDE, Ordering::Acquire);
         let pass = Pass(self);
-        if self.closed.load(Ordering::SeqCst) {
+        if before & CLOSED != 0 {
             return None; // `pass` leaves again
         }
         Some(pass)
@@ -43,22 +47,23 @@ impl Door {
 
     /// Closes the door; `true` for the call that closed it.
     pub(crate) fn close(&self) -> bool {
-        !self.closed.swap(true, Ordering::SeqCst)
+        self.state.fetch_or(CLOSED, Ordering::AcqRel) & CLOSED == 0
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
+        self.state.load(Ordering::Acquire) & CLOSED != 0
     }
 
     /// Closed with nobody inside: every item that got in is in the queue.
     pub(crate) fn settled(&self) -> bool {
-        self.is_closed() && self.inside.load(Ordering::SeqCst) == 0
+        self.state.load(Ordering::Acquire) == CLOSED
     }
 }
 
 /// The door, for the loom models in `tests/loom_pipeline.rs`.
 #[cfg(loom)]
 #[doc(hidden)]
+#[allow(missing_debug_implementations)]
 pub struct LoomDoor(Door);
 
 #[cfg(loom)]
