@@ -607,3 +607,63 @@ fn a_failing_batch_stops_the_run_with_the_batch_accounted() {
         .unwrap_err();
     assert!(matches!(err, PipelineError::Config(_)), "{err:?}");
 }
+
+#[test]
+fn sends_before_the_run_starts_wait_for_it_and_a_blocking_run_can_be_fed() {
+    let _check = LeakCheck::new();
+    let (input, pipeline) = Pipeline::with_input();
+    // No run yet: no room, and the bounded forms give the item back.
+    assert!(matches!(input.try_send(1u64), Err(SendError::Full(1))));
+    assert!(matches!(
+        input.send_timeout(2, Duration::from_millis(1)),
+        Err(SendError::Timeout(2))
+    ));
+    let token = CancelToken::new();
+    token.cancel();
+    assert!(matches!(
+        input.send_cancellable(3, &token),
+        Err(SendError::Cancelled(3, _))
+    ));
+    let mut seen = Vec::new();
+    let report = std::thread::scope(|s| {
+        // This send waits for the run below to start.
+        let early = input.clone();
+        s.spawn(move || early.send(4).unwrap());
+        let late = input.clone();
+        s.spawn(move || (5..10).for_each(|i| late.send(i).unwrap()));
+        drop(input);
+        // The run blocks this thread until the last input is gone and all is drained.
+        pipeline
+            .stage("id", 2, |x: u64| x)
+            .run(|x| seen.push(x))
+            .unwrap()
+    });
+    assert_books_balance(&report);
+    seen.sort_unstable();
+    assert_eq!(seen, [4, 5, 6, 7, 8, 9]);
+}
+
+#[test]
+fn a_deadline_join_returns_the_outcome_once_the_run_has_ended() {
+    let _check = LeakCheck::new();
+    let (input, pipeline) = Pipeline::with_input();
+    let running = pipeline
+        .try_stage(
+            "check",
+            1,
+            |x: u64| if x == 3 { Err("three") } else { Ok(x) },
+        )
+        .spawn(|_| {})
+        .unwrap();
+    for i in 0..5 {
+        let _ = input.send(i); // refused once the failure has closed the input
+    }
+    eventually("the run to end on the failure", || running.is_finished());
+    let outcome = running
+        .join_deadline(Instant::now() + PATIENCE)
+        .expect("the run has ended");
+    let err = outcome.unwrap_err();
+    assert_eq!(err.stage(), Some("check"));
+    assert_books_balance(err.report().unwrap());
+    assert!(input.is_closed());
+}

@@ -2,20 +2,24 @@
 //! queues → sink, with overflow policies, first-error cancellation, ordered output
 //! and a report that names the bottleneck.
 //!
-//! A [`Pipeline`] is described first ([`stage`](Pipeline::stage),
-//! [`try_stage`](Pipeline::try_stage), `capacity`, `overflow`, `ordered`, ...) and
-//! nothing starts until a terminal call: [`run`](Pipeline::run) and its bounded forms,
-//! [`try_for_each`](Pipeline::try_for_each) or [`collect`](Pipeline::collect). The run
-//! happens inside the call: every thread is scoped (so stages and the source may
-//! borrow) and has joined when it returns, with a [`PipelineReport`] of per-stage
-//! counts and times ([`StageStats`]), or a [`PipelineError`] naming the stage that
-//! failed. Each stage's books balance: every item that came in went out, was dropped
-//! by the overflow policy (and handed to `on_drop`), failed, or was not processed
-//! because the run stopped.
+//! A [`Pipeline`] is described first (stages plain, stateful or batched, queue sizes
+//! and policies, ...) and nothing starts until a terminal call. A batch job runs
+//! inside the call ([`run`](Pipeline::run), [`collect`](Pipeline::collect), ...):
+//! every thread is scoped, so stages and the source may borrow. A service
+//! [`spawn`](Pipeline::spawn)s it on threads of its own and gets a
+//! [`RunningPipeline`] (live statistics, drain or cancel, bounded joins); its items may
+//! be pushed from any thread through an [`Input`] ([`Pipeline::with_input`]). Either
+//! way every thread has joined when the run's outcome is returned: a
+//! [`PipelineReport`] of per-stage counts and times ([`StageStats`]), or a
+//! [`PipelineError`] naming the stage that failed. Each stage's books balance: every
+//! item that came in went out, was dropped by the overflow policy (and handed to
+//! `on_drop`), failed, or was not processed because the run stopped.
 //
 // Layout: this file is the front (the builder, which only describes a run, and its
-// errors); `run.rs` is the engine, which starts every thread of a run; `gate.rs` is the
-// reorder window and `report.rs` the public report types.
+// errors); `input.rs` and `running.rs` are the fronts of a pushed input and of a
+// spawned run; `run.rs` is the engine, which starts every thread of a run; `door.rs`
+// is the pushed input's close protocol, `gate.rs` the reorder window and `report.rs`
+// the public report types.
 
 // `PipelineError` carries the run's report and a `Panic` inline, so it is large; a run
 // returns it once, and boxing the fields would only make matching on it clumsier.
@@ -76,6 +80,18 @@ pub(crate) const MAX_CAPACITY: usize = crate::pool::WorkerPool::MAX_QUEUE_CAPACI
 /// callback. ([`Overflow::Reject`] and [`Overflow::CallerRuns`] belong to the worker
 /// pool: a run configured with them fails with a [`ConfigError`].) Under
 /// `Block` the first stage needs no queue: its workers pull the source directly.
+/// [`buffer`](Pipeline::buffer) and [`buffer_overflow`](Pipeline::buffer_overflow)
+/// set one queue's capacity and policy apart from the others.
+///
+/// Stages come plain ([`stage`](Pipeline::stage), [`try_stage`](Pipeline::try_stage)),
+/// with a state per worker ([`stage_with_state`](Pipeline::stage_with_state): a
+/// connection, a buffer) or batched ([`batch_stage`](Pipeline::batch_stage): a `Vec`
+/// of up to n items, flushed on size or time).
+///
+/// For a long-running service, [`spawn`](Pipeline::spawn) runs the pipeline on threads
+/// of its own and returns a [`RunningPipeline`]; [`with_input`](Pipeline::with_input)
+/// feeds it by pushing from any thread, with backpressure. What follows holds for
+/// both ways of running.
 ///
 /// Nothing runs until a terminal call: [`try_for_each`](Pipeline::try_for_each),
 /// [`collect`](Pipeline::collect), or [`run`](Pipeline::run) with its bounded forms
