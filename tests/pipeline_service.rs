@@ -200,8 +200,11 @@ fn stop_drains_what_is_inside_and_refuses_later_sends() {
 fn stop_now_counts_every_queued_item_as_not_processed() {
     let _check = LeakCheck::new();
     let (open, gate) = crossbeam_channel::bounded::<()>(0);
+    let never = Arc::new(Mutex::new(Vec::new()));
+    let noted = Arc::clone(&never);
     let (input, pipeline) = Pipeline::with_input();
     let running = pipeline
+        .on_drop(move |x: u64| noted.lock().unwrap().push(x))
         .stage("slow", 1, gated(gate))
         .stage("after", 1, |x: u64| x)
         .capacity(8)
@@ -226,6 +229,10 @@ fn stop_now_counts_every_queued_item_as_not_processed() {
     // rest never ran.
     assert_eq!(slow.items_out + slow.not_processed, 6, "{slow:?}");
     assert!(slow.not_processed >= 5, "{slow:?}");
+    // Each of them went to the queue's `on_drop`, once: the newest ones.
+    let mut never = never.lock().unwrap().clone();
+    never.sort_unstable();
+    assert_eq!(never, ((6 - slow.not_processed)..6).collect::<Vec<_>>());
     assert!(input.send(7).unwrap_err().is_closed());
 }
 

@@ -672,6 +672,10 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// queue that carries `T`) to `f`. Call it right after the stage whose output it
     /// concerns; the callback runs on the sending thread and must not block.
     ///
+    /// After [`RunningPipeline::stop_now`], the items left in that queue (counted as
+    /// not processed) go to `f` too, on the thread that drains the queue. A run
+    /// stopped by a failure or a token only counts and drops them.
+    ///
     /// A panic in `f` stops the run with [`PipelineError::Panicked`].
     ///
     /// # Example

@@ -76,6 +76,24 @@ impl<T> Packet<T> {
         }
     }
 
+    /// Hands the items to `on_drop` (or drops them without one), each inside the panic
+    /// boundary: the first panic, if any.
+    fn give(self, on_drop: Option<&OnDrop<'_, T>>) -> Option<Panic> {
+        let Some(on_drop) = on_drop else {
+            return self.discard();
+        };
+        let mut first = None;
+        self.for_each(|item| {
+            if let Err(panic) = Panic::catch_any(|| on_drop(item)) {
+                match first {
+                    None => first = Some(panic),
+                    Some(_) => drop_quietly(panic),
+                }
+            }
+        });
+        first
+    }
+
     /// Drops the items, each inside the panic boundary: the first panic, if any.
     fn discard(self) -> Option<Panic> {
         match self {
@@ -246,7 +264,7 @@ impl Settings {
 
 /// Drops what is left in one queue after the run: the items it held, and the first
 /// panic a `Drop` raised.
-type Drainer<'env> = Box<dyn FnOnce() -> (u64, Option<Panic>) + Send + 'env>;
+type Drainer<'env> = Box<dyn FnOnce(bool) -> (u64, Option<Panic>) + Send + 'env>;
 
 /// Shared by every thread of one run.
 pub(crate) struct Ctx<'env> {
@@ -266,6 +284,8 @@ pub(crate) struct Ctx<'env> {
     source_done: AtomicBool,
     /// A drain stop: the source is not pulled again, as if it had ended.
     input_stopped: AtomicBool,
+    /// A cancel by `stop_now`: queued items go to their queue's `on_drop` callback.
+    hand_over: AtomicBool,
     /// The pushed input, once linked.
     inlet: std::sync::OnceLock<Arc<Inlet>>,
 }
@@ -304,6 +324,7 @@ impl<'env> Ctx<'env> {
             tombstones,
             source_done: AtomicBool::new(false),
             input_stopped: AtomicBool::new(false),
+            hand_over: AtomicBool::new(false),
             inlet: std::sync::OnceLock::new(),
         }
     }
@@ -315,6 +336,22 @@ impl<'env> Ctx<'env> {
         if let Some(inlet) = self.inlet.get() {
             inlet.close();
         }
+    }
+
+    /// Cancels the run (`stop_now`): from now on, the items drained from a queue go
+    /// to its `on_drop` callback, if it has one.
+    pub(crate) fn stop_now(&self) {
+        self.hand_over.store(true, Ordering::Release);
+        self.token.cancel();
+        self.stop_input();
+    }
+
+    /// The `on_drop` callback to hand an unprocessed item to, if it has to be.
+    fn hand_over<'a, 'e, T>(
+        &self,
+        on_drop: Option<&'a OnDrop<'e, T>>,
+    ) -> Option<&'a OnDrop<'e, T>> {
+        on_drop.filter(|_| self.hand_over.load(Ordering::Acquire))
     }
 
     fn input_stopped(&self) -> bool {
@@ -348,10 +385,12 @@ impl<'env> Ctx<'env> {
         done.counts = *own;
     }
 
-    /// The queue in front of stage `index`, registered for the final drain.
+    /// The queue in front of stage `index`, registered for the final drain (which
+    /// hands what is left to `on_drop` after a `stop_now`).
     pub(crate) fn queue<T: Send + 'env>(
         &self,
         index: usize,
+        on_drop: Option<OnDrop<'env, T>>,
     ) -> (Sender<Packet<T>>, Receiver<Packet<T>>) {
         let (tx, rx) = crossbeam_channel::bounded::<Packet<T>>(
             self.settings.packets(self.queue_at(index).capacity),
@@ -359,15 +398,23 @@ impl<'env> Ctx<'env> {
         let leftover = rx.clone();
         self.drainers.lock().push((
             index,
-            Box::new(move || {
+            Box::new(move |hand_over: bool| {
                 let (mut items, mut first) = (0, None);
+                let give = on_drop.as_ref().filter(|_| hand_over);
                 for packet in leftover.try_iter() {
                     items += packet.len();
-                    if let Some(panic) = packet.discard() {
+                    if let Some(panic) = packet.give(give) {
                         match first {
                             None => first = Some(panic),
                             Some(_) => drop_quietly(panic),
                         }
+                    }
+                }
+                // The callback is user code: dropped inside the boundary.
+                if let Some(panic) = drop_caught(on_drop) {
+                    match first {
+                        None => first = Some(panic),
+                        Some(_) => drop_quietly(panic),
                     }
                 }
                 (items, first)
@@ -432,8 +479,9 @@ impl<'env> Ctx<'env> {
             inlet.close();
         }
         let drainers = std::mem::take(&mut *self.drainers.lock());
+        let hand_over = self.hand_over.load(Ordering::Acquire);
         for (index, drain) in drainers {
-            let (left, panic) = drain();
+            let (left, panic) = drain(hand_over);
             if let Some(cell) = self.stats.get(index) {
                 cell.lock().not_processed += left;
             }
@@ -499,11 +547,11 @@ impl<'env, T: Send + 'env> Head<'env, T> {
     ) -> Intake<'env, T> {
         match self {
             Head::Push(mut owner) => {
-                let (tx, rx) = ctx.queue::<T>(index);
-                let out = Outbound::new(ctx, tx, &rx, on_drop, index);
+                let (tx, rx) = ctx.queue::<T>(index, on_drop.clone());
+                let out = Outbound::new(ctx, tx, &rx, on_drop.clone(), index);
                 let port = owner.0.take().expect("a port is linked by one run");
                 port.link(ctx, out);
-                Intake::Inlet(rx, Arc::clone(&port.inlet))
+                Intake::Inlet(rx, Arc::clone(&port.inlet), on_drop)
             }
             Head::Source(pull) if ctx.queue_at(index).overflow == Overflow::Block => {
                 // No queue, so nothing is ever dropped here: a callback for this
@@ -512,8 +560,8 @@ impl<'env, T: Send + 'env> Head<'env, T> {
                 Intake::Feed(Arc::new(Feed::new(pull)))
             }
             head => {
-                let (tx, rx) = ctx.queue::<T>(index);
-                let out = Outbound::new(ctx, tx, &rx, on_drop, index);
+                let (tx, rx) = ctx.queue::<T>(index, on_drop.clone());
+                let out = Outbound::new(ctx, tx, &rx, on_drop.clone(), index);
                 match head {
                     Head::Source(pull) => {
                         let spec = ThreadSpec::new("Pipeline", "pipe-source");
@@ -531,7 +579,7 @@ impl<'env, T: Send + 'env> Head<'env, T> {
                     Head::Stages(launch) => launch(scope, ctx, out),
                     Head::Push(_) => {}
                 }
-                Intake::Queue(rx)
+                Intake::Queue(rx, on_drop)
             }
         }
     }
@@ -612,7 +660,7 @@ where
                 Err(BoxError::from("not started"))
             });
         } else {
-            input.release(ctx);
+            input.release(ctx, index);
             out.release(ctx);
         }
         ctx.discard(index, work);
@@ -876,7 +924,7 @@ fn run_batcher<T, U>(
             if discarding || ctx.token.is_cancelled() {
                 discarding = true;
                 own.not_processed += packet.len();
-                ctx.discard_packet(index, packet);
+                input.discard(ctx, index, packet);
                 continue;
             }
             packet.for_each(|item| batch.push(item));
@@ -920,7 +968,7 @@ fn run_batcher<T, U>(
     own.finish(started);
     ctx.merge(index, &own.since(&own_published.counts));
     ctx.merge(out.stage, &next.since(&next_published.counts));
-    input.release(ctx);
+    input.release(ctx, index);
     out.release(ctx);
 }
 
@@ -1057,7 +1105,7 @@ pub(crate) fn run_worker<T, U>(
         if discarding || ctx.token.is_cancelled() {
             discarding = true;
             own.not_processed += packet.len();
-            ctx.discard_packet(index, packet);
+            input.discard(ctx, index, packet);
             continue;
         }
         let n = packet.len();
@@ -1086,7 +1134,7 @@ pub(crate) fn run_worker<T, U>(
     own.finish(started);
     ctx.merge(index, &own.since(&own_published.counts));
     ctx.merge(out.stage, &next.since(&next_published.counts));
-    input.release(ctx);
+    input.release(ctx, index);
     out.release(ctx);
 }
 
@@ -1321,32 +1369,34 @@ enum Recv<T> {
 
 /// Where a stage's threads (or the sink) take their packets from.
 pub(crate) enum Intake<'env, T> {
-    /// The queue in front of the stage.
-    Queue(Receiver<Packet<T>>),
+    /// The queue in front of the stage, with its `on_drop` callback.
+    Queue(Receiver<Packet<T>>, Option<OnDrop<'env, T>>),
     /// The source itself (first stage, `Overflow::Block`).
     Feed(std::sync::Arc<Feed<'env, T>>),
     /// The first queue of a pushed input, which ends when its door settles.
-    Inlet(Receiver<Packet<T>>, Arc<Inlet>),
+    Inlet(Receiver<Packet<T>>, Arc<Inlet>, Option<OnDrop<'env, T>>),
 }
 
 impl<T> Clone for Intake<'_, T> {
     fn clone(&self) -> Self {
         match self {
-            Intake::Queue(rx) => Intake::Queue(rx.clone()),
+            Intake::Queue(rx, on_drop) => Intake::Queue(rx.clone(), on_drop.clone()),
             Intake::Feed(feed) => Intake::Feed(std::sync::Arc::clone(feed)),
-            Intake::Inlet(rx, inlet) => Intake::Inlet(rx.clone(), Arc::clone(inlet)),
+            Intake::Inlet(rx, inlet, on_drop) => {
+                Intake::Inlet(rx.clone(), Arc::clone(inlet), on_drop.clone())
+            }
         }
     }
 }
 
-impl<T> Intake<'_, T> {
+impl<'env, T> Intake<'env, T> {
     /// The next packet, or `None` when there is no more: the upstream has gone, or
     /// (for the source) it is exhausted or the run stopped.
     fn recv(&self, ctx: &Ctx<'_>, own: &mut Counts) -> Option<Packet<T>> {
         match self {
-            Intake::Queue(rx) => recv(rx, own),
+            Intake::Queue(rx, _) => recv(rx, own),
             Intake::Feed(feed) => feed.take(ctx, own),
-            Intake::Inlet(rx, inlet) => match inlet.recv_within(ctx, rx, own, None) {
+            Intake::Inlet(rx, inlet, _) => match inlet.recv_within(ctx, rx, own, None) {
                 Recv::Packet(packet) => Some(packet),
                 Recv::TimedOut | Recv::End => None,
             },
@@ -1356,7 +1406,7 @@ impl<T> Intake<'_, T> {
     /// As `recv`, waiting at most `wait` for a packet (a source is pulled as usual).
     fn recv_timeout(&self, ctx: &Ctx<'_>, own: &mut Counts, wait: Duration) -> Recv<T> {
         match self {
-            Intake::Queue(rx) => {
+            Intake::Queue(rx, _) => {
                 let started = Instant::now();
                 let got = rx.recv_timeout(wait);
                 own.idle += started.elapsed();
@@ -1367,7 +1417,7 @@ impl<T> Intake<'_, T> {
                 }
             }
             Intake::Feed(feed) => feed.take(ctx, own).map_or(Recv::End, Recv::Packet),
-            Intake::Inlet(rx, inlet) => {
+            Intake::Inlet(rx, inlet, _) => {
                 let limit = crate::sync::time::deadline_after(Instant::now(), wait);
                 inlet.recv_within(ctx, rx, own, Some(limit))
             }
@@ -1377,17 +1427,35 @@ impl<T> Intake<'_, T> {
     /// Whether a `recv` now would probably wait.
     fn is_empty(&self) -> bool {
         match self {
-            Intake::Queue(rx) | Intake::Inlet(rx, _) => rx.is_empty(),
+            Intake::Queue(rx, _) | Intake::Inlet(rx, ..) => rx.is_empty(),
             Intake::Feed(_) => false,
         }
     }
 
-    /// Lets go of the input; the last holder of the source closes its books. Every
-    /// holder calls it, on its own thread, before the run's scope ends.
-    pub(crate) fn release(self, ctx: &Ctx<'_>) {
-        if let Intake::Feed(feed) = self {
-            if let Some(feed) = std::sync::Arc::into_inner(feed) {
-                feed.finish(ctx);
+    /// Counts a packet this stage (`index`) will not process and lets go of it: to
+    /// the queue's `on_drop` callback after a `stop_now`, else dropped.
+    fn discard(&self, ctx: &Ctx<'_>, index: usize, packet: Packet<T>) {
+        let on_drop = match self {
+            Intake::Queue(_, on_drop) | Intake::Inlet(_, _, on_drop) => on_drop.as_ref(),
+            Intake::Feed(_) => None,
+        };
+        if let Some(panic) = packet.give(ctx.hand_over(on_drop)) {
+            ctx.fail(index, Failure::Panic(panic));
+        }
+    }
+
+    /// Lets go of the input of stage `index`; the last holder of the source closes its
+    /// books. Every holder calls it, on its own thread, before the run's scope ends.
+    /// The `on_drop` callback is user code: dropped inside the boundary.
+    pub(crate) fn release(self, ctx: &Ctx<'_>, index: usize) {
+        match self {
+            Intake::Feed(feed) => {
+                if let Some(feed) = std::sync::Arc::into_inner(feed) {
+                    feed.finish(ctx);
+                }
+            }
+            Intake::Queue(_, on_drop) | Intake::Inlet(_, _, on_drop) => {
+                ctx.discard(index, on_drop);
             }
         }
     }
@@ -1806,7 +1874,7 @@ pub(crate) fn run_sink<T>(
             break; // nothing upstream to drain (see `run_worker`)
         }
         let arrival = match (tombs, &input) {
-            (Some(tombs), Intake::Queue(rx)) => recv_or_tombstone(rx, tombs, &mut own),
+            (Some(tombs), Intake::Queue(rx, _)) => recv_or_tombstone(rx, tombs, &mut own),
             _ => input.recv(ctx, &mut own).map(Arrival::Packet),
         };
         let Some(arrival) = arrival else { break };
@@ -1815,7 +1883,7 @@ pub(crate) fn run_sink<T>(
             failed = true;
             if let Arrival::Packet(packet) = arrival {
                 own.not_processed += packet.len();
-                ctx.discard_packet(index, packet);
+                input.discard(ctx, index, packet);
             }
             continue;
         }
@@ -1853,7 +1921,7 @@ pub(crate) fn run_sink<T>(
             let Some(packet) = packet else { continue };
             if failed || ctx.token.is_cancelled() {
                 own.not_processed += packet.len();
-                ctx.discard_packet(index, packet);
+                input.discard(ctx, index, packet);
             } else if !deliver(ctx, index, packet, sink, &mut own) {
                 failed = true;
             }
@@ -1861,7 +1929,7 @@ pub(crate) fn run_sink<T>(
     }
     own.finish(started);
     ctx.merge(index, &own.since(&published.counts));
-    input.release(ctx);
+    input.release(ctx, index);
 }
 
 #[cfg(all(test, not(loom)))]

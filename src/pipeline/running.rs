@@ -117,7 +117,8 @@ impl<T: Send + 'static> Pipeline<'static, T> {
 ///   a source is not pulled again) and what is inside goes through. The run then
 ///   ends with `Ok` if every item that came in was processed.
 /// - [`stop_now`](RunningPipeline::stop_now) cancels: nothing more is processed, and
-///   every queued item is counted as not processed. `join` then returns
+///   every queued item is counted as not processed and handed to `on_drop` where
+///   set. `join` then returns
 ///   [`PipelineError::Cancelled`] (with the report), unless the run had already
 ///   ended.
 /// - [`join`](RunningPipeline::join) waits for the end and returns what
@@ -158,13 +159,13 @@ impl RunningPipeline {
     }
 
     /// Cancels the run: no item is processed any more (user code already running is
-    /// not interrupted), every queued item is counted as not processed and dropped,
-    /// and senders are refused. Returns at once.
+    /// not interrupted), senders are refused, and every queued item is counted as not
+    /// processed and handed to its queue's [`on_drop`](Pipeline::on_drop) callback
+    /// (dropped, where there is none). Returns at once.
     pub fn stop_now(&self) {
         if let Some(ctx) = &self.ctx {
             // The run's own token: no user callback is registered on it.
-            ctx.token.cancel();
-            ctx.stop_input();
+            ctx.stop_now();
         }
     }
 
