@@ -907,7 +907,14 @@ fn run_batcher<T, U>(
             break;
         }
         let got = match due {
-            None => input.recv(ctx, &mut own).map_or(Recv::End, Recv::Packet),
+            None => {
+                let mut park = |own: &Counts| {
+                    ctx.publish(index, own, &mut own_published, true);
+                    ctx.publish(out.stage, &next, &mut next_published, true);
+                };
+                let got = input.recv(ctx, &mut own, &mut park);
+                got.map_or(Recv::End, Recv::Packet)
+            }
             Some(due) => match due.checked_duration_since(clock.now()) {
                 Some(left) if !left.is_zero() => {
                     input.recv_timeout(ctx, &mut own, left.min(FLUSH_TICK))
@@ -950,11 +957,8 @@ fn run_batcher<T, U>(
             ctx.discard(index, std::mem::take(&mut batch));
             due = None;
         }
-        let idle = input.is_empty();
-        if idle || seq % 16 == 0 {
-            ctx.publish(index, &own, &mut own_published, idle);
-            ctx.publish(out.stage, &next, &mut next_published, idle);
-        }
+        ctx.publish(index, &own, &mut own_published, false);
+        ctx.publish(out.stage, &next, &mut next_published, false);
     }
     // The input has ended: what is held goes out, unless the run stopped.
     if !batch.is_empty() {
@@ -1003,7 +1007,13 @@ fn flush<T, U>(
 }
 
 /// Takes the next packet: `None` when the upstream is gone.
-fn recv<T>(rx: &Receiver<Packet<T>>, own: &mut Counts) -> Option<Packet<T>> {
+/// `park` is called (with the caller's books) before the thread parks: a worker
+/// publishes its books then, so the live statistics do not wait for its next item.
+fn recv<T>(
+    rx: &Receiver<Packet<T>>,
+    own: &mut Counts,
+    park: &mut dyn FnMut(&Counts),
+) -> Option<Packet<T>> {
     match rx.try_recv() {
         Ok(packet) => Some(packet),
         Err(TryRecvError::Disconnected) => None,
@@ -1023,7 +1033,10 @@ fn recv<T>(rx: &Receiver<Packet<T>>, own: &mut Counts) -> Option<Packet<T>> {
             }
             let packet = match packet {
                 Some(p) => Some(p),
-                None => rx.recv().ok(),
+                None => {
+                    park(own);
+                    rx.recv().ok()
+                }
             };
             own.idle += started.elapsed();
             packet
@@ -1099,7 +1112,11 @@ pub(crate) fn run_worker<T, U>(
         if discarding && matches!(input, Intake::Feed(_)) {
             break;
         }
-        let Some(packet) = input.recv(ctx, &mut own) else {
+        let mut park = |own: &Counts| {
+            ctx.publish(index, own, &mut own_published, true);
+            ctx.publish(out.stage, &next, &mut next_published, true);
+        };
+        let Some(packet) = input.recv(ctx, &mut own, &mut park) else {
             break;
         };
         if discarding || ctx.token.is_cancelled() {
@@ -1123,12 +1140,11 @@ pub(crate) fn run_worker<T, U>(
                 discarding = true;
             }
         }
-        // Live statistics: now and then, and before this worker may wait for input.
+        // Live statistics: now and then (and before the worker parks, above).
         tick = tick.wrapping_add(1);
-        let idle = input.is_empty();
-        if idle || tick % 16 == 0 {
-            ctx.publish(index, &own, &mut own_published, idle);
-            ctx.publish(out.stage, &next, &mut next_published, idle);
+        if tick % 16 == 0 || matches!(input, Intake::Feed(_)) {
+            ctx.publish(index, &own, &mut own_published, false);
+            ctx.publish(out.stage, &next, &mut next_published, false);
         }
     }
     own.finish(started);
@@ -1392,11 +1408,16 @@ impl<T> Clone for Intake<'_, T> {
 impl<'env, T> Intake<'env, T> {
     /// The next packet, or `None` when there is no more: the upstream has gone, or
     /// (for the source) it is exhausted or the run stopped.
-    fn recv(&self, ctx: &Ctx<'_>, own: &mut Counts) -> Option<Packet<T>> {
+    fn recv(
+        &self,
+        ctx: &Ctx<'_>,
+        own: &mut Counts,
+        park: &mut dyn FnMut(&Counts),
+    ) -> Option<Packet<T>> {
         match self {
-            Intake::Queue(rx, _) => recv(rx, own),
+            Intake::Queue(rx, _) => recv(rx, own, park),
             Intake::Feed(feed) => feed.take(ctx, own),
-            Intake::Inlet(rx, inlet, _) => match inlet.recv_within(ctx, rx, own, None) {
+            Intake::Inlet(rx, inlet, _) => match inlet.recv_within(ctx, rx, own, None, park) {
                 Recv::Packet(packet) => Some(packet),
                 Recv::TimedOut | Recv::End => None,
             },
@@ -1419,16 +1440,8 @@ impl<'env, T> Intake<'env, T> {
             Intake::Feed(feed) => feed.take(ctx, own).map_or(Recv::End, Recv::Packet),
             Intake::Inlet(rx, inlet, _) => {
                 let limit = crate::sync::time::deadline_after(Instant::now(), wait);
-                inlet.recv_within(ctx, rx, own, Some(limit))
+                inlet.recv_within(ctx, rx, own, Some(limit), &mut |_| {})
             }
-        }
-    }
-
-    /// Whether a `recv` now would probably wait.
-    fn is_empty(&self) -> bool {
-        match self {
-            Intake::Queue(rx, _) | Intake::Inlet(rx, ..) => rx.is_empty(),
-            Intake::Feed(_) => false,
         }
     }
 
@@ -1531,6 +1544,7 @@ impl Inlet {
         rx: &Receiver<Packet<T>>,
         own: &mut Counts,
         limit: Option<Instant>,
+        park: &mut dyn FnMut(&Counts),
     ) -> Recv<T> {
         if let Ok(packet) = rx.try_recv() {
             return Recv::Packet(packet);
@@ -1566,6 +1580,9 @@ impl Inlet {
                     _ => break Recv::TimedOut,
                 },
             };
+            if left.is_none() {
+                park(own);
+            }
             match left {
                 None => crossbeam_channel::select! {
                     recv(rx) -> packet => break packet.map_or(Recv::End, Recv::Packet),
@@ -1782,6 +1799,7 @@ fn recv_or_tombstone<T>(
     rx: &Receiver<Packet<T>>,
     tombs: &Receiver<u64>,
     own: &mut Counts,
+    park: &mut dyn FnMut(&Counts),
 ) -> Option<Arrival<T>> {
     if let Ok(seq) = tombs.try_recv() {
         return Some(Arrival::Tombstone(seq));
@@ -1792,6 +1810,7 @@ fn recv_or_tombstone<T>(
         Err(TryRecvError::Empty) => {}
     }
     let started = Instant::now();
+    park(own);
     let arrival = crossbeam_channel::select! {
         recv(rx) -> packet => packet.ok().map(Arrival::Packet),
         recv(tombs) -> seq => seq.ok().map(Arrival::Tombstone),
@@ -1874,8 +1893,14 @@ pub(crate) fn run_sink<T>(
             break; // nothing upstream to drain (see `run_worker`)
         }
         let arrival = match (tombs, &input) {
-            (Some(tombs), Intake::Queue(rx, _)) => recv_or_tombstone(rx, tombs, &mut own),
-            _ => input.recv(ctx, &mut own).map(Arrival::Packet),
+            (Some(tombs), Intake::Queue(rx, _)) => {
+                let mut park = |own: &Counts| ctx.publish(index, own, &mut published, true);
+                recv_or_tombstone(rx, tombs, &mut own, &mut park)
+            }
+            _ => {
+                let mut park = |own: &Counts| ctx.publish(index, own, &mut published, true);
+                input.recv(ctx, &mut own, &mut park).map(Arrival::Packet)
+            }
         };
         let Some(arrival) = arrival else { break };
         if failed || ctx.token.is_cancelled() {
@@ -1904,9 +1929,8 @@ pub(crate) fn run_sink<T>(
         };
         failed = !ok;
         tick = tick.wrapping_add(1);
-        let idle = input.is_empty();
-        if idle || tick % 16 == 0 {
-            ctx.publish(index, &own, &mut published, idle);
+        if tick % 16 == 0 || matches!(input, Intake::Feed(_)) {
+            ctx.publish(index, &own, &mut published, false);
         }
     }
     if let Some(mut reorder) = reorder {
