@@ -739,3 +739,11 @@ fn bad_counts_and_extreme_durations_get_named_errors_or_saturate() {
         .unwrap();
     assert_eq!(report.delivered(), 2);
 }
+
+#[test]
+fn the_service_types_are_thread_safe() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<corral::pipeline::Input<u64>>();
+    send_sync::<corral::pipeline::RunningPipeline>();
+    send_sync::<SendError<u64>>();
+}
