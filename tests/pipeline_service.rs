@@ -747,3 +747,45 @@ fn the_service_types_are_thread_safe() {
     send_sync::<corral::pipeline::RunningPipeline>();
     send_sync::<SendError<u64>>();
 }
+
+#[test]
+fn a_partial_batch_of_panicking_drops_left_at_a_cancel_is_panicked_not_an_abort() {
+    let _check = LeakCheck::new();
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("bomb dropped");
+        }
+    }
+    // Endless, and slow after 50 items (a source's own pace: each panicking drop costs).
+    let source = (0u32..).map(|i| {
+        if i >= 50 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Bomb
+    });
+    let err = Pipeline::from_iter(source)
+        .batch_stage(
+            "w",
+            1,
+            1_000_000,
+            Duration::from_secs(3600),
+            |b: Vec<Bomb>| {
+                std::mem::forget(b);
+            },
+        )
+        .run_timeout(|()| {}, Duration::from_millis(20))
+        .unwrap_err();
+    match &err {
+        PipelineError::Panicked {
+            stage,
+            panic,
+            report,
+        } => {
+            assert_eq!(stage, "w");
+            assert_eq!(panic.message(), Some("bomb dropped"));
+            assert_each_stage_balances(report);
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -458,6 +458,13 @@ impl<'env> Ctx<'env> {
         }
     }
 
+    /// As [`discard`](Ctx::discard), item by item ([`drop_each`]).
+    fn discard_each<V>(&self, index: usize, values: Vec<V>) {
+        if let Some(panic) = drop_each(values) {
+            self.fail(index, Failure::Panic(panic));
+        }
+    }
+
     /// As [`discard`](Ctx::discard), item by item.
     fn discard_packet<T>(&self, index: usize, packet: Packet<T>) {
         if let Some(panic) = packet.discard() {
@@ -954,7 +961,7 @@ fn run_batcher<T, U>(
         }
         if discarding && !batch.is_empty() {
             own.not_processed += batch.len() as u64;
-            ctx.discard(index, std::mem::take(&mut batch));
+            ctx.discard_each(index, std::mem::take(&mut batch));
             due = None;
         }
         ctx.publish(index, &own, &mut own_published, false);
@@ -964,7 +971,7 @@ fn run_batcher<T, U>(
     if !batch.is_empty() {
         if discarding || ctx.token.is_cancelled() {
             own.not_processed += batch.len() as u64;
-            ctx.discard(index, batch);
+            ctx.discard_each(index, batch);
         } else {
             flush(ctx, index, &out, f, batch, &mut seq, (&mut own, &mut next));
         }
