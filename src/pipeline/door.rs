@@ -92,3 +92,23 @@ impl LoomDoor {
         self.0.settled()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_door_lets_nobody_in_and_settles_once_everybody_has_left() {
+        let door = Door::new();
+        let inside = door.enter().expect("open");
+        assert!(!door.is_closed());
+        assert!(door.close());
+        assert!(!door.close(), "closed once");
+        assert!(door.is_closed());
+        assert!(!door.settled(), "a sender is still inside");
+        assert!(door.enter().is_none());
+        assert!(!door.settled());
+        drop(inside);
+        assert!(door.settled());
+    }
+}
