@@ -6,7 +6,9 @@
 //! first stage's worker pulls the source itself, so it runs 3 threads plus the
 //! caller. Then corral with batching (same capacity in items), and 4-worker stages
 //! on a CPU-heavy map beside rayon's `par_iter` (a reference: rayon has no queues, no
-//! backpressure and no report).
+//! backpressure and no report). Last, a pushed input: 2 producer threads push the
+//! same 100,000 items into a spawned pipeline of 3 one-worker stages (queues of 64),
+//! beside the same threads and queues on hand-rolled crossbeam channels.
 
 mod common;
 
@@ -95,6 +97,90 @@ fn handoff(c: &mut Criterion) {
     g.finish();
 }
 
+const PRODUCERS: u64 = 2;
+
+/// 2 producer threads push `N` items into a spawned pipeline of 3 one-worker stages;
+/// the sink runs on the pipeline's own thread.
+fn corral_push_3x1() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let sum = Arc::new(AtomicU64::new(0));
+    let total = Arc::clone(&sum);
+    let mut acc = 0u64;
+    let (input, pipeline) = Pipeline::with_input();
+    let running = pipeline
+        .stage("a", 1, step)
+        .stage("b", 1, step)
+        .stage("c", 1, step)
+        .capacity(CAP)
+        .spawn(move |x| {
+            acc = acc.wrapping_add(x);
+            total.store(acc, Ordering::Relaxed);
+        })
+        .expect("bench pipeline");
+    std::thread::scope(|s| {
+        for p in 0..PRODUCERS {
+            let input = input.clone();
+            s.spawn(move || {
+                (p..N)
+                    .step_by(PRODUCERS as usize)
+                    .for_each(|x| input.send(x).unwrap())
+            });
+        }
+    });
+    drop(input);
+    running.join().expect("bench pipeline");
+    sum.load(Ordering::Relaxed)
+}
+
+/// The same threads and queues by hand: 2 producers into the first of 4 crossbeam
+/// queues, 3 stage threads, the sink on a thread of its own.
+fn crossbeam_push_3x1() -> u64 {
+    use crossbeam_channel::bounded;
+    std::thread::scope(|s| {
+        let (tx0, rx0) = bounded::<u64>(CAP);
+        let (tx1, rx1) = bounded::<u64>(CAP);
+        let (tx2, rx2) = bounded::<u64>(CAP);
+        let (tx3, rx3) = bounded::<u64>(CAP);
+        for (rx, tx) in [(rx0, tx1), (rx1, tx2), (rx2, tx3)] {
+            s.spawn(move || rx.iter().for_each(|x| tx.send(step(x)).unwrap()));
+        }
+        let sink = s.spawn(move || rx3.iter().fold(0u64, u64::wrapping_add));
+        std::thread::scope(|p| {
+            for first in 0..PRODUCERS {
+                let tx = tx0.clone();
+                p.spawn(move || {
+                    (first..N)
+                        .step_by(PRODUCERS as usize)
+                        .for_each(|x| tx.send(x).unwrap())
+                });
+            }
+        });
+        drop(tx0);
+        sink.join().unwrap()
+    })
+}
+
+fn push(c: &mut Criterion) {
+    let expected = crossbeam_3x1();
+    assert_eq!(crossbeam_push_3x1(), expected);
+    assert_eq!(corral_push_3x1(), expected);
+    let mut g = Group::new(c, "pipeline/push_2_producers_3_stages_cap64");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(N));
+    g.bench(
+        "corral_with_input",
+        Role::Corral {
+            vs: &["crossbeam_bounded"],
+        },
+        |b| b.iter(|| black_box(corral_push_3x1())),
+    );
+    g.bench("crossbeam_bounded", Role::Floor, |b| {
+        b.iter(|| black_box(crossbeam_push_3x1()))
+    });
+    g.finish();
+}
+
 const HEAVY_N: u64 = 20_000;
 
 /// About a microsecond of integer work.
@@ -160,5 +246,5 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(2))
 }
 
-criterion_group! { name = benches; config = config(); targets = handoff, cpu_heavy }
+criterion_group! { name = benches; config = config(); targets = handoff, cpu_heavy, push }
 criterion_main!(benches);

@@ -362,6 +362,9 @@ pub use overflow::Overflow;
 pub use panic::Panic;
 #[cfg(loom)]
 #[doc(hidden)]
+pub use pipeline::LoomDoor as __LoomInputDoor;
+#[cfg(loom)]
+#[doc(hidden)]
 pub use pipeline::LoomGate as __LoomReorderGate;
 pub use pipeline::Pipeline;
 pub use pool::{ScopedPool, WorkerPool};

@@ -92,3 +92,44 @@ fn a_release_racing_the_deadline_either_opens_or_stops_the_wait() {
         clock.join().unwrap();
     });
 }
+
+/// A pushed input's door: senders enter, put their item in the queue and leave; a
+/// close shuts the door. Once the door has settled, every accepted item is in the
+/// queue, so the receivers may drain it and stop without losing one.
+#[test]
+fn close_racing_send_never_loses_an_accepted_item() {
+    use corral::__LoomInputDoor as Door;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+
+    loom::model(|| {
+        let door = Arc::new(Door::new());
+        let queued = Arc::new(AtomicUsize::new(0));
+        let senders: Vec<_> = (0..2)
+            .map(|_| {
+                let (door, queued) = (Arc::clone(&door), Arc::clone(&queued));
+                thread::spawn(move || {
+                    door.send_with(|| {
+                        queued.fetch_add(1, Ordering::Relaxed);
+                    })
+                })
+            })
+            .collect();
+        assert!(door.close());
+        assert!(!door.close(), "the first close wins");
+        // The receivers' side: wait until nobody is inside, then look at the queue.
+        while !door.settled() {
+            thread::yield_now();
+        }
+        let seen = queued.load(Ordering::Relaxed);
+        let accepted = senders
+            .into_iter()
+            .map(|s| usize::from(s.join().unwrap()))
+            .sum::<usize>();
+        assert_eq!(
+            seen, accepted,
+            "an accepted item was not queued when the door settled"
+        );
+        // And nobody gets in after the close.
+        assert!(!door.send_with(|| unreachable!()));
+    });
+}

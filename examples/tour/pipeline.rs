@@ -1,5 +1,5 @@
 //! Pipeline: backpressure through typed stages, a lossy queue that accounts for every
-//! item, and a first error that stops the run.
+//! item, a first error that stops the run, and a running service fed by pushing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -76,5 +76,44 @@ pub fn run() {
         started.elapsed(),
         report.stage("source").map_or(0, |s| s.items_out),
         report.not_processed()
+    );
+
+    println!("\n[pipeline] a service: 3 request threads push into a running pipeline (per-worker connection, batched writes), then stop");
+    let (input, service) = Pipeline::with_input();
+    let connections = std::sync::Arc::new(AtomicU64::new(0)); // shared with the running pipeline
+    let opened = std::sync::Arc::clone(&connections);
+    let service = service
+        .stage_with_state(
+            "enrich",
+            2,
+            move || opened.fetch_add(1, Ordering::Relaxed), // "open a connection"
+            |conn: &mut u64, x: u64| (*conn, x),
+        )
+        .batch_stage(
+            "write",
+            1,
+            100,
+            Duration::from_millis(20),
+            |rows: Vec<(u64, u64)>| rows.len(),
+        )
+        .capacity(64)
+        .spawn(|_| {})
+        .expect("valid pipeline");
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let input = input.clone();
+            s.spawn(move || (0..10_000).for_each(|i| input.send(t * 10_000 + i).expect("open")));
+        }
+    });
+    let live = service.stats();
+    service.stop(); // drain: the input ends, what is inside goes through
+    let report = service.join().expect("no stage fails");
+    println!(
+        "  live: {} accepted while running; final: {} written in {} batches by {} connections, senders waited {:.1?}",
+        live.stage("source").map_or(0, |s| s.items_in),
+        report.stage("write").map_or(0, |s| s.items_out),
+        report.delivered(),
+        connections.load(Ordering::Relaxed),
+        report.stage("source").map_or(Duration::ZERO, |s| s.blocked_send),
     );
 }

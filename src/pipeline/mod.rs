@@ -2,28 +2,35 @@
 //! queues → sink, with overflow policies, first-error cancellation, ordered output
 //! and a report that names the bottleneck.
 //!
-//! A [`Pipeline`] is described first ([`stage`](Pipeline::stage),
-//! [`try_stage`](Pipeline::try_stage), `capacity`, `overflow`, `ordered`, ...) and
-//! nothing starts until a terminal call: [`run`](Pipeline::run) and its bounded forms,
-//! [`try_for_each`](Pipeline::try_for_each) or [`collect`](Pipeline::collect). The run
-//! happens inside the call: every thread is scoped (so stages and the source may
-//! borrow) and has joined when it returns, with a [`PipelineReport`] of per-stage
-//! counts and times ([`StageStats`]), or a [`PipelineError`] naming the stage that
-//! failed. Each stage's books balance: every item that came in went out, was dropped
-//! by the overflow policy (and handed to `on_drop`), failed, or was not processed
-//! because the run stopped.
+//! A [`Pipeline`] is described first (stages plain, stateful or batched, queue sizes
+//! and policies, ...) and nothing starts until a terminal call. A batch job runs
+//! inside the call ([`run`](Pipeline::run), [`collect`](Pipeline::collect), ...):
+//! every thread is scoped, so stages and the source may borrow. A service
+//! [`spawn`](Pipeline::spawn)s it on threads of its own and gets a
+//! [`RunningPipeline`] (live statistics, drain or cancel, bounded joins); its items may
+//! be pushed from any thread through an [`Input`] ([`Pipeline::with_input`]). Either
+//! way every thread has joined when the run's outcome is returned: a
+//! [`PipelineReport`] of per-stage counts and times ([`StageStats`]), or a
+//! [`PipelineError`] naming the stage that failed. Each stage's books balance: every
+//! item that came in went out, was dropped by the overflow policy (and handed to
+//! `on_drop`), failed, or was not processed because the run stopped.
 //
 // Layout: this file is the front (the builder, which only describes a run, and its
-// errors); `run.rs` is the engine, which starts every thread of a run; `gate.rs` is the
-// reorder window and `report.rs` the public report types.
+// errors); `input.rs` and `running.rs` are the fronts of a pushed input and of a
+// spawned run; `run.rs` is the engine, which starts every thread of a run; `door.rs`
+// is the pushed input's close protocol, `gate.rs` the reorder window and `report.rs`
+// the public report types.
 
 // `PipelineError` carries the run's report and a `Panic` inline, so it is large; a run
 // returns it once, and boxing the fields would only make matching on it clumsier.
 #![allow(clippy::result_large_err)]
 
+mod door;
 mod gate;
+mod input;
 mod report;
 mod run;
+mod running;
 
 use std::error::Error;
 use std::fmt;
@@ -31,15 +38,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cancel::{CancelReason, CancelToken};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{check_name, ConfigError};
 use crate::overflow::Overflow;
 use crate::panic::{drop_caught, drop_quietly, Panic};
 use crate::spawn::SpawnError;
 
+pub use input::{Input, SendError};
 pub use report::{PipelineReport, StageStats};
+pub use running::RunningPipeline;
 
-use run::{BoxError, Failure, Head, OnDrop, Settings};
+use run::{BoxError, Ctx, Failure, Head, OnDrop, Queue, Settings};
 
+#[cfg(loom)]
+#[doc(hidden)]
+pub use door::LoomDoor;
 #[cfg(loom)]
 #[doc(hidden)]
 pub use gate::LoomGate;
@@ -67,6 +80,18 @@ pub(crate) const MAX_CAPACITY: usize = crate::pool::WorkerPool::MAX_QUEUE_CAPACI
 /// callback. ([`Overflow::Reject`] and [`Overflow::CallerRuns`] belong to the worker
 /// pool: a run configured with them fails with a [`ConfigError`].) Under
 /// `Block` the first stage needs no queue: its workers pull the source directly.
+/// [`buffer`](Pipeline::buffer) and [`buffer_overflow`](Pipeline::buffer_overflow)
+/// set one queue's capacity and policy apart from the others.
+///
+/// Stages come plain ([`stage`](Pipeline::stage), [`try_stage`](Pipeline::try_stage)),
+/// with a state per worker ([`stage_with_state`](Pipeline::stage_with_state): a
+/// connection, a buffer) or batched ([`batch_stage`](Pipeline::batch_stage): a `Vec`
+/// of up to n items, flushed on size or time).
+///
+/// For a long-running service, [`spawn`](Pipeline::spawn) runs the pipeline on threads
+/// of its own and returns a [`RunningPipeline`]; [`with_input`](Pipeline::with_input)
+/// feeds it by pushing from any thread, with backpressure. What follows holds for
+/// both ways of running.
 ///
 /// Nothing runs until a terminal call: [`try_for_each`](Pipeline::try_for_each),
 /// [`collect`](Pipeline::collect), or [`run`](Pipeline::run) with its bounded forms
@@ -157,11 +182,20 @@ pub struct Pipeline<'env, T> {
     /// Per producer (source first, as `stages`): the capacity of the queue after it,
     /// when [`buffer`](Pipeline::buffer) set one.
     buffers: Vec<Option<usize>>,
+    /// Per producer, as `buffers`: the overflow policy of the queue after it, when
+    /// [`buffer_overflow`](Pipeline::buffer_overflow) set one.
+    overflows: Vec<Option<Overflow>>,
     on_drop: Option<OnDrop<'env, T>>,
     capacity: usize,
     overflow: Overflow,
     batch: usize,
     ordered: Option<Option<usize>>,
+    /// Fed through an [`Input`] rather than an iterator.
+    pushed: bool,
+    /// Has a batched stage (whose output has no source order).
+    batched: bool,
+    /// The time batched stages flush by.
+    clock: Arc<dyn Clock>,
     invalid: Option<ConfigError>,
     /// Unit tests: the (stage index, worker) whose thread fails to start.
     #[cfg(test)]
@@ -194,11 +228,15 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             head: Head::Source(run::pull_from(source.into_iter())),
             stages: vec![("source".to_owned(), 1)],
             buffers: vec![None],
+            overflows: vec![None],
             on_drop: None,
             capacity: DEFAULT_CAPACITY,
             overflow: Overflow::Block,
             batch: 1,
             ordered: None,
+            pushed: false,
+            batched: false,
+            clock: Arc::new(SystemClock),
             invalid: None,
             #[cfg(test)]
             fail_spawn_at: None,
@@ -233,7 +271,12 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         U: Send + 'env,
         F: Fn(T) -> U + Send + Sync + 'env,
     {
-        self.add_stage(name.into(), workers, move |item| Ok(f(item)))
+        self.add_stage(
+            name.into(),
+            workers,
+            || (),
+            move |_: &mut (), item| Ok(f(item)),
+        )
     }
 
     /// Adds a fallible stage: the first `Err` cancels the whole run and comes back as
@@ -269,15 +312,108 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         E: Into<Box<dyn Error + Send + Sync>>,
         F: Fn(T) -> Result<U, E> + Send + Sync + 'env,
     {
-        self.add_stage(name.into(), workers, move |item| {
-            f(item).map_err(Into::into)
+        self.add_stage(
+            name.into(),
+            workers,
+            || (),
+            move |_: &mut (), item| f(item).map_err(Into::into),
+        )
+    }
+
+    /// Adds a stage whose workers each keep a state of their own: a connection, a
+    /// buffer, a cache. Each worker calls `init` once when it starts, passes the state
+    /// to every call of `f`, and drops it when it ends (after the input ends or the
+    /// run stops). `init`, `f` and the state's `Drop` run inside the panic boundary:
+    /// a panic in any of them stops the run with [`PipelineError::Panicked`] naming
+    /// this stage. The state never leaves its worker's thread, so it need not be
+    /// `Send`.
+    ///
+    /// # Errors
+    ///
+    /// As [`stage`](Pipeline::stage) for the configuration.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// let connects = AtomicUsize::new(0);
+    /// let (out, _) = corral::Pipeline::from_iter(0..100u32)
+    ///     .stage_with_state(
+    ///         "lookup",
+    ///         2,
+    ///         || {
+    ///             connects.fetch_add(1, Ordering::Relaxed); // say, open a connection
+    ///             Vec::<u32>::new()                          // and a per-worker buffer
+    ///         },
+    ///         |seen: &mut Vec<u32>, x| {
+    ///             seen.push(x);
+    ///             x * 2
+    ///         },
+    ///     )
+    ///     .collect()?;
+    /// assert_eq!(out.len(), 100);
+    /// assert_eq!(connects.load(Ordering::Relaxed), 2); // once per worker
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
+    /// ```
+    pub fn stage_with_state<U, S, I, F>(
+        self,
+        name: impl Into<String>,
+        workers: usize,
+        init: I,
+        f: F,
+    ) -> Pipeline<'env, U>
+    where
+        U: Send + 'env,
+        S: 'env,
+        I: Fn() -> S + Send + Sync + 'env,
+        F: Fn(&mut S, T) -> U + Send + Sync + 'env,
+    {
+        self.add_stage(name.into(), workers, init, move |state: &mut S, item| {
+            Ok(f(state, item))
         })
     }
 
-    fn add_stage<U, F>(mut self, name: String, workers: usize, f: F) -> Pipeline<'env, U>
+    /// [`stage_with_state`](Pipeline::stage_with_state) with a fallible function: the
+    /// first `Err` cancels the run, as in [`try_stage`](Pipeline::try_stage).
+    ///
+    /// # Errors
+    ///
+    /// As [`stage`](Pipeline::stage) for the configuration.
+    pub fn try_stage_with_state<U, E, S, I, F>(
+        self,
+        name: impl Into<String>,
+        workers: usize,
+        init: I,
+        f: F,
+    ) -> Pipeline<'env, U>
     where
         U: Send + 'env,
-        F: Fn(T) -> Result<U, BoxError> + Send + Sync + 'env,
+        E: Into<Box<dyn Error + Send + Sync>>,
+        S: 'env,
+        I: Fn() -> S + Send + Sync + 'env,
+        F: Fn(&mut S, T) -> Result<U, E> + Send + Sync + 'env,
+    {
+        self.add_stage(name.into(), workers, init, move |state: &mut S, item| {
+            f(state, item).map_err(Into::into)
+        })
+    }
+
+    fn add_stage<U, S, I, F>(self, name: String, workers: usize, init: I, f: F) -> Pipeline<'env, U>
+    where
+        U: Send + 'env,
+        S: 'env,
+        I: Fn() -> S + Send + Sync + 'env,
+        F: Fn(&mut S, T) -> Result<U, BoxError> + Send + Sync + 'env,
+    {
+        self.add_work(name, workers, run::stateful(init, f))
+    }
+
+    /// Adds a stage whose `workers` threads each run `work` (a worker loop).
+    fn add_work<U, W>(mut self, name: String, workers: usize, work: W) -> Pipeline<'env, U>
+    where
+        U: Send + 'env,
+        W: Fn(&Ctx<'env>, usize, run::Intake<'env, T>, run::Outbound<'env, U>) + Send + Sync + 'env,
     {
         if self.invalid.is_none() {
             self.invalid = check_stage(&self.stages, &name, workers).err();
@@ -288,19 +424,130 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         let stage_name = name.clone();
         self.stages.push((name, workers));
         self.buffers.push(None);
+        self.overflows.push(None);
         Pipeline {
-            head: run::stage(prev, on_drop, index, stage_name, workers, f),
+            head: run::stage(prev, on_drop, index, stage_name, workers, work),
             stages: self.stages,
             buffers: self.buffers,
+            overflows: self.overflows,
             on_drop: None,
             capacity: self.capacity,
             overflow: self.overflow,
             batch: self.batch,
             ordered: self.ordered,
+            pushed: self.pushed,
+            batched: self.batched,
+            clock: self.clock,
             invalid: self.invalid,
             #[cfg(test)]
             fail_spawn_at: self.fail_spawn_at,
         }
+    }
+
+    /// Adds a batched stage: each of its `workers` threads gathers items into a `Vec`
+    /// of up to `max_items` and calls `f` with it, say for a bulk insert; what `f`
+    /// returns goes on as one item. A batch goes when it is full, when `max_wait` has
+    /// passed since its first item (on the pipeline's [`clock`](Pipeline::clock)), or
+    /// when the input ends. No timer thread: a worker holding a partial batch waits
+    /// for input only until the batch is due.
+    ///
+    /// In the report, the stage's `items_out` counts the items of the batches `f`
+    /// took; the next stage's `items_in` counts what `f` returned. A failed batch
+    /// (`Err` from [`try_batch_stage`](Pipeline::try_batch_stage), or a panic) counts
+    /// one failed item and the rest as not processed, and stops the run. A batched
+    /// stage has no source order: with [`ordered`](Pipeline::ordered) the terminal
+    /// call returns a [`ConfigError`].
+    ///
+    /// # Errors
+    ///
+    /// As [`stage`](Pipeline::stage), and [`PipelineError::Config`] naming
+    /// `max_items` for 0 or more than 16 777 216 (2^24).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (sizes, report) = corral::Pipeline::from_iter(0..10u32)
+    ///     .batch_stage("insert", 1, 4, Duration::from_secs(1), |rows: Vec<u32>| rows.len())
+    ///     .collect()?;
+    /// assert_eq!(sizes, [4, 4, 2]); // the last batch went when the input ended
+    /// assert_eq!(report.stage("insert").unwrap().items_out, 10);
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
+    /// ```
+    pub fn batch_stage<U, F>(
+        self,
+        name: impl Into<String>,
+        workers: usize,
+        max_items: usize,
+        max_wait: Duration,
+        f: F,
+    ) -> Pipeline<'env, U>
+    where
+        U: Send + 'env,
+        F: Fn(Vec<T>) -> U + Send + Sync + 'env,
+    {
+        self.add_batched(name.into(), workers, max_items, max_wait, move |batch| {
+            Ok(f(batch))
+        })
+    }
+
+    /// [`batch_stage`](Pipeline::batch_stage) with a fallible function: the first
+    /// `Err` cancels the run, as in [`try_stage`](Pipeline::try_stage).
+    ///
+    /// # Errors
+    ///
+    /// As [`batch_stage`](Pipeline::batch_stage) for the configuration.
+    pub fn try_batch_stage<U, E, F>(
+        self,
+        name: impl Into<String>,
+        workers: usize,
+        max_items: usize,
+        max_wait: Duration,
+        f: F,
+    ) -> Pipeline<'env, U>
+    where
+        U: Send + 'env,
+        E: Into<Box<dyn Error + Send + Sync>>,
+        F: Fn(Vec<T>) -> Result<U, E> + Send + Sync + 'env,
+    {
+        self.add_batched(name.into(), workers, max_items, max_wait, move |batch| {
+            f(batch).map_err(Into::into)
+        })
+    }
+
+    fn add_batched<U, F>(
+        mut self,
+        name: String,
+        workers: usize,
+        max_items: usize,
+        max_wait: Duration,
+        f: F,
+    ) -> Pipeline<'env, U>
+    where
+        U: Send + 'env,
+        F: Fn(Vec<T>) -> Result<U, BoxError> + Send + Sync + 'env,
+    {
+        if self.invalid.is_none() {
+            if max_items == 0 {
+                self.invalid = Some(ConfigError::new("max_items", 0, "must be at least 1"));
+            } else if max_items > MAX_CAPACITY {
+                self.invalid = Some(ConfigError::new(
+                    "max_items",
+                    max_items,
+                    "must be at most 16777216 (2^24) items",
+                ));
+            }
+        }
+        self.batched = true;
+        self.add_work(name, workers, run::batched(max_items.max(1), max_wait, f))
+    }
+
+    /// The clock batched stages flush by (default [`SystemClock`]); tests pass a
+    /// [`ManualClock`](crate::clock::ManualClock) to flush on time without waiting.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
     }
 
     /// Capacity of every queue, in items (default 64). With batching, a queue holds
@@ -356,6 +603,42 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         self
     }
 
+    /// The overflow policy of the one queue after what was added last (the source or
+    /// a stage), in place of [`overflow`](Pipeline::overflow): say, shed load in front
+    /// of one best-effort stage while the rest of the run keeps backpressure. As with
+    /// [`buffer`](Pipeline::buffer), a policy set on the source applies to the first
+    /// stage's queue (for a pushed input: to the pushed items); under
+    /// [`Overflow::Block`] an iterator source has no queue of its own.
+    ///
+    /// # Errors
+    ///
+    /// The terminal call returns [`PipelineError::Config`] naming `overflow` for
+    /// [`Overflow::Reject`] and [`Overflow::CallerRuns`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::{Overflow, Pipeline};
+    ///
+    /// let report = Pipeline::from_iter(0..1000u64)
+    ///     .stage("parse", 2, |n| n * 2)
+    ///     .buffer(4)
+    ///     .buffer_overflow(Overflow::DropNewest) // "score" may shed
+    ///     .stage("score", 1, |n| n + 1)
+    ///     .run(|_| {})?; // every other queue blocks (the default)
+    /// let score = report.stage("score").unwrap();
+    /// assert_eq!(score.items_in, 1000);
+    /// assert_eq!(score.items_out + score.dropped, 1000);
+    /// assert_eq!(report.stage("parse").unwrap().dropped, 0);
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
+    /// ```
+    pub fn buffer_overflow(mut self, overflow: Overflow) -> Self {
+        if let Some(last) = self.overflows.last_mut() {
+            *last = Some(overflow);
+        }
+        self
+    }
+
     /// What a full queue does with a new item (default [`Overflow::Block`]).
     /// [`Overflow::DropNewest`] drops the item being sent, [`Overflow::DropOldest`]
     /// evicts the oldest queued one; either way the item is counted as `dropped` for
@@ -388,6 +671,10 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// Hands every item dropped from the queue after the current last stage (the
     /// queue that carries `T`) to `f`. Call it right after the stage whose output it
     /// concerns; the callback runs on the sending thread and must not block.
+    ///
+    /// After [`RunningPipeline::stop_now`], the items left in that queue (counted as
+    /// not processed) go to `f` too, on the thread that drains the queue. A run
+    /// stopped by a failure or a token only counts and drops them.
     ///
     /// A panic in `f` stops the run with [`PipelineError::Panicked`].
     ///
@@ -701,7 +988,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// Above the limits (4096 workers per stage and per run, 2^24 items per queue,
     /// batch and reorder window: the worker pool's caps) the terminal call returns a
     /// `ConfigError` before any thread starts.
-    fn settings(&self) -> Result<(Settings, Vec<usize>), ConfigError> {
+    fn settings(&self) -> Result<(Settings, Vec<Queue>), ConfigError> {
         if let Some(invalid) = &self.invalid {
             return Err(invalid.clone());
         }
@@ -733,6 +1020,27 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         if self.batch == 0 {
             return Err(ConfigError::new("batch", self.batch, "must be at least 1"));
         }
+        if self.pushed && self.batch > 1 {
+            return Err(ConfigError::new(
+                "batch",
+                self.batch,
+                "a pushed input sends items one at a time: use batch_stage",
+            ));
+        }
+        if self.batched && self.ordered.is_some() {
+            return Err(ConfigError::new(
+                "ordered",
+                "on",
+                "a batched stage's output has no source order to restore",
+            ));
+        }
+        if self.pushed && self.ordered.is_some() {
+            return Err(ConfigError::new(
+                "ordered",
+                "on",
+                "a pushed input has no source order to restore",
+            ));
+        }
         if self.batch > self.capacity {
             return Err(ConfigError::new(
                 "batch",
@@ -756,16 +1064,30 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                 ));
             }
         }
-        let capacities: Vec<usize> = std::iter::once(self.capacity)
-            .chain(self.buffers.iter().map(|b| b.unwrap_or(self.capacity)))
-            .collect();
-        if matches!(self.overflow, Overflow::Reject | Overflow::CallerRuns) {
-            return Err(ConfigError::new(
-                "overflow",
-                self.overflow,
-                "a pipeline stage supports block, drop-newest and drop-oldest only",
-            ));
+        let overflows = self.overflows.iter().flatten().copied();
+        for overflow in std::iter::once(self.overflow).chain(overflows) {
+            if matches!(overflow, Overflow::Reject | Overflow::CallerRuns) {
+                return Err(ConfigError::new(
+                    "overflow",
+                    overflow,
+                    "a pipeline stage supports block, drop-newest and drop-oldest only",
+                ));
+            }
         }
+        let queues: Vec<Queue> = std::iter::once(Queue {
+            capacity: self.capacity,
+            overflow: self.overflow,
+        })
+        .chain(
+            self.buffers
+                .iter()
+                .zip(&self.overflows)
+                .map(|(b, o)| Queue {
+                    capacity: b.unwrap_or(self.capacity),
+                    overflow: o.unwrap_or(self.overflow),
+                }),
+        )
+        .collect();
         let window = match self.ordered {
             None => None,
             Some(Some(0)) => {
@@ -784,33 +1106,47 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                 // the first stage pulls the source itself (`Block`), and the sink.
                 // With `Block` there is also one queue fewer. Capped like an explicit
                 // window: a smaller window only paces the source, it cannot block.
-                let fused = usize::from(self.overflow == Overflow::Block);
+                let fused = usize::from(queues[1].overflow == Overflow::Block);
                 let holders = workers + 2 - fused;
-                let queued = capacities[1 + fused..]
+                let queued = queues[1 + fused..]
                     .iter()
-                    .fold(0usize, |sum, c| sum.saturating_add(*c));
+                    .fold(0usize, |sum, q| sum.saturating_add(q.capacity));
                 let items = queued.saturating_add(holders.saturating_mul(self.batch));
                 Some(items.min(MAX_CAPACITY))
             }
         };
         let settings = Settings {
-            overflow: self.overflow,
             batch: self.batch,
+            clock: Arc::clone(&self.clock),
             window: window.map(|items| items.div_ceil(self.batch) as u64),
             #[cfg(test)]
             fail_spawn_at: self.fail_spawn_at,
         };
-        Ok((settings, capacities))
+        Ok((settings, queues))
     }
 
     /// Runs the pipeline into `sink`, which it owns: every user value (the source,
     /// the closures, the items, the sink itself) is dropped inside the panic boundary,
     /// and a panicking `Drop` becomes [`PipelineError::Panicked`].
-    fn execute<S>(self, token: CancelToken, mut sink: S) -> Result<PipelineReport, PipelineError>
+    fn execute<S>(self, token: CancelToken, sink: S) -> Result<PipelineReport, PipelineError>
     where
         S: FnMut(T) -> Result<(), BoxError>,
     {
-        let (settings, capacities) = match self.settings() {
+        self.execute_started(token, sink, &mut |_| {})
+    }
+
+    /// As `execute`, handing the run's context to `started` once every thread of
+    /// the run has started.
+    fn execute_started<S>(
+        self,
+        token: CancelToken,
+        mut sink: S,
+        started: &mut dyn FnMut(&Arc<Ctx<'env>>),
+    ) -> Result<PipelineReport, PipelineError>
+    where
+        S: FnMut(T) -> Result<(), BoxError>,
+    {
+        let (settings, queues) = match self.settings() {
             Ok(settings) => settings,
             Err(e) => {
                 // Nothing ran; the configuration error is the report. The user values
@@ -820,7 +1156,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
                 return Err(PipelineError::Config(e));
             }
         };
-        let result = self.execute_with(token, settings, capacities, &mut sink);
+        let result = self.execute_with(token, settings, queues, &mut sink, started);
         match drop_caught(sink) {
             Some(panic) => absorb(result, "sink", panic),
             None => result,
@@ -831,8 +1167,9 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         self,
         token: CancelToken,
         settings: Settings,
-        capacities: Vec<usize>,
+        queues: Vec<Queue>,
         sink: &mut dyn FnMut(T) -> Result<(), BoxError>,
+        on_start: &mut dyn FnMut(&Arc<Ctx<'env>>),
     ) -> Result<PipelineReport, PipelineError> {
         let started = Instant::now();
         let (head, on_drop) = (self.head, self.on_drop);
@@ -842,8 +1179,9 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             token,
             settings,
             &self.stages,
-            capacities,
+            queues,
             sink,
+            on_start,
         );
         let (stages, failure, source_done, reason) = ran;
         let report = PipelineReport {
@@ -931,6 +1269,7 @@ impl<T> fmt::Debug for Pipeline<'_, T> {
             .field("capacity", &self.capacity)
             .field("buffers", &self.buffers)
             .field("overflow", &self.overflow)
+            .field("overflows", &self.overflows)
             .field("batch", &self.batch)
             .field("ordered", &self.ordered.is_some())
             .finish_non_exhaustive()

@@ -23,16 +23,18 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
+use super::door::Door;
 use super::gate::ReorderGate;
 use super::report::StageStats;
 use crate::cancel::{CancelReason, CancelToken};
+use crate::clock::Clock;
 use crate::overflow::Overflow;
 use crate::panic::{drop_caught, drop_quietly, Panic};
-use crate::queue::{offer, send_until, Offered};
+use crate::queue::{offer, send_until, Offered, Refused};
 use crate::spawn::{start_scoped, SpawnError, ThreadSpec};
-use crate::sync::{AtomicBool, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
 use crate::timeline::tsc_nanos;
-use crate::wait::{Backoff, Until};
+use crate::wait::{Backoff, Interrupted, Until};
 
 pub(crate) type BoxError = Box<dyn Error + Send + Sync + 'static>;
 
@@ -63,6 +65,33 @@ impl<T> Packet<T> {
             Packet::One(_, item) => f(item),
             Packet::Many(_, items) => items.into_iter().for_each(f),
         }
+    }
+
+    /// The one item of a packet a pushed input made (always `One`).
+    fn into_one(self) -> T {
+        match self {
+            Packet::One(_, item) => item,
+            // A pushed input sends single items only.
+            Packet::Many(..) => unreachable!("a pushed item travels alone"),
+        }
+    }
+
+    /// Hands the items to `on_drop` (or drops them without one), each inside the panic
+    /// boundary: the first panic, if any.
+    fn give(self, on_drop: Option<&OnDrop<'_, T>>) -> Option<Panic> {
+        let Some(on_drop) = on_drop else {
+            return self.discard();
+        };
+        let mut first = None;
+        self.for_each(|item| {
+            if let Err(panic) = Panic::catch_any(|| on_drop(item)) {
+                match first {
+                    None => first = Some(panic),
+                    Some(_) => drop_quietly(panic),
+                }
+            }
+        });
+        first
     }
 
     /// Drops the items, each inside the panic boundary: the first panic, if any.
@@ -167,6 +196,20 @@ impl Counts {
         self.idle = self.idle.saturating_add(o.idle);
     }
 
+    /// What these books hold beyond `before` (an earlier copy of them).
+    fn since(&self, before: &Counts) -> Counts {
+        Counts {
+            items_in: self.items_in.saturating_sub(before.items_in),
+            out: self.out.saturating_sub(before.out),
+            dropped: self.dropped.saturating_sub(before.dropped),
+            failed: self.failed.saturating_sub(before.failed),
+            not_processed: self.not_processed.saturating_sub(before.not_processed),
+            busy: self.busy.saturating_sub(before.busy),
+            blocked: self.blocked.saturating_sub(before.blocked),
+            idle: self.idle.saturating_sub(before.idle),
+        }
+    }
+
     /// A stage's public statistics from its merged books.
     fn stats(self, name: String, workers: usize) -> StageStats {
         StageStats {
@@ -193,15 +236,23 @@ impl Counts {
 }
 
 /// Run-wide settings, fixed before any thread starts.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Settings {
-    pub(crate) overflow: Overflow,
     pub(crate) batch: usize,
+    /// The time batched stages flush by.
+    pub(crate) clock: Arc<dyn Clock>,
     /// Reorder window in packets, in ordered mode.
     pub(crate) window: Option<u64>,
     /// Unit tests: the (stage index, worker) whose thread fails to start.
     #[cfg(test)]
     pub(crate) fail_spawn_at: Option<(usize, usize)>,
+}
+
+/// One queue's settings: its capacity in items and its overflow policy.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Queue {
+    pub(crate) capacity: usize,
+    pub(crate) overflow: Overflow,
 }
 
 impl Settings {
@@ -213,7 +264,7 @@ impl Settings {
 
 /// Drops what is left in one queue after the run: the items it held, and the first
 /// panic a `Drop` raised.
-type Drainer<'env> = Box<dyn FnOnce() -> (u64, Option<Panic>) + Send + 'env>;
+type Drainer<'env> = Box<dyn FnOnce(bool) -> (u64, Option<Panic>) + Send + 'env>;
 
 /// Shared by every thread of one run.
 pub(crate) struct Ctx<'env> {
@@ -221,8 +272,8 @@ pub(crate) struct Ctx<'env> {
     pub(crate) settings: Settings,
     names: Vec<String>,
     workers: Vec<usize>,
-    /// Items the queue in front of each stage index holds.
-    capacities: Vec<usize>,
+    /// The queue in front of each stage index (index 0, the source, has none).
+    queues: Vec<Queue>,
     stats: Vec<Mutex<Counts>>,
     failure: Mutex<Option<(usize, Failure)>>,
     drainers: Mutex<Vec<(usize, Drainer<'env>)>>,
@@ -231,6 +282,12 @@ pub(crate) struct Ctx<'env> {
     /// mode with a drop policy). Never more than `window` are outstanding.
     tombstones: Option<(Sender<u64>, Receiver<u64>)>,
     source_done: AtomicBool,
+    /// A drain stop: the source is not pulled again, as if it had ended.
+    input_stopped: AtomicBool,
+    /// A cancel by `stop_now`: queued items go to their queue's `on_drop` callback.
+    hand_over: AtomicBool,
+    /// The pushed input, once linked.
+    inlet: std::sync::OnceLock<Arc<Inlet>>,
 }
 
 impl<'env> Ctx<'env> {
@@ -239,17 +296,19 @@ impl<'env> Ctx<'env> {
         settings: Settings,
         names: Vec<String>,
         workers: Vec<usize>,
-        capacities: Vec<usize>,
+        queues: Vec<Queue>,
     ) -> Self {
         let stats = names
             .iter()
             .map(|_| Mutex::new(Counts::default()))
             .collect();
         let gate = settings.window.map(ReorderGate::new);
-        let tombstones = match (settings.window, settings.overflow) {
-            (Some(w), Overflow::DropNewest | Overflow::DropOldest) => {
-                Some(crossbeam_channel::bounded(w.min(1 << 20) as usize))
-            }
+        let drops = queues
+            .iter()
+            .skip(1)
+            .any(|q| matches!(q.overflow, Overflow::DropNewest | Overflow::DropOldest));
+        let tombstones = match settings.window {
+            Some(w) if drops => Some(crossbeam_channel::bounded(w.min(1 << 20) as usize)),
             _ => None,
         };
         Ctx {
@@ -257,41 +316,119 @@ impl<'env> Ctx<'env> {
             settings,
             names,
             workers,
-            capacities,
+            queues,
             stats,
             failure: Mutex::new(None),
             drainers: Mutex::new(Vec::new()),
             gate,
             tombstones,
             source_done: AtomicBool::new(false),
+            input_stopped: AtomicBool::new(false),
+            hand_over: AtomicBool::new(false),
+            inlet: std::sync::OnceLock::new(),
         }
     }
 
-    /// The queue in front of stage `index`, registered for the final drain.
+    /// Ends the input (a drain stop): the source is not pulled again, a pushed input
+    /// is closed, and the run ends once what is inside has gone through.
+    pub(crate) fn stop_input(&self) {
+        self.input_stopped.store(true, Ordering::Release);
+        if let Some(inlet) = self.inlet.get() {
+            inlet.close();
+        }
+    }
+
+    /// Cancels the run (`stop_now`): from now on, the items drained from a queue go
+    /// to its `on_drop` callback, if it has one.
+    pub(crate) fn stop_now(&self) {
+        self.hand_over.store(true, Ordering::Release);
+        self.token.cancel();
+        self.stop_input();
+    }
+
+    /// The `on_drop` callback to hand an unprocessed item to, if it has to be.
+    fn hand_over<'a, 'e, T>(
+        &self,
+        on_drop: Option<&'a OnDrop<'e, T>>,
+    ) -> Option<&'a OnDrop<'e, T>> {
+        on_drop.filter(|_| self.hand_over.load(Ordering::Acquire))
+    }
+
+    fn input_stopped(&self) -> bool {
+        self.input_stopped.load(Ordering::Acquire)
+    }
+
+    /// The books so far: what every thread has published, and the pushed input's
+    /// counters. Complete once every thread has joined.
+    pub(crate) fn snapshot(&self) -> Vec<StageStats> {
+        let mut counts: Vec<Counts> = self.stats.iter().map(|c| *c.lock()).collect();
+        if let Some(inlet) = self.inlet.get() {
+            inlet.add_to(&mut counts);
+        }
+        self.names
+            .iter()
+            .zip(&self.workers)
+            .zip(counts)
+            .map(|((name, workers), counts)| counts.stats(name.clone(), *workers))
+            .collect()
+    }
+
+    /// Publishes a thread's books so far (what `done` has not yet published), for
+    /// the live statistics: at most every [`PUBLISH_EVERY`], or whenever `now` says so.
+    fn publish(&self, index: usize, own: &Counts, done: &mut Published, now: bool) {
+        let at = tsc_nanos();
+        if !now && at.saturating_sub(done.at) < PUBLISH_EVERY {
+            return;
+        }
+        done.at = at;
+        self.merge(index, &own.since(&done.counts));
+        done.counts = *own;
+    }
+
+    /// The queue in front of stage `index`, registered for the final drain (which
+    /// hands what is left to `on_drop` after a `stop_now`).
     pub(crate) fn queue<T: Send + 'env>(
         &self,
         index: usize,
+        on_drop: Option<OnDrop<'env, T>>,
     ) -> (Sender<Packet<T>>, Receiver<Packet<T>>) {
-        let (tx, rx) =
-            crossbeam_channel::bounded::<Packet<T>>(self.settings.packets(self.capacities[index]));
+        let (tx, rx) = crossbeam_channel::bounded::<Packet<T>>(
+            self.settings.packets(self.queue_at(index).capacity),
+        );
         let leftover = rx.clone();
         self.drainers.lock().push((
             index,
-            Box::new(move || {
+            Box::new(move |hand_over: bool| {
                 let (mut items, mut first) = (0, None);
+                let give = on_drop.as_ref().filter(|_| hand_over);
                 for packet in leftover.try_iter() {
                     items += packet.len();
-                    if let Some(panic) = packet.discard() {
+                    if let Some(panic) = packet.give(give) {
                         match first {
                             None => first = Some(panic),
                             Some(_) => drop_quietly(panic),
                         }
                     }
                 }
+                // The callback is user code: dropped inside the boundary.
+                if let Some(panic) = drop_caught(on_drop) {
+                    match first {
+                        None => first = Some(panic),
+                        Some(_) => drop_quietly(panic),
+                    }
+                }
                 (items, first)
             }),
         ));
         (tx, rx)
+    }
+
+    /// The queue in front of stage `index`.
+    fn queue_at(&self, index: usize) -> Queue {
+        self.queues.get(index).copied().unwrap_or(Queue {
+            capacity: 1,
+            overflow: Overflow::Block,
+        })
     }
 
     /// Records the first failure and cancels the run.
@@ -321,6 +458,13 @@ impl<'env> Ctx<'env> {
         }
     }
 
+    /// As [`discard`](Ctx::discard), item by item ([`drop_each`]).
+    fn discard_each<V>(&self, index: usize, values: Vec<V>) {
+        if let Some(panic) = drop_each(values) {
+            self.fail(index, Failure::Panic(panic));
+        }
+    }
+
     /// As [`discard`](Ctx::discard), item by item.
     fn discard_packet<T>(&self, index: usize, packet: Packet<T>) {
         if let Some(panic) = packet.discard() {
@@ -335,11 +479,16 @@ impl<'env> Ctx<'env> {
     }
 
     /// After every thread has joined: counts what was left in the queues and returns
-    /// the per-stage statistics and the first failure.
-    fn finish(self) -> (Vec<StageStats>, Option<(usize, Failure)>, bool) {
+    /// the per-stage statistics and the first failure. Takes `&self`: a pushed input
+    /// may still hold the context (its senders are refused from now on).
+    fn finish(&self) -> (Vec<StageStats>, Option<(usize, Failure)>, bool) {
+        if let Some(inlet) = self.inlet.get() {
+            inlet.close();
+        }
         let drainers = std::mem::take(&mut *self.drainers.lock());
+        let hand_over = self.hand_over.load(Ordering::Acquire);
         for (index, drain) in drainers {
-            let (left, panic) = drain();
+            let (left, panic) = drain(hand_over);
             if let Some(cell) = self.stats.get(index) {
                 cell.lock().not_processed += left;
             }
@@ -347,16 +496,20 @@ impl<'env> Ctx<'env> {
                 self.fail(index, Failure::Panic(panic));
             }
         }
-        let stats = self
-            .names
-            .into_iter()
-            .zip(self.workers)
-            .zip(self.stats)
-            .map(|((name, workers), counts)| counts.into_inner().stats(name, workers))
-            .collect();
-        let source_done = self.source_done.load(Ordering::Acquire);
-        (stats, self.failure.into_inner(), source_done)
+        let stats = self.snapshot();
+        let source_done = self.source_done.load(Ordering::Acquire) || self.input_stopped();
+        (stats, self.failure.lock().take(), source_done)
     }
+}
+
+/// How often a busy thread publishes its books for the live statistics (ns).
+const PUBLISH_EVERY: u64 = 20_000_000;
+
+/// What a thread has published of its books, and when (`tsc_nanos`).
+#[derive(Default)]
+struct Published {
+    counts: Counts,
+    at: u64,
 }
 
 type Launch<'env, T> = Box<
@@ -378,6 +531,7 @@ where
 /// What feeds the next stage: the source itself, or the stages built so far.
 pub(crate) enum Head<'env, T> {
     Source(Pull<'env, T>),
+    Push(PortOwner<'env, T>),
     Stages(Launch<'env, T>),
 }
 
@@ -397,17 +551,24 @@ impl<'env, T: Send + 'env> Head<'env, T> {
         ctx: &Arc<Ctx<'env>>,
         on_drop: Option<OnDrop<'env, T>>,
         index: usize,
-    ) -> Input<'env, T> {
+    ) -> Intake<'env, T> {
         match self {
-            Head::Source(pull) if ctx.settings.overflow == Overflow::Block => {
+            Head::Push(mut owner) => {
+                let (tx, rx) = ctx.queue::<T>(index, on_drop.clone());
+                let out = Outbound::new(ctx, tx, &rx, on_drop.clone(), index);
+                let port = owner.0.take().expect("a port is linked by one run");
+                port.link(ctx, out);
+                Intake::Inlet(rx, Arc::clone(&port.inlet), on_drop)
+            }
+            Head::Source(pull) if ctx.queue_at(index).overflow == Overflow::Block => {
                 // No queue, so nothing is ever dropped here: a callback for this
                 // queue is never called. It is user code all the same.
                 ctx.discard(index, on_drop);
-                Input::Feed(Arc::new(Feed::new(pull)))
+                Intake::Feed(Arc::new(Feed::new(pull)))
             }
             head => {
-                let (tx, rx) = ctx.queue::<T>(index);
-                let out = Outbound::new(ctx, tx, &rx, on_drop, index);
+                let (tx, rx) = ctx.queue::<T>(index, on_drop.clone());
+                let out = Outbound::new(ctx, tx, &rx, on_drop.clone(), index);
                 match head {
                     Head::Source(pull) => {
                         let spec = ThreadSpec::new("Pipeline", "pipe-source");
@@ -423,8 +584,9 @@ impl<'env, T: Send + 'env> Head<'env, T> {
                         }
                     }
                     Head::Stages(launch) => launch(scope, ctx, out),
+                    Head::Push(_) => {}
                 }
-                Input::Queue(rx)
+                Intake::Queue(rx, on_drop)
             }
         }
     }
@@ -453,38 +615,39 @@ where
     start_scoped(scope, spec, move || body.run()).map(drop)
 }
 
-/// Stage `index` (`workers` threads named after `name`, applying `f`) after `prev`:
-/// what it starts when the run launches it.
-pub(crate) fn stage<'env, T, U, F>(
+/// Stage `index` (`workers` threads named after `name`) after `prev`: what it starts
+/// when the run launches it. Each thread runs `work` (the loop of one worker:
+/// [`stateful`] or [`batched`]) on the stage's input and output.
+pub(crate) fn stage<'env, T, U, W>(
     prev: Head<'env, T>,
     on_drop: Option<OnDrop<'env, T>>,
     index: usize,
     name: String,
     workers: usize,
-    f: F,
+    work: W,
 ) -> Head<'env, U>
 where
     T: Send + 'env,
     U: Send + 'env,
-    F: Fn(T) -> Result<U, BoxError> + Send + Sync + 'env,
+    W: Fn(&Ctx<'env>, usize, Intake<'env, T>, Outbound<'env, U>) + Send + Sync + 'env,
 {
     Head::Stages(launch(move |scope, ctx, out| {
         let input = prev.start(scope, ctx, on_drop, index);
-        let f = Arc::new(f);
+        let work = Arc::new(work);
         let mut started = 0;
         for n in 0..workers {
             let spec = ThreadSpec::new("Pipeline", format!("pipe-{name}-{n}"));
-            let (input, out, f) = (input.clone(), out.clone(), Arc::clone(&f));
+            let (input, out, work) = (input.clone(), out.clone(), Arc::clone(&work));
             let shared = Arc::clone(ctx);
             let body = Body::new(move || {
                 // Every user value the loop touches is called and dropped
                 // inside the boundary; this catch is the last line only.
-                let ran = Panic::catch_any(|| run_worker(&shared, index, input, out, &*f));
+                let ran = Panic::catch_any(|| work(&shared, index, input, out));
                 if let Err(panic) = ran {
                     shared.fail(index, Failure::Panic(panic));
                 }
-                // The stage closure, if this was its last reference.
-                shared.discard(index, f);
+                // The stage closures, if this was their last reference.
+                shared.discard(index, work);
             });
             match spawn_thread(scope, ctx, &spec, (index, n), body) {
                 Ok(()) => started += 1,
@@ -500,40 +663,86 @@ where
             // No worker to drain this queue: the run is already cancelled, so
             // the caller drains it (counting, not processing) until the
             // upstream has gone; otherwise a blocked sender would wait forever.
-            run_worker(ctx, index, input, out, &*f);
+            run_worker(ctx, index, input, out, &mut |_| {
+                Err(BoxError::from("not started"))
+            });
         } else {
-            input.release(ctx);
+            input.release(ctx, index);
             out.release(ctx);
         }
-        ctx.discard(index, f);
+        ctx.discard(index, work);
     }))
+}
+
+/// The worker loop of a stage whose workers each build a state with `init` and
+/// apply `f` to it and each item (`()` as the state for a stateless stage).
+pub(crate) fn stateful<'env, T, U, S, I, F>(
+    init: I,
+    f: F,
+) -> impl Fn(&Ctx<'env>, usize, Intake<'env, T>, Outbound<'env, U>) + Send + Sync + 'env
+where
+    T: 'env,
+    U: 'env,
+    I: Fn() -> S + Send + Sync + 'env,
+    F: Fn(&mut S, T) -> Result<U, BoxError> + Send + Sync + 'env,
+{
+    move |ctx, index, input, out| run_stateful(ctx, index, input, out, (&init, &f))
+}
+
+/// One worker of a stage with per-worker state: builds the state, runs the loop,
+/// drops the state, each inside the panic boundary. If `init` panics the run fails
+/// and this worker only drains its input (so that no sender upstream waits forever).
+fn run_stateful<T, U, S>(
+    ctx: &Ctx<'_>,
+    index: usize,
+    input: Intake<'_, T>,
+    out: Outbound<'_, U>,
+    (init, f): (&impl Fn() -> S, &impl Fn(&mut S, T) -> Result<U, BoxError>),
+) {
+    let mut state = match Panic::catch_any(init) {
+        Ok(state) => Some(state),
+        Err(panic) => {
+            ctx.fail(index, Failure::Panic(panic));
+            None
+        }
+    };
+    run_worker(ctx, index, input, out, &mut |item| match &mut state {
+        Some(state) => f(state, item),
+        // Not reached: the run is cancelled, so this worker only drains.
+        None => Err(BoxError::from("the stage state was not built")),
+    });
+    ctx.discard(index, state);
 }
 
 /// Runs a pipeline of `stages` (names and worker counts, source first): starts every
 /// thread inside one `std::thread::scope`, runs the sink (the last stage index) on the
 /// calling thread, and once every thread has joined returns the per-stage statistics,
 /// the first failure, whether the source was exhausted, and why the run's token
-/// stopped, if it did.
+/// stopped, if it did. `started` is handed the run's context once every thread has
+/// started (a running handle reads live statistics and stops the run through it).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run<'env, T: Send + 'env>(
     head: Head<'env, T>,
     on_drop: Option<OnDrop<'env, T>>,
     token: CancelToken,
     settings: Settings,
     stages: &[(String, usize)],
-    capacities: Vec<usize>,
+    queues: Vec<Queue>,
     sink: &mut dyn FnMut(T) -> Result<(), BoxError>,
+    started: &mut dyn FnMut(&Arc<Ctx<'env>>),
 ) -> Finished {
     let sink_index = stages.len();
     let (mut names, mut workers): (Vec<String>, Vec<usize>) = stages.iter().cloned().unzip();
     names.push("sink".to_owned());
     workers.push(1);
-    let ctx = Arc::new(Ctx::new(token, settings, names, workers, capacities));
+    let ctx = Arc::new(Ctx::new(token, settings, names, workers, queues));
     std::thread::scope(|scope| {
         let input = head.start(scope, &ctx, on_drop, sink_index);
+        started(&ctx);
         run_sink(&ctx, sink_index, input, sink);
     });
     let reason = ctx.token.reason();
-    let (stages, failure, source_done) = finish(ctx);
+    let (stages, failure, source_done) = ctx.finish();
     (stages, failure, source_done, reason)
 }
 
@@ -546,21 +755,10 @@ pub(crate) type Finished = (
     Option<CancelReason>,
 );
 
-/// After every thread has joined (so this holds the last reference): the per-stage
-/// statistics, the first failure, and whether the source was exhausted.
-pub(crate) fn finish(
-    ctx: std::sync::Arc<Ctx<'_>>,
-) -> (Vec<StageStats>, Option<(usize, Failure)>, bool) {
-    match std::sync::Arc::try_unwrap(ctx) {
-        Ok(ctx) => ctx.finish(),
-        // Unreachable: every clone lived in a scoped thread, and they have all joined.
-        Err(_) => (Vec::new(), None, false),
-    }
-}
-
 /// The sending side of a queue, with its overflow policy.
 pub(crate) struct Outbound<'env, T> {
     tx: Sender<Packet<T>>,
+    overflow: Overflow,
     evict: Option<Receiver<Packet<T>>>,
     on_drop: Option<OnDrop<'env, T>>,
     /// Index of the stage that owns the queue.
@@ -573,6 +771,7 @@ impl<T> Clone for Outbound<'_, T> {
     fn clone(&self) -> Self {
         Outbound {
             tx: self.tx.clone(),
+            overflow: self.overflow,
             evict: self.evict.clone(),
             on_drop: self.on_drop.clone(),
             stage: self.stage,
@@ -601,9 +800,11 @@ impl<'env, T> Outbound<'env, T> {
         on_drop: Option<OnDrop<'env, T>>,
         stage: usize,
     ) -> Self {
-        let evict = (ctx.settings.overflow == Overflow::DropOldest).then(|| rx.clone());
+        let overflow = ctx.queue_at(stage).overflow;
+        let evict = (overflow == Overflow::DropOldest).then(|| rx.clone());
         Outbound {
             tx,
+            overflow,
             evict,
             on_drop,
             stage,
@@ -630,7 +831,7 @@ impl<'env, T> Outbound<'env, T> {
             &self.tx,
             self.evict.as_ref(),
             packet,
-            ctx.settings.overflow,
+            self.overflow,
             Some(&Until::FOREVER),
             |lost| self.dropped(ctx, lost, next),
             || true,
@@ -669,8 +870,157 @@ impl<'env, T> Outbound<'env, T> {
     }
 }
 
+/// The worker loop of a batched stage: `f` gets `Vec`s of up to `max` items, and a
+/// partial batch goes once `wait` has passed (on the run's clock) since its first item.
+pub(crate) fn batched<'env, T, U, F>(
+    max: usize,
+    wait: Duration,
+    f: F,
+) -> impl Fn(&Ctx<'env>, usize, Intake<'env, T>, Outbound<'env, U>) + Send + Sync + 'env
+where
+    T: 'env,
+    U: 'env,
+    F: Fn(Vec<T>) -> Result<U, BoxError> + Send + Sync + 'env,
+{
+    move |ctx, index, input, out| run_batcher(ctx, index, input, out, (max, wait), &f)
+}
+
+/// How often a worker holding a partial batch re-reads the clock while it waits for
+/// more input: the clock may be a test's `ManualClock`, which wakes nobody.
+const FLUSH_TICK: Duration = Duration::from_millis(5);
+
+/// The loop of one worker of a batched stage. No timer thread: while it holds a
+/// partial batch, the worker waits for input only until the batch is due.
+fn run_batcher<T, U>(
+    ctx: &Ctx<'_>,
+    index: usize,
+    input: Intake<'_, T>,
+    out: Outbound<'_, U>,
+    (max, wait): (usize, Duration),
+    f: &impl Fn(Vec<T>) -> Result<U, BoxError>,
+) {
+    let started = Instant::now();
+    let clock = &*ctx.settings.clock;
+    let mut own = Counts::default();
+    let mut next = Counts::default();
+    let (mut own_published, mut next_published) = (Published::default(), Published::default());
+    let mut batch: Vec<T> = Vec::new();
+    // When the batch held must go, on the run's clock.
+    let mut due: Option<Instant> = None;
+    let mut seq = 0u64;
+    let mut discarding = false;
+    loop {
+        if discarding && matches!(input, Intake::Feed(_)) {
+            break;
+        }
+        let got = match due {
+            None => {
+                let mut park = |own: &Counts| {
+                    ctx.publish(index, own, &mut own_published, true);
+                    ctx.publish(out.stage, &next, &mut next_published, true);
+                };
+                let got = input.recv(ctx, &mut own, &mut park);
+                got.map_or(Recv::End, Recv::Packet)
+            }
+            Some(due) => match due.checked_duration_since(clock.now()) {
+                Some(left) if !left.is_zero() => {
+                    input.recv_timeout(ctx, &mut own, left.min(FLUSH_TICK))
+                }
+                _ => Recv::TimedOut,
+            },
+        };
+        let packet = match got {
+            Recv::End => break,
+            Recv::TimedOut => None,
+            Recv::Packet(packet) => Some(packet),
+        };
+        if let Some(packet) = packet {
+            if discarding || ctx.token.is_cancelled() {
+                discarding = true;
+                own.not_processed += packet.len();
+                input.discard(ctx, index, packet);
+                continue;
+            }
+            packet.for_each(|item| batch.push(item));
+            if due.is_none() {
+                due = Some(crate::sync::time::deadline_after(clock.now(), wait));
+            }
+        }
+        while batch.len() >= max || (!batch.is_empty() && due.is_some_and(|d| clock.now() >= d)) {
+            let rest = if batch.len() > max {
+                batch.split_off(max)
+            } else {
+                Vec::new()
+            };
+            let full = std::mem::replace(&mut batch, rest);
+            due = (!batch.is_empty()).then(|| crate::sync::time::deadline_after(clock.now(), wait));
+            if !flush(ctx, index, &out, f, full, &mut seq, (&mut own, &mut next)) {
+                discarding = true;
+                break;
+            }
+        }
+        if discarding && !batch.is_empty() {
+            own.not_processed += batch.len() as u64;
+            ctx.discard_each(index, std::mem::take(&mut batch));
+            due = None;
+        }
+        ctx.publish(index, &own, &mut own_published, false);
+        ctx.publish(out.stage, &next, &mut next_published, false);
+    }
+    // The input has ended: what is held goes out, unless the run stopped.
+    if !batch.is_empty() {
+        if discarding || ctx.token.is_cancelled() {
+            own.not_processed += batch.len() as u64;
+            ctx.discard_each(index, batch);
+        } else {
+            flush(ctx, index, &out, f, batch, &mut seq, (&mut own, &mut next));
+        }
+    }
+    own.finish(started);
+    ctx.merge(index, &own.since(&own_published.counts));
+    ctx.merge(out.stage, &next.since(&next_published.counts));
+    input.release(ctx, index);
+    out.release(ctx);
+}
+
+/// Hands one batch to `f` and sends what it returns; `false` once the run fails
+/// or stops. A failed batch counts one failed item and the rest not processed, as
+/// a failed packet does.
+fn flush<T, U>(
+    ctx: &Ctx<'_>,
+    index: usize,
+    out: &Outbound<'_, U>,
+    f: &impl Fn(Vec<T>) -> Result<U, BoxError>,
+    batch: Vec<T>,
+    seq: &mut u64,
+    (own, next): (&mut Counts, &mut Counts),
+) -> bool {
+    let n = batch.len() as u64;
+    let failure = match Panic::catch_any(|| f(batch)) {
+        Ok(Ok(made)) => {
+            own.out += n;
+            *seq += 1;
+            return out
+                .send(ctx, Packet::One(*seq - 1, made), own, next)
+                .is_ok();
+        }
+        Ok(Err(error)) => Failure::Error(error),
+        Err(panic) => Failure::Panic(panic),
+    };
+    own.failed += 1;
+    own.not_processed += n - 1;
+    ctx.fail(index, failure);
+    false
+}
+
 /// Takes the next packet: `None` when the upstream is gone.
-fn recv<T>(rx: &Receiver<Packet<T>>, own: &mut Counts) -> Option<Packet<T>> {
+/// `park` is called (with the caller's books) before the thread parks: a worker
+/// publishes its books then, so the live statistics do not wait for its next item.
+fn recv<T>(
+    rx: &Receiver<Packet<T>>,
+    own: &mut Counts,
+    park: &mut dyn FnMut(&Counts),
+) -> Option<Packet<T>> {
     match rx.try_recv() {
         Ok(packet) => Some(packet),
         Err(TryRecvError::Disconnected) => None,
@@ -690,7 +1040,10 @@ fn recv<T>(rx: &Receiver<Packet<T>>, own: &mut Counts) -> Option<Packet<T>> {
             }
             let packet = match packet {
                 Some(p) => Some(p),
-                None => rx.recv().ok(),
+                None => {
+                    park(own);
+                    rx.recv().ok()
+                }
             };
             own.idle += started.elapsed();
             packet
@@ -702,9 +1055,9 @@ fn recv<T>(rx: &Receiver<Packet<T>>, own: &mut Counts) -> Option<Packet<T>> {
 /// items of the packet were not processed.
 fn map_packet<T, U>(
     packet: Packet<T>,
-    f: &impl Fn(T) -> Result<U, BoxError>,
+    f: &mut impl FnMut(T) -> Result<U, BoxError>,
 ) -> Result<Packet<U>, (Failure, u64)> {
-    let apply = |item| match Panic::catch_any(|| f(item)) {
+    let mut apply = |item| match Panic::catch_any(|| f(item)) {
         Ok(Ok(out)) => Ok(out),
         Ok(Err(error)) => Err(Failure::Error(error)),
         Err(panic) => Err(Failure::Panic(panic)),
@@ -748,29 +1101,35 @@ fn map_packet<T, U>(
 pub(crate) fn run_worker<T, U>(
     ctx: &Ctx<'_>,
     index: usize,
-    input: Input<'_, T>,
+    input: Intake<'_, T>,
     out: Outbound<'_, U>,
-    f: &impl Fn(T) -> Result<U, BoxError>,
+    f: &mut impl FnMut(T) -> Result<U, BoxError>,
 ) {
     let started = Instant::now();
     let mut own = Counts::default();
     let mut next = Counts::default();
+    let (mut own_published, mut next_published) = (Published::default(), Published::default());
+    let mut tick = 0u32;
     // Once the run is cancelled (or this worker failed), keep receiving but only to
     // count and drop: draining is what wakes the senders blocked upstream, and the
     // loop ends when the upstream has gone. (The source has no senders to wake: it is
     // not pulled again.)
     let mut discarding = false;
     loop {
-        if discarding && matches!(input, Input::Feed(_)) {
+        if discarding && matches!(input, Intake::Feed(_)) {
             break;
         }
-        let Some(packet) = input.recv(ctx, &mut own) else {
+        let mut park = |own: &Counts| {
+            ctx.publish(index, own, &mut own_published, true);
+            ctx.publish(out.stage, &next, &mut next_published, true);
+        };
+        let Some(packet) = input.recv(ctx, &mut own, &mut park) else {
             break;
         };
         if discarding || ctx.token.is_cancelled() {
             discarding = true;
             own.not_processed += packet.len();
-            ctx.discard_packet(index, packet);
+            input.discard(ctx, index, packet);
             continue;
         }
         let n = packet.len();
@@ -788,11 +1147,17 @@ pub(crate) fn run_worker<T, U>(
                 discarding = true;
             }
         }
+        // Live statistics: now and then (and before the worker parks, above).
+        tick = tick.wrapping_add(1);
+        if tick % 16 == 0 || matches!(input, Intake::Feed(_)) {
+            ctx.publish(index, &own, &mut own_published, false);
+            ctx.publish(out.stage, &next, &mut next_published, false);
+        }
     }
     own.finish(started);
-    ctx.merge(index, &own);
-    ctx.merge(out.stage, &next);
-    input.release(ctx);
+    ctx.merge(index, &own.since(&own_published.counts));
+    ctx.merge(out.stage, &next.since(&next_published.counts));
+    input.release(ctx, index);
     out.release(ctx);
 }
 
@@ -843,10 +1208,11 @@ pub(crate) fn run_source<T>(ctx: &Ctx<'_>, mut pull: Pull<'_, T>, out: Outbound<
     let started = Instant::now();
     let mut own = Counts::default();
     let mut next = Counts::default();
+    let (mut own_published, mut next_published) = (Published::default(), Published::default());
     let batch = ctx.settings.batch;
     let mut seq = 0u64;
     loop {
-        if ctx.token.is_cancelled() {
+        if ctx.token.is_cancelled() || ctx.input_stopped() {
             break;
         }
         if let Some(gate) = &ctx.gate {
@@ -866,6 +1232,8 @@ pub(crate) fn run_source<T>(ctx: &Ctx<'_>, mut pull: Pull<'_, T>, out: Outbound<
                 if out.send(ctx, packet, &mut own, &mut next).is_err() {
                     break;
                 }
+                ctx.publish(0, &own, &mut own_published, false);
+                ctx.publish(out.stage, &next, &mut next_published, false);
             }
             Ok(None) => {
                 ctx.source_done.store(true, Ordering::Release);
@@ -878,8 +1246,8 @@ pub(crate) fn run_source<T>(ctx: &Ctx<'_>, mut pull: Pull<'_, T>, out: Outbound<
         }
     }
     own.finish(started);
-    ctx.merge(0, &own);
-    ctx.merge(out.stage, &next);
+    ctx.merge(0, &own.since(&own_published.counts));
+    ctx.merge(out.stage, &next.since(&next_published.counts));
     ctx.discard(0, pull);
     out.release(ctx);
 }
@@ -908,6 +1276,7 @@ struct FeedState<'env, T> {
     /// When the feed was made, and when the last pull returned (`tsc_nanos`).
     started: u64,
     last: u64,
+    published: Published,
 }
 
 fn nanos(n: u64) -> Duration {
@@ -925,6 +1294,7 @@ impl<'env, T> Feed<'env, T> {
                 counts: Counts::default(),
                 started: now,
                 last: now,
+                published: Published::default(),
             }),
         }
     }
@@ -944,7 +1314,7 @@ impl<'env, T> Feed<'env, T> {
             }
         };
         let state = &mut *state;
-        if state.done || ctx.token.is_cancelled() {
+        if state.done || ctx.token.is_cancelled() || ctx.input_stopped() {
             state.done = true;
             own.idle += nanos(tsc_nanos().saturating_sub(asked));
             return None;
@@ -974,6 +1344,7 @@ impl<'env, T> Feed<'env, T> {
                 state.counts.items_in += n;
                 state.counts.out += n;
                 own.items_in += n;
+                ctx.publish(0, &state.counts, &mut state.published, false);
                 Some(packet)
             }
             Ok(None) => {
@@ -998,52 +1369,392 @@ impl<'env, T> Feed<'env, T> {
             mut counts,
             started,
             last,
+            published,
             ..
         } = self.state.into_inner();
         let life = nanos(last.saturating_sub(started));
         counts.blocked = counts
             .blocked
             .saturating_add(life.saturating_sub(counts.busy));
-        ctx.merge(0, &counts);
+        ctx.merge(0, &counts.since(&published.counts));
         // The source iterator is user code.
         ctx.discard(0, pull);
     }
 }
 
+/// What a receive with a time limit got.
+enum Recv<T> {
+    Packet(Packet<T>),
+    TimedOut,
+    /// No more input: the upstream has gone, the source ended, or the run stopped.
+    End,
+}
+
 /// Where a stage's threads (or the sink) take their packets from.
-pub(crate) enum Input<'env, T> {
-    /// The queue in front of the stage.
-    Queue(Receiver<Packet<T>>),
+pub(crate) enum Intake<'env, T> {
+    /// The queue in front of the stage, with its `on_drop` callback.
+    Queue(Receiver<Packet<T>>, Option<OnDrop<'env, T>>),
     /// The source itself (first stage, `Overflow::Block`).
     Feed(std::sync::Arc<Feed<'env, T>>),
+    /// The first queue of a pushed input, which ends when its door settles.
+    Inlet(Receiver<Packet<T>>, Arc<Inlet>, Option<OnDrop<'env, T>>),
 }
 
-impl<T> Clone for Input<'_, T> {
+impl<T> Clone for Intake<'_, T> {
     fn clone(&self) -> Self {
         match self {
-            Input::Queue(rx) => Input::Queue(rx.clone()),
-            Input::Feed(feed) => Input::Feed(std::sync::Arc::clone(feed)),
+            Intake::Queue(rx, on_drop) => Intake::Queue(rx.clone(), on_drop.clone()),
+            Intake::Feed(feed) => Intake::Feed(std::sync::Arc::clone(feed)),
+            Intake::Inlet(rx, inlet, on_drop) => {
+                Intake::Inlet(rx.clone(), Arc::clone(inlet), on_drop.clone())
+            }
         }
     }
 }
 
-impl<T> Input<'_, T> {
+impl<'env, T> Intake<'env, T> {
     /// The next packet, or `None` when there is no more: the upstream has gone, or
     /// (for the source) it is exhausted or the run stopped.
-    fn recv(&self, ctx: &Ctx<'_>, own: &mut Counts) -> Option<Packet<T>> {
+    fn recv(
+        &self,
+        ctx: &Ctx<'_>,
+        own: &mut Counts,
+        park: &mut dyn FnMut(&Counts),
+    ) -> Option<Packet<T>> {
         match self {
-            Input::Queue(rx) => recv(rx, own),
-            Input::Feed(feed) => feed.take(ctx, own),
+            Intake::Queue(rx, _) => recv(rx, own, park),
+            Intake::Feed(feed) => feed.take(ctx, own),
+            Intake::Inlet(rx, inlet, _) => match inlet.recv_within(ctx, rx, own, None, park) {
+                Recv::Packet(packet) => Some(packet),
+                Recv::TimedOut | Recv::End => None,
+            },
         }
     }
 
-    /// Lets go of the input; the last holder of the source closes its books. Every
-    /// holder calls it, on its own thread, before the run's scope ends.
-    pub(crate) fn release(self, ctx: &Ctx<'_>) {
-        if let Input::Feed(feed) = self {
-            if let Some(feed) = std::sync::Arc::into_inner(feed) {
-                feed.finish(ctx);
+    /// As `recv`, waiting at most `wait` for a packet (a source is pulled as usual).
+    fn recv_timeout(&self, ctx: &Ctx<'_>, own: &mut Counts, wait: Duration) -> Recv<T> {
+        match self {
+            Intake::Queue(rx, _) => {
+                let started = Instant::now();
+                let got = rx.recv_timeout(wait);
+                own.idle += started.elapsed();
+                match got {
+                    Ok(packet) => Recv::Packet(packet),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => Recv::TimedOut,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Recv::End,
+                }
             }
+            Intake::Feed(feed) => feed.take(ctx, own).map_or(Recv::End, Recv::Packet),
+            Intake::Inlet(rx, inlet, _) => {
+                let limit = crate::sync::time::deadline_after(Instant::now(), wait);
+                inlet.recv_within(ctx, rx, own, Some(limit), &mut |_| {})
+            }
+        }
+    }
+
+    /// Counts a packet this stage (`index`) will not process and lets go of it: to
+    /// the queue's `on_drop` callback after a `stop_now`, else dropped.
+    fn discard(&self, ctx: &Ctx<'_>, index: usize, packet: Packet<T>) {
+        let on_drop = match self {
+            Intake::Queue(_, on_drop) | Intake::Inlet(_, _, on_drop) => on_drop.as_ref(),
+            Intake::Feed(_) => None,
+        };
+        if let Some(panic) = packet.give(ctx.hand_over(on_drop)) {
+            ctx.fail(index, Failure::Panic(panic));
+        }
+    }
+
+    /// Lets go of the input of stage `index`; the last holder of the source closes its
+    /// books. Every holder calls it, on its own thread, before the run's scope ends.
+    /// The `on_drop` callback is user code: dropped inside the boundary.
+    pub(crate) fn release(self, ctx: &Ctx<'_>, index: usize) {
+        match self {
+            Intake::Feed(feed) => {
+                if let Some(feed) = std::sync::Arc::into_inner(feed) {
+                    feed.finish(ctx);
+                }
+            }
+            Intake::Queue(_, on_drop) | Intake::Inlet(_, _, on_drop) => {
+                ctx.discard(index, on_drop);
+            }
+        }
+    }
+}
+
+/// The untyped half of a pushed input, shared by its senders, the run and the first
+/// stage's workers: the [`Door`] by which the senders and a close agree on the last
+/// item, the wake-up of parked receivers, and the input's books (stage 0's, and the
+/// first queue's `items_in` and `dropped`), kept in atomics because any thread sends.
+pub(crate) struct Inlet {
+    door: Door,
+    /// Dropped on close: a receiver parked on `wake` then wakes up.
+    signal: Mutex<Option<Sender<()>>>,
+    wake: Receiver<()>,
+    /// Set (under the lock) once the run has linked the input; senders that came
+    /// earlier wait on `linked_cv`.
+    linked: Mutex<bool>,
+    linked_cv: Condvar,
+    accepted: AtomicU64,
+    dropped: AtomicU64,
+    blocked_nanos: AtomicU64,
+}
+
+impl Inlet {
+    pub(crate) fn new() -> Self {
+        let (signal, wake) = crossbeam_channel::bounded(0);
+        Inlet {
+            door: Door::new(),
+            signal: Mutex::new(Some(signal)),
+            wake,
+            linked: Mutex::new(false),
+            linked_cv: Condvar::new(),
+            accepted: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            blocked_nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// Ends the input: no send gets in any more, parked receivers and senders waiting
+    /// for the run to start wake up. Idempotent.
+    pub(crate) fn close(&self) {
+        if self.door.close() {
+            drop(self.signal.lock().take());
+            let _guard = self.linked.lock();
+            self.linked_cv.notify_all();
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.door.is_closed()
+    }
+
+    /// Adds the input's books to `counts` (stage 0 and the first queue, index 1).
+    fn add_to(&self, counts: &mut [Counts]) {
+        let accepted = self.accepted.load(Ordering::Relaxed);
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        let blocked = nanos(self.blocked_nanos.load(Ordering::Relaxed));
+        if let [source, first, ..] = counts {
+            source.items_in += accepted;
+            source.out += accepted;
+            source.blocked = source.blocked.saturating_add(blocked);
+            first.items_in += accepted;
+            first.dropped += dropped;
+        }
+    }
+
+    /// A receiver's next packet: `End` once the door has settled and the queue is
+    /// empty; `TimedOut` at `limit`, if given. A cancelled run closes the door (its
+    /// receivers only drain from then on).
+    fn recv_within<T>(
+        &self,
+        ctx: &Ctx<'_>,
+        rx: &Receiver<Packet<T>>,
+        own: &mut Counts,
+        limit: Option<Instant>,
+        park: &mut dyn FnMut(&Counts),
+    ) -> Recv<T> {
+        if let Ok(packet) = rx.try_recv() {
+            return Recv::Packet(packet);
+        }
+        let started = Instant::now();
+        let mut backoff = Backoff::new();
+        let got = loop {
+            match rx.try_recv() {
+                Ok(packet) => break Recv::Packet(packet),
+                Err(TryRecvError::Disconnected) => break Recv::End,
+                Err(TryRecvError::Empty) => {}
+            }
+            if ctx.token.is_cancelled() {
+                self.close();
+            }
+            if self.door.is_closed() {
+                if self.door.settled() {
+                    // Every sender that got in has left: its item is queued.
+                    break rx.try_recv().map_or(Recv::End, Recv::Packet);
+                }
+                // A sender is inside: its item is on its way (or it waits for room,
+                // which the other receivers make).
+                std::thread::yield_now();
+                continue;
+            }
+            if backoff.snooze() {
+                continue;
+            }
+            let left = match limit {
+                None => None,
+                Some(limit) => match limit.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => break Recv::TimedOut,
+                },
+            };
+            if left.is_none() {
+                park(own);
+            }
+            match left {
+                None => crossbeam_channel::select! {
+                    recv(rx) -> packet => break packet.map_or(Recv::End, Recv::Packet),
+                    recv(self.wake) -> _ => {}
+                },
+                Some(left) => crossbeam_channel::select! {
+                    recv(rx) -> packet => break packet.map_or(Recv::End, Recv::Packet),
+                    recv(self.wake) -> _ => {}
+                    default(left) => break Recv::TimedOut,
+                },
+            }
+        };
+        own.idle += started.elapsed();
+        if matches!(got, Recv::End) && !ctx.token.is_cancelled() {
+            ctx.source_done.store(true, Ordering::Release);
+        }
+        got
+    }
+}
+
+/// A pushed input: its [`Inlet`], and the first queue's sending side once the run
+/// has started. The public `Input` handles share one; the run links it.
+pub(crate) struct Port<'env, T> {
+    pub(crate) inlet: Arc<Inlet>,
+    link: std::sync::OnceLock<Link<'env, T>>,
+}
+
+struct Link<'env, T> {
+    ctx: Arc<Ctx<'env>>,
+    out: Outbound<'env, T>,
+}
+
+impl<'env, T> Port<'env, T> {
+    pub(crate) fn new() -> Self {
+        Port {
+            inlet: Arc::new(Inlet::new()),
+            link: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The run has made the first queue: senders may go.
+    fn link(&self, ctx: &Arc<Ctx<'env>>, out: Outbound<'env, T>) {
+        let _ = ctx.inlet.set(Arc::clone(&self.inlet));
+        let link = Link {
+            ctx: Arc::clone(ctx),
+            out,
+        };
+        if let Err(unused) = self.link.set(link) {
+            // A port is linked once (its owner is taken by the one run).
+            ctx.discard(unused.out.stage, unused.out);
+        }
+        if ctx.input_stopped() {
+            self.inlet.close();
+        }
+        let mut linked = self.inlet.linked.lock();
+        *linked = true;
+        self.inlet.linked_cv.notify_all();
+    }
+
+    /// Offers `item` to the first queue under its overflow policy (`crate::queue::offer`,
+    /// as every queue of the run): `until` bounds a wait for room (`None`: do not
+    /// wait). A refusal hands the item back. Before the run has started, a send waits
+    /// for it as for room.
+    pub(crate) fn send(&self, item: T, until: Option<&Until<'_>>) -> Result<(), Refused<T>> {
+        let link = match self.link.get() {
+            Some(link) => link,
+            None => match self.wait_linked(until) {
+                Ok(link) => link,
+                Err(refused) => return Err(refused.map(|()| item)),
+            },
+        };
+        let Some(_pass) = self.inlet.door.enter() else {
+            return Err(Refused::Closed(item));
+        };
+        let ctx = &*link.ctx;
+        let mut next = Counts::default();
+        let offered = offer(
+            &link.out.tx,
+            link.out.evict.as_ref(),
+            Packet::One(0, item),
+            link.out.overflow,
+            until,
+            |lost| link.out.dropped(ctx, lost, &mut next),
+            || true,
+        );
+        if next.dropped > 0 {
+            self.inlet
+                .dropped
+                .fetch_add(next.dropped, Ordering::Relaxed);
+        }
+        let refused = match offered {
+            Ok(Offered::Done | Offered::RunHere(_)) => None,
+            Ok(Offered::Waited(waited)) => {
+                let waited = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+                self.inlet
+                    .blocked_nanos
+                    .fetch_add(waited, Ordering::Relaxed);
+                None
+            }
+            Err(refused) => Some(refused),
+        };
+        match refused {
+            None => {
+                self.inlet.accepted.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Some(refused) => Err(refused.map(Packet::into_one)),
+        }
+    }
+
+    /// Waits for the run to link the input, within `until` (`None`: not at all).
+    fn wait_linked(&self, until: Option<&Until<'_>>) -> Result<&Link<'env, T>, Refused<()>> {
+        let mut linked = self.inlet.linked.lock();
+        loop {
+            if let Some(link) = self.link.get() {
+                return Ok(link);
+            }
+            if self.inlet.is_closed() {
+                return Err(Refused::Closed(()));
+            }
+            let Some(until) = until else {
+                return Err(Refused::Full(()));
+            };
+            match until.check() {
+                Ok(()) => {}
+                Err(Interrupted::TimedOut) => return Err(Refused::TimedOut(())),
+                Err(Interrupted::Cancelled(reason)) => return Err(Refused::Cancelled((), reason)),
+            }
+            if !*linked {
+                // Re-checked now and then: a token's cancel does not notify this.
+                let slice = crate::sync::time::deadline_after(crate::sync::time::now(), LINK_POLL);
+                let wake = until.limit().map_or(slice, |limit| limit.min(slice));
+                let _ = self.inlet.linked_cv.wait_until(&mut linked, wake);
+            }
+        }
+    }
+}
+
+/// How often a sender that waits for the run to start re-checks its own bound.
+const LINK_POLL: Duration = Duration::from_millis(10);
+
+impl<T> Drop for Port<'_, T> {
+    fn drop(&mut self) {
+        self.inlet.close();
+        // The first queue's `on_drop` callback is user code.
+        if let Some(link) = self.link.take() {
+            drop_quietly(link.out);
+        }
+    }
+}
+
+/// The run's claim on a [`Port`]: a pipeline dropped without running closes it, so
+/// that its senders are refused instead of waiting for a run that never comes.
+pub(crate) struct PortOwner<'env, T>(Option<Arc<Port<'env, T>>>);
+
+impl<'env, T> PortOwner<'env, T> {
+    pub(crate) fn new(port: Arc<Port<'env, T>>) -> Self {
+        PortOwner(Some(port))
+    }
+}
+
+impl<T> Drop for PortOwner<'_, T> {
+    fn drop(&mut self) {
+        if let Some(port) = self.0.take() {
+            port.inlet.close();
         }
     }
 }
@@ -1095,6 +1806,7 @@ fn recv_or_tombstone<T>(
     rx: &Receiver<Packet<T>>,
     tombs: &Receiver<u64>,
     own: &mut Counts,
+    park: &mut dyn FnMut(&Counts),
 ) -> Option<Arrival<T>> {
     if let Ok(seq) = tombs.try_recv() {
         return Some(Arrival::Tombstone(seq));
@@ -1105,6 +1817,7 @@ fn recv_or_tombstone<T>(
         Err(TryRecvError::Empty) => {}
     }
     let started = Instant::now();
+    park(own);
     let arrival = crossbeam_channel::select! {
         recv(rx) -> packet => packet.ok().map(Arrival::Packet),
         recv(tombs) -> seq => seq.ok().map(Arrival::Tombstone),
@@ -1170,7 +1883,7 @@ fn deliver<T>(
 pub(crate) fn run_sink<T>(
     ctx: &Ctx<'_>,
     index: usize,
-    input: Input<'_, T>,
+    input: Intake<'_, T>,
     sink: &mut dyn FnMut(T) -> Result<(), BoxError>,
 ) {
     let started = Instant::now();
@@ -1180,14 +1893,21 @@ pub(crate) fn run_sink<T>(
         ahead: BTreeMap::new(),
     });
     let tombs = ctx.tombstones.as_ref().map(|(_, rx)| rx);
+    let (mut published, mut tick) = (Published::default(), 0u32);
     let mut failed = false;
     loop {
-        if failed && matches!(input, Input::Feed(_)) {
+        if failed && matches!(input, Intake::Feed(_)) {
             break; // nothing upstream to drain (see `run_worker`)
         }
         let arrival = match (tombs, &input) {
-            (Some(tombs), Input::Queue(rx)) => recv_or_tombstone(rx, tombs, &mut own),
-            _ => input.recv(ctx, &mut own).map(Arrival::Packet),
+            (Some(tombs), Intake::Queue(rx, _)) => {
+                let mut park = |own: &Counts| ctx.publish(index, own, &mut published, true);
+                recv_or_tombstone(rx, tombs, &mut own, &mut park)
+            }
+            _ => {
+                let mut park = |own: &Counts| ctx.publish(index, own, &mut published, true);
+                input.recv(ctx, &mut own, &mut park).map(Arrival::Packet)
+            }
         };
         let Some(arrival) = arrival else { break };
         if failed || ctx.token.is_cancelled() {
@@ -1195,7 +1915,7 @@ pub(crate) fn run_sink<T>(
             failed = true;
             if let Arrival::Packet(packet) = arrival {
                 own.not_processed += packet.len();
-                ctx.discard_packet(index, packet);
+                input.discard(ctx, index, packet);
             }
             continue;
         }
@@ -1215,6 +1935,10 @@ pub(crate) fn run_sink<T>(
             }
         };
         failed = !ok;
+        tick = tick.wrapping_add(1);
+        if tick % 16 == 0 || matches!(input, Intake::Feed(_)) {
+            ctx.publish(index, &own, &mut published, false);
+        }
     }
     if let Some(mut reorder) = reorder {
         // Upstream is gone: every tombstone is already queued. Whatever remains after
@@ -1228,15 +1952,15 @@ pub(crate) fn run_sink<T>(
             let Some(packet) = packet else { continue };
             if failed || ctx.token.is_cancelled() {
                 own.not_processed += packet.len();
-                ctx.discard_packet(index, packet);
+                input.discard(ctx, index, packet);
             } else if !deliver(ctx, index, packet, sink, &mut own) {
                 failed = true;
             }
         }
     }
     own.finish(started);
-    ctx.merge(index, &own);
-    input.release(ctx);
+    ctx.merge(index, &own.since(&published.counts));
+    input.release(ctx, index);
 }
 
 #[cfg(all(test, not(loom)))]
@@ -1279,14 +2003,14 @@ mod tests {
 
     #[test]
     fn a_failing_item_in_a_batch_reports_the_rest_as_not_processed() {
-        let f = |x: u32| {
+        let mut f = |x: u32| {
             if x == 2 {
                 Err(BoxError::from("two"))
             } else {
                 Ok(x)
             }
         };
-        match map_packet(Packet::Many(0, vec![0, 1, 2, 3, 4]), &f) {
+        match map_packet(Packet::Many(0, vec![0, 1, 2, 3, 4]), &mut f) {
             Err((Failure::Error(e), rest)) => {
                 assert_eq!(e.to_string(), "two");
                 assert_eq!(rest, 4);
@@ -1294,14 +2018,14 @@ mod tests {
             _ => panic!("expected the error"),
         }
         assert!(matches!(
-            map_packet(Packet::One(7, 1), &f),
+            map_packet(Packet::One(7, 1), &mut f),
             Ok(Packet::One(7, 1))
         ));
-        let g = |x: u32| -> Result<u32, BoxError> {
+        let mut g = |x: u32| -> Result<u32, BoxError> {
             assert!(x != 3, "three");
             Ok(x)
         };
-        match map_packet(Packet::Many(0, vec![0, 1, 2, 3, 4, 5]), &g) {
+        match map_packet(Packet::Many(0, vec![0, 1, 2, 3, 4, 5]), &mut g) {
             Err((Failure::Panic(p), rest)) => {
                 assert_eq!(p.message(), Some("three"));
                 assert_eq!(rest, 5);
@@ -1313,8 +2037,8 @@ mod tests {
     #[test]
     fn a_failing_sink_inside_a_batch_counts_the_rest_as_not_processed() {
         let settings = Settings {
-            overflow: Overflow::Block,
             batch: 8,
+            clock: Arc::new(crate::clock::SystemClock),
             window: None,
             fail_spawn_at: None,
         };
@@ -1323,7 +2047,10 @@ mod tests {
             settings,
             vec!["sink".into()],
             vec![1],
-            vec![8],
+            vec![Queue {
+                capacity: 8,
+                overflow: Overflow::Block,
+            }],
         );
         let mut own = Counts::default();
         let mut seen = Vec::new();
@@ -1380,8 +2107,8 @@ mod tests {
     #[test]
     fn queues_count_capacity_in_items() {
         let settings = |batch| Settings {
-            overflow: Overflow::Block,
             batch,
+            clock: Arc::new(crate::clock::SystemClock),
             window: None,
             fail_spawn_at: None,
         };
