@@ -325,6 +325,7 @@ pub mod fleet;
 pub mod group;
 pub mod guarantees;
 pub mod leak;
+pub mod observe;
 mod overflow;
 mod panic;
 pub mod pipeline;
@@ -335,6 +336,7 @@ pub mod resilience;
 pub mod scope;
 pub mod semaphore;
 mod spawn;
+mod striped;
 pub mod supervisor;
 mod sync;
 /// Nanoseconds since a base on a [`Clock`](clock::Clock), with a TSC fast path for

@@ -382,6 +382,28 @@ impl Semaphore {
         })
     }
 
+    /// A builder, for a semaphore with a [`name`](SemaphoreBuilder::name).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let sem = corral::Semaphore::builder(4).name("db").build()?;
+    /// assert_eq!(sem.name(), Some("db"));
+    /// assert!(format!("{sem:?}").contains("\"db\""));
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn builder(permits: usize) -> SemaphoreBuilder {
+        SemaphoreBuilder {
+            permits,
+            name: None,
+        }
+    }
+
+    /// The name given by [`SemaphoreBuilder::name`], if any.
+    pub fn name(&self) -> Option<&str> {
+        self.engine.name().map(|n| &**n)
+    }
+
     /// Acquires one permit, waiting as long as it takes.
     ///
     /// # Errors
@@ -999,10 +1021,40 @@ impl Semaphore {
     }
 }
 
+/// Configures a [`Semaphore`]: its permits and a name.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct SemaphoreBuilder {
+    permits: usize,
+    name: Option<Arc<str>>,
+}
+
+impl SemaphoreBuilder {
+    /// A name for the semaphore, shown in its `Debug`, in the thread dump (as
+    /// "waiting for a permit of "name""), and in events and metrics.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(Arc::from(name.into()));
+        self
+    }
+
+    /// The semaphore.
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::try_new`].
+    pub fn build(self) -> Result<Semaphore, ConfigError> {
+        let sem = Semaphore::try_new(self.permits)?;
+        Ok(Semaphore {
+            engine: sem.engine.named(self.name),
+        })
+    }
+}
+
 impl fmt::Debug for Semaphore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.stats();
         f.debug_struct("Semaphore")
+            .field("name", &self.name())
             .field("capacity", &s.capacity)
             .field("available", &s.available)
             .field("waiting", &s.waiting)
