@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use corral::clock::ManualClock;
 use corral::leak::{self, LeakCheck};
 use corral::observe::{Activity, Blocked, Role, Stuck, ThreadInfo, Watchdog};
-use corral::Semaphore;
+use corral::{CircuitBreaker, KeyedRateLimiter, RateLimiter, Semaphore};
 
 /// "Should happen" bound: generous, the machine is loaded.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -215,4 +215,93 @@ fn the_dump_groups_threads_by_owner() {
         a.join().unwrap().unwrap();
         b.join().unwrap().unwrap();
     });
+}
+
+#[test]
+fn rate_limiters_count_admitted_and_refused_calls_and_show_their_names() {
+    let clock = ManualClock::new();
+    let limiter = RateLimiter::per_second(1)
+        .burst(2)
+        .name("upstream")
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let admitted = (0..5).filter(|_| limiter.check().is_ok()).count();
+    assert_eq!(admitted, 2);
+    assert!(limiter.check_n(3).is_err()); // above the burst: refused too
+    assert!(limiter.wait_timeout(Duration::ZERO).is_err()); // refused at once
+    let stats = limiter.stats();
+    assert_eq!((stats.admitted, stats.refused), (2, 5));
+    assert!(format!("{limiter:?}").contains("\"upstream\""));
+
+    let keyed = KeyedRateLimiter::per_second(1)
+        .burst(1)
+        .name("per-user")
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    assert!(keyed.check_key(&"alice").is_ok());
+    assert!(keyed.check_key(&"alice").is_err());
+    assert!(keyed.check_key(&"bob").is_ok());
+    let stats = keyed.stats();
+    assert_eq!((stats.admitted, stats.refused), (2, 1));
+    assert_eq!(keyed.name(), Some("per-user"));
+    assert!(format!("{keyed:?}").contains("\"per-user\""));
+}
+
+#[test]
+fn counts_from_many_threads_add_up() {
+    let _check = LeakCheck::new();
+    let limiter = RateLimiter::per_second(1).burst(1_000).build().unwrap();
+    corral::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..500 {
+                    let _ = limiter.check();
+                }
+            });
+        }
+    });
+    let stats = limiter.stats();
+    assert_eq!(stats.admitted + stats.refused, 2_000);
+    assert!(stats.admitted >= 1_000, "{stats:?}"); // the burst, at least
+}
+
+#[test]
+fn a_rate_limiter_waiter_shows_waiting_for_a_slot() {
+    let _check = LeakCheck::new();
+    let clock = ManualClock::new();
+    let limiter = RateLimiter::per_second(1)
+        .name("slow-api")
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    limiter.check().unwrap(); // the burst is spent: the next wait sleeps
+    corral::scope(|s| {
+        let waiter = s.spawn_named("obs-rate-waiter", || limiter.wait());
+        let t = wait_for_thread("corral-obs-rate-waiter", |t| t.blocked.is_some());
+        assert_eq!(
+            t.blocked.map(|b| b.0),
+            Some(Blocked::RateLimit {
+                limiter: "slow-api".into()
+            })
+        );
+        clock.advance(Duration::from_secs(1));
+        waiter.join().unwrap();
+    });
+}
+
+#[test]
+fn names_show_in_debug() {
+    let sem = Semaphore::builder(2).name("db").build().unwrap();
+    assert_eq!(sem.name(), Some("db"));
+    assert!(format!("{sem:?}").contains("name: Some(\"db\")"), "{sem:?}");
+    assert_eq!(Semaphore::new(1).name(), None);
+    let breaker = CircuitBreaker::builder().name("payments").build().unwrap();
+    assert_eq!(breaker.name(), Some("payments"));
+    assert!(
+        format!("{breaker:?}").contains("\"payments\""),
+        "{breaker:?}"
+    );
+    assert!(Semaphore::builder(usize::MAX).name("x").build().is_err());
 }

@@ -29,6 +29,7 @@ mod gcra;
 mod keyed;
 mod quota;
 mod reservation;
+mod tally;
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -36,8 +37,6 @@ use std::time::{Duration, Instant};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ConfigError;
-use crate::observe::event;
-use crate::striped::Counters;
 use crate::sync::{AtomicU64, Ordering};
 use crate::wait::Until;
 use std::sync::Arc;
@@ -49,6 +48,7 @@ pub use reservation::Reservation;
 use crate::timeline::Timeline;
 use gcra::{Gcra, Grant, Refusal, MAX_SPAN_NANOS};
 use quota::{check_burst, sleep_until_ready, Bound, Quota, NANOS_PER_SEC};
+use tally::Tally;
 
 /// A lock-free GCRA rate limiter: `rate` cells per period, with bursts of up to `burst`.
 ///
@@ -108,11 +108,7 @@ use quota::{check_burst, sleep_until_ready, Bound, Quota, NANOS_PER_SEC};
 pub struct RateLimiter<C: Clock = SystemClock> {
     gcra: Gcra,
     time: Timeline<C>,
-    name: Option<Arc<str>>,
-    /// Calls admitted and refused ([`ADMITTED`], [`REFUSED`]), per thread.
-    calls: Counters<2>,
-    admitted_metric: event::Counter,
-    refused_metric: event::Counter,
+    tally: Tally,
     slept: AtomicU64,
     gave_back: AtomicU64,
     refused_at_once: AtomicU64,
@@ -266,18 +262,7 @@ impl<C: Clock> RateLimiterBuilder<C> {
         Ok(RateLimiter {
             gcra: Gcra::new(interval, burst),
             time: Timeline::new(self.clock),
-            admitted_metric: event::Counter::new(
-                "corral_rate_admitted_total",
-                "RateLimiter",
-                self.name.as_deref(),
-            ),
-            refused_metric: event::Counter::new(
-                "corral_rate_refused_total",
-                "RateLimiter",
-                self.name.as_deref(),
-            ),
-            name: self.name,
-            calls: Counters::new(),
+            tally: Tally::new("RateLimiter", self.name),
             slept: AtomicU64::new(0),
             gave_back: AtomicU64::new(0),
             refused_at_once: AtomicU64::new(0),
@@ -320,11 +305,6 @@ pub struct RateStats {
     pub refused: u64,
 }
 
-/// Index of the admitted calls in a limiter's striped counters.
-const ADMITTED: usize = 0;
-/// Index of the refused calls.
-const REFUSED: usize = 1;
-
 impl<C: Clock> RateLimiter<C> {
     #[inline]
     fn now(&self) -> u64 {
@@ -358,8 +338,7 @@ impl<C: Clock> RateLimiter<C> {
         let now = self.now();
         match self.gcra.check(1, now) {
             Ok(()) => {
-                self.calls.add(ADMITTED);
-                self.admitted_metric.add(1);
+                self.tally.admit();
                 Ok(())
             }
             Err(refusal) => Err(self.refused_check(refusal, now)),
@@ -368,7 +347,7 @@ impl<C: Clock> RateLimiter<C> {
 
     #[cold]
     fn refused_check(&self, refusal: Refusal, now: u64) -> NotUntil {
-        self.count(false);
+        self.tally.refuse();
         match refusal {
             Refusal::NotUntil { at, now } => self.not_until(at, now),
             // The burst is at least 1, so one cell always fits eventually.
@@ -402,29 +381,16 @@ impl<C: Clock> RateLimiter<C> {
         }
         let now = self.now();
         let checked = self.gcra.check(u64::from(cells), now);
-        self.count(checked.is_ok());
+        self.tally.count(checked.is_ok());
         checked.map_err(|refusal| match refusal {
             Refusal::TooMany { burst } => InsufficientCapacity::new(cells, burst).into(),
             Refusal::NotUntil { at, now } => self.not_until(at, now).into(),
         })
     }
 
-    /// Counts one call, admitted or refused.
-    #[inline]
-    fn count(&self, admitted: bool) {
-        if admitted {
-            self.calls.add(ADMITTED);
-            self.admitted_metric.add(1);
-        } else {
-            self.calls.add(REFUSED);
-            self.refused_metric.add(1);
-            event::rate_refused("RateLimiter", self.name.as_deref());
-        }
-    }
-
     /// The name given by [`RateLimiterBuilder::name`], if any.
     pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
+        self.tally.name().map(|n| &**n)
     }
 
     /// Waits (sleeping on the clock, never spinning) until one cell is admitted.
@@ -607,7 +573,7 @@ impl<C: Clock> RateLimiter<C> {
             return Ok(());
         }
         let waited = self.wait_cells(cells, until);
-        self.count(waited.is_ok());
+        self.tally.count(waited.is_ok());
         waited
     }
 
@@ -641,7 +607,7 @@ impl<C: Clock> RateLimiter<C> {
             return Ok(());
         }
         self.slept.fetch_add(1, Ordering::Relaxed);
-        let _dump = crate::observe::waiting_for_rate(self.name.as_ref());
+        let _dump = crate::observe::waiting_for_rate(self.tally.name());
         if sleep_until_ready(&self.time, grant.ready, token) {
             return Ok(());
         }
@@ -892,8 +858,8 @@ impl<C: Clock> RateLimiter<C> {
             slept: self.slept.load(Ordering::Relaxed),
             gave_back: self.gave_back.load(Ordering::Relaxed),
             refused_at_once: self.refused_at_once.load(Ordering::Relaxed),
-            admitted: self.calls.sum(ADMITTED),
-            refused: self.calls.sum(REFUSED),
+            admitted: self.tally.admitted(),
+            refused: self.tally.refused(),
         }
     }
 }
