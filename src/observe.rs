@@ -301,15 +301,17 @@ impl Owner {
     }
 }
 
-// Activity kinds in the low bits of a slot's word; the rest is a generation count,
-// so every transition gives a new word and a reader can tell "still the same task".
+// Activity kinds in the low bits of a slot's word, then a bit saying whether `stamp`
+// belongs to this activity; the rest is a generation count, so every transition
+// gives a new word and a reader can tell "still the same task".
 const IDLE: u64 = 0;
 const RUNNING: u64 = 1;
 const BACKOFF: u64 = 2;
 #[allow(dead_code)]
 const STOPPING: u64 = 3;
-const KIND_BITS: u64 = 2;
-const KIND_MASK: u64 = (1 << KIND_BITS) - 1;
+const KIND_MASK: u64 = 0b11;
+const STAMPED: u64 = 0b100;
+const KIND_BITS: u64 = 3;
 // Blocked kinds (0 = not blocked).
 const NOT_BLOCKED: u64 = 0;
 const SENDING: u64 = 1;
@@ -357,7 +359,7 @@ impl Slot {
             owner,
             role,
             spawned_at: site,
-            word: AtomicU64::new((1 << KIND_BITS) | RUNNING),
+            word: AtomicU64::new((1 << KIND_BITS) | STAMPED | RUNNING),
             stamp: AtomicU64::new(to_nanos(Instant::now())),
             site: AtomicPtr::new(site as *const Location<'static> as *mut _),
             blocked: AtomicU64::new(NOT_BLOCKED),
@@ -392,52 +394,49 @@ impl Slot {
         self.word.store(next, Ordering::Release);
     }
 
-    #[allow(dead_code)] // used by the owners that start threads (pool, pipeline, supervisor)
     /// Waiting for work. Reads the clock: call it before parking, not per task.
+    #[allow(dead_code)] // called by the pool, the pipeline and the supervisor
     pub(crate) fn idle(&self) {
         self.stamp
             .store(to_nanos(Instant::now()), Ordering::Relaxed);
-        self.set(IDLE);
+        self.set(STAMPED | IDLE);
     }
 
-    #[allow(dead_code)] // used by the owners that start threads (pool, pipeline, supervisor)
     /// Running a task submitted at `site`, unstamped (see [`ThreadInfo::since`]): one
-    /// relaxed store when the site is the previous task's, three otherwise.
+    /// relaxed store when the site is the previous task's, two otherwise.
+    #[allow(dead_code)] // called by the pool, the pipeline and the supervisor
     #[inline]
     pub(crate) fn running(&self, site: &'static Location<'static>) {
         let ptr = site as *const Location<'static> as *mut _;
         if self.site.load(Ordering::Relaxed) != ptr {
             self.site.store(ptr, Ordering::Relaxed);
-            self.stamp.store(0, Ordering::Relaxed);
         }
         self.set(RUNNING);
     }
 
-    #[allow(dead_code)] // used by the owners that start threads (pool, pipeline, supervisor)
     /// Running a task submitted at `site` that started at `at` (for owners that read
     /// the clock per task anyway).
+    #[allow(dead_code)] // called by the pool, the pipeline and the supervisor
     pub(crate) fn running_since(&self, site: &'static Location<'static>, at: Instant) {
-        self.site.store(
-            site as *const Location<'static> as *mut _,
-            Ordering::Relaxed,
-        );
+        let ptr = site as *const Location<'static> as *mut _;
+        self.site.store(ptr, Ordering::Relaxed);
         self.stamp.store(to_nanos(at), Ordering::Relaxed);
-        self.set(RUNNING);
+        self.set(STAMPED | RUNNING);
     }
 
-    #[allow(dead_code)] // used by the owners that start threads (pool, pipeline, supervisor)
     /// Parked in backoff until `until`.
+    #[allow(dead_code)] // called by the pool, the pipeline and the supervisor
     pub(crate) fn backoff_until(&self, until: Instant) {
         self.stamp.store(to_nanos(until), Ordering::Relaxed);
-        self.set(BACKOFF);
+        self.set(STAMPED | BACKOFF);
     }
 
-    #[allow(dead_code)] // used by the owners that start threads (pool, pipeline, supervisor)
     /// Winding down.
+    #[allow(dead_code)] // called by the pool, the pipeline and the supervisor
     pub(crate) fn stopping(&self) {
         self.stamp
             .store(to_nanos(Instant::now()), Ordering::Relaxed);
-        self.set(STOPPING);
+        self.set(STAMPED | STOPPING);
     }
 
     fn block(&self, kind: u64, subject: Arc<str>) {
@@ -459,7 +458,10 @@ impl Slot {
     /// What the slot says at `now`; `seen` stands in for an unstamped start.
     fn read(&self, seen: &mut Observed, now: Instant) -> ThreadInfo {
         let word = self.word.load(Ordering::Acquire);
-        let stamp = from_nanos(self.stamp.load(Ordering::Relaxed));
+        let stamp = match word & STAMPED {
+            0 => None,
+            _ => from_nanos(self.stamp.load(Ordering::Relaxed)),
+        };
         let first = seen.first_seen(self.id, word, now);
         let (activity, since) = match word & KIND_MASK {
             IDLE => (Activity::Idle, stamp.unwrap_or(first)),
@@ -974,5 +976,93 @@ pub(crate) mod event {
     #[inline]
     pub(crate) fn rate_refused(kind: &'static str, name: Option<&str>) {
         emit!(debug, kind, name, "rate limit refused a call");
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn an_owned_slot_reads_back_every_transition() {
+        let owner = Owner::new("WorkerPool", Some(Arc::from("api")));
+        let slot = Slot::new(
+            "corral-api-0".into(),
+            "WorkerPool",
+            Some(owner.clone()),
+            Role::PoolWorker,
+            Location::caller(),
+        );
+        let mut seen = Observed::default();
+        let t0 = Instant::now();
+        slot.idle();
+        let info = slot.read(&mut seen, t0);
+        assert_eq!(info.activity, Activity::Idle);
+        assert_eq!(info.owner_name.as_deref(), Some("api"));
+        assert_eq!((info.role, info.owner), (Role::PoolWorker, "WorkerPool"));
+        assert_eq!(info.spawned_at.file(), file!());
+        assert!(info.since <= Instant::now());
+
+        let here = Location::caller();
+        slot.running(here);
+        let later = t0 + Duration::from_secs(3);
+        let info = slot.read(&mut seen, later);
+        assert_eq!(info.activity, Activity::Running { site: Some(here) });
+        assert_eq!(
+            info.since, later,
+            "an unstamped task counts from its first sighting"
+        );
+        let info = slot.read(&mut seen, later + Duration::from_secs(1));
+        assert_eq!(info.since, later, "the same task keeps its first sighting");
+
+        slot.running_since(here, t0);
+        assert_eq!(slot.read(&mut seen, later).since, t0);
+        slot.running(here); // same site, next task: no stale stamp
+        assert_eq!(slot.read(&mut seen, later).since, later);
+
+        let until = t0 + Duration::from_secs(5);
+        slot.backoff_until(until);
+        assert_eq!(
+            slot.read(&mut seen, t0).activity,
+            Activity::Backoff { until }
+        );
+        slot.stopping();
+        assert_eq!(slot.read(&mut seen, t0).activity, Activity::Stopping);
+    }
+
+    #[test]
+    fn an_owner_watchdog_reports_each_task_once_past_its_threshold() {
+        let owner = Owner::new("WorkerPool", None);
+        let slot = Slot::new(
+            "corral-pool-0".into(),
+            "WorkerPool",
+            Some(owner.clone()),
+            Role::PoolWorker,
+            Location::caller(),
+        );
+        let clock = ManualClock::new();
+        let watchdog = Watchdog::builder(Duration::from_secs(1))
+            .clock(clock.clone())
+            .build_for(&owner);
+        let submit = Location::caller();
+        slot.running(submit);
+        assert!(watchdog.check().is_empty());
+        clock.advance(Duration::from_secs(1));
+        let found = watchdog.check();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].site, Some(submit));
+        assert!(watchdog.check().is_empty(), "once");
+        // The next task is a new one: reported again once past its own threshold.
+        slot.running(submit);
+        assert!(watchdog.check().is_empty());
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(watchdog.check().len(), 1);
+        // Idle workers are never stuck.
+        slot.idle();
+        clock.advance(Duration::from_secs(60));
+        assert!(watchdog.check().is_empty());
+        drop(slot);
+        assert!(owner.threads().is_empty());
     }
 }
