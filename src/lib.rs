@@ -302,6 +302,12 @@
 //! [`leak::live_threads`] lists the corral threads alive now. [`leak::LeakCheck`]
 //! fails a test when threads started under it outlive it; its OS mode catches threads
 //! leaked by any library.
+//!
+//! [`leak::dump`] is the goroutine dump of corral: every live corral thread with its
+//! owner, role, what it is doing or blocked on and since when, and the line of your
+//! code that started it; a [`Watchdog`](observe::Watchdog) reports tasks running
+//! past a threshold. Features `tracing` and `metrics` add events and metrics
+//! (`docs/metrics.md` lists them).
 #![deny(unsafe_code)]
 #![warn(
     missing_docs,

@@ -41,6 +41,9 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        // From now on this thread counts into a shared stripe: its number may go to
+        // a new thread before this one's last count.
+        let _ = FAST.try_with(|f| f.set(usize::MAX));
         let mut slots = SLOTS
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -50,7 +53,14 @@ impl Drop for Slot {
     }
 }
 
+/// "No slot number yet" in [`FAST`].
+const UNSET: usize = usize::MAX - 1;
+
 std::thread_local! {
+    /// The slot number, read on every count: a `const` thread-local without `Drop`
+    /// is one load, with no lazy-initialisation check.
+    static FAST: std::cell::Cell<usize> = const { std::cell::Cell::new(UNSET) };
+    /// Owns the number and gives it back when the thread exits.
     static SLOT: Slot = Slot::take();
 }
 
@@ -58,7 +68,18 @@ std::thread_local! {
 /// down).
 #[inline]
 pub(crate) fn thread_slot() -> usize {
-    SLOT.try_with(|s| s.0).unwrap_or(usize::MAX)
+    match FAST.try_with(std::cell::Cell::get) {
+        Ok(UNSET) => first_slot(),
+        Ok(slot) => slot,
+        Err(_) => usize::MAX,
+    }
+}
+
+#[cold]
+fn first_slot() -> usize {
+    let slot = SLOT.try_with(|s| s.0).unwrap_or(usize::MAX);
+    let _ = FAST.try_with(|f| f.set(slot));
+    slot
 }
 
 /// Which of `len` stripes (`EXCLUSIVE` owned ones, then `SHARED` shared ones, or

@@ -345,7 +345,7 @@ impl<C: Clock> RateLimiter<C> {
         }
     }
 
-    #[cold]
+    #[inline]
     fn refused_check(&self, refusal: Refusal, now: u64) -> NotUntil {
         self.tally.refuse();
         match refusal {

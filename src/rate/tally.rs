@@ -47,7 +47,7 @@ impl Tally {
     }
 
     /// Counts one refused call (and emits its debug event).
-    #[cold]
+    #[inline]
     pub(super) fn refuse(&self) {
         self.calls.add(REFUSED);
         self.refused_metric.add(1);
