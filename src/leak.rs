@@ -64,7 +64,6 @@ impl fmt::Display for LiveThread {
 struct Entry {
     thread: LiveThread,
     checks: Vec<u64>,
-    slot: Arc<Slot>,
 }
 
 #[derive(Default)]
@@ -101,17 +100,13 @@ pub fn live_threads() -> Vec<LiveThread> {
 
 /// What every live corral thread is doing, and since when: its owner (kind, name and
 /// the line of your code that built it), its role, its activity, what it is blocked
-/// on, and whether a watchdog found its task stuck. Runs every live watchdog first.
+/// on, and whether a watchdog found its task stuck; also any other thread while it
+/// waits on a corral semaphore or rate limiter. Runs every live watchdog first.
 /// `Display` prints a table grouped by owner, longest-waiting first.
 ///
 /// See [`observe`](crate::observe) for the types and an example.
 pub fn dump() -> Dump {
-    let slots: Vec<Arc<Slot>> = registry()
-        .threads
-        .values()
-        .map(|e| e.slot.clone())
-        .collect();
-    crate::observe::dump(slots)
+    crate::observe::dump()
 }
 
 /// How many corral threads are alive right now.
@@ -142,7 +137,6 @@ impl Tracker {
                     spawned_at: slot.spawned_at(),
                 },
                 checks: checks.clone(),
-                slot: slot.clone(),
             },
         );
         Tracker { id, checks, slot }

@@ -55,6 +55,8 @@ pub enum Role {
     ScopeThread,
     /// A task of a `TaskGroup`.
     GroupTask,
+    /// A thread corral did not start, shown while it waits on a corral primitive.
+    Waiter,
     /// Any other corral thread.
     Other,
 }
@@ -70,6 +72,7 @@ impl fmt::Display for Role {
             Role::Monitor => "monitor",
             Role::ScopeThread => "scope thread",
             Role::GroupTask => "group task",
+            Role::Waiter => "waiting thread",
             Role::Other => "thread",
         })
     }
@@ -136,7 +139,8 @@ pub struct ThreadInfo {
     pub owner: &'static str,
     /// The owner's name, if it was given one.
     pub owner_name: Option<String>,
-    /// Where the owner was built or the thread spawned, in the caller's code.
+    /// Where the owner was built or the thread spawned, in the caller's code; for a
+    /// thread corral did not start ([`Role::Waiter`]), where it waits.
     pub spawned_at: &'static Location<'static>,
     /// What the thread is for.
     pub role: Role,
@@ -522,15 +526,22 @@ impl Drop for BlockedGuard {
     }
 }
 
+/// Marks the current thread blocked. A thread corral did not start gets a slot for
+/// the length of the wait, so the dump shows it too, at the line that waits.
+#[track_caller]
 fn blocked(kind: u64, subject: impl FnOnce() -> Arc<str>) -> BlockedGuard {
-    let slot = current();
-    if let Some(slot) = &slot {
-        slot.block(kind, subject());
-    }
-    BlockedGuard(slot)
+    let at = Location::caller();
+    let slot = current().unwrap_or_else(|| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed").to_owned();
+        Slot::new(name, "thread", None, Role::Waiter, at)
+    });
+    slot.block(kind, subject());
+    BlockedGuard(Some(slot))
 }
 
 /// The current thread is about to wait for permits of the semaphore `name`.
+#[track_caller]
 pub(crate) fn waiting_for_permit(name: Option<&Arc<str>>) -> BlockedGuard {
     blocked(PERMIT, || {
         name.cloned().unwrap_or_else(|| Arc::from("semaphore"))
@@ -538,6 +549,7 @@ pub(crate) fn waiting_for_permit(name: Option<&Arc<str>>) -> BlockedGuard {
 }
 
 /// The current thread is about to wait for a rate limiter's slot.
+#[track_caller]
 pub(crate) fn waiting_for_rate(name: Option<&Arc<str>>) -> BlockedGuard {
     blocked(RATE, || {
         name.cloned().unwrap_or_else(|| Arc::from("rate limiter"))
@@ -546,6 +558,7 @@ pub(crate) fn waiting_for_rate(name: Option<&Arc<str>>) -> BlockedGuard {
 
 #[allow(dead_code)] // used by the owners that start threads (pool, pipeline, supervisor)
 /// The current thread is about to block sending to the full queue `queue`.
+#[track_caller]
 pub(crate) fn sending_to(queue: &Arc<str>) -> BlockedGuard {
     blocked(SENDING, || queue.clone())
 }
@@ -618,10 +631,11 @@ impl Observed {
 
 static DUMP_SEEN: Mutex<Option<Observed>> = Mutex::new(None);
 
-/// A dump of `threads` (every live corral thread, from the leak registry), taken
-/// after running every live watchdog.
-pub(crate) fn dump(threads: Vec<Arc<Slot>>) -> Dump {
+/// A dump of every live corral thread, and of every other thread waiting on a
+/// corral primitive, taken after running every live watchdog.
+pub(crate) fn dump() -> Dump {
     run_watchdogs();
+    let threads = all_threads();
     let now = Instant::now();
     let mut out: Vec<ThreadInfo> = {
         let mut guard = DUMP_SEEN.lock();
@@ -797,6 +811,7 @@ impl WatchInner {
                 let first = state.seen.first_seen(t.id, word, now);
                 let running_for = now.saturating_duration_since(first);
                 if word & KIND_MASK != RUNNING
+                    || t.role == Role::Waiter
                     || state.reported.get(&t.id) == Some(&word)
                     || running_for < self.threshold
                 {

@@ -421,6 +421,7 @@ impl Semaphore {
     /// drop(permit);
     /// ```
     #[inline]
+    #[track_caller]
     pub fn acquire(&self) -> Result<Permit<'_>, AcquireError> {
         self.acquire_until(1, &Until::FOREVER)
     }
@@ -462,6 +463,7 @@ impl Semaphore {
     /// let err = sem.acquire_timeout(Duration::from_millis(5)).unwrap_err();
     /// assert_eq!(err, corral::semaphore::AcquireError::Timeout);
     /// ```
+    #[track_caller]
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<Permit<'_>, AcquireError> {
         self.acquire_until(1, &Until::timeout(timeout))
     }
@@ -481,6 +483,7 @@ impl Semaphore {
     /// let permit = sem.acquire_deadline(Instant::now() + Duration::from_secs(1)).unwrap();
     /// # drop(permit);
     /// ```
+    #[track_caller]
     pub fn acquire_deadline(&self, deadline: Instant) -> Result<Permit<'_>, AcquireError> {
         self.acquire_until(1, &Until::deadline(deadline))
     }
@@ -504,6 +507,7 @@ impl Semaphore {
     /// let err = sem.acquire_cancellable(&token).unwrap_err();
     /// assert_eq!(err, AcquireError::Cancelled(CancelReason::Cancelled));
     /// ```
+    #[track_caller]
     pub fn acquire_cancellable(&self, token: &CancelToken) -> Result<Permit<'_>, AcquireError> {
         self.acquire_until(1, &Until::cancellable(token))
     }
@@ -525,6 +529,7 @@ impl Semaphore {
     /// assert!(sem.acquire_many(11).is_err()); // above capacity: immediate error
     /// drop(batch);
     /// ```
+    #[track_caller]
     pub fn acquire_many(&self, n: usize) -> Result<Permit<'_>, AcquireError> {
         self.acquire_until(n, &Until::FOREVER)
     }
@@ -568,6 +573,7 @@ impl Semaphore {
     /// assert!(sem.acquire_many_timeout(3, Duration::from_millis(5)).is_err());
     /// assert!(sem.acquire_many_timeout(2, Duration::from_millis(5)).is_ok());
     /// ```
+    #[track_caller]
     pub fn acquire_many_timeout(
         &self,
         n: usize,
@@ -591,6 +597,7 @@ impl Semaphore {
     /// let p = sem.acquire_many_deadline(3, Instant::now() + Duration::from_secs(1)).unwrap();
     /// assert_eq!(p.num_permits(), 3);
     /// ```
+    #[track_caller]
     pub fn acquire_many_deadline(
         &self,
         n: usize,
@@ -616,6 +623,7 @@ impl Semaphore {
     /// let token = CancelToken::with_timeout(Duration::from_millis(5));
     /// assert!(sem.acquire_many_cancellable(2, &token).is_err());
     /// ```
+    #[track_caller]
     pub fn acquire_many_cancellable(
         &self,
         n: usize,
@@ -625,6 +633,7 @@ impl Semaphore {
     }
 
     #[inline]
+    #[track_caller]
     fn acquire_until(&self, n: usize, until: &Until<'_>) -> Result<Permit<'_>, AcquireError> {
         self.engine.acquire(n, until)?;
         Ok(Permit {
@@ -652,6 +661,7 @@ impl Semaphore {
     /// assert_eq!(sem.available(), 2);
     /// ```
     #[inline]
+    #[track_caller]
     pub fn acquire_owned(self: &Arc<Self>) -> Result<OwnedPermit, AcquireError> {
         self.acquire_owned_until(1, &Until::FOREVER)
     }
@@ -692,6 +702,7 @@ impl Semaphore {
     /// let permit = sem.acquire_owned_timeout(Duration::from_secs(1)).unwrap();
     /// # drop(permit);
     /// ```
+    #[track_caller]
     pub fn acquire_owned_timeout(
         self: &Arc<Self>,
         timeout: Duration,
@@ -714,6 +725,7 @@ impl Semaphore {
     /// let permit = sem.acquire_owned_deadline(Instant::now() + Duration::from_secs(1)).unwrap();
     /// # drop(permit);
     /// ```
+    #[track_caller]
     pub fn acquire_owned_deadline(
         self: &Arc<Self>,
         deadline: Instant,
@@ -737,6 +749,7 @@ impl Semaphore {
     /// let permit = sem.acquire_owned_cancellable(&token).unwrap();
     /// # drop(permit);
     /// ```
+    #[track_caller]
     pub fn acquire_owned_cancellable(
         self: &Arc<Self>,
         token: &CancelToken,
@@ -759,6 +772,7 @@ impl Semaphore {
     /// let permit = sem.acquire_many_owned(3).unwrap();
     /// assert_eq!(permit.num_permits(), 3);
     /// ```
+    #[track_caller]
     pub fn acquire_many_owned(self: &Arc<Self>, n: usize) -> Result<OwnedPermit, AcquireError> {
         self.acquire_owned_until(n, &Until::FOREVER)
     }
@@ -806,6 +820,7 @@ impl Semaphore {
     /// let permit = sem.acquire_many_owned_timeout(2, Duration::from_secs(1)).unwrap();
     /// # drop(permit);
     /// ```
+    #[track_caller]
     pub fn acquire_many_owned_timeout(
         self: &Arc<Self>,
         n: usize,
@@ -830,6 +845,7 @@ impl Semaphore {
     /// let permit = sem.acquire_many_owned_deadline(2, deadline).unwrap();
     /// # drop(permit);
     /// ```
+    #[track_caller]
     pub fn acquire_many_owned_deadline(
         self: &Arc<Self>,
         n: usize,
@@ -855,6 +871,7 @@ impl Semaphore {
     /// let permit = sem.acquire_many_owned_cancellable(4, &token).unwrap();
     /// # drop(permit);
     /// ```
+    #[track_caller]
     pub fn acquire_many_owned_cancellable(
         self: &Arc<Self>,
         n: usize,
@@ -864,6 +881,7 @@ impl Semaphore {
     }
 
     #[inline]
+    #[track_caller]
     pub(crate) fn acquire_owned_until(
         self: &Arc<Self>,
         n: usize,

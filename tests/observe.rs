@@ -305,3 +305,39 @@ fn names_show_in_debug() {
     );
     assert!(Semaphore::builder(usize::MAX).name("x").build().is_err());
 }
+
+#[test]
+fn a_thread_corral_did_not_start_shows_while_it_waits_at_its_line() {
+    let sem = Semaphore::builder(1).name("foreign-db").build().unwrap();
+    let held = sem.acquire().unwrap();
+    let line = Arc::new(Mutex::new(0));
+    let sem = &sem;
+    thread::scope(|s| {
+        let at = line.clone();
+        let waiter = thread::Builder::new()
+            .name("obs-foreign".into())
+            .spawn_scoped(s, move || {
+                let sem = &sem;
+                let acquire = || {
+                    *at.lock().unwrap() = line!() + 1;
+                    sem.acquire().map(drop)
+                };
+                acquire()
+            })
+            .unwrap();
+        let t = wait_for_thread("obs-foreign", |t| t.blocked.is_some());
+        assert_eq!(t.role, Role::Waiter);
+        assert_eq!(
+            t.blocked.map(|b| b.0),
+            Some(Blocked::Permit {
+                semaphore: "foreign-db".into()
+            })
+        );
+        assert_eq!(t.spawned_at.file(), file!());
+        assert_eq!(t.spawned_at.line(), *line.lock().unwrap());
+        drop(held);
+        waiter.join().unwrap().unwrap();
+    });
+    // Gone from the dump once its wait is over.
+    assert!(!leak::dump().threads.iter().any(|t| t.name == "obs-foreign"));
+}

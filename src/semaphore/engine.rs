@@ -330,6 +330,7 @@ impl Engine {
 
     /// Blocks (within `until`) until `n` permits are taken.
     #[inline]
+    #[track_caller]
     pub(crate) fn acquire(&self, n: usize, until: &Until<'_>) -> Result<(), Refusal> {
         let acquired = self.acquire_inner(n, until);
         self.publish();
@@ -337,6 +338,7 @@ impl Engine {
     }
 
     #[inline]
+    #[track_caller]
     fn acquire_inner(&self, n: usize, until: &Until<'_>) -> Result<(), Refusal> {
         match self.try_acquire_inner(n) {
             Ok(()) => return Ok(()),
@@ -358,6 +360,7 @@ impl Engine {
         self.acquire_slow(n, until)
     }
 
+    #[track_caller]
     fn acquire_slow(&self, n: usize, until: &Until<'_>) -> Result<(), Refusal> {
         let _wake = until.unpark_on_cancel();
         let mut inner = self.inner.lock();
