@@ -719,6 +719,13 @@ impl WatchdogBuilder {
         self
     }
 
+    /// The clock, shared with its owner.
+    #[allow(dead_code)] // used by the supervisor, which holds its clock as `Arc<dyn Clock>`
+    pub(crate) fn shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Called once per stuck task, on the thread that runs the check, inside the
     /// panic boundary (a panic in it is caught and dropped).
     pub fn on_stuck(mut self, f: impl Fn(&Stuck) + Send + Sync + 'static) -> Self {
