@@ -32,8 +32,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::Location;
+use std::sync::Arc;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use crate::observe::{Dump, Slot};
 
 /// A corral thread that is alive now.
 #[derive(Debug, Clone)]
@@ -43,7 +46,8 @@ pub struct LiveThread {
     pub name: String,
     /// The type that owns the thread and joins it (`Scope`, `WorkerPool`, ...).
     pub owner: &'static str,
-    /// Where inside corral, or in the caller, the thread was spawned.
+    /// Where the thread was spawned in the caller's code: the line that built its
+    /// owner (pool, pipeline, supervisor) or called `Scope::spawn`.
     pub spawned_at: &'static Location<'static>,
 }
 
@@ -94,6 +98,17 @@ pub fn live_threads() -> Vec<LiveThread> {
         .collect()
 }
 
+/// What every live corral thread is doing, and since when: its owner (kind, name and
+/// the line of your code that built it), its role, its activity, what it is blocked
+/// on, and whether a watchdog found its task stuck; also any other thread while it
+/// waits on a corral semaphore or rate limiter. Runs every live watchdog first.
+/// `Display` prints a table grouped by owner, longest-waiting first.
+///
+/// See [`observe`](crate::observe) for the types and an example.
+pub fn dump() -> Dump {
+    crate::observe::dump()
+}
+
 /// How many corral threads are alive right now.
 pub fn live_count() -> usize {
     registry().threads.len()
@@ -103,15 +118,12 @@ pub fn live_count() -> usize {
 pub(crate) struct Tracker {
     id: u64,
     checks: Vec<u64>,
+    slot: Arc<Slot>,
 }
 
 impl Tracker {
     /// Registers a thread about to be spawned from the current thread.
-    pub(crate) fn register(
-        owner: &'static str,
-        name: String,
-        spawned_at: &'static Location<'static>,
-    ) -> Tracker {
+    pub(crate) fn register(owner: &'static str, slot: Arc<Slot>) -> Tracker {
         let checks = CHECKS.with(|c| c.borrow().clone());
         let mut reg = registry();
         reg.next_id += 1;
@@ -120,19 +132,20 @@ impl Tracker {
             id,
             Entry {
                 thread: LiveThread {
-                    name,
+                    name: slot.name().to_owned(),
                     owner,
-                    spawned_at,
+                    spawned_at: slot.spawned_at(),
                 },
                 checks: checks.clone(),
             },
         );
-        Tracker { id, checks }
+        Tracker { id, checks, slot }
     }
 
     /// Called first thing on the new thread: its own spawns inherit the attribution.
     pub(crate) fn enter(&self) {
         CHECKS.with(|c| *c.borrow_mut() = self.checks.clone());
+        crate::observe::enter(self.slot.clone());
     }
 }
 

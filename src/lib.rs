@@ -303,6 +303,12 @@
 //! [`leak::live_threads`] lists the corral threads alive now. [`leak::LeakCheck`]
 //! fails a test when threads started under it outlive it; its OS mode catches threads
 //! leaked by any library.
+//!
+//! [`leak::dump`] is the goroutine dump of corral: every live corral thread with its
+//! owner, role, what it is doing or blocked on and since when, and the line of your
+//! code that started it; a [`Watchdog`](observe::Watchdog) reports tasks running
+//! past a threshold. Features `tracing` and `metrics` add events and metrics
+//! (`docs/metrics.md` lists them).
 #![deny(unsafe_code)]
 #![warn(
     missing_docs,
@@ -326,6 +332,7 @@ pub mod fleet;
 pub mod group;
 pub mod guarantees;
 pub mod leak;
+pub mod observe;
 mod overflow;
 mod panic;
 pub mod pipeline;
@@ -336,6 +343,7 @@ pub mod resilience;
 pub mod scope;
 pub mod semaphore;
 mod spawn;
+mod striped;
 pub mod supervisor;
 mod sync;
 /// Nanoseconds since a base on a [`Clock`](clock::Clock), with a TSC fast path for

@@ -382,6 +382,28 @@ impl Semaphore {
         })
     }
 
+    /// A builder, for a semaphore with a [`name`](SemaphoreBuilder::name).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let sem = corral::Semaphore::builder(4).name("db").build()?;
+    /// assert_eq!(sem.name(), Some("db"));
+    /// assert!(format!("{sem:?}").contains("\"db\""));
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn builder(permits: usize) -> SemaphoreBuilder {
+        SemaphoreBuilder {
+            permits,
+            name: None,
+        }
+    }
+
+    /// The name given by [`SemaphoreBuilder::name`], if any.
+    pub fn name(&self) -> Option<&str> {
+        self.engine.name().map(|n| &**n)
+    }
+
     /// Acquires one permit, waiting as long as it takes.
     ///
     /// # Errors
@@ -399,6 +421,7 @@ impl Semaphore {
     /// drop(permit);
     /// ```
     #[inline]
+    #[track_caller]
     pub fn acquire(&self) -> Result<Permit<'_>, AcquireError> {
         self.acquire_until(1, &Until::FOREVER)
     }
@@ -440,6 +463,7 @@ impl Semaphore {
     /// let err = sem.acquire_timeout(Duration::from_millis(5)).unwrap_err();
     /// assert_eq!(err, corral::semaphore::AcquireError::Timeout);
     /// ```
+    #[track_caller]
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<Permit<'_>, AcquireError> {
         self.acquire_until(1, &Until::timeout(timeout))
     }
@@ -459,6 +483,7 @@ impl Semaphore {
     /// let permit = sem.acquire_deadline(Instant::now() + Duration::from_secs(1)).unwrap();
     /// # drop(permit);
     /// ```
+    #[track_caller]
     pub fn acquire_deadline(&self, deadline: Instant) -> Result<Permit<'_>, AcquireError> {
         self.acquire_until(1, &Until::deadline(deadline))
     }
@@ -482,6 +507,7 @@ impl Semaphore {
     /// let err = sem.acquire_cancellable(&token).unwrap_err();
     /// assert_eq!(err, AcquireError::Cancelled(CancelReason::Cancelled));
     /// ```
+    #[track_caller]
     pub fn acquire_cancellable(&self, token: &CancelToken) -> Result<Permit<'_>, AcquireError> {
         self.acquire_until(1, &Until::cancellable(token))
     }
@@ -503,6 +529,7 @@ impl Semaphore {
     /// assert!(sem.acquire_many(11).is_err()); // above capacity: immediate error
     /// drop(batch);
     /// ```
+    #[track_caller]
     pub fn acquire_many(&self, n: usize) -> Result<Permit<'_>, AcquireError> {
         self.acquire_until(n, &Until::FOREVER)
     }
@@ -546,6 +573,7 @@ impl Semaphore {
     /// assert!(sem.acquire_many_timeout(3, Duration::from_millis(5)).is_err());
     /// assert!(sem.acquire_many_timeout(2, Duration::from_millis(5)).is_ok());
     /// ```
+    #[track_caller]
     pub fn acquire_many_timeout(
         &self,
         n: usize,
@@ -569,6 +597,7 @@ impl Semaphore {
     /// let p = sem.acquire_many_deadline(3, Instant::now() + Duration::from_secs(1)).unwrap();
     /// assert_eq!(p.num_permits(), 3);
     /// ```
+    #[track_caller]
     pub fn acquire_many_deadline(
         &self,
         n: usize,
@@ -594,6 +623,7 @@ impl Semaphore {
     /// let token = CancelToken::with_timeout(Duration::from_millis(5));
     /// assert!(sem.acquire_many_cancellable(2, &token).is_err());
     /// ```
+    #[track_caller]
     pub fn acquire_many_cancellable(
         &self,
         n: usize,
@@ -603,6 +633,7 @@ impl Semaphore {
     }
 
     #[inline]
+    #[track_caller]
     fn acquire_until(&self, n: usize, until: &Until<'_>) -> Result<Permit<'_>, AcquireError> {
         self.engine.acquire(n, until)?;
         Ok(Permit {
@@ -630,6 +661,7 @@ impl Semaphore {
     /// assert_eq!(sem.available(), 2);
     /// ```
     #[inline]
+    #[track_caller]
     pub fn acquire_owned(self: &Arc<Self>) -> Result<OwnedPermit, AcquireError> {
         self.acquire_owned_until(1, &Until::FOREVER)
     }
@@ -670,6 +702,7 @@ impl Semaphore {
     /// let permit = sem.acquire_owned_timeout(Duration::from_secs(1)).unwrap();
     /// # drop(permit);
     /// ```
+    #[track_caller]
     pub fn acquire_owned_timeout(
         self: &Arc<Self>,
         timeout: Duration,
@@ -692,6 +725,7 @@ impl Semaphore {
     /// let permit = sem.acquire_owned_deadline(Instant::now() + Duration::from_secs(1)).unwrap();
     /// # drop(permit);
     /// ```
+    #[track_caller]
     pub fn acquire_owned_deadline(
         self: &Arc<Self>,
         deadline: Instant,
@@ -715,6 +749,7 @@ impl Semaphore {
     /// let permit = sem.acquire_owned_cancellable(&token).unwrap();
     /// # drop(permit);
     /// ```
+    #[track_caller]
     pub fn acquire_owned_cancellable(
         self: &Arc<Self>,
         token: &CancelToken,
@@ -737,6 +772,7 @@ impl Semaphore {
     /// let permit = sem.acquire_many_owned(3).unwrap();
     /// assert_eq!(permit.num_permits(), 3);
     /// ```
+    #[track_caller]
     pub fn acquire_many_owned(self: &Arc<Self>, n: usize) -> Result<OwnedPermit, AcquireError> {
         self.acquire_owned_until(n, &Until::FOREVER)
     }
@@ -784,6 +820,7 @@ impl Semaphore {
     /// let permit = sem.acquire_many_owned_timeout(2, Duration::from_secs(1)).unwrap();
     /// # drop(permit);
     /// ```
+    #[track_caller]
     pub fn acquire_many_owned_timeout(
         self: &Arc<Self>,
         n: usize,
@@ -808,6 +845,7 @@ impl Semaphore {
     /// let permit = sem.acquire_many_owned_deadline(2, deadline).unwrap();
     /// # drop(permit);
     /// ```
+    #[track_caller]
     pub fn acquire_many_owned_deadline(
         self: &Arc<Self>,
         n: usize,
@@ -833,6 +871,7 @@ impl Semaphore {
     /// let permit = sem.acquire_many_owned_cancellable(4, &token).unwrap();
     /// # drop(permit);
     /// ```
+    #[track_caller]
     pub fn acquire_many_owned_cancellable(
         self: &Arc<Self>,
         n: usize,
@@ -842,6 +881,7 @@ impl Semaphore {
     }
 
     #[inline]
+    #[track_caller]
     pub(crate) fn acquire_owned_until(
         self: &Arc<Self>,
         n: usize,
@@ -999,10 +1039,40 @@ impl Semaphore {
     }
 }
 
+/// Configures a [`Semaphore`]: its permits and a name.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct SemaphoreBuilder {
+    permits: usize,
+    name: Option<Arc<str>>,
+}
+
+impl SemaphoreBuilder {
+    /// A name for the semaphore, shown in its `Debug`, in the thread dump (as
+    /// "waiting for a permit of "name""), and in events and metrics.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(Arc::from(name.into()));
+        self
+    }
+
+    /// The semaphore.
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::try_new`].
+    pub fn build(self) -> Result<Semaphore, ConfigError> {
+        let sem = Semaphore::try_new(self.permits)?;
+        Ok(Semaphore {
+            engine: sem.engine.named(self.name),
+        })
+    }
+}
+
 impl fmt::Debug for Semaphore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.stats();
         f.debug_struct("Semaphore")
+            .field("name", &self.name())
             .field("capacity", &s.capacity)
             .field("available", &s.available)
             .field("waiting", &s.waiting)

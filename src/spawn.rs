@@ -11,6 +11,8 @@ use std::thread::{Builder, JoinHandle, Scope, ScopedJoinHandle};
 
 use crate::config::ConfigError;
 use crate::leak::Tracker;
+use crate::observe::{Owner, Role, Slot};
+use std::sync::Arc;
 
 /// A thread did not start: the OS refused it (or its name had a NUL byte).
 ///
@@ -167,15 +169,41 @@ pub(crate) struct ThreadSpec {
     pub(crate) name: String,
     /// Stack size in bytes; the platform default when `None`.
     pub(crate) stack_size: Option<usize>,
+    /// What the thread is for, in the thread dump.
+    pub(crate) role: Role,
+    /// The owner instance (its name and the user's line that built it), if any.
+    pub(crate) owned_by: Option<Arc<Owner>>,
 }
 
 impl ThreadSpec {
     pub(crate) fn new(owner: &'static str, name: impl Into<String>) -> Self {
+        let role = match owner {
+            "Scope" => Role::ScopeThread,
+            "TaskGroup" => Role::GroupTask,
+            _ => Role::Other,
+        };
         ThreadSpec {
             owner,
             name: name.into(),
             stack_size: None,
+            role,
+            owned_by: None,
         }
+    }
+
+    #[allow(dead_code)] // used by the owners that start threads (pool, pipeline, supervisor)
+    /// Sets what the thread is for.
+    pub(crate) fn role(mut self, role: Role) -> Self {
+        self.role = role;
+        self
+    }
+
+    #[allow(dead_code)] // used by the owners that start threads (pool, pipeline, supervisor)
+    /// Attributes the thread to an owner instance: the dump groups it there and shows
+    /// the owner's name and creation site as its spawn site.
+    pub(crate) fn owned_by(mut self, owner: &Arc<Owner>) -> Self {
+        self.owned_by = Some(owner.clone());
+        self
     }
 
     /// The builder, the leak registration and the full name of this thread. A name with a NUL byte
@@ -198,7 +226,14 @@ impl ThreadSpec {
         if let Some(size) = self.stack_size {
             builder = builder.stack_size(size);
         }
-        let tracker = Tracker::register(self.owner, name.clone(), at);
+        let slot = Slot::new(
+            name.clone(),
+            self.owner,
+            self.owned_by.clone(),
+            self.role,
+            at,
+        );
+        let tracker = Tracker::register(self.owner, slot);
         Ok((builder, tracker, name))
     }
 }

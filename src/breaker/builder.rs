@@ -4,7 +4,7 @@ use std::any::Any;
 use std::fmt;
 use std::time::Duration;
 
-use super::engine::{Config, Engine, FailurePredicate, StateCallback};
+use super::engine::{Config, Engine, FailurePredicate, Metrics, StateCallback};
 use super::stripes::BUCKETS;
 use super::window::WindowKind;
 use super::{CircuitBreaker, State, Window};
@@ -57,6 +57,7 @@ pub struct BreakerBuilder {
     /// `None`: [`SystemClock`]. The timeline is built where the clock's type is known,
     /// so a `SystemClock` passed to [`clock`](Self::clock) also gets the TSC path.
     timeline: Option<Box<Timeline<dyn Clock>>>,
+    name: Option<std::sync::Arc<str>>,
 }
 
 impl fmt::Debug for BreakerBuilder {
@@ -74,6 +75,7 @@ impl fmt::Debug for BreakerBuilder {
             .field("is_failure", &self.is_failure.is_some())
             .field("on_state_change", &self.on_state_change.is_some())
             .field("clock", &self.timeline.as_ref().map(|t| t.clock()))
+            .field("name", &self.name)
             .finish()
     }
 }
@@ -93,6 +95,7 @@ impl Default for BreakerBuilder {
             is_failure: None,
             on_state_change: None,
             timeline: None,
+            name: None,
         }
     }
 }
@@ -260,6 +263,19 @@ impl BreakerBuilder {
                 None => true,
             }
         }));
+        self
+    }
+
+    /// A name for the breaker, shown in its `Debug` and as the `name` of its events
+    /// and metrics (features `tracing`, `metrics`).
+    ///
+    /// ```
+    /// let breaker = corral::CircuitBreaker::builder().name("payments").build()?;
+    /// assert_eq!(breaker.name(), Some("payments"));
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(std::sync::Arc::from(name.into()));
         self
     }
 
@@ -444,6 +460,8 @@ impl BreakerBuilder {
             timeline: self
                 .timeline
                 .unwrap_or_else(|| Box::new(Timeline::new(SystemClock))),
+            metrics: Metrics::new(self.name.as_deref()),
+            name: self.name,
         };
         Ok(CircuitBreaker {
             engine: Engine::new(config),

@@ -24,10 +24,12 @@ use std::any::Any;
 use std::fmt;
 use std::time::Duration;
 
-use super::stripes::{bump, Stripes};
+use super::stripes::Stripes;
 use super::window::{Totals, WindowKind, WindowState};
 use crate::clock::Clock;
+use crate::observe::event;
 use crate::panic::Panic;
+use crate::striped::bump;
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::timeline::{Coarse, Timeline};
 
@@ -137,6 +139,43 @@ pub(super) struct Config {
     pub(super) is_failure: Option<FailurePredicate>,
     pub(super) on_state_change: Option<StateCallback>,
     pub(super) timeline: Box<Timeline<dyn Clock>>,
+    pub(super) name: Option<std::sync::Arc<str>>,
+    pub(super) metrics: Metrics,
+}
+
+/// The breaker's metric handles (feature `metrics`; zero-sized otherwise).
+pub(super) struct Metrics {
+    state: event::Gauge,
+    calls: event::Counter,
+    failures: event::Counter,
+    slow: event::Counter,
+    rejected: event::Counter,
+}
+
+impl Metrics {
+    pub(super) fn new(name: Option<&str>) -> Self {
+        let kind = "CircuitBreaker";
+        let metrics = Metrics {
+            state: event::Gauge::new("corral_breaker_state", kind, name),
+            calls: event::Counter::new("corral_breaker_calls_total", kind, name),
+            failures: event::Counter::new("corral_breaker_failures_total", kind, name),
+            slow: event::Counter::new("corral_breaker_slow_calls_total", kind, name),
+            rejected: event::Counter::new("corral_breaker_rejected_total", kind, name),
+        };
+        metrics.state.set(gauge_of(State::Closed));
+        metrics
+    }
+}
+
+/// The state gauge's value: 0 closed, 1 half-open, 2 open, 3 forced open, 4 disabled.
+fn gauge_of(state: State) -> f64 {
+    match state {
+        State::Closed => 0.0,
+        State::HalfOpen => 1.0,
+        State::Open => 2.0,
+        State::ForcedOpen => 3.0,
+        State::Disabled => 4.0,
+    }
 }
 
 /// How a permitted call ended.
@@ -431,6 +470,7 @@ impl Engine {
     fn refused(&self) {
         let (stripe, owned) = self.stripes.mine();
         bump(&stripe.rejected, owned);
+        self.cfg.metrics.rejected.add(1);
     }
 
     #[cold]
@@ -481,6 +521,14 @@ impl Engine {
 
     #[inline(always)]
     pub(super) fn record(&self, permit: &Permit, outcome: Outcome) {
+        match outcome {
+            Outcome::Ignore => {}
+            Outcome::Success => self.cfg.metrics.calls.add(1),
+            Outcome::Failure => {
+                self.cfg.metrics.calls.add(1);
+                self.cfg.metrics.failures.add(1);
+            }
+        }
         match permit.kind {
             Kind::Closed => self.record_closed(permit, outcome),
             Kind::Trial => self.record_trial(permit, outcome),
@@ -565,6 +613,7 @@ impl Engine {
             }
             if slow {
                 core.slow += 1;
+                self.cfg.metrics.slow.add(1);
             }
             if self.word_of(&core) == permit.word {
                 self.closed_outcome(&mut core, failure, slow, now, &mut events);
@@ -699,6 +748,7 @@ impl Engine {
         }
         if slow {
             core.slow += 1;
+            self.cfg.metrics.slow.add(1);
         }
     }
 
@@ -785,6 +835,17 @@ impl Engine {
     /// Hands the collected transitions to `on_state_change`, each call inside the panic
     /// boundary: a panicking callback is counted and the next event still fires.
     fn fire(&self, events: &Events) {
+        for &(from, to) in &events.list[..events.len] {
+            self.cfg.metrics.state.set(gauge_of(to));
+            event::emit!(
+                info,
+                "CircuitBreaker",
+                self.cfg.name.as_deref(),
+                "circuit breaker changed state",
+                from = from.to_string().as_str(),
+                to = to.to_string().as_str(),
+            );
+        }
         if let Some(callback) = &self.cfg.on_state_change {
             for &(from, to) in &events.list[..events.len] {
                 if Panic::catch_any(|| callback(from, to)).is_err() {
@@ -806,6 +867,11 @@ impl Engine {
             self.transition(&mut core, to, now, &mut events);
         }
         self.fire(&events);
+    }
+
+    /// The breaker's name, if it has one.
+    pub(super) fn name(&self) -> Option<&str> {
+        self.cfg.name.as_deref()
     }
 
     /// The stored state, without applying due time-based transitions.

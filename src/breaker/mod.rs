@@ -285,6 +285,7 @@ pub struct CircuitBreaker {
 impl fmt::Debug for CircuitBreaker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
+            .field("name", &self.engine.name())
             .field("state", &self.engine.current_state())
             .finish_non_exhaustive()
     }
@@ -297,6 +298,11 @@ impl Default for CircuitBreaker {
 }
 
 impl CircuitBreaker {
+    /// The name given by [`BreakerBuilder::name`], if any.
+    pub fn name(&self) -> Option<&str> {
+        self.engine.name()
+    }
+
     /// A breaker with the [`BreakerBuilder`] defaults: opens after 5 consecutive
     /// failures, for 30 s, then admits one trial call.
     pub fn new() -> Self {

@@ -5,10 +5,8 @@
 //! per call. So every counter a success touches lives in a [`Stripe`]: a
 //! 128-byte-aligned block per thread.
 //!
-//! - Each live thread holds a small process-wide slot number ([`SLOTS`]); the first
-//!   `EXCLUSIVE` slots own a stripe outright and count with plain relaxed loads and
-//!   stores, every other thread shares one of `SHARED` stripes with atomic
-//!   read-modify-writes: still exact, just more expensive.
+//! - Each live thread counts into its own stripe (plain relaxed loads and stores), or
+//!   shares one with atomic read-modify-writes (`crate::striped`).
 //! - `successes` is cumulative since the breaker was built. The count window reads
 //!   the sum over all stripes as "calls so far" and never resets it; a reset records
 //!   the sum as a base instead.
@@ -16,6 +14,7 @@
 //!   owning thread) per success ([`Stripe::add_at`]).
 //! - Failures and slow calls are rare and take the breaker's lock; they are not here.
 
+use crate::striped;
 use crate::sync::{AtomicU64, Ordering};
 
 /// Number of buckets a time window is split into: outcomes expire a tenth of the
@@ -25,18 +24,6 @@ pub(super) const BUCKETS: usize = 10;
 /// How many buckets behind the newest one a success may still be reported (a thread
 /// descheduled between reading the clock and counting): 2^16 windows.
 const LATE_LIMIT: u32 = (BUCKETS as u32) << 16;
-
-/// Stripes owned by one thread each (slots `0..EXCLUSIVE`). Its only writer is that
-/// thread, so a count is a plain relaxed load and store, not a locked
-/// read-modify-write (which costs a locked instruction even uncontended). A slot's
-/// previous owner has exited before the slot is reused, and the free list's lock
-/// orders the two.
-const EXCLUSIVE: usize = 32;
-/// Stripes shared, with atomic read-modify-writes, by every other thread: threads with
-/// higher slot numbers (more than `EXCLUSIVE` threads alive in the process), threads
-/// whose slot is already torn down, and every thread under loom (where model threads
-/// share one OS thread's thread-locals).
-const SHARED: usize = 4;
 
 /// Counters written by the threads mapped to one stripe.
 #[repr(align(128))]
@@ -141,83 +128,26 @@ impl Stripe {
     }
 }
 
-/// Adds one to a stripe counter: a plain load and store when this thread owns the
-/// stripe, an atomic increment otherwise.
-#[inline]
-pub(super) fn bump(counter: &AtomicU64, owned: bool) {
-    if owned {
-        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    } else {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// The stripes of one breaker.
 #[derive(Debug)]
 pub(super) struct Stripes {
     stripes: Box<[Stripe]>,
 }
 
-/// Slot numbers of live threads: the next never-used one, and those returned. Each
-/// live thread holds one, handed out lowest-free-first and returned when the thread
-/// exits, so no two live threads hold the same number.
-/// A process-wide registry, not part of the loom-modelled core (under loom no thread
-/// uses its slot as an exclusive stripe), hence the std lock.
-static SLOTS: std::sync::Mutex<(usize, Vec<usize>)> = std::sync::Mutex::new((0, Vec::new()));
-
-/// The calling thread's slot number; returned to [`SLOTS`] when the thread exits.
-struct Slot(usize);
-
-impl Slot {
-    fn take() -> Slot {
-        let mut slots = SLOTS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match slots.1.pop() {
-            Some(free) => Slot(free),
-            None => {
-                slots.0 += 1;
-                Slot(slots.0 - 1)
-            }
-        }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut slots = SLOTS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        slots.1.push(self.0);
-        // Lowest first, so a few long-lived threads keep owning stripes.
-        slots.1.sort_unstable_by(|a, b| b.cmp(a));
-    }
-}
-
-std::thread_local! {
-    static SLOT: Slot = Slot::take();
-}
-
 impl Stripes {
     pub(super) fn new() -> Self {
-        let count = if cfg!(loom) { 2 } else { EXCLUSIVE + SHARED };
         Stripes {
-            stripes: (0..count).map(|_| Stripe::new()).collect(),
+            stripes: (0..striped::stripe_count())
+                .map(|_| Stripe::new())
+                .collect(),
         }
     }
 
     /// The calling thread's stripe, and whether the thread owns it.
     #[inline]
     pub(super) fn mine(&self) -> (&Stripe, bool) {
-        let slot = SLOT.try_with(|s| s.0).unwrap_or(usize::MAX);
-        if !cfg!(loom) && slot < EXCLUSIVE {
-            if let Some(stripe) = self.stripes.get(slot) {
-                return (stripe, true);
-            }
-        }
-        let shared = self.stripes.len().min(SHARED);
-        let base = self.stripes.len() - shared;
-        (&self.stripes[base + slot % shared], false)
+        let (index, owned) = striped::stripe_index(self.stripes.len());
+        (&self.stripes[index], owned)
     }
 
     /// Sum of the window successes over all stripes.

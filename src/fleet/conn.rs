@@ -1,7 +1,7 @@
 //! [`RedisPool`]: a bounded set of Redis connections shared by a process's threads.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 
 use crate::cancel::CancelReason;
 use crate::config::ConfigError;
+use crate::observe::event;
 use crate::semaphore::{OwnedPermit, Semaphore};
 use crate::sync::time;
 use crate::wait::{Interrupted, Until};
@@ -103,6 +104,9 @@ struct Inner {
     target: String,
     /// Every form of the password the user gave, for scrubbing error texts.
     secrets: Vec<String>,
+    /// A broken connection was dropped: the next one opened is a reconnect.
+    broken: AtomicBool,
+    reconnects: event::Counter,
 }
 
 struct Conn {
@@ -148,6 +152,15 @@ impl RedisPool {
                     .client
                     .get_connection_with_timeout(budget)
                     .map_err(|e| self.failed(&e, until))?;
+                if inner.broken.swap(false, Ordering::Relaxed) {
+                    inner.reconnects.add(1);
+                    event::emit!(
+                        info,
+                        "RedisPool",
+                        Some(inner.target.as_str()),
+                        "reconnected to redis"
+                    );
+                }
                 Conn {
                     conn,
                     timeout: None,
@@ -242,6 +255,7 @@ impl RedisPool {
         }
         if e.is_io_error() || e.is_unrecoverable_error() {
             self.inner.idle.lock().clear();
+            self.inner.broken.store(true, Ordering::Relaxed);
         }
         CallError::Backend(BackendError::new(
             format!(
@@ -365,9 +379,19 @@ impl RedisPoolBuilder {
         Ok(RedisPool {
             inner: Arc::new(Inner {
                 client,
-                slots: Arc::new(Semaphore::new(self.max_connections)),
+                slots: Arc::new(
+                    Semaphore::builder(self.max_connections)
+                        .name(format!("redis connections to {target}"))
+                        .build()?,
+                ),
                 idle: Mutex::new(Vec::new()),
                 io_timeout: self.io_timeout,
+                reconnects: event::Counter::new(
+                    "corral_redis_reconnects_total",
+                    "RedisPool",
+                    Some(&target),
+                ),
+                broken: AtomicBool::new(false),
                 target,
                 secrets,
             }),

@@ -22,6 +22,7 @@ use crate::breaker::CircuitBreaker;
 use crate::cancel::{CancelReason, CancelToken};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ConfigError;
+use crate::observe::event;
 use crate::rate::{CheckError, KeyedRateLimiter};
 use crate::resilience::{Limit, LimitHold, LimitRefused};
 use crate::sync::time;
@@ -210,6 +211,8 @@ pub struct RedisRateLimiter {
     fallback: Option<KeyedRateLimiter<String>>,
     health: CircuitBreaker,
     counters: Counters,
+    name: Option<Arc<str>>,
+    backend_errors: event::Counter,
 }
 
 /// One decision, before it is counted and turned into the public result.
@@ -220,6 +223,11 @@ enum Decision {
 }
 
 impl RedisRateLimiter {
+    /// The name given by [`RedisRateLimiterBuilder::name`], if any.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
     /// A builder for a limiter with a pool of its own on `url` (see
     /// [`RedisPool::builder`]); the rate must be set with
     /// [`per_second`](RedisRateLimiterBuilder::per_second),
@@ -394,6 +402,14 @@ impl RedisRateLimiter {
                 Err(CallError::Backend(e)) => {
                     guard.failure();
                     bump(&self.counters.backend_errors);
+                    self.backend_errors.add(1);
+                    event::emit!(
+                        warn,
+                        "RedisRateLimiter",
+                        self.name.as_deref(),
+                        "redis backend error",
+                        error = e.to_string().as_str(),
+                    );
                     self.fall_back(key, cells, e)
                 }
             },
@@ -460,6 +476,7 @@ impl RedisRateLimiter {
 impl fmt::Debug for RedisRateLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisRateLimiter")
+            .field("name", &self.name)
             .field("pool", &self.pool)
             .field("prefix", &self.prefix)
             .field("interval", &self.interval())
@@ -514,11 +531,20 @@ pub struct RedisRateLimiterBuilder {
     burst: u32,
     policy: FailurePolicy,
     probe_interval: Duration,
+    name: Option<Arc<str>>,
 }
 
 impl RedisRateLimiterBuilder {
+    /// A name for the limiter, shown in its `Debug` and as the `name` of its events
+    /// and metrics (features `tracing`, `metrics`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(Arc::from(name.into()));
+        self
+    }
+
     fn new(pool: PoolSource) -> Self {
         RedisRateLimiterBuilder {
+            name: None,
             pool,
             prefix: "corral:rate:".to_owned(),
             interval: None,
@@ -674,6 +700,12 @@ impl RedisRateLimiterBuilder {
             fallback,
             health,
             counters: Counters::default(),
+            backend_errors: event::Counter::new(
+                "corral_redis_backend_errors_total",
+                "RedisRateLimiter",
+                self.name.as_deref(),
+            ),
+            name: self.name,
         })
     }
 }
@@ -687,6 +719,7 @@ impl fmt::Debug for RedisRateLimiterBuilder {
             .field("burst", &self.burst)
             .field("policy", &self.policy)
             .field("probe_interval", &self.probe_interval)
+            .field("name", &self.name)
             .finish()
     }
 }

@@ -22,6 +22,7 @@ use super::conn::{BackendError, CallError, PoolSource, RedisPool, RoundTrips};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ConfigError;
+use crate::observe::event;
 use crate::resilience::{Limit, LimitHold, LimitRefused};
 use crate::sync::time;
 use crate::wait::{Interrupted, Until};
@@ -201,6 +202,7 @@ pub struct RedisSemaphore {
     renew: Script,
     release: Script,
     counters: Counters,
+    backend_errors: event::Counter,
 }
 
 /// One permit of a [`RedisSemaphore`]: released when dropped (within `io_timeout`;
@@ -378,6 +380,14 @@ impl RedisSemaphore {
                 CallError::Interrupted(why) => interrupted(why),
                 CallError::Backend(e) => {
                     add(&self.counters.backend_errors, 1);
+                    self.backend_errors.add(1);
+                    event::emit!(
+                        warn,
+                        "RedisSemaphore",
+                        Some(self.name.as_str()),
+                        "redis backend error",
+                        error = e.to_string().as_str(),
+                    );
                     RedisAcquireError::Backend(e)
                 }
             })
@@ -615,6 +625,11 @@ impl RedisSemaphoreBuilder {
             pool,
             leases_key: format!("{tag}:leases"),
             fence_key: format!("{tag}:fence"),
+            backend_errors: event::Counter::new(
+                "corral_redis_backend_errors_total",
+                "RedisSemaphore",
+                Some(&self.name),
+            ),
             name: self.name,
             capacity: self.capacity,
             ttl: self.ttl,

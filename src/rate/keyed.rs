@@ -19,11 +19,13 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::{CheckError, InsufficientCapacity, NotUntil, WaitError};
 use super::gcra::{decide, returned, Grant, Refusal, NEVER};
 use super::quota::{sleep_until_ready, Bound, Quota, NANOS_PER_SEC};
+use super::tally::Tally;
 use crate::cancel::{CancelReason, CancelToken};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ConfigError;
@@ -92,6 +94,7 @@ pub struct KeyedRateLimiter<K, C: Clock = SystemClock> {
     /// Keys whose `Drop` panicked when the limiter forgot them (caught, counted).
     key_drop_panics: AtomicU64,
     time: Timeline<C>,
+    tally: Tally,
 }
 
 /// One shard on its own cache lines, so neighbours' locks do not false-share.
@@ -237,6 +240,7 @@ pub struct KeyedRateLimiterBuilder<K, C = SystemClock> {
     max_keys: usize,
     shards: Option<usize>,
     clock: C,
+    name: Option<Arc<str>>,
     key: PhantomData<fn(K)>,
 }
 
@@ -298,6 +302,7 @@ impl<K> KeyedRateLimiterBuilder<K> {
             max_keys: DEFAULT_MAX_KEYS,
             shards: None,
             clock: SystemClock,
+            name: None,
             key: PhantomData,
         }
     }
@@ -370,8 +375,22 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiterBuilder<K, C> {
             max_keys: self.max_keys,
             shards: self.shards,
             clock,
+            name: self.name,
             key: PhantomData,
         }
+    }
+
+    /// A name for the limiter, shown in its `Debug`, in the thread dump (as "waiting
+    /// for a slot of "name""), and in events and metrics.
+    ///
+    /// ```
+    /// let per_user = corral::KeyedRateLimiter::<u64>::per_second(5).name("per-user").build()?;
+    /// assert_eq!(per_user.name(), Some("per-user"));
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(Arc::from(name.into()));
+        self
     }
 
     /// Builds the limiter; every key starts fresh, with its whole burst.
@@ -431,6 +450,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiterBuilder<K, C> {
             max_keys: self.max_keys,
             key_drop_panics: AtomicU64::new(0),
             time: Timeline::new(self.clock),
+            tally: Tally::new("KeyedRateLimiter", self.name),
         })
     }
 }
@@ -469,6 +489,12 @@ pub struct KeyedStats {
     /// Forgotten keys whose `Drop` panicked. The panic is caught (the key is gone, the
     /// limiter unaffected) and counted here.
     pub key_drop_panics: u64,
+    /// Calls admitted: `check_key`, `check_key_n` and waits that got their cells
+    /// (zero-cell calls are not counted).
+    pub admitted: u64,
+    /// Calls refused: `check_key` and `check_key_n` that returned an error, and waits
+    /// that failed.
+    pub refused: u64,
 }
 
 impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
@@ -532,11 +558,18 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
 
     fn decide(&self, key: &K, cells: u32) -> Result<(), CheckError> {
         let now = self.time.now();
-        match self.claim(key, cells, now, Some(now)) {
+        let claimed = self.claim(key, cells, now, Some(now));
+        self.tally.count(claimed.is_ok());
+        match claimed {
             Ok(_) => Ok(()),
             Err(Refusal::TooMany { burst }) => Err(InsufficientCapacity::new(cells, burst).into()),
             Err(Refusal::NotUntil { at, now }) => Err(self.not_until(at, now).into()),
         }
+    }
+
+    /// The name given by [`KeyedRateLimiterBuilder::name`], if any.
+    pub fn name(&self) -> Option<&str> {
+        self.tally.name().map(|n| &**n)
     }
 
     /// Claims `cells` for `key` at `now` unless their slot lies past `latest`.
@@ -758,6 +791,12 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         if cells == 0 {
             return Ok(());
         }
+        let waited = self.wait_key_cells(key, cells, until);
+        self.tally.count(waited.is_ok());
+        waited
+    }
+
+    fn wait_key_cells(&self, key: &K, cells: u32, until: Until<'_>) -> Result<(), WaitError> {
         if let Some(reason) = until.token().and_then(CancelToken::reason) {
             return Err(WaitError::Cancelled(reason));
         }
@@ -775,9 +814,11 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         if grant.ready <= u128::from(now) {
             return Ok(());
         }
+        let dump = crate::observe::waiting_for_rate(self.tally.name());
         if sleep_until_ready(&self.time, grant.ready, until.token()) {
             return Ok(());
         }
+        drop(dump);
         // Cancelled while asleep: give the slot back if the key is still remembered
         // as the entry the slot was claimed on.
         let (hash, shard) = self.locate(key);
@@ -919,6 +960,8 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
             evicted_idle: 0,
             evicted_active: 0,
             key_drop_panics: self.key_drop_panics.load(Ordering::Relaxed),
+            admitted: self.tally.admitted(),
+            refused: self.tally.refused(),
         };
         for shard in self.shards.iter() {
             let map = shard.lock();
@@ -946,6 +989,7 @@ impl<K, C: Clock> Drop for KeyedRateLimiter<K, C> {
 impl<K, C: Clock> fmt::Debug for KeyedRateLimiter<K, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedRateLimiter")
+            .field("name", &self.tally.name())
             .field("interval", &Duration::from_nanos(self.interval))
             .field("burst", &self.burst)
             .field("max_keys", &self.max_keys)
@@ -962,6 +1006,7 @@ impl<K, C: fmt::Debug> fmt::Debug for KeyedRateLimiterBuilder<K, C> {
             .field("burst", &self.burst)
             .field("max_keys", &self.max_keys)
             .field("clock", &self.clock)
+            .field("name", &self.name)
             .finish()
     }
 }

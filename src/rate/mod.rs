@@ -29,6 +29,7 @@ mod gcra;
 mod keyed;
 mod quota;
 mod reservation;
+mod tally;
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -38,6 +39,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::ConfigError;
 use crate::sync::{AtomicU64, Ordering};
 use crate::wait::Until;
+use std::sync::Arc;
 
 pub use error::{CheckError, InsufficientCapacity, NotUntil, WaitError};
 pub use keyed::{KeyedRateLimiter, KeyedRateLimiterBuilder, KeyedStats};
@@ -46,6 +48,7 @@ pub use reservation::Reservation;
 use crate::timeline::Timeline;
 use gcra::{Gcra, Grant, Refusal, MAX_SPAN_NANOS};
 use quota::{check_burst, sleep_until_ready, Bound, Quota, NANOS_PER_SEC};
+use tally::Tally;
 
 /// A lock-free GCRA rate limiter: `rate` cells per period, with bursts of up to `burst`.
 ///
@@ -105,6 +108,7 @@ use quota::{check_burst, sleep_until_ready, Bound, Quota, NANOS_PER_SEC};
 pub struct RateLimiter<C: Clock = SystemClock> {
     gcra: Gcra,
     time: Timeline<C>,
+    tally: Tally,
     slept: AtomicU64,
     gave_back: AtomicU64,
     refused_at_once: AtomicU64,
@@ -129,6 +133,7 @@ pub struct RateLimiterBuilder<C = SystemClock> {
     quota: Quota,
     burst: Option<u32>,
     clock: C,
+    name: Option<Arc<str>>,
 }
 
 impl RateLimiter {
@@ -185,6 +190,7 @@ impl RateLimiterBuilder {
             quota,
             burst: None,
             clock: SystemClock,
+            name: None,
         }
     }
 }
@@ -220,7 +226,21 @@ impl<C: Clock> RateLimiterBuilder<C> {
             quota: self.quota,
             burst: self.burst,
             clock,
+            name: self.name,
         }
+    }
+
+    /// A name for the limiter, shown in its `Debug`, in the thread dump (as "waiting
+    /// for a slot of "name""), and in events and metrics.
+    ///
+    /// ```
+    /// let limiter = corral::RateLimiter::per_second(5).name("upstream").build()?;
+    /// assert_eq!(limiter.name(), Some("upstream"));
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(Arc::from(name.into()));
+        self
     }
 
     /// Builds the limiter, with its whole burst available.
@@ -242,6 +262,7 @@ impl<C: Clock> RateLimiterBuilder<C> {
         Ok(RateLimiter {
             gcra: Gcra::new(interval, burst),
             time: Timeline::new(self.clock),
+            tally: Tally::new("RateLimiter", self.name),
             slept: AtomicU64::new(0),
             gave_back: AtomicU64::new(0),
             refused_at_once: AtomicU64::new(0),
@@ -249,9 +270,9 @@ impl<C: Clock> RateLimiterBuilder<C> {
     }
 }
 
-/// A snapshot of a [`RateLimiter`]: its configuration, the capacity available now and
-/// counters of the blocking paths (the lock-free `check` path keeps no counters, so it
-/// stays one CAS).
+/// A snapshot of a [`RateLimiter`]: its configuration, the capacity available now, the
+/// calls admitted and refused, and counters of the blocking paths. The admitted and
+/// refused counts are per-thread stripes, so counting costs `check` no shared write.
 ///
 /// # Example
 ///
@@ -276,6 +297,12 @@ pub struct RateStats {
     pub gave_back: u64,
     /// Bounded waits refused at once because their slot lay past the deadline.
     pub refused_at_once: u64,
+    /// Calls admitted: `check`, `check_n` and waits that got their cells (a
+    /// `check_n(0)` or zero-cell wait is not counted).
+    pub admitted: u64,
+    /// Calls refused: `check` and `check_n` that returned an error, and waits that
+    /// failed (timed out, refused at once, cancelled or above the burst).
+    pub refused: u64,
 }
 
 impl<C: Clock> RateLimiter<C> {
@@ -310,10 +337,21 @@ impl<C: Clock> RateLimiter<C> {
     pub fn check(&self) -> Result<(), NotUntil> {
         let now = self.now();
         match self.gcra.check(1, now) {
-            Ok(()) => Ok(()),
-            Err(Refusal::NotUntil { at, now }) => Err(self.not_until(at, now)),
+            Ok(()) => {
+                self.tally.admit();
+                Ok(())
+            }
+            Err(refusal) => Err(self.refused_check(refusal, now)),
+        }
+    }
+
+    #[inline]
+    fn refused_check(&self, refusal: Refusal, now: u64) -> NotUntil {
+        self.tally.refuse();
+        match refusal {
+            Refusal::NotUntil { at, now } => self.not_until(at, now),
             // The burst is at least 1, so one cell always fits eventually.
-            Err(Refusal::TooMany { .. }) => Err(self.not_until(u128::from(now), now)),
+            Refusal::TooMany { .. } => self.not_until(u128::from(now), now),
         }
     }
 
@@ -342,12 +380,17 @@ impl<C: Clock> RateLimiter<C> {
             return Ok(());
         }
         let now = self.now();
-        self.gcra
-            .check(u64::from(cells), now)
-            .map_err(|refusal| match refusal {
-                Refusal::TooMany { burst } => InsufficientCapacity::new(cells, burst).into(),
-                Refusal::NotUntil { at, now } => self.not_until(at, now).into(),
-            })
+        let checked = self.gcra.check(u64::from(cells), now);
+        self.tally.count(checked.is_ok());
+        checked.map_err(|refusal| match refusal {
+            Refusal::TooMany { burst } => InsufficientCapacity::new(cells, burst).into(),
+            Refusal::NotUntil { at, now } => self.not_until(at, now).into(),
+        })
+    }
+
+    /// The name given by [`RateLimiterBuilder::name`], if any.
+    pub fn name(&self) -> Option<&str> {
+        self.tally.name().map(|n| &**n)
     }
 
     /// Waits (sleeping on the clock, never spinning) until one cell is admitted.
@@ -529,6 +572,12 @@ impl<C: Clock> RateLimiter<C> {
         if cells == 0 {
             return Ok(());
         }
+        let waited = self.wait_cells(cells, until);
+        self.tally.count(waited.is_ok());
+        waited
+    }
+
+    fn wait_cells(&self, cells: u32, until: Until<'_>) -> Result<(), WaitError> {
         if let Some(reason) = until.token().and_then(CancelToken::reason) {
             return Err(WaitError::Cancelled(reason));
         }
@@ -558,6 +607,7 @@ impl<C: Clock> RateLimiter<C> {
             return Ok(());
         }
         self.slept.fetch_add(1, Ordering::Relaxed);
+        let _dump = crate::observe::waiting_for_rate(self.tally.name());
         if sleep_until_ready(&self.time, grant.ready, token) {
             return Ok(());
         }
@@ -808,6 +858,8 @@ impl<C: Clock> RateLimiter<C> {
             slept: self.slept.load(Ordering::Relaxed),
             gave_back: self.gave_back.load(Ordering::Relaxed),
             refused_at_once: self.refused_at_once.load(Ordering::Relaxed),
+            admitted: self.tally.admitted(),
+            refused: self.tally.refused(),
         }
     }
 }
@@ -815,6 +867,7 @@ impl<C: Clock> RateLimiter<C> {
 impl<C: Clock> fmt::Debug for RateLimiter<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimiter")
+            .field("name", &self.name())
             .field("interval", &self.interval())
             .field("burst", &self.burst())
             .field("available", &self.available())

@@ -26,6 +26,7 @@ use std::time::Instant;
 use std::time::Duration;
 
 use crate::cancel::CancelReason;
+use crate::observe::event;
 use crate::sync::thread::{self, Thread};
 use crate::sync::{Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::wait::{Backoff, Interrupted, Until};
@@ -161,6 +162,10 @@ pub(crate) struct Engine {
     debt: AtomicUsize,
     waiting: AtomicUsize,
     counters: Counters,
+    /// The semaphore's name, shown to the thread dump by its waiters.
+    name: Option<std::sync::Arc<str>>,
+    /// Gauges of the available permits and of the waiters (feature `metrics`).
+    gauges: [event::Gauge; 2],
 }
 
 fn available_in(state: usize) -> usize {
@@ -186,7 +191,41 @@ impl Engine {
             debt: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             counters: Counters::default(),
+            name: None,
+            gauges: Self::gauges(None),
         }
+    }
+
+    fn gauges(name: Option<&str>) -> [event::Gauge; 2] {
+        [
+            event::Gauge::new("corral_semaphore_available", "Semaphore", name),
+            event::Gauge::new("corral_semaphore_waiters", "Semaphore", name),
+        ]
+    }
+
+    /// Sets the gauges (feature `metrics`; nothing otherwise): after every acquire
+    /// and release.
+    #[inline]
+    fn publish(&self) {
+        #[cfg(feature = "metrics")]
+        {
+            let available = available_in(self.state.load(Ordering::Relaxed));
+            self.gauges[0].set(available as f64);
+            self.gauges[1].set(self.waiting.load(Ordering::Relaxed) as f64);
+        }
+    }
+
+    /// Names the semaphore (for the thread dump, events and metrics).
+    pub(crate) fn named(mut self, name: Option<std::sync::Arc<str>>) -> Self {
+        self.gauges = Self::gauges(name.as_deref());
+        self.name = name;
+        self.publish();
+        self
+    }
+
+    /// The semaphore's name, if it has one.
+    pub(crate) fn name(&self) -> Option<&std::sync::Arc<str>> {
+        self.name.as_ref()
     }
 
     /// Permits free right now.
@@ -258,6 +297,13 @@ impl Engine {
     /// Never blocks. `NoPermits` when they are not free now (or the queue has priority).
     #[inline]
     pub(crate) fn try_acquire(&self, n: usize) -> Result<(), Refusal> {
+        let taken = self.try_acquire_inner(n);
+        self.publish();
+        taken
+    }
+
+    #[inline]
+    fn try_acquire_inner(&self, n: usize) -> Result<(), Refusal> {
         if n == 0 {
             return if self.is_closed() {
                 Err(Refusal::Closed)
@@ -284,8 +330,17 @@ impl Engine {
 
     /// Blocks (within `until`) until `n` permits are taken.
     #[inline]
+    #[track_caller]
     pub(crate) fn acquire(&self, n: usize, until: &Until<'_>) -> Result<(), Refusal> {
-        match self.try_acquire(n) {
+        let acquired = self.acquire_inner(n, until);
+        self.publish();
+        acquired
+    }
+
+    #[inline]
+    #[track_caller]
+    fn acquire_inner(&self, n: usize, until: &Until<'_>) -> Result<(), Refusal> {
+        match self.try_acquire_inner(n) {
             Ok(()) => return Ok(()),
             Err(Refusal::NoPermits) => {}
             Err(refusal) => return Err(refusal),
@@ -305,6 +360,7 @@ impl Engine {
         self.acquire_slow(n, until)
     }
 
+    #[track_caller]
     fn acquire_slow(&self, n: usize, until: &Until<'_>) -> Result<(), Refusal> {
         let _wake = until.unpark_on_cancel();
         let mut inner = self.inner.lock();
@@ -343,6 +399,7 @@ impl Engine {
         self.counters.waited.fetch_add(1, Ordering::Relaxed);
         // Sets QUEUED; a release that slipped in before it is seen by `serve`.
         self.serve(&mut inner);
+        let _dump = crate::observe::waiting_for_permit(self.name.as_ref());
 
         loop {
             if let Some(done) = self.outcome(&waiter) {
@@ -542,6 +599,12 @@ impl Engine {
     /// Returns `n` held permits.
     #[inline]
     pub(crate) fn release(&self, n: usize) {
+        self.release_inner(n);
+        self.publish();
+    }
+
+    #[inline]
+    fn release_inner(&self, n: usize) {
         if n == 0 {
             return;
         }
