@@ -608,7 +608,7 @@ impl<'a> Core<'a> {
                 if self.own_worker().is_some() {
                     return false;
                 }
-                blocked = Some(self.blocked_submit());
+                blocked = Some(self.blocked_submit(site));
                 true
             },
         );
@@ -640,10 +640,9 @@ impl<'a> Core<'a> {
     /// pool's queue, and runs the watchdog (a full queue is when a stuck task shows).
     #[cold]
     #[inline(never)]
-    #[track_caller]
-    fn blocked_submit(&self) -> crate::observe::BlockedGuard {
+    fn blocked_submit(&self, site: &'static Location<'static>) -> crate::observe::BlockedGuard {
         let seen = &self.state.seen;
-        let guard = crate::observe::sending_to(seen.queue_name());
+        let guard = crate::observe::sending_from(seen.queue_name(), site);
         drop(seen.check_stuck());
         guard
     }
