@@ -46,6 +46,9 @@ fn wait_until(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// A stuck task and the thread whose check found it.
+type Report = (Stuck, Option<String>);
+
 fn running(t: &ThreadInfo) -> bool {
     matches!(t.activity, Activity::Running { .. })
 }
@@ -203,7 +206,7 @@ fn the_watchdog_reports_a_hung_task_once_and_only_past_its_threshold() {
     let _serial = serial();
     let _check = LeakCheck::new();
     let clock = ManualClock::new();
-    let reports: Arc<Mutex<Vec<(Stuck, Option<String>)>>> = Arc::default();
+    let reports: Arc<Mutex<Vec<Report>>> = Arc::default();
     let seen = reports.clone();
     let pool = WorkerPool::builder()
         .workers(2)
