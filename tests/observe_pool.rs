@@ -71,7 +71,8 @@ fn a_worker_runs_a_task_from_this_line_and_the_other_is_idle() {
                 .iter()
                 .filter(|t| t.owner_name.as_deref() == Some("obs-render"))
         };
-        mine().filter(|t| running(t)).count() == 1
+        let submitted = |t: &&ThreadInfo| matches!(t.activity, Activity::Running { site: Some(site) } if site.line() == submitted_at);
+        mine().filter(submitted).count() == 1
             && mine().filter(|t| t.activity == Activity::Idle).count() == 1
     });
     let dump = leak::dump();
@@ -160,6 +161,13 @@ fn a_submitter_waiting_for_room_shows_blocked_sending_to_the_pool() {
                 queue: "obs-full".into()
             })
         );
+        // A bounded wait shows the same way, at its own line.
+        let timed = s.spawn_named("obs-pool-timed", move || {
+            pool.submit_timeout(|| 4, PATIENCE)
+                .map_err(|e| e.without_task())
+        });
+        let t = wait_for_thread("corral-obs-pool-timed", |t| t.blocked.is_some());
+        assert!(matches!(t.blocked, Some((Blocked::Sending { .. }, _))));
         // A thread corral did not start: shown as a waiter at the submit line.
         thread::scope(|std_scope| {
             let at = line.clone();
@@ -190,6 +198,7 @@ fn a_submitter_waiting_for_room_shows_blocked_sending_to_the_pool() {
         });
         let handle = corral_submitter.join().unwrap().unwrap();
         assert_eq!(handle.join().unwrap(), 2);
+        assert_eq!(timed.join().unwrap().unwrap().join().unwrap(), 4);
         // No longer blocked once the task went in.
         assert!(!leak::dump()
             .threads
@@ -198,7 +207,7 @@ fn a_submitter_waiting_for_room_shows_blocked_sending_to_the_pool() {
     });
     assert_eq!(queued.join().unwrap(), 1);
     blocker.join().unwrap().unwrap();
-    assert_eq!(pool.shutdown().completed, 4);
+    assert_eq!(pool.shutdown().completed, 5);
 }
 
 #[test]

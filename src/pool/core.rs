@@ -584,9 +584,18 @@ impl<'a> Core<'a> {
         let epoch = idle.enter();
         let job = Job::in_epoch(task, epoch, site);
         let sent_job = job.addr();
-        // Set on the slow path of a blocked submit: the dump shows the submitter
-        // blocked sending to this pool's queue until the push returns.
-        let mut blocked = None;
+        // Set when a submit waits for room: the dump shows the submitter blocked
+        // sending to this pool's queue until the push returns. A bounded wait goes
+        // straight to the queue's timed send, so it is marked here if the queue is
+        // full now; an unbounded one on the slow path below.
+        let mut blocked = match until {
+            Some(until)
+                if until.is_bounded() && self.overflow == Overflow::Block && tx.is_full() =>
+            {
+                Some(self.blocked_submit(site))
+            }
+            _ => None,
+        };
         let offered = offer(
             tx,
             Some(&self.rx),
