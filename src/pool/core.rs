@@ -323,6 +323,10 @@ thread_local! {
     /// blocking submit made on one of the pool's own workers (from inside a task) must
     /// not wait for that worker, and only those cold paths read it.
     static WORKER_OF: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    /// The mark of a submit waiting for room on this thread, from
+    /// [`Core::may_wait`] until the push returns.
+    static SUBMIT_BLOCKED: std::cell::RefCell<Option<crate::observe::BlockedGuard>> =
+        const { std::cell::RefCell::new(None) };
     /// Tasks run inline on this thread, nested, right now.
     static INLINE_DEPTH: Cell<u32> = const { Cell::new(0) };
     /// The pool (its `State`'s address) whose task, or `on_drop` callback, this thread
@@ -381,6 +385,13 @@ impl State {
             .filter(|s| s.busy.load(Ordering::Relaxed))
             .count()
     }
+}
+
+/// Ends the mark [`Core::may_wait`] left, if any (only the paths that may have
+/// waited call this).
+#[cold]
+fn unblocked() {
+    drop(SUBMIT_BLOCKED.with(|b| b.borrow_mut().take()));
 }
 
 /// Decrements `alive` when a worker ends (or when its closure is dropped unstarted).
@@ -584,18 +595,9 @@ impl<'a> Core<'a> {
         let epoch = idle.enter();
         let job = Job::in_epoch(task, epoch, site);
         let sent_job = job.addr();
-        // Set when a submit waits for room: the dump shows the submitter blocked
         // sending to this pool's queue until the push returns. A bounded wait goes
         // straight to the queue's timed send, so it is marked here if the queue is
         // full now; an unbounded one on the slow path below.
-        let mut blocked = match until {
-            Some(until)
-                if until.is_bounded() && self.overflow == Overflow::Block && tx.is_full() =>
-            {
-                Some(self.blocked_submit(site))
-            }
-            _ => None,
-        };
         let offered = offer(
             tx,
             Some(&self.rx),
@@ -610,20 +612,16 @@ impl<'a> Core<'a> {
                 self.discard(displaced);
                 idle.leave(displaced_epoch);
             },
-            // From one of the pool's own workers, an unbounded wait for room only
-            // workers can make may never end (every worker may be waiting so): the
-            // task runs here instead.
-            || {
-                if self.own_worker().is_some() {
-                    return false;
-                }
-                blocked = Some(self.blocked_submit(site));
-                true
-            },
+            // Called only before an unbounded wait for room (the slow path).
+            || self.may_wait(site),
         );
-        drop(blocked);
         let refused = match offered {
-            Ok(Offered::Done | Offered::Waited(_)) => {
+            Ok(Offered::Done) => {
+                self.state.seen.queued(&self.rx);
+                return Ok(());
+            }
+            Ok(Offered::Waited(_)) => {
+                unblocked();
                 self.state.seen.queued(&self.rx);
                 return Ok(());
             }
@@ -631,7 +629,10 @@ impl<'a> Core<'a> {
                 Ok(()) => return Ok(()),
                 Err(job) => Refused::Full(job),
             },
-            Err(refused) => refused,
+            Err(refused) => {
+                unblocked();
+                refused
+            }
         };
         bump(&front.rejected);
         idle.leave(epoch);
@@ -645,8 +646,36 @@ impl<'a> Core<'a> {
         }))
     }
 
-    /// A submit is about to wait for room: marks the thread blocked sending to the
-    /// pool's queue, and runs the watchdog (a full queue is when a stuck task shows).
+    /// An unbounded submit (from `site`) found the queue full: whether it may wait
+    /// for room. From one of the pool's own workers it may not: a wait for room only
+    /// workers can make may never end (every worker may be waiting so), so the task
+    /// runs there instead. Otherwise the thread is marked blocked sending to the
+    /// pool's queue (until the push returns, see [`unblocked`]) and the watchdog runs
+    /// (a full queue is when a stuck task shows).
+    #[cold]
+    #[inline(never)]
+    fn may_wait(&self, site: &'static Location<'static>) -> bool {
+        if self.own_worker().is_some() {
+            return false;
+        }
+        let guard = self.blocked_submit(site);
+        SUBMIT_BLOCKED.with(|b| *b.borrow_mut() = Some(guard));
+        true
+    }
+
+    /// A bounded submit (from `site`) is about to wait for room if the queue is full:
+    /// marks the thread blocked until the guard drops (the bounded forms go straight
+    /// to the queue's timed send, which [`may_wait`](Self::may_wait) does not see).
+    pub(crate) fn waiting_if_full(
+        &self,
+        site: &'static Location<'static>,
+    ) -> Option<crate::observe::BlockedGuard> {
+        let full =
+            self.overflow == Overflow::Block && self.tx.as_ref().is_some_and(|tx| tx.is_full());
+        full.then(|| self.blocked_submit(site))
+    }
+
+    /// Marks the thread blocked sending to the pool's queue and runs the watchdog.
     #[cold]
     #[inline(never)]
     fn blocked_submit(&self, site: &'static Location<'static>) -> crate::observe::BlockedGuard {

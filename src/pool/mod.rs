@@ -789,6 +789,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
         F: FnOnce() -> T + Send + 'env,
         T: Send + 'env,
     {
+        let _waiting = self.core.waiting_if_full(Location::caller());
         W::submit(
             &self.core,
             Plain(f),
@@ -812,6 +813,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
         F: FnOnce() -> T + Send + 'env,
         T: Send + 'env,
     {
+        let _waiting = self.core.waiting_if_full(Location::caller());
         W::submit(
             &self.core,
             Plain(f),
@@ -835,6 +837,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
         F: FnOnce() -> T + Send + 'env,
         T: Send + 'env,
     {
+        let _waiting = self.core.waiting_if_full(Location::caller());
         W::submit(
             &self.core,
             Plain(f),
@@ -916,6 +919,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
         F: FnOnce(&CancelToken) -> T + Send + 'env,
         T: Send + 'env,
     {
+        let _waiting = self.core.waiting_if_full(Location::caller());
         W::submit(
             &self.core,
             Tokened(f),
@@ -940,6 +944,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
         F: FnOnce(&CancelToken) -> T + Send + 'env,
         T: Send + 'env,
     {
+        let _waiting = self.core.waiting_if_full(Location::caller());
         W::submit(
             &self.core,
             Tokened(f),
@@ -964,6 +969,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
         F: FnOnce(&CancelToken) -> T + Send + 'env,
         T: Send + 'env,
     {
+        let _waiting = self.core.waiting_if_full(Location::caller());
         W::submit(
             &self.core,
             Tokened(f),
@@ -1026,6 +1032,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     where
         F: FnOnce() + Send + 'env,
     {
+        let _waiting = self.core.waiting_if_full(Location::caller());
         self.execute_call(f, Some(&Until::timeout(timeout)), Location::caller())
     }
 
@@ -1039,6 +1046,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     where
         F: FnOnce() + Send + 'env,
     {
+        let _waiting = self.core.waiting_if_full(Location::caller());
         self.execute_call(f, Some(&Until::deadline(deadline)), Location::caller())
     }
 
@@ -1052,6 +1060,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     where
         F: FnOnce() + Send + 'env,
     {
+        let _waiting = self.core.waiting_if_full(Location::caller());
         self.execute_call(f, Some(&Until::cancellable(token)), Location::caller())
     }
 
