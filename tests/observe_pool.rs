@@ -369,3 +369,25 @@ fn the_name_is_in_threads_debug_and_checked_like_a_thread_name() {
     assert!(pool.check_stuck().is_empty());
     pool.shutdown();
 }
+
+#[test]
+fn a_scoped_pool_shows_as_its_own_kind_with_the_submit_line() {
+    let _serial = serial();
+    let _check = LeakCheck::new();
+    let (release, hang) = mpsc::channel::<()>();
+    let hang = Mutex::new(hang);
+    corral::scope(|s| {
+        let builder = WorkerPool::builder().workers(1).name("obs-scoped");
+        let pool = builder.build_scoped(s).unwrap();
+        let submitted_at = line!() + 1;
+        let task = pool.submit(|| hang.lock().unwrap().recv()).unwrap();
+        let t = wait_for_thread(
+            "corral-obs-scoped-0",
+            |t| matches!(t.activity, Activity::Running { site: Some(site) } if site.line() == submitted_at),
+        );
+        assert_eq!((t.owner, t.role), ("ScopedPool", Role::PoolWorker));
+        assert_eq!(t.owner_name.as_deref(), Some("obs-scoped"));
+        release.send(()).unwrap();
+        task.join().unwrap().unwrap();
+    });
+}

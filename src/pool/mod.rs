@@ -339,8 +339,8 @@ impl From<Interrupted> for IdleError {
 /// Configures a [`WorkerPool`] or a [`ScopedPool`].
 ///
 /// Defaults: `workers = num_cpus::get()`, `queue_capacity = 1024`,
-/// [`Overflow::Block`], threads named `corral-pool-N`, the platform's stack size,
-/// no `on_drop` callback.
+/// [`Overflow::Block`], no name and threads named `corral-pool-N`, the platform's
+/// stack size, no `on_drop` callback, no watchdog.
 ///
 /// # Example
 ///
@@ -422,8 +422,9 @@ impl PoolBuilder {
     }
 
     /// Threads are named `corral-{name}-{index}` (an empty name gives
-    /// `corral--{index}`). A name with a NUL byte is refused by `build` with a
-    /// [`ConfigError`] naming `thread_name`.
+    /// `corral--{index}`); without it, the pool's [`name`](PoolBuilder::name), or
+    /// `pool`. A name with a NUL byte is refused by `build` with a [`ConfigError`]
+    /// naming `thread_name`.
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
         self.thread_name = Some(name.into());
         self
