@@ -530,7 +530,15 @@ impl Drop for BlockedGuard {
 /// the length of the wait, so the dump shows it too, at the line that waits.
 #[track_caller]
 fn blocked(kind: u64, subject: impl FnOnce() -> Arc<str>) -> BlockedGuard {
-    let at = Location::caller();
+    blocked_at(kind, subject, Location::caller())
+}
+
+/// As [`blocked`], waiting at `at`.
+fn blocked_at(
+    kind: u64,
+    subject: impl FnOnce() -> Arc<str>,
+    at: &'static Location<'static>,
+) -> BlockedGuard {
     if cfg!(loom) && current().is_none() {
         // Loom's model threads are not shown (and a slot would read the wall clock).
         return BlockedGuard(None);
@@ -565,6 +573,12 @@ pub(crate) fn waiting_for_rate(name: Option<&Arc<str>>) -> BlockedGuard {
 #[track_caller]
 pub(crate) fn sending_to(queue: &Arc<str>) -> BlockedGuard {
     blocked(SENDING, || queue.clone())
+}
+
+/// The current thread is about to block sending to the full queue `queue`, from
+/// `at` in the caller's code (a pool's submit line).
+pub(crate) fn sending_from(queue: &Arc<str>, at: &'static Location<'static>) -> BlockedGuard {
+    blocked_at(SENDING, || queue.clone(), at)
 }
 
 thread_local! {

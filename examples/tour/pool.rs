@@ -92,6 +92,7 @@ pub fn run() {
     println!("\n[pool] fire and forget, then wait until idle; cancel a queued task");
     let pool = WorkerPool::builder()
         .workers(1)
+        .name("tour")
         .build()
         .expect("valid config");
     let done = Arc::new(AtomicUsize::new(0));
@@ -111,6 +112,14 @@ pub fn run() {
     })
     .expect("pool open");
     let queued = pool.submit(|| "never runs").expect("pool open");
+    while pool.stats().busy == 0 {
+        std::thread::yield_now();
+    }
+    // What the thread dump says about this pool's worker, held by the gate task.
+    let dump = corral::leak::dump().to_string();
+    for line in dump.lines().filter(|l| l.contains("corral-tour-")) {
+        println!("  dump: {}", line.trim());
+    }
     let stopped = queued.cancel();
     let joined = queued.join(); // at once: the one worker is still held
     drop(open);

@@ -16,11 +16,16 @@
 //! loom models that wait (tests/loom_pool.rs).
 
 use std::cell::Cell;
+use std::panic::Location;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::cancel::{CancelToken, OnCancel};
+use crate::observe::event::{emit, Counter};
+#[cfg(feature = "metrics")]
+use crate::observe::event::{Gauge, Histogram};
+use crate::observe::{Owner, Slot, Stuck, Watchdog};
 use crate::overflow::Overflow;
 use crate::panic::{drop_quietly, Panic};
 use crate::pool::exits;
@@ -168,6 +173,132 @@ pub(crate) struct State {
     alive: Mutex<usize>,
     exited: Condvar,
     first_panic: Mutex<Option<Panic>>,
+    pub(crate) seen: Seen,
+}
+
+/// How the pool is seen from outside: its owner record (kind, name, the line that
+/// built it), its watchdog, and its metric handles (no-ops without the `metrics`
+/// feature).
+pub(crate) struct Seen {
+    owner: std::sync::Arc<Owner>,
+    kind: &'static str,
+    /// The queue's name in the dump: the pool's name, or its kind.
+    queue: std::sync::Arc<str>,
+    watchdog: Option<Watchdog>,
+    #[cfg(feature = "metrics")]
+    queued: Gauge,
+    #[cfg(feature = "metrics")]
+    busy: Gauge,
+    #[cfg(feature = "metrics")]
+    busy_now: std::sync::atomic::AtomicUsize,
+    completed: Counter,
+    panicked: Counter,
+    dropped: Counter,
+    #[cfg(feature = "metrics")]
+    queue_time: Histogram,
+    #[cfg(feature = "metrics")]
+    run_time: Histogram,
+}
+
+impl Seen {
+    pub(crate) fn new(
+        kind: &'static str,
+        owner: std::sync::Arc<Owner>,
+        watchdog: Option<Watchdog>,
+    ) -> Self {
+        let name = owner.name().map(|n| &**n);
+        Seen {
+            kind,
+            queue: owner
+                .name()
+                .cloned()
+                .unwrap_or_else(|| std::sync::Arc::from(kind)),
+            #[cfg(feature = "metrics")]
+            queued: Gauge::new("corral_pool_queued", kind, name),
+            #[cfg(feature = "metrics")]
+            busy: Gauge::new("corral_pool_busy", kind, name),
+            #[cfg(feature = "metrics")]
+            busy_now: std::sync::atomic::AtomicUsize::new(0),
+            completed: Counter::new("corral_pool_completed_total", kind, name),
+            panicked: Counter::new("corral_pool_panicked_total", kind, name),
+            dropped: Counter::new("corral_pool_dropped_total", kind, name),
+            #[cfg(feature = "metrics")]
+            queue_time: Histogram::new("corral_pool_queue_seconds", kind, name),
+            #[cfg(feature = "metrics")]
+            run_time: Histogram::new("corral_pool_run_seconds", kind, name),
+            owner,
+            watchdog,
+        }
+    }
+
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.owner.name().map(|n| &**n)
+    }
+
+    /// Runs the watchdog, if the pool has one: the tasks newly found stuck.
+    pub(crate) fn check_stuck(&self) -> Vec<Stuck> {
+        self.watchdog
+            .as_ref()
+            .map_or_else(Vec::new, Watchdog::check)
+    }
+
+    /// A worker takes a job: its time in the queue, one more busy worker.
+    #[cfg(feature = "metrics")]
+    fn started(&self, job: &Job<'_>) -> Instant {
+        let now = Instant::now();
+        self.queue_time
+            .record(now.saturating_duration_since(job.made_at()));
+        let busy = self.busy_now.fetch_add(1, Ordering::Relaxed) + 1;
+        self.busy.set(busy as f64);
+        now
+    }
+
+    /// The job that `started` at `started` has returned.
+    #[cfg(feature = "metrics")]
+    fn ended(&self, started: Instant) {
+        self.run_time.record(started.elapsed());
+        let busy = self.busy_now.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.busy.set(busy as f64);
+    }
+
+    /// The queue's length now (metrics only).
+    #[inline(always)]
+    #[allow(unused_variables)]
+    fn queued<T>(&self, rx: &Receiver<T>) {
+        #[cfg(feature = "metrics")]
+        self.queued.set(rx.len() as f64);
+    }
+
+    /// What the dump calls the pool's queue: its name, or its kind.
+    fn queue_name(&self) -> &std::sync::Arc<str> {
+        &self.queue
+    }
+
+    /// The overflow policy displaced a task (debug).
+    #[cold]
+    fn dropped(&self, job: &Job<'_>) {
+        self.dropped.add(1);
+        emit!(
+            debug,
+            self.kind,
+            self.name(),
+            "pool dropped a task by its overflow policy",
+            site = job.site().to_string().as_str(),
+        );
+    }
+
+    /// A task panicked on a worker (warn).
+    #[cold]
+    fn panicked(&self, site: &'static Location<'static>) {
+        self.panicked.add(1);
+        emit!(
+            warn,
+            self.kind,
+            self.name(),
+            "pool task panicked",
+            site = site.to_string().as_str(),
+        );
+    }
 }
 
 fn bump(counter: &AtomicU64) {
@@ -192,6 +323,10 @@ thread_local! {
     /// blocking submit made on one of the pool's own workers (from inside a task) must
     /// not wait for that worker, and only those cold paths read it.
     static WORKER_OF: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    /// The mark of a submit waiting for room on this thread, from
+    /// [`Core::may_wait`] until the push returns.
+    static SUBMIT_BLOCKED: std::cell::RefCell<Option<crate::observe::BlockedGuard>> =
+        const { std::cell::RefCell::new(None) };
     /// Tasks run inline on this thread, nested, right now.
     static INLINE_DEPTH: Cell<u32> = const { Cell::new(0) };
     /// The pool (its `State`'s address) whose task, or `on_drop` callback, this thread
@@ -252,6 +387,13 @@ impl State {
     }
 }
 
+/// Ends the mark [`Core::may_wait`] left, if any (only the paths that may have
+/// waited call this).
+#[cold]
+fn unblocked() {
+    drop(SUBMIT_BLOCKED.with(|b| b.borrow_mut().take()));
+}
+
 /// Decrements `alive` when a worker ends (or when its closure is dropped unstarted).
 pub(crate) struct AliveGuard(Arc<State>);
 
@@ -261,12 +403,36 @@ impl Drop for AliveGuard {
     }
 }
 
-/// The worker loop: run jobs until the queue is closed and empty.
+/// The worker loop: run jobs until the queue is closed and empty. The thread's dump
+/// slot says which task it runs (one store per task); only when the queue is empty
+/// does it read the clock to say it is idle, and run the watchdog, before blocking.
 pub(crate) fn work(rx: Receiver<Job<'_>>, guard: AliveGuard, index: usize) {
     let state = &*guard.0;
     WORKER_OF.with(|w| w.set((Arc::as_ptr(&guard.0) as usize, index)));
-    for job in rx.iter() {
-        take_job(state, index, job);
+    let me = crate::observe::current();
+    let me = me.as_deref();
+    loop {
+        let job = match rx.try_recv() {
+            Ok(job) => job,
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => {
+                if let Some(me) = me {
+                    me.idle();
+                }
+                // On the worker, outside any task: a panicking callback is caught
+                // by the watchdog.
+                drop(state.seen.check_stuck());
+                match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            }
+        };
+        state.seen.queued(&rx);
+        take_job(state, index, job, me);
+    }
+    if let Some(me) = me {
+        me.stopping();
     }
     WORKER_OF.with(|w| w.set((0, 0)));
     drop(guard);
@@ -275,7 +441,7 @@ pub(crate) fn work(rx: Receiver<Job<'_>>, guard: AliveGuard, index: usize) {
 /// Runs (or, once the pool token is cancelled, abandons) a job worker `index` took
 /// from the queue, counting it in the worker's own slot.
 #[inline(always)]
-fn take_job(state: &State, index: usize, job: Job<'_>) {
+fn take_job(state: &State, index: usize, job: Job<'_>, me: Option<&Slot>) {
     let slot = &state.slots[index];
     let token = &state.token;
     let tally = Tally {
@@ -291,9 +457,22 @@ fn take_job(state: &State, index: usize, job: Job<'_>) {
     if token.is_cancelled() {
         state.abandon(job);
     } else {
+        let site = job.site();
+        if let Some(me) = me {
+            me.running(site);
+        }
+        #[cfg(feature = "metrics")]
+        let started = state.seen.started(&job);
         slot.busy.store(true, Ordering::Relaxed);
         let outcome = job.run(token, tally);
         slot.busy.store(false, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        state.seen.ended(started);
+        match outcome {
+            Outcome::Done => state.seen.completed.add(1),
+            Outcome::Panicked(_) => state.seen.panicked(site),
+            Outcome::Cancelled(_) => {}
+        }
         state.count(outcome);
     }
     if let Some(finished) = slot.finished.get(epoch) {
@@ -318,6 +497,7 @@ impl<'a> Core<'a> {
         capacity: usize,
         overflow: Overflow,
         on_drop: Option<std::sync::Arc<OnDropFn>>,
+        seen: Seen,
     ) -> Self {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let token = CancelToken::new();
@@ -335,6 +515,7 @@ impl<'a> Core<'a> {
             alive: Mutex::new(0),
             exited: Condvar::new(),
             first_panic: Mutex::new(None),
+            seen,
         });
         Core {
             tx: Some(tx),
@@ -354,6 +535,16 @@ impl<'a> Core<'a> {
 
     pub(crate) fn token(&self) -> &CancelToken {
         &self.state.token
+    }
+
+    /// The pool's owner record, for its threads.
+    pub(crate) fn owner(&self) -> std::sync::Arc<Owner> {
+        std::sync::Arc::clone(&self.state.seen.owner)
+    }
+
+    /// The pool's name, if it was given one.
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.state.seen.name()
     }
 
     /// Drops a user value that will never be used (an item of a chunk that will not
@@ -393,6 +584,7 @@ impl<'a> Core<'a> {
         &self,
         task: R,
         until: Option<&Until<'_>>,
+        site: &'static Location<'static>,
     ) -> Result<(), Refused<R>> {
         let front = &self.state.front;
         let Some(tx) = self.accepting() else {
@@ -401,8 +593,11 @@ impl<'a> Core<'a> {
         };
         let idle = &self.state.idle;
         let epoch = idle.enter();
-        let job = Job::in_epoch(task, epoch);
+        let job = Job::in_epoch(task, epoch, site);
         let sent_job = job.addr();
+        // sending to this pool's queue until the push returns. A bounded wait goes
+        // straight to the queue's timed send, so it is marked here if the queue is
+        // full now; an unbounded one on the slow path below.
         let offered = offer(
             tx,
             Some(&self.rx),
@@ -412,22 +607,32 @@ impl<'a> Core<'a> {
             |displaced| {
                 unqueued(front);
                 bump(&front.dropped);
+                self.state.seen.dropped(&displaced);
                 let displaced_epoch = displaced.epoch();
                 self.discard(displaced);
                 idle.leave(displaced_epoch);
             },
-            // From one of the pool's own workers, an unbounded wait for room only
-            // workers can make may never end (every worker may be waiting so): the
-            // task runs here instead.
-            || self.own_worker().is_none(),
+            // Called only before an unbounded wait for room (the slow path).
+            || self.may_wait(site),
         );
         let refused = match offered {
-            Ok(Offered::Done | Offered::Waited(_)) => return Ok(()),
+            Ok(Offered::Done) => {
+                self.state.seen.queued(&self.rx);
+                return Ok(());
+            }
+            Ok(Offered::Waited(_)) => {
+                unblocked();
+                self.state.seen.queued(&self.rx);
+                return Ok(());
+            }
             Ok(Offered::RunHere(job)) => match self.run_inline(job) {
                 Ok(()) => return Ok(()),
                 Err(job) => Refused::Full(job),
             },
-            Err(refused) => refused,
+            Err(refused) => {
+                unblocked();
+                refused
+            }
         };
         bump(&front.rejected);
         idle.leave(epoch);
@@ -439,6 +644,45 @@ impl<'a> Core<'a> {
             // made from `R` above.
             unsafe { job.into_task::<R>() }
         }))
+    }
+
+    /// An unbounded submit (from `site`) found the queue full: whether it may wait
+    /// for room. From one of the pool's own workers it may not: a wait for room only
+    /// workers can make may never end (every worker may be waiting so), so the task
+    /// runs there instead. Otherwise the thread is marked blocked sending to the
+    /// pool's queue (until the push returns, see [`unblocked`]) and the watchdog runs
+    /// (a full queue is when a stuck task shows).
+    #[cold]
+    #[inline(never)]
+    fn may_wait(&self, site: &'static Location<'static>) -> bool {
+        if self.own_worker().is_some() {
+            return false;
+        }
+        let guard = self.blocked_submit(site);
+        SUBMIT_BLOCKED.with(|b| *b.borrow_mut() = Some(guard));
+        true
+    }
+
+    /// A bounded submit (from `site`) is about to wait for room if the queue is full:
+    /// marks the thread blocked until the guard drops (the bounded forms go straight
+    /// to the queue's timed send, which [`may_wait`](Self::may_wait) does not see).
+    pub(crate) fn waiting_if_full(
+        &self,
+        site: &'static Location<'static>,
+    ) -> Option<crate::observe::BlockedGuard> {
+        let full =
+            self.overflow == Overflow::Block && self.tx.as_ref().is_some_and(|tx| tx.is_full());
+        full.then(|| self.blocked_submit(site))
+    }
+
+    /// Marks the thread blocked sending to the pool's queue and runs the watchdog.
+    #[cold]
+    #[inline(never)]
+    fn blocked_submit(&self, site: &'static Location<'static>) -> crate::observe::BlockedGuard {
+        let seen = &self.state.seen;
+        let guard = crate::observe::sending_from(seen.queue_name(), site);
+        drop(seen.check_stuck());
+        guard
     }
 
     /// Runs a task the queue had no room for on the submitting thread, counted as run
@@ -504,8 +748,9 @@ impl<'a> Core<'a> {
     /// once its current task returns, so a shutdown from inside a task still runs
     /// everything queued before it reports.
     pub(crate) fn finish_here(&self, index: usize) {
+        let me = crate::observe::current();
         for job in self.rx.try_iter() {
-            take_job(&self.state, index, job);
+            take_job(&self.state, index, job, me.as_deref());
         }
     }
 
@@ -652,6 +897,17 @@ impl<'a> Core<'a> {
 
     pub(crate) fn report(&self) -> ShutdownReport {
         let stats = self.stats();
+        let seen = &self.state.seen;
+        emit!(
+            info,
+            seen.kind,
+            seen.name(),
+            "pool shut down",
+            completed = stats.completed,
+            panicked = stats.panicked,
+            never_ran = stats.cancelled,
+            dropped = stats.dropped,
+        );
         ShutdownReport {
             completed: stats.completed,
             panicked: stats.panicked,

@@ -21,6 +21,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::panic::Location;
 use std::time::{Duration, Instant};
 
 use self::claim::{claim, Claim};
@@ -194,6 +195,8 @@ pub struct PoolMap<'p, 'a, I: Iterator, F, R> {
     inline_since: Option<Instant>,
     /// How many items one run on the caller takes.
     run: usize,
+    /// The line that called `map`, for the chunks' jobs.
+    site: &'static Location<'static>,
 }
 
 impl<'p, 'a, I, F, R> PoolMap<'p, 'a, I, F, R>
@@ -203,7 +206,12 @@ where
     F: Fn(I::Item) -> R + Send + Sync + 'a,
     R: Send + 'a,
 {
-    pub(crate) fn new(core: &'p Core<'a>, input: I, f: F) -> Self {
+    pub(crate) fn new(
+        core: &'p Core<'a>,
+        input: I,
+        f: F,
+        site: &'static Location<'static>,
+    ) -> Self {
         let workers = core.workers();
         let window = core.capacity() + workers;
         let chunk = (window / (workers + 1)).clamp(1, MAX_CHUNK);
@@ -227,6 +235,7 @@ where
             inline_left: 0,
             inline_since: None,
             run: window.min(MAX_RUN),
+            site,
         }
     }
 
@@ -264,7 +273,7 @@ where
                 batch.map(|batch| timed_chunk(batch, &*f))
             };
             let (task, handle) = with_own_slot(Plain(work), None);
-            let job = Job::new(task);
+            let job = Job::in_epoch(task, 2, self.site);
             let pending = match self.core.try_queue(job) {
                 Ok(()) => Pending::Queued(handle, claim, n),
                 Err((job, closed)) => {

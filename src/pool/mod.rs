@@ -31,13 +31,16 @@ mod map;
 mod task;
 
 use std::fmt;
+use std::panic::Location;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use self::core::{work, Core, OnDropFn};
+use self::core::{work, Core, OnDropFn, Seen};
 use self::task::{Call, Plain, Runnable, Tokened};
 use crate::cancel::{CancelReason, CancelToken};
+use crate::clock::Clock;
 use crate::config::{check_name, ConfigError};
+use crate::observe::{Owner, Role, Stuck, Watchdog};
 use crate::overflow::Overflow;
 use crate::queue::Refused;
 use crate::scope::Scope;
@@ -336,8 +339,8 @@ impl From<Interrupted> for IdleError {
 /// Configures a [`WorkerPool`] or a [`ScopedPool`].
 ///
 /// Defaults: `workers = num_cpus::get()`, `queue_capacity = 1024`,
-/// [`Overflow::Block`], threads named `corral-pool-N`, the platform's stack size,
-/// no `on_drop` callback.
+/// [`Overflow::Block`], no name and threads named `corral-pool-N`, the platform's
+/// stack size, no `on_drop` callback, no watchdog.
 ///
 /// # Example
 ///
@@ -364,12 +367,17 @@ pub struct PoolBuilder {
     workers: usize,
     queue_capacity: usize,
     overflow: Overflow,
-    name: String,
+    name: Option<Arc<str>>,
+    thread_name: Option<String>,
     stack_size: Option<usize>,
     on_drop: Option<Arc<OnDropFn>>,
+    watchdog: Option<(Duration, Arc<OnStuckFn>)>,
+    clock: Option<Arc<dyn Clock>>,
     #[cfg(test)]
     fail_spawn_at: Option<usize>,
 }
+
+type OnStuckFn = dyn Fn(&Stuck) + Send + Sync;
 
 const MAX_WORKERS: usize = WorkerPool::MAX_WORKERS;
 const MAX_CAPACITY: usize = WorkerPool::MAX_QUEUE_CAPACITY;
@@ -382,9 +390,12 @@ impl Default for PoolBuilder {
             workers: num_cpus::get().max(1),
             queue_capacity: 1024,
             overflow: Overflow::Block,
-            name: "pool".to_owned(),
+            name: None,
+            thread_name: None,
             stack_size: None,
             on_drop: None,
+            watchdog: None,
+            clock: None,
             #[cfg(test)]
             fail_spawn_at: None,
         }
@@ -411,10 +422,73 @@ impl PoolBuilder {
     }
 
     /// Threads are named `corral-{name}-{index}` (an empty name gives
-    /// `corral--{index}`). A name with a NUL byte is refused by `build` with a
-    /// [`ConfigError`] naming `thread_name`.
+    /// `corral--{index}`); without it, the pool's [`name`](PoolBuilder::name), or
+    /// `pool`. A name with a NUL byte is refused by `build` with a [`ConfigError`]
+    /// naming `thread_name`.
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.thread_name = Some(name.into());
+        self
+    }
+
+    /// A name for the pool, shown in its `Debug`, in the thread dump (its workers'
+    /// owner, and the queue a blocked submitter waits on), in watchdog reports, events
+    /// and metrics. Unless [`thread_name`](PoolBuilder::thread_name) says otherwise,
+    /// workers are named `corral-{name}-{index}`. A name with a NUL byte is refused
+    /// by `build` with a [`ConfigError`] naming `name`.
+    ///
+    /// ```
+    /// let pool = corral::WorkerPool::builder().workers(1).name("resize").build()?;
+    /// assert_eq!(pool.name(), Some("resize"));
+    /// assert!(format!("{pool:?}").contains("\"resize\""));
+    /// # Ok::<(), corral::StartError>(())
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(Arc::from(name.into()));
+        self
+    }
+
+    /// Watches the pool's tasks: a task running for `threshold` or longer is
+    /// reported once, to `on_stuck` (inside the panic boundary), as a `tracing`
+    /// warning (feature `tracing`), and as `[STUCK]` in the thread dump, with the
+    /// line that submitted it. No thread of its own: a worker checks just before it
+    /// goes idle, a submitter before it waits for room, and
+    /// [`leak::dump`](crate::leak::dump) and [`check_stuck`](Pool::check_stuck) check
+    /// on demand. A task's start is not time-stamped: it counts from the first check
+    /// that sees it running, so a report comes late, never early.
+    ///
+    /// ```
+    /// use corral::clock::ManualClock;
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let pool = corral::WorkerPool::builder()
+    ///     .workers(1)
+    ///     .watchdog(Duration::from_secs(5), |stuck| eprintln!("{stuck}"))
+    ///     .clock(clock.clone())
+    ///     .build()?;
+    /// let (release, hang) = std::sync::mpsc::channel::<()>();
+    /// pool.execute(move || { let _ = hang.recv(); })?;
+    /// # while pool.stats().busy == 0 { std::thread::yield_now(); }
+    /// assert!(pool.check_stuck().is_empty()); // first seen now
+    /// clock.advance(Duration::from_secs(5));
+    /// assert_eq!(pool.check_stuck().len(), 1); // reported once
+    /// assert!(pool.check_stuck().is_empty());
+    /// release.send(()).unwrap();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn watchdog(
+        mut self,
+        threshold: Duration,
+        on_stuck: impl Fn(&Stuck) + Send + Sync + 'static,
+    ) -> Self {
+        self.watchdog = Some((threshold, Arc::new(on_stuck)));
+        self
+    }
+
+    /// The clock the pool's [`watchdog`](PoolBuilder::watchdog) measures with
+    /// (default: [`SystemClock`](crate::clock::SystemClock)).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
         self
     }
 
@@ -476,21 +550,50 @@ impl PoolBuilder {
                 ));
             }
         }
-        check_name("thread_name", &self.name)
+        if let Some(name) = &self.name {
+            check_name("name", name)?;
+        }
+        match &self.thread_name {
+            Some(name) => check_name("thread_name", name),
+            None => Ok(()),
+        }
     }
 
-    fn spec(&self, index: usize, owner: &'static str) -> ThreadSpec {
-        let mut spec = ThreadSpec::new(owner, format!("{}-{index}", self.name));
+    /// What worker threads are called after `corral-`, before `-{index}`.
+    fn thread_prefix(&self) -> &str {
+        match (&self.thread_name, &self.name) {
+            (Some(name), _) => name,
+            (None, Some(name)) => name,
+            (None, None) => "pool",
+        }
+    }
+
+    fn spec(&self, index: usize, owner: &Arc<Owner>, kind: &'static str) -> ThreadSpec {
+        let mut spec = ThreadSpec::new(kind, format!("{}-{index}", self.thread_prefix()))
+            .role(Role::PoolWorker)
+            .owned_by(owner);
         spec.stack_size = self.stack_size;
         spec
     }
 
-    fn core<'a>(&self) -> Core<'a> {
+    /// The engine, its owner record built at the caller's line.
+    #[track_caller]
+    fn core<'a>(&self, kind: &'static str) -> Core<'a> {
+        let owner = Owner::new(kind, self.name.clone());
+        let watchdog = self.watchdog.as_ref().map(|(threshold, on_stuck)| {
+            let on_stuck = Arc::clone(on_stuck);
+            let mut builder = Watchdog::builder(*threshold).on_stuck(move |s| on_stuck(s));
+            if let Some(clock) = &self.clock {
+                builder = builder.shared_clock(Arc::clone(clock));
+            }
+            builder.build_for(&owner)
+        });
         Core::new(
             self.workers,
             self.queue_capacity,
             self.overflow,
             self.on_drop.clone(),
+            Seen::new(kind, owner, watchdog),
         )
     }
 
@@ -499,7 +602,7 @@ impl PoolBuilder {
         if self.fail_spawn_at == Some(_index) {
             let error = std::io::Error::other("injected spawn failure");
             return Some(SpawnError::new(
-                format!("corral-{}-{_index}", self.name),
+                format!("corral-{}-{_index}", self.thread_prefix()),
                 error,
             ));
         }
@@ -512,15 +615,17 @@ impl PoolBuilder {
     ///
     /// [`StartError::Config`] with a [`ConfigError`] naming the field for zero or
     /// absurd values (`workers` outside 1..=4096, `queue_capacity` outside 1..=2^24,
-    /// `stack_size` outside 16 KiB..=1 GiB, a `thread_name` with a NUL), or
+    /// `stack_size` outside 16 KiB..=1 GiB, a `name` or `thread_name` with a NUL), or
     /// [`StartError::Spawn`] if the OS refuses to start a thread; the workers already
     /// started are then stopped and joined first.
+    #[track_caller]
     pub fn build(self) -> Result<WorkerPool, StartError> {
         self.validate()?;
-        let mut core = self.core();
+        let mut core = self.core("WorkerPool");
+        let owner = core.owner();
         let handles = self.start_workers(
             &mut core,
-            |index, work| start(&self.spec(index, "WorkerPool"), work),
+            |index, work| start(&self.spec(index, &owner, "WorkerPool"), work),
             |handle| drop(handle.join()),
         )?;
         Ok(WorkerPool { core, handles })
@@ -548,15 +653,17 @@ impl PoolBuilder {
     /// });
     /// assert_eq!(total, 9);
     /// ```
+    #[track_caller]
     pub fn build_scoped<'scope>(
         self,
         scope: &Scope<'scope, '_>,
     ) -> Result<ScopedPool<'scope>, StartError> {
         self.validate()?;
-        let mut core = self.core();
+        let mut core = self.core("ScopedPool");
+        let owner = core.owner();
         let handles = self.start_workers(
             &mut core,
-            |index, work| scope.start_as(self.spec(index, "ScopedPool"), work),
+            |index, work| scope.start_as(self.spec(index, &owner, "ScopedPool"), work),
             |handle| drop(handle.join()),
         )?;
         Ok(ScopedPool { core, handles })
@@ -597,9 +704,11 @@ impl fmt::Debug for PoolBuilder {
             .field("workers", &self.workers)
             .field("queue_capacity", &self.queue_capacity)
             .field("overflow", &self.overflow)
-            .field("thread_name", &self.name)
+            .field("name", &self.name)
+            .field("thread_name", &self.thread_prefix())
             .field("stack_size", &self.stack_size)
             .field("on_drop", &self.on_drop.is_some())
+            .field("watchdog", &self.watchdog.as_ref().map(|w| w.0))
             .finish()
     }
 }
@@ -637,12 +746,18 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// assert_eq!(pool.submit(|| "done").unwrap().join().unwrap(), "done");
     /// # Ok::<(), corral::StartError>(())
     /// ```
+    #[track_caller]
     pub fn submit<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
     where
         F: FnOnce() -> T + Send + 'env,
         T: Send + 'env,
     {
-        W::submit(&self.core, Plain(f), Some(&Until::FOREVER))
+        W::submit(
+            &self.core,
+            Plain(f),
+            Some(&Until::FOREVER),
+            Location::caller(),
+        )
     }
 
     /// Queues `f` only if that needs no waiting.
@@ -651,12 +766,13 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     ///
     /// [`SubmitError::Full`] when the queue is full (under `Block` or `Reject`),
     /// [`SubmitError::Closed`] after close or shutdown; the closure is handed back.
+    #[track_caller]
     pub fn try_submit<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
     where
         F: FnOnce() -> T + Send + 'env,
         T: Send + 'env,
     {
-        W::submit(&self.core, Plain(f), None)
+        W::submit(&self.core, Plain(f), None, Location::caller())
     }
 
     /// As [`submit`](Self::submit), waiting at most `timeout` for room.
@@ -664,6 +780,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// # Errors
     ///
     /// [`SubmitError::Timeout`] when no room appeared in time, plus those of `submit`.
+    #[track_caller]
     pub fn submit_timeout<F, T>(
         &self,
         f: F,
@@ -673,7 +790,13 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
         F: FnOnce() -> T + Send + 'env,
         T: Send + 'env,
     {
-        W::submit(&self.core, Plain(f), Some(&Until::timeout(timeout)))
+        let _waiting = self.core.waiting_if_full(Location::caller());
+        W::submit(
+            &self.core,
+            Plain(f),
+            Some(&Until::timeout(timeout)),
+            Location::caller(),
+        )
     }
 
     /// As [`submit`](Self::submit), waiting until `deadline` at most for room.
@@ -681,6 +804,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// # Errors
     ///
     /// [`SubmitError::Timeout`] when the deadline passed, plus those of `submit`.
+    #[track_caller]
     pub fn submit_deadline<F, T>(
         &self,
         f: F,
@@ -690,7 +814,13 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
         F: FnOnce() -> T + Send + 'env,
         T: Send + 'env,
     {
-        W::submit(&self.core, Plain(f), Some(&Until::deadline(deadline)))
+        let _waiting = self.core.waiting_if_full(Location::caller());
+        W::submit(
+            &self.core,
+            Plain(f),
+            Some(&Until::deadline(deadline)),
+            Location::caller(),
+        )
     }
 
     /// As [`submit`](Self::submit), waiting for room until `token` is cancelled.
@@ -698,6 +828,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// # Errors
     ///
     /// [`SubmitError::Cancelled`] with the token's reason, plus those of `submit`.
+    #[track_caller]
     pub fn submit_cancellable<F, T>(
         &self,
         f: F,
@@ -707,7 +838,13 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
         F: FnOnce() -> T + Send + 'env,
         T: Send + 'env,
     {
-        W::submit(&self.core, Plain(f), Some(&Until::cancellable(token)))
+        let _waiting = self.core.waiting_if_full(Location::caller());
+        W::submit(
+            &self.core,
+            Plain(f),
+            Some(&Until::cancellable(token)),
+            Location::caller(),
+        )
     }
 
     /// As [`submit`](Self::submit), for a task that receives a token of its own, a
@@ -738,12 +875,18 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// assert_eq!(report.completed, 1);
     /// # Ok::<(), corral::StartError>(())
     /// ```
+    #[track_caller]
     pub fn submit_with_token<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
     where
         F: FnOnce(&CancelToken) -> T + Send + 'env,
         T: Send + 'env,
     {
-        W::submit(&self.core, Tokened(f), Some(&Until::FOREVER))
+        W::submit(
+            &self.core,
+            Tokened(f),
+            Some(&Until::FOREVER),
+            Location::caller(),
+        )
     }
 
     /// As [`submit_with_token`](Self::submit_with_token), only if that needs
@@ -752,12 +895,13 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// # Errors
     ///
     /// As [`try_submit`](Self::try_submit).
+    #[track_caller]
     pub fn try_submit_with_token<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
     where
         F: FnOnce(&CancelToken) -> T + Send + 'env,
         T: Send + 'env,
     {
-        W::submit(&self.core, Tokened(f), None)
+        W::submit(&self.core, Tokened(f), None, Location::caller())
     }
 
     /// As [`submit_with_token`](Self::submit_with_token), waiting at most
@@ -766,6 +910,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// # Errors
     ///
     /// As [`submit_timeout`](Self::submit_timeout).
+    #[track_caller]
     pub fn submit_with_token_timeout<F, T>(
         &self,
         f: F,
@@ -775,7 +920,13 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
         F: FnOnce(&CancelToken) -> T + Send + 'env,
         T: Send + 'env,
     {
-        W::submit(&self.core, Tokened(f), Some(&Until::timeout(timeout)))
+        let _waiting = self.core.waiting_if_full(Location::caller());
+        W::submit(
+            &self.core,
+            Tokened(f),
+            Some(&Until::timeout(timeout)),
+            Location::caller(),
+        )
     }
 
     /// As [`submit_with_token`](Self::submit_with_token), waiting until
@@ -784,6 +935,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// # Errors
     ///
     /// As [`submit_deadline`](Self::submit_deadline).
+    #[track_caller]
     pub fn submit_with_token_deadline<F, T>(
         &self,
         f: F,
@@ -793,7 +945,13 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
         F: FnOnce(&CancelToken) -> T + Send + 'env,
         T: Send + 'env,
     {
-        W::submit(&self.core, Tokened(f), Some(&Until::deadline(deadline)))
+        let _waiting = self.core.waiting_if_full(Location::caller());
+        W::submit(
+            &self.core,
+            Tokened(f),
+            Some(&Until::deadline(deadline)),
+            Location::caller(),
+        )
     }
 
     /// As [`submit_with_token`](Self::submit_with_token), waiting for room until
@@ -802,6 +960,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// # Errors
     ///
     /// As [`submit_cancellable`](Self::submit_cancellable).
+    #[track_caller]
     pub fn submit_with_token_cancellable<F, T>(
         &self,
         f: F,
@@ -811,7 +970,13 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
         F: FnOnce(&CancelToken) -> T + Send + 'env,
         T: Send + 'env,
     {
-        W::submit(&self.core, Tokened(f), Some(&Until::cancellable(token)))
+        let _waiting = self.core.waiting_if_full(Location::caller());
+        W::submit(
+            &self.core,
+            Tokened(f),
+            Some(&Until::cancellable(token)),
+            Location::caller(),
+        )
     }
 
     /// Queues a fire-and-forget task: no handle, the cheapest form. A panic is counted
@@ -837,11 +1002,12 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// assert_eq!(hits.load(Ordering::Relaxed), 100);
     /// # Ok::<(), corral::StartError>(())
     /// ```
+    #[track_caller]
     pub fn execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
     where
         F: FnOnce() + Send + 'env,
     {
-        self.execute_call(f, Some(&Until::FOREVER))
+        self.execute_call(f, Some(&Until::FOREVER), Location::caller())
     }
 
     /// As [`execute`](Self::execute), without waiting.
@@ -849,11 +1015,12 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// # Errors
     ///
     /// As [`try_submit`](Self::try_submit).
+    #[track_caller]
     pub fn try_execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
     where
         F: FnOnce() + Send + 'env,
     {
-        self.execute_call(f, None)
+        self.execute_call(f, None, Location::caller())
     }
 
     /// As [`execute`](Self::execute), waiting at most `timeout` for room.
@@ -861,11 +1028,13 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// # Errors
     ///
     /// As [`submit_timeout`](Self::submit_timeout).
+    #[track_caller]
     pub fn execute_timeout<F>(&self, f: F, timeout: Duration) -> Result<(), SubmitError<F>>
     where
         F: FnOnce() + Send + 'env,
     {
-        self.execute_call(f, Some(&Until::timeout(timeout)))
+        let _waiting = self.core.waiting_if_full(Location::caller());
+        self.execute_call(f, Some(&Until::timeout(timeout)), Location::caller())
     }
 
     /// As [`execute`](Self::execute), waiting until `deadline` at most.
@@ -873,11 +1042,13 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// # Errors
     ///
     /// As [`submit_deadline`](Self::submit_deadline).
+    #[track_caller]
     pub fn execute_deadline<F>(&self, f: F, deadline: Instant) -> Result<(), SubmitError<F>>
     where
         F: FnOnce() + Send + 'env,
     {
-        self.execute_call(f, Some(&Until::deadline(deadline)))
+        let _waiting = self.core.waiting_if_full(Location::caller());
+        self.execute_call(f, Some(&Until::deadline(deadline)), Location::caller())
     }
 
     /// As [`execute`](Self::execute), waiting until `token` is cancelled at most.
@@ -885,11 +1056,13 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// # Errors
     ///
     /// As [`submit_cancellable`](Self::submit_cancellable).
+    #[track_caller]
     pub fn execute_cancellable<F>(&self, f: F, token: &CancelToken) -> Result<(), SubmitError<F>>
     where
         F: FnOnce() + Send + 'env,
     {
-        self.execute_call(f, Some(&Until::cancellable(token)))
+        let _waiting = self.core.waiting_if_full(Location::caller());
+        self.execute_call(f, Some(&Until::cancellable(token)), Location::caller())
     }
 
     /// Applies `f` to every item on the pool and yields the results in input order,
@@ -927,6 +1100,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// assert_eq!(squares[999], 1_000_000);
     /// # Ok::<(), corral::StartError>(())
     /// ```
+    #[track_caller]
     pub fn map<I, F, R>(&self, items: I, f: F) -> PoolMap<'_, 'env, I::IntoIter, F, R>
     where
         I: IntoIterator,
@@ -934,7 +1108,7 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
         F: Fn(I::Item) -> R + Send + Sync + 'env,
         R: Send + 'env,
     {
-        PoolMap::new(&self.core, items.into_iter(), f)
+        PoolMap::new(&self.core, items.into_iter(), f, Location::caller())
     }
 
     /// The pool's token, handed to [`submit_with_token`](Self::submit_with_token)
@@ -947,6 +1121,18 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
     /// A snapshot of the counters.
     pub fn stats(&self) -> PoolStats {
         self.core.stats()
+    }
+
+    /// The name given by [`PoolBuilder::name`], if any.
+    pub fn name(&self) -> Option<&str> {
+        self.core.name()
+    }
+
+    /// Runs the pool's [`watchdog`](PoolBuilder::watchdog) now: the tasks newly found
+    /// running past its threshold (each reported once, also to its callback). Empty
+    /// for a pool without a watchdog.
+    pub fn check_stuck(&self) -> Vec<Stuck> {
+        self.core.state.seen.check_stuck()
     }
 
     /// Waits until every task accepted before this call has finished, without
@@ -1162,12 +1348,19 @@ impl<'env, W: PoolThreads<'env>> Pool<'env, W> {
         Ok(self.stop())
     }
 
-    fn execute_call<F>(&self, f: F, until: Option<&Until<'_>>) -> Result<(), SubmitError<F>>
+    fn execute_call<F>(
+        &self,
+        f: F,
+        until: Option<&Until<'_>>,
+        site: &'static Location<'static>,
+    ) -> Result<(), SubmitError<F>>
     where
         F: FnOnce() + Send + 'env,
     {
         // The closure alone: nothing will read a result.
-        self.core.push(Box::new(Plain(f)), until).map_err(refused)
+        self.core
+            .push(Box::new(Plain(f)), until, site)
+            .map_err(refused)
     }
 }
 
@@ -1187,6 +1380,7 @@ impl<'env, W: PoolThreads<'env>> Drop for Pool<'env, W> {
 impl<'env, W: PoolThreads<'env>> fmt::Debug for Pool<'env, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct(W::NAME)
+            .field("name", &self.name())
             .field("stats", &self.stats())
             .field("closed", &self.is_closed())
             .finish()
@@ -1332,6 +1526,7 @@ mod threads {
     };
     use crate::scope::ScopedHandle;
     use crate::wait::Until;
+    use std::panic::Location;
     use std::thread::JoinHandle;
 
     pub trait Sealed<'env> {
@@ -1346,6 +1541,7 @@ mod threads {
             core: &Core<'env>,
             call: C,
             until: Option<&Until<'_>>,
+            site: &'static Location<'static>,
         ) -> Result<TaskHandle<C::Out>, SubmitError<C::Closure>>
         where
             C: Call + 'env,
@@ -1366,17 +1562,20 @@ mod threads {
             core: &Core<'static>,
             call: C,
             until: Option<&Until<'_>>,
+            site: &'static Location<'static>,
         ) -> Result<TaskHandle<C::Out>, SubmitError<C::Closure>>
         where
             C: Call + 'static,
             C::Out: Send + 'static,
         {
             if std::mem::size_of::<C>() > INLINE_CLOSURE_MAX {
-                return ScopedThreads::submit(core, call, until);
+                return ScopedThreads::submit(core, call, until, site);
             }
             // One allocation: the handle reads its result from the queued task's cell.
             let (task, handle) = in_cell(call, own_token::<C>(core));
-            core.push(task, until).map(|()| handle).map_err(refused)
+            core.push(task, until, site)
+                .map(|()| handle)
+                .map_err(refused)
         }
 
         fn join(thread: JoinHandle<()>) {
@@ -1396,13 +1595,16 @@ mod threads {
             core: &Core<'env>,
             call: C,
             until: Option<&Until<'_>>,
+            site: &'static Location<'static>,
         ) -> Result<TaskHandle<C::Out>, SubmitError<C::Closure>>
         where
             C: Call + 'env,
             C::Out: Send + 'env,
         {
             let (task, handle) = with_own_slot(call, own_token::<C>(core));
-            core.push(task, until).map(|()| handle).map_err(refused)
+            core.push(task, until, site)
+                .map(|()| handle)
+                .map_err(refused)
         }
 
         fn join(thread: ScopedHandle<'env, ()>) {

@@ -7,8 +7,8 @@
 //! tasks keep the slot inline (one allocation), others point to a slot of its own.
 //! The queue carries either shape as a [`Job`]: a thin pointer and a hand-written
 //! table of the two things a queue does with a task (run it, drop it unrun), so a
-//! slot stays two words without an enum tag (the table also names the job's
-//! `wait_idle` epoch). No lock guards the closure (a job has one owner at a time, and
+//! slot needs no enum tag (the table also names the job's `wait_idle` epoch); the
+//! job also carries the line that submitted it, for the thread dump. No lock guards the closure (a job has one owner at a time, and
 //! only its `Shared` reaches the closure) nor the result (a state byte hands each
 //! field over, see [`Packet`]). Every task resolves exactly once: run, or dropped
 //! unrun (its handle then says `Cancelled`), or refused and handed back to its
@@ -27,6 +27,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
+use std::panic::Location;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
@@ -986,6 +987,11 @@ unsafe fn abandon_raw<R: Runnable>(raw: NonNull<()>) {
 pub(crate) struct Job<'a> {
     raw: NonNull<()>,
     ops: &'static Ops,
+    /// Where the task was submitted, in the user's code (for the thread dump).
+    site: &'static Location<'static>,
+    /// When the task was made, for the time-in-queue histogram.
+    #[cfg(feature = "metrics")]
+    made_at: Instant,
     /// The task may borrow for `'a`, and the job owns it.
     _task: PhantomData<Box<dyn Send + 'a>>,
 }
@@ -995,20 +1001,41 @@ pub(crate) struct Job<'a> {
 unsafe impl Send for Job<'_> {}
 
 impl<'a> Job<'a> {
-    /// A job that carries no epoch (2).
-    #[inline]
+    /// A job that carries no epoch (2), submitted at the caller's line.
+    #[cfg(test)]
+    #[track_caller]
     pub(crate) fn new<R: Runnable + 'a>(task: R) -> Self {
-        Self::in_epoch(task, 2)
+        Self::in_epoch(task, 2, Location::caller())
     }
 
-    /// A job counted under `epoch` (0 or 1; anything else is 2, none).
+    /// A job counted under `epoch` (0 or 1; anything else is 2, none), submitted at
+    /// `site`.
     #[inline]
-    pub(crate) fn in_epoch<R: Runnable + 'a>(task: R, epoch: usize) -> Self {
+    pub(crate) fn in_epoch<R: Runnable + 'a>(
+        task: R,
+        epoch: usize,
+        site: &'static Location<'static>,
+    ) -> Self {
         Job {
             raw: task.into_raw(),
             ops: &OpsOf::<R>::OPS[epoch.min(2)],
+            site,
+            #[cfg(feature = "metrics")]
+            made_at: Instant::now(),
             _task: PhantomData,
         }
+    }
+
+    /// Where the task was submitted.
+    #[inline]
+    pub(crate) fn site(&self) -> &'static Location<'static> {
+        self.site
+    }
+
+    /// When the task was made (submitted).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn made_at(&self) -> Instant {
+        self.made_at
     }
 
     /// The epoch the job was made with.
