@@ -11,8 +11,10 @@
 //! joins children one at a time in reverse start order, each within its shutdown
 //! timeout; a child still running past it is reported ([`EventKind::ShutdownOverdue`],
 //! [`SupervisorReport::overdue`]) and joined after the others: no thread is left behind.
-//! Children can be added and removed while it runs, live [`stats`](Supervisor::stats)
-//! and an event hook show what it does, and a supervisor can be a child of another
+//! Children can be added and removed while it runs, live [`stats`](Supervisor::stats),
+//! an event hook (and `tracing` events and metrics, features of those names), the
+//! thread dump ([`leak::dump`](crate::leak::dump)) and an opt-in stuck-child watchdog
+//! show what it does, and a supervisor can be a child of another
 //! ([`ChildSpec::supervisor`]). Every piece of user code (child functions, their errors'
 //! drop when the bounded record evicts them, the hook, `on_cancel` callbacks, the
 //! clock) runs inside the panic boundary.
