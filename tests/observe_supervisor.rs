@@ -13,7 +13,7 @@ use crossbeam_channel::{unbounded, Receiver};
 use corral::clock::ManualClock;
 use corral::leak::{self, LeakCheck};
 use corral::observe::{Activity, Role, ThreadInfo};
-use corral::supervisor::{ChildState, EventKind, Restart};
+use corral::supervisor::{ChildSpec, ChildState, EventKind, Restart};
 use corral::{CancelToken, Supervisor};
 
 /// "Should happen" bound: generous, the machine is loaded.
@@ -138,6 +138,34 @@ fn a_child_in_backoff_shows_as_its_monitor_parked_until_the_restart() {
     assert_eq!(attempts.load(Ordering::SeqCst), 2);
     let report = supervisor.stop();
     assert_eq!(report.total_restarts(), 1);
+}
+
+#[test]
+fn a_subtree_shows_the_line_that_declared_it() {
+    let _check = LeakCheck::new();
+    let line = line!() + 1;
+    let subtree = ChildSpec::supervisor("tree-mid", Restart::Permanent, || {
+        Supervisor::builder()
+            .name("tree-mid")
+            .child("leaf", Restart::Permanent, idle)
+    });
+    let root = Supervisor::builder().name("tree-root").add_child(subtree);
+    let start_line = line!() + 1;
+    let root = root.start().unwrap();
+    let leaf = wait_for_thread("corral-sup-tree-mid/leaf", |_| true);
+    assert_eq!(leaf.owner_name.as_deref(), Some("tree-mid"));
+    assert_eq!(
+        (leaf.spawned_at.file(), leaf.spawned_at.line()),
+        (file!(), line)
+    );
+    let mid = wait_for_thread("corral-sup-tree-root/tree-mid", |_| true);
+    assert_eq!(mid.role, Role::SupervisorChild);
+    assert_eq!(
+        mid.spawned_at.line(),
+        start_line,
+        "the root's children: its start line"
+    );
+    assert!(root.stop().reason.is_stopped());
 }
 
 /// The stuck-child events the hook received.

@@ -26,6 +26,7 @@ mod telemetry;
 use std::cell::Cell;
 use std::error::Error;
 use std::fmt;
+use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{JoinHandle, ThreadId};
@@ -84,6 +85,9 @@ pub struct SupervisorBuilder {
     clock: Arc<dyn Clock>,
     hook: Option<Arc<report::Hook>>,
     watchdog: Option<Duration>,
+    /// Where a subtree was declared ([`ChildSpec::supervisor`]): its spawn site in the
+    /// thread dump instead of the line calling `start`.
+    site: Option<&'static Location<'static>>,
     children: Vec<ChildSpec>,
 }
 
@@ -176,6 +180,7 @@ impl Supervisor {
             clock: Arc::new(SystemClock),
             hook: None,
             watchdog: None,
+            site: None,
             children: Vec::new(),
         }
     }
@@ -745,7 +750,11 @@ impl SupervisorBuilder {
 
     #[track_caller]
     fn start_checked(self) -> Result<Supervisor, StartError> {
-        let owner = Owner::new("Supervisor", self.name.as_deref().map(Arc::from));
+        let name = self.name.as_deref().map(Arc::from);
+        let owner = match self.site {
+            Some(site) => Owner::new_at("Supervisor", name, site),
+            None => Owner::new("Supervisor", name),
+        };
         let (watchdog, watch) = match self.watchdog {
             Some(threshold) => {
                 let (found_tx, found) = crossbeam_channel::bounded(STUCK_QUEUE);
@@ -903,12 +912,19 @@ impl ChildSpec {
     /// assert!(root.stop().reason.is_stopped());
     /// # Ok::<(), corral::StartError>(())
     /// ```
+    ///
+    /// The line calling `supervisor` is the inner supervisor's spawn site in
+    /// [`leak::dump`](crate::leak::dump).
+    #[track_caller]
     pub fn supervisor<F>(name: &str, restart: Restart, make: F) -> ChildSpec
     where
         F: Fn() -> SupervisorBuilder + Send + Sync + 'static,
     {
+        let site = Location::caller();
         ChildSpec::new(name, restart, move |token: &CancelToken| {
-            let inner = make().start()?;
+            let mut builder = make();
+            builder.site.get_or_insert(site);
+            let inner = builder.start()?;
             match inner.join_cancellable(token) {
                 Ok(report) if report.reason.is_all_exited() => Ok(()),
                 Ok(report) => Err(Escalation(report).into()),
