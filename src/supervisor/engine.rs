@@ -11,6 +11,8 @@
 // each stop the monitor makes; an exit of an older generation was caused by the monitor
 // and is recorded, never acted on. A backoff sleeps on the injected clock with a token
 // that a run-time command cancels, so `add_child`/`remove_child` never wait for it.
+// In the thread dump the monitor is idle while it waits, in backoff until the restart,
+// stopping at the end; its watchdog (if any) runs each time it wakes.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -221,8 +223,7 @@ impl Monitor {
     ) -> Self {
         let (exits_tx, exits_rx) = crossbeam_channel::unbounded();
         // Metric handles are registered here, on the thread that starts the supervisor.
-        let settings_name = settings.name.as_deref();
-        let telemetry = Telemetry::new(settings_name);
+        let telemetry = Telemetry::new(settings.name.as_deref());
         Monitor {
             exits: History::new(settings.history),
             panics: History::new(settings.history),
