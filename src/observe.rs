@@ -282,10 +282,20 @@ impl Owner {
     #[allow(dead_code)] // used by the owners that start threads (pool, pipeline, supervisor)
     #[track_caller]
     pub(crate) fn new(kind: &'static str, name: Option<Arc<str>>) -> Arc<Owner> {
+        Owner::new_at(kind, name, Location::caller())
+    }
+
+    /// An owner built on behalf of the caller's code at `site` (a supervisor that a
+    /// parent supervisor starts for a subtree declared there).
+    pub(crate) fn new_at(
+        kind: &'static str,
+        name: Option<Arc<str>>,
+        site: &'static Location<'static>,
+    ) -> Arc<Owner> {
         Arc::new(Owner {
             kind,
             name,
-            site: Location::caller(),
+            site,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             threads: Mutex::new(Vec::new()),
         })

@@ -1,6 +1,6 @@
 //! Supervisor: two long-lived services, one crashing now and then, restarted within an
-//! intensity limit (with jittered backoff), watched through live stats and events, and
-//! stopped cleanly in reverse start order.
+//! intensity limit (with jittered backoff), watched through live stats, events and the
+//! thread dump, and stopped cleanly in reverse start order.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -47,6 +47,11 @@ pub fn run() {
     // Let it run briefly, look at it, then stop it: every child is cancelled and
     // joined, one at a time, the last started first.
     supervisor.token().wait_timeout(Duration::from_millis(60));
+    // What every corral thread is doing right now (here: the monitor and the live
+    // children), with the line that started them.
+    for line in corral::leak::dump().to_string().lines() {
+        println!("  {line}");
+    }
     for child in supervisor.stats().children {
         println!(
             "  live: {:<7} {:?} for {:?}, {} starts, last exit {:?}",

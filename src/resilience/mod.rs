@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use crate::breaker::{BreakerGuard, CircuitBreaker};
 use crate::cancel::{CancelReason, CancelToken};
+use crate::observe::event;
 use crate::semaphore::{AcquireError, OwnedPermit, Permit};
 use crate::sync::{time, AtomicU64, Ordering};
 
@@ -90,23 +91,66 @@ pub struct ResilienceStats {
     pub never_started: u64,
 }
 
-#[derive(Default)]
-struct Counters {
-    succeeded: AtomicU64,
-    failed: AtomicU64,
-    bulkhead_refused: AtomicU64,
-    rate_limited: AtomicU64,
-    limit_unavailable: AtomicU64,
-    breaker_open: AtomicU64,
-    deadline_exceeded: AtomicU64,
-    cancelled: AtomicU64,
-    retries: AtomicU64,
-    retries_denied: AtomicU64,
-    fallbacks: AtomicU64,
+/// One count: the stack's own, for [`Resilience::stats`], and its metric (feature
+/// `metrics`; a no-op without it).
+struct Count {
+    local: AtomicU64,
+    metric: event::Counter,
 }
 
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+impl Count {
+    fn new(metric: &'static str, name: Option<&str>) -> Self {
+        Count {
+            local: AtomicU64::new(0),
+            metric: event::Counter::new(metric, KIND, name),
+        }
+    }
+
+    fn bump(&self) {
+        self.local.fetch_add(1, Ordering::Relaxed);
+        self.metric.add(1);
+    }
+
+    fn get(&self) -> u64 {
+        self.local.load(Ordering::Relaxed)
+    }
+}
+
+/// The kind label of the stack's metrics and events.
+const KIND: &str = "Resilience";
+
+struct Counters {
+    succeeded: Count,
+    failed: Count,
+    bulkhead_refused: Count,
+    rate_limited: Count,
+    limit_unavailable: Count,
+    breaker_open: Count,
+    deadline_exceeded: Count,
+    cancelled: Count,
+    retries: Count,
+    retries_denied: Count,
+    fallbacks: Count,
+}
+
+impl Counters {
+    /// Registers the metrics (on the thread that builds the stack).
+    fn new(name: Option<&str>) -> Self {
+        let count = |metric| Count::new(metric, name);
+        Counters {
+            succeeded: count("corral_resilience_succeeded_total"),
+            failed: count("corral_resilience_failed_total"),
+            bulkhead_refused: count("corral_resilience_bulkhead_refused_total"),
+            rate_limited: count("corral_resilience_rate_limited_total"),
+            limit_unavailable: count("corral_resilience_limit_unavailable_total"),
+            breaker_open: count("corral_resilience_breaker_open_total"),
+            deadline_exceeded: count("corral_resilience_deadline_exceeded_total"),
+            cancelled: count("corral_resilience_cancelled_total"),
+            retries: count("corral_resilience_retries_total"),
+            retries_denied: count("corral_resilience_retries_denied_total"),
+            fallbacks: count("corral_resilience_fallbacks_total"),
+        }
+    }
 }
 
 /// A composed resilience stack around one dependency: bulkhead → pool → limits →
@@ -176,8 +220,8 @@ impl Resilience {
     /// The stack of validated settings, with its pool when it has one.
     fn new(config: ResilienceBuilder, isolation: Option<Isolation>) -> Self {
         Resilience {
+            counters: Counters::new(config.name.as_deref()),
             config,
-            counters: Counters::default(),
             isolation,
         }
     }
@@ -401,7 +445,7 @@ impl Resilience {
             Ok(value) => Ok(value),
             Err(error) => match fallback(&error) {
                 Some(value) => {
-                    bump(&self.counters.fallbacks);
+                    self.counters.fallbacks.bump();
                     Ok(value)
                 }
                 None => Err(error),
@@ -429,7 +473,14 @@ impl Resilience {
             };
             attempts += 1;
             if attempts > 1 {
-                bump(&self.counters.retries);
+                self.counters.retries.bump();
+                event::emit!(
+                    debug,
+                    KIND,
+                    self.config.name.as_deref(),
+                    "resilience retrying a call",
+                    attempt = u64::from(attempts),
+                );
             }
             let outcome = match attempt(token, worker) {
                 Ran::Returned(outcome) => outcome,
@@ -445,7 +496,7 @@ impl Resilience {
             admitted.finish(self.config.breaker.as_deref(), &outcome);
             match outcome {
                 Ok(value) => {
-                    bump(&self.counters.succeeded);
+                    self.counters.succeeded.bump();
                     return Ok(value);
                 }
                 Err(error) => {
@@ -468,19 +519,18 @@ impl Resilience {
     /// A snapshot of the counters.
     pub fn stats(&self) -> ResilienceStats {
         let c = &self.counters;
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let mut stats = ResilienceStats {
-            succeeded: load(&c.succeeded),
-            failed: load(&c.failed),
-            bulkhead_refused: load(&c.bulkhead_refused),
-            rate_limited: load(&c.rate_limited),
-            limit_unavailable: load(&c.limit_unavailable),
-            breaker_open: load(&c.breaker_open),
-            deadline_exceeded: load(&c.deadline_exceeded),
-            cancelled: load(&c.cancelled),
-            retries: load(&c.retries),
-            retries_denied: load(&c.retries_denied),
-            fallbacks: load(&c.fallbacks),
+            succeeded: c.succeeded.get(),
+            failed: c.failed.get(),
+            bulkhead_refused: c.bulkhead_refused.get(),
+            rate_limited: c.rate_limited.get(),
+            limit_unavailable: c.limit_unavailable.get(),
+            breaker_open: c.breaker_open.get(),
+            deadline_exceeded: c.deadline_exceeded.get(),
+            cancelled: c.cancelled.get(),
+            retries: c.retries.get(),
+            retries_denied: c.retries_denied.get(),
+            fallbacks: c.fallbacks.get(),
             ..ResilienceStats::default()
         };
         // Every call ends in exactly one counter, so the sums need none of their own
@@ -498,7 +548,7 @@ impl Resilience {
             // calls than abandoned ones.
             stats.abandoned_finished = tally.abandoned_finished.load(Ordering::Acquire);
             stats.abandoned = tally.abandoned.load(Ordering::Acquire);
-            stats.never_started = load(&tally.never_started);
+            stats.never_started = tally.never_started.load(Ordering::Relaxed);
         }
         stats
     }
@@ -532,14 +582,14 @@ impl Resilience {
         };
         let allowed = budget.withdraw();
         if !allowed {
-            bump(&self.counters.retries_denied);
+            self.counters.retries_denied.bump();
         }
         allowed
     }
 
     /// The call's own failure, counted.
     fn fail<T, E>(&self, error: E, attempts: u32) -> Result<T, ResilienceError<E>> {
-        bump(&self.counters.failed);
+        self.counters.failed.bump();
         Err(ResilienceError::Inner { error, attempts })
     }
 
@@ -554,14 +604,15 @@ impl Resilience {
             return self.fail(error, attempts);
         }
         let c = &self.counters;
-        bump(match &refusal {
+        match &refusal {
             ResilienceError::RateLimited { .. } => &c.rate_limited,
             ResilienceError::BreakerOpen { .. } => &c.breaker_open,
             ResilienceError::DeadlineExceeded => &c.deadline_exceeded,
             ResilienceError::Cancelled(_) => &c.cancelled,
             ResilienceError::LimitUnavailable => &c.limit_unavailable,
             _ => &c.bulkhead_refused,
-        });
+        }
+        .bump();
         Err(refusal)
     }
 

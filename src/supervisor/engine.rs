@@ -11,6 +11,8 @@
 // each stop the monitor makes; an exit of an older generation was caused by the monitor
 // and is recorded, never acted on. A backoff sleeps on the injected clock with a token
 // that a run-time command cancels, so `add_child`/`remove_child` never wait for it.
+// In the thread dump the monitor is idle while it waits, in backoff until the restart,
+// stopping at the end; its watchdog (if any) runs each time it wakes.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -23,6 +25,7 @@ use parking_lot::Mutex;
 
 use crate::cancel::CancelToken;
 use crate::clock::Clock;
+use crate::observe::{self, Owner, Role, Stuck, Watchdog};
 use crate::panic::{drop_caught, Panic};
 use crate::spawn::{start, SpawnError, ThreadSpec};
 use crate::supervisor::report::{
@@ -30,6 +33,7 @@ use crate::supervisor::report::{
     RemoveChildError, Restart, StopReason, Strategy, SupervisorEvent, SupervisorReport,
     SupervisorStats,
 };
+use crate::supervisor::telemetry::Telemetry;
 use crate::sync::time;
 
 thread_local! {
@@ -52,6 +56,18 @@ pub(crate) struct Settings {
     pub(crate) history: usize,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) hook: Option<Arc<Hook>>,
+    /// Who the supervisor's threads belong to in the thread dump.
+    pub(crate) owner: Arc<Owner>,
+    /// The opt-in stuck-child watchdog, and where it reports what it finds.
+    pub(crate) watchdog: Option<StuckWatch>,
+}
+
+/// The supervisor's watchdog over its children.
+pub(crate) struct StuckWatch {
+    pub(crate) watchdog: Arc<Watchdog>,
+    pub(crate) threshold: Duration,
+    /// What the watchdog found, for the event hook on the monitor thread.
+    pub(crate) found: Receiver<Stuck>,
 }
 
 /// A run-time request from the handle; the monitor always answers it.
@@ -78,16 +94,23 @@ pub(crate) struct Shared {
     /// `None` once the monitor stops taking commands. Unbounded, but each command's
     /// sender waits for its answer, so at most one per calling thread is queued.
     commands: Option<Sender<Command>>,
+    /// The watchdog, for on-demand checks from the handle.
+    watchdog: Option<Arc<Watchdog>>,
 }
 
 impl Shared {
-    pub(crate) fn new(commands: Sender<Command>) -> Self {
+    pub(crate) fn new(commands: Sender<Command>, watchdog: Option<Arc<Watchdog>>) -> Self {
         Shared {
             children: Vec::new(),
             exits: 0,
             wake: None,
             commands: Some(commands),
+            watchdog,
         }
+    }
+
+    pub(crate) fn watchdog(&self) -> Option<Arc<Watchdog>> {
+        self.watchdog.clone()
     }
 
     /// Sends a command; returns the token to cancel (outside the lock) to wake a
@@ -102,6 +125,10 @@ impl Shared {
 
     pub(crate) fn len(&self) -> usize {
         self.children.len()
+    }
+
+    fn running_count(&self) -> usize {
+        self.children.iter().filter(|s| s.alive).count()
     }
 
     pub(crate) fn running_children(&self) -> Vec<String> {
@@ -180,6 +207,9 @@ pub(crate) struct Monitor {
     rng: u64,
     /// The thread that did not start when a child was restarted.
     spawn_error: Option<SpawnError>,
+    telemetry: Telemetry,
+    /// The monitor thread's own slot in the thread dump (once it runs).
+    me: Option<Arc<observe::Slot>>,
 }
 
 impl Monitor {
@@ -192,6 +222,8 @@ impl Monitor {
         shared: Arc<Mutex<Shared>>,
     ) -> Self {
         let (exits_tx, exits_rx) = crossbeam_channel::unbounded();
+        // Metric handles are registered here, on the thread that starts the supervisor.
+        let telemetry = Telemetry::new(settings.name.as_deref());
         Monitor {
             exits: History::new(settings.history),
             panics: History::new(settings.history),
@@ -211,6 +243,8 @@ impl Monitor {
             detached_thread: None,
             shared,
             spawn_error: None,
+            telemetry,
+            me: None,
         }
     }
 
@@ -276,12 +310,19 @@ impl Monitor {
         self.drop_children()
     }
 
-    /// Starts a child's thread (a first start or a restart).
-    pub(crate) fn start_child(&mut self, index: usize) -> Result<(), SpawnError> {
-        let thread_name = match &self.settings.name {
+    /// A child's thread name, after the `corral-` prefix.
+    fn thread_name(&self, index: usize) -> String {
+        match &self.settings.name {
             Some(name) => format!("sup-{name}/{}", self.children[index].name),
             None => format!("sup-{}", self.children[index].name),
-        };
+        }
+    }
+
+    /// Starts a child's thread (a first start or a restart).
+    pub(crate) fn start_child(&mut self, index: usize) -> Result<(), SpawnError> {
+        let spec = ThreadSpec::new("Supervisor", self.thread_name(index))
+            .role(Role::SupervisorChild)
+            .owned_by(&self.settings.owner);
         let child = &mut self.children[index];
         child.generation += 1;
         let (id, generation, name) = (child.id, child.generation, Arc::clone(&child.name));
@@ -291,7 +332,7 @@ impl Monitor {
         let child_token = token.clone();
         let (finishing, done) = crossbeam_channel::bounded::<()>(0);
         let supervisor = self.id;
-        let handle = start(&ThreadSpec::new("Supervisor", thread_name), move || {
+        let handle = start(&spec, move || {
             let _finishing = finishing;
             CHILD_OF.with(|c| c.set(supervisor));
             let exit = match Panic::catch_any(|| run(&child_token)) {
@@ -320,6 +361,7 @@ impl Monitor {
         slot.stats.restarts = self.children[index].restarts;
         slot.stats.state = ChildState::Running;
         slot.since = now;
+        self.telemetry.running(shared.running_count());
         Ok(())
     }
 
@@ -350,16 +392,20 @@ impl Monitor {
         drop(self.panics.push(panic));
     }
 
-    /// Calls the event hook inside the panic boundary.
+    /// Counts the event and emits it (features `metrics`, `tracing`), then calls the
+    /// event hook; both inside the panic boundary (they format user errors).
     fn emit(&mut self, kind: EventKind<'_>) {
-        let Some(hook) = &self.settings.hook else {
-            return;
-        };
         let event = SupervisorEvent {
             supervisor: self.settings.name.as_deref(),
             kind,
         };
-        if let Err(panic) = Panic::catch_any(|| hook(&event)) {
+        let telemetry = &self.telemetry;
+        let observed = Panic::catch_any(|| telemetry.observe(&event)).err();
+        let hooked = match &self.settings.hook {
+            Some(hook) => Panic::catch_any(|| hook(&event)).err(),
+            None => None,
+        };
+        for panic in observed.into_iter().chain(hooked) {
             self.push_panic(panic);
         }
     }
@@ -416,7 +462,9 @@ impl Monitor {
         if let Some(running) = self.children[index].running.take() {
             let _ = running.handle.join();
         }
-        self.shared.lock().children[index].alive = false;
+        let mut shared = self.shared.lock();
+        shared.children[index].alive = false;
+        self.telemetry.running(shared.running_count());
         true
     }
 
@@ -483,6 +531,9 @@ impl Monitor {
 
     /// Closes the command channel, refuses what is queued, then stops every child.
     fn stop_all(&mut self) {
+        if let Some(me) = &self.me {
+            me.stopping();
+        }
         let closed = self.shared.lock().commands.take();
         drop(closed);
         while let Ok(command) = self.commands.try_recv() {
@@ -518,6 +569,10 @@ impl Monitor {
     }
 
     pub(crate) fn run(mut self) -> SupervisorReport {
+        self.me = observe::current();
+        if let Some(me) = &self.me {
+            me.idle();
+        }
         self.announce();
         let reason = match Panic::catch_any(|| self.supervise()) {
             Ok(reason) => reason,
@@ -565,7 +620,15 @@ impl Monitor {
 
     fn supervise(&mut self) -> StopReason {
         let stop = self.token.done();
+        let (stuck, every) = match &self.settings.watchdog {
+            Some(watch) => (watch.found.clone(), Some(watch.threshold)),
+            None => (crossbeam_channel::never(), None),
+        };
         loop {
+            self.check_stuck();
+            if let Some(me) = &self.me {
+                me.idle();
+            }
             if self.children.iter().all(|c| c.done) {
                 return StopReason::AllExited;
             }
@@ -575,7 +638,18 @@ impl Monitor {
                 }
                 continue;
             }
+            // Without a timer thread: the watchdog looks whenever the monitor wakes, and
+            // the monitor wakes at least once per threshold.
+            let tick = every.map_or_else(crossbeam_channel::never, |every| {
+                crossbeam_channel::at(time::deadline_after(time::now(), every))
+            });
             select! {
+                recv(stuck) -> found => {
+                    if let Ok(found) = found {
+                        self.on_stuck(&found);
+                    }
+                }
+                recv(tick) -> _ => {}
                 recv(self.exits_rx) -> msg => {
                     let msg = msg.expect("the monitor holds a sender");
                     if let Some(reason) = self.on_exit(msg) {
@@ -590,6 +664,27 @@ impl Monitor {
                 recv(stop) -> _ => return StopReason::Stopped,
             }
         }
+    }
+
+    /// Runs the watchdog, if there is one.
+    fn check_stuck(&self) {
+        if let Some(watch) = &self.settings.watchdog {
+            watch.watchdog.check();
+        }
+    }
+
+    /// Hands a stuck child to the event hook.
+    fn on_stuck(&mut self, found: &Stuck) {
+        let Some(index) = (0..self.children.len())
+            .find(|&i| format!("corral-{}", self.thread_name(i)) == found.thread)
+        else {
+            return;
+        };
+        let name = Arc::clone(&self.children[index].name);
+        self.emit(EventKind::Stuck {
+            child: &name,
+            running_for: found.running_for,
+        });
     }
 
     fn on_command(&mut self, command: Command) {
@@ -707,11 +802,18 @@ impl Monitor {
             // event moves time past the end of this backoff.
             let resume_at = time::deadline_after(self.settings.clock.now(), delay);
             let name = Arc::clone(&self.children[index].name);
+            if let Some(me) = &self.me {
+                me.backoff_until(resume_at);
+            }
             self.emit(EventKind::BackingOff {
                 child: &name,
                 delay,
             });
-            if !self.pause(resume_at) {
+            let resumed = self.pause(resume_at);
+            if let Some(me) = &self.me {
+                me.idle();
+            }
+            if !resumed {
                 return Some(StopReason::Stopped);
             }
         }

@@ -11,18 +11,22 @@
 //! joins children one at a time in reverse start order, each within its shutdown
 //! timeout; a child still running past it is reported ([`EventKind::ShutdownOverdue`],
 //! [`SupervisorReport::overdue`]) and joined after the others: no thread is left behind.
-//! Children can be added and removed while it runs, live [`stats`](Supervisor::stats)
-//! and an event hook show what it does, and a supervisor can be a child of another
+//! Children can be added and removed while it runs, live [`stats`](Supervisor::stats),
+//! an event hook (and `tracing` events and metrics, features of those names), the
+//! thread dump ([`leak::dump`](crate::leak::dump)) and an opt-in stuck-child watchdog
+//! show what it does, and a supervisor can be a child of another
 //! ([`ChildSpec::supervisor`]). Every piece of user code (child functions, their errors'
 //! drop when the bounded record evicts them, the hook, `on_cancel` callbacks, the
 //! clock) runs inside the panic boundary.
 
 mod engine;
 mod report;
+mod telemetry;
 
 use std::cell::Cell;
 use std::error::Error;
 use std::fmt;
+use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{JoinHandle, ThreadId};
@@ -31,10 +35,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-use self::engine::{Command, Monitor, Settings, Shared, CHILD_OF};
+use self::engine::{Command, Monitor, Settings, Shared, StuckWatch, CHILD_OF};
 use crate::cancel::CancelToken;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{check_name, ConfigError};
+use crate::observe::{Owner, Role, Stuck, Watchdog};
 use crate::panic::{drop_caught, drop_quietly, Panic};
 use crate::spawn::{start, StartError, ThreadSpec};
 use crate::sync::time;
@@ -79,8 +84,16 @@ pub struct SupervisorBuilder {
     history: usize,
     clock: Arc<dyn Clock>,
     hook: Option<Arc<report::Hook>>,
+    watchdog: Option<Duration>,
+    /// Where a subtree was declared ([`ChildSpec::supervisor`]): its spawn site in the
+    /// thread dump instead of the line calling `start`.
+    site: Option<&'static Location<'static>>,
     children: Vec<ChildSpec>,
 }
+
+/// How many stuck children the watchdog hands to the monitor before it answers (more
+/// are still warned about and marked in the dump, but not given to the event hook).
+const STUCK_QUEUE: usize = 64;
 
 /// A running supervisor: long-lived named children, restarted on failure within an
 /// intensity limit, all joined by [`stop`](Supervisor::stop) or on drop.
@@ -166,6 +179,8 @@ impl Supervisor {
             history: DEFAULT_HISTORY,
             clock: Arc::new(SystemClock),
             hook: None,
+            watchdog: None,
+            site: None,
             children: Vec::new(),
         }
     }
@@ -204,6 +219,15 @@ impl Supervisor {
         // The clock is user code: read it inside the boundary, outside the lock.
         let now = Panic::catch_any(|| self.clock.now()).unwrap_or_else(|_| time::now());
         self.shared.lock().snapshot(self.name.clone(), now)
+    }
+
+    /// Runs the watchdog ([`SupervisorBuilder::watchdog`]) now and returns the children
+    /// newly found running past its threshold (each run of a child is reported once;
+    /// they also reach the event hook as [`EventKind::Stuck`]). Empty without a
+    /// watchdog. [`leak::dump`](crate::leak::dump) runs it too.
+    pub fn check_stuck(&self) -> Vec<Stuck> {
+        let watchdog = self.shared.lock().watchdog();
+        watchdog.map_or_else(Vec::new, |w| w.check())
     }
 
     /// The name given with [`SupervisorBuilder::name`].
@@ -564,6 +588,20 @@ impl SupervisorBuilder {
         self
     }
 
+    /// Watches the children for runs of `threshold` or longer (on the supervisor's
+    /// clock): each such run is reported once — a `tracing` warning (feature
+    /// `tracing`), an [`EventKind::Stuck`] to the event hook, a `[STUCK]` mark in
+    /// [`leak::dump`](crate::leak::dump). No thread of its own: the monitor looks
+    /// whenever it wakes, at least once per `threshold` of wall time, and
+    /// [`Supervisor::check_stuck`] and `leak::dump` look on demand. Meant for children
+    /// expected to finish (a long-lived child is reported once per run too). A zero
+    /// `threshold` is refused by [`start`](SupervisorBuilder::start) (`ConfigError`
+    /// for field `watchdog`).
+    pub fn watchdog(mut self, threshold: Duration) -> Self {
+        self.watchdog = Some(threshold);
+        self
+    }
+
     /// Calls `hook` on the monitor thread for everything the supervisor does (see
     /// [`EventKind`]); a panic in it is caught and kept in
     /// [`SupervisorReport::panics`]. It should return quickly: the monitor waits for it.
@@ -642,6 +680,10 @@ impl SupervisorBuilder {
     /// [`StartError::Spawn`], after every thread already started was stopped and
     /// joined. The children's functions are dropped (inside the panic boundary) when
     /// the supervisor is not started.
+    ///
+    /// The line calling `start` is the supervisor's spawn site in
+    /// [`leak::dump`](crate::leak::dump), for the monitor and every child.
+    #[track_caller]
     pub fn start(mut self) -> Result<Supervisor, StartError> {
         if let Some(e) = self.refusal() {
             drop_specs(std::mem::take(&mut self.children));
@@ -696,15 +738,47 @@ impl SupervisorBuilder {
                 "must be at most 1000000",
             ));
         }
+        if self.watchdog.is_some_and(|t| t.is_zero()) {
+            return Some(ConfigError::new(
+                "watchdog",
+                Duration::ZERO,
+                "must be greater than zero",
+            ));
+        }
         None
     }
 
+    #[track_caller]
     fn start_checked(self) -> Result<Supervisor, StartError> {
+        let name = self.name.as_deref().map(Arc::from);
+        let owner = match self.site {
+            Some(site) => Owner::new_at("Supervisor", name, site),
+            None => Owner::new("Supervisor", name),
+        };
+        let (watchdog, watch) = match self.watchdog {
+            Some(threshold) => {
+                let (found_tx, found) = crossbeam_channel::bounded(STUCK_QUEUE);
+                let watchdog = Watchdog::builder(threshold)
+                    .shared_clock(Arc::clone(&self.clock))
+                    .on_stuck(move |stuck| {
+                        let _ = found_tx.try_send(stuck.clone());
+                    })
+                    .build_for(&owner);
+                let watchdog = Arc::new(watchdog);
+                let watch = StuckWatch {
+                    watchdog: Arc::clone(&watchdog),
+                    threshold,
+                    found,
+                };
+                (Some(watchdog), Some(watch))
+            }
+            None => (None, None),
+        };
         let token = CancelToken::new();
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let (detach, detached) = crossbeam_channel::bounded(1);
         let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
-        let shared = Arc::new(Mutex::new(Shared::new(commands_tx)));
+        let shared = Arc::new(Mutex::new(Shared::new(commands_tx, watchdog)));
         let seed = self.seed.unwrap_or_else(random_seed);
         let settings = Settings {
             name: self.name.clone(),
@@ -719,6 +793,8 @@ impl SupervisorBuilder {
             history: self.history,
             clock: Arc::clone(&self.clock),
             hook: self.hook,
+            owner: Arc::clone(&owner),
+            watchdog: watch,
         };
         let mut monitor = Monitor::new(
             settings,
@@ -742,7 +818,10 @@ impl SupervisorBuilder {
             None => "sup-monitor".to_owned(),
         };
         let (finishing, finished) = crossbeam_channel::bounded::<()>(0);
-        let started = start(&ThreadSpec::new("Supervisor", thread), move || {
+        let spec = ThreadSpec::new("Supervisor", thread)
+            .role(Role::Monitor)
+            .owned_by(&owner);
+        let started = start(&spec, move || {
             let _finishing = finishing;
             receive.recv().ok().map(Monitor::run)
         });
@@ -833,12 +912,19 @@ impl ChildSpec {
     /// assert!(root.stop().reason.is_stopped());
     /// # Ok::<(), corral::StartError>(())
     /// ```
+    ///
+    /// The line calling `supervisor` is the inner supervisor's spawn site in
+    /// [`leak::dump`](crate::leak::dump).
+    #[track_caller]
     pub fn supervisor<F>(name: &str, restart: Restart, make: F) -> ChildSpec
     where
         F: Fn() -> SupervisorBuilder + Send + Sync + 'static,
     {
+        let site = Location::caller();
         ChildSpec::new(name, restart, move |token: &CancelToken| {
-            let inner = make().start()?;
+            let mut builder = make();
+            builder.site.get_or_insert(site);
+            let inner = builder.start()?;
             match inner.join_cancellable(token) {
                 Ok(report) if report.reason.is_all_exited() => Ok(()),
                 Ok(report) => Err(Escalation(report).into()),
@@ -861,6 +947,7 @@ impl fmt::Debug for SupervisorBuilder {
             .field("jitter", &self.jitter)
             .field("shutdown", &self.shutdown)
             .field("history", &self.history)
+            .field("watchdog", &self.watchdog)
             .field("children", &self.children.len())
             .finish()
     }

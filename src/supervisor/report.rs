@@ -264,6 +264,15 @@ pub enum EventKind<'a> {
         /// That exit.
         exit: &'a Exit,
     },
+    /// The watchdog ([`SupervisorBuilder::watchdog`](crate::supervisor::SupervisorBuilder::watchdog))
+    /// found this child running for its threshold or longer: reported once per run of
+    /// the child, and marked `[STUCK]` in [`leak::dump`](crate::leak::dump).
+    Stuck {
+        /// The child.
+        child: &'a str,
+        /// How long it had been running, at least, when found.
+        running_for: Duration,
+    },
     /// Every child has been stopped and joined; the report follows.
     Stopped {
         /// Why.
