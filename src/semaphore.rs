@@ -370,6 +370,12 @@ impl Semaphore {
     /// assert_eq!(err.field(), "permits");
     /// ```
     pub fn try_new(permits: usize) -> Result<Self, ConfigError> {
+        Self::with_name(permits, None)
+    }
+
+    /// The checked constructor behind `try_new` and the builder: the engine is
+    /// built with its name, so its metrics are registered once, under that name.
+    fn with_name(permits: usize, name: Option<Arc<str>>) -> Result<Self, ConfigError> {
         if permits > Self::MAX_PERMITS {
             return Err(ConfigError::new(
                 "permits",
@@ -378,7 +384,7 @@ impl Semaphore {
             ));
         }
         Ok(Semaphore {
-            engine: Engine::new(permits),
+            engine: Engine::new(permits, name),
         })
     }
 
@@ -1061,10 +1067,7 @@ impl SemaphoreBuilder {
     ///
     /// As [`Semaphore::try_new`].
     pub fn build(self) -> Result<Semaphore, ConfigError> {
-        let sem = Semaphore::try_new(self.permits)?;
-        Ok(Semaphore {
-            engine: sem.engine.named(self.name),
-        })
+        Semaphore::with_name(self.permits, self.name)
     }
 }
 

@@ -89,6 +89,9 @@ impl Recorder {
     fn gauge(&self, id: &str) -> f64 {
         f64::from_bits(self.counter(id))
     }
+    fn registered(&self) -> Vec<String> {
+        self.0.lock().unwrap().keys().cloned().collect()
+    }
 }
 
 impl metrics::Recorder for Recorder {
@@ -233,6 +236,14 @@ fn semaphore_gauges_follow_acquires_and_releases() {
         assert_eq!(
             recorder.gauge(&format!("corral_semaphore_waiters{labels}")),
             0.0
+        );
+        // Registered once, under the name: no unnamed series left behind by the build.
+        assert_eq!(
+            recorder.registered(),
+            [
+                available.clone(),
+                format!("corral_semaphore_waiters{labels}")
+            ]
         );
     });
 }

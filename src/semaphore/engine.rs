@@ -175,9 +175,11 @@ fn available_in(state: usize) -> usize {
 impl Engine {
     /// A semaphore engine managing `permits` (at most [`MAX_PERMITS`], checked by the
     /// caller).
-    pub(crate) fn new(permits: usize) -> Self {
+    /// `name` is for the thread dump, events and metrics; the gauges are registered
+    /// here, once, under it.
+    pub(crate) fn new(permits: usize, name: Option<std::sync::Arc<str>>) -> Self {
         debug_assert!(permits <= MAX_PERMITS);
-        Engine {
+        let engine = Engine {
             state: AtomicUsize::new(permits << SHIFT),
             inner: Mutex::new(Inner {
                 capacity: permits,
@@ -191,9 +193,11 @@ impl Engine {
             debt: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             counters: Counters::default(),
-            name: None,
-            gauges: Self::gauges(None),
-        }
+            gauges: Self::gauges(name.as_deref()),
+            name,
+        };
+        engine.publish();
+        engine
     }
 
     fn gauges(name: Option<&str>) -> [event::Gauge; 2] {
@@ -213,14 +217,6 @@ impl Engine {
             self.gauges[0].set(available as f64);
             self.gauges[1].set(self.waiting.load(Ordering::Relaxed) as f64);
         }
-    }
-
-    /// Names the semaphore (for the thread dump, events and metrics).
-    pub(crate) fn named(mut self, name: Option<std::sync::Arc<str>>) -> Self {
-        self.gauges = Self::gauges(name.as_deref());
-        self.name = name;
-        self.publish();
-        self
     }
 
     /// The semaphore's name, if it has one.
@@ -777,7 +773,7 @@ mod tests {
 
     #[test]
     fn uncontended_use_touches_no_flag() {
-        let engine = Engine::new(3);
+        let engine = Engine::new(3, None);
         engine.try_acquire(2).unwrap();
         engine.release(2);
         assert_eq!(flags(&engine), 0);
@@ -786,7 +782,7 @@ mod tests {
 
     #[test]
     fn a_shrink_below_the_permits_in_use_is_debt_paid_by_releases() {
-        let engine = Engine::new(4);
+        let engine = Engine::new(4, None);
         engine.try_acquire(3).unwrap();
         assert_eq!(engine.set_capacity(2), 4);
         // One free permit was taken at once; one more is owed.
@@ -801,7 +797,7 @@ mod tests {
 
     #[test]
     fn forgetting_more_than_the_capacity_pays_debt() {
-        let engine = Engine::new(3);
+        let engine = Engine::new(3, None);
         engine.try_acquire(3).unwrap();
         engine.set_capacity(0);
         assert_eq!(engine.inner.lock().debt, 3);
@@ -812,7 +808,7 @@ mod tests {
 
     #[test]
     fn fair_mode_blocks_the_fast_path_and_hands_off_on_release() {
-        let engine = Engine::new(2);
+        let engine = Engine::new(2, None);
         engine.try_acquire(1).unwrap();
         let me = Arc::new(Waiter {
             need: 2,
