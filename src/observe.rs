@@ -279,7 +279,6 @@ fn all_threads() -> Vec<Arc<Slot>> {
 
 impl Owner {
     /// An owner built at the caller's location (`#[track_caller]` up to the user).
-    #[allow(dead_code)] // used by the owners that start threads (pool, pipeline, supervisor)
     #[track_caller]
     pub(crate) fn new(kind: &'static str, name: Option<Arc<str>>) -> Arc<Owner> {
         Owner::new_at(kind, name, Location::caller())
@@ -301,7 +300,6 @@ impl Owner {
         })
     }
 
-    #[allow(dead_code)] // used by the owners that start threads (pool, pipeline, supervisor)
     /// The owner's name, if it was given one.
     pub(crate) fn name(&self) -> Option<&Arc<str>> {
         self.name.as_ref()
@@ -321,7 +319,6 @@ impl Owner {
 const IDLE: u64 = 0;
 const RUNNING: u64 = 1;
 const BACKOFF: u64 = 2;
-#[allow(dead_code)]
 const STOPPING: u64 = 3;
 const KIND_MASK: u64 = 0b11;
 const STAMPED: u64 = 0b100;
@@ -409,7 +406,6 @@ impl Slot {
     }
 
     /// Waiting for work. Reads the clock: call it before parking, not per task.
-    #[allow(dead_code)] // called by the pool, the pipeline and the supervisor
     pub(crate) fn idle(&self) {
         self.stamp
             .store(to_nanos(Instant::now()), Ordering::Relaxed);
@@ -418,7 +414,6 @@ impl Slot {
 
     /// Running a task submitted at `site`, unstamped (see [`ThreadInfo::since`]): one
     /// relaxed store when the site is the previous task's, two otherwise.
-    #[allow(dead_code)] // called by the pool, the pipeline and the supervisor
     #[inline]
     pub(crate) fn running(&self, site: &'static Location<'static>) {
         let ptr = site as *const Location<'static> as *mut _;
@@ -430,7 +425,7 @@ impl Slot {
 
     /// Running a task submitted at `site` that started at `at` (for owners that read
     /// the clock per task anyway).
-    #[allow(dead_code)] // called by the pool, the pipeline and the supervisor
+    #[allow(dead_code)] // for the pipeline's workers
     pub(crate) fn running_since(&self, site: &'static Location<'static>, at: Instant) {
         let ptr = site as *const Location<'static> as *mut _;
         self.site.store(ptr, Ordering::Relaxed);
@@ -439,14 +434,12 @@ impl Slot {
     }
 
     /// Parked in backoff until `until`.
-    #[allow(dead_code)] // called by the pool, the pipeline and the supervisor
     pub(crate) fn backoff_until(&self, until: Instant) {
         self.stamp.store(to_nanos(until), Ordering::Relaxed);
         self.set(STAMPED | BACKOFF);
     }
 
     /// Winding down.
-    #[allow(dead_code)] // called by the pool, the pipeline and the supervisor
     pub(crate) fn stopping(&self) {
         self.stamp
             .store(to_nanos(Instant::now()), Ordering::Relaxed);
@@ -578,9 +571,9 @@ pub(crate) fn waiting_for_rate(name: Option<&Arc<str>>) -> BlockedGuard {
     })
 }
 
-#[allow(dead_code)] // used by the owners that start threads (pool, pipeline, supervisor)
 /// The current thread is about to block sending to the full queue `queue`.
 #[track_caller]
+#[allow(dead_code)] // for the pipeline's senders
 pub(crate) fn sending_to(queue: &Arc<str>) -> BlockedGuard {
     blocked(SENDING, || queue.clone())
 }
@@ -744,7 +737,6 @@ impl WatchdogBuilder {
     }
 
     /// The clock, shared with its owner.
-    #[allow(dead_code)] // used by the supervisor, which holds its clock as `Arc<dyn Clock>`
     pub(crate) fn shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -763,7 +755,6 @@ impl WatchdogBuilder {
     }
 
     /// A watchdog over `owner`'s threads.
-    #[allow(dead_code)] // wired by the primitives that offer a watchdog
     pub(crate) fn build_for(self, owner: &Arc<Owner>) -> Watchdog {
         Watchdog::new(Some(owner.clone()), self)
     }
@@ -953,7 +944,7 @@ pub(crate) mod event {
 
     /// A histogram handle (`metrics::Histogram`), or nothing.
     #[derive(Clone)]
-    #[allow(dead_code)] // used by the pool and the pipeline
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))] // built under `metrics` only
     pub(crate) struct Histogram(#[cfg(feature = "metrics")] metrics::Histogram);
 
     impl std::fmt::Debug for Histogram {
@@ -962,7 +953,7 @@ pub(crate) mod event {
         }
     }
 
-    #[allow(dead_code)] // used by the pool and the pipeline
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     impl Histogram {
         /// Registers the histogram `metric{kind, name}` (values in seconds).
         #[allow(unused_variables)]

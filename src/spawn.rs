@@ -191,14 +191,12 @@ impl ThreadSpec {
         }
     }
 
-    #[allow(dead_code)] // used by the owners that start threads (pool, pipeline, supervisor)
     /// Sets what the thread is for.
     pub(crate) fn role(mut self, role: Role) -> Self {
         self.role = role;
         self
     }
 
-    #[allow(dead_code)] // used by the owners that start threads (pool, pipeline, supervisor)
     /// Attributes the thread to an owner instance: the dump groups it there and shows
     /// the owner's name and creation site as its spawn site.
     pub(crate) fn owned_by(mut self, owner: &Arc<Owner>) -> Self {

@@ -165,6 +165,7 @@ pub(crate) struct Engine {
     /// The semaphore's name, shown to the thread dump by its waiters.
     name: Option<std::sync::Arc<str>>,
     /// Gauges of the available permits and of the waiters (feature `metrics`).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))] // read by `publish`
     gauges: [event::Gauge; 2],
 }
 
