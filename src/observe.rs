@@ -889,6 +889,23 @@ pub(crate) mod event {
             Counter()
         }
 
+        /// Registers the counter `metric{kind, name, key=value}` (say, a pipeline
+        /// stage's `stage`).
+        #[allow(unused_variables, dead_code)] // used by the pipeline
+        pub(crate) fn labeled(
+            metric: &'static str,
+            kind: &'static str,
+            name: Option<&str>,
+            (key, value): (&'static str, &str),
+        ) -> Self {
+            #[cfg(feature = "metrics")]
+            return Counter(
+                metrics::counter!(metric, "kind" => kind, "name" => label(name), key => value.to_owned()),
+            );
+            #[cfg(not(feature = "metrics"))]
+            Counter()
+        }
+
         /// Adds `n`.
         #[inline]
         #[allow(unused_variables)]
@@ -945,6 +962,22 @@ pub(crate) mod event {
         pub(crate) fn new(metric: &'static str, kind: &'static str, name: Option<&str>) -> Self {
             #[cfg(feature = "metrics")]
             return Histogram(metrics::histogram!(metric, "kind" => kind, "name" => label(name)));
+            #[cfg(not(feature = "metrics"))]
+            Histogram()
+        }
+
+        /// Registers the histogram `metric{kind, name, key=value}` (values in seconds).
+        #[allow(unused_variables)]
+        pub(crate) fn labeled(
+            metric: &'static str,
+            kind: &'static str,
+            name: Option<&str>,
+            (key, value): (&'static str, &str),
+        ) -> Self {
+            #[cfg(feature = "metrics")]
+            return Histogram(
+                metrics::histogram!(metric, "kind" => kind, "name" => label(name), key => value.to_owned()),
+            );
             #[cfg(not(feature = "metrics"))]
             Histogram()
         }

@@ -241,3 +241,306 @@ fn a_name_with_a_nul_byte_is_a_config_error() {
     let dbg = format!("{:?}", Pipeline::from_iter(0..1u8).name("shown"));
     assert!(dbg.contains("shown"), "{dbg}");
 }
+
+/// Events (feature `tracing`) and metrics (feature `metrics`) of a pipeline, through
+/// a process-wide collecting subscriber and recorder: a pipeline's events and metric
+/// updates come from its own threads. Each test names its pipeline apart.
+#[cfg(all(feature = "tracing", feature = "metrics"))]
+mod events {
+    use std::collections::BTreeMap;
+    use std::fmt::Write as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use corral::leak::LeakCheck;
+    use corral::observe::Activity;
+    use corral::{Overflow, Pipeline};
+
+    use super::wait_for;
+
+    #[derive(Default)]
+    struct Collected {
+        events: Mutex<Vec<String>>,
+        counters: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+        histograms: Mutex<BTreeMap<String, Arc<Samples>>>,
+    }
+
+    #[derive(Default)]
+    struct Samples(Mutex<Vec<f64>>);
+
+    impl metrics::HistogramFn for Samples {
+        fn record(&self, value: f64) {
+            self.0.lock().unwrap().push(value);
+        }
+    }
+
+    #[derive(Clone)]
+    struct Collector(&'static Collected);
+
+    fn collected() -> &'static Collected {
+        static ONCE: OnceLock<&'static Collected> = OnceLock::new();
+        ONCE.get_or_init(|| {
+            let c: &'static Collected = Box::leak(Box::default());
+            tracing::subscriber::set_global_default(Collector(c)).unwrap();
+            metrics::set_global_recorder(Collector(c)).unwrap();
+            c
+        })
+    }
+
+    fn id(key: &metrics::Key) -> String {
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        format!("{}{{{}}}", key.name(), labels.join(","))
+    }
+
+    impl Collected {
+        fn events(&self, needle: &str, name: &str) -> Vec<String> {
+            let name = format!("name={name} ");
+            let all = self.events.lock().unwrap();
+            all.iter()
+                .filter(|e| e.contains(needle) && format!("{e} ").contains(&name))
+                .cloned()
+                .collect()
+        }
+        fn counter(&self, metric: &str, name: &str, stage: &str) -> u64 {
+            let id = format!("{metric}{{kind=Pipeline,name={name},stage={stage}}}");
+            let all = self.counters.lock().unwrap();
+            all.get(&id)
+                .unwrap_or_else(|| panic!("no {id} in {:?}", all.keys()))
+                .load(Ordering::Relaxed)
+        }
+        fn busy_samples(&self, name: &str, stage: &str) -> Vec<f64> {
+            let id =
+                format!("corral_pipeline_busy_seconds{{kind=Pipeline,name={name},stage={stage}}}");
+            let all = self.histograms.lock().unwrap();
+            let samples = all.get(&id).unwrap_or_else(|| panic!("no {id}"));
+            let values = samples.0.lock().unwrap().clone();
+            values
+        }
+    }
+
+    struct Fields(String);
+
+    impl tracing::field::Visit for Fields {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            let _ = write!(self.0, " {}={:?}", field.name(), value);
+        }
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            let _ = write!(self.0, " {}={}", field.name(), value);
+        }
+    }
+
+    impl tracing::Subscriber for Collector {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let meta = event.metadata();
+            let mut fields = Fields(format!("{} {}", meta.level(), meta.target()));
+            event.record(&mut fields);
+            self.0.events.lock().unwrap().push(fields.0);
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    impl metrics::Recorder for Collector {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            let slot = self
+                .0
+                .counters
+                .lock()
+                .unwrap()
+                .entry(id(key))
+                .or_default()
+                .clone();
+            metrics::Counter::from_arc(slot)
+        }
+        fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            let slot = self
+                .0
+                .counters
+                .lock()
+                .unwrap()
+                .entry(id(key))
+                .or_default()
+                .clone();
+            metrics::Gauge::from_arc(slot)
+        }
+        fn register_histogram(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            let slot = self
+                .0
+                .histograms
+                .lock()
+                .unwrap()
+                .entry(id(key))
+                .or_default()
+                .clone();
+            metrics::Histogram::from_arc(slot)
+        }
+    }
+
+    #[test]
+    fn a_stage_failure_is_a_warning_with_its_error_and_the_run_end_is_reported() {
+        let _check = LeakCheck::new();
+        let c = collected();
+        let err = Pipeline::from_iter(0..10u32)
+            .name("ev-fail")
+            .try_stage(
+                "parse",
+                1,
+                |x| if x == 3 { Err("bad three") } else { Ok(x) },
+            )
+            .run(|_| {})
+            .unwrap_err();
+        assert_eq!(err.stage(), Some("parse"));
+        let failed = c.events("pipeline stage failed", "ev-fail");
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        for field in [
+            "WARN corral",
+            "kind=Pipeline",
+            "stage=parse",
+            "error=bad three",
+        ] {
+            assert!(failed[0].contains(field), "{} lacks {field}", failed[0]);
+        }
+        let ended = c.events("pipeline run ended", "ev-fail");
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        assert!(ended[0].starts_with("INFO corral"), "{}", ended[0]);
+        assert!(ended[0].contains("outcome=failed"), "{}", ended[0]);
+        assert_eq!(
+            c.counter("corral_pipeline_items_failed_total", "ev-fail", "parse"),
+            1
+        );
+    }
+
+    #[test]
+    fn a_panic_is_reported_with_its_message() {
+        let _check = LeakCheck::new();
+        let c = collected();
+        let err = Pipeline::from_iter(0..3u32)
+            .name("ev-panic")
+            .stage("boom", 1, |x| if x == 1 { panic!("kaboom") } else { x })
+            .run(|_| {})
+            .unwrap_err();
+        assert_eq!(err.stage(), Some("boom"));
+        let failed = c.events("pipeline stage failed", "ev-panic");
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(
+            failed[0].contains("error=panicked: kaboom"),
+            "{}",
+            failed[0]
+        );
+    }
+
+    #[test]
+    fn per_stage_counts_and_busy_time_are_metrics() {
+        let _check = LeakCheck::new();
+        let c = collected();
+        let report = Pipeline::from_iter(0..100u32)
+            .name("ev-count")
+            .stage("double", 2, |x| x * 2)
+            .run(|_| {})
+            .unwrap();
+        assert_eq!(report.delivered(), 100);
+        let count = |metric, stage| c.counter(metric, "ev-count", stage);
+        assert_eq!(count("corral_pipeline_items_in_total", "double"), 100);
+        assert_eq!(count("corral_pipeline_items_out_total", "double"), 100);
+        assert_eq!(count("corral_pipeline_items_dropped_total", "double"), 0);
+        assert_eq!(count("corral_pipeline_items_in_total", "sink"), 100);
+        assert_eq!(count("corral_pipeline_items_out_total", "sink"), 100);
+        let busy = c.busy_samples("ev-count", "double");
+        assert!(
+            !busy.is_empty() && busy.iter().all(|s| *s >= 0.0),
+            "{busy:?}"
+        );
+        let ended = c.events("pipeline run ended", "ev-count");
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        assert!(ended[0].contains("delivered=100"), "{}", ended[0]);
+        assert!(ended[0].contains("outcome=completed"), "{}", ended[0]);
+    }
+
+    #[test]
+    fn a_drop_at_a_full_queue_is_a_debug_event_and_counted() {
+        let _check = LeakCheck::new();
+        let c = collected();
+        let (release, gate) = crossbeam_channel::bounded::<()>(0);
+        let (input, pipeline) = Pipeline::<u32>::with_input();
+        let running = pipeline
+            .name("ev-drop")
+            .buffer(1)
+            .buffer_overflow(Overflow::DropNewest)
+            .stage("hold", 1, move |x| {
+                let _ = gate.recv();
+                x
+            })
+            .spawn(|_| {})
+            .unwrap();
+        let release = release;
+        // Parked for input first; running once it has taken item 0 off its queue.
+        wait_for(|t| t.name == "corral-ev-drop-hold-0" && t.activity == Activity::Idle);
+        input.send(0).unwrap();
+        wait_for(|t| {
+            t.name == "corral-ev-drop-hold-0" && matches!(t.activity, Activity::Running { .. })
+        });
+        input.send(1).unwrap(); // queued
+        input.send(2).unwrap(); // dropped: the one-item queue is full
+        drop(release);
+        drop(input);
+        let report = running.join().unwrap();
+        let hold = report.stage("hold").unwrap();
+        assert_eq!((hold.items_in, hold.dropped), (3, 1), "{hold:?}");
+        let dropped = c.events("pipeline queue dropped items", "ev-drop");
+        assert_eq!(dropped.len(), 1, "{dropped:?}");
+        assert!(dropped[0].starts_with("DEBUG corral"), "{}", dropped[0]);
+        assert!(dropped[0].contains("stage=hold"), "{}", dropped[0]);
+        assert_eq!(
+            c.counter("corral_pipeline_items_dropped_total", "ev-drop", "hold"),
+            1
+        );
+        assert_eq!(
+            c.counter("corral_pipeline_items_in_total", "ev-drop", "hold"),
+            3
+        );
+        assert_eq!(
+            c.counter("corral_pipeline_items_out_total", "ev-drop", "hold"),
+            2
+        );
+    }
+}

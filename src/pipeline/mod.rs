@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{check_name, ConfigError};
+use crate::observe::event;
 use crate::observe::{Owner, Slot, Stuck, Watchdog};
 use crate::overflow::Overflow;
 use crate::panic::{drop_caught, drop_quietly, Panic};
@@ -1308,6 +1309,24 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             stages,
             elapsed: started.elapsed(),
         };
+        event::emit!(
+            info,
+            "Pipeline",
+            self.name.as_deref(),
+            "pipeline run ended",
+            delivered = report.delivered(),
+            not_processed = report.not_processed(),
+            dropped = report.stages.iter().map(|s| s.dropped).sum::<u64>(),
+            failed = report.stages.iter().map(|s| s.failed).sum::<u64>(),
+            elapsed_s = report.elapsed.as_secs_f64(),
+            outcome = match &failure {
+                None if source_done && report.not_processed() == 0 => "completed",
+                None => "cancelled",
+                Some((_, Failure::Error(_))) => "failed",
+                Some((_, Failure::Panic(_))) => "panicked",
+                Some((_, Failure::Spawn(_))) => "spawn failed",
+            },
+        );
         let stage = |index: usize| {
             report
                 .stages

@@ -28,6 +28,7 @@ use super::gate::ReorderGate;
 use super::report::StageStats;
 use crate::cancel::{CancelReason, CancelToken};
 use crate::clock::Clock;
+use crate::observe::event::{self, Counter, Histogram};
 use crate::observe::{Owner, Role, Slot, Watchdog};
 use crate::overflow::Overflow;
 use crate::panic::{drop_caught, drop_quietly, Panic};
@@ -236,6 +237,63 @@ impl Counts {
     }
 }
 
+/// One stage's metrics (feature `metrics`; nothing without it), fed from the books
+/// each thread publishes.
+struct StageMetrics {
+    items_in: Counter,
+    out: Counter,
+    dropped: Counter,
+    failed: Counter,
+    busy: Histogram,
+}
+
+impl StageMetrics {
+    fn new(pipeline: Option<&str>, stage: &str) -> Self {
+        let counter = |metric| Counter::labeled(metric, "Pipeline", pipeline, ("stage", stage));
+        StageMetrics {
+            items_in: counter("corral_pipeline_items_in_total"),
+            out: counter("corral_pipeline_items_out_total"),
+            dropped: counter("corral_pipeline_items_dropped_total"),
+            failed: counter("corral_pipeline_items_failed_total"),
+            busy: Histogram::labeled(
+                "corral_pipeline_busy_seconds",
+                "Pipeline",
+                pipeline,
+                ("stage", stage),
+            ),
+        }
+    }
+
+    /// Adds a thread's newly published books.
+    fn add(&self, counts: &Counts) {
+        self.items_in.add(counts.items_in);
+        self.out.add(counts.out);
+        self.dropped.add(counts.dropped);
+        self.failed.add(counts.failed);
+        if !counts.busy.is_zero() {
+            self.busy.record(counts.busy);
+        }
+    }
+}
+
+impl Failure {
+    /// What went wrong, for an event: the error's `Display`, formatted inside the
+    /// panic boundary (it is user code), the panic's message, or the OS error.
+    #[allow(dead_code)] // only with the `tracing` feature
+    fn describe(&self) -> String {
+        match self {
+            Failure::Error(error) => Panic::catch_any(|| error.to_string()).unwrap_or_else(|p| {
+                drop_quietly(p);
+                "<its Display panicked>".to_owned()
+            }),
+            Failure::Panic(panic) => {
+                format!("panicked: {}", panic.message().unwrap_or("(no message)"))
+            }
+            Failure::Spawn(error) => error.to_string(),
+        }
+    }
+}
+
 /// Run-wide settings, fixed before any thread starts.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
@@ -302,6 +360,8 @@ pub(crate) struct Ctx<'env> {
     owner: Arc<Owner>,
     /// Each stage's name, as the name of the queue in front of it in the dump.
     queue_names: Vec<Arc<str>>,
+    /// Per stage (feature `metrics`).
+    metrics: Vec<StageMetrics>,
 }
 
 impl<'env> Ctx<'env> {
@@ -322,6 +382,10 @@ impl<'env> Ctx<'env> {
             .clone()
             .unwrap_or_else(|| Owner::new("Pipeline", settings.name.clone()));
         let queue_names = names.iter().map(|n| Arc::from(n.as_str())).collect();
+        let metrics = names
+            .iter()
+            .map(|n| StageMetrics::new(settings.name.as_deref(), n))
+            .collect();
         let drops = queues
             .iter()
             .skip(1)
@@ -347,6 +411,7 @@ impl<'env> Ctx<'env> {
             inlet: std::sync::OnceLock::new(),
             owner,
             queue_names,
+            metrics,
         }
     }
 
@@ -482,6 +547,14 @@ impl<'env> Ctx<'env> {
 
     /// Records the first failure and cancels the run.
     pub(crate) fn fail(&self, index: usize, failure: Failure) {
+        event::emit!(
+            warn,
+            "Pipeline",
+            self.settings.name.as_deref(),
+            "pipeline stage failed",
+            stage = self.stage_name(index),
+            error = failure.describe().as_str(),
+        );
         let lost = {
             let mut slot = self.failure.lock();
             if slot.is_none() {
@@ -525,6 +598,28 @@ impl<'env> Ctx<'env> {
         if let Some(cell) = self.stats.get(index) {
             cell.lock().add(counts);
         }
+        if let Some(metrics) = self.metrics.get(index) {
+            metrics.add(counts);
+        }
+    }
+
+    /// Counts items a pushed input took (and dropped at its first queue), in the
+    /// metrics of the source and of the first stage.
+    #[allow(unused_variables)]
+    fn pushed(&self, accepted: u64, dropped: u64) {
+        #[cfg(feature = "metrics")]
+        if let [source, first, ..] = &self.metrics[..] {
+            source.items_in.add(accepted);
+            source.out.add(accepted);
+            first.items_in.add(accepted);
+            first.dropped.add(dropped);
+        }
+    }
+
+    /// The name of stage `index`.
+    #[allow(dead_code)] // only with the `tracing` feature
+    fn stage_name(&self, index: usize) -> &str {
+        self.names.get(index).map_or("", String::as_str)
     }
 
     /// After every thread has joined: counts what was left in the queues and returns
@@ -943,6 +1038,14 @@ impl<'env, T> Outbound<'env, T> {
     /// and each item handed to `on_drop`.
     fn dropped(&self, ctx: &Ctx<'_>, packet: Packet<T>, next: &mut Counts) {
         next.dropped += packet.len();
+        event::emit!(
+            debug,
+            "Pipeline",
+            ctx.settings.name.as_deref(),
+            "pipeline queue dropped items",
+            stage = &*self.name,
+            items = packet.len(),
+        );
         if let Some((tombs, _)) = &ctx.tombstones {
             // Cannot stay full (at most `window` packets are outstanding); cancellable anyway.
             let _ = send_until(tombs, packet.seq(), &Until::cancellable(&ctx.token));
@@ -1784,6 +1887,7 @@ impl<'env, T> Port<'env, T> {
             }
             Err(refused) => Some(refused),
         };
+        ctx.pushed(u64::from(refused.is_none()), next.dropped);
         match refused {
             None => {
                 self.inlet.accepted.fetch_add(1, Ordering::Relaxed);
