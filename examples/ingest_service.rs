@@ -133,6 +133,7 @@ fn main() {
     let open = Arc::clone(&opened);
     let rows = Arc::clone(&written);
     let service = pipeline
+        .name("ingest") // in thread names, the thread dump, events and metrics
         .try_stage("parse", 2, parse)
         .stage_with_state(
             "enrich",
@@ -146,6 +147,10 @@ fn main() {
         )
         .batch_stage("write", 1, 64, Duration::from_millis(50), write_batch)
         .capacity(256)
+        // An item running over 2 s in any stage is reported once, with no timer thread.
+        .watchdog(Duration::from_secs(2), |stuck| {
+            eprintln!("watchdog: {stuck}")
+        })
         .spawn(move |n| {
             rows.fetch_add(n as u64, Ordering::Relaxed);
         })
@@ -170,6 +175,11 @@ fn main() {
             let tick = Duration::from_secs(second);
             std::thread::sleep(tick.saturating_sub(started.elapsed()));
             live_line(started.elapsed(), &service.stats());
+            if second == 2 {
+                // What every thread is doing under the burst: request threads blocked
+                // sending to the full first queue, stage workers busy or blocked.
+                println!("{}", corral::leak::dump());
+            }
         }
         running.store(false, Ordering::Relaxed);
         requests

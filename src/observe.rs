@@ -423,16 +423,6 @@ impl Slot {
         self.set(RUNNING);
     }
 
-    /// Running a task submitted at `site` that started at `at` (for owners that read
-    /// the clock per task anyway).
-    #[allow(dead_code)] // for the pipeline's workers
-    pub(crate) fn running_since(&self, site: &'static Location<'static>, at: Instant) {
-        let ptr = site as *const Location<'static> as *mut _;
-        self.site.store(ptr, Ordering::Relaxed);
-        self.stamp.store(to_nanos(at), Ordering::Relaxed);
-        self.set(STAMPED | RUNNING);
-    }
-
     /// Parked in backoff until `until`.
     pub(crate) fn backoff_until(&self, until: Instant) {
         self.stamp.store(to_nanos(until), Ordering::Relaxed);
@@ -573,7 +563,6 @@ pub(crate) fn waiting_for_rate(name: Option<&Arc<str>>) -> BlockedGuard {
 
 /// The current thread is about to block sending to the full queue `queue`.
 #[track_caller]
-#[allow(dead_code)] // for the pipeline's senders
 pub(crate) fn sending_to(queue: &Arc<str>) -> BlockedGuard {
     blocked(SENDING, || queue.clone())
 }
@@ -904,6 +893,23 @@ pub(crate) mod event {
             Counter()
         }
 
+        /// Registers the counter `metric{kind, name, key=value}` (say, a pipeline
+        /// stage's `stage`).
+        #[allow(unused_variables, dead_code)] // used by the pipeline
+        pub(crate) fn labeled(
+            metric: &'static str,
+            kind: &'static str,
+            name: Option<&str>,
+            (key, value): (&'static str, &str),
+        ) -> Self {
+            #[cfg(feature = "metrics")]
+            return Counter(
+                metrics::counter!(metric, "kind" => kind, "name" => label(name), key => value.to_owned()),
+            );
+            #[cfg(not(feature = "metrics"))]
+            Counter()
+        }
+
         /// Adds `n`.
         #[inline]
         #[allow(unused_variables)]
@@ -960,6 +966,22 @@ pub(crate) mod event {
         pub(crate) fn new(metric: &'static str, kind: &'static str, name: Option<&str>) -> Self {
             #[cfg(feature = "metrics")]
             return Histogram(metrics::histogram!(metric, "kind" => kind, "name" => label(name)));
+            #[cfg(not(feature = "metrics"))]
+            Histogram()
+        }
+
+        /// Registers the histogram `metric{kind, name, key=value}` (values in seconds).
+        #[allow(unused_variables)]
+        pub(crate) fn labeled(
+            metric: &'static str,
+            kind: &'static str,
+            name: Option<&str>,
+            (key, value): (&'static str, &str),
+        ) -> Self {
+            #[cfg(feature = "metrics")]
+            return Histogram(
+                metrics::histogram!(metric, "kind" => kind, "name" => label(name), key => value.to_owned()),
+            );
             #[cfg(not(feature = "metrics"))]
             Histogram()
         }
@@ -1056,11 +1078,6 @@ mod tests {
         );
         let info = slot.read(&mut seen, later + Duration::from_secs(1));
         assert_eq!(info.since, later, "the same task keeps its first sighting");
-
-        slot.running_since(here, t0);
-        assert_eq!(slot.read(&mut seen, later).since, t0);
-        slot.running(here); // same site, next task: no stale stamp
-        assert_eq!(slot.read(&mut seen, later).since, later);
 
         let until = t0 + Duration::from_secs(5);
         slot.backoff_until(until);

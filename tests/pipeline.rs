@@ -1749,3 +1749,38 @@ fn panics_whose_payload_drop_panics_lose_the_race_quietly() {
     // The reported payload is the caller's to drop.
     std::mem::forget(err);
 }
+
+/// Batch size per stage (issue 19): `batch` is the run's transport unit, set where
+/// items enter (packets keep their size from the source to the sink); the groups a
+/// stage's function receives are set per stage by `batch_stage`, whatever the run's
+/// batch, and a `buffer` after a stage stays counted in items.
+#[test]
+fn a_batch_stage_groups_by_its_own_size_whatever_the_run_batch() {
+    let _check = LeakCheck::new();
+    let sizes = Mutex::new(Vec::new());
+    let (out, report) = Pipeline::from_iter(0..100u32)
+        .batch(16)
+        .stage("parse", 1, |x| x + 1)
+        .buffer(32) // 2 packets of 16
+        .batch_stage(
+            "insert",
+            1,
+            5,
+            Duration::from_secs(3600),
+            |rows: Vec<u32>| {
+                sizes.lock().unwrap().push(rows.len());
+                rows.len()
+            },
+        )
+        .collect()
+        .unwrap();
+    let sizes = sizes.into_inner().unwrap();
+    assert_eq!(
+        sizes,
+        vec![5; 20],
+        "groups of the stage's size, not the run's 16"
+    );
+    assert_eq!(out.iter().sum::<usize>(), 100);
+    let insert = report.stage("insert").unwrap();
+    assert_eq!((insert.items_in, insert.items_out), (100, 100));
+}

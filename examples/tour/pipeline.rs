@@ -83,6 +83,7 @@ pub fn run() {
     let connections = std::sync::Arc::new(AtomicU64::new(0)); // shared with the running pipeline
     let opened = std::sync::Arc::clone(&connections);
     let service = service
+        .name("tour-ingest") // in its thread names, the thread dump, events and metrics
         .stage_with_state(
             "enrich",
             2,

@@ -72,6 +72,8 @@ impl<T: Send + 'static> Pipeline<'static, T> {
             pushed: true,
             batched: false,
             clock: Arc::new(crate::clock::SystemClock),
+            name: None,
+            watchdog: None,
             invalid: None,
             #[cfg(test)]
             fail_spawn_at: None,
@@ -126,6 +128,7 @@ impl<T> Input<T> {
     /// # Errors
     ///
     /// [`SendError::Closed`] once the input has ended or the run has stopped.
+    #[track_caller]
     pub fn send(&self, item: T) -> Result<(), SendError<T>> {
         self.send_until(item, Some(&Until::FOREVER))
     }
@@ -147,6 +150,7 @@ impl<T> Input<T> {
     /// # Errors
     ///
     /// [`SendError::Timeout`] with the item when no room came in time; as `send`.
+    #[track_caller]
     pub fn send_timeout(&self, item: T, timeout: Duration) -> Result<(), SendError<T>> {
         self.send_until(item, Some(&Until::timeout(timeout)))
     }
@@ -156,6 +160,7 @@ impl<T> Input<T> {
     /// # Errors
     ///
     /// [`SendError::Timeout`] with the item when no room came in time; as `send`.
+    #[track_caller]
     pub fn send_deadline(&self, item: T, deadline: Instant) -> Result<(), SendError<T>> {
         self.send_until(item, Some(&Until::deadline(deadline)))
     }
@@ -166,10 +171,12 @@ impl<T> Input<T> {
     ///
     /// [`SendError::Cancelled`] with the item when the token stopped the wait; as
     /// `send`.
+    #[track_caller]
     pub fn send_cancellable(&self, item: T, token: &CancelToken) -> Result<(), SendError<T>> {
         self.send_until(item, Some(&Until::cancellable(token)))
     }
 
+    #[track_caller]
     fn send_until(&self, item: T, until: Option<&Until<'_>>) -> Result<(), SendError<T>> {
         self.shared
             .port

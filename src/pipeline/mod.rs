@@ -40,6 +40,8 @@ use std::time::{Duration, Instant};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{check_name, ConfigError};
+use crate::observe::event;
+use crate::observe::{Owner, Slot, Stuck, Watchdog};
 use crate::overflow::Overflow;
 use crate::panic::{drop_caught, drop_quietly, Panic};
 use crate::spawn::SpawnError;
@@ -59,6 +61,9 @@ pub use gate::LoomGate;
 
 /// Default queue capacity, in items.
 pub(crate) const DEFAULT_CAPACITY: usize = 64;
+
+/// A watchdog's callback.
+pub(crate) type OnStuck = Arc<dyn Fn(&Stuck) + Send + Sync>;
 
 /// Most worker threads one stage may have (the worker pool's cap).
 pub(crate) const MAX_STAGE_WORKERS: usize = crate::pool::WorkerPool::MAX_WORKERS;
@@ -194,8 +199,12 @@ pub struct Pipeline<'env, T> {
     pushed: bool,
     /// Has a batched stage (whose output has no source order).
     batched: bool,
-    /// The time batched stages flush by.
+    /// The time batched stages flush by (and the watchdog measures by).
     clock: Arc<dyn Clock>,
+    /// The pipeline's name, for thread names, the dump, events and metrics.
+    name: Option<Arc<str>>,
+    /// The stuck-item watchdog: its threshold and callback.
+    watchdog: Option<(Duration, OnStuck)>,
     invalid: Option<ConfigError>,
     /// Unit tests: the (stage index, worker) whose thread fails to start.
     #[cfg(test)]
@@ -237,6 +246,8 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             pushed: false,
             batched: false,
             clock: Arc::new(SystemClock),
+            name: None,
+            watchdog: None,
             invalid: None,
             #[cfg(test)]
             fail_spawn_at: None,
@@ -438,6 +449,8 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             pushed: self.pushed,
             batched: self.batched,
             clock: self.clock,
+            name: self.name,
+            watchdog: self.watchdog,
             invalid: self.invalid,
             #[cfg(test)]
             fail_spawn_at: self.fail_spawn_at,
@@ -543,10 +556,81 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         self.add_work(name, workers, run::batched(max_items.max(1), max_wait, f))
     }
 
-    /// The clock batched stages flush by (default [`SystemClock`]); tests pass a
+    /// The clock batched stages flush by and the [`watchdog`](Pipeline::watchdog)
+    /// measures by (default [`SystemClock`]); tests pass a
     /// [`ManualClock`](crate::clock::ManualClock) to flush on time without waiting.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self
+    }
+
+    /// A name for the pipeline: in its threads' names (`corral-<name>-<stage>-<n>`
+    /// instead of `corral-pipe-<stage>-<n>`), its `Debug`, the thread dump
+    /// ([`leak::dump`](crate::leak::dump)), and the `name` of its events and metrics
+    /// (features `tracing`, `metrics`).
+    ///
+    /// # Errors
+    ///
+    /// The terminal call returns [`PipelineError::Config`] naming `name` for a name
+    /// with a NUL byte.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let running = corral::Pipeline::from_iter(0..3u32)
+    ///     .name("ingest")
+    ///     .stage("parse", 1, |x| x + 1)
+    ///     .spawn(|_| {})?;
+    /// assert_eq!(running.name(), Some("ingest"));
+    /// running.join()?;
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        if self.invalid.is_none() {
+            self.invalid = check_name("name", &name).err();
+        }
+        self.name = Some(Arc::from(name));
+        self
+    }
+
+    /// Reports an item running in a stage (or the sink of a spawned pipeline) for
+    /// `threshold` or longer, once per item: `on_stuck` is called (inside the panic
+    /// boundary), a `tracing` event is emitted (feature `tracing`) and the thread is
+    /// marked `[STUCK]` in the dump. No timer thread: the run checks whenever one of
+    /// its threads runs out of input, [`RunningPipeline::check_stuck`] checks on
+    /// demand, and so does every [`leak::dump`](crate::leak::dump). An item's start
+    /// is not time-stamped: it counts from the first check that sees it, on the
+    /// pipeline's [`clock`](Pipeline::clock), so it is reported late rather than early.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use corral::clock::ManualClock;
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let (release, hang) = crossbeam_channel::bounded::<()>(0);
+    /// let running = corral::Pipeline::from_iter([1u32])
+    ///     .stage("slow", 1, move |x| { let _ = hang.recv(); x })
+    ///     .clock(clock.clone())
+    ///     .watchdog(Duration::from_secs(30), |stuck| eprintln!("{stuck}"))
+    ///     .spawn(|_| {})?;
+    /// # while !corral::leak::dump().to_string().contains("running for") { std::thread::yield_now(); }
+    /// let _ = running.check_stuck(); // first seen now
+    /// clock.advance(Duration::from_secs(30));
+    /// let stuck = running.check_stuck();
+    /// assert!(stuck.iter().any(|s| s.thread == "corral-pipe-slow-0"));
+    /// release.send(()).unwrap();
+    /// running.join()?;
+    /// # Ok::<(), corral::pipeline::PipelineError>(())
+    /// ```
+    pub fn watchdog(
+        mut self,
+        threshold: Duration,
+        on_stuck: impl Fn(&Stuck) + Send + Sync + 'static,
+    ) -> Self {
+        self.watchdog = Some((threshold, Arc::new(on_stuck)));
         self
     }
 
@@ -783,6 +867,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     ///     .unwrap_err();
     /// assert_eq!(err.stage(), Some("sink"));
     /// ```
+    #[track_caller]
     pub fn try_for_each<E>(
         self,
         mut sink: impl FnMut(T) -> Result<(), E>,
@@ -810,6 +895,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// assert_eq!(report.delivered(), 5);
     /// # Ok::<(), corral::pipeline::PipelineError>(())
     /// ```
+    #[track_caller]
     pub fn collect(self) -> Result<(Vec<T>, PipelineReport), PipelineError> {
         self.collect_with(CancelToken::new())
     }
@@ -820,6 +906,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// # Errors
     ///
     /// See [`run_cancellable`](Pipeline::run_cancellable).
+    #[track_caller]
     pub fn collect_cancellable(
         self,
         token: &CancelToken,
@@ -832,6 +919,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// # Errors
     ///
     /// See [`run_deadline`](Pipeline::run_deadline).
+    #[track_caller]
     pub fn collect_deadline(
         self,
         deadline: Instant,
@@ -844,6 +932,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// # Errors
     ///
     /// See [`run_timeout`](Pipeline::run_timeout).
+    #[track_caller]
     pub fn collect_timeout(
         self,
         timeout: Duration,
@@ -851,6 +940,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         self.collect_with(CancelToken::with_timeout(timeout))
     }
 
+    #[track_caller]
     fn collect_with(self, token: CancelToken) -> Result<(Vec<T>, PipelineReport), PipelineError> {
         let mut out = Vec::new();
         let result = self.execute(token, |item| {
@@ -891,6 +981,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// assert_eq!(report.delivered(), 2);
     /// # Ok::<(), corral::pipeline::PipelineError>(())
     /// ```
+    #[track_caller]
     pub fn run(self, mut sink: impl FnMut(T)) -> Result<PipelineReport, PipelineError> {
         self.execute(CancelToken::new(), move |item| {
             sink(item);
@@ -918,6 +1009,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     ///     .run_cancellable(|x| if x == 100 { token.cancel() }, &token);
     /// assert!(matches!(result, Err(PipelineError::Cancelled { .. })));
     /// ```
+    #[track_caller]
     pub fn run_cancellable(
         self,
         mut sink: impl FnMut(T),
@@ -935,6 +1027,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     ///
     /// As [`run_cancellable`](Pipeline::run_cancellable), with reason
     /// [`CancelReason::DeadlineExceeded`].
+    #[track_caller]
     pub fn run_deadline(
         self,
         mut sink: impl FnMut(T),
@@ -962,6 +1055,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     ///     .unwrap_err();
     /// assert!(err.report().unwrap().delivered() > 0);
     /// ```
+    #[track_caller]
     pub fn run_timeout(
         self,
         mut sink: impl FnMut(T),
@@ -1118,6 +1212,10 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         let settings = Settings {
             batch: self.batch,
             clock: Arc::clone(&self.clock),
+            name: self.name.clone(),
+            owner: None,
+            watchdog: None,
+            sink_slot: None,
             window: window.map(|items| items.div_ceil(self.batch) as u64),
             #[cfg(test)]
             fail_spawn_at: self.fail_spawn_at,
@@ -1128,11 +1226,19 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
     /// Runs the pipeline into `sink`, which it owns: every user value (the source,
     /// the closures, the items, the sink itself) is dropped inside the panic boundary,
     /// and a panicking `Drop` becomes [`PipelineError::Panicked`].
+    #[track_caller]
     fn execute<S>(self, token: CancelToken, sink: S) -> Result<PipelineReport, PipelineError>
     where
         S: FnMut(T) -> Result<(), BoxError>,
     {
-        self.execute_started(token, sink, &mut |_| {})
+        let owner = self.owner();
+        self.execute_started(token, sink, &mut |_| {}, owner, None)
+    }
+
+    /// The run's owner in the thread dump, made at the caller's line.
+    #[track_caller]
+    fn owner(&self) -> Arc<Owner> {
+        Owner::new("Pipeline", self.name.clone())
     }
 
     /// As `execute`, handing the run's context to `started` once every thread of
@@ -1142,12 +1248,27 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         token: CancelToken,
         mut sink: S,
         started: &mut dyn FnMut(&Arc<Ctx<'env>>),
+        owner: Arc<Owner>,
+        sink_slot: Option<Arc<Slot>>,
     ) -> Result<PipelineReport, PipelineError>
     where
         S: FnMut(T) -> Result<(), BoxError>,
     {
         let (settings, queues) = match self.settings() {
-            Ok(settings) => settings,
+            Ok((mut settings, queues)) => {
+                settings.watchdog = self.watchdog.as_ref().map(|(threshold, on_stuck)| {
+                    let on_stuck = Arc::clone(on_stuck);
+                    Arc::new(
+                        Watchdog::builder(*threshold)
+                            .shared_clock(Arc::clone(&self.clock))
+                            .on_stuck(move |stuck| on_stuck(stuck))
+                            .build_for(&owner),
+                    )
+                });
+                settings.owner = Some(owner);
+                settings.sink_slot = sink_slot;
+                (settings, queues)
+            }
             Err(e) => {
                 // Nothing ran; the configuration error is the report. The user values
                 // are dropped inside the boundary, and a panic there is let go.
@@ -1188,6 +1309,24 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
             stages,
             elapsed: started.elapsed(),
         };
+        event::emit!(
+            info,
+            "Pipeline",
+            self.name.as_deref(),
+            "pipeline run ended",
+            delivered = report.delivered(),
+            not_processed = report.not_processed(),
+            dropped = report.stages.iter().map(|s| s.dropped).sum::<u64>(),
+            failed = report.stages.iter().map(|s| s.failed).sum::<u64>(),
+            elapsed_s = report.elapsed.as_secs_f64(),
+            outcome = match &failure {
+                None if source_done && report.not_processed() == 0 => "completed",
+                None => "cancelled",
+                Some((_, Failure::Error(_))) => "failed",
+                Some((_, Failure::Panic(_))) => "panicked",
+                Some((_, Failure::Spawn(_))) => "spawn failed",
+            },
+        );
         let stage = |index: usize| {
             report
                 .stages
@@ -1265,6 +1404,7 @@ fn check_stage(stages: &[(String, usize)], name: &str, workers: usize) -> Result
 impl<T> fmt::Debug for Pipeline<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pipeline")
+            .field("name", &self.name)
             .field("stages", &self.stages)
             .field("capacity", &self.capacity)
             .field("buffers", &self.buffers)

@@ -21,13 +21,15 @@ use std::error::Error;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
 use super::door::Door;
 use super::gate::ReorderGate;
 use super::report::StageStats;
 use crate::cancel::{CancelReason, CancelToken};
 use crate::clock::Clock;
+use crate::observe::event::{self, Counter, Histogram};
+use crate::observe::{Owner, Role, Slot, Watchdog};
 use crate::overflow::Overflow;
 use crate::panic::{drop_caught, drop_quietly, Panic};
 use crate::queue::{offer, send_until, Offered, Refused};
@@ -235,12 +237,78 @@ impl Counts {
     }
 }
 
+/// One stage's metrics (feature `metrics`; nothing without it), fed from the books
+/// each thread publishes.
+struct StageMetrics {
+    items_in: Counter,
+    out: Counter,
+    dropped: Counter,
+    failed: Counter,
+    busy: Histogram,
+}
+
+impl StageMetrics {
+    fn new(pipeline: Option<&str>, stage: &str) -> Self {
+        let counter = |metric| Counter::labeled(metric, "Pipeline", pipeline, ("stage", stage));
+        StageMetrics {
+            items_in: counter("corral_pipeline_items_in_total"),
+            out: counter("corral_pipeline_items_out_total"),
+            dropped: counter("corral_pipeline_items_dropped_total"),
+            failed: counter("corral_pipeline_items_failed_total"),
+            busy: Histogram::labeled(
+                "corral_pipeline_busy_seconds",
+                "Pipeline",
+                pipeline,
+                ("stage", stage),
+            ),
+        }
+    }
+
+    /// Adds a thread's newly published books.
+    fn add(&self, counts: &Counts) {
+        self.items_in.add(counts.items_in);
+        self.out.add(counts.out);
+        self.dropped.add(counts.dropped);
+        self.failed.add(counts.failed);
+        if !counts.busy.is_zero() {
+            self.busy.record(counts.busy);
+        }
+    }
+}
+
+impl Failure {
+    /// What went wrong, for an event: the error's `Display`, formatted inside the
+    /// panic boundary (it is user code), the panic's message, or the OS error.
+    #[allow(dead_code)] // only with the `tracing` feature
+    fn describe(&self) -> String {
+        match self {
+            Failure::Error(error) => Panic::catch_any(|| error.to_string()).unwrap_or_else(|p| {
+                drop_quietly(p);
+                "<its Display panicked>".to_owned()
+            }),
+            Failure::Panic(panic) => {
+                format!("panicked: {}", panic.message().unwrap_or("(no message)"))
+            }
+            Failure::Spawn(error) => error.to_string(),
+        }
+    }
+}
+
 /// Run-wide settings, fixed before any thread starts.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
     pub(crate) batch: usize,
     /// The time batched stages flush by.
     pub(crate) clock: Arc<dyn Clock>,
+    /// The pipeline's name.
+    pub(crate) name: Option<Arc<str>>,
+    /// The run's owner in the thread dump (made by the terminal call, at the
+    /// user's line).
+    pub(crate) owner: Option<Arc<Owner>>,
+    /// The stuck-item watchdog, if one was asked for.
+    pub(crate) watchdog: Option<Arc<Watchdog>>,
+    /// The slot of the thread the sink runs on, when the run owns it (`spawn`).
+    pub(crate) sink_slot: Option<Arc<Slot>>,
     /// Reorder window in packets, in ordered mode.
     pub(crate) window: Option<u64>,
     /// Unit tests: the (stage index, worker) whose thread fails to start.
@@ -288,6 +356,12 @@ pub(crate) struct Ctx<'env> {
     hand_over: AtomicBool,
     /// The pushed input, once linked.
     inlet: std::sync::OnceLock<Arc<Inlet>>,
+    /// The run's owner in the thread dump.
+    owner: Arc<Owner>,
+    /// Each stage's name, as the name of the queue in front of it in the dump.
+    queue_names: Vec<Arc<str>>,
+    /// Per stage (feature `metrics`).
+    metrics: Vec<StageMetrics>,
 }
 
 impl<'env> Ctx<'env> {
@@ -303,6 +377,15 @@ impl<'env> Ctx<'env> {
             .map(|_| Mutex::new(Counts::default()))
             .collect();
         let gate = settings.window.map(ReorderGate::new);
+        let owner = settings
+            .owner
+            .clone()
+            .unwrap_or_else(|| Owner::new("Pipeline", settings.name.clone()));
+        let queue_names = names.iter().map(|n| Arc::from(n.as_str())).collect();
+        let metrics = names
+            .iter()
+            .map(|n| StageMetrics::new(settings.name.as_deref(), n))
+            .collect();
         let drops = queues
             .iter()
             .skip(1)
@@ -326,7 +409,38 @@ impl<'env> Ctx<'env> {
             input_stopped: AtomicBool::new(false),
             hand_over: AtomicBool::new(false),
             inlet: std::sync::OnceLock::new(),
+            owner,
+            queue_names,
+            metrics,
         }
+    }
+
+    /// The spec of one of the run's threads: `corral-<pipeline>-<what>` (`pipe` for
+    /// an unnamed pipeline), owned by the run.
+    fn thread(&self, what: std::fmt::Arguments<'_>, role: Role) -> ThreadSpec {
+        let prefix = self.settings.name.as_deref().unwrap_or("pipe");
+        ThreadSpec::new("Pipeline", format!("{prefix}-{what}"))
+            .role(role)
+            .owned_by(&self.owner)
+    }
+
+    /// The calling thread is about to park for input: idle in the thread dump, and a
+    /// check of the watchdog, if the run has one.
+    fn parking(&self, slot: Option<&Slot>) {
+        if let Some(slot) = slot {
+            slot.idle();
+        }
+        if let Some(watchdog) = &self.settings.watchdog {
+            watchdog.check();
+        }
+    }
+
+    /// Runs the watchdog, if the run has one.
+    pub(crate) fn check_stuck(&self) -> Vec<crate::observe::Stuck> {
+        self.settings
+            .watchdog
+            .as_ref()
+            .map_or_else(Vec::new, |w| w.check())
     }
 
     /// Ends the input (a drain stop): the source is not pulled again, a pushed input
@@ -433,6 +547,14 @@ impl<'env> Ctx<'env> {
 
     /// Records the first failure and cancels the run.
     pub(crate) fn fail(&self, index: usize, failure: Failure) {
+        event::emit!(
+            warn,
+            "Pipeline",
+            self.settings.name.as_deref(),
+            "pipeline stage failed",
+            stage = self.stage_name(index),
+            error = failure.describe().as_str(),
+        );
         let lost = {
             let mut slot = self.failure.lock();
             if slot.is_none() {
@@ -476,6 +598,28 @@ impl<'env> Ctx<'env> {
         if let Some(cell) = self.stats.get(index) {
             cell.lock().add(counts);
         }
+        if let Some(metrics) = self.metrics.get(index) {
+            metrics.add(counts);
+        }
+    }
+
+    /// Counts items a pushed input took (and dropped at its first queue), in the
+    /// metrics of the source and of the first stage.
+    #[allow(unused_variables)]
+    fn pushed(&self, accepted: u64, dropped: u64) {
+        #[cfg(feature = "metrics")]
+        if let [source, first, ..] = &self.metrics[..] {
+            source.items_in.add(accepted);
+            source.out.add(accepted);
+            first.items_in.add(accepted);
+            first.dropped.add(dropped);
+        }
+    }
+
+    /// The name of stage `index`.
+    #[allow(dead_code)] // only with the `tracing` feature
+    fn stage_name(&self, index: usize) -> &str {
+        self.names.get(index).map_or("", String::as_str)
     }
 
     /// After every thread has joined: counts what was left in the queues and returns
@@ -571,7 +715,7 @@ impl<'env, T: Send + 'env> Head<'env, T> {
                 let out = Outbound::new(ctx, tx, &rx, on_drop.clone(), index);
                 match head {
                     Head::Source(pull) => {
-                        let spec = ThreadSpec::new("Pipeline", "pipe-source");
+                        let spec = ctx.thread(format_args!("source"), Role::PipelineSource);
                         let shared = Arc::clone(ctx);
                         let body = Body::new(move || {
                             let ran = Panic::catch_any(|| run_source(&shared, pull, out));
@@ -636,7 +780,7 @@ where
         let work = Arc::new(work);
         let mut started = 0;
         for n in 0..workers {
-            let spec = ThreadSpec::new("Pipeline", format!("pipe-{name}-{n}"));
+            let spec = ctx.thread(format_args!("{name}-{n}"), Role::StageWorker);
             let (input, out, work) = (input.clone(), out.clone(), Arc::clone(&work));
             let shared = Arc::clone(ctx);
             let body = Body::new(move || {
@@ -763,6 +907,8 @@ pub(crate) struct Outbound<'env, T> {
     on_drop: Option<OnDrop<'env, T>>,
     /// Index of the stage that owns the queue.
     stage: usize,
+    /// The queue's name in the thread dump (the receiving stage's).
+    name: Arc<str>,
 }
 
 pub(crate) type OnDrop<'env, T> = std::sync::Arc<dyn Fn(T) + Send + Sync + 'env>;
@@ -775,6 +921,7 @@ impl<T> Clone for Outbound<'_, T> {
             evict: self.evict.clone(),
             on_drop: self.on_drop.clone(),
             stage: self.stage,
+            name: Arc::clone(&self.name),
         }
     }
 }
@@ -802,12 +949,18 @@ impl<'env, T> Outbound<'env, T> {
     ) -> Self {
         let overflow = ctx.queue_at(stage).overflow;
         let evict = (overflow == Overflow::DropOldest).then(|| rx.clone());
+        let name = ctx
+            .queue_names
+            .get(stage)
+            .cloned()
+            .unwrap_or_else(|| Arc::from("sink"));
         Outbound {
             tx,
             overflow,
             evict,
             on_drop,
             stage,
+            name,
         }
     }
 
@@ -827,15 +980,9 @@ impl<'env, T> Outbound<'env, T> {
         next: &mut Counts,
     ) -> Result<(), Stopped> {
         next.items_in += packet.len();
-        let offered = offer(
-            &self.tx,
-            self.evict.as_ref(),
-            packet,
-            self.overflow,
-            Some(&Until::FOREVER),
-            |lost| self.dropped(ctx, lost, next),
-            || true,
-        );
+        let offered = self.offer(packet, Some(&Until::FOREVER), |lost| {
+            self.dropped(ctx, lost, next)
+        });
         let packet = match offered {
             Ok(Offered::Done) => return Ok(()),
             Ok(Offered::Waited(waited)) => {
@@ -851,10 +998,54 @@ impl<'env, T> Outbound<'env, T> {
         Err(Stopped)
     }
 
+    /// Offers `packet` through `crate::queue::offer`; a send that has to wait for
+    /// room marks its thread blocked sending to this queue in the thread dump (a
+    /// thread corral did not start shows there for as long as it waits).
+    #[track_caller]
+    fn offer(
+        &self,
+        packet: Packet<T>,
+        until: Option<&Until<'_>>,
+        dropped: impl FnMut(Packet<T>),
+    ) -> Result<Offered<Packet<T>>, Refused<Packet<T>>> {
+        let mut blocked = None;
+        let packet = if self.overflow == Overflow::Block && until.is_some() {
+            match self.tx.try_send(packet) {
+                Ok(()) => return Ok(Offered::Done),
+                Err(TrySendError::Full(packet)) => {
+                    blocked = Some(crate::observe::sending_to(&self.name));
+                    packet
+                }
+                Err(TrySendError::Disconnected(packet)) => packet,
+            }
+        } else {
+            packet
+        };
+        let offered = offer(
+            &self.tx,
+            self.evict.as_ref(),
+            packet,
+            self.overflow,
+            until,
+            dropped,
+            || true,
+        );
+        drop(blocked);
+        offered
+    }
+
     /// A packet lost to the overflow policy: counted, reported to the reorder buffer,
     /// and each item handed to `on_drop`.
     fn dropped(&self, ctx: &Ctx<'_>, packet: Packet<T>, next: &mut Counts) {
         next.dropped += packet.len();
+        event::emit!(
+            debug,
+            "Pipeline",
+            ctx.settings.name.as_deref(),
+            "pipeline queue dropped items",
+            stage = &*self.name,
+            items = packet.len(),
+        );
         if let Some((tombs, _)) = &ctx.tombstones {
             // Cannot stay full (at most `window` packets are outstanding); cancellable anyway.
             let _ = send_until(tombs, packet.seq(), &Until::cancellable(&ctx.token));
@@ -904,6 +1095,7 @@ fn run_batcher<T, U>(
     let mut own = Counts::default();
     let mut next = Counts::default();
     let (mut own_published, mut next_published) = (Published::default(), Published::default());
+    let slot = crate::observe::current();
     let mut batch: Vec<T> = Vec::new();
     // When the batch held must go, on the run's clock.
     let mut due: Option<Instant> = None;
@@ -916,6 +1108,7 @@ fn run_batcher<T, U>(
         let got = match due {
             None => {
                 let mut park = |own: &Counts| {
+                    ctx.parking(slot.as_deref());
                     ctx.publish(index, own, &mut own_published, true);
                     ctx.publish(out.stage, &next, &mut next_published, true);
                 };
@@ -954,6 +1147,9 @@ fn run_batcher<T, U>(
             };
             let full = std::mem::replace(&mut batch, rest);
             due = (!batch.is_empty()).then(|| crate::sync::time::deadline_after(clock.now(), wait));
+            if let Some(slot) = &slot {
+                slot.running(slot.spawned_at());
+            }
             if !flush(ctx, index, &out, f, full, &mut seq, (&mut own, &mut next)) {
                 discarding = true;
                 break;
@@ -1110,6 +1306,7 @@ pub(crate) fn run_worker<T, U>(
     let mut next = Counts::default();
     let (mut own_published, mut next_published) = (Published::default(), Published::default());
     let mut tick = 0u32;
+    let slot = crate::observe::current();
     // Once the run is cancelled (or this worker failed), keep receiving but only to
     // count and drop: draining is what wakes the senders blocked upstream, and the
     // loop ends when the upstream has gone. (The source has no senders to wake: it is
@@ -1120,6 +1317,7 @@ pub(crate) fn run_worker<T, U>(
             break;
         }
         let mut park = |own: &Counts| {
+            ctx.parking(slot.as_deref());
             ctx.publish(index, own, &mut own_published, true);
             ctx.publish(out.stage, &next, &mut next_published, true);
         };
@@ -1133,6 +1331,9 @@ pub(crate) fn run_worker<T, U>(
             continue;
         }
         let n = packet.len();
+        if let Some(slot) = &slot {
+            slot.running(slot.spawned_at());
+        }
         match map_packet(packet, f) {
             Ok(mapped) => {
                 own.out += n;
@@ -1653,6 +1854,7 @@ impl<'env, T> Port<'env, T> {
     /// as every queue of the run): `until` bounds a wait for room (`None`: do not
     /// wait). A refusal hands the item back. Before the run has started, a send waits
     /// for it as for room.
+    #[track_caller]
     pub(crate) fn send(&self, item: T, until: Option<&Until<'_>>) -> Result<(), Refused<T>> {
         let link = match self.link.get() {
             Some(link) => link,
@@ -1666,15 +1868,9 @@ impl<'env, T> Port<'env, T> {
         };
         let ctx = &*link.ctx;
         let mut next = Counts::default();
-        let offered = offer(
-            &link.out.tx,
-            link.out.evict.as_ref(),
-            Packet::One(0, item),
-            link.out.overflow,
-            until,
-            |lost| link.out.dropped(ctx, lost, &mut next),
-            || true,
-        );
+        let offered = link.out.offer(Packet::One(0, item), until, |lost| {
+            link.out.dropped(ctx, lost, &mut next)
+        });
         if next.dropped > 0 {
             self.inlet
                 .dropped
@@ -1691,6 +1887,7 @@ impl<'env, T> Port<'env, T> {
             }
             Err(refused) => Some(refused),
         };
+        ctx.pushed(u64::from(refused.is_none()), next.dropped);
         match refused {
             None => {
                 self.inlet.accepted.fetch_add(1, Ordering::Relaxed);
@@ -1895,17 +2092,26 @@ pub(crate) fn run_sink<T>(
     let tombs = ctx.tombstones.as_ref().map(|(_, rx)| rx);
     let (mut published, mut tick) = (Published::default(), 0u32);
     let mut failed = false;
+    // The sink's thread is the run's own only for a spawned pipeline; a batch run's
+    // caller may be another owner's thread, whose state is not ours to set.
+    let slot = ctx.settings.sink_slot.clone();
     loop {
         if failed && matches!(input, Intake::Feed(_)) {
             break; // nothing upstream to drain (see `run_worker`)
         }
         let arrival = match (tombs, &input) {
             (Some(tombs), Intake::Queue(rx, _)) => {
-                let mut park = |own: &Counts| ctx.publish(index, own, &mut published, true);
+                let mut park = |own: &Counts| {
+                    ctx.parking(slot.as_deref());
+                    ctx.publish(index, own, &mut published, true)
+                };
                 recv_or_tombstone(rx, tombs, &mut own, &mut park)
             }
             _ => {
-                let mut park = |own: &Counts| ctx.publish(index, own, &mut published, true);
+                let mut park = |own: &Counts| {
+                    ctx.parking(slot.as_deref());
+                    ctx.publish(index, own, &mut published, true)
+                };
                 input.recv(ctx, &mut own, &mut park).map(Arrival::Packet)
             }
         };
@@ -1918,6 +2124,9 @@ pub(crate) fn run_sink<T>(
                 input.discard(ctx, index, packet);
             }
             continue;
+        }
+        if let Some(slot) = &slot {
+            slot.running(slot.spawned_at());
         }
         let ok = match (&mut reorder, arrival) {
             (None, Arrival::Packet(packet)) => deliver(ctx, index, packet, sink, &mut own),
@@ -2039,6 +2248,10 @@ mod tests {
         let settings = Settings {
             batch: 8,
             clock: Arc::new(crate::clock::SystemClock),
+            name: None,
+            owner: None,
+            watchdog: None,
+            sink_slot: None,
             window: None,
             fail_spawn_at: None,
         };
@@ -2109,6 +2322,10 @@ mod tests {
         let settings = |batch| Settings {
             batch,
             clock: Arc::new(crate::clock::SystemClock),
+            name: None,
+            owner: None,
+            watchdog: None,
+            sink_slot: None,
             window: None,
             fail_spawn_at: None,
         };

@@ -12,6 +12,7 @@ use super::report::PipelineReport;
 use super::run::{Body, Ctx};
 use super::{Pipeline, PipelineError};
 use crate::cancel::CancelToken;
+use crate::observe::{Role, Stuck};
 use crate::panic::{drop_quietly, Panic};
 use crate::spawn::{start, ThreadSpec};
 use crate::sync::time;
@@ -46,6 +47,7 @@ impl<T: Send + 'static> Pipeline<'static, T> {
     /// assert!(report.stages.iter().all(|s| s.balanced()));
     /// # Ok::<(), corral::pipeline::PipelineError>(())
     /// ```
+    #[track_caller]
     pub fn spawn(
         self,
         mut sink: impl FnMut(T) + Send + 'static,
@@ -55,6 +57,14 @@ impl<T: Send + 'static> Pipeline<'static, T> {
             drop_quietly(sink);
             return Err(PipelineError::Config(e));
         }
+        let owner = self.owner();
+        let name = self.name.clone();
+        let spec = ThreadSpec::new(
+            "Pipeline",
+            format!("{}-run", name.as_deref().unwrap_or("pipe")),
+        )
+        .role(Role::Sink)
+        .owned_by(&owner);
         let token = CancelToken::new();
         let (ctx_tx, ctx_rx) = crossbeam_channel::bounded::<Arc<Ctx<'static>>>(1);
         let (outcome_tx, outcome_rx) = crossbeam_channel::bounded::<Outcome>(1);
@@ -63,12 +73,14 @@ impl<T: Send + 'static> Pipeline<'static, T> {
                 sink(item);
                 Ok(())
             };
-            let outcome = self.execute_started(token, sink, &mut |ctx| {
+            let started = &mut |ctx: &Arc<Ctx<'static>>| {
                 let _ = ctx_tx.try_send(Arc::clone(ctx));
-            });
+            };
+            // This thread is the run's own: the sink's activity shows on it.
+            let slot = crate::observe::current();
+            let outcome = self.execute_started(token, sink, started, owner, slot);
             let _ = outcome_tx.send(outcome);
         });
-        let spec = ThreadSpec::new("Pipeline", "pipe-run");
         let driver = match start(&spec, move || body.run()) {
             Ok(driver) => driver,
             Err(error) => {
@@ -87,6 +99,7 @@ impl<T: Send + 'static> Pipeline<'static, T> {
             driver: Some(driver),
             outcome: outcome_rx,
             started: Instant::now(),
+            name,
         };
         match ctx_rx.recv() {
             Ok(ctx) => {
@@ -133,9 +146,23 @@ pub struct RunningPipeline {
     driver: Option<JoinHandle<()>>,
     outcome: Receiver<Outcome>,
     started: Instant,
+    name: Option<Arc<str>>,
 }
 
 impl RunningPipeline {
+    /// The pipeline's name, if it was given one ([`Pipeline::name`]).
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Runs the pipeline's [`watchdog`](Pipeline::watchdog) now: the items newly
+    /// found running for its threshold or longer (each reported once, also to its
+    /// callback). Empty without a watchdog, and once the run has ended.
+    pub fn check_stuck(&self) -> Vec<Stuck> {
+        self.ctx
+            .as_ref()
+            .map_or_else(Vec::new, |ctx| ctx.check_stuck())
+    }
     /// The per-stage numbers so far (see [`PipelineReport`]); `elapsed` is the time
     /// since the pipeline was spawned. While the run goes on, counts lag the truth by
     /// a few milliseconds and the books of a stage need not balance yet.
@@ -272,6 +299,7 @@ impl Drop for RunningPipeline {
 impl fmt::Debug for RunningPipeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunningPipeline")
+            .field("name", &self.name)
             .field("finished", &self.is_finished())
             .finish_non_exhaustive()
     }
