@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::Location;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -347,6 +347,9 @@ pub(crate) struct Slot {
     blocked: AtomicU64,
     blocked_stamp: AtomicU64,
     subject: Mutex<Option<Arc<str>>>,
+    /// The address of `subject`'s text (0: none or unnamed), so a thread blocking on
+    /// the same queue again skips the lock: only the slot's own thread writes either.
+    subject_key: AtomicUsize,
     /// The word a watchdog reported stuck (0: none; a live word is never 0, since
     /// the generation starts at 1).
     stuck: AtomicU64,
@@ -376,6 +379,7 @@ impl Slot {
             blocked: AtomicU64::new(NOT_BLOCKED),
             blocked_stamp: AtomicU64::new(0),
             subject: Mutex::new(None),
+            subject_key: AtomicUsize::new(0),
             stuck: AtomicU64::new(0),
         });
         if let Some(owner) = &slot.owner {
@@ -407,6 +411,9 @@ impl Slot {
 
     /// Waiting for work. Reads the clock: call it before parking, not per task.
     pub(crate) fn idle(&self) {
+        if self.word.load(Ordering::Relaxed) & (KIND_MASK | STAMPED) == STAMPED | IDLE {
+            return; // still idle since the stamp: parking again changes nothing
+        }
         self.stamp
             .store(to_nanos(Instant::now()), Ordering::Relaxed);
         self.set(STAMPED | IDLE);
@@ -436,8 +443,13 @@ impl Slot {
         self.set(STAMPED | STOPPING);
     }
 
-    fn block(&self, kind: u64, subject: Arc<str>) {
-        *self.subject.lock() = Some(subject);
+    fn block(&self, kind: u64, key: usize, subject: impl FnOnce() -> Arc<str>) {
+        // The subject held in the slot keeps its text alive, so an equal key is the
+        // same subject, never a new one at a reused address.
+        if key == 0 || self.subject_key.load(Ordering::Relaxed) != key {
+            *self.subject.lock() = Some(subject());
+            self.subject_key.store(key, Ordering::Relaxed);
+        }
         self.blocked_stamp
             .store(to_nanos(Instant::now()), Ordering::Relaxed);
         self.blocked.store(kind, Ordering::Release);
@@ -522,14 +534,15 @@ impl Drop for BlockedGuard {
 /// Marks the current thread blocked. A thread corral did not start gets a slot for
 /// the length of the wait, so the dump shows it too, at the line that waits.
 #[track_caller]
-fn blocked(kind: u64, subject: impl FnOnce() -> Arc<str>) -> BlockedGuard {
-    blocked_at(kind, subject, Location::caller())
+fn blocked(kind: u64, subject: Option<&Arc<str>>, unnamed: &'static str) -> BlockedGuard {
+    blocked_at(kind, subject, unnamed, Location::caller())
 }
 
 /// As [`blocked`], waiting at `at`.
 fn blocked_at(
     kind: u64,
-    subject: impl FnOnce() -> Arc<str>,
+    subject: Option<&Arc<str>>,
+    unnamed: &'static str,
     at: &'static Location<'static>,
 ) -> BlockedGuard {
     if cfg!(loom) && current().is_none() {
@@ -541,36 +554,29 @@ fn blocked_at(
         let name = thread.name().unwrap_or("unnamed").to_owned();
         Slot::new(name, "thread", None, Role::Waiter, at)
     });
-    slot.block(kind, subject());
+    let key = subject.map_or(0, |s| Arc::as_ptr(s) as *const u8 as usize);
+    slot.block(kind, key, || {
+        subject.cloned().unwrap_or_else(|| Arc::from(unnamed))
+    });
     BlockedGuard(Some(slot))
 }
 
 /// The current thread is about to wait for permits of the semaphore `name`.
 #[track_caller]
 pub(crate) fn waiting_for_permit(name: Option<&Arc<str>>) -> BlockedGuard {
-    blocked(PERMIT, || {
-        name.cloned().unwrap_or_else(|| Arc::from("semaphore"))
-    })
+    blocked(PERMIT, name, "semaphore")
 }
 
 /// The current thread is about to wait for a rate limiter's slot.
 #[track_caller]
 pub(crate) fn waiting_for_rate(name: Option<&Arc<str>>) -> BlockedGuard {
-    blocked(RATE, || {
-        name.cloned().unwrap_or_else(|| Arc::from("rate limiter"))
-    })
-}
-
-/// The current thread is about to block sending to the full queue `queue`.
-#[track_caller]
-pub(crate) fn sending_to(queue: &Arc<str>) -> BlockedGuard {
-    blocked(SENDING, || queue.clone())
+    blocked(RATE, name, "rate limiter")
 }
 
 /// The current thread is about to block sending to the full queue `queue`, from
 /// `at` in the caller's code (a pool's submit line).
 pub(crate) fn sending_from(queue: &Arc<str>, at: &'static Location<'static>) -> BlockedGuard {
-    blocked_at(SENDING, || queue.clone(), at)
+    blocked_at(SENDING, Some(queue), "queue", at)
 }
 
 thread_local! {

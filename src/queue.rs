@@ -69,9 +69,9 @@ pub(crate) enum Offered<T> {
 ///   queue with [`Refused::Full`] as `Reject` does. A bounded `Block` goes straight to
 ///   [`send_until`]; anything else tries first, and only a full queue takes the cold
 ///   path.
-/// - An unbounded `Block` wait first asks `may_wait` (only then, on the cold path):
-///   `false` hands the item back as [`Offered::RunHere`]. It then re-checks the queue
-///   under the crate's spin-then-park policy ([`Backoff`]) before it blocks.
+/// - An unbounded `Block` wait re-checks the queue under the crate's spin-then-park
+///   policy ([`Backoff`]); only when the spin found no room does it ask `may_wait`,
+///   whose `false` hands the item back as [`Offered::RunHere`], and then it blocks.
 /// - `DropNewest` hands the new item to `dropped`; `DropOldest` evicts through `evict`
 ///   (the queue's own receiver; without one it refuses like `Reject`) and hands every
 ///   evicted item to `dropped`; `CallerRuns` hands it back as [`Offered::RunHere`].
@@ -113,9 +113,6 @@ fn full<T>(
 ) -> Result<Offered<T>, Refused<T>> {
     match (policy, until, evict) {
         (Overflow::Block, Some(until), _) => {
-            if !may_wait() {
-                return Ok(Offered::RunHere(item));
-            }
             let started = time::now();
             let waited = || time::now().saturating_duration_since(started);
             let mut backoff = Backoff::new();
@@ -125,6 +122,12 @@ fn full<T>(
                     Err(Refused::Full(back)) => item = back,
                     Err(other) => return Err(other),
                 }
+            }
+            // Asked only now, when the spin found no room and the thread would park:
+            // what it does (mark the thread blocked, or decline) costs nothing on a
+            // queue that drains within the spin.
+            if !may_wait() {
+                return Ok(Offered::RunHere(item));
             }
             send_until(tx, item, until).map(|()| Offered::Waited(waited()))
         }

@@ -21,7 +21,7 @@ use std::error::Error;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::door::Door;
 use super::gate::ReorderGate;
@@ -1000,7 +1000,10 @@ impl<'env, T> Outbound<'env, T> {
 
     /// Offers `packet` through `crate::queue::offer`; a send that has to wait for
     /// room marks its thread blocked sending to this queue in the thread dump (a
-    /// thread corral did not start shows there for as long as it waits).
+    /// thread corral did not start shows there for as long as it waits). An unbounded
+    /// send is marked only once it is about to park (`offer`'s `may_wait`), so a
+    /// queue that drains within the spin costs nothing; a bounded one goes straight
+    /// to a timed send and is marked if the queue is full when it starts.
     #[track_caller]
     fn offer(
         &self,
@@ -1008,19 +1011,10 @@ impl<'env, T> Outbound<'env, T> {
         until: Option<&Until<'_>>,
         dropped: impl FnMut(Packet<T>),
     ) -> Result<Offered<Packet<T>>, Refused<Packet<T>>> {
-        let mut blocked = None;
-        let packet = if self.overflow == Overflow::Block && until.is_some() {
-            match self.tx.try_send(packet) {
-                Ok(()) => return Ok(Offered::Done),
-                Err(TrySendError::Full(packet)) => {
-                    blocked = Some(crate::observe::sending_to(&self.name));
-                    packet
-                }
-                Err(TrySendError::Disconnected(packet)) => packet,
-            }
-        } else {
-            packet
-        };
+        let site = std::panic::Location::caller();
+        let bounded_wait = self.overflow == Overflow::Block && until.is_some_and(Until::is_bounded);
+        let mut blocked = (bounded_wait && self.tx.is_full())
+            .then(|| crate::observe::sending_from(&self.name, site));
         let offered = offer(
             &self.tx,
             self.evict.as_ref(),
@@ -1028,7 +1022,10 @@ impl<'env, T> Outbound<'env, T> {
             self.overflow,
             until,
             dropped,
-            || true,
+            || {
+                blocked = Some(crate::observe::sending_from(&self.name, site));
+                true
+            },
         );
         drop(blocked);
         offered
