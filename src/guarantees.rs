@@ -73,7 +73,7 @@
 //! | keyed rate limiter keys | [`KeyedRateLimiter::MAX_KEYS`](crate::KeyedRateLimiter::MAX_KEYS) (2²⁶); 65,536 shards | `ConfigError` (`max_keys`); shards are capped |
 //! | breaker count window | [`BreakerBuilder::MAX_COUNT_WINDOW`](crate::breaker::BreakerBuilder::MAX_COUNT_WINDOW) (2²⁰ calls) | `ConfigError` (`window`) |
 //! | supervisor restarts per period; resilience retries | 1,000,000 | `ConfigError` (`max_restarts`, `retries`) |
-//! | supervisor exit record | the last 10,000 exits | older ones are counted in `exits_omitted` |
+//! | supervisor exit record | the last 10,000 exits and panics (`history`, at most 1,000,000) | older ones are counted (`exits_omitted`, `panics_omitted`) |
 //! | time | `Duration::MAX` anywhere means "never"; a clock may move by `u64::MAX` ns (about 584 years) | saturates; limits keep holding (a rate limiter refuses a cell whose slot lies past the end, `NotUntil::is_never`; a breaker opened past it stays open until `reset`) |
 //!
 //! ## Where a promise cannot be kept by construction
@@ -177,6 +177,11 @@
 //! | supervisor | `stop_timeout`, `stop_deadline` | `ZERO`, a past deadline | cancels; `Ok(report)` once joined, else `Err(supervisor)` to try again |
 //! | supervisor | `join_timeout` | `Duration::MAX` | waits like `join` |
 //! | supervisor | `join_timeout`, `join_deadline`, `join_cancellable` | `ZERO`, a past deadline, an expired token | `Err(supervisor)`, still running |
+//! | supervisor | child name | used twice | `ConfigError` (`child name`); at run time `AddChildError::Duplicate` with the spec handed back |
+//! | supervisor | `jitter` | outside `0.0..=1.0`, NaN | `ConfigError` (`jitter`) |
+//! | supervisor | `history` | above 1,000,000 | `ConfigError` (`history`); `0` keeps no exit and counts them all |
+//! | supervisor | `watchdog` | `ZERO` | `ConfigError` (`watchdog`) |
+//! | pool | `watchdog` threshold | `ZERO` / `Duration::MAX` | every running task is reported once / none ever is |
 //! | scope | `spawn_named` name | empty | the thread is `corral-` |
 //! | scope | `spawn_named` name | with a NUL byte | the NUL is escaped: the thread is `corral-a\0b` (backslash, zero) |
 //! | scope | `try_spawn_named` name | with a NUL byte | `Err(SpawnError)` whose `io::Error` is of kind `InvalidInput` |

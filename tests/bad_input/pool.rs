@@ -337,3 +337,46 @@ fn pool_map_over_a_usize_max_range_has_an_exact_size_hint() {
     drop(map);
     pool.shutdown();
 }
+
+/// A pool of one worker with a watchdog of `threshold` on a manual clock, running a
+/// task that waits until released.
+fn pool_with_a_watched_hanging_task(
+    threshold: Duration,
+) -> (corral::WorkerPool, std::sync::mpsc::Sender<()>) {
+    let pool = WorkerPool::builder()
+        .workers(1)
+        .watchdog(threshold, |_| {})
+        .clock(corral::clock::ManualClock::new())
+        .build()
+        .unwrap();
+    let (release, hang) = std::sync::mpsc::channel::<()>();
+    pool.execute(move || {
+        let _ = hang.recv();
+    })
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool.stats().busy == 0 {
+        assert!(Instant::now() < deadline, "the task never started");
+        std::thread::yield_now();
+    }
+    (pool, release)
+}
+
+#[test]
+fn pool_watchdog_zero_reports_a_running_task_once() {
+    let _check = LeakCheck::new();
+    let (pool, release) = pool_with_a_watched_hanging_task(Duration::ZERO);
+    assert_eq!(pool.check_stuck().len(), 1);
+    assert!(pool.check_stuck().is_empty(), "reported once");
+    release.send(()).unwrap();
+    pool.shutdown();
+}
+
+#[test]
+fn pool_watchdog_duration_max_never_reports() {
+    let _check = LeakCheck::new();
+    let (pool, release) = pool_with_a_watched_hanging_task(Duration::MAX);
+    assert!(pool.check_stuck().is_empty());
+    release.send(()).unwrap();
+    pool.shutdown();
+}

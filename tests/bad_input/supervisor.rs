@@ -257,3 +257,44 @@ fn supervisor_join_cancellable_with_an_expired_token_hands_it_back() {
     let supervisor = supervisor.join_cancellable(&expired).expect_err("running");
     supervisor.stop();
 }
+
+#[test]
+fn supervisor_child_name_used_twice_is_a_config_error() {
+    let err = waits(waits(Supervisor::builder())).start().unwrap_err();
+    assert_eq!(err.config().unwrap().field(), "child name");
+}
+
+#[test]
+fn supervisor_jitter_nan_is_a_config_error() {
+    let err = waits(Supervisor::builder().jitter(f64::NAN))
+        .start()
+        .unwrap_err();
+    assert_eq!(err.config().unwrap().field(), "jitter");
+}
+
+#[test]
+fn supervisor_history_above_its_maximum_is_a_config_error() {
+    let err = waits(Supervisor::builder().history(1_000_001))
+        .start()
+        .unwrap_err();
+    assert_eq!(err.config().unwrap().field(), "history");
+}
+
+#[test]
+fn supervisor_history_zero_keeps_no_exit_and_counts_them_all() {
+    let _check = LeakCheck::new();
+    let sup = fails_once(Supervisor::builder().history(0))
+        .start()
+        .unwrap();
+    let report = sup.join_timeout(PROMPT).unwrap();
+    assert!(report.exits.is_empty(), "{:?}", report.exits);
+    assert_eq!(report.exits_omitted, 2);
+}
+
+#[test]
+fn supervisor_watchdog_zero_is_a_config_error() {
+    let err = waits(Supervisor::builder().watchdog(Duration::ZERO))
+        .start()
+        .unwrap_err();
+    assert_eq!(err.config().unwrap().field(), "watchdog");
+}
