@@ -3,10 +3,6 @@
 //! a collecting recorder.
 #![cfg(all(feature = "tracing", feature = "metrics"))]
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use corral::breaker::State;
@@ -14,122 +10,9 @@ use corral::clock::ManualClock;
 use corral::leak::LeakCheck;
 use corral::{CircuitBreaker, RateLimiter, Semaphore};
 
-/// A subscriber that keeps every event as "LEVEL field=value ...".
-#[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<String>>>);
+mod common;
 
-struct Fields(String);
-
-impl tracing::field::Visit for Fields {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, " {}={:?}", field.name(), value);
-    }
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        let _ = write!(self.0, " {}={}", field.name(), value);
-    }
-}
-
-impl tracing::Subscriber for Events {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut fields = Fields(format!(
-            "{} {}",
-            event.metadata().level(),
-            event.metadata().target()
-        ));
-        event.record(&mut fields);
-        self.0.lock().unwrap().push(fields.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-impl Events {
-    fn matching(&self, needle: &str) -> Vec<String> {
-        let all = self.0.lock().unwrap();
-        all.iter().filter(|e| e.contains(needle)).cloned().collect()
-    }
-}
-
-/// A recorder that keeps every metric's latest value under "name{labels}".
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<BTreeMap<String, Arc<AtomicU64>>>>);
-
-#[derive(Default)]
-struct Samples(Mutex<Vec<f64>>);
-
-impl metrics::HistogramFn for Samples {
-    fn record(&self, value: f64) {
-        self.0.lock().unwrap().push(value);
-    }
-}
-
-impl Recorder {
-    fn slot(&self, key: &metrics::Key) -> Arc<AtomicU64> {
-        let labels: Vec<String> = key
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect();
-        let id = format!("{}{{{}}}", key.name(), labels.join(","));
-        self.0.lock().unwrap().entry(id).or_default().clone()
-    }
-    fn counter(&self, id: &str) -> u64 {
-        let all = self.0.lock().unwrap();
-        all.get(id)
-            .unwrap_or_else(|| panic!("no {id} in {:?}", all.keys()))
-            .load(Ordering::Relaxed)
-    }
-    fn gauge(&self, id: &str) -> f64 {
-        f64::from_bits(self.counter(id))
-    }
-    fn registered(&self) -> Vec<String> {
-        self.0.lock().unwrap().keys().cloned().collect()
-    }
-}
-
-impl metrics::Recorder for Recorder {
-    fn describe_counter(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_gauge(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_histogram(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        metrics::Counter::from_arc(self.slot(key))
-    }
-    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        metrics::Gauge::from_arc(self.slot(key))
-    }
-    fn register_histogram(
-        &self,
-        _: &metrics::Key,
-        _: &metrics::Metadata<'_>,
-    ) -> metrics::Histogram {
-        metrics::Histogram::from_arc(Arc::new(Samples::default()))
-    }
-}
+use common::telemetry::{Events, Recorder};
 
 #[test]
 fn breaker_transitions_are_events_and_its_calls_are_counted() {
@@ -172,7 +55,7 @@ fn breaker_transitions_are_events_and_its_calls_are_counted() {
         recorder.gauge(&format!("corral_breaker_state{labels}")),
         2.0
     );
-    let changes = events.matching("circuit breaker changed state");
+    let changes = events.matching(&["circuit breaker changed state"]);
     assert_eq!(changes.len(), 1, "{changes:?}");
     let change = &changes[0];
     assert!(change.starts_with("INFO corral"), "{change}");
@@ -213,7 +96,7 @@ fn rate_refusals_are_debug_events_and_both_outcomes_are_counted() {
         recorder.counter(&format!("corral_rate_refused_total{labels}")),
         3
     );
-    let refusals = events.matching("rate limit refused a call");
+    let refusals = events.matching(&["rate limit refused a call"]);
     assert_eq!(refusals.len(), 3, "{refusals:?}");
     assert!(refusals[0].starts_with("DEBUG corral"), "{}", refusals[0]);
     assert!(refusals[0].contains("name=upstream"), "{}", refusals[0]);
@@ -264,13 +147,13 @@ fn a_stuck_task_is_a_warning_naming_its_thread_and_site() {
         tracing::subscriber::with_default(events.clone(), || {
             // Polls until the thread is registered and first seen, then past the threshold.
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while events.matching("thread=corral-obs-evt-hung").is_empty() {
+            while events.matching(&["thread=corral-obs-evt-hung"]).is_empty() {
                 assert!(std::time::Instant::now() < deadline, "never reported");
                 watchdog.check();
                 clock.advance(Duration::from_secs(1));
             }
         });
-        let warning = events.matching("thread=corral-obs-evt-hung").remove(0);
+        let warning = events.matching(&["thread=corral-obs-evt-hung"]).remove(0);
         assert!(warning.starts_with("WARN corral"), "{warning}");
         assert!(
             warning.contains(&format!("{}:{line}", file!())),

@@ -242,15 +242,15 @@ fn a_name_with_a_nul_byte_is_a_config_error() {
     assert!(dbg.contains("shown"), "{dbg}");
 }
 
+#[cfg(all(feature = "tracing", feature = "metrics"))]
+mod common;
+
 /// Events (feature `tracing`) and metrics (feature `metrics`) of a pipeline, through
 /// a process-wide collecting subscriber and recorder: a pipeline's events and metric
 /// updates come from its own threads. Each test names its pipeline apart.
 #[cfg(all(feature = "tracing", feature = "metrics"))]
 mod events {
-    use std::collections::BTreeMap;
-    use std::fmt::Write as _;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex, OnceLock};
+    use super::common::telemetry::{Events, Recorder};
 
     use corral::leak::LeakCheck;
     use corral::observe::Activity;
@@ -258,161 +258,37 @@ mod events {
 
     use super::wait_for;
 
-    #[derive(Default)]
+    /// The process's collectors: pipeline threads emit and record, so both are the
+    /// global ones, and each test reads its own pipeline's name.
     struct Collected {
-        events: Mutex<Vec<String>>,
-        counters: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
-        histograms: Mutex<BTreeMap<String, Arc<Samples>>>,
+        events: &'static Events,
+        recorder: &'static Recorder,
     }
 
-    #[derive(Default)]
-    struct Samples(Mutex<Vec<f64>>);
-
-    impl metrics::HistogramFn for Samples {
-        fn record(&self, value: f64) {
-            self.0.lock().unwrap().push(value);
+    fn collected() -> Collected {
+        Collected {
+            events: Events::global(),
+            recorder: Recorder::global(),
         }
-    }
-
-    #[derive(Clone)]
-    struct Collector(&'static Collected);
-
-    fn collected() -> &'static Collected {
-        static ONCE: OnceLock<&'static Collected> = OnceLock::new();
-        ONCE.get_or_init(|| {
-            let c: &'static Collected = Box::leak(Box::default());
-            tracing::subscriber::set_global_default(Collector(c)).unwrap();
-            metrics::set_global_recorder(Collector(c)).unwrap();
-            c
-        })
-    }
-
-    fn id(key: &metrics::Key) -> String {
-        let labels: Vec<String> = key
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect();
-        format!("{}{{{}}}", key.name(), labels.join(","))
     }
 
     impl Collected {
         fn events(&self, needle: &str, name: &str) -> Vec<String> {
             let name = format!("name={name} ");
-            let all = self.events.lock().unwrap();
-            all.iter()
-                .filter(|e| e.contains(needle) && format!("{e} ").contains(&name))
-                .cloned()
+            let found = self.events.matching(&[needle]);
+            found
+                .into_iter()
+                .filter(|e| format!("{e} ").contains(&name))
                 .collect()
         }
         fn counter(&self, metric: &str, name: &str, stage: &str) -> u64 {
             let id = format!("{metric}{{kind=Pipeline,name={name},stage={stage}}}");
-            let all = self.counters.lock().unwrap();
-            all.get(&id)
-                .unwrap_or_else(|| panic!("no {id} in {:?}", all.keys()))
-                .load(Ordering::Relaxed)
+            self.recorder.counter(&id)
         }
         fn busy_samples(&self, name: &str, stage: &str) -> Vec<f64> {
-            let id =
-                format!("corral_pipeline_busy_seconds{{kind=Pipeline,name={name},stage={stage}}}");
-            let all = self.histograms.lock().unwrap();
-            let samples = all.get(&id).unwrap_or_else(|| panic!("no {id}"));
-            let values = samples.0.lock().unwrap().clone();
-            values
-        }
-    }
-
-    struct Fields(String);
-
-    impl tracing::field::Visit for Fields {
-        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-            let _ = write!(self.0, " {}={:?}", field.name(), value);
-        }
-        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-            let _ = write!(self.0, " {}={}", field.name(), value);
-        }
-    }
-
-    impl tracing::Subscriber for Collector {
-        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-            tracing::span::Id::from_u64(1)
-        }
-        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-        fn event(&self, event: &tracing::Event<'_>) {
-            let meta = event.metadata();
-            let mut fields = Fields(format!("{} {}", meta.level(), meta.target()));
-            event.record(&mut fields);
-            self.0.events.lock().unwrap().push(fields.0);
-        }
-        fn enter(&self, _: &tracing::span::Id) {}
-        fn exit(&self, _: &tracing::span::Id) {}
-    }
-
-    impl metrics::Recorder for Collector {
-        fn describe_counter(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
-        fn describe_gauge(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
-        fn describe_histogram(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
-        fn register_counter(
-            &self,
-            key: &metrics::Key,
-            _: &metrics::Metadata<'_>,
-        ) -> metrics::Counter {
-            let slot = self
-                .0
-                .counters
-                .lock()
-                .unwrap()
-                .entry(id(key))
-                .or_default()
-                .clone();
-            metrics::Counter::from_arc(slot)
-        }
-        fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-            let slot = self
-                .0
-                .counters
-                .lock()
-                .unwrap()
-                .entry(id(key))
-                .or_default()
-                .clone();
-            metrics::Gauge::from_arc(slot)
-        }
-        fn register_histogram(
-            &self,
-            key: &metrics::Key,
-            _: &metrics::Metadata<'_>,
-        ) -> metrics::Histogram {
-            let slot = self
-                .0
-                .histograms
-                .lock()
-                .unwrap()
-                .entry(id(key))
-                .or_default()
-                .clone();
-            metrics::Histogram::from_arc(slot)
+            self.recorder.samples(&format!(
+                "corral_pipeline_busy_seconds{{kind=Pipeline,name={name},stage={stage}}}"
+            ))
         }
     }
 

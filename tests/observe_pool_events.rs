@@ -4,166 +4,19 @@
 //! test installs it).
 #![cfg(all(feature = "tracing", feature = "metrics"))]
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::mpsc;
 
 use corral::leak::LeakCheck;
 use corral::{Overflow, WorkerPool};
 
-/// A subscriber that keeps every event as "LEVEL target field=value ...".
-#[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<String>>>);
+mod common;
 
-struct Fields(String);
-
-impl tracing::field::Visit for Fields {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, " {}={:?}", field.name(), value);
-    }
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        let _ = write!(self.0, " {}={}", field.name(), value);
-    }
-}
-
-impl tracing::Subscriber for Events {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut fields = Fields(format!(
-            "{} {}",
-            event.metadata().level(),
-            event.metadata().target()
-        ));
-        event.record(&mut fields);
-        self.0.lock().unwrap().push(fields.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-impl Events {
-    fn matching(&self, needle: &str) -> Vec<String> {
-        let all = self.0.lock().unwrap();
-        all.iter().filter(|e| e.contains(needle)).cloned().collect()
-    }
-}
-
-/// A recorder that keeps every counter's and gauge's latest value, and every
-/// histogram's samples, under "name{labels}".
-#[derive(Clone, Default)]
-struct Recorder {
-    values: Arc<Mutex<BTreeMap<String, Arc<AtomicU64>>>>,
-    samples: Arc<Mutex<BTreeMap<String, Arc<Samples>>>>,
-}
-
-#[derive(Default)]
-struct Samples(Mutex<Vec<f64>>);
-
-impl metrics::HistogramFn for Samples {
-    fn record(&self, value: f64) {
-        self.0.lock().unwrap().push(value);
-    }
-}
-
-fn id(key: &metrics::Key) -> String {
-    let labels: Vec<String> = key
-        .labels()
-        .map(|l| format!("{}={}", l.key(), l.value()))
-        .collect();
-    format!("{}{{{}}}", key.name(), labels.join(","))
-}
-
-impl Recorder {
-    fn counter(&self, id: &str) -> u64 {
-        let all = self.values.lock().unwrap();
-        all.get(id)
-            .unwrap_or_else(|| panic!("no {id} in {:?}", all.keys()))
-            .load(Ordering::Relaxed)
-    }
-    fn gauge(&self, id: &str) -> f64 {
-        f64::from_bits(self.counter(id))
-    }
-    fn samples(&self, id: &str) -> Vec<f64> {
-        let all = self.samples.lock().unwrap();
-        let samples = all
-            .get(id)
-            .unwrap_or_else(|| panic!("no {id} in {:?}", all.keys()));
-        let values = samples.0.lock().unwrap();
-        values.clone()
-    }
-}
-
-impl metrics::Recorder for Recorder {
-    fn describe_counter(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_gauge(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_histogram(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        let slot = self
-            .values
-            .lock()
-            .unwrap()
-            .entry(id(key))
-            .or_default()
-            .clone();
-        metrics::Counter::from_arc(slot)
-    }
-    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        let slot = self
-            .values
-            .lock()
-            .unwrap()
-            .entry(id(key))
-            .or_default()
-            .clone();
-        metrics::Gauge::from_arc(slot)
-    }
-    fn register_histogram(
-        &self,
-        key: &metrics::Key,
-        _: &metrics::Metadata<'_>,
-    ) -> metrics::Histogram {
-        let slot = self
-            .samples
-            .lock()
-            .unwrap()
-            .entry(id(key))
-            .or_default()
-            .clone();
-        metrics::Histogram::from_arc(slot)
-    }
-}
+use common::telemetry::{Events, Recorder};
 
 #[test]
 fn pool_panics_drops_and_shutdown_are_events_and_its_tasks_are_measured() {
     let _check = LeakCheck::new();
-    let events = Events::default();
-    tracing::subscriber::set_global_default(events.clone()).unwrap();
+    let events = Events::global();
     let recorder = Recorder::default();
     // Handles are registered at build: the workers record through them.
     let pool = metrics::with_local_recorder(&recorder, || {
@@ -217,7 +70,7 @@ fn pool_panics_drops_and_shutdown_are_events_and_its_tasks_are_measured() {
         assert!(samples.iter().all(|s| *s >= 0.0), "{samples:?}");
     }
 
-    let panics = events.matching("pool task panicked");
+    let panics = events.matching(&["pool task panicked"]);
     assert_eq!(panics.len(), 1, "{panics:?}");
     assert!(panics[0].starts_with("WARN corral"), "{}", panics[0]);
     for field in [
@@ -227,7 +80,7 @@ fn pool_panics_drops_and_shutdown_are_events_and_its_tasks_are_measured() {
     ] {
         assert!(panics[0].contains(&field), "{} lacks {field}", panics[0]);
     }
-    let drops = events.matching("pool dropped a task");
+    let drops = events.matching(&["pool dropped a task"]);
     assert_eq!(drops.len(), 1, "{drops:?}");
     assert!(drops[0].starts_with("DEBUG corral"), "{}", drops[0]);
     assert!(
@@ -235,7 +88,7 @@ fn pool_panics_drops_and_shutdown_are_events_and_its_tasks_are_measured() {
         "{}",
         drops[0]
     );
-    let shutdowns = events.matching("pool shut down");
+    let shutdowns = events.matching(&["pool shut down"]);
     assert_eq!(shutdowns.len(), 1, "{shutdowns:?}");
     let shutdown = &shutdowns[0];
     assert!(shutdown.starts_with("INFO corral"), "{shutdown}");

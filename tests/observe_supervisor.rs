@@ -239,15 +239,17 @@ fn without_a_watchdog_nothing_is_checked() {
     supervisor.stop();
 }
 
+#[cfg(all(feature = "tracing", feature = "metrics"))]
+mod common;
+
 /// Events (feature `tracing`, through a global subscriber: the supervisor emits them on
 /// its monitor thread) and metrics (feature `metrics`, registered when built).
 #[cfg(all(feature = "tracing", feature = "metrics"))]
 mod telemetry {
-    use std::collections::BTreeMap;
-    use std::fmt::Write as _;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex, OnceLock};
-    use std::time::{Duration, Instant};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::common::telemetry::{Events, Recorder};
 
     use corral::clock::ManualClock;
     use corral::leak::LeakCheck;
@@ -257,147 +259,14 @@ mod telemetry {
 
     use super::{idle, PATIENCE};
 
-    /// Every event of this process as "LEVEL target message field=value ...".
-    #[derive(Clone, Default)]
-    struct Events(Arc<Mutex<Vec<String>>>);
-
-    struct Fields(String);
-
-    impl tracing::field::Visit for Fields {
-        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-            let _ = write!(self.0, " {}={:?}", field.name(), value);
-        }
-        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-            let _ = write!(self.0, " {}={}", field.name(), value);
-        }
-    }
-
-    impl tracing::Subscriber for Events {
-        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-            tracing::span::Id::from_u64(1)
-        }
-        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-        fn event(&self, event: &tracing::Event<'_>) {
-            let mut fields = Fields(format!(
-                "{} {}",
-                event.metadata().level(),
-                event.metadata().target()
-            ));
-            event.record(&mut fields);
-            self.0.lock().unwrap().push(fields.0);
-        }
-        fn enter(&self, _: &tracing::span::Id) {}
-        fn exit(&self, _: &tracing::span::Id) {}
-    }
-
-    /// The process-wide subscriber (tests run in parallel: filter by name).
+    /// The process's subscriber (the monitor emits on its own thread).
     fn events() -> &'static Events {
-        static EVENTS: OnceLock<Events> = OnceLock::new();
-        EVENTS.get_or_init(|| {
-            let events = Events::default();
-            tracing::subscriber::set_global_default(events.clone()).unwrap();
-            events
-        })
+        Events::global()
     }
 
-    impl Events {
-        /// The events whose text contains every needle.
-        fn matching(&self, needles: &[&str]) -> Vec<String> {
-            let all = self.0.lock().unwrap();
-            all.iter()
-                .filter(|e| needles.iter().all(|n| e.contains(n)))
-                .cloned()
-                .collect()
-        }
-
-        /// Polls until `count` events match (the monitor emits them on its thread).
-        fn wait_for(&self, needles: &[&str], count: usize) -> Vec<String> {
-            let deadline = Instant::now() + PATIENCE;
-            loop {
-                let found = self.matching(needles);
-                if found.len() >= count {
-                    return found;
-                }
-                assert!(Instant::now() < deadline, "{needles:?}: {found:?}");
-                std::thread::yield_now();
-            }
-        }
-    }
-
-    /// A recorder that keeps every counter's and gauge's latest value under
-    /// "name{labels}".
-    #[derive(Clone, Default)]
-    struct Recorder(Arc<Mutex<BTreeMap<String, Arc<AtomicU64>>>>);
-
-    struct NoHistogram;
-
-    impl metrics::HistogramFn for NoHistogram {
-        fn record(&self, _: f64) {}
-    }
-
-    impl Recorder {
-        fn slot(&self, key: &metrics::Key) -> Arc<AtomicU64> {
-            let labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            let id = format!("{}{{{}}}", key.name(), labels.join(","));
-            self.0.lock().unwrap().entry(id).or_default().clone()
-        }
-        fn counter(&self, id: &str) -> u64 {
-            let all = self.0.lock().unwrap();
-            all.get(id)
-                .unwrap_or_else(|| panic!("no {id} in {:?}", all.keys()))
-                .load(Ordering::Relaxed)
-        }
-        fn gauge(&self, id: &str) -> f64 {
-            f64::from_bits(self.counter(id))
-        }
-    }
-
-    impl metrics::Recorder for Recorder {
-        fn describe_counter(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
-        fn describe_gauge(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
-        fn describe_histogram(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
-        fn register_counter(
-            &self,
-            key: &metrics::Key,
-            _: &metrics::Metadata<'_>,
-        ) -> metrics::Counter {
-            metrics::Counter::from_arc(self.slot(key))
-        }
-        fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-            metrics::Gauge::from_arc(self.slot(key))
-        }
-        fn register_histogram(
-            &self,
-            _: &metrics::Key,
-            _: &metrics::Metadata<'_>,
-        ) -> metrics::Histogram {
-            metrics::Histogram::from_arc(Arc::new(NoHistogram))
-        }
+    /// Polls until `count` events match.
+    fn wait_for(events: &Events, needles: &[&str], count: usize) -> Vec<String> {
+        events.wait_for(needles, count, PATIENCE)
     }
 
     #[test]
@@ -436,13 +305,13 @@ mod telemetry {
             runs.recv_timeout(PATIENCE).unwrap();
         }
         let who = "name=evt-sup";
-        let restarts = events.wait_for(&[who, "supervisor restarted a child"], 3);
+        let restarts = wait_for(events, &[who, "supervisor restarted a child"], 3);
         assert!(restarts[0].starts_with("INFO corral"), "{}", restarts[0]);
         assert!(restarts[0].contains("child=flaky"), "{}", restarts[0]);
         assert!(restarts[0].contains("attempt=1"), "{}", restarts[0]);
         assert!(restarts[1].contains("attempt=2"), "{}", restarts[1]);
         assert!(restarts[0].contains("kind=Supervisor"), "{}", restarts[0]);
-        let failed = events.wait_for(&[who, "supervised child exited", "exit=failed"], 3);
+        let failed = wait_for(events, &[who, "supervised child exited", "exit=failed"], 3);
         assert!(failed[0].starts_with("WARN corral"), "{}", failed[0]);
         assert!(
             failed[0].contains("error=connection refused"),
@@ -458,12 +327,12 @@ mod telemetry {
             2.0
         );
         drop(runs); // the fourth run returns Ok: not restarted
-        let finished = events.wait_for(&[who, "child=flaky", "exit=finished"], 1);
+        let finished = wait_for(events, &[who, "child=flaky", "exit=finished"], 1);
         assert!(finished[0].starts_with("INFO corral"), "{}", finished[0]);
         let report = supervisor.stop();
         assert_eq!(report.total_restarts(), 3);
         assert!(report.reason.is_stopped());
-        let stopped = events.wait_for(&[who, "supervisor stopped"], 1);
+        let stopped = wait_for(events, &[who, "supervisor stopped"], 1);
         assert!(stopped[0].starts_with("INFO corral"), "{}", stopped[0]);
         assert!(stopped[0].contains("reason=stopped"), "{}", stopped[0]);
         let finished = events.matching(&[who, "child=steady", "exit=finished"]);

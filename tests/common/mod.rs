@@ -1,4 +1,5 @@
 //! Support shared by the integration tests (not a test target itself).
+#![allow(dead_code)] // each test file uses its own part
 
 /// A tiny xorshift PRNG, so the tests need no `rand` dependency and every random
 /// sequence is reproducible from its seed.
@@ -25,3 +26,6 @@ impl XorShift {
         self.next() % n
     }
 }
+
+#[cfg(all(feature = "tracing", feature = "metrics"))]
+pub mod telemetry;
