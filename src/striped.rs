@@ -82,6 +82,15 @@ fn first_slot() -> usize {
     slot
 }
 
+/// The calling thread's slot number when it owns a stripe (below [`EXCLUSIVE`]),
+/// without the first call's set-up: `None` for a thread that has not asked for its
+/// slot yet (then [`thread_slot`] gives it one), owns none, or runs under loom.
+#[inline]
+fn owned_slot() -> Option<usize> {
+    let slot = FAST.try_with(std::cell::Cell::get).ok()?;
+    (!cfg!(loom) && slot < EXCLUSIVE).then_some(slot)
+}
+
 /// Which of `len` stripes (`EXCLUSIVE` owned ones, then `SHARED` shared ones, or
 /// fewer under loom) the calling thread counts into, and whether it owns it.
 #[inline]
@@ -95,13 +104,7 @@ pub(crate) fn stripe_index(len: usize) -> (usize, bool) {
 }
 
 /// How many stripes a striped structure needs.
-pub(crate) fn stripe_count() -> usize {
-    if cfg!(loom) {
-        2
-    } else {
-        EXCLUSIVE + SHARED
-    }
-}
+pub(crate) const STRIPES: usize = if cfg!(loom) { 2 } else { EXCLUSIVE + SHARED };
 
 /// Adds one to a stripe counter: a plain load and store when this thread owns the
 /// stripe, an atomic increment otherwise.
@@ -117,7 +120,7 @@ pub(crate) fn bump(counter: &AtomicU64, owned: bool) {
 /// `K` counters, striped per thread.
 #[derive(Debug)]
 pub(crate) struct Counters<const K: usize> {
-    stripes: Box<[Stripe<K>]>,
+    stripes: Box<[Stripe<K>; STRIPES]>,
 }
 
 #[repr(align(128))]
@@ -127,16 +130,28 @@ struct Stripe<const K: usize>([AtomicU64; K]);
 impl<const K: usize> Counters<K> {
     pub(crate) fn new() -> Self {
         Counters {
-            stripes: (0..stripe_count())
-                .map(|_| Stripe(std::array::from_fn(|_| AtomicU64::new(0))))
-                .collect(),
+            stripes: Box::new(std::array::from_fn(|_| {
+                Stripe(std::array::from_fn(|_| AtomicU64::new(0)))
+            })),
         }
     }
 
-    /// Adds one to counter `i` (`i < K`).
+    /// Adds one to counter `i` (`i < K`). The owned stripe's path is kept to a
+    /// thread-local read, one compare and one increment: it runs on every rate-limiter
+    /// `check`.
     #[inline]
     pub(crate) fn add(&self, i: usize) {
-        let (stripe, owned) = stripe_index(self.stripes.len());
+        match owned_slot().and_then(|slot| self.stripes.get(slot)) {
+            Some(stripe) => bump(&stripe.0[i], true),
+            None => self.add_shared(i),
+        }
+    }
+
+    /// [`add`](Counters::add) for a thread that owns no stripe (or has no slot yet).
+    #[cold]
+    #[inline(never)]
+    fn add_shared(&self, i: usize) {
+        let (stripe, owned) = stripe_index(STRIPES);
         if let Some(stripe) = self.stripes.get(stripe) {
             bump(&stripe.0[i], owned);
         }

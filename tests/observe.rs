@@ -268,6 +268,33 @@ fn counts_from_many_threads_add_up() {
 }
 
 #[test]
+fn counts_stay_exact_with_more_threads_than_stripes_of_their_own() {
+    // More threads at once than there are per-thread stripes: the later ones count
+    // into the shared stripes, beside the owners' plain increments.
+    const THREADS: usize = 48;
+    let _check = LeakCheck::new();
+    let clock = ManualClock::new();
+    let limiter = RateLimiter::per_second(1)
+        .burst(1_000)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let all_started = std::sync::Barrier::new(THREADS);
+    corral::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| {
+                all_started.wait();
+                for _ in 0..50 {
+                    let _ = limiter.check();
+                }
+            });
+        }
+    });
+    let stats = limiter.stats();
+    assert_eq!((stats.admitted, stats.refused), (1_000, 1_400), "{stats:?}");
+}
+
+#[test]
 fn a_rate_limiter_waiter_shows_waiting_for_a_slot() {
     let _check = LeakCheck::new();
     let clock = ManualClock::new();

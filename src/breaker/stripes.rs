@@ -137,9 +137,7 @@ pub(super) struct Stripes {
 impl Stripes {
     pub(super) fn new() -> Self {
         Stripes {
-            stripes: (0..striped::stripe_count())
-                .map(|_| Stripe::new())
-                .collect(),
+            stripes: (0..striped::STRIPES).map(|_| Stripe::new()).collect(),
         }
     }
 

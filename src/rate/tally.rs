@@ -39,28 +39,15 @@ impl Tally {
         self.name.as_ref()
     }
 
-    /// Counts one admitted call.
-    #[inline]
-    pub(super) fn admit(&self) {
-        self.calls.add(ADMITTED);
-        self.admitted_metric.add(1);
-    }
-
-    /// Counts one refused call (and emits its debug event).
-    #[inline]
-    pub(super) fn refuse(&self) {
-        self.calls.add(REFUSED);
-        self.refused_metric.add(1);
-        event::rate_refused(self.kind, self.name.as_deref());
-    }
-
     /// Counts one call either way.
     #[inline]
     pub(super) fn count(&self, admitted: bool) {
+        self.calls.add(if admitted { ADMITTED } else { REFUSED });
         if admitted {
-            self.admit();
+            self.admitted_metric.add(1);
         } else {
-            self.refuse();
+            self.refused_metric.add(1);
+            event::rate_refused(self.kind, self.name.as_deref());
         }
     }
 
