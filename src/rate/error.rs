@@ -31,15 +31,31 @@ use crate::timeline::Anchor;
 pub struct NotUntil {
     // Kept raw so that a refusal costs no instant arithmetic until someone asks.
     anchor: Anchor,
-    /// Wide so that "never" (a slot past the limiter's horizon) is representable.
-    at: u128,
+    /// The offset the request conforms at, with `u64::MAX` for "never" (a slot past
+    /// the horizon). No slot that can be reached lies there: a slot is at most the
+    /// timeline's end less one tolerance (at least a nanosecond), and a clock already
+    /// at the end no longer moves. Narrow, so a refusal is four words, not six.
+    at: u64,
     now: u64,
 }
 
 impl NotUntil {
-    /// Refused at offset `now` on `anchor`'s timeline; conforms at offset `at`.
+    /// Refused at offset `now` on `anchor`'s timeline; conforms at offset `at`
+    /// ([`NEVER`] or beyond: never).
     pub(crate) fn new(anchor: Anchor, at: u128, now: u64) -> Self {
-        NotUntil { anchor, at, now }
+        NotUntil {
+            anchor,
+            at: u64::try_from(at).unwrap_or(u64::MAX),
+            now,
+        }
+    }
+
+    /// The slot as a wide offset ([`NEVER`] for never).
+    fn at(&self) -> u128 {
+        match self.at {
+            u64::MAX => NEVER,
+            at => u128::from(at),
+        }
     }
 
     /// The earliest instant (on the limiter's clock) at which the request would pass.
@@ -49,16 +65,16 @@ impl NotUntil {
     /// [`RateLimiter`](crate::RateLimiter)) gets the latest instant that can be
     /// represented, and [`wait_time`](NotUntil::wait_time) is then [`Duration::MAX`].
     pub fn earliest(&self) -> Instant {
-        self.anchor.instant_wide(self.at)
+        self.anchor.instant_wide(self.at())
     }
 
     /// How long the caller would have to wait, measured when the request was refused
     /// ([`Duration::MAX`] when it can never pass).
     pub fn wait_time(&self) -> Duration {
-        if self.at >= NEVER {
+        if self.at() >= NEVER {
             return Duration::MAX;
         }
-        duration_from_nanos(self.at.saturating_sub(u128::from(self.now)))
+        duration_from_nanos(self.at().saturating_sub(u128::from(self.now)))
     }
 
     /// Whether the request can never pass on this limiter: its slot would lie past
@@ -81,7 +97,7 @@ impl NotUntil {
     /// # Ok::<(), corral::ConfigError>(())
     /// ```
     pub fn is_never(&self) -> bool {
-        self.at >= NEVER
+        self.at() >= NEVER
     }
 
     /// How long from `now` until [`earliest`](NotUntil::earliest) (zero once it passed).
