@@ -393,6 +393,25 @@ fn drop_oldest_counts_and_hands_back_every_evicted_item() {
 }
 
 #[test]
+fn a_named_pipeline_names_itself_in_its_errors_and_reports() {
+    let _check = LeakCheck::new();
+    let err = Pipeline::from_iter(0..10u32)
+        .name("ingest")
+        .try_stage("parse", 1, |x: u32| if x == 3 { Err("bad") } else { Ok(x) })
+        .run(|_| {})
+        .unwrap_err();
+    assert_eq!(err.to_string(), "pipeline ingest: stage parse failed");
+    assert_eq!(err.report().unwrap().name.as_deref(), Some("ingest"));
+    let report = Pipeline::from_iter(0..3u32)
+        .name("ingest")
+        .run(|_| {})
+        .unwrap();
+    assert_eq!(report.name.as_deref(), Some("ingest"));
+    let unnamed = Pipeline::from_iter(0..3u32).run(|_| {}).unwrap();
+    assert_eq!(unnamed.name, None);
+}
+
+#[test]
 fn first_error_cancels_an_endless_run_promptly() {
     let _check = LeakCheck::new();
     let pulled = AtomicU64::new(0);

@@ -1306,6 +1306,7 @@ impl<'env, T: Send + 'env> Pipeline<'env, T> {
         );
         let (stages, failure, source_done, reason) = ran;
         let report = PipelineReport {
+            name: self.name.as_deref().map(str::to_owned),
             stages,
             elapsed: started.elapsed(),
         };
@@ -1559,6 +1560,9 @@ impl PipelineError {
 /// cannot panic on a stage error whose `Display` does.
 impl fmt::Display for PipelineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(name) = self.report().and_then(|r| r.name.as_deref()) {
+            write!(f, "pipeline {name}: ")?;
+        }
         match self {
             PipelineError::Config(_) => f.write_str("pipeline not started"),
             PipelineError::Failed { stage, .. } => write!(f, "stage {stage} failed"),

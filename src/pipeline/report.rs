@@ -108,6 +108,8 @@ impl StageStats {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct PipelineReport {
+    /// The pipeline's name, if it was given one ([`Pipeline::name`](super::Pipeline::name)).
+    pub name: Option<String>,
     /// Per-stage statistics in flow order: `"source"`, the stages, `"sink"`.
     pub stages: Vec<StageStats>,
     /// Wall time of the run.

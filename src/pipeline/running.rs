@@ -88,6 +88,7 @@ impl<T: Send + 'static> Pipeline<'static, T> {
                     stage: "sink".to_owned(),
                     error,
                     report: PipelineReport {
+                        name: name.as_deref().map(str::to_owned),
                         stages: Vec::new(),
                         elapsed: Duration::ZERO,
                     },
@@ -107,16 +108,20 @@ impl<T: Send + 'static> Pipeline<'static, T> {
                 Ok(running)
             }
             // The run ended before it started every thread: its outcome says why.
-            Err(_) => Err(running
-                .finish()
-                .err()
-                .unwrap_or_else(|| PipelineError::Cancelled {
-                    reason: crate::cancel::CancelReason::Cancelled,
-                    report: PipelineReport {
-                        stages: Vec::new(),
-                        elapsed: Duration::ZERO,
-                    },
-                })),
+            Err(_) => {
+                let name = running.name.as_deref().map(str::to_owned);
+                Err(running
+                    .finish()
+                    .err()
+                    .unwrap_or_else(|| PipelineError::Cancelled {
+                        reason: crate::cancel::CancelReason::Cancelled,
+                        report: PipelineReport {
+                            name,
+                            stages: Vec::new(),
+                            elapsed: Duration::ZERO,
+                        },
+                    }))
+            }
         }
     }
 }
@@ -168,6 +173,7 @@ impl RunningPipeline {
     /// a few milliseconds and the books of a stage need not balance yet.
     pub fn stats(&self) -> PipelineReport {
         PipelineReport {
+            name: self.name.as_deref().map(str::to_owned),
             stages: self
                 .ctx
                 .as_ref()
