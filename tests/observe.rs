@@ -9,24 +9,12 @@ use std::time::{Duration, Instant};
 
 use corral::clock::ManualClock;
 use corral::leak::{self, LeakCheck};
-use corral::observe::{Activity, Blocked, Role, Stuck, ThreadInfo, Watchdog};
+use corral::observe::{Activity, Blocked, Role, Stuck, Watchdog};
 use corral::{CircuitBreaker, KeyedRateLimiter, RateLimiter, Semaphore};
 
-/// "Should happen" bound: generous, the machine is loaded.
-const PATIENCE: Duration = Duration::from_secs(30);
+mod common;
 
-/// Polls the dump until the thread called `name` satisfies `cond`; returns it.
-fn wait_for_thread(name: &str, cond: impl Fn(&ThreadInfo) -> bool) -> ThreadInfo {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let dump = leak::dump();
-        if let Some(t) = dump.threads.iter().find(|t| t.name == name && cond(t)) {
-            return t.clone();
-        }
-        assert!(Instant::now() < deadline, "timed out; last dump:\n{dump}");
-        thread::yield_now();
-    }
-}
+use common::dump::wait_for_thread;
 
 #[test]
 fn a_semaphore_waiter_shows_waiting_for_a_permit_with_its_spawn_site() {

@@ -5,28 +5,16 @@
 
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use corral::clock::ManualClock;
 use corral::leak::{self, LeakCheck};
 use corral::observe::{Activity, Blocked, Role, ThreadInfo};
 use corral::Pipeline;
 
-/// "Should happen" bound: generous, the machine is loaded.
-const PATIENCE: Duration = Duration::from_secs(30);
+mod common;
 
-/// Polls the dump until a thread satisfies `cond`; returns it.
-fn wait_for(cond: impl Fn(&ThreadInfo) -> bool) -> ThreadInfo {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let dump = leak::dump();
-        if let Some(t) = dump.threads.iter().find(|t| cond(t)) {
-            return t.clone();
-        }
-        assert!(Instant::now() < deadline, "timed out; last dump:\n{dump}");
-        thread::yield_now();
-    }
-}
+use common::dump::wait_for;
 
 #[test]
 fn a_stage_worker_blocked_on_a_full_queue_shows_the_queue_and_the_spawn_line() {
@@ -241,9 +229,6 @@ fn a_name_with_a_nul_byte_is_a_config_error() {
     let dbg = format!("{:?}", Pipeline::from_iter(0..1u8).name("shown"));
     assert!(dbg.contains("shown"), "{dbg}");
 }
-
-#[cfg(all(feature = "tracing", feature = "metrics"))]
-mod common;
 
 /// Events (feature `tracing`) and metrics (feature `metrics`) of a pipeline, through
 /// a process-wide collecting subscriber and recorder: a pipeline's events and metric

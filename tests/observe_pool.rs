@@ -13,8 +13,9 @@ use corral::leak::{self, LeakCheck};
 use corral::observe::{Activity, Blocked, Role, Stuck, ThreadInfo};
 use corral::WorkerPool;
 
-/// "Should happen" bound: generous, the machine is loaded.
-const PATIENCE: Duration = Duration::from_secs(30);
+mod common;
+
+use common::dump::{wait_for_thread, PATIENCE};
 
 /// `leak::dump` runs every live watchdog: the watchdog tests, which check who found
 /// the stuck task, take this lock against the tests that dump.
@@ -22,19 +23,6 @@ static DUMPS: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     DUMPS.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Polls the dump until the thread called `name` satisfies `cond`; returns it.
-fn wait_for_thread(name: &str, cond: impl Fn(&ThreadInfo) -> bool) -> ThreadInfo {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let dump = leak::dump();
-        if let Some(t) = dump.threads.iter().find(|t| t.name == name && cond(t)) {
-            return t.clone();
-        }
-        assert!(Instant::now() < deadline, "timed out; last dump:\n{dump}");
-        thread::yield_now();
-    }
 }
 
 /// Polls until `cond` holds.

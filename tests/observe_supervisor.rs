@@ -5,32 +5,19 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Receiver};
 
 use corral::clock::ManualClock;
 use corral::leak::{self, LeakCheck};
-use corral::observe::{Activity, Role, ThreadInfo};
+use corral::observe::{Activity, Role};
 use corral::supervisor::{ChildSpec, ChildState, EventKind, Restart};
 use corral::{CancelToken, Supervisor};
 
-/// "Should happen" bound: generous, the machine is loaded.
-const PATIENCE: Duration = Duration::from_secs(30);
+mod common;
 
-/// Polls the dump until the thread called `name` satisfies `cond`; returns it.
-fn wait_for_thread(name: &str, cond: impl Fn(&ThreadInfo) -> bool) -> ThreadInfo {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let dump = leak::dump();
-        if let Some(t) = dump.threads.iter().find(|t| t.name == name && cond(t)) {
-            return t.clone();
-        }
-        assert!(Instant::now() < deadline, "timed out; last dump:\n{dump}");
-        thread::yield_now();
-    }
-}
+use common::dump::{wait_for_thread, PATIENCE};
 
 fn idle(token: &CancelToken) -> Result<(), String> {
     token.wait();
@@ -238,9 +225,6 @@ fn without_a_watchdog_nothing_is_checked() {
     assert!(supervisor.check_stuck().is_empty());
     supervisor.stop();
 }
-
-#[cfg(all(feature = "tracing", feature = "metrics"))]
-mod common;
 
 /// Events (feature `tracing`, through a global subscriber: the supervisor emits them on
 /// its monitor thread) and metrics (feature `metrics`, registered when built).

@@ -27,5 +27,7 @@ impl XorShift {
     }
 }
 
+pub mod dump;
+
 #[cfg(all(feature = "tracing", feature = "metrics"))]
 pub mod telemetry;
