@@ -34,7 +34,9 @@ pub(crate) struct Tsc {
 impl Tsc {
     #[inline]
     fn now(&self) -> u64 {
-        self.clock.delta_as_nanos(self.raw0, self.clock.raw())
+        // The reading first, so `raw0` is loaded after the call rather than held across it.
+        let end = self.clock.raw();
+        self.clock.delta_as_nanos(self.raw0, end)
     }
 }
 
@@ -189,8 +191,15 @@ impl<C: Clock + ?Sized> Timeline<C> {
     pub(crate) fn now(&self) -> u64 {
         match self.anchor {
             Anchor::Tsc(tsc) => tsc.now(),
-            Anchor::Fixed(base) => nanos(self.clock.now().saturating_duration_since(base)),
+            Anchor::Fixed(base) => self.fixed_now(base),
         }
+    }
+
+    /// [`now`](Timeline::now) on a user clock, out of line: inlined, its call and
+    /// arithmetic take registers from the TSC path of every caller.
+    #[inline(never)]
+    fn fixed_now(&self, base: Instant) -> u64 {
+        nanos(self.clock.now().saturating_duration_since(base))
     }
 
     /// How this timeline's offsets map onto std instants.

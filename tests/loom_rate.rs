@@ -7,6 +7,8 @@
 
 use loom::sync::Arc;
 use loom::thread;
+use std::ops::RangeInclusive;
+use std::time::Duration;
 
 use corral::{clock::ManualClock, RateLimiter};
 
@@ -111,4 +113,73 @@ fn a_waiter_cancelled_while_asleep_gives_its_slot_back() {
         clock.advance(Duration::from_secs(1));
         assert_eq!(drain(&limiter), 1);
     });
+}
+
+/// `check` racing `set_rate` or `set_burst` at one frozen instant: capacity is kept
+/// in cells (and the cells available are kept by a burst change), so whatever the
+/// interleaving, the calls admitted during the change and after it come to exactly
+/// the cells that were available: 3 (`from_full` says what a full limiter may give:
+/// a smaller burst caps it when the change comes first).
+///
+/// Three starts: a full limiter, one with a cell in use (a TAT ahead of now to
+/// convert), and a full limiter still at the instant it was built. At that instant
+/// alone a call may be charged by the old limit after the change (see `Gcra` in
+/// src/rate/gcra.rs): never more than the burst, possibly one short.
+fn racing_checks(change: fn(&RateLimiter<ManualClock>), from_full: RangeInclusive<u32>) {
+    for (moved, in_use) in [(true, 0), (true, 1), (false, 0)] {
+        let from_full = from_full.clone();
+        loom::model(move || {
+            let clock = ManualClock::new();
+            let limiter = Arc::new(
+                RateLimiter::per_second(1)
+                    .burst(3)
+                    .clock(clock.clone())
+                    .build()
+                    .unwrap(),
+            );
+            if moved {
+                clock.advance(Duration::from_secs(10));
+            }
+            for _ in 0..in_use {
+                limiter.check().unwrap();
+            }
+            let checker = {
+                let limiter = Arc::clone(&limiter);
+                thread::spawn(move || drain(&limiter))
+            };
+            change(&limiter);
+            let total = in_use + checker.join().unwrap() + drain(&limiter);
+            if moved && in_use == 0 {
+                assert!(from_full.contains(&total), "{total} admitted from full");
+            } else if moved {
+                assert_eq!(total, 3, "{in_use} in use before the change");
+            } else {
+                assert!(
+                    (2..=3).contains(&total),
+                    "{total} admitted at the base instant"
+                );
+            }
+        });
+    }
+}
+
+#[test]
+fn a_faster_rate_set_while_checking_admits_exactly_the_burst() {
+    racing_checks(|l| l.set_rate(2, Duration::from_secs(1)).unwrap(), 3..=3);
+}
+
+#[test]
+fn a_slower_rate_set_while_checking_admits_exactly_the_burst() {
+    racing_checks(|l| l.set_rate(1, Duration::from_secs(2)).unwrap(), 3..=3);
+}
+
+#[test]
+fn a_larger_burst_set_while_checking_admits_exactly_the_cells_available() {
+    // The cells available are kept; the extra burst fills up at the rate.
+    racing_checks(|l| l.set_burst(5).unwrap(), 3..=3);
+}
+
+#[test]
+fn a_smaller_burst_set_while_checking_admits_exactly_the_cells_available() {
+    racing_checks(|l| l.set_burst(2).unwrap(), 2..=3);
 }

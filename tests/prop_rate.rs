@@ -20,6 +20,8 @@ use proptest::prelude::*;
 
 /// The last nanosecond offset a `u64` holds: the end of a `ManualClock`.
 const END: u128 = u64::MAX as u128;
+/// The last offset a TAT may hold: the limiter keeps the last `u64` for itself.
+const TAT_END: u128 = END - 1;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -85,13 +87,13 @@ enum Decision {
 impl Model {
     /// The limiter's time stops at the last instant a full burst still fits.
     fn judged(&self) -> u128 {
-        self.now.min(END - self.burst * self.interval)
+        self.now.min(TAT_END - self.burst * self.interval)
     }
 
     /// The new TAT and the ready offset of `n` cells now, or `None` past the end.
     fn step(&self, n: u32) -> Option<(u128, u128)> {
         let new_tat = self.tat.max(self.judged()) + u128::from(n) * self.interval;
-        if new_tat > END {
+        if new_tat > TAT_END {
             return None;
         }
         let ready = new_tat.saturating_sub(self.burst * self.interval);
@@ -171,7 +173,7 @@ impl Model {
         self.epoch += 1;
         let now = self.now;
         let debt = self.tat.saturating_sub(now);
-        self.tat = (now + debt * interval / self.interval).min(END);
+        self.converted((now + debt * interval / self.interval).min(TAT_END));
         self.interval = interval;
     }
 
@@ -182,13 +184,26 @@ impl Model {
         }
         self.epoch += 1;
         let base = self.tat.max(self.now);
-        self.tat = if burst > self.burst {
-            (base + (burst - self.burst) * self.interval).min(END)
+        self.converted(if burst > self.burst {
+            (base + (burst - self.burst) * self.interval).min(TAT_END)
         } else {
             base.saturating_sub((self.burst - burst) * self.interval)
                 .max(self.now)
-        };
+                .min(TAT_END)
+        });
         self.burst = burst;
+    }
+
+    /// A reconfiguration never puts back the TAT it took out: one nanosecond earlier
+    /// when the capacity is full (it reads the same), one later otherwise.
+    fn converted(&mut self, tat: u128) {
+        self.tat = if tat != self.tat {
+            tat
+        } else if tat <= self.now {
+            tat.saturating_sub(1)
+        } else {
+            (tat + 1).min(TAT_END)
+        };
     }
 }
 

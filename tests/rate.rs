@@ -840,8 +840,9 @@ fn a_limiter_past_its_time_horizon_keeps_limiting() {
 fn a_limiter_near_its_horizon_still_refills_at_its_rate() {
     let (clock, limiter) = manual(1, 2);
     limiter.check_n(2).unwrap();
-    // Ten seconds before the clock's end (the limiter was built at the clock's start).
-    clock.advance(Duration::from_nanos(u64::MAX) - 10 * SECOND);
+    // Ten seconds before the end of the limiter's timeline, which stops one nanosecond
+    // short of the clock's (the limiter was built at the clock's start).
+    clock.advance(Duration::from_nanos(u64::MAX - 1) - 10 * SECOND);
     assert_eq!((0..10).filter(|_| limiter.check().is_ok()).count(), 2);
     let refused = limiter.check().unwrap_err();
     assert_eq!(refused.wait_time(), SECOND);

@@ -50,6 +50,12 @@ impl NotUntil {
         }
     }
 
+    /// Refused at offset `now`; conforms at offset `at` (`u64::MAX`: never).
+    #[inline]
+    pub(crate) fn at_slot(anchor: Anchor, at: u64, now: u64) -> Self {
+        NotUntil { anchor, at, now }
+    }
+
     /// The slot as a wide offset ([`NEVER`] for never).
     fn at(&self) -> u128 {
         match self.at {

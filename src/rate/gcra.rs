@@ -23,6 +23,16 @@ use crate::sync::{AtomicU64, Mutex, Ordering};
 /// The largest `burst × interval` accepted: 2^62 ns, about 146 years, far from overflow.
 pub(crate) const MAX_SPAN_NANOS: u64 = 1 << 62;
 
+/// The last offset a TAT may hold: one short of the `u64` range, whose last value is
+/// [`RECONFIGURING`].
+const END: u64 = u64::MAX - 1;
+
+/// The TAT while `set_interval` or `set_burst` swaps the parameters. No TAT is ever
+/// stored there (the timeline ends one short of it), and a fast-path step from it
+/// overflows, so the fast path needs no test of its own for it: the general path
+/// waits on the writer's lock and reads again.
+const RECONFIGURING: u64 = u64::MAX;
+
 /// The offset standing for "never": past every offset a `u64` holds. A refusal at
 /// `NEVER` can never pass; a grant ready at `NEVER` claimed nothing.
 pub(crate) const NEVER: u128 = 1 << 64;
@@ -31,7 +41,7 @@ pub(crate) const NEVER: u128 = 1 << 64;
 /// `interval`: a TAT up to `b·T` ahead of it still fits in a `u64`.
 ///
 /// The horizon: offsets are `u64` nanoseconds since the timeline's base, so a TAT can
-/// hold at most about 584 years (`END`). All arithmetic is exact: a TAT that would not
+/// hold at most about 584 years ([`END`]). All arithmetic is exact: a TAT that would not
 /// fit is never stored (no saturation, which would make every later request look
 /// conforming). A step is taken at `now` clamped to `END - b·T`, where a full burst
 /// still fits; a request still conforms only when its slot (`TAT - b·T`) is at most the
@@ -43,7 +53,7 @@ pub(crate) const NEVER: u128 = 1 << 64;
 /// at most `b` cells short of it in the last `b·T` of the timeline.
 #[inline]
 pub(crate) fn horizon(interval: u64, burst: u64) -> u64 {
-    u64::MAX.saturating_sub(burst.saturating_mul(interval))
+    END.saturating_sub(burst.saturating_mul(interval))
 }
 
 /// Why a request was not admitted now.
@@ -54,6 +64,17 @@ pub(crate) enum Refusal {
     /// It would conform at offset `at` ([`NEVER`] past the horizon); `now` is the
     /// (clamped) offset it was judged at.
     NotUntil { at: u128, now: u64 },
+}
+
+/// What [`Gcra::check_one`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OneCell {
+    Admitted,
+    /// Refused: the cell would conform at this offset (short of the horizon).
+    NotUntil(u64),
+    /// Not for the fast path to decide (near the horizon, or during a
+    /// reconfiguration): ask [`Gcra::check`].
+    Undecided,
 }
 
 /// A successful claim on capacity, as needed to give it back.
@@ -95,13 +116,13 @@ impl Grant {
 }
 
 /// One exact GCRA step for `n` cells at `now`: the new TAT (`None` when it would not
-/// fit in a `u64`) and the offset at which the request conforms (exact, wide).
+/// fit the timeline, past [`END`]) and the offset at which the request conforms (exact, wide).
 #[inline]
 pub(crate) fn step(tat: u64, now: u64, n: u64, interval: u64, burst: u64) -> (Option<u64>, u128) {
     let base = tat.max(now);
     let cost = n.saturating_mul(interval);
     let tolerance = burst.saturating_mul(interval);
-    match base.checked_add(cost) {
+    match base.checked_add(cost).filter(|&tat| tat <= END) {
         Some(new_tat) => (Some(new_tat), u128::from(new_tat.saturating_sub(tolerance))),
         None => {
             let wide = u128::from(base) + u128::from(cost);
@@ -160,20 +181,42 @@ pub(crate) fn returned(tat: u64, grant: &Grant, now: u64) -> Option<u64> {
 
 /// The state and parameters of one direct limiter.
 ///
-/// `T` and `b` live in two more atomics so that `set_rate`/`set_burst` can change them
-/// while callers run. Writers are serialised by a lock and convert the TAT so that the
-/// available capacity is kept (x/time/rate's `SetLimit`/`SetBurst` semantics). Readers
-/// load the TAT first and the parameters second, and writers order their two stores so
-/// that any mix a reader can observe is the old pair, the new pair, or a pair stricter
-/// than both: a call racing with a reconfiguration may be refused a little early,
-/// never admitted beyond either configuration.
+/// `T` and `b` live in more atomics so that `set_interval`/`set_burst` can change
+/// them while callers run; `reach` (`b·T + 1`) is kept beside them so that the
+/// one-cell fast path, [`check_one`](Gcra::check_one), needs no multiplication.
+/// Writers are serialised by a lock and convert the TAT so that the capacity in use
+/// is kept (x/time/rate's `SetLimit`/`SetBurst` semantics).
+///
+/// A caller decides from the TAT and parameters it read, and its compare-and-swap
+/// on the TAT is what makes the decision count. A writer therefore swaps the TAT
+/// for [`RECONFIGURING`] first, publishes the parameters, and stores the converted
+/// TAT last. A caller that read the TAT before the swap fails its compare-and-swap
+/// and decides again on the new state; one that reads [`RECONFIGURING`] waits for
+/// the writer's lock. So every admission is judged on one configuration with the TAT
+/// of that configuration, never on a mix: a call racing with a reconfiguration is
+/// judged by the old parameters or the new ones.
+///
+/// The one gap would be a TAT the conversion leaves equal to itself: a caller that
+/// read it before the swap could still land its claim, charged at the old interval on
+/// the new timeline. So a writer never puts back the value it took out. A TAT at or
+/// before the writer's instant is stored one nanosecond earlier, which reads the same
+/// (full capacity) to every caller from that instant on; a TAT past it goes one
+/// nanosecond later, stricter by that much. Only at offset 0 (a reconfiguration at
+/// the very instant a limiter on a manual clock was built) is there no earlier value;
+/// a claim landing there is charged at most one cell at the old interval, once.
 #[derive(Debug)]
 pub(crate) struct Gcra {
     tat: AtomicU64,
     interval: AtomicU64,
     burst: AtomicU64,
+    reach: AtomicU64,
     epoch: AtomicU64,
     reconfigure: Mutex<()>,
+}
+
+/// `b·T + 1`: a cell conforms when the new TAT is below `now + reach`.
+fn reach(interval: u64, burst: u64) -> u64 {
+    burst.saturating_mul(interval).saturating_add(1)
 }
 
 impl Gcra {
@@ -182,6 +225,7 @@ impl Gcra {
             tat: AtomicU64::new(0),
             interval: AtomicU64::new(interval),
             burst: AtomicU64::new(burst),
+            reach: AtomicU64::new(reach(interval, burst)),
             epoch: AtomicU64::new(0),
             reconfigure: Mutex::new(()),
         }
@@ -195,7 +239,58 @@ impl Gcra {
         self.burst.load(Ordering::Acquire)
     }
 
-    /// Admits `n` cells at `now` if they conform (the lock-free fast path).
+    /// The TAT, once no writer is converting it.
+    #[inline]
+    fn settled(&self, tat: u64) -> u64 {
+        if tat == RECONFIGURING {
+            self.after_reconfiguring()
+        } else {
+            tat
+        }
+    }
+
+    /// Waits for the writer holding the lock, then reads the TAT it stored.
+    #[cold]
+    #[inline(never)]
+    fn after_reconfiguring(&self) -> u64 {
+        let _writer = self.reconfigure.lock();
+        self.tat.load(Ordering::Acquire)
+    }
+
+    /// Admits one cell at `now` if it conforms: the hot path of `check`, the same
+    /// decision as [`check`](Gcra::check) with `n = 1` in fewer steps (no burst test,
+    /// since the burst is at least 1, and no multiplication). It leaves undecided
+    /// what is out of the ordinary: a `now` past the horizon, a step past [`END`],
+    /// and [`RECONFIGURING`] (from which every step overflows).
+    #[inline(always)]
+    pub(crate) fn check_one(&self, now: u64) -> OneCell {
+        let mut tat = self.tat.load(Ordering::Acquire);
+        loop {
+            let interval = self.interval.load(Ordering::Acquire);
+            let reach = self.reach.load(Ordering::Acquire);
+            let (Some(new_tat), Some(limit)) =
+                (tat.max(now).checked_add(interval), now.checked_add(reach))
+            else {
+                return OneCell::Undecided;
+            };
+            if new_tat >= limit {
+                if new_tat > END {
+                    return OneCell::Undecided;
+                }
+                // `new_tat - b·T`, which is past `now`.
+                return OneCell::NotUntil(new_tat - reach + 1);
+            }
+            match self
+                .tat
+                .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return OneCell::Admitted,
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+
+    /// Admits `n` cells at `now` if they conform.
     ///
     /// Deliberately its own loop rather than `reserve(n, now, Some(now))`: folding the
     /// two into one helper costs the hot path a little.
@@ -203,6 +298,7 @@ impl Gcra {
     pub(crate) fn check(&self, n: u64, now: u64) -> Result<(), Refusal> {
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
+            tat = self.settled(tat);
             let interval = self.interval.load(Ordering::Acquire);
             let burst = self.burst.load(Ordering::Acquire);
             let (new_tat, _) = decide(tat, now, n, interval, burst, Some(now))?;
@@ -221,9 +317,12 @@ impl Gcra {
     /// a claim whose TAT would not fit the timeline claims nothing and is ready
     /// [`NEVER`].
     pub(crate) fn reserve(&self, n: u64, now: u64, latest: Option<u64>) -> Result<Grant, Refusal> {
-        let epoch = self.epoch.load(Ordering::Acquire);
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
+            tat = self.settled(tat);
+            // Read after a settled TAT: the compare-and-swap below then proves that no
+            // reconfiguration came in between.
+            let epoch = self.epoch.load(Ordering::Acquire);
             let interval = self.interval.load(Ordering::Acquire);
             let burst = self.burst.load(Ordering::Acquire);
             let (new_tat, ready) = match decide(tat, now, n, interval, burst, latest) {
@@ -253,11 +352,14 @@ impl Gcra {
 
     /// Gives back what it can of `grant` at `now`; returns whether anything came back.
     pub(crate) fn give_back(&self, grant: &Grant, now: u64) -> bool {
-        if self.epoch.load(Ordering::Acquire) != grant.epoch {
-            return false;
-        }
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
+            tat = self.settled(tat);
+            // After the TAT, as in `reserve`: a conversion since the grant is seen
+            // here or fails the compare-and-swap.
+            if self.epoch.load(Ordering::Acquire) != grant.epoch {
+                return false;
+            }
             let Some(new_tat) = returned(tat, grant, now) else {
                 return false;
             };
@@ -273,14 +375,23 @@ impl Gcra {
 
     /// Cells that would be admitted right now.
     pub(crate) fn available(&self, now: u64) -> u64 {
-        let tat = self.tat.load(Ordering::Acquire);
-        let interval = self.interval.load(Ordering::Acquire);
-        let burst = self.burst.load(Ordering::Acquire);
-        let now = now.min(horizon(interval, burst));
-        let debt = tat.saturating_sub(now);
-        // The cells still owed, rounded up: a partly refilled cell is not available.
-        let owed = debt.div_ceil(interval.max(1));
-        burst.saturating_sub(owed)
+        let mut tat = self.tat.load(Ordering::Acquire);
+        loop {
+            tat = self.settled(tat);
+            let interval = self.interval.load(Ordering::Acquire);
+            let burst = self.burst.load(Ordering::Acquire);
+            // Parameters of the same configuration as the TAT: unchanged since.
+            let again = self.tat.load(Ordering::Acquire);
+            if again != tat {
+                tat = again;
+                continue;
+            }
+            let now = now.min(horizon(interval, burst));
+            let debt = tat.saturating_sub(now);
+            // The cells still owed, rounded up: a partly refilled cell is not available.
+            let owed = debt.div_ceil(interval.max(1));
+            return burst.saturating_sub(owed);
+        }
     }
 
     /// Changes the emission interval at `now`, keeping the capacity in use (in cells).
@@ -290,21 +401,14 @@ impl Gcra {
         if old == interval {
             return;
         }
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        let convert = |tat: u64| {
+        let burst = self.burst.load(Ordering::Acquire);
+        self.reconfigure_with(now, |tat| {
+            self.interval.store(interval, Ordering::Release);
+            self.reach.store(reach(interval, burst), Ordering::Release);
             let debt = u128::from(tat.saturating_sub(now));
             let scaled = debt * u128::from(interval) / u128::from(old.max(1));
             now.saturating_add(u64::try_from(scaled).unwrap_or(u64::MAX))
-        };
-        if interval < old {
-            // Faster: publish the new interval first, so a reader never pairs the old
-            // (longer) interval, and its larger tolerance, with the shrunk TAT.
-            self.interval.store(interval, Ordering::Release);
-            self.update(convert);
-        } else {
-            self.update(convert);
-            self.interval.store(interval, Ordering::Release);
-        }
+        });
     }
 
     /// Changes the burst at `now`, keeping the capacity available now (in cells).
@@ -314,9 +418,10 @@ impl Gcra {
         if old == burst {
             return;
         }
-        self.epoch.fetch_add(1, Ordering::AcqRel);
         let interval = self.interval.load(Ordering::Acquire);
-        let convert = |tat: u64| {
+        self.reconfigure_with(now, |tat| {
+            self.burst.store(burst, Ordering::Release);
+            self.reach.store(reach(interval, burst), Ordering::Release);
             let base = tat.max(now);
             if burst > old {
                 base.saturating_add((burst - old).saturating_mul(interval))
@@ -324,29 +429,27 @@ impl Gcra {
                 base.saturating_sub((old - burst).saturating_mul(interval))
                     .max(now)
             }
-        };
-        if burst > old {
-            // Larger: move the TAT first, so a reader never pairs the old TAT with the
-            // new, larger tolerance.
-            self.update(convert);
-            self.burst.store(burst, Ordering::Release);
-        } else {
-            self.burst.store(burst, Ordering::Release);
-            self.update(convert);
-        }
+        });
     }
 
-    fn update(&self, f: impl Fn(u64) -> u64) {
-        let mut tat = self.tat.load(Ordering::Acquire);
-        loop {
-            match self
-                .tat
-                .compare_exchange_weak(tat, f(tat), Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return,
-                Err(actual) => tat = actual,
-            }
+    /// The writer's side (under the lock): takes the TAT out, lets `publish` store the
+    /// new parameters and convert the TAT, and puts the converted TAT back.
+    fn reconfigure_with(&self, now: u64, publish: impl FnOnce(u64) -> u64) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let old = self.tat.swap(RECONFIGURING, Ordering::AcqRel);
+        let mut new = publish(old).min(END);
+        if new == old {
+            // A different value fails the compare-and-swap of a caller that read the
+            // TAT before the swap. At or before `now` any value reads as full
+            // capacity; past it (a debt too small to change when scaled), one
+            // nanosecond more is stricter by that much. (At `END` nothing conforms.)
+            new = if new <= now {
+                new.saturating_sub(1)
+            } else {
+                new.saturating_add(1).min(END)
+            };
         }
+        self.tat.store(new, Ordering::Release);
     }
 }
 

@@ -46,7 +46,7 @@ pub use keyed::{KeyedRateLimiter, KeyedRateLimiterBuilder, KeyedStats};
 pub use reservation::Reservation;
 
 use crate::timeline::Timeline;
-use gcra::{Gcra, Grant, Refusal, MAX_SPAN_NANOS};
+use gcra::{Gcra, Grant, OneCell, Refusal, MAX_SPAN_NANOS};
 use quota::{check_burst, sleep_until_ready, Bound, Quota, NANOS_PER_SEC};
 use tally::Tally;
 
@@ -58,7 +58,9 @@ use tally::Tally;
 /// with the whole burst available.
 ///
 /// - [`check`](RateLimiter::check) / [`check_n`](RateLimiter::check_n) decide at once,
-///   lock-free, and say when a refused request would pass ([`NotUntil`]).
+///   lock-free, and say when a refused request would pass ([`NotUntil`]). (A call
+///   that meets a `set_rate` or `set_burst` in progress waits for it: a few loads and
+///   stores under the writer's lock.)
 /// - [`wait`](RateLimiter::wait) and its bounded forms sleep on the limiter's [`Clock`]
 ///   until the caller's slot. A slot past the deadline fails at once without using
 ///   capacity; a wait cancelled while sleeping gives its slot back unless a later
@@ -66,7 +68,8 @@ use tally::Tally;
 /// - [`reserve_n`](RateLimiter::reserve_n) claims cells and says when they may be used;
 ///   [`Reservation::cancel`] gives them back (all-or-nothing across several limiters).
 /// - [`set_rate`](RateLimiter::set_rate) / [`set_burst`](RateLimiter::set_burst) change
-///   the limit at run time, keeping the capacity already used.
+///   the limit at run time, keeping the capacity already used. Every call is judged
+///   wholly by the old limit or wholly by the new one.
 ///
 /// Waiters are served in the order they claim slots (each claim is one CAS), which is
 /// first come, first served up to the instant of the claim.
@@ -316,7 +319,8 @@ impl<C: Clock> RateLimiter<C> {
     }
 
     /// Admits one cell now, or says when it would pass. Lock-free: one atomic
-    /// compare-and-swap on the limiter's state. This is the `try_` form of
+    /// compare-and-swap on the limiter's state (a call meeting a `set_rate` or
+    /// `set_burst` in progress waits for it). This is the `try_` form of
     /// [`wait`](RateLimiter::wait) (named `check`, as in governor).
     ///
     /// # Errors
@@ -338,18 +342,25 @@ impl<C: Clock> RateLimiter<C> {
     #[doc(alias = "try_wait")]
     pub fn check(&self) -> Result<(), NotUntil> {
         let now = self.now();
-        let checked = self.gcra.check(1, now);
+        let checked = match self.gcra.check_one(now) {
+            OneCell::Admitted => Ok(()),
+            OneCell::NotUntil(at) => Err(at),
+            OneCell::Undecided => self.check_undecided(now),
+        };
         self.tally.count(checked.is_ok());
-        checked.map_err(|refusal| self.refused_check(refusal, now))
+        checked.map_err(|at| NotUntil::at_slot(self.time.anchor(), at, now))
     }
 
-    #[inline]
-    fn refused_check(&self, refusal: Refusal, now: u64) -> NotUntil {
-        match refusal {
-            Refusal::NotUntil { at, now } => self.not_until(at, now),
+    /// `check`'s decision where the fast path left it to the general one: the slot
+    /// of a refusal, as [`NotUntil`] keeps it (`u64::MAX` for never).
+    #[cold]
+    #[inline(never)]
+    fn check_undecided(&self, now: u64) -> Result<(), u64> {
+        self.gcra.check(1, now).map_err(|refusal| match refusal {
+            Refusal::NotUntil { at, .. } => u64::try_from(at).unwrap_or(u64::MAX),
             // The burst is at least 1, so one cell always fits eventually.
-            Refusal::TooMany { .. } => self.not_until(u128::from(now), now),
-        }
+            Refusal::TooMany { .. } => now,
+        })
     }
 
     /// Admits `cells` at once (all or none), or says why not. `check_n(0)` always passes.
@@ -696,8 +707,8 @@ impl<C: Clock> RateLimiter<C> {
     /// used (counted in cells): a limiter that was empty stays empty and refills at the
     /// new rate, a full one stays full.
     ///
-    /// A call racing with `set_rate` is judged by the old rate, the new one, or the
-    /// stricter of the two, never more leniently than both.
+    /// A call racing with `set_rate` is judged wholly by the old rate or wholly by the
+    /// new one (with the capacity in use converted), never by a mix of the two.
     ///
     /// # Errors
     ///
