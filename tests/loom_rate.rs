@@ -183,3 +183,38 @@ fn a_larger_burst_set_while_checking_admits_exactly_the_cells_available() {
 fn a_smaller_burst_set_while_checking_admits_exactly_the_cells_available() {
     racing_checks(|l| l.set_burst(2).unwrap(), 2..=3);
 }
+
+#[test]
+fn a_reservation_cancelled_across_a_rate_change_never_frees_anothers_cell() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let limiter = Arc::new(
+            RateLimiter::per_second(1)
+                .burst(3)
+                .clock(clock.clone())
+                .build()
+                .unwrap(),
+        );
+        clock.advance(Duration::from_secs(10));
+        let reserver = {
+            let limiter = Arc::clone(&limiter);
+            thread::spawn(move || {
+                let reservation = limiter.reserve();
+                // Cells it still holds: none if the cancel gave them back.
+                u32::from(!reservation.cancel())
+            })
+        };
+        let checker = {
+            let limiter = Arc::clone(&limiter);
+            thread::spawn(move || u32::from(limiter.check().is_ok()))
+        };
+        limiter.set_rate(2, Duration::from_secs(1)).unwrap();
+        let (reserved, checked) = (reserver.join().unwrap(), checker.join().unwrap());
+        let drained = drain(&limiter);
+        let total = reserved + checked + drained;
+        assert!(
+            total <= 3,
+            "{total} cells of a burst of 3: {reserved} reserved, {checked} checked, {drained} after"
+        );
+    });
+}

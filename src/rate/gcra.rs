@@ -10,9 +10,10 @@
 //!
 //! The TAT is stored as nanoseconds since the timeline's base in one `AtomicU64`; a
 //! decision is a load, a little arithmetic and one compare-and-swap, retried only when
-//! another caller moved the TAT in between. So `check` is lock-free and every admitted
-//! cell is counted exactly once: the CAS totally orders the updates, and each update
-//! conforms against the TAT it replaces.
+//! another caller moved the TAT in between. So `check` is lock-free (except against a
+//! reconfiguration in progress, see [`Gcra`]) and every admitted cell is counted
+//! exactly once: the CAS totally orders the updates, and each update conforms against
+//! the TAT it replaces.
 //!
 //! Reconfiguring while callers run is described on [`Gcra`], giving capacity back on
 //! [`returned`], and the time horizon (a clock advanced by `Duration::MAX` still
@@ -188,22 +189,29 @@ pub(crate) fn returned(tat: u64, grant: &Grant, now: u64) -> Option<u64> {
 /// is kept (x/time/rate's `SetLimit`/`SetBurst` semantics).
 ///
 /// A caller decides from the TAT and parameters it read, and its compare-and-swap
-/// on the TAT is what makes the decision count. A writer therefore swaps the TAT
-/// for [`RECONFIGURING`] first, publishes the parameters, and stores the converted
-/// TAT last. A caller that read the TAT before the swap fails its compare-and-swap
-/// and decides again on the new state; one that reads [`RECONFIGURING`] waits for
-/// the writer's lock. So every admission is judged on one configuration with the TAT
-/// of that configuration, never on a mix: a call racing with a reconfiguration is
-/// judged by the old parameters or the new ones.
+/// on the TAT is what makes an admission count; a refusal, which commits nothing,
+/// reads the TAT again and decides again if it moved. A writer therefore swaps the
+/// TAT for [`RECONFIGURING`] first, bumps the epoch, publishes the parameters, and
+/// stores the converted TAT last. A caller that read the TAT before the swap fails
+/// its compare-and-swap (or its second read) and decides again on the new state; one
+/// that reads [`RECONFIGURING`] waits for the writer's lock. So a call racing with a
+/// reconfiguration is judged by the old parameters on the old TAT or by the new ones
+/// on the converted TAT, never by a mix (the loom models in tests/loom_rate.rs).
 ///
-/// The one gap would be a TAT the conversion leaves equal to itself: a caller that
-/// read it before the swap could still land its claim, charged at the old interval on
-/// the new timeline. So a writer never puts back the value it took out. A TAT at or
-/// before the writer's instant is stored one nanosecond earlier, which reads the same
-/// (full capacity) to every caller from that instant on; a TAT past it goes one
-/// nanosecond later, stricter by that much. Only at offset 0 (a reconfiguration at
-/// the very instant a limiter on a manual clock was built) is there no earlier value;
-/// a claim landing there is charged at most one cell at the old interval, once.
+/// The gap is the one every compare-and-swap on a bare value has: a caller that read
+/// the TAT before the swap and is delayed past the change still succeeds if the TAT
+/// is back at exactly the value it read by then. The writer never puts that value
+/// back itself (a TAT at or before its instant goes one nanosecond earlier, which
+/// reads the same, full capacity, from that instant on; one past it goes one
+/// nanosecond later, stricter by that much), but calls under the new limit can bring
+/// the TAT back to it when the converted debt plus whole intervals land on it to the
+/// nanosecond. Then that one delayed decision is the old limit's: at most its own
+/// cells more than the new limit allows at that instant, once per delayed call. With
+/// the TSC clock a writer's instant is an arbitrary nanosecond, so that landing is a
+/// coincidence to the nanosecond; on a frozen manual clock it can be arranged (as can
+/// offset 0 itself, where no earlier value exists). Closing it
+/// would take a generation tag in the compared word, which 64 bits of nanoseconds
+/// leave no room for.
 #[derive(Debug)]
 pub(crate) struct Gcra {
     tat: AtomicU64,
@@ -249,6 +257,17 @@ impl Gcra {
         }
     }
 
+    /// Whether the TAT still reads `tat`, so that a decision not committed by a
+    /// compare-and-swap (a refusal) was made on parameters of its configuration;
+    /// otherwise the TAT now.
+    #[inline]
+    fn unchanged(&self, tat: u64) -> Result<(), u64> {
+        match self.tat.load(Ordering::Acquire) {
+            again if again == tat => Ok(()),
+            again => Err(again),
+        }
+    }
+
     /// Waits for the writer holding the lock, then reads the TAT it stored.
     #[cold]
     #[inline(never)]
@@ -277,6 +296,11 @@ impl Gcra {
                 if new_tat > END {
                     return OneCell::Undecided;
                 }
+                // A refusal commits nothing, so it is checked here instead.
+                if let Err(again) = self.unchanged(tat) {
+                    tat = again;
+                    continue;
+                }
                 // `new_tat - b·T`, which is past `now`.
                 return OneCell::NotUntil(new_tat - reach + 1);
             }
@@ -301,7 +325,16 @@ impl Gcra {
             tat = self.settled(tat);
             let interval = self.interval.load(Ordering::Acquire);
             let burst = self.burst.load(Ordering::Acquire);
-            let (new_tat, _) = decide(tat, now, n, interval, burst, Some(now))?;
+            let new_tat = match decide(tat, now, n, interval, burst, Some(now)) {
+                Ok((new_tat, _)) => new_tat,
+                Err(refusal) => match self.unchanged(tat) {
+                    Ok(()) => return Err(refusal),
+                    Err(again) => {
+                        tat = again;
+                        continue;
+                    }
+                },
+            };
             match self
                 .tat
                 .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Acquire)
@@ -330,7 +363,13 @@ impl Gcra {
                 Err(Refusal::NotUntil { at: NEVER, .. }) if latest.is_none() => {
                     return Ok(Grant::never(tat, epoch))
                 }
-                Err(refusal) => return Err(refusal),
+                Err(refusal) => match self.unchanged(tat) {
+                    Ok(()) => return Err(refusal),
+                    Err(again) => {
+                        tat = again;
+                        continue;
+                    }
+                },
             };
             match self
                 .tat
@@ -351,15 +390,19 @@ impl Gcra {
     }
 
     /// Gives back what it can of `grant` at `now`; returns whether anything came back.
+    ///
+    /// Under the writers' lock, so that no reconfiguration comes between the epoch
+    /// test and the compare-and-swap: otherwise a conversion followed by calls under
+    /// the new limit could bring the TAT back to the grant's end to the nanosecond,
+    /// and the give-back would erase those calls' cells. Giving back is rare (a
+    /// cancelled reservation or wait), so the lock costs the hot paths nothing.
     pub(crate) fn give_back(&self, grant: &Grant, now: u64) -> bool {
+        let _no_writer = self.reconfigure.lock();
+        if self.epoch.load(Ordering::Acquire) != grant.epoch {
+            return false;
+        }
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
-            tat = self.settled(tat);
-            // After the TAT, as in `reserve`: a conversion since the grant is seen
-            // here or fails the compare-and-swap.
-            if self.epoch.load(Ordering::Acquire) != grant.epoch {
-                return false;
-            }
             let Some(new_tat) = returned(tat, grant, now) else {
                 return false;
             };
@@ -375,15 +418,15 @@ impl Gcra {
 
     /// Cells that would be admitted right now.
     pub(crate) fn available(&self, now: u64) -> u64 {
-        let mut tat = self.tat.load(Ordering::Acquire);
         loop {
-            tat = self.settled(tat);
+            // The parameters are of the TAT's configuration unless the epoch moved
+            // meanwhile (a writer bumps it between taking the TAT out and putting
+            // the new one back); calls that move the TAT do not make this retry.
+            let epoch = self.epoch.load(Ordering::Acquire);
+            let tat = self.settled(self.tat.load(Ordering::Acquire));
             let interval = self.interval.load(Ordering::Acquire);
             let burst = self.burst.load(Ordering::Acquire);
-            // Parameters of the same configuration as the TAT: unchanged since.
-            let again = self.tat.load(Ordering::Acquire);
-            if again != tat {
-                tat = again;
+            if self.epoch.load(Ordering::Acquire) != epoch {
                 continue;
             }
             let now = now.min(horizon(interval, burst));
@@ -435,8 +478,10 @@ impl Gcra {
     /// The writer's side (under the lock): takes the TAT out, lets `publish` store the
     /// new parameters and convert the TAT, and puts the converted TAT back.
     fn reconfigure_with(&self, now: u64, publish: impl FnOnce(u64) -> u64) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
         let old = self.tat.swap(RECONFIGURING, Ordering::AcqRel);
+        // After the swap: a grant stamped with the new epoch was claimed on a TAT
+        // read after it, so it cannot be one claimed under the old configuration.
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         let mut new = publish(old).min(END);
         if new == old {
             // A different value fails the compare-and-swap of a caller that read the

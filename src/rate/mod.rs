@@ -68,8 +68,10 @@ use tally::Tally;
 /// - [`reserve_n`](RateLimiter::reserve_n) claims cells and says when they may be used;
 ///   [`Reservation::cancel`] gives them back (all-or-nothing across several limiters).
 /// - [`set_rate`](RateLimiter::set_rate) / [`set_burst`](RateLimiter::set_burst) change
-///   the limit at run time, keeping the capacity already used. Every call is judged
-///   wholly by the old limit or wholly by the new one.
+///   the limit at run time, keeping the capacity already used. A call racing with
+///   the change is judged wholly by the old limit or wholly by the new one (one
+///   exception, a delayed call meeting its exact state again, is described under
+///   Limits).
 ///
 /// Waiters are served in the order they claim slots (each claim is one CAS), which is
 /// first come, first served up to the instant of the claim.
@@ -87,6 +89,13 @@ use tally::Tally;
 ///   it in the last `burst × interval` of the timeline. A reservation or unbounded
 ///   wait whose slot would lie past the end claims nothing and is never ready
 ///   ([`Reservation::is_never`]).
+/// - Reconfiguring under load: a call that read the state before a `set_rate` or
+///   `set_burst` and is delayed past it is still judged by the old limit if, by
+///   then, calls under the new one have brought the state back to the exact
+///   nanosecond it read (a compare-and-swap cannot tell the two apart). It is then
+///   admitted at most its own cells beyond the new limit, once. With the system
+///   clock that takes a coincidence to the nanosecond; on a frozen
+///   [`ManualClock`](crate::clock::ManualClock) it can be arranged.
 /// - Giving back: a cancelled reservation or wait returns nothing once its slot has
 ///   passed (as x/time/rate's `CancelAt`: the cells may have been used), nothing while
 ///   a later claim stands after it (that claim's slot was placed after these cells),
@@ -708,7 +717,8 @@ impl<C: Clock> RateLimiter<C> {
     /// new rate, a full one stays full.
     ///
     /// A call racing with `set_rate` is judged wholly by the old rate or wholly by the
-    /// new one (with the capacity in use converted), never by a mix of the two.
+    /// new one (with the capacity in use converted), never by a mix of the two, with
+    /// the one exception given under [`RateLimiter`]'s limits.
     ///
     /// # Errors
     ///
