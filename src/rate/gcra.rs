@@ -279,8 +279,8 @@ impl Gcra {
     /// Admits one cell at `now` if it conforms: the hot path of `check`, the same
     /// decision as [`check`](Gcra::check) with `n = 1` in fewer steps (no burst test,
     /// since the burst is at least 1, and no multiplication). It leaves undecided
-    /// what is out of the ordinary: a `now` past the horizon, a step past [`END`],
-    /// and [`RECONFIGURING`] (from which every step overflows).
+    /// what is out of the ordinary: a `now` past the horizon and [`RECONFIGURING`]
+    /// (from which every step overflows).
     #[inline(always)]
     pub(crate) fn check_one(&self, now: u64) -> OneCell {
         let mut tat = self.tat.load(Ordering::Acquire);
@@ -293,16 +293,18 @@ impl Gcra {
                 return OneCell::Undecided;
             };
             if new_tat >= limit {
-                if new_tat > END {
-                    return OneCell::Undecided;
-                }
                 // A refusal commits nothing, so it is checked here instead.
                 if let Err(again) = self.unchanged(tat) {
                     tat = again;
                     continue;
                 }
-                // `new_tat - b·T`, which is past `now`.
-                return OneCell::NotUntil(new_tat - reach + 1);
+                // `new_tat - b·T`, past `now`; never when the TAT would pass `END`.
+                let at = if new_tat > END {
+                    u64::MAX
+                } else {
+                    new_tat - reach + 1
+                };
+                return OneCell::NotUntil(at);
             }
             match self
                 .tat
