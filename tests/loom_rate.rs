@@ -13,9 +13,14 @@ use std::time::Duration;
 use corral::{clock::ManualClock, RateLimiter};
 
 fn limiter(burst: u32) -> RateLimiter<ManualClock> {
+    limiter_on(&ManualClock::new(), burst)
+}
+
+/// One cell per second with a burst of `burst`, on `clock`.
+fn limiter_on(clock: &ManualClock, burst: u32) -> RateLimiter<ManualClock> {
     RateLimiter::per_second(1)
         .burst(burst)
-        .clock(ManualClock::new())
+        .clock(clock.clone())
         .build()
         .unwrap()
 }
@@ -92,13 +97,7 @@ fn a_waiter_cancelled_while_asleep_gives_its_slot_back() {
 
     loom::model(|| {
         let clock = ManualClock::new();
-        let limiter = Arc::new(
-            RateLimiter::per_second(1)
-                .burst(1)
-                .clock(clock.clone())
-                .build()
-                .unwrap(),
-        );
+        let limiter = Arc::new(limiter_on(&clock, 1));
         limiter.check().unwrap(); // the next slot is 1 s away
         let token = CancelToken::new();
         let waiter = {
@@ -130,13 +129,7 @@ fn racing_checks(change: fn(&RateLimiter<ManualClock>), from_full: RangeInclusiv
         let from_full = from_full.clone();
         loom::model(move || {
             let clock = ManualClock::new();
-            let limiter = Arc::new(
-                RateLimiter::per_second(1)
-                    .burst(3)
-                    .clock(clock.clone())
-                    .build()
-                    .unwrap(),
-            );
+            let limiter = Arc::new(limiter_on(&clock, 3));
             if moved {
                 clock.advance(Duration::from_secs(10));
             }
@@ -188,13 +181,7 @@ fn a_smaller_burst_set_while_checking_admits_exactly_the_cells_available() {
 fn a_reservation_cancelled_across_a_rate_change_never_frees_anothers_cell() {
     loom::model(|| {
         let clock = ManualClock::new();
-        let limiter = Arc::new(
-            RateLimiter::per_second(1)
-                .burst(3)
-                .clock(clock.clone())
-                .build()
-                .unwrap(),
-        );
+        let limiter = Arc::new(limiter_on(&clock, 3));
         clock.advance(Duration::from_secs(10));
         let reserver = {
             let limiter = Arc::clone(&limiter);
