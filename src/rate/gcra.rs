@@ -71,7 +71,7 @@ pub(crate) enum Refusal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum OneCell {
     Admitted,
-    /// Refused: the cell would conform at this offset (short of the horizon).
+    /// Refused: the cell would conform at this offset (`u64::MAX`: never).
     NotUntil(u64),
     /// Not for the fast path to decide (near the horizon, or during a
     /// reconfiguration): ask [`Gcra::check`].
@@ -209,9 +209,9 @@ pub(crate) fn returned(tat: u64, grant: &Grant, now: u64) -> Option<u64> {
 /// cells more than the new limit allows at that instant, once per delayed call. With
 /// the TSC clock a writer's instant is an arbitrary nanosecond, so that landing is a
 /// coincidence to the nanosecond; on a frozen manual clock it can be arranged (as can
-/// offset 0 itself, where no earlier value exists). Closing it
-/// would take a generation tag in the compared word, which 64 bits of nanoseconds
-/// leave no room for.
+/// offset 0 itself, where no earlier value exists). Closing it would take a
+/// generation tag in the compared word, which 64 bits of nanoseconds leave no room
+/// for.
 #[derive(Debug)]
 pub(crate) struct Gcra {
     tat: AtomicU64,
